@@ -1,0 +1,7 @@
+//! `lb`: an eBPF service load balancer for Kubernetes nodes that replaces kube-proxy.
+//!
+//! This library holds what the agent (`lb-agent`) and the CLI (`lbctl`) share: the service
+//! model, translation from Kubernetes objects, the agent's options, and Maglev.
+
+pub mod maglev;
+pub mod model;
