@@ -3,5 +3,7 @@
 //! This library holds what the agent (`lb-agent`) and the CLI (`lbctl`) share: the service
 //! model, translation from Kubernetes objects, the agent's options, and Maglev.
 
+pub mod config;
+pub mod k8s;
 pub mod maglev;
 pub mod model;

@@ -1,0 +1,20 @@
+//! The agent's options: every option of the documents with its default, read from a Helm-style
+//! values file and `--set` flags, and validated as a whole at start-up.
+
+mod effective;
+mod error;
+mod helm;
+mod load;
+mod types;
+mod values;
+
+pub use effective::{AgentConfig, MAX_LB_MAP_MAX};
+pub use error::{ConfigError, ConfigErrors};
+pub use load::load_values;
+pub use types::{DevicePattern, PortRange, Protocols};
+pub use values::*;
+
+/// Reads and validates the options in one step.
+pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<AgentConfig, ConfigErrors> {
+    AgentConfig::from_values(load_values(file, sets)?)
+}

@@ -1,0 +1,204 @@
+//! Parsed forms of options that are strings in the values file.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// The NodePort range, inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    /// First port.
+    pub low: u16,
+    /// Last port.
+    pub high: u16,
+}
+
+impl PortRange {
+    /// Kubernetes' default NodePort range.
+    pub const DEFAULT: PortRange = PortRange {
+        low: 30000,
+        high: 32767,
+    };
+
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.low..=self.high).contains(&port)
+    }
+
+    /// Whether the two ranges share a port.
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.low <= other.high && other.low <= self.high
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = &'static str;
+
+    /// `LOW,HIGH` (the Helm form) or `LOW-HIGH`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str =
+            "expected LOW,HIGH or LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 30000,32767";
+        let (low, high) = s.split_once([',', '-']).ok_or(EXPECTED)?;
+        let low: u16 = low.trim().parse().map_err(|_| EXPECTED)?;
+        let high: u16 = high.trim().parse().map_err(|_| EXPECTED)?;
+        if low == 0 || low > high {
+            return Err(EXPECTED);
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+/// A `devices` entry: an interface name, or a `prefix+` wildcard.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub enum DevicePattern {
+    /// Exactly this interface.
+    Name(String),
+    /// Any interface whose name starts with this prefix (written `prefix+`).
+    Prefix(String),
+}
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+impl DevicePattern {
+    /// Whether interface `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            DevicePattern::Name(n) => n == name,
+            DevicePattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for DevicePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DevicePattern::Name(n) => f.write_str(n),
+            DevicePattern::Prefix(p) => write!(f, "{p}+"),
+        }
+    }
+}
+
+impl From<DevicePattern> for String {
+    fn from(p: DevicePattern) -> String {
+        p.to_string()
+    }
+}
+
+impl FromStr for DevicePattern {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str = "expected an interface name of 1-15 characters without '/', ':' or \
+             spaces, or a prefix wildcard such as eth+";
+        let (name, wildcard) = match s.strip_suffix('+') {
+            Some(prefix) => (prefix, true),
+            None => (s, false),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= MAX_IFNAME
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c == '+' || c.is_whitespace());
+        if !valid {
+            return Err(EXPECTED);
+        }
+        Ok(if wildcard {
+            DevicePattern::Prefix(name.to_owned())
+        } else {
+            DevicePattern::Name(name.to_owned())
+        })
+    }
+}
+
+/// Which protocols the socket hooks translate (`hostServices.protocols`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Protocols {
+    /// TCP.
+    pub tcp: bool,
+    /// UDP.
+    pub udp: bool,
+}
+
+impl fmt::Display for Protocols {
+    /// `TCP, UDP` as `lbctl status` shows it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [(self.tcp, "TCP"), (self.udp, "UDP")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+impl FromStr for Protocols {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str = "expected tcp, udp or tcp,udp";
+        let mut p = Protocols {
+            tcp: false,
+            udp: false,
+        };
+        for token in s.split(',').map(str::trim) {
+            match token.to_ascii_lowercase().as_str() {
+                "tcp" => p.tcp = true,
+                "udp" => p.udp = true,
+                _ => return Err(EXPECTED),
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_accepts_both_forms() {
+        assert_eq!(
+            "10000,32767".parse(),
+            Ok(PortRange {
+                low: 10000,
+                high: 32767
+            })
+        );
+        assert_eq!("30000-32767".parse(), Ok(PortRange::DEFAULT));
+        assert!("32767,30000".parse::<PortRange>().is_err());
+        assert!("0,10".parse::<PortRange>().is_err());
+        assert!("30000".parse::<PortRange>().is_err());
+        assert!("1,70000".parse::<PortRange>().is_err());
+    }
+
+    #[test]
+    fn device_patterns_match_names_and_prefixes() {
+        let eth: DevicePattern = "eth+".parse().unwrap();
+        assert!(eth.matches("eth0") && eth.matches("eth12") && !eth.matches("ens3"));
+        let exact: DevicePattern = "eth0".parse().unwrap();
+        assert!(exact.matches("eth0") && !exact.matches("eth01"));
+        for bad in ["", "+", "a/b", "a b", "sixteen-chars-xx", "e+th"] {
+            assert!(bad.parse::<DevicePattern>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn protocols_display_as_status_shows_them() {
+        assert_eq!(
+            "tcp,udp".parse::<Protocols>().unwrap().to_string(),
+            "TCP, UDP"
+        );
+        assert_eq!("tcp".parse::<Protocols>().unwrap().to_string(), "TCP");
+        assert!("sctp".parse::<Protocols>().is_err());
+    }
+}

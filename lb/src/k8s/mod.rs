@@ -1,0 +1,22 @@
+//! Translation from Kubernetes objects (Service, EndpointSlice, Node, Pod) into the model.
+//!
+//! Pure: no I/O besides [`manifests`], which reads objects from files. Every malformed object
+//! yields errors naming the object, the field and the value, and is left out; the others are
+//! programmed.
+
+mod endpoints;
+mod error;
+mod fields;
+mod hostport;
+pub mod manifests;
+mod node;
+mod options;
+mod service;
+mod translate;
+
+pub use endpoints::SERVICE_NAME_LABEL;
+pub use error::{ObjectRef, TranslateError};
+pub use node::{DeviceSelection, K8sAddressType, NodeContext, NodeDevice, ZONE_LABEL};
+pub use options::TranslateOptions;
+pub use service::SERVICE_PROXY_NAME_LABEL;
+pub use translate::{translate, ClusterObjects, LocalNode, Translation};

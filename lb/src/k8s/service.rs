@@ -1,0 +1,426 @@
+//! One Service into its frontends: cluster IPs, node ports, load-balancer ingress IPs and
+//! external IPs, each with the backends its traffic policy allows.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+
+use super::endpoints::{backends_for, ParsedSlice};
+use super::error::{ErrorSink, ObjectRef, TranslateError};
+use super::fields::{self, ParsedProtocol};
+use super::translate::LocalNode;
+use super::TranslateOptions;
+use crate::model::{
+    Backend, Frontend, IpFamily, L3n4Addr, L4Protocol, LbService, Scope, ServiceName,
+    ServicePolicies, ServiceType, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT_SECS,
+    MAX_AFFINITY_TIMEOUT_SECS,
+};
+
+/// Label that hands a Service to a named proxy instead of the default one.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// What became of a Service.
+#[derive(Debug)]
+pub enum ServiceOutcome {
+    /// Its frontends.
+    Programmed(Vec<LbService>),
+    /// Not ours to program: headless, ExternalName, or another proxy's.
+    Ignored(String),
+}
+
+/// A Service's spec after validation.
+struct ParsedService {
+    name: ServiceName,
+    kind: String,
+    cluster_ips: Vec<IpAddr>,
+    ports: Vec<ParsedPort>,
+    external_ips: Vec<IpAddr>,
+    lb_ingress: Vec<IpAddr>,
+    policies: ServicePolicies,
+}
+
+struct ParsedPort {
+    name: String,
+    protocol: L4Protocol,
+    port: u16,
+    node_port: Option<u16>,
+}
+
+/// Translates `svc`; `slices` are the EndpointSlices labelled with its name.
+pub fn translate_service(
+    svc: &Service,
+    slices: &[&ParsedSlice],
+    node: &LocalNode,
+    opts: &TranslateOptions,
+    warnings: &mut Vec<String>,
+) -> Result<ServiceOutcome, Vec<TranslateError>> {
+    let object = ObjectRef::new("Service", &svc.metadata);
+    let proxy_name = svc
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL))
+        .cloned();
+    if proxy_name.as_deref().unwrap_or("") != opts.service_proxy_name {
+        return Ok(ServiceOutcome::Ignored(format!(
+            "{object}: {SERVICE_PROXY_NAME_LABEL}={:?} is not this proxy's name {:?}",
+            proxy_name.unwrap_or_default(),
+            opts.service_proxy_name
+        )));
+    }
+    let mut sink = ErrorSink::new(object.clone());
+    if svc.metadata.name.is_none() {
+        sink.missing("metadata.name", "every object needs a name");
+    }
+    let Some(spec) = &svc.spec else {
+        sink.missing("spec", "a Service needs a spec");
+        return Err(sink.into_errors());
+    };
+    let kind = spec.type_.clone().unwrap_or_else(|| "ClusterIP".to_owned());
+    if kind == "ExternalName" {
+        return Ok(ServiceOutcome::Ignored(format!(
+            "{object}: ExternalName services are resolved by DNS"
+        )));
+    }
+    if spec.cluster_ip.as_deref() == Some("None") {
+        return Ok(ServiceOutcome::Ignored(format!(
+            "{object}: headless (clusterIP: None)"
+        )));
+    }
+    if !["ClusterIP", "NodePort", "LoadBalancer"].contains(&kind.as_str()) {
+        sink.invalid(
+            "spec.type",
+            &kind,
+            "expected ClusterIP, NodePort, LoadBalancer or ExternalName",
+        );
+    }
+    let parsed = parse_spec(
+        svc,
+        spec,
+        proxy_name_of(svc),
+        kind,
+        &mut sink,
+        warnings,
+        opts,
+    );
+    if !sink.is_clean() {
+        return Err(sink.into_errors());
+    }
+    for p in &parsed.ports {
+        if let Some(np) = p.node_port.filter(|np| !opts.node_port_range.contains(*np)) {
+            warnings.push(format!(
+                "{object}: nodePort {np} lies outside nodePort.range {}; set nodePort.range to \
+                 the API server's --service-node-port-range",
+                opts.node_port_range
+            ));
+        }
+    }
+    Ok(ServiceOutcome::Programmed(frontends(
+        &parsed, slices, node, opts,
+    )))
+}
+
+fn proxy_name_of(svc: &Service) -> Option<String> {
+    svc.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL))
+        .cloned()
+}
+
+fn parse_spec(
+    svc: &Service,
+    spec: &ServiceSpec,
+    proxy_name: Option<String>,
+    kind: String,
+    sink: &mut ErrorSink,
+    warnings: &mut Vec<String>,
+    opts: &TranslateOptions,
+) -> ParsedService {
+    let object = sink.object().clone();
+    let cluster_ips = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ip)| fields::ip(sink, &format!("spec.clusterIPs[{i}]"), ip))
+            .collect(),
+        (_, Some(ip)) if !ip.is_empty() => {
+            fields::ip(sink, "spec.clusterIP", ip).into_iter().collect()
+        }
+        _ => {
+            sink.missing(
+                "spec.clusterIP",
+                "a non-headless Service needs a cluster IP (or clusterIP: None)",
+            );
+            Vec::new()
+        }
+    };
+    let ports = parse_ports(
+        spec.ports.as_deref().unwrap_or_default(),
+        sink,
+        warnings,
+        &object,
+    );
+    let external_ips = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, ip)| fields::ip(sink, &format!("spec.externalIPs[{i}]"), ip))
+        .collect();
+    let lb_ingress = svc
+        .status
+        .iter()
+        .flat_map(|s| s.load_balancer.iter())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .enumerate()
+        .filter_map(|(i, ing)| {
+            let ip = ing.ip.as_deref()?; // hostname-only ingress is for DNS, not for us.
+            fields::ip(sink, &format!("status.loadBalancer.ingress[{i}].ip"), ip)
+        })
+        .collect();
+    let source_ranges = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, cidr)| match cidr.trim().parse::<IpNet>() {
+            Ok(net) => Some(net.trunc()),
+            Err(_) => {
+                sink.invalid(
+                    format!("spec.loadBalancerSourceRanges[{i}]"),
+                    cidr,
+                    "expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
+                );
+                None
+            }
+        })
+        .collect();
+    let policies = ServicePolicies {
+        external_traffic_policy: traffic_policy(
+            sink,
+            "spec.externalTrafficPolicy",
+            spec.external_traffic_policy.as_deref(),
+        ),
+        internal_traffic_policy: traffic_policy(
+            sink,
+            "spec.internalTrafficPolicy",
+            spec.internal_traffic_policy.as_deref(),
+        ),
+        session_affinity_timeout_secs: affinity(sink, spec).filter(|_| opts.session_affinity),
+        source_ranges,
+        proxy_name,
+        topology_aware: false,
+    };
+    ParsedService {
+        name: ServiceName {
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        },
+        kind,
+        cluster_ips,
+        ports,
+        external_ips,
+        lb_ingress,
+        policies,
+    }
+}
+
+fn parse_ports(
+    ports: &[ServicePort],
+    sink: &mut ErrorSink,
+    warnings: &mut Vec<String>,
+    object: &ObjectRef,
+) -> Vec<ParsedPort> {
+    if ports.is_empty() {
+        sink.missing(
+            "spec.ports",
+            "a non-headless Service needs at least one port",
+        );
+    }
+    let mut out = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        if ports.len() > 1 && p.name.as_deref().unwrap_or("").is_empty() {
+            sink.missing(
+                format!("spec.ports[{i}].name"),
+                "every port of a multi-port Service needs a name",
+            );
+        }
+        let protocol = fields::protocol(
+            sink,
+            &format!("spec.ports[{i}].protocol"),
+            p.protocol.as_deref(),
+        );
+        let port = fields::port(sink, &format!("spec.ports[{i}].port"), p.port);
+        let node_port = match p.node_port {
+            None | Some(0) => None,
+            Some(raw) => fields::port(sink, &format!("spec.ports[{i}].nodePort"), raw),
+        };
+        match (protocol, port) {
+            (Some(ParsedProtocol::Supported(protocol)), Some(port)) => out.push(ParsedPort {
+                name: p.name.clone().unwrap_or_default(),
+                protocol,
+                port,
+                node_port,
+            }),
+            (Some(ParsedProtocol::Unsupported(proto)), _) => warnings.push(format!(
+                "{object}: spec.ports[{i}]: protocol {proto} is not supported (TCP and UDP are); \
+                 the port is skipped"
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn traffic_policy(sink: &mut ErrorSink, field: &str, raw: Option<&str>) -> TrafficPolicy {
+    match raw {
+        None | Some("Cluster") => TrafficPolicy::Cluster,
+        Some("Local") => TrafficPolicy::Local,
+        Some(other) => {
+            sink.invalid(field, other, "expected Cluster or Local");
+            TrafficPolicy::Cluster
+        }
+    }
+}
+
+fn affinity(sink: &mut ErrorSink, spec: &ServiceSpec) -> Option<u32> {
+    match spec.session_affinity.as_deref() {
+        None | Some("None") => None,
+        Some("ClientIP") => {
+            let raw = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            match raw {
+                None => Some(DEFAULT_AFFINITY_TIMEOUT_SECS),
+                Some(t) if t >= 1 && t as u32 <= MAX_AFFINITY_TIMEOUT_SECS => Some(t as u32),
+                Some(t) => {
+                    sink.invalid(
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                        t,
+                        format!("expected 1 to {MAX_AFFINITY_TIMEOUT_SECS} seconds"),
+                    );
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            sink.invalid("spec.sessionAffinity", other, "expected None or ClientIP");
+            None
+        }
+    }
+}
+
+/// Backends narrowed by a traffic policy and, when enabled, by topology hints for this zone.
+fn select_backends(
+    all: &[Backend],
+    policy: TrafficPolicy,
+    node: &LocalNode,
+    opts: &TranslateOptions,
+) -> (Vec<Backend>, bool) {
+    if policy == TrafficPolicy::Local {
+        let local = all
+            .iter()
+            .filter(|b| b.node_name.as_deref() == Some(node.name.as_str()))
+            .cloned()
+            .collect();
+        return (local, false);
+    }
+    if opts.service_topology {
+        if let Some(zone) = &node.zone {
+            // As kube-proxy: hints are used only when every endpoint has them and at least one
+            // is for this zone; otherwise all endpoints are used.
+            let all_hinted = !all.is_empty() && all.iter().all(|b| !b.hint_zones.is_empty());
+            let for_zone: Vec<Backend> = all
+                .iter()
+                .filter(|b| b.hint_zones.contains(zone))
+                .cloned()
+                .collect();
+            if all_hinted && !for_zone.is_empty() {
+                return (for_zone, true);
+            }
+        }
+    }
+    (all.to_vec(), false)
+}
+
+fn frontends(
+    svc: &ParsedService,
+    slices: &[&ParsedSlice],
+    node: &LocalNode,
+    opts: &TranslateOptions,
+) -> Vec<LbService> {
+    let mut out = Vec::new();
+    let families = [(IpFamily::V4, opts.ipv4), (IpFamily::V6, opts.ipv6)];
+    for port in &svc.ports {
+        for family in families.iter().filter(|(_, on)| *on).map(|(f, _)| *f) {
+            let all = backends_for(slices, &port.name, port.protocol, family);
+            let etp = svc.policies.external_traffic_policy;
+            let itp = svc.policies.internal_traffic_policy;
+            let internal = select_backends(&all, itp, node, opts);
+            let external = select_backends(&all, etp, node, opts);
+            let make = |ip: IpAddr,
+                        port_no: u16,
+                        kind: ServiceType,
+                        scope: Scope,
+                        (backends, topo): &(Vec<Backend>, bool)| LbService {
+                frontend: Frontend {
+                    addr: L3n4Addr::new(ip, port_no, port.protocol),
+                    kind,
+                    scope,
+                },
+                name: svc.name.clone(),
+                port_name: port.name.clone(),
+                backends: backends.clone(),
+                policies: ServicePolicies {
+                    topology_aware: *topo,
+                    ..svc.policies.clone()
+                },
+            };
+            let of_family = |ips: &[IpAddr]| -> Vec<IpAddr> {
+                ips.iter()
+                    .copied()
+                    .filter(|ip| IpFamily::of(*ip) == family)
+                    .collect()
+            };
+            for ip in of_family(&svc.cluster_ips) {
+                out.push(make(
+                    ip,
+                    port.port,
+                    ServiceType::ClusterIP,
+                    Scope::External,
+                    &internal,
+                ));
+            }
+            // Node-facing frontends get an internal twin when the two policies disagree.
+            let mut node_facing = |ip: IpAddr, port_no: u16, kind: ServiceType| {
+                out.push(make(ip, port_no, kind, Scope::External, &external));
+                if etp != itp {
+                    out.push(make(ip, port_no, kind, Scope::Internal, &internal));
+                }
+            };
+            let node_ports_open =
+                opts.node_port && (svc.kind == "NodePort" || svc.kind == "LoadBalancer");
+            if let Some(np) = port.node_port.filter(|_| node_ports_open) {
+                node_facing(family.unspecified(), np, ServiceType::NodePort);
+                for ip in node.node_port_addrs(family) {
+                    node_facing(*ip, np, ServiceType::NodePort);
+                }
+            }
+            if opts.node_port && svc.kind == "LoadBalancer" {
+                for ip in of_family(&svc.lb_ingress) {
+                    node_facing(ip, port.port, ServiceType::LoadBalancer);
+                }
+            }
+            if opts.external_ips {
+                for ip in of_family(&svc.external_ips) {
+                    node_facing(ip, port.port, ServiceType::ExternalIPs);
+                }
+            }
+        }
+    }
+    out
+}
