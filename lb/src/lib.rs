@@ -7,3 +7,5 @@ pub mod config;
 pub mod k8s;
 pub mod maglev;
 pub mod model;
+pub mod offline;
+pub mod views;

@@ -1,0 +1,312 @@
+//! The binaries as a user runs them: exit codes, stdout and stderr.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn data(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(case)
+}
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().expect("binary runs")
+}
+
+fn agent(args: &[&str]) -> Output {
+    run(env!("CARGO_BIN_EXE_lb-agent"), args)
+}
+
+fn lbctl(args: &[&str]) -> Output {
+    run(env!("CARGO_BIN_EXE_lbctl"), args)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn dry_run_prints_the_effective_configuration() {
+    let values = data("nginx-nodeport/values.yaml");
+    let out = agent(&[
+        "--values",
+        values.to_str().unwrap(),
+        "--set",
+        "maglev.tableSize=65521",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&stdout(&out)).unwrap();
+    assert_eq!(yaml["kubeProxyReplacement"], true);
+    assert_eq!(
+        yaml["socketLB"]["enabled"], true,
+        "implied by kubeProxyReplacement"
+    );
+    assert_eq!(yaml["hostPort"]["enabled"], true);
+    assert_eq!(
+        yaml["maglev"]["tableSize"], 65521,
+        "--set wins over the file"
+    );
+    assert_eq!(yaml["nodePort"]["range"], "30000,32767");
+}
+
+/// Each bad option the foundation issue lists, with what the message must name.
+#[test]
+fn dry_run_rejects_each_bad_option_with_a_clear_message() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["loadBalancer.algoritm=maglev"],
+            &[
+                "unknown option `loadBalancer.algoritm`",
+                "did you mean `loadBalancer.algorithm`",
+            ],
+        ),
+        (
+            &["loadBalancer.mode=fast"],
+            &["`loadBalancer.mode`", "\"fast\"", "snat", "dsr", "hybrid"],
+        ),
+        (
+            &["loadBalancer.acceleration=turbo"],
+            &["`loadBalancer.acceleration`", "native", "best-effort"],
+        ),
+        (
+            &["maglev.tableSize=1000"],
+            &["`maglev.tableSize`", "1000", "16381", "65521"],
+        ),
+        (
+            &["maglev.hashSeed=c2hvcnQ="],
+            &["`maglev.hashSeed`", "12 bytes"],
+        ),
+        (
+            &[r"nodePort.range=32767\,30000"],
+            &["`nodePort.range`", "\"32767,30000\"", "LOW,HIGH"],
+        ),
+        (
+            &["nodePort.range=32767,30000"],
+            &["\"30000\" has no '='", r"escaped as \,"],
+        ),
+        (
+            &[
+                "kubeProxyReplacement=true",
+                "loadBalancer.mode=dsr",
+                "loadBalancer.dsrDispatch=opt",
+                "routingMode=tunnel",
+            ],
+            &[
+                "loadBalancer.dsrDispatch=opt",
+                "routingMode=tunnel",
+                "routingMode=native",
+            ],
+        ),
+        (
+            &[
+                "kubeProxyReplacement=true",
+                "routingMode=native",
+                "loadBalancer.mode=dsr",
+                "loadBalancer.dsrDispatch=geneve",
+                "tunnelProtocol=vxlan",
+            ],
+            &[
+                "loadBalancer.dsrDispatch=geneve",
+                "tunnelProtocol=vxlan",
+                "tunnelProtocol=geneve",
+            ],
+        ),
+        (
+            &["loadBalancer.acceleration=native"],
+            &["NodePort handling off", "nodePort.enabled=true"],
+        ),
+        (
+            &["routingMode=direct"],
+            &["`routingMode`", "native", "tunnel"],
+        ),
+        (&["devices={eth0,bad/name}"], &["`devices`", "bad/name"]),
+        (&["bpf.lbMapMax=0"], &["`bpf.lbMapMax`"]),
+        (
+            &["hostServices.protocols=sctp"],
+            &["`hostServices.protocols`", "tcp,udp"],
+        ),
+        (
+            &["kubeProxyReplacementHealthzBindAddr=localhost"],
+            &["`kubeProxyReplacementHealthzBindAddr`", "0.0.0.0:10256"],
+        ),
+        (&["k8sServicePort=99999"], &["`k8sServicePort`", "99999"]),
+        (
+            &["cgroup.autoMount.enabled=sometimes"],
+            &["`cgroup.autoMount.enabled`", "true or false"],
+        ),
+        (
+            &["maglev.tableSize"],
+            &["--set \"maglev.tableSize\"", "KEY=VALUE"],
+        ),
+    ];
+    for (sets, needles) in cases {
+        let mut args = Vec::new();
+        for s in *sets {
+            args.extend(["--set", s]);
+        }
+        args.push("--dry-run");
+        let out = agent(&args);
+        let err = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{sets:?} accepted:\n{}",
+            stdout(&out)
+        );
+        assert!(
+            stdout(&out).is_empty(),
+            "{sets:?}: nothing is printed on stdout on failure"
+        );
+        for needle in *needles {
+            assert!(err.contains(needle), "{sets:?}: {needle:?} not in:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn dry_run_reports_every_error_at_once() {
+    let out = agent(&[
+        "--set",
+        "maglev.tableSize=7",
+        "--set",
+        "nodePort.range=x",
+        "--set",
+        "nope=1",
+        "--dry-run",
+    ]);
+    let err = stderr(&out);
+    assert!(err.contains("3 invalid option(s)"), "{err}");
+}
+
+#[test]
+fn agent_without_dry_run_says_what_is_missing() {
+    let out = agent(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--dry-run"), "{}", stderr(&out));
+}
+
+#[test]
+fn service_list_exits_3_when_objects_were_rejected() {
+    let manifests = data("broken/manifests");
+    let out = lbctl(&[
+        "service",
+        "list",
+        "--manifests",
+        manifests.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("10.96.1.1:80"),
+        "the good service is listed"
+    );
+    assert!(stderr(&out).contains("Service default/bad-ip: spec.clusterIP: \"10.96.1.999\""));
+}
+
+#[test]
+fn service_list_json_is_machine_readable() {
+    let manifests = data("nginx-nodeport/manifests");
+    let out = lbctl(&[
+        "service",
+        "list",
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--set",
+        "kubeProxyReplacement=true",
+        "--node",
+        "apoc",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let entries = json.as_array().unwrap();
+    // Without --device the node's InternalIP serves NodePort: ClusterIP, wildcard, InternalIP.
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[2]["frontend"]["addr"]["ip"], "192.168.178.29");
+    assert_eq!(entries[2]["backends"][1]["state"], "active");
+}
+
+#[test]
+fn views_without_inputs_explain_how_to_render_offline() {
+    let out = lbctl(&["service", "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--manifests DIR"), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_node_lists_the_nodes_there_are() {
+    let manifests = data("nginx-nodeport/manifests");
+    let out = lbctl(&[
+        "status",
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--node",
+        "neo",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("\"neo\"") && stderr(&out).contains("apoc, tank"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn maglev_prints_the_table_as_json() {
+    let out = lbctl(&[
+        "maglev",
+        "--table-size",
+        "251",
+        "10.0.0.2:80",
+        "10.0.0.1:80@300",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let table: Vec<u64> = json["table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(table.len(), 251);
+    assert_eq!(
+        json["backends"],
+        serde_json::json!(["10.0.0.2:80/TCP", "10.0.0.1:80/TCP"])
+    );
+    let heavy = table.iter().filter(|&&i| i == 1).count();
+    assert!(
+        heavy > 3 * 251 / 4 - 10,
+        "weight 300 vs 100 takes about three quarters: {heavy}"
+    );
+}
+
+#[test]
+fn maglev_rejects_a_table_size_not_in_the_list() {
+    let out = lbctl(&["maglev", "--table-size", "100", "10.0.0.1:80"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("100"), "{}", stderr(&out));
+}
+
+#[test]
+fn dry_run_output_is_a_values_file_that_means_the_same() {
+    let first = agent(&[
+        "--set",
+        "kubeProxyReplacement=true",
+        "--set",
+        "loadBalancer.algorithm=maglev",
+        "--dry-run",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let dir = std::env::temp_dir().join(format!("lb-dry-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("effective.yaml");
+    std::fs::write(&file, &first.stdout).unwrap();
+    let second = agent(&["--values", file.to_str().unwrap(), "--dry-run"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(stdout(&first), stdout(&second));
+}
