@@ -1,1 +1,30 @@
-fn main(){}
+//! `cargo xtask …`: the project's developer and CI tasks.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod ci;
+mod cmd;
+
+/// Developer and CI tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The README's test command: format check, clippy, and every test tier that exists.
+    Ci(ci::Options),
+    /// Benchmarks, reported as figures and ratios against a reference run side by side.
+    Bench(bench::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Ci(options) => ci::run(options),
+        Command::Bench(options) => bench::run(options),
+    }
+}

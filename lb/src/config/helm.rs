@@ -16,7 +16,8 @@ pub fn parse_set(arg: &str) -> Result<Vec<(String, Value)>, ConfigError> {
             return Err(ConfigError::SetSyntax {
                 arg: arg.to_owned(),
                 reason: format!(
-                    "{assignment:?} has no '='; expected KEY=VALUE, e.g. loadBalancer.mode=dsr"
+                    "{assignment:?} has no '='; expected KEY=VALUE[,KEY=VALUE…], with commas \
+                     inside a value escaped as \\, (e.g. nodePort.range=10000\\,32767)"
                 ),
             });
         };
@@ -95,7 +96,8 @@ fn typed_value(raw: &str) -> Value {
         "false" => Value::Bool(false),
         "null" => Value::Null,
         _ => match raw.parse::<i64>() {
-            Ok(n) if !raw.starts_with('+') && !(raw.starts_with('0') && raw.len() > 1) => {
+            // `+1` and `007` stay strings, as in Helm.
+            Ok(n) if !raw.starts_with('+') && (raw == "0" || !raw.starts_with('0')) => {
                 Value::Number(n.into())
             }
             _ => Value::String(raw.to_owned()),

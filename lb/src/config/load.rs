@@ -14,6 +14,20 @@ const RENAMED: &[(&str, &str)] = &[("hostServices.enabled", "socketLB.enabled")]
 
 /// Reads `file` (if any), applies `sets`, and checks every key and value against [`Values`].
 pub fn load_values(file: Option<&Path>, sets: &[String]) -> Result<Values, ConfigErrors> {
+    let (values, errors) = load_values_lenient(file, sets)?;
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Like [`load_values`], but returns the values built from every valid key beside the errors,
+/// so that later checks can report their problems too. Fails only when nothing could be read.
+pub fn load_values_lenient(
+    file: Option<&Path>,
+    sets: &[String],
+) -> Result<(Values, Vec<ConfigError>), ConfigErrors> {
     let mut errors = Vec::new();
     let mut tree = match file {
         Some(path) => match read_yaml(path) {
@@ -33,11 +47,7 @@ pub fn load_values(file: Option<&Path>, sets: &[String]) -> Result<Values, Confi
         }
     }
     let values = check_tree(&tree, &mut errors);
-    if errors.is_empty() {
-        Ok(values)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    Ok((values, errors))
 }
 
 fn read_yaml(path: &Path) -> Result<Value, ConfigError> {

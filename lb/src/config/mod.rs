@@ -14,7 +14,16 @@ pub use load::load_values;
 pub use types::{DevicePattern, PortRange, Protocols};
 pub use values::*;
 
-/// Reads and validates the options in one step.
+/// Reads and validates the options in one step, reporting every problem: unknown keys and
+/// bad values, then the checks on the options as a whole.
 pub fn load(file: Option<&std::path::Path>, sets: &[String]) -> Result<AgentConfig, ConfigErrors> {
-    AgentConfig::from_values(load_values(file, sets)?)
+    let (values, mut errors) = load::load_values_lenient(file, sets)?;
+    match AgentConfig::from_values(values) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(ConfigErrors(more)) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
 }

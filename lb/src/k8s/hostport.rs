@@ -142,3 +142,106 @@ fn family_enabled(family: IpFamily, opts: &TranslateOptions) -> bool {
         IpFamily::V6 => opts.ipv6,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::{DeviceSelection, NodeContext, NodeDevice};
+    use serde_json::json;
+
+    fn node() -> LocalNode {
+        let ctx = NodeContext {
+            name: "n1".into(),
+            devices: vec![NodeDevice {
+                name: "eth0".into(),
+                addrs: vec!["192.168.1.10".parse().unwrap()],
+            }],
+            ..NodeContext::default()
+        };
+        let selection = DeviceSelection {
+            devices: vec!["eth0".into()],
+            direct_routing: Some("eth0".into()),
+        };
+        LocalNode::new(&ctx, &selection)
+    }
+
+    fn pod(ports: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": ports}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.9"}
+        }))
+        .unwrap()
+    }
+
+    fn frontends(p: &Pod) -> (Vec<String>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let services =
+            translate_pod(p, &node(), &TranslateOptions::default(), &mut warnings).unwrap();
+        (
+            services
+                .iter()
+                .map(|s| format!("{} => {}", s.frontend, s.backends[0].addr))
+                .collect(),
+            warnings,
+        )
+    }
+
+    #[test]
+    fn no_host_ip_means_every_node_address_and_the_wildcard() {
+        let (fe, _) = frontends(&pod(json!([{"containerPort": 80, "hostPort": 8080}])));
+        assert_eq!(
+            fe,
+            [
+                "0.0.0.0:8080 => 10.244.0.9:80",
+                "192.168.1.10:8080 => 10.244.0.9:80"
+            ]
+        );
+        let (same, _) = frontends(&pod(
+            json!([{"containerPort": 80, "hostPort": 8080, "hostIP": "0.0.0.0"}]),
+        ));
+        assert_eq!(same, fe, "hostIP 0.0.0.0 behaves as no hostIP");
+    }
+
+    #[test]
+    fn a_host_ip_exposes_only_that_address() {
+        let (fe, _) = frontends(&pod(
+            json!([{"containerPort": 53, "hostPort": 5353, "hostIP": "192.168.1.10", "protocol": "UDP"}]),
+        ));
+        assert_eq!(fe, ["192.168.1.10:5353 => 10.244.0.9:53"]);
+    }
+
+    #[test]
+    fn loopback_host_ip_and_node_port_range_are_ignored_with_warnings() {
+        let (fe, warnings) = frontends(&pod(json!([
+            {"containerPort": 80, "hostPort": 8080, "hostIP": "127.0.0.1"},
+            {"containerPort": 81, "hostPort": 31000}
+        ])));
+        assert!(fe.is_empty());
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("loopback"), "{}", warnings[0]);
+        assert!(
+            warnings[1].contains("31000") && warnings[1].contains("30000-32767"),
+            "{}",
+            warnings[1]
+        );
+    }
+
+    #[test]
+    fn pods_elsewhere_or_finished_expose_nothing() {
+        let mut p = pod(json!([{"containerPort": 80, "hostPort": 8080}]));
+        p.spec.as_mut().unwrap().node_name = Some("n2".into());
+        assert!(frontends(&p).0.is_empty());
+        let mut p = pod(json!([{"containerPort": 80, "hostPort": 8080}]));
+        p.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert!(frontends(&p).0.is_empty());
+    }
+
+    #[test]
+    fn a_bad_host_port_names_the_field() {
+        let p = pod(json!([{"containerPort": 80, "hostPort": 70000}]));
+        let errors =
+            translate_pod(&p, &node(), &TranslateOptions::default(), &mut Vec::new()).unwrap_err();
+        assert_eq!(errors[0].to_string(), "Pod ns/p: spec.containers[0].ports[0].hostPort: 70000: expected a port from 1 to 65535");
+    }
+}

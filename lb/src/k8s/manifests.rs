@@ -105,7 +105,11 @@ fn add_object(path: &Path, index: usize, value: Value, out: &mut Manifests) {
     let fail = |message: String| ManifestError::Document {
         path: path.to_owned(),
         index,
-        kind: format!(" ({kind} {name})"),
+        kind: if kind.is_empty() {
+            String::new()
+        } else {
+            format!(" ({kind} {name})")
+        },
         message,
     };
     fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {

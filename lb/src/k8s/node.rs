@@ -134,21 +134,22 @@ impl NodeContext {
     }
 
     /// Addresses NodePort (and wildcard HostPort) frontends are created for: the global
-    /// addresses of the selected devices, or the node's Kubernetes addresses when no device is
-    /// known.
+    /// addresses of the selected devices in device-name order, or the node's Kubernetes
+    /// addresses when no device is known.
     pub fn node_port_addrs(&self, selection: &DeviceSelection, family: IpFamily) -> Vec<IpAddr> {
         let mut addrs: Vec<IpAddr> = if self.devices.is_empty() {
             self.k8s_addresses.iter().map(|(_, ip)| *ip).collect()
         } else {
-            self.devices
+            selection
+                .devices
                 .iter()
-                .filter(|d| selection.devices.contains(&d.name))
+                .filter_map(|name| self.devices.iter().find(|d| &d.name == name))
                 .flat_map(|d| d.addrs.iter().copied())
                 .collect()
         };
         addrs.retain(|ip| IpFamily::of(*ip) == family && is_global(*ip));
-        addrs.sort();
-        addrs.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        addrs.retain(|ip| seen.insert(*ip));
         addrs
     }
 
@@ -237,7 +238,11 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(v4, ["172.16.0.29", "192.168.178.29"]);
+        assert_eq!(
+            v4,
+            ["192.168.178.29", "172.16.0.29"],
+            "device order: eth0, eth1"
+        );
         assert!(c.node_port_addrs(&sel, IpFamily::V6).is_empty());
     }
 }

@@ -356,7 +356,12 @@ fn frontends(
     let mut out = Vec::new();
     let families = [(IpFamily::V4, opts.ipv4), (IpFamily::V6, opts.ipv6)];
     for port in &svc.ports {
-        for family in families.iter().filter(|(_, on)| *on).map(|(f, _)| *f) {
+        // A Service serves the families of its cluster IPs (its ipFamilies), no others.
+        let served = families
+            .iter()
+            .filter(|(f, on)| *on && svc.cluster_ips.iter().any(|ip| IpFamily::of(*ip) == *f))
+            .map(|(f, _)| *f);
+        for family in served {
             let all = backends_for(slices, &port.name, port.protocol, family);
             let etp = svc.policies.external_traffic_policy;
             let itp = svc.policies.internal_traffic_policy;
@@ -423,4 +428,169 @@ fn frontends(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::{DeviceSelection, NodeContext};
+    use serde_json::json;
+
+    fn node(zone: Option<&str>) -> LocalNode {
+        let ctx = NodeContext {
+            name: "n1".into(),
+            zone: zone.map(str::to_owned),
+            ..NodeContext::default()
+        };
+        LocalNode::new(
+            &ctx,
+            &DeviceSelection {
+                devices: vec![],
+                direct_routing: None,
+            },
+        )
+    }
+
+    fn svc(extra_meta: serde_json::Value, extra_spec: serde_json::Value) -> Service {
+        let mut v = json!({
+            "metadata": {"name": "s", "namespace": "ns"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}
+        });
+        for (k, val) in extra_meta.as_object().unwrap() {
+            v["metadata"][k] = val.clone();
+        }
+        for (k, val) in extra_spec.as_object().unwrap() {
+            v["spec"][k] = val.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn outcome(
+        s: &Service,
+        opts: &TranslateOptions,
+    ) -> Result<ServiceOutcome, Vec<TranslateError>> {
+        translate_service(s, &[], &node(None), opts, &mut Vec::new())
+    }
+
+    #[test]
+    fn service_proxy_name_is_honoured_like_kube_proxy() {
+        let labelled = svc(
+            json!({"labels": {SERVICE_PROXY_NAME_LABEL: "lb"}}),
+            json!({}),
+        );
+        let plain = svc(json!({}), json!({}));
+        let default = TranslateOptions::default();
+        let named = TranslateOptions {
+            service_proxy_name: "lb".into(),
+            ..TranslateOptions::default()
+        };
+        assert!(matches!(
+            outcome(&labelled, &default),
+            Ok(ServiceOutcome::Ignored(_))
+        ));
+        assert!(matches!(
+            outcome(&plain, &default),
+            Ok(ServiceOutcome::Programmed(_))
+        ));
+        assert!(matches!(
+            outcome(&labelled, &named),
+            Ok(ServiceOutcome::Programmed(_))
+        ));
+        assert!(matches!(
+            outcome(&plain, &named),
+            Ok(ServiceOutcome::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn session_affinity_defaults_to_three_hours_and_follows_the_switch() {
+        let s = svc(json!({}), json!({"sessionAffinity": "ClientIP"}));
+        let Ok(ServiceOutcome::Programmed(fe)) = outcome(&s, &TranslateOptions::default()) else {
+            panic!()
+        };
+        assert_eq!(fe[0].policies.session_affinity_timeout_secs, Some(10800));
+        let off = TranslateOptions {
+            session_affinity: false,
+            ..TranslateOptions::default()
+        };
+        let Ok(ServiceOutcome::Programmed(fe)) = outcome(&s, &off) else {
+            panic!()
+        };
+        assert_eq!(fe[0].policies.session_affinity_timeout_secs, None);
+        let bad = svc(
+            json!({}),
+            json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+        );
+        let errors = outcome(&bad, &TranslateOptions::default()).unwrap_err();
+        assert_eq!(
+            errors[0].field,
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+        );
+    }
+
+    #[test]
+    fn sctp_ports_are_skipped_with_a_warning_not_an_error() {
+        let s = svc(
+            json!({}),
+            json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 9, "protocol": "SCTP"}]}),
+        );
+        let mut warnings = Vec::new();
+        let Ok(ServiceOutcome::Programmed(fe)) = translate_service(
+            &s,
+            &[],
+            &node(None),
+            &TranslateOptions::default(),
+            &mut warnings,
+        ) else {
+            panic!()
+        };
+        assert_eq!(fe.len(), 1);
+        assert!(warnings[0].contains("SCTP"), "{warnings:?}");
+    }
+
+    #[test]
+    fn multi_port_services_need_named_ports() {
+        let s = svc(json!({}), json!({"ports": [{"port": 80}, {"port": 81}]}));
+        let errors = outcome(&s, &TranslateOptions::default()).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].field, "spec.ports[0].name");
+    }
+
+    #[test]
+    fn topology_hints_apply_only_when_every_endpoint_has_them() {
+        use crate::model::{Backend, L3n4Addr};
+        let backend = |ip: &str, zones: &[&str]| Backend {
+            hint_zones: zones.iter().map(|z| z.to_string()).collect(),
+            ..Backend::active(L3n4Addr::new(ip.parse().unwrap(), 80, L4Protocol::Tcp))
+        };
+        let opts = TranslateOptions {
+            service_topology: true,
+            ..TranslateOptions::default()
+        };
+        let n = node(Some("a"));
+        let hinted = [backend("10.0.0.1", &["a"]), backend("10.0.0.2", &["b"])];
+        let (picked, aware) = select_backends(&hinted, TrafficPolicy::Cluster, &n, &opts);
+        assert_eq!((picked.len(), aware), (1, true));
+        let partly = [backend("10.0.0.1", &["a"]), backend("10.0.0.2", &[])];
+        assert_eq!(
+            select_backends(&partly, TrafficPolicy::Cluster, &n, &opts)
+                .0
+                .len(),
+            2
+        );
+        let elsewhere = [backend("10.0.0.1", &["b"]), backend("10.0.0.2", &["c"])];
+        assert_eq!(
+            select_backends(&elsewhere, TrafficPolicy::Cluster, &n, &opts)
+                .0
+                .len(),
+            2
+        );
+        let off = TranslateOptions::default();
+        assert_eq!(
+            select_backends(&hinted, TrafficPolicy::Cluster, &n, &off)
+                .0
+                .len(),
+            2
+        );
+    }
 }

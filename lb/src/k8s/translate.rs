@@ -139,14 +139,16 @@ fn insert_all(out: &mut Translation, object: ObjectRef, services: Vec<LbService>
     let taken = services.iter().find_map(|s| {
         out.state
             .get(&s.frontend)
-            .map(|holder| (s.frontend, holder.name.clone()))
+            .map(|holder| (s.frontend, holder.name.clone(), holder.frontend.kind))
     });
-    if let Some((frontend, holder)) = taken {
+    if let Some((frontend, holder, holder_kind)) = taken {
         out.errors.push(TranslateError {
             object,
             field: format!("{} frontend", frontend.kind),
             value: format!("{:?}", frontend.addr.display_with_protocol()),
-            reason: format!("already served for {holder}; the object is not programmed"),
+            reason: format!(
+                "already a {holder_kind} frontend of {holder}; the object is not programmed"
+            ),
         });
         return;
     }

@@ -1,15 +1,28 @@
 //! The desired state: every frontend the node should serve.
 
-use std::collections::btree_map::{self, BTreeMap};
+use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use super::{Frontend, LbService};
+use super::{Frontend, L3n4Addr, LbService, Scope};
 
-/// Every frontend the datapath should serve, keyed and ordered by frontend.
+/// What makes a frontend unique in the datapath: its address and scope. Two services cannot
+/// share one, whatever their types.
+type FrontendKey = (L3n4Addr, Scope);
+
+fn key(frontend: &Frontend) -> FrontendKey {
+    (frontend.addr, frontend.scope)
+}
+
+/// Every frontend the datapath should serve, unique by address and scope, in the order added.
+///
+/// Translation adds frontends in a fixed order (service, port, family, then cluster IP,
+/// wildcard, node addresses in device order, ingress IPs, external IPs), so offline renderings
+/// number them the way the documents' examples do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    services: BTreeMap<Frontend, LbService>,
+    services: Vec<LbService>,
+    index: BTreeMap<FrontendKey, usize>,
 }
 
 impl DesiredState {
@@ -18,25 +31,25 @@ impl DesiredState {
         Self::default()
     }
 
-    /// Adds `service`, or returns the service already holding its frontend.
+    /// Adds `service`, or returns the service already holding its address and scope.
     pub fn insert(&mut self, service: LbService) -> Result<(), &LbService> {
-        match self.services.entry(service.frontend) {
-            btree_map::Entry::Vacant(slot) => {
-                slot.insert(service);
-                Ok(())
-            }
-            btree_map::Entry::Occupied(taken) => Err(taken.into_mut()),
+        if let Some(&at) = self.index.get(&key(&service.frontend)) {
+            return Err(&self.services[at]);
         }
+        self.index
+            .insert(key(&service.frontend), self.services.len());
+        self.services.push(service);
+        Ok(())
     }
 
-    /// The service at `frontend`.
+    /// The service at `frontend`'s address and scope (of whatever type).
     pub fn get(&self, frontend: &Frontend) -> Option<&LbService> {
-        self.services.get(frontend)
+        self.index.get(&key(frontend)).map(|&at| &self.services[at])
     }
 
-    /// All services in frontend order.
+    /// All services in the order added.
     pub fn services(&self) -> impl Iterator<Item = &LbService> {
-        self.services.values()
+        self.services.iter()
     }
 
     /// Number of frontends.
@@ -52,6 +65,6 @@ impl DesiredState {
 
 impl Serialize for DesiredState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.services.values())
+        serializer.collect_seq(&self.services)
     }
 }
