@@ -46,10 +46,13 @@ pub fn run(options: Options) -> Result<()> {
         "--bins",
         "--tests",
         "--examples",
-        "--doc",
     ]);
     tests.env("INSTA_UPDATE", "no"); // a snapshot that differs fails; it is never rewritten here
     timings.push(("unit + property + CLI tests", step("tests", tests)?));
+    // Cargo cannot mix --doc with other target selections.
+    let mut doctests = cargo();
+    doctests.args(["test", "--workspace", "--doc"]);
+    timings.push(("doc tests", step("doc tests", doctests)?));
 
     eprintln!("\n==> summary");
     for (name, took) in &timings {

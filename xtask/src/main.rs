@@ -1,5 +1,7 @@
 //! `cargo xtask …`: the project's developer and CI tasks.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -22,9 +24,16 @@ enum Command {
     Bench(bench::Options),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Ci(options) => ci::run(options),
         Command::Bench(options) => bench::run(options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
