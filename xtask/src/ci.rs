@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use crate::cmd::{cargo, step};
+use crate::cmd::{cargo, step, test_step, TestCounts};
 
 /// Options of `cargo xtask ci`.
 #[derive(Debug, Args)]
@@ -37,6 +37,7 @@ pub fn run(options: Options) -> Result<()> {
         ]);
         timings.push(("clippy", step("clippy", clippy)?));
     }
+    let mut counts = TestCounts::default();
     let mut tests = cargo();
     // Benches are harness-less binaries that measure; they run under `cargo xtask bench`.
     tests.args([
@@ -48,11 +49,15 @@ pub fn run(options: Options) -> Result<()> {
         "--examples",
     ]);
     tests.env("INSTA_UPDATE", "no"); // a snapshot that differs fails; it is never rewritten here
-    timings.push(("unit + property + CLI tests", step("tests", tests)?));
+    let (took, ran) = test_step("tests", tests)?;
+    timings.push(("unit + property + CLI tests", took));
+    counts.add(ran);
     // Cargo cannot mix --doc with other target selections.
     let mut doctests = cargo();
     doctests.args(["test", "--workspace", "--doc"]);
-    timings.push(("doc tests", step("doc tests", doctests)?));
+    let (took, ran) = test_step("doc tests", doctests)?;
+    timings.push(("doc tests", took));
+    counts.add(ran);
 
     eprintln!("\n==> summary");
     for (name, took) in &timings {
@@ -74,5 +79,10 @@ pub fn run(options: Options) -> Result<()> {
     ] {
         eprintln!("    {tier:<28} --   {why}");
     }
+    // The closing line, totalled over every test binary.
+    println!(
+        "ci: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
     Ok(())
 }
