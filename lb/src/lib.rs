@@ -4,6 +4,7 @@
 //! model, translation from Kubernetes objects, the agent's options, and Maglev.
 
 pub mod config;
+pub mod datapath;
 pub mod k8s;
 pub mod maglev;
 pub mod model;

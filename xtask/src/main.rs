@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod ci;
 mod cmd;
+mod deps;
 
 /// Developer and CI tasks.
 #[derive(Debug, Parser)]

@@ -1,0 +1,47 @@
+/* The load balancer's maps. Sizes are set at load time from bpf.lbMapMax (the value here is
+ * only a placeholder); names follow <area>_<family>_<noun>, and a layout change bumps the name.
+ */
+#ifndef LB_MAPS_H
+#define LB_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lb_types.h"
+
+#define LB_MAP_PLACEHOLDER_SIZE 65536
+
+/* Frontends and their backend slots. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb_service);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+} lb4_services_v1 SEC(".maps");
+
+/* Backends by id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+} lb4_backends_v1 SEC(".maps");
+
+/* Frontends by rev_nat_index, for reverse translation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct lb4_reverse_nat);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+} lb4_reverse_nat_v1 SEC(".maps");
+
+/* What each translated socket asked for, so getpeername and recvmsg can show it. LRU: an
+ * entry of a closed socket ages out instead of filling the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_sock_key);
+	__type(value, struct lb4_sock_value);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+} lb4_reverse_sk_v1 SEC(".maps");
+
+#endif /* LB_MAPS_H */

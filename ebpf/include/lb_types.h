@@ -1,0 +1,76 @@
+/* Map keys and values of the load balancer, shared by every program and mirrored in Rust by
+ * ebpf/src/maps.rs (a test checks both against this object's BTF). Addresses and ports are in
+ * network byte order; padding is explicit so the layout is the same on every compiler.
+ */
+#ifndef LB_TYPES_H
+#define LB_TYPES_H
+
+#include <linux/types.h>
+
+/* Service scopes: one frontend may exist twice when its traffic policies differ. */
+#define LB_SCOPE_EXT 0 /* traffic from outside the cluster, or all traffic */
+#define LB_SCOPE_INT 1 /* traffic from inside the cluster when the policies differ */
+
+/* lb_service.flags */
+#define LB_SVC_CLUSTER_IP   (1 << 0) /* a ClusterIP frontend */
+#define LB_SVC_NODE_PORT    (1 << 1) /* a NodePort frontend */
+#define LB_SVC_EXTERNAL_IP  (1 << 2) /* an externalIPs frontend */
+#define LB_SVC_LOADBALANCER (1 << 3) /* a LoadBalancer ingress frontend */
+#define LB_SVC_HOST_PORT    (1 << 4) /* a HostPort frontend */
+#define LB_SVC_TWO_SCOPES   (1 << 5) /* an internal-scope twin exists */
+#define LB_SVC_AFFINITY     (1 << 6) /* sessionAffinity: ClientIP */
+
+/* Key of lb4_services: slot 0 is the service itself, slots 1..count its active backends and
+ * count+1..count+qcount the terminating ones (kept for existing flows, never chosen). */
+struct lb4_key {
+	__be32 address;     /* frontend IPv4 address */
+	__be16 dport;       /* frontend port */
+	__u16 backend_slot; /* 0: the service; 1..: a backend slot */
+	__u8 proto;         /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 scope;         /* LB_SCOPE_EXT or LB_SCOPE_INT */
+	__u8 pad[2];        /* explicit padding, always zero */
+};
+
+/* Value of lb4_services. */
+struct lb_service {
+	__u32 backend_id;       /* slot > 0: the backend in this slot (lb4_backends key) */
+	__u16 count;            /* slot 0: number of active backend slots */
+	__u16 qcount;           /* slot 0: number of terminating backend slots after them */
+	__u16 rev_nat_index;    /* id of the frontend for reverse translation (lb4_reverse_nat) */
+	__u8 flags;             /* LB_SVC_* */
+	__u8 pad;               /* explicit padding, always zero */
+	__u32 affinity_timeout; /* slot 0: session affinity timeout in seconds, 0 without */
+};
+
+/* Value of lb4_backends, keyed by a __u32 backend id. */
+struct lb4_backend {
+	__be32 address; /* backend IPv4 address */
+	__be16 port;    /* backend port */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 state;     /* 0 active, 1 terminating, 2 quarantined, 3 maintenance */
+};
+
+/* Value of lb4_reverse_nat, keyed by a __u16 rev_nat_index: the frontend to show the
+ * application. */
+struct lb4_reverse_nat {
+	__be32 address; /* frontend IPv4 address */
+	__be16 port;    /* frontend port */
+	__u16 pad;      /* explicit padding, always zero */
+};
+
+/* Key of lb4_reverse_sk: a socket and the backend it was sent to. */
+struct lb4_sock_key {
+	__u64 cookie;   /* socket cookie */
+	__be32 address; /* backend IPv4 address */
+	__be16 port;    /* backend port */
+	__u16 pad;      /* explicit padding, always zero */
+};
+
+/* Value of lb4_reverse_sk: the frontend the socket asked for. */
+struct lb4_sock_value {
+	__be32 address;       /* frontend IPv4 address */
+	__be16 port;          /* frontend port */
+	__u16 rev_nat_index;  /* frontend id, to check it still exists */
+};
+
+#endif /* LB_TYPES_H */

@@ -1,0 +1,31 @@
+//! The load balancer's eBPF datapath.
+//!
+//! The programs are C under `src/bpf/`, built by clang in `build.rs`; map layouts are defined
+//! once in `include/lb_types.h` and mirrored here as `#[repr(C)]` structs, which a test checks
+//! against the BTF of the built object, field by field.
+
+pub mod maps;
+
+/// An object file's bytes, aligned so that ELF parsing can read it in place.
+#[repr(C, align(8))]
+struct Aligned<Bytes: ?Sized> {
+    bytes: Bytes,
+}
+
+static SOCK_LB: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/sock_lb.o")),
+};
+
+/// The socket-level load balancer: cgroup `connect4`, `sendmsg4`, `recvmsg4` and
+/// `getpeername4` programs, and the maps they share.
+pub fn sock_lb_object() -> &'static [u8] {
+    &SOCK_LB.bytes
+}
+
+/// Names of the programs in [`sock_lb_object`], with the cgroup hook each attaches to.
+pub const SOCK_LB_PROGRAMS: &[(&str, &str)] = &[
+    ("lb_sock4_connect", "connect4"),
+    ("lb_sock4_sendmsg", "sendmsg4"),
+    ("lb_sock4_recvmsg", "recvmsg4"),
+    ("lb_sock4_getpeername", "getpeername4"),
+];

@@ -1,0 +1,118 @@
+//! The Rust mirrors in `ebpf::maps` have the size and field offsets the C structs have in the
+//! built object's BTF: a layout drift between C and Rust fails here, not in the kernel.
+
+use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of};
+
+use btf_rs::{Btf, Type};
+use ebpf::maps::*;
+use object::{Object, ObjectSection};
+
+/// Size and byte offset of every member of the C struct `name`.
+fn c_layout(btf: &Btf, name: &str) -> (usize, BTreeMap<String, usize>) {
+    let types = btf
+        .resolve_types_by_name(name)
+        .unwrap_or_else(|e| panic!("struct {name} not in BTF: {e}"));
+    let strukt = types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{name} is not a struct in BTF"));
+    let members = strukt
+        .members
+        .iter()
+        .map(|m| {
+            assert!(
+                m.bitfield_size().is_none(),
+                "{name}: bitfields are not mirrored"
+            );
+            (btf.resolve_name(m).unwrap(), m.bit_offset() as usize / 8)
+        })
+        .collect();
+    (strukt.size(), members)
+}
+
+fn sock_lb_btf() -> Btf {
+    let file = object::File::parse(ebpf::sock_lb_object()).expect("the object is ELF");
+    let section = file
+        .section_by_name(".BTF")
+        .expect("built with -g: has .BTF");
+    Btf::from_bytes(section.data().unwrap()).expect("valid BTF")
+}
+
+macro_rules! assert_layout {
+    ($btf:expr, $c:literal, $rust:ty, [$($field:ident),+ $(,)?]) => {{
+        let (size, members) = c_layout($btf, $c);
+        assert_eq!(size_of::<$rust>(), size, "size of {} vs struct {}", stringify!($rust), $c);
+        let rust: BTreeMap<String, usize> =
+            [$((stringify!($field).to_owned(), offset_of!($rust, $field))),+].into_iter().collect();
+        assert_eq!(rust, members, "fields of {} vs struct {}", stringify!($rust), $c);
+    }};
+}
+
+#[test]
+fn rust_mirrors_match_the_objects_btf() {
+    let btf = sock_lb_btf();
+    assert_layout!(
+        &btf,
+        "lb4_key",
+        Lb4Key,
+        [address, dport, backend_slot, proto, scope, pad]
+    );
+    assert_layout!(
+        &btf,
+        "lb_service",
+        LbService,
+        [
+            backend_id,
+            count,
+            qcount,
+            rev_nat_index,
+            flags,
+            pad,
+            affinity_timeout
+        ]
+    );
+    assert_layout!(
+        &btf,
+        "lb4_backend",
+        Lb4Backend,
+        [address, port, proto, state]
+    );
+    assert_layout!(&btf, "lb4_reverse_nat", Lb4ReverseNat, [address, port, pad]);
+    assert_layout!(
+        &btf,
+        "lb4_sock_key",
+        Lb4SockKey,
+        [cookie, address, port, pad]
+    );
+    assert_layout!(
+        &btf,
+        "lb4_sock_value",
+        Lb4SockValue,
+        [address, port, rev_nat_index]
+    );
+}
+
+#[test]
+fn every_named_map_and_program_is_in_the_object() {
+    let file = object::File::parse(ebpf::sock_lb_object()).unwrap();
+    let symbols: Vec<String> = file
+        .symbols()
+        .filter_map(|s| object::ObjectSymbol::name(&s).ok().map(str::to_owned))
+        .collect();
+    for name in [LB4_SERVICES, LB4_BACKENDS, LB4_REVERSE_NAT, LB4_REVERSE_SK] {
+        assert!(
+            symbols.iter().any(|s| s == name),
+            "map {name} missing from {symbols:?}"
+        );
+    }
+    for (program, _) in ebpf::SOCK_LB_PROGRAMS {
+        assert!(
+            symbols.iter().any(|s| s == program),
+            "program {program} missing"
+        );
+    }
+}

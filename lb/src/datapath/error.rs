@@ -1,0 +1,67 @@
+//! Errors of loading, attaching and programming the datapath.
+
+use std::path::PathBuf;
+
+/// Something the kernel or the object refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The object could not be loaded (verifier, missing kernel feature, permissions).
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("program {program}: {source}{}", source_chain(source))]
+    Program {
+        /// The program's name.
+        program: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A program or map the object should have is missing: the object and this build disagree.
+    #[error("the eBPF object has no {kind} named {name}")]
+    Missing {
+        /// `program` or `map`.
+        kind: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// The cgroup to attach to could not be opened.
+    #[error("cannot open cgroup {}: {source}", path.display())]
+    Cgroup {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A map could not be read or written.
+    #[error("map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A service has more backends than a slot index holds.
+    #[error("service {frontend} has {count} backends; at most {max} fit a service")]
+    TooManyBackends {
+        /// The frontend.
+        frontend: String,
+        /// Backends given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// `: cause: cause…` for the causes below `err`, which aya's messages leave out.
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}

@@ -1,0 +1,107 @@
+//! The child side of the privileged tests: backends and a client, in the test's cgroup and a
+//! network namespace of their own. Prints one line per observation for the parent to check.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{BACKENDS, SERVICE_IP};
+
+/// Connections or datagrams per test: with two backends chosen at random, the chance that one
+/// is never chosen is 2^-39.
+pub const ATTEMPTS: usize = 40;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `role` and exits non-zero on any unexpected error.
+pub fn run(role: &str) {
+    if let Err(e) = run_role(role) {
+        eprintln!("child {role}: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    if !up.success() {
+        return Err("ip link set lo up failed".into());
+    }
+    match role {
+        "tcp" => tcp_client(),
+        "udp" => udp_client(),
+        "udp-untranslated" => {
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
+                Ok(_) => println!("udp-sent"),
+                Err(e) => println!("udp-error {}", e.to_string().to_lowercase()),
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown role {other}").into()),
+    }
+}
+
+/// Backends that answer every connection with their own address.
+fn tcp_backends() -> Result<(), Box<dyn std::error::Error>> {
+    for ip in BACKENDS {
+        let listener = TcpListener::bind(SocketAddrV4::new(ip, 8080))?;
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let me = stream
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let _ = stream.write_all(me.as_bytes());
+            }
+        });
+    }
+    Ok(())
+}
+
+fn tcp_client() -> Result<(), Box<dyn std::error::Error>> {
+    tcp_backends()?;
+    let service = SocketAddr::V4(SocketAddrV4::new(SERVICE_IP, 80));
+    for _ in 0..ATTEMPTS {
+        let mut stream = TcpStream::connect_timeout(&service, TIMEOUT)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        let peer = stream.peer_addr()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        println!("tcp {answer} {peer}");
+    }
+    Ok(())
+}
+
+/// Backends that answer every datagram with their own address.
+fn udp_backends() -> Result<(), Box<dyn std::error::Error>> {
+    for ip in BACKENDS {
+        let socket = UdpSocket::bind(SocketAddrV4::new(ip, 5353))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let me = socket
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let _ = socket.send_to(me.as_bytes(), from);
+            }
+        });
+    }
+    Ok(())
+}
+
+fn udp_client() -> Result<(), Box<dyn std::error::Error>> {
+    udp_backends()?;
+    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
+    socket.set_read_timeout(Some(TIMEOUT))?;
+    let mut buf = [0u8; 64];
+    for _ in 0..ATTEMPTS {
+        socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53))?;
+        let (n, from) = socket.recv_from(&mut buf)?;
+        println!("udp {} {from}", String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(())
+}
