@@ -73,7 +73,7 @@ pub fn run(options: Options) -> Result<()> {
         ),
         (
             "kernel (privileged)",
-            "not built yet: arrives with the east-west issue",
+            "socket-LB tests in the test step (lb/tests/privileged.rs); scenarios pending",
         ),
         (
             "vm (kernel matrix)",
