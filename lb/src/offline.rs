@@ -118,20 +118,45 @@ pub fn render(inputs: &OfflineInputs) -> Result<OfflineView, OfflineError> {
         None if nodes.len() == 1 => nodes.first(),
         None => None,
     };
-    let node = match node_object {
+    let mut notes = Vec::new();
+    let (node, node_errors) = match node_object {
         Some(n) => NodeContext::from_node(n, devices),
-        None => NodeContext {
-            name: inputs.node.clone().unwrap_or_default(),
-            devices,
-            ..NodeContext::default()
-        },
+        None => {
+            if nodes.len() > 1 {
+                notes.push(format!(
+                    "{} Nodes in the manifests and no --node: the local node is unknown, so \
+                     traffic-policy Local frontends get no backends and no hostPort is served",
+                    nodes.len()
+                ));
+            }
+            let ctx = NodeContext {
+                name: inputs.node.clone().unwrap_or_default(),
+                devices,
+                ..NodeContext::default()
+            };
+            (ctx, Vec::new())
+        }
     };
     let selection = node.select_devices(config.devices(), config.direct_routing_device());
-    let translation = k8s::translate(
+    if selection.patterns_matched_nothing {
+        let patterns: Vec<String> = config.devices().iter().map(ToString::to_string).collect();
+        notes.push(format!(
+            "devices={} matched no device of this node; auto-detected: {}",
+            patterns.join(","),
+            if selection.devices.is_empty() {
+                "none".to_owned()
+            } else {
+                selection.devices.join(", ")
+            }
+        ));
+    }
+    let mut translation = k8s::translate(
         &loaded.objects,
         &LocalNode::new(&node, &selection),
         &TranslateOptions::from(&config),
     );
+    translation.errors.extend(node_errors);
+    translation.warnings.extend(notes);
     Ok(OfflineView {
         config,
         node,

@@ -134,7 +134,26 @@ fn dry_run_rejects_each_bad_option_with_a_clear_message() {
             &["kubeProxyReplacementHealthzBindAddr=localhost"],
             &["`kubeProxyReplacementHealthzBindAddr`", "0.0.0.0:10256"],
         ),
-        (&["k8sServicePort=99999"], &["`k8sServicePort`", "99999"]),
+        (
+            &["k8sServicePort=99999"],
+            &["`k8sServicePort`", "99999", "from 1 to 65535"],
+        ),
+        (
+            &["maglev.tableSize=abc"],
+            &["`maglev.tableSize`", "\"abc\"", "251, 509"],
+        ),
+        (
+            &["bpf.lbMapMax=99999999999"],
+            &["`bpf.lbMapMax`", "from 1 to 16777216"],
+        ),
+        (
+            &["kubeProxyReplacement=strict"],
+            &["`kubeProxyReplacement`", "strict is now true"],
+        ),
+        (
+            &["config.bpfMapDynamicSizeRatio=0.01"],
+            &["not supported", "bpf.lbMapMax"],
+        ),
         (
             &["cgroup.autoMount.enabled=sometimes"],
             &["`cgroup.autoMount.enabled`", "true or false"],
@@ -286,9 +305,13 @@ fn maglev_prints_the_table_as_json() {
 
 #[test]
 fn maglev_rejects_a_table_size_not_in_the_list() {
-    let out = lbctl(&["maglev", "--table-size", "100", "10.0.0.1:80"]);
+    let out = lbctl(&["maglev", "--table-size", "1000", "10.0.0.1:80"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("100"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("maglev.tableSize 1000") && err.contains("1021"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -293,13 +293,19 @@ proptest! {
         let counts = entry_counts(&table, backends.len());
         let w_sum: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
         prop_assume!(w_sum > 0);
+        // A backend of weight w takes floor(T·w/w_max) turns, plus one in a last partial
+        // iteration; the floors of all N backends lose at most N turns, which the extra
+        // iterations hand out in proportion to weight. So the count is within 2 + N·w/W of
+        // M·w/W (entries, not shares: a backend with no entry where several are due fails).
+        let live = backends.iter().filter(|b| b.weight > 0).count() as f64;
         for (i, b) in backends.iter().enumerate() {
-            let share = f64::from(counts[i]) / f64::from(m);
             let want = b.weight as f64 / w_sum as f64;
+            let expected = f64::from(m) * want;
+            let slack = 2.0 + live * want;
             prop_assert!(
-                (share - want).abs() <= 0.01,
-                "{} weight {}: {} of {} entries = {:.4}, weight share {:.4}",
-                b.addr, b.weight, counts[i], m, share, want
+                (f64::from(counts[i]) - expected).abs() <= slack,
+                "{} weight {}: {} of {} entries, {:.1} expected (slack {:.1})",
+                b.addr, b.weight, counts[i], m, expected, slack
             );
         }
     }

@@ -279,8 +279,14 @@ proptest! {
                     (ServiceType::ClusterIP, _) | (_, Scope::Internal) => s.itp_local,
                     _ => s.etp_local,
                 };
-                let port = s.ports.iter().find(|p| p.port == f.frontend.addr.port || f.frontend.kind == ServiceType::NodePort
-                    && (p.udp == (f.frontend.addr.protocol == lb::model::L4Protocol::Udp))).unwrap();
+                // The service port behind this frontend: node ports are 30000 + 10·i + j.
+                let udp = f.frontend.addr.protocol == lb::model::L4Protocol::Udp;
+                let port = s.ports.iter().enumerate().find(|(j, p)| {
+                    p.udp == udp && match f.frontend.kind {
+                        ServiceType::NodePort => usize::from(f.frontend.addr.port) == 30000 + i * 10 + j,
+                        _ => p.port == f.frontend.addr.port,
+                    }
+                }).map(|(_, p)| p).unwrap();
                 let expected: BTreeSet<(IpAddr, u16, BackendState)> = s.endpoints.iter().enumerate()
                     .filter(|(_, e)| !local_only || e.local)
                     .filter_map(|(k, e)| {
@@ -293,16 +299,7 @@ proptest! {
                     .collect();
                 let got: BTreeSet<(IpAddr, u16, BackendState)> =
                     f.backends.iter().map(|b| (b.addr.ip, b.addr.port, b.state)).collect();
-                if f.frontend.kind != ServiceType::NodePort {
-                    prop_assert_eq!(&got, &expected, "{} {}", name(i), f.frontend);
-                } else {
-                    // Node ports are distinct per port, so the target is known from the protocol
-                    // only when it is unique; check the addresses and states.
-                    let strip = |set: &BTreeSet<(IpAddr, u16, BackendState)>| -> BTreeSet<(IpAddr, BackendState)> {
-                        set.iter().map(|(ip, _, st)| (*ip, *st)).collect()
-                    };
-                    prop_assert_eq!(strip(&got), strip(&expected), "{} {}", name(i), f.frontend);
-                }
+                prop_assert_eq!(&got, &expected, "{} {}", name(i), f.frontend);
             }
         }
     }

@@ -38,7 +38,7 @@ impl AgentConfig {
             Some(s) => s
                 .parse()
                 .unwrap_or_else(|err: <HashSeed as std::str::FromStr>::Err| {
-                    errors.push(ConfigError::invalid("maglev.hashSeed", s, err.to_string()));
+                    errors.push(ConfigError::invalid("maglev.hashSeed", s, err.reason()));
                     HashSeed::default()
                 }),
         };
@@ -298,6 +298,24 @@ impl AgentConfig {
                     .into(),
             );
         }
+        if v.kube_proxy_replacement {
+            let off: Vec<&str> = [
+                ("socketLB.enabled", v.socket_lb.enabled),
+                ("nodePort.enabled", v.node_port.enabled),
+                ("externalIPs.enabled", v.external_ips.enabled),
+                ("hostPort.enabled", v.host_port.enabled),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| (set == Some(false)).then_some(key))
+            .collect();
+            if !off.is_empty() {
+                warnings.push(format!(
+                    "kubeProxyReplacement=true with {} set to false: kube-proxy's job is not fully \
+                     done here, so keep kube-proxy for what is off",
+                    off.join(", ")
+                ));
+            }
+        }
         if v.socket_lb.host_namespace_only && !self.socket_lb() {
             warnings.push(
                 "socketLB.hostNamespaceOnly=true has no effect while socket LB is off".into(),
@@ -421,6 +439,11 @@ mod tests {
         assert!(
             !c.host_port() && c.node_port(),
             "an explicit switch overrides the implication"
+        );
+        assert!(
+            c.warnings().iter().any(|w| w.contains("hostPort.enabled")),
+            "{:?}",
+            c.warnings()
         );
     }
 

@@ -12,6 +12,12 @@ use super::{ConfigError, ConfigErrors, Values};
 /// Keys of older guides and where they live now.
 const RENAMED: &[(&str, &str)] = &[("hostServices.enabled", "socketLB.enabled")];
 
+/// Keys the documents mention that this load balancer does not have, and why.
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "config.bpfMapDynamicSizeRatio",
+    "map sizes are not derived from memory here; set bpf.lbMapMax",
+)];
+
 /// Reads `file` (if any), applies `sets`, and checks every key and value against [`Values`].
 pub fn load_values(file: Option<&Path>, sets: &[String]) -> Result<Values, ConfigErrors> {
     let (values, errors) = load_values_lenient(file, sets)?;
@@ -90,14 +96,41 @@ fn check_tree(tree: &Value, errors: &mut Vec<ConfigError>) -> Values {
             Err(err) => match as_string.filter(|s| accepts(&defaults, &key, s).is_ok()) {
                 Some(s) => set_path(&mut accepted, &key, s),
                 None => errors.push(ConfigError::InvalidValue {
+                    expected: accepted_text(&key)
+                        .unwrap_or_else(|| clean_serde_message(&err.to_string())),
                     key,
                     value: show(&value),
-                    expected: clean_serde_message(&err.to_string()),
                 }),
             },
         }
     }
     serde_yaml::from_value(accepted).expect("every accepted leaf deserialized on its own")
+}
+
+/// What a number- or bool-typed option accepts, in words (serde would say "expected u32").
+/// Enum options are left to serde, whose message lists the variants.
+fn accepted_text(key: &str) -> Option<String> {
+    let text = match key {
+        "maglev.tableSize" => {
+            let sizes: Vec<String> = crate::maglev::TABLE_SIZES
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            format!("expected one of the primes {}", sizes.join(", "))
+        }
+        "bpf.lbMapMax" => format!(
+            "expected a whole number from 1 to {}",
+            super::MAX_LB_MAP_MAX
+        ),
+        "k8sServicePort" => {
+            "expected a port from 1 to 65535 (kubeadm's default is 6443)".to_owned()
+        }
+        "kubeProxyReplacement" => "expected true or false (the older strict is now true; partial \
+                                   and disabled are now false)"
+            .to_owned(),
+        _ => return None,
+    };
+    Some(text)
 }
 
 /// Whether [`Values`] takes `value` at `key`, all else default.
@@ -123,15 +156,16 @@ fn unknown_key(key: &str, value: &Value, known: &BTreeSet<String>) -> ConfigErro
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        return ConfigError::invalid(
-            key,
-            show(value),
-            format!("`{key}` is a section: set its keys ({})", names.join(", ")),
-        )
-        .with_plain_value(show(value));
+        return ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: show(value),
+            expected: format!("`{key}` is a section: set its keys ({})", names.join(", ")),
+        };
     }
     let hint = if let Some((_, new)) = RENAMED.iter().find(|(old, _)| *old == key) {
         format!("; it is now `{new}`")
+    } else if let Some((_, why)) = UNSUPPORTED.iter().find(|(k, _)| *k == key) {
+        format!(": not supported ({why})")
     } else if let Some(rest) = key.strip_prefix("global.").filter(|r| known.contains(*r)) {
         format!("; drop the `global.` prefix of the Cilium 1.6 chart: `{rest}`")
     } else if let Some(best) = closest(key, known) {
@@ -173,19 +207,6 @@ fn clean_serde_message(msg: &str) -> String {
         // from_value prefixes the path it failed at; our key already says where.
         Some((path, rest)) if !path.contains(' ') => rest.to_owned(),
         _ => msg.to_owned(),
-    }
-}
-
-impl ConfigError {
-    fn with_plain_value(self, value: String) -> Self {
-        match self {
-            ConfigError::InvalidValue { key, expected, .. } => ConfigError::InvalidValue {
-                key,
-                value,
-                expected,
-            },
-            other => other,
-        }
     }
 }
 

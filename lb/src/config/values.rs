@@ -1,7 +1,7 @@
 //! The agent's options as a typed tree, with the same names, nesting and defaults as the
 //! documents' Helm values.
 //!
-//! This is what the user wrote, after defaults; [`super::EffectiveConfig`] is what it means
+//! This is what the user wrote, after defaults; [`super::AgentConfig`] is what it means
 //! (switches implied by `kubeProxyReplacement`, parsed ranges and seeds, checked combinations).
 
 use serde::{Deserialize, Serialize};

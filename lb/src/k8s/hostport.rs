@@ -26,6 +26,10 @@ pub fn translate_pod(
     if spec.node_name.as_deref() != Some(node.name.as_str()) {
         return Ok(Vec::new());
     }
+    if spec.host_network == Some(true) {
+        // A host-network pod binds its ports on the node itself: there is nothing to map.
+        return Ok(Vec::new());
+    }
     let status = pod.status.as_ref();
     if matches!(
         status.and_then(|s| s.phase.as_deref()),
@@ -87,9 +91,8 @@ pub fn translate_pod(
             }
             if host_ip.is_some_and(|ip| ip.is_loopback()) {
                 warnings.push(format!(
-                    "{object}: {at}.hostIP {} is a loopback address, which is not supported for \
-                     hostPort; the hostPort is ignored",
-                    host_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+                    "{object}: {at}.hostIP is a loopback address, which is not supported for \
+                     hostPort; the hostPort is ignored"
                 ));
                 continue;
             }
@@ -161,6 +164,7 @@ mod tests {
         let selection = DeviceSelection {
             devices: vec!["eth0".into()],
             direct_routing: Some("eth0".into()),
+            patterns_matched_nothing: false,
         };
         LocalNode::new(&ctx, &selection)
     }
@@ -235,6 +239,12 @@ mod tests {
         let mut p = pod(json!([{"containerPort": 80, "hostPort": 8080}]));
         p.status.as_mut().unwrap().phase = Some("Succeeded".into());
         assert!(frontends(&p).0.is_empty());
+        let mut p = pod(json!([{"containerPort": 80, "hostPort": 80}]));
+        p.spec.as_mut().unwrap().host_network = Some(true);
+        assert!(
+            frontends(&p).0.is_empty(),
+            "host-network pods bind on the node themselves"
+        );
     }
 
     #[test]

@@ -112,8 +112,17 @@ fn add_object(path: &Path, index: usize, value: Value, out: &mut Manifests) {
         },
         message,
     };
+    /// The typed object, or the path of the field that does not fit and why.
     fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
-        serde_yaml::from_value(value).map_err(|e| e.to_string())
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            }
+        })
     }
     let objects = &mut out.objects;
     let result = match kind.as_str() {

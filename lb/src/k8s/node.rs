@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 
+use super::error::{ErrorSink, ObjectRef, TranslateError};
+use super::fields;
 use crate::config::DevicePattern;
 use crate::model::IpFamily;
 
@@ -50,11 +52,19 @@ pub struct DeviceSelection {
     pub devices: Vec<String>,
     /// The direct-routing device, if one could be chosen.
     pub direct_routing: Option<String>,
+    /// `devices` was set but matched no device, so the devices were auto-detected instead.
+    pub patterns_matched_nothing: bool,
 }
 
 impl NodeContext {
-    /// The context for `node` with the given devices.
-    pub fn from_node(node: &Node, devices: Vec<NodeDevice>) -> Self {
+    /// The context for `node` with the given devices, and an error for each address of a
+    /// service-exposing kind (InternalIP, ExternalIP) that is not an IP address; such an
+    /// address is left out.
+    pub fn from_node(node: &Node, devices: Vec<NodeDevice>) -> (Self, Vec<TranslateError>) {
+        let mut sink = ErrorSink::new(ObjectRef {
+            namespace: String::new(),
+            ..ObjectRef::new("Node", &node.metadata)
+        });
         let zone = node
             .metadata
             .labels
@@ -65,22 +75,29 @@ impl NodeContext {
             .status
             .iter()
             .flat_map(|s| s.addresses.iter().flatten())
-            .filter_map(|a| {
+            .enumerate()
+            .filter_map(|(i, a)| {
                 let kind = match a.type_.as_str() {
                     "InternalIP" => K8sAddressType::InternalIP,
                     "ExternalIP" => K8sAddressType::ExternalIP,
-                    _ => return None,
+                    _ => return None, // Hostname and the like expose nothing.
                 };
-                Some((kind, a.address.parse().ok()?))
+                let ip = fields::ip(
+                    &mut sink,
+                    &format!("status.addresses[{i}].address"),
+                    &a.address,
+                )?;
+                Some((kind, ip))
             })
             .collect();
         k8s_addresses.sort();
-        NodeContext {
+        let ctx = NodeContext {
             name: node.metadata.name.clone().unwrap_or_default(),
             zone,
             devices,
             k8s_addresses,
-        }
+        };
+        (ctx, sink.into_errors())
     }
 
     /// Chooses the NodePort devices and the direct-routing device as the documents describe:
@@ -94,17 +111,24 @@ impl NodeContext {
     ) -> DeviceSelection {
         let mut names: Vec<&NodeDevice> = self.devices.iter().collect();
         names.sort_by(|a, b| a.name.cmp(&b.name));
+        let auto_detected = || -> Vec<String> {
+            names
+                .iter()
+                .filter(|d| d.addrs.iter().any(|ip| self.k8s_type_of(*ip).is_some()))
+                .map(|d| d.name.clone())
+                .collect()
+        };
         let mut selected: Vec<String> = names
             .iter()
-            .filter(|d| {
-                if patterns.is_empty() {
-                    d.addrs.iter().any(|ip| self.k8s_type_of(*ip).is_some())
-                } else {
-                    patterns.iter().any(|p| p.matches(&d.name))
-                }
-            })
+            .filter(|d| patterns.iter().any(|p| p.matches(&d.name)))
             .map(|d| d.name.clone())
             .collect();
+        // As the documents say: when no device matches, fall back to auto-detection.
+        let patterns_matched_nothing =
+            !patterns.is_empty() && selected.is_empty() && !names.is_empty();
+        if patterns.is_empty() || patterns_matched_nothing {
+            selected = auto_detected();
+        }
         let direct = match direct_routing {
             Some(pattern) => names
                 .iter()
@@ -130,6 +154,7 @@ impl NodeContext {
         DeviceSelection {
             devices: selected,
             direct_routing: direct,
+            patterns_matched_nothing,
         }
     }
 
@@ -219,6 +244,18 @@ mod tests {
         let sel = ctx().select_devices(&[], None);
         assert_eq!(sel.devices, ["eth0"]);
         assert_eq!(sel.direct_routing.as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn patterns_matching_nothing_fall_back_to_auto_detection() {
+        let sel = ctx().select_devices(&pats(&["ens+"]), None);
+        assert_eq!(sel.devices, ["eth0"]);
+        assert!(sel.patterns_matched_nothing);
+        assert!(
+            !ctx()
+                .select_devices(&pats(&["eth+"]), None)
+                .patterns_matched_nothing
+        );
     }
 
     #[test]

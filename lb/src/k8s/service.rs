@@ -56,12 +56,7 @@ pub fn translate_service(
     warnings: &mut Vec<String>,
 ) -> Result<ServiceOutcome, Vec<TranslateError>> {
     let object = ObjectRef::new("Service", &svc.metadata);
-    let proxy_name = svc
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL))
-        .cloned();
+    let proxy_name = proxy_name_of(svc);
     if proxy_name.as_deref().unwrap_or("") != opts.service_proxy_name {
         return Ok(ServiceOutcome::Ignored(format!(
             "{object}: {SERVICE_PROXY_NAME_LABEL}={:?} is not this proxy's name {:?}",
@@ -447,6 +442,7 @@ mod tests {
             &DeviceSelection {
                 devices: vec![],
                 direct_routing: None,
+                patterns_matched_nothing: false,
             },
         )
     }

@@ -72,8 +72,9 @@ impl LocalNode {
     }
 }
 
-/// Translates every object. Objects are taken in a fixed order (kind, namespace, name), so
-/// when two claim the same frontend the same one wins whatever order they arrived in.
+/// Translates every object. Objects are taken in a fixed order, Services before Pods (a
+/// Service's frontend outranks a hostPort) and by (namespace, name) within a kind, so when two
+/// claim the same frontend the same one wins whatever order they arrived in.
 pub fn translate(
     objects: &ClusterObjects,
     node: &LocalNode,
@@ -124,36 +125,36 @@ fn sorted<T>(
     meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Vec<&T> {
     let mut v: Vec<&T> = items.iter().collect();
+    // The same (namespace, name) the error messages show: a missing namespace is `default`.
     v.sort_by_key(|item| {
-        let m = meta(item);
-        (
-            m.namespace.clone().unwrap_or_default(),
-            m.name.clone().unwrap_or_default(),
-        )
+        let r = ObjectRef::new("", meta(item));
+        (r.namespace, r.name)
     });
     v
 }
 
-/// Adds all of one object's frontends, or none of them when one is already taken.
+/// Adds one object's frontends. A frontend whose address and scope another object already
+/// serves is reported and skipped; the object's other frontends are programmed, as kube-proxy
+/// does. The same frontend listed twice by one object (an IP given twice) is one frontend.
 fn insert_all(out: &mut Translation, object: ObjectRef, services: Vec<LbService>) {
-    let taken = services.iter().find_map(|s| {
-        out.state
-            .get(&s.frontend)
-            .map(|holder| (s.frontend, holder.name.clone(), holder.frontend.kind))
-    });
-    if let Some((frontend, holder, holder_kind)) = taken {
+    let first_of_object = out.state.len();
+    for s in services {
+        let Some(at) = out.state.position(&s.frontend) else {
+            let _ = out.state.insert(s);
+            continue;
+        };
+        if at >= first_of_object {
+            continue;
+        }
+        let holder = out.state.services().nth(at).expect("position is in range");
         out.errors.push(TranslateError {
-            object,
-            field: format!("{} frontend", frontend.kind),
-            value: format!("{:?}", frontend.addr.display_with_protocol()),
+            object: object.clone(),
+            field: format!("{} frontend", s.frontend.kind),
+            value: format!("{:?}", s.frontend.addr.display_with_protocol()),
             reason: format!(
-                "already a {holder_kind} frontend of {holder}; the object is not programmed"
+                "already a {} frontend of {}; this frontend is not programmed",
+                holder.frontend.kind, holder.name
             ),
         });
-        return;
-    }
-    for s in services {
-        // Duplicates within one object (the same IP listed twice) collapse into one frontend.
-        let _ = out.state.insert(s);
     }
 }

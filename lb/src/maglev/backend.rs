@@ -6,7 +6,7 @@ use std::str::FromStr;
 use crate::model::L3n4Addr;
 
 /// The weight a backend gets when none is given (`ADDR` rather than `ADDR@WEIGHT`).
-pub const DEFAULT_WEIGHT: u16 = 100;
+pub const DEFAULT_WEIGHT: u16 = crate::model::DEFAULT_BACKEND_WEIGHT;
 
 /// What [`MaglevBackend::from_str`] accepts, repeated in its errors.
 const ACCEPTED: &str = "ADDR or ADDR@WEIGHT, where ADDR is IP:PORT or IP:PORT/PROTO and WEIGHT \
@@ -26,11 +26,6 @@ impl MaglevBackend {
     /// A backend with this address and weight.
     pub fn new(addr: L3n4Addr, weight: u16) -> Self {
         MaglevBackend { addr, weight }
-    }
-
-    /// A backend with this address and [`DEFAULT_WEIGHT`].
-    pub fn with_default_weight(addr: L3n4Addr) -> Self {
-        MaglevBackend::new(addr, DEFAULT_WEIGHT)
     }
 }
 

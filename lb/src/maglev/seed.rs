@@ -122,6 +122,19 @@ pub enum SeedParseError {
     },
 }
 
+impl SeedParseError {
+    /// What is wrong and what is accepted, without repeating the input (for messages that
+    /// already name the option and its value).
+    pub fn reason(&self) -> String {
+        match self {
+            SeedParseError::NotBase64 { reason, .. } => {
+                format!("not base64 ({reason}); {ACCEPTED}")
+            }
+            SeedParseError::WrongLength { len, .. } => format!("{ACCEPTED}; got {len} bytes"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,11 @@ impl DesiredState {
         self.index.get(&key(frontend)).map(|&at| &self.services[at])
     }
 
+    /// Where the service at `frontend`'s address and scope stands in the order added.
+    pub fn position(&self, frontend: &Frontend) -> Option<usize> {
+        self.index.get(&key(frontend)).copied()
+    }
+
     /// All services in the order added.
     pub fn services(&self) -> impl Iterator<Item = &LbService> {
         self.services.iter()
