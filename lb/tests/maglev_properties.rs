@@ -7,14 +7,14 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use lb::maglev::reference::reference_table;
 use lb::maglev::{
     build_table, entry_counts, moved_on_addition, moved_on_removal, HashSeed, MaglevBackend,
-    TableDump, OFFSET_TAG, SKIP_TAG, TABLE_SIZES,
+    TableDump, TABLE_SIZES,
 };
 use lb::model::{L3n4Addr, L4Protocol};
 use proptest::prelude::*;
 use proptest::sample::select;
-use siphasher::sip::SipHasher24;
 
 // ---------------------------------------------------------------------------------------------
 // Generators and helpers.
@@ -118,67 +118,6 @@ fn guaranteed_an_entry(m: u32, backends: &[MaglevBackend], i: usize) -> bool {
         .map(|b| t * u64::from(b.weight) / w_max)
         .sum();
     turns <= u64::from(m)
-}
-
-/// The textbook algorithm, written from the module documentation's recipe rather than from the
-/// implementation: the full `N × M` permutation matrix (as in the paper's pseudo-code), then the
-/// weighted round-robin fill with the plain "visit everyone every iteration" loop.
-fn reference_table(m: u32, seed: &HashSeed, backends: &[MaglevBackend]) -> Vec<u32> {
-    let key = |tag: &[u8; 4]| {
-        let mut key = [0u8; 16];
-        key[..12].copy_from_slice(seed.as_bytes());
-        key[12..].copy_from_slice(tag);
-        SipHasher24::new_with_key(&key)
-    };
-    let (h1, h2) = (key(OFFSET_TAG), key(SKIP_TAG));
-    let mut order: Vec<usize> = (0..backends.len())
-        .filter(|&i| backends[i].weight > 0)
-        .collect();
-    order.sort_by_key(|&i| backends[i].addr.identity_bytes());
-    if order.is_empty() {
-        return Vec::new();
-    }
-    let m64 = u64::from(m);
-    let permutation: Vec<Vec<u32>> = order
-        .iter()
-        .map(|&i| {
-            let id = backends[i].addr.identity_bytes();
-            let offset = h1.hash(&id) % m64;
-            let skip = h2.hash(&id) % (m64 - 1) + 1;
-            (0..m64)
-                .map(|j| ((offset + j * skip) % m64) as u32)
-                .collect()
-        })
-        .collect();
-    let w_max = order
-        .iter()
-        .map(|&i| u64::from(backends[i].weight))
-        .max()
-        .unwrap();
-    let mut next = vec![0usize; order.len()];
-    let mut turns = vec![0u64; order.len()];
-    let mut entry: Vec<Option<u32>> = vec![None; m as usize];
-    let mut filled = 0;
-    for t in 1u64.. {
-        for (k, &i) in order.iter().enumerate() {
-            if t * u64::from(backends[i].weight) < (turns[k] + 1) * w_max {
-                continue;
-            }
-            turns[k] += 1;
-            let mut c = permutation[k][next[k]];
-            while entry[c as usize].is_some() {
-                next[k] += 1;
-                c = permutation[k][next[k]];
-            }
-            entry[c as usize] = Some(i as u32);
-            next[k] += 1;
-            filled += 1;
-            if filled == m {
-                return entry.into_iter().map(Option::unwrap).collect();
-            }
-        }
-    }
-    unreachable!()
 }
 
 // ---------------------------------------------------------------------------------------------

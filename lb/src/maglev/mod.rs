@@ -89,6 +89,7 @@
 mod backend;
 mod disruption;
 mod dump;
+pub mod reference;
 mod seed;
 mod table;
 
