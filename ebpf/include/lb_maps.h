@@ -1,5 +1,6 @@
 /* The load balancer's maps. Sizes are set at load time from bpf.lbMapMax (the value here is
- * only a placeholder); names follow <area>_<family>_<noun>, and a layout change bumps the name.
+ * only a placeholder). Every map is pinned by name under the agent's bpffs directory, so an
+ * agent restart finds and keeps them; a layout change bumps the name's version.
  */
 #ifndef LB_MAPS_H
 #define LB_MAPS_H
@@ -14,34 +15,38 @@
 /* Frontends and their backend slots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct lb4_key);
+	__type(key, struct lb_key);
 	__type(value, struct lb_service);
 	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
-} lb4_services_v1 SEC(".maps");
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_services_v1 SEC(".maps");
 
 /* Backends by id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
-	__type(value, struct lb4_backend);
+	__type(value, struct lb_backend);
 	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
-} lb4_backends_v1 SEC(".maps");
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_backends_v1 SEC(".maps");
 
 /* Frontends by rev_nat_index, for reverse translation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u16);
-	__type(value, struct lb4_reverse_nat);
+	__type(value, struct lb_reverse_nat);
 	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
-} lb4_reverse_nat_v1 SEC(".maps");
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_reverse_nat_v1 SEC(".maps");
 
 /* What each translated socket asked for, so getpeername and recvmsg can show it. LRU: an
  * entry of a closed socket ages out instead of filling the map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct lb4_sock_key);
-	__type(value, struct lb4_sock_value);
+	__type(key, struct lb_sock_key);
+	__type(value, struct lb_sock_value);
 	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
-} lb4_reverse_sk_v1 SEC(".maps");
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_reverse_sk_v1 SEC(".maps");
 
 #endif /* LB_MAPS_H */

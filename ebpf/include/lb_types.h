@@ -1,5 +1,9 @@
 /* Map keys and values of the load balancer, shared by every program and mirrored in Rust by
- * ebpf/src/maps.rs (a test checks both against this object's BTF). Addresses and ports are in
+ * ebpf/src/maps.rs (a test checks both against this object's BTF).
+ *
+ * One set of maps serves both families: an address is 16 bytes, IPv6 as is and IPv4 as an
+ * IPv4-mapped IPv6 address (::ffff:a.b.c.d), so every lookup and translation is written once,
+ * and a dual-stack socket that connects to ::ffff:a.b.c.d finds the IPv4 service. Ports are in
  * network byte order; padding is explicit so the layout is the same on every compiler.
  */
 #ifndef LB_TYPES_H
@@ -20,57 +24,63 @@
 #define LB_SVC_TWO_SCOPES   (1 << 5) /* an internal-scope twin exists */
 #define LB_SVC_AFFINITY     (1 << 6) /* sessionAffinity: ClientIP */
 
-/* Key of lb4_services: slot 0 is the service itself, slots 1..count its active backends and
- * count+1..count+qcount the terminating ones (kept for existing flows, never chosen). */
-struct lb4_key {
-	__be32 address;     /* frontend IPv4 address */
-	__be16 dport;       /* frontend port */
-	__u16 backend_slot; /* 0: the service; 1..: a backend slot */
-	__u8 proto;         /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 scope;         /* LB_SCOPE_EXT or LB_SCOPE_INT */
-	__u8 pad[2];        /* explicit padding, always zero */
+/* An IPv6 address, or an IPv4 address mapped into IPv6. */
+union lb_addr {
+	__u8 bytes[16];   /* network order */
+	__be32 words[4];  /* the same, as four words */
 };
 
-/* Value of lb4_services. */
+/* Key of lb_services: slot 0 is the service itself, slots 1..count its active backends and
+ * count+1..count+qcount the terminating ones (kept for existing flows, never chosen). */
+struct lb_key {
+	union lb_addr address; /* frontend address */
+	__be16 dport;          /* frontend port */
+	__u16 backend_slot;    /* 0: the service; 1..: a backend slot */
+	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 scope;            /* LB_SCOPE_EXT or LB_SCOPE_INT */
+	__u8 pad[2];           /* explicit padding, always zero */
+};
+
+/* Value of lb_services. */
 struct lb_service {
-	__u32 backend_id;       /* slot > 0: the backend in this slot (lb4_backends key) */
+	__u32 backend_id;       /* slot > 0: the backend in this slot (lb_backends key) */
 	__u16 count;            /* slot 0: number of active backend slots */
 	__u16 qcount;           /* slot 0: number of terminating backend slots after them */
-	__u16 rev_nat_index;    /* id of the frontend for reverse translation (lb4_reverse_nat) */
+	__u16 rev_nat_index;    /* id of the frontend (lb_reverse_nat key, the service id) */
 	__u8 flags;             /* LB_SVC_* */
 	__u8 pad;               /* explicit padding, always zero */
 	__u32 affinity_timeout; /* slot 0: session affinity timeout in seconds, 0 without */
 };
 
-/* Value of lb4_backends, keyed by a __u32 backend id. */
-struct lb4_backend {
-	__be32 address; /* backend IPv4 address */
-	__be16 port;    /* backend port */
-	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 state;     /* 0 active, 1 terminating, 2 quarantined, 3 maintenance */
+/* Value of lb_backends, keyed by a __u32 backend id. */
+struct lb_backend {
+	union lb_addr address; /* backend address */
+	__be16 port;           /* backend port */
+	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 state;            /* 0 active, 1 terminating, 2 quarantined, 3 maintenance */
 };
 
-/* Value of lb4_reverse_nat, keyed by a __u16 rev_nat_index: the frontend to show the
+/* Value of lb_reverse_nat, keyed by a __u16 rev_nat_index: the frontend to show the
  * application. */
-struct lb4_reverse_nat {
-	__be32 address; /* frontend IPv4 address */
-	__be16 port;    /* frontend port */
-	__u16 pad;      /* explicit padding, always zero */
+struct lb_reverse_nat {
+	union lb_addr address; /* frontend address */
+	__be16 port;           /* frontend port */
+	__u16 pad;             /* explicit padding, always zero */
 };
 
-/* Key of lb4_reverse_sk: a socket and the backend it was sent to. */
-struct lb4_sock_key {
-	__u64 cookie;   /* socket cookie */
-	__be32 address; /* backend IPv4 address */
-	__be16 port;    /* backend port */
-	__u16 pad;      /* explicit padding, always zero */
+/* Key of lb_reverse_sk: a socket and the backend it was sent to. */
+struct lb_sock_key {
+	__u64 cookie;          /* socket cookie */
+	union lb_addr address; /* backend address */
+	__be16 port;           /* backend port */
+	__u8 pad[6];           /* explicit padding, always zero */
 };
 
-/* Value of lb4_reverse_sk: the frontend the socket asked for. */
-struct lb4_sock_value {
-	__be32 address;       /* frontend IPv4 address */
-	__be16 port;          /* frontend port */
-	__u16 rev_nat_index;  /* frontend id, to check it still exists */
+/* Value of lb_reverse_sk: the frontend the socket asked for. */
+struct lb_sock_value {
+	union lb_addr address; /* frontend address */
+	__be16 port;           /* frontend port */
+	__u16 rev_nat_index;   /* frontend id, to check it still exists */
 };
 
 #endif /* LB_TYPES_H */

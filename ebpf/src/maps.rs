@@ -1,18 +1,21 @@
 //! Rust mirrors of the map keys and values in `include/lb_types.h`, with the map names.
 //!
-//! Addresses and ports are kept in network byte order, as the kernel reads them; constructors
-//! take host values. `tests/layout.rs` compares every struct here with the object's BTF.
+//! Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6; ports are kept in network byte order, as
+//! the kernel reads them. Constructors take host values. `tests/layout.rs` compares every struct
+//! here with the object's BTF.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
-/// Services map: [`Lb4Key`] -> [`LbService`].
-pub const LB4_SERVICES: &str = "lb4_services_v1";
-/// Backends map: `u32` backend id -> [`Lb4Backend`].
-pub const LB4_BACKENDS: &str = "lb4_backends_v1";
-/// Reverse NAT map: `u16` rev_nat_index -> [`Lb4ReverseNat`].
-pub const LB4_REVERSE_NAT: &str = "lb4_reverse_nat_v1";
-/// Socket reverse map: [`Lb4SockKey`] -> [`Lb4SockValue`].
-pub const LB4_REVERSE_SK: &str = "lb4_reverse_sk_v1";
+/// Services map: [`LbKey`] -> [`LbService`].
+pub const LB_SERVICES: &str = "lb_services_v1";
+/// Backends map: `u32` backend id -> [`LbBackend`].
+pub const LB_BACKENDS: &str = "lb_backends_v1";
+/// Reverse NAT map: `u16` rev_nat_index -> [`LbReverseNat`].
+pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
+/// Socket reverse map: [`LbSockKey`] -> [`LbSockValue`].
+pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
+/// Every map of the socket-level object, as pinned.
+pub const SOCK_LB_MAPS: [&str; 4] = [LB_SERVICES, LB_BACKENDS, LB_REVERSE_NAT, LB_REVERSE_SK];
 
 /// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
 pub const SCOPE_EXT: u8 = 0;
@@ -37,12 +40,37 @@ pub mod svc_flags {
     pub const AFFINITY: u8 = 1 << 6;
 }
 
-/// `struct lb4_key`.
+/// `union lb_addr`: an IPv6 address, or an IPv4 address mapped into IPv6.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Lb4Key {
-    /// Frontend address, network order.
-    pub address: [u8; 4],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbAddr {
+    /// Network order.
+    pub bytes: [u8; 16],
+}
+
+impl From<IpAddr> for LbAddr {
+    fn from(ip: IpAddr) -> Self {
+        let v6 = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        LbAddr { bytes: v6.octets() }
+    }
+}
+
+impl From<LbAddr> for IpAddr {
+    /// IPv4-mapped addresses come back as IPv4.
+    fn from(a: LbAddr) -> IpAddr {
+        Ipv6Addr::from(a.bytes).to_canonical()
+    }
+}
+
+/// `struct lb_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbKey {
+    /// Frontend address.
+    pub address: LbAddr,
     /// Frontend port, network order.
     pub dport: u16,
     /// 0 for the service, 1.. for backend slots.
@@ -55,17 +83,22 @@ pub struct Lb4Key {
     pub pad: [u8; 2],
 }
 
-impl Lb4Key {
+impl LbKey {
     /// The key of a frontend's slot.
-    pub fn new(address: Ipv4Addr, port: u16, proto: u8, scope: u8, backend_slot: u16) -> Self {
-        Lb4Key {
-            address: address.octets(),
+    pub fn new(address: IpAddr, port: u16, proto: u8, scope: u8, backend_slot: u16) -> Self {
+        LbKey {
+            address: address.into(),
             dport: port.to_be(),
             backend_slot,
             proto,
             scope,
             pad: [0; 2],
         }
+    }
+
+    /// The frontend port in host order.
+    pub fn port(&self) -> u16 {
+        u16::from_be(self.dport)
     }
 }
 
@@ -79,7 +112,7 @@ pub struct LbService {
     pub count: u16,
     /// Slot 0: terminating backend slots after the active ones.
     pub qcount: u16,
-    /// The frontend's reverse NAT id.
+    /// The frontend's reverse NAT id (the service id).
     pub rev_nat_index: u16,
     /// [`svc_flags`] bits.
     pub flags: u8,
@@ -89,12 +122,12 @@ pub struct LbService {
     pub affinity_timeout: u32,
 }
 
-/// `struct lb4_backend`.
+/// `struct lb_backend`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lb4Backend {
-    /// Backend address, network order.
-    pub address: [u8; 4],
+pub struct LbBackend {
+    /// Backend address.
+    pub address: LbAddr,
     /// Backend port, network order.
     pub port: u16,
     /// IP protocol number.
@@ -103,61 +136,61 @@ pub struct Lb4Backend {
     pub state: u8,
 }
 
-impl Lb4Backend {
-    /// An active backend.
-    pub fn new(address: Ipv4Addr, port: u16, proto: u8) -> Self {
-        Lb4Backend {
-            address: address.octets(),
+impl LbBackend {
+    /// A backend in `state`.
+    pub fn new(address: IpAddr, port: u16, proto: u8, state: u8) -> Self {
+        LbBackend {
+            address: address.into(),
             port: port.to_be(),
             proto,
-            state: 0,
+            state,
         }
     }
 }
 
-/// `struct lb4_reverse_nat`.
+/// `struct lb_reverse_nat`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lb4ReverseNat {
-    /// Frontend address, network order.
-    pub address: [u8; 4],
+pub struct LbReverseNat {
+    /// Frontend address.
+    pub address: LbAddr,
     /// Frontend port, network order.
     pub port: u16,
     /// Zero.
     pub pad: u16,
 }
 
-impl Lb4ReverseNat {
+impl LbReverseNat {
     /// The entry for a frontend.
-    pub fn new(address: Ipv4Addr, port: u16) -> Self {
-        Lb4ReverseNat {
-            address: address.octets(),
+    pub fn new(address: IpAddr, port: u16) -> Self {
+        LbReverseNat {
+            address: address.into(),
             port: port.to_be(),
             pad: 0,
         }
     }
 }
 
-/// `struct lb4_sock_key`.
+/// `struct lb_sock_key`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Lb4SockKey {
+pub struct LbSockKey {
     /// Socket cookie.
     pub cookie: u64,
-    /// Backend address, network order.
-    pub address: [u8; 4],
+    /// Backend address.
+    pub address: LbAddr,
     /// Backend port, network order.
     pub port: u16,
     /// Zero.
-    pub pad: u16,
+    pub pad: [u8; 6],
 }
 
-/// `struct lb4_sock_value`.
+/// `struct lb_sock_value`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lb4SockValue {
-    /// Frontend address, network order.
-    pub address: [u8; 4],
+pub struct LbSockValue {
+    /// Frontend address.
+    pub address: LbAddr,
     /// Frontend port, network order.
     pub port: u16,
     /// Frontend reverse NAT id.
@@ -166,14 +199,38 @@ pub struct Lb4SockValue {
 
 // SAFETY: every type is #[repr(C)], made only of integers and byte arrays with explicit
 // padding fields, so any bit pattern is valid and there are no uninitialised bytes.
-unsafe impl aya::Pod for Lb4Key {}
+unsafe impl aya::Pod for LbKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbService {}
 // SAFETY: as above.
-unsafe impl aya::Pod for Lb4Backend {}
+unsafe impl aya::Pod for LbBackend {}
 // SAFETY: as above.
-unsafe impl aya::Pod for Lb4ReverseNat {}
+unsafe impl aya::Pod for LbReverseNat {}
 // SAFETY: as above.
-unsafe impl aya::Pod for Lb4SockKey {}
+unsafe impl aya::Pod for LbSockKey {}
 // SAFETY: as above.
-unsafe impl aya::Pod for Lb4SockValue {}
+unsafe impl aya::Pod for LbSockValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbAddr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_addresses_are_mapped_and_come_back_as_ipv4() {
+        let v4: IpAddr = "10.96.0.10".parse().unwrap();
+        let a = LbAddr::from(v4);
+        assert_eq!(&a.bytes[10..], &[0xff, 0xff, 10, 96, 0, 10]);
+        assert_eq!(IpAddr::from(a), v4);
+        let v6: IpAddr = "fd00::10".parse().unwrap();
+        assert_eq!(IpAddr::from(LbAddr::from(v6)), v6);
+    }
+
+    #[test]
+    fn ports_are_stored_in_network_order() {
+        let key = LbKey::new("10.0.0.1".parse().unwrap(), 0x1f90, 6, SCOPE_EXT, 0);
+        assert_eq!(key.dport.to_ne_bytes(), [0x1f, 0x90]);
+        assert_eq!(key.port(), 0x1f90);
+    }
+}

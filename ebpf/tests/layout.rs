@@ -57,8 +57,8 @@ fn rust_mirrors_match_the_objects_btf() {
     let btf = sock_lb_btf();
     assert_layout!(
         &btf,
-        "lb4_key",
-        Lb4Key,
+        "lb_key",
+        LbKey,
         [address, dport, backend_slot, proto, scope, pad]
     );
     assert_layout!(
@@ -75,25 +75,29 @@ fn rust_mirrors_match_the_objects_btf() {
             affinity_timeout
         ]
     );
+    assert_layout!(&btf, "lb_backend", LbBackend, [address, port, proto, state]);
+    assert_layout!(&btf, "lb_reverse_nat", LbReverseNat, [address, port, pad]);
+    assert_layout!(&btf, "lb_sock_key", LbSockKey, [cookie, address, port, pad]);
     assert_layout!(
         &btf,
-        "lb4_backend",
-        Lb4Backend,
-        [address, port, proto, state]
-    );
-    assert_layout!(&btf, "lb4_reverse_nat", Lb4ReverseNat, [address, port, pad]);
-    assert_layout!(
-        &btf,
-        "lb4_sock_key",
-        Lb4SockKey,
-        [cookie, address, port, pad]
-    );
-    assert_layout!(
-        &btf,
-        "lb4_sock_value",
-        Lb4SockValue,
+        "lb_sock_value",
+        LbSockValue,
         [address, port, rev_nat_index]
     );
+}
+
+#[test]
+fn the_address_union_is_sixteen_bytes() {
+    let btf = sock_lb_btf();
+    let types = btf.resolve_types_by_name("lb_addr").unwrap();
+    let size = types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Union(u) => Some(u.size()),
+            _ => None,
+        })
+        .expect("union lb_addr in BTF");
+    assert_eq!(size, size_of::<LbAddr>());
 }
 
 #[test]
@@ -103,7 +107,7 @@ fn every_named_map_and_program_is_in_the_object() {
         .symbols()
         .filter_map(|s| object::ObjectSymbol::name(&s).ok().map(str::to_owned))
         .collect();
-    for name in [LB4_SERVICES, LB4_BACKENDS, LB4_REVERSE_NAT, LB4_REVERSE_SK] {
+    for name in SOCK_LB_MAPS {
         assert!(
             symbols.iter().any(|s| s == name),
             "map {name} missing from {symbols:?}"

@@ -10,7 +10,7 @@
 //! fail instead, since CI must run this tier.
 
 use std::io::BufRead;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lb::config::Protocols;
-use lb::datapath::{BackendEntry, SockLb, SockLbConfig};
+use lb::datapath::{MapContents, ServiceMaps, SockLb, SockLbConfig};
+use lb::model::{
+    Backend, DesiredState, Frontend, L3n4Addr, L4Protocol, LbService, ServiceName, ServicePolicies,
+    ServiceType,
+};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 #[path = "privileged/child.rs"]
@@ -32,8 +36,9 @@ const CHILD_ROLE: &str = "LB_PRIVILEGED_TEST_CHILD";
 
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
-const TCP_PROTO: u8 = 6;
-const UDP_PROTO: u8 = 17;
+/// An IPv6 service; its backends are [::1]:8080 and [::1]:8081 (IPv6 has one loopback address).
+const SERVICE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
+const BACKEND_PORTS6: [u16; 2] = [8080, 8081];
 
 fn main() {
     if let Ok(role) = std::env::var(CHILD_ROLE) {
@@ -51,7 +56,7 @@ fn main() {
             eprintln!("*** its tests are reported as ignored; run as root to run them ***\n");
         }
     }
-    let tests: [(&str, TestFn); 3] = [
+    let tests: [(&str, TestFn); 5] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service",
             clusterip_tcp,
@@ -63,6 +68,11 @@ fn main() {
         (
             "sock_lb::tcp_only_protocols_leave_udp_alone",
             tcp_only_protocols,
+        ),
+        ("sock_lb::ipv6_clusterip_tcp", ipv6_clusterip_tcp),
+        (
+            "maps::a_restarted_agent_adopts_the_pinned_maps_and_changes_only_what_changed",
+            restart_adopts_pinned_maps,
         ),
     ];
     let trials = tests
@@ -133,36 +143,95 @@ impl Drop for TestCgroup {
     }
 }
 
-/// The programs loaded and attached to a fresh cgroup, with the test's services written.
-fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup), Failed> {
+/// A bpffs instance mounted for one test, where its maps are pinned; unmounted on drop.
+struct TestBpffs {
+    path: PathBuf,
+}
+
+impl TestBpffs {
+    fn new(test: &str) -> Result<Self, Failed> {
+        let path =
+            std::env::temp_dir().join(format!("lb-test-bpffs-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &path,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("cannot mount bpffs at {}: {e}", path.display()))?;
+        Ok(TestBpffs { path })
+    }
+}
+
+impl Drop for TestBpffs {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount(&self.path) {
+            eprintln!("warning: cannot unmount {}: {e}", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// One ClusterIP frontend with active backends.
+fn cluster_ip(ip: IpAddr, port: u16, protocol: L4Protocol, backends: &[SocketAddr]) -> LbService {
+    LbService {
+        frontend: Frontend::external(L3n4Addr::new(ip, port, protocol), ServiceType::ClusterIP),
+        name: ServiceName {
+            namespace: "default".into(),
+            name: format!("svc-{port}"),
+        },
+        port_name: String::new(),
+        backends: backends
+            .iter()
+            .map(|b| Backend::active(L3n4Addr::new(b.ip(), b.port(), protocol)))
+            .collect(),
+        policies: ServicePolicies::default(),
+    }
+}
+
+/// The test services: TCP and UDP on the IPv4 service address, TCP on the IPv6 one.
+fn test_services() -> DesiredState {
+    let v4 = |port| BACKENDS.map(|ip| SocketAddr::from((ip, port)));
+    let v6 = BACKEND_PORTS6.map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
+    let mut state = DesiredState::new();
+    for svc in [
+        cluster_ip(SERVICE_IP.into(), 80, L4Protocol::Tcp, &v4(8080)),
+        cluster_ip(SERVICE_IP.into(), 53, L4Protocol::Udp, &v4(5353)),
+        cluster_ip(SERVICE_IP6.into(), 80, L4Protocol::Tcp, &v6),
+    ] {
+        state
+            .insert(svc)
+            .map_err(|_| "duplicate test frontend")
+            .unwrap();
+    }
+    state
+}
+
+/// Writes `desired` into the maps of `lb`.
+fn program(lb: &mut SockLb, desired: &DesiredState) -> Result<lb::datapath::ApplyReport, Failed> {
+    let mut maps = lb.service_maps()?;
+    let want = MapContents::build(desired, &maps.read()?)?;
+    Ok(maps.apply(&want)?)
+}
+
+/// The programs loaded with maps pinned in a fresh bpffs, attached to a fresh cgroup, with the
+/// test's services written.
+fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBpffs), Failed> {
     let cgroup = TestCgroup::new(test)?;
-    let mut lb = SockLb::load(SockLbConfig {
-        protocols,
-        map_max: 1024,
-    })?;
+    let bpffs = TestBpffs::new(test)?;
+    let mut lb = SockLb::load(
+        SockLbConfig {
+            protocols,
+            map_max: 1024,
+        },
+        &bpffs.path,
+    )?;
     lb.attach(&cgroup.path)?;
-    let backends = |port| -> Vec<BackendEntry> {
-        (1..)
-            .zip(BACKENDS)
-            .map(|(id, ip)| BackendEntry {
-                id: id + u32::from(port),
-                addr: SocketAddrV4::new(ip, port),
-            })
-            .collect()
-    };
-    lb.upsert_service_v4(
-        SocketAddrV4::new(SERVICE_IP, 80),
-        TCP_PROTO,
-        1,
-        &backends(8080),
-    )?;
-    lb.upsert_service_v4(
-        SocketAddrV4::new(SERVICE_IP, 53),
-        UDP_PROTO,
-        2,
-        &backends(5353),
-    )?;
-    Ok((lb, cgroup))
+    program(&mut lb, &test_services())?;
+    Ok((lb, cgroup, bpffs))
 }
 
 /// Runs the child `role` in `cgroup` and a new network namespace; returns its stdout lines.
@@ -224,7 +293,7 @@ fn expect_both_backends(answers: &[&str], port: u16) -> Result<(), Failed> {
 }
 
 fn clusterip_tcp() -> Result<(), Failed> {
-    let (_lb, cgroup) = setup(
+    let (_lb, cgroup, _bpffs) = setup(
         "tcp",
         Protocols {
             tcp: true,
@@ -246,7 +315,7 @@ fn clusterip_tcp() -> Result<(), Failed> {
 }
 
 fn clusterip_udp_unconnected() -> Result<(), Failed> {
-    let (_lb, cgroup) = setup(
+    let (_lb, cgroup, _bpffs) = setup(
         "udp",
         Protocols {
             tcp: true,
@@ -268,7 +337,7 @@ fn clusterip_udp_unconnected() -> Result<(), Failed> {
 }
 
 fn tcp_only_protocols() -> Result<(), Failed> {
-    let (_lb, cgroup) = setup(
+    let (_lb, cgroup, _bpffs) = setup(
         "tcponly",
         Protocols {
             tcp: true,
@@ -293,4 +362,101 @@ fn tcp_only_protocols() -> Result<(), Failed> {
             .collect::<Vec<_>>(),
         8080,
     )
+}
+
+fn ipv6_clusterip_tcp() -> Result<(), Failed> {
+    let (_lb, cgroup, _bpffs) = setup(
+        "tcp6",
+        Protocols {
+            tcp: true,
+            udp: true,
+        },
+    )?;
+    let lines = run_child("tcp6", &cgroup.path)?;
+    let tcp = records(&lines, "tcp6 ");
+    if tcp.len() != child::ATTEMPTS {
+        return Err(format!("expected {} connections, got {lines:?}", child::ATTEMPTS).into());
+    }
+    for port in BACKEND_PORTS6 {
+        let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port)).to_string();
+        if !tcp.iter().any(|r| r[0] == addr) {
+            return Err(format!("backend {addr} never answered: {tcp:?}").into());
+        }
+    }
+    let service = SocketAddr::from((SERVICE_IP6, 80)).to_string();
+    if let Some(r) = tcp.iter().find(|r| r[1] != service) {
+        return Err(format!("getpeername gave {} instead of the service {service}", r[1]).into());
+    }
+    Ok(())
+}
+
+/// Maps pinned by one agent are found by the next: nothing is rewritten when nothing changed,
+/// ids stay, and a removed backend removes exactly its entries. `lbctl`'s read-only view of the
+/// pinned maps sees the same.
+fn restart_adopts_pinned_maps() -> Result<(), Failed> {
+    let bpffs = TestBpffs::new("restart")?;
+    let config = SockLbConfig {
+        protocols: Protocols {
+            tcp: true,
+            udp: true,
+        },
+        map_max: 1024,
+    };
+    let desired = test_services();
+    let first = {
+        let mut lb = SockLb::load(config, &bpffs.path)?;
+        let report = program(&mut lb, &desired)?;
+        if report.written == 0 {
+            return Err("the first agent wrote nothing".into());
+        }
+        lb.service_maps()?.read()?
+    }; // the first agent exits; its maps stay pinned
+    let mut lb = SockLb::load(config, &bpffs.path)?;
+    if lb.service_maps()?.read()? != first {
+        return Err("the second agent does not see the first one's maps".into());
+    }
+    let report = program(&mut lb, &desired)?;
+    if report.written != 0 || report.deleted != 0 {
+        return Err(format!("an unchanged state rewrote entries: {report:?}").into());
+    }
+    // Drop one backend of the TCP service: its slot and (unshared) backend entry go; the
+    // service entry is rewritten with one slot fewer; every id that remains is unchanged.
+    let mut smaller = DesiredState::new();
+    for mut svc in desired.services().cloned() {
+        if svc.frontend.addr.port == 80 && svc.frontend.addr.ip == IpAddr::from(SERVICE_IP) {
+            svc.backends.truncate(1);
+        }
+        smaller.insert(svc).map_err(|_| "duplicate")?;
+    }
+    let report = program(&mut lb, &smaller)?;
+    if report
+        != (lb::datapath::ApplyReport {
+            written: 1,
+            deleted: 2,
+        })
+    {
+        return Err(format!("removing one backend should write the service entry and delete a slot and a backend: {report:?}").into());
+    }
+    let after = ServiceMaps::open_pinned(&bpffs.path)?.read()?;
+    let before: Vec<_> = first
+        .frontends()
+        .into_iter()
+        .map(|f| (f.id, f.frontend))
+        .collect();
+    let now: Vec<_> = after
+        .frontends()
+        .into_iter()
+        .map(|f| (f.id, f.frontend))
+        .collect();
+    if before != now {
+        return Err(format!("frontend ids changed: {before:?} -> {now:?}").into());
+    }
+    let tcp = after
+        .frontends()
+        .into_iter()
+        .find(|f| f.frontend.addr.port == 80 && f.frontend.addr.ip == IpAddr::from(SERVICE_IP));
+    match tcp {
+        Some(f) if f.backends.len() == 1 => Ok(()),
+        other => Err(format!("the TCP service should have one backend left: {other:?}").into()),
+    }
 }

@@ -1,40 +1,45 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Socket-level load balancing: cgroup sock_addr hooks that translate a service address to a
- * backend at connect/sendmsg, and back at recvmsg/getpeername, so no packet is ever NATed. */
+ * backend at connect/sendmsg, and back at recvmsg/getpeername, so no packet is ever NATed.
+ * Each hook only converts between its family's context and the shared translation. */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
 #include "lb_sock.h"
 
-SEC("cgroup/connect4")
-int lb_sock4_connect(struct bpf_sock_addr *ctx)
-{
-	sock4_xlate_fwd(ctx);
-	return SYS_PROCEED;
-}
+/* Forward translation (connect, sendmsg: where is the socket going). */
+#define SOCK_FWD_HOOK(section, name, load, store)                                          \
+	SEC(section)                                                                            \
+	int name(struct bpf_sock_addr *ctx)                                                     \
+	{                                                                                       \
+		struct lb_sock_addr dst = {};                                                   \
+		load(ctx, &dst);                                                                \
+		if (sock_xlate_fwd(ctx, (__u8)ctx->protocol, &dst))                             \
+			store(ctx, &dst);                                                       \
+		return SYS_PROCEED;                                                             \
+	}
 
-/* Unconnected UDP: every datagram is translated on its own. */
-SEC("cgroup/sendmsg4")
-int lb_sock4_sendmsg(struct bpf_sock_addr *ctx)
-{
-	sock4_xlate_fwd(ctx);
-	return SYS_PROCEED;
-}
+/* Reverse translation (recvmsg, getpeername: who does the application think it talks to). */
+#define SOCK_REV_HOOK(section, name, load, store)                                          \
+	SEC(section)                                                                            \
+	int name(struct bpf_sock_addr *ctx)                                                     \
+	{                                                                                       \
+		struct lb_sock_addr peer = {};                                                  \
+		load(ctx, &peer);                                                               \
+		if (sock_xlate_rev(ctx, &peer))                                                 \
+			store(ctx, &peer);                                                      \
+		return SYS_PROCEED;                                                             \
+	}
 
-/* Unconnected UDP: replies come from the backend; show the service the datagram went to. */
-SEC("cgroup/recvmsg4")
-int lb_sock4_recvmsg(struct bpf_sock_addr *ctx)
-{
-	sock4_xlate_rev(ctx);
-	return SYS_PROCEED;
-}
+SOCK_FWD_HOOK("cgroup/connect4", lb_sock4_connect, sock4_load, sock4_store)
+SOCK_FWD_HOOK("cgroup/sendmsg4", lb_sock4_sendmsg, sock4_load, sock4_store)
+SOCK_REV_HOOK("cgroup/recvmsg4", lb_sock4_recvmsg, sock4_load, sock4_store)
+SOCK_REV_HOOK("cgroup/getpeername4", lb_sock4_getpeername, sock4_load, sock4_store)
 
-SEC("cgroup/getpeername4")
-int lb_sock4_getpeername(struct bpf_sock_addr *ctx)
-{
-	sock4_xlate_rev(ctx);
-	return SYS_PROCEED;
-}
+SOCK_FWD_HOOK("cgroup/connect6", lb_sock6_connect, sock6_load, sock6_store)
+SOCK_FWD_HOOK("cgroup/sendmsg6", lb_sock6_sendmsg, sock6_load, sock6_store)
+SOCK_REV_HOOK("cgroup/recvmsg6", lb_sock6_recvmsg, sock6_load, sock6_store)
+SOCK_REV_HOOK("cgroup/getpeername6", lb_sock6_getpeername, sock6_load, sock6_store)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

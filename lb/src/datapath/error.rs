@@ -6,8 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     /// The object could not be loaded (verifier, missing kernel feature, permissions).
-    #[error("cannot load the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
+    #[error("cannot load the eBPF object: {source}{}", source_chain(source))]
+    Load {
+        /// What aya or the kernel said.
+        #[from]
+        source: aya::EbpfError,
+    },
     /// A program could not be loaded or attached.
     #[error("program {program}: {source}{}", source_chain(source))]
     Program {
@@ -43,16 +47,9 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
-    /// A service has more backends than a slot index holds.
-    #[error("service {frontend} has {count} backends; at most {max} fit a service")]
-    TooManyBackends {
-        /// The frontend.
-        frontend: String,
-        /// Backends given.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
+    /// The desired state does not fit the maps' id spaces.
+    #[error(transparent)]
+    Layout(#[from] super::LayoutError),
 }
 
 /// `: cause: cause…` for the causes below `err`, which aya's messages leave out.

@@ -1,7 +1,12 @@
-//! The kernel side: loading the eBPF programs, attaching them, and writing their maps.
+//! The kernel side: loading the eBPF programs, attaching them, and keeping their maps equal
+//! to the desired state.
 
+mod contents;
 mod error;
+mod kernel;
 mod sock_lb;
 
+pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub use error::DatapathError;
-pub use sock_lb::{BackendEntry, SockLb, SockLbConfig};
+pub use kernel::{ApplyReport, ServiceMaps};
+pub use sock_lb::{SockLb, SockLbConfig};

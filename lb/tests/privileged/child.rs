@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSo
 use std::process::Command;
 use std::time::Duration;
 
-use super::{BACKENDS, SERVICE_IP};
+use super::{BACKENDS, BACKEND_PORTS6, SERVICE_IP, SERVICE_IP6};
 
 /// Connections or datagrams per test: with two backends chosen at random, the chance that one
 /// is never chosen is 2^-39.
@@ -31,6 +31,7 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     match role {
         "tcp" => tcp_client(),
+        "tcp6" => tcp6_client(),
         "udp" => udp_client(),
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
@@ -102,6 +103,31 @@ fn udp_client() -> Result<(), Box<dyn std::error::Error>> {
         socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53))?;
         let (n, from) = socket.recv_from(&mut buf)?;
         println!("udp {} {from}", String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(())
+}
+
+fn tcp6_client() -> Result<(), Box<dyn std::error::Error>> {
+    for port in BACKEND_PORTS6 {
+        let listener = TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))?;
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let me = stream
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let _ = stream.write_all(me.as_bytes());
+            }
+        });
+    }
+    let service = SocketAddr::from((SERVICE_IP6, 80));
+    for _ in 0..ATTEMPTS {
+        let mut stream = TcpStream::connect_timeout(&service, TIMEOUT)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        let peer = stream.peer_addr()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        println!("tcp6 {answer} {peer}");
     }
     Ok(())
 }

@@ -1,0 +1,164 @@
+//! Reading and writing the load balancer's maps in the kernel, as [`MapContents`].
+
+use std::borrow::{Borrow, BorrowMut};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData};
+use aya::Pod;
+use ebpf::maps::{LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES};
+
+use super::{DatapathError, MapContents};
+
+/// What an apply changed, per map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Entries written (new or changed).
+    pub written: usize,
+    /// Entries deleted because nothing wants them any more.
+    pub deleted: usize,
+}
+
+/// Handles on the three maps that describe services.
+#[derive(Debug)]
+pub struct ServiceMaps<T> {
+    services: HashMap<T, ebpf::maps::LbKey, ebpf::maps::LbService>,
+    backends: HashMap<T, u32, ebpf::maps::LbBackend>,
+    reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
+}
+
+impl ServiceMaps<MapData> {
+    /// Opens the maps pinned in `pin_dir`, without loading any program (for `lbctl`).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        fn open<K: Pod, V: Pod>(
+            dir: &Path,
+            name: &'static str,
+        ) -> Result<HashMap<MapData, K, V>, DatapathError> {
+            let data = MapData::from_pin(dir.join(name))
+                .map_err(|source| DatapathError::Map { map: name, source })?;
+            HashMap::try_from(Map::HashMap(data))
+                .map_err(|source| DatapathError::Map { map: name, source })
+        }
+        Ok(ServiceMaps {
+            services: open(pin_dir, LB_SERVICES)?,
+            backends: open(pin_dir, LB_BACKENDS)?,
+            reverse_nat: open(pin_dir, LB_REVERSE_NAT)?,
+        })
+    }
+}
+
+impl<T: Borrow<MapData>> ServiceMaps<T> {
+    /// Wraps already opened maps.
+    pub fn new(
+        services: HashMap<T, ebpf::maps::LbKey, ebpf::maps::LbService>,
+        backends: HashMap<T, u32, ebpf::maps::LbBackend>,
+        reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
+    ) -> Self {
+        ServiceMaps {
+            services,
+            backends,
+            reverse_nat,
+        }
+    }
+
+    /// Everything in the maps.
+    pub fn read(&self) -> Result<MapContents, DatapathError> {
+        Ok(MapContents {
+            services: read(&self.services, LB_SERVICES)?,
+            backends: read(&self.backends, LB_BACKENDS)?,
+            reverse_nat: read(&self.reverse_nat, LB_REVERSE_NAT)?,
+        })
+    }
+}
+
+impl<T: BorrowMut<MapData>> ServiceMaps<T> {
+    /// Makes the maps hold exactly `want`, in an order in which a lookup running meanwhile
+    /// never follows a reference to an entry that is not there yet: backends, then backend
+    /// slots, then services' slot-0 entries and reverse NAT; deletions in the opposite order.
+    pub fn apply(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
+        let have = self.read()?;
+        let mut report = ApplyReport::default();
+        report.written += write_changed(
+            &mut self.backends,
+            LB_BACKENDS,
+            &have.backends,
+            &want.backends,
+        )?;
+        let (slots, heads): (BTreeMap<_, _>, BTreeMap<_, _>) = want
+            .services
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .partition(|(k, _)| k.backend_slot != 0);
+        report.written += write_changed(&mut self.services, LB_SERVICES, &have.services, &slots)?;
+        report.written += write_changed(&mut self.services, LB_SERVICES, &have.services, &heads)?;
+        report.written += write_changed(
+            &mut self.reverse_nat,
+            LB_REVERSE_NAT,
+            &have.reverse_nat,
+            &want.reverse_nat,
+        )?;
+        // Deletions: service heads first, then their slots, then what nothing refers to.
+        let (gone_slots, gone_heads): (Vec<_>, Vec<_>) = have
+            .services
+            .keys()
+            .filter(|k| !want.services.contains_key(k))
+            .partition(|k| k.backend_slot != 0);
+        report.deleted += delete(&mut self.services, LB_SERVICES, gone_heads)?;
+        report.deleted += delete(&mut self.services, LB_SERVICES, gone_slots)?;
+        report.deleted += delete(
+            &mut self.reverse_nat,
+            LB_REVERSE_NAT,
+            have.reverse_nat
+                .keys()
+                .filter(|k| !want.reverse_nat.contains_key(k)),
+        )?;
+        report.deleted += delete(
+            &mut self.backends,
+            LB_BACKENDS,
+            have.backends
+                .keys()
+                .filter(|k| !want.backends.contains_key(k)),
+        )?;
+        Ok(report)
+    }
+}
+
+fn read<T: Borrow<MapData>, K: Pod + Ord, V: Pod>(
+    map: &HashMap<T, K, V>,
+    name: &'static str,
+) -> Result<BTreeMap<K, V>, DatapathError> {
+    map.iter()
+        .collect::<Result<_, _>>()
+        .map_err(|source| DatapathError::Map { map: name, source })
+}
+
+fn write_changed<T: BorrowMut<MapData>, K: Pod + Ord, V: Pod + PartialEq>(
+    map: &mut HashMap<T, K, V>,
+    name: &'static str,
+    have: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+) -> Result<usize, DatapathError> {
+    let mut written = 0;
+    for (k, v) in want {
+        if have.get(k) != Some(v) {
+            map.insert(k, v, 0)
+                .map_err(|source| DatapathError::Map { map: name, source })?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+fn delete<'a, T: BorrowMut<MapData>, K: Pod + 'a, V: Pod>(
+    map: &mut HashMap<T, K, V>,
+    name: &'static str,
+    keys: impl IntoIterator<Item = &'a K>,
+) -> Result<usize, DatapathError> {
+    let mut deleted = 0;
+    for k in keys {
+        map.remove(k)
+            .map_err(|source| DatapathError::Map { map: name, source })?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
