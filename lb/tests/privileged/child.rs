@@ -45,35 +45,47 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// Backends that answer every connection with their own address.
-fn tcp_backends() -> Result<(), Box<dyn std::error::Error>> {
-    for ip in BACKENDS {
-        let listener = TcpListener::bind(SocketAddrV4::new(ip, 8080))?;
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let me = stream
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                let _ = stream.write_all(me.as_bytes());
-            }
-        });
-    }
+/// A backend at `addr` that answers every connection with its own address.
+fn serve_identity_tcp(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let me = stream
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let _ = stream.write_all(me.as_bytes());
+        }
+    });
     Ok(())
 }
 
-fn tcp_client() -> Result<(), Box<dyn std::error::Error>> {
-    tcp_backends()?;
-    let service = SocketAddr::V4(SocketAddrV4::new(SERVICE_IP, 80));
+/// Connects to `service` [`ATTEMPTS`] times and prints `TAG answer peer` for each connection:
+/// who answered, and what getpeername says the socket is connected to.
+fn connect_and_report(tag: &str, service: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..ATTEMPTS {
         let mut stream = TcpStream::connect_timeout(&service, TIMEOUT)?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         let peer = stream.peer_addr()?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
-        println!("tcp {answer} {peer}");
+        println!("{tag} {answer} {peer}");
     }
     Ok(())
+}
+
+fn tcp_client() -> Result<(), Box<dyn std::error::Error>> {
+    for ip in BACKENDS {
+        serve_identity_tcp(SocketAddr::from((ip, 8080)))?;
+    }
+    connect_and_report("tcp", SocketAddr::from((SERVICE_IP, 80)))
+}
+
+fn tcp6_client() -> Result<(), Box<dyn std::error::Error>> {
+    for port in BACKEND_PORTS6 {
+        serve_identity_tcp(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))?;
+    }
+    connect_and_report("tcp6", SocketAddr::from((SERVICE_IP6, 80)))
 }
 
 /// Backends that answer every datagram with their own address.
@@ -103,31 +115,6 @@ fn udp_client() -> Result<(), Box<dyn std::error::Error>> {
         socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53))?;
         let (n, from) = socket.recv_from(&mut buf)?;
         println!("udp {} {from}", String::from_utf8_lossy(&buf[..n]));
-    }
-    Ok(())
-}
-
-fn tcp6_client() -> Result<(), Box<dyn std::error::Error>> {
-    for port in BACKEND_PORTS6 {
-        let listener = TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))?;
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let me = stream
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                let _ = stream.write_all(me.as_bytes());
-            }
-        });
-    }
-    let service = SocketAddr::from((SERVICE_IP6, 80));
-    for _ in 0..ATTEMPTS {
-        let mut stream = TcpStream::connect_timeout(&service, TIMEOUT)?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        let peer = stream.peer_addr()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        println!("tcp6 {answer} {peer}");
     }
     Ok(())
 }
