@@ -10,7 +10,7 @@
 //! fail instead, since CI must run this tier.
 
 use std::io::BufRead;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -276,64 +276,74 @@ fn records<'a>(lines: &'a [String], kind: &str) -> Vec<Vec<&'a str>> {
         .collect()
 }
 
-fn expect_both_backends(answers: &[&str], port: u16) -> Result<(), Failed> {
-    for b in BACKENDS {
-        let addr = SocketAddrV4::new(b, port).to_string();
-        if !answers.contains(&addr.as_str()) {
-            return Err(format!("backend {addr} never answered: {answers:?}").into());
-        }
+/// Checks the child's `TAG answer peer` lines: one per attempt, every backend in `backends`
+/// answered and nothing else did, and `peer_call` (getpeername, recvfrom) showed `service`.
+fn expect_balanced(
+    lines: &[String],
+    tag: &str,
+    backends: &[SocketAddr],
+    service: SocketAddr,
+    peer_call: &str,
+) -> Result<(), Failed> {
+    let seen = records(lines, &format!("{tag} "));
+    if seen.len() != child::ATTEMPTS {
+        return Err(format!("expected {} {tag} answers, got {lines:?}", child::ATTEMPTS).into());
     }
-    if let Some(other) = answers
+    let backends: Vec<String> = backends.iter().map(ToString::to_string).collect();
+    if let Some(missing) = backends
         .iter()
-        .find(|a| !BACKENDS.iter().any(|b| a.starts_with(&b.to_string())))
+        .find(|b| !seen.iter().any(|r| r[0] == b.as_str()))
     {
-        return Err(format!("{other} answered, which is not a backend").into());
+        return Err(format!("backend {missing} never answered: {seen:?}").into());
+    }
+    if let Some(r) = seen
+        .iter()
+        .find(|r| !backends.iter().any(|b| r[0] == b.as_str()))
+    {
+        return Err(format!("{} answered, which is not a backend", r[0]).into());
+    }
+    let service = service.to_string();
+    if let Some(r) = seen.iter().find(|r| r[1] != service) {
+        return Err(format!("{peer_call} gave {} instead of the service {service}", r[1]).into());
     }
     Ok(())
 }
 
+/// The IPv4 backends on `port`.
+fn v4_backends(port: u16) -> Vec<SocketAddr> {
+    BACKENDS
+        .iter()
+        .map(|ip| SocketAddr::from((*ip, port)))
+        .collect()
+}
+
+const BOTH: Protocols = Protocols {
+    tcp: true,
+    udp: true,
+};
+
 fn clusterip_tcp() -> Result<(), Failed> {
-    let (_lb, cgroup, _bpffs) = setup(
-        "tcp",
-        Protocols {
-            tcp: true,
-            udp: true,
-        },
-    )?;
+    let (_lb, cgroup, _bpffs) = setup("tcp", BOTH)?;
     let lines = run_child("tcp", &cgroup.path)?;
-    let tcp = records(&lines, "tcp ");
-    if tcp.len() != child::ATTEMPTS {
-        return Err(format!("expected {} connections, got {lines:?}", child::ATTEMPTS).into());
-    }
-    let answers: Vec<&str> = tcp.iter().map(|r| r[0]).collect();
-    expect_both_backends(&answers, 8080)?;
-    let service = SocketAddrV4::new(SERVICE_IP, 80).to_string();
-    if let Some(r) = tcp.iter().find(|r| r[1] != service) {
-        return Err(format!("getpeername gave {} instead of the service {service}", r[1]).into());
-    }
-    Ok(())
+    expect_balanced(
+        &lines,
+        "tcp",
+        &v4_backends(8080),
+        SocketAddr::from((SERVICE_IP, 80)),
+        "getpeername",
+    )
 }
 
 fn clusterip_udp_unconnected() -> Result<(), Failed> {
-    let (_lb, cgroup, _bpffs) = setup(
-        "udp",
-        Protocols {
-            tcp: true,
-            udp: true,
-        },
-    )?;
+    let (_lb, cgroup, _bpffs) = setup("udp", BOTH)?;
     let lines = run_child("udp", &cgroup.path)?;
-    let udp = records(&lines, "udp ");
-    if udp.len() != child::ATTEMPTS {
-        return Err(format!("expected {} replies, got {lines:?}", child::ATTEMPTS).into());
-    }
-    let answers: Vec<&str> = udp.iter().map(|r| r[0]).collect();
-    expect_both_backends(&answers, 5353)?;
-    let service = SocketAddrV4::new(SERVICE_IP, 53).to_string();
-    if let Some(r) = udp.iter().find(|r| r[1] != service) {
-        return Err(format!("recvfrom gave {} instead of the service {service}", r[1]).into());
-    }
-    Ok(())
+    expect_balanced(
+        &lines,
+        "udp",
+        &v4_backends(5353),
+        SocketAddr::from((SERVICE_IP, 53)),
+        "recvfrom",
+    )
 }
 
 fn tcp_only_protocols() -> Result<(), Failed> {
@@ -355,39 +365,26 @@ fn tcp_only_protocols() -> Result<(), Failed> {
         }
     }
     let tcp = run_child("tcp", &cgroup.path)?;
-    expect_both_backends(
-        &records(&tcp, "tcp ")
-            .iter()
-            .map(|r| r[0])
-            .collect::<Vec<_>>(),
-        8080,
+    expect_balanced(
+        &tcp,
+        "tcp",
+        &v4_backends(8080),
+        SocketAddr::from((SERVICE_IP, 80)),
+        "getpeername",
     )
 }
 
 fn ipv6_clusterip_tcp() -> Result<(), Failed> {
-    let (_lb, cgroup, _bpffs) = setup(
-        "tcp6",
-        Protocols {
-            tcp: true,
-            udp: true,
-        },
-    )?;
+    let (_lb, cgroup, _bpffs) = setup("tcp6", BOTH)?;
     let lines = run_child("tcp6", &cgroup.path)?;
-    let tcp = records(&lines, "tcp6 ");
-    if tcp.len() != child::ATTEMPTS {
-        return Err(format!("expected {} connections, got {lines:?}", child::ATTEMPTS).into());
-    }
-    for port in BACKEND_PORTS6 {
-        let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port)).to_string();
-        if !tcp.iter().any(|r| r[0] == addr) {
-            return Err(format!("backend {addr} never answered: {tcp:?}").into());
-        }
-    }
-    let service = SocketAddr::from((SERVICE_IP6, 80)).to_string();
-    if let Some(r) = tcp.iter().find(|r| r[1] != service) {
-        return Err(format!("getpeername gave {} instead of the service {service}", r[1]).into());
-    }
-    Ok(())
+    let backends = BACKEND_PORTS6.map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
+    expect_balanced(
+        &lines,
+        "tcp6",
+        &backends,
+        SocketAddr::from((SERVICE_IP6, 80)),
+        "getpeername",
+    )
 }
 
 /// Maps pinned by one agent are found by the next: nothing is rewritten when nothing changed,
@@ -396,10 +393,7 @@ fn ipv6_clusterip_tcp() -> Result<(), Failed> {
 fn restart_adopts_pinned_maps() -> Result<(), Failed> {
     let bpffs = TestBpffs::new("restart")?;
     let config = SockLbConfig {
-        protocols: Protocols {
-            tcp: true,
-            udp: true,
-        },
+        protocols: BOTH,
         map_max: 1024,
     };
     let desired = test_services();
