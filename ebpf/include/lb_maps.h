@@ -49,4 +49,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_reverse_sk_v1 SEC(".maps");
 
+/* Session affinity: which backend a client last used per frontend. LRU: clients that went away
+ * age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_affinity_key);
+	__type(value, struct lb_affinity_value);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_affinity_v1 SEC(".maps");
+
+/* The node's own addresses, kept by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, union lb_addr);
+	__type(value, struct lb_local_addr);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_local_addrs_v1 SEC(".maps");
+
+/* Whether anyone is listening to trace events: index 0 is non-zero while `lbctl monitor` runs,
+ * so hooks pay for an event only when someone reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_monitor_v1 SEC(".maps");
+
+/* Trace events for `lbctl monitor`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_events_v1 SEC(".maps");
+
 #endif /* LB_MAPS_H */

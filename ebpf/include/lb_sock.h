@@ -1,6 +1,8 @@
-/* Socket-level translation: the service lookup, backend selection and reverse lookup the
- * cgroup sock_addr hooks share. A hook converts its family's address to a union lb_addr, calls
- * one of the two translations here, and writes the result back.
+/* Socket-level translation: the service lookup, backend selection, session affinity, reverse
+ * lookup and bind check the cgroup sock_addr hooks share. A hook converts its family's address
+ * to a union lb_addr, calls one of the functions here, and writes the result back.
+ *
+ * lb::datapath::sim is the same logic in Rust; keep the two in step.
  */
 #ifndef LB_SOCK_H
 #define LB_SOCK_H
@@ -11,12 +13,21 @@
 #include <bpf/bpf_endian.h>
 
 #include "lb_maps.h"
+#include "lb_addr.h"
+#include "lb_trace.h"
 
 /* Load-time configuration (set by the agent through the object's .rodata). */
-const volatile __u8 cfg_enable_tcp = 1; /* hostServices.protocols has tcp */
-const volatile __u8 cfg_enable_udp = 1; /* hostServices.protocols has udp */
+const volatile __u8 cfg_enable_tcp = 1;       /* hostServices.protocols has tcp */
+const volatile __u8 cfg_enable_udp = 1;       /* hostServices.protocols has udp */
+const volatile __u8 cfg_host_ns_only = 0;     /* socketLB.hostNamespaceOnly */
+const volatile __u8 cfg_bind_protection = 1;  /* nodePort.bindProtection */
+/* The netns cookie of the agent's namespace, the node's "host" namespace; 0 means the
+ * initial namespace (kernels without SO_NETNS_COOKIE, where the agent runs there). */
+const volatile __u64 cfg_host_netns_cookie = 0;
 
+#define SYS_REJECT 0
 #define SYS_PROCEED 1
+#define NSEC_PER_SEC 1000000000ULL
 
 /* A socket address in the family-independent form the maps use. */
 struct lb_sock_addr {
@@ -24,29 +35,16 @@ struct lb_sock_addr {
 	__be16 port;
 };
 
-static __always_inline void lb_addr_from_v4(union lb_addr *a, __be32 v4)
-{
-	a->words[0] = 0;
-	a->words[1] = 0;
-	a->words[2] = bpf_htonl(0x0000ffff);
-	a->words[3] = v4;
-}
-
-static __always_inline int lb_addr_is_v4(const union lb_addr *a)
-{
-	return a->words[0] == 0 && a->words[1] == 0 && a->words[2] == bpf_htonl(0x0000ffff);
-}
-
-/* Word by word: a memcmp would be a call the BPF target cannot make. */
-static __always_inline int lb_addr_equal(const union lb_addr *a, const union lb_addr *b)
-{
-	return a->words[0] == b->words[0] && a->words[1] == b->words[1] &&
-	       a->words[2] == b->words[2] && a->words[3] == b->words[3];
-}
-
 static __always_inline int sock_proto_enabled(__u8 proto)
 {
 	return (proto == IPPROTO_TCP && cfg_enable_tcp) || (proto == IPPROTO_UDP && cfg_enable_udp);
+}
+
+static __always_inline int sock_in_host_ns(struct bpf_sock_addr *ctx)
+{
+	__u64 host = cfg_host_netns_cookie ? cfg_host_netns_cookie : bpf_get_netns_cookie(NULL);
+
+	return bpf_get_netns_cookie(ctx) == host;
 }
 
 /* The service at the frontend, preferring the internal-scope twin: socket-level traffic comes
@@ -65,26 +63,88 @@ static __always_inline const struct lb_service *lb_lookup_service(struct lb_key 
 	return svc;
 }
 
-/* A uniformly random active backend of svc, or NULL when it has none. */
-static __always_inline const struct lb_backend *
-lb_select_backend(struct lb_key *key, const struct lb_service *svc)
+/* The frontend for key, or, when key's address is one of this node's, the wildcard NodePort
+ * or HostPort frontend of its port (so 127.0.0.1:NODE_PORT works as the node address does).
+ * key's address becomes the wildcard one in that case, for the slot lookups that follow. */
+static __always_inline const struct lb_service *lb_lookup_frontend(struct lb_key *key)
 {
-	const struct lb_service *slot;
-	__u32 backend_id;
+	const struct lb_service *svc = lb_lookup_service(key);
+
+	if (svc || !lb_addr_is_local(&key->address))
+		return svc;
+	lb_addr_to_wildcard(&key->address);
+	svc = lb_lookup_service(key);
+	if (svc && !(svc->flags & (LB_SVC_NODE_PORT | LB_SVC_HOST_PORT)))
+		return NULL;
+	return svc;
+}
+
+/* The backend id in key's slot `slot`, or 0 when the slot is empty. */
+static __always_inline __u32 lb_slot_backend(struct lb_key *key, __u16 slot)
+{
+	const struct lb_service *entry;
+
+	key->backend_slot = slot;
+	entry = bpf_map_lookup_elem(&lb_services_v1, key);
+	return entry ? entry->backend_id : 0;
+}
+
+/* The backend a client with session affinity used last, while the affinity is fresh and the
+ * backend still holds the same active slot; 0 otherwise. Refreshes the entry on use. */
+static __always_inline __u32 lb_affinity_backend(struct lb_key *key, const struct lb_service *svc,
+						 const struct lb_affinity_key *client, __u64 now,
+						 __u16 *slot)
+{
+	struct lb_affinity_value *last = bpf_map_lookup_elem(&lb_affinity_v1, client);
+
+	if (!last || now - last->last_used_ns > (__u64)svc->affinity_timeout * NSEC_PER_SEC)
+		return 0;
+	if (last->slot == 0 || last->slot > svc->count ||
+	    lb_slot_backend(key, last->slot) != last->backend_id)
+		return 0;
+	last->last_used_ns = now;
+	*slot = last->slot;
+	return last->backend_id;
+}
+
+/* An active backend of svc: the client's affinity backend when it has one, else a uniformly
+ * random one (remembered for affinity). NULL when svc has no active backend. */
+static __always_inline const struct lb_backend *
+lb_select_backend(void *ctx, struct lb_key *key, const struct lb_service *svc)
+{
+	struct lb_affinity_key client = {};
+	struct lb_affinity_value chosen = {};
+	__u64 now = 0;
+	__u16 slot = 0;
+	__u32 backend_id = 0;
 
 	if (svc->count == 0)
 		return NULL;
-	key->backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	slot = bpf_map_lookup_elem(&lb_services_v1, key);
-	if (!slot)
-		return NULL;
-	backend_id = slot->backend_id;
+	if (svc->flags & LB_SVC_AFFINITY) {
+		client.client_cookie = bpf_get_netns_cookie(ctx);
+		client.rev_nat_index = svc->rev_nat_index;
+		now = bpf_ktime_get_ns();
+		backend_id = lb_affinity_backend(key, svc, &client, now, &slot);
+	}
+	if (!backend_id) {
+		slot = (bpf_get_prandom_u32() % svc->count) + 1;
+		backend_id = lb_slot_backend(key, slot);
+		if (!backend_id)
+			return NULL;
+		if (svc->flags & LB_SVC_AFFINITY) {
+			chosen.backend_id = backend_id;
+			chosen.slot = slot;
+			chosen.last_used_ns = now;
+			bpf_map_update_elem(&lb_affinity_v1, &client, &chosen, BPF_ANY);
+		}
+	}
 	return bpf_map_lookup_elem(&lb_backends_v1, &backend_id);
 }
 
 /* connect/sendmsg: if *dst is a service, replace it by one of its backends and remember the
  * service for the reverse direction. Returns 1 when *dst was changed. */
-static __always_inline int sock_xlate_fwd(void *ctx, __u8 proto, struct lb_sock_addr *dst)
+static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
+					  struct lb_sock_addr *dst)
 {
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
@@ -94,13 +154,16 @@ static __always_inline int sock_xlate_fwd(void *ctx, __u8 proto, struct lb_sock_
 
 	if (!sock_proto_enabled(proto))
 		return 0;
+	if (cfg_host_ns_only && !sock_in_host_ns(ctx))
+		return 0;
 	key.address = dst->address;
 	key.dport = dst->port;
 	key.proto = proto;
-	svc = lb_lookup_service(&key);
+	svc = lb_lookup_frontend(&key);
 	if (!svc)
 		return 0;
-	backend = lb_select_backend(&key, svc);
+	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_FWD, proto, &dst->address, dst->port);
+	backend = lb_select_backend(ctx, &key, svc);
 	if (!backend)
 		return 0; /* no backend: leave the address alone, the connection fails as it would */
 
@@ -114,30 +177,76 @@ static __always_inline int sock_xlate_fwd(void *ctx, __u8 proto, struct lb_sock_
 
 	dst->address = backend->address;
 	dst->port = backend->port;
+	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
 	return 1;
 }
 
 /* recvmsg/getpeername: if this socket was translated to *peer and its service still exists,
- * replace *peer by the service address. Returns 1 when *peer was changed. */
-static __always_inline int sock_xlate_rev(void *ctx, struct lb_sock_addr *peer)
+ * replace *peer by the address the application asked for. Returns 1 when *peer changed. */
+static __always_inline int sock_xlate_rev(struct bpf_sock_addr *ctx, __u8 proto,
+					  struct lb_sock_addr *peer)
 {
 	const struct lb_sock_value *orig;
 	const struct lb_reverse_nat *rev;
 	struct lb_sock_key sk = {};
 	__u16 index;
 
+	if (!sock_proto_enabled(proto))
+		return 0;
+	if (cfg_host_ns_only && !sock_in_host_ns(ctx))
+		return 0;
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sk.address = peer->address;
 	sk.port = peer->port;
 	orig = bpf_map_lookup_elem(&lb_reverse_sk_v1, &sk);
 	if (!orig)
 		return 0;
+	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_REV, proto, &peer->address, peer->port);
 	index = orig->rev_nat_index;
 	rev = bpf_map_lookup_elem(&lb_reverse_nat_v1, &index);
-	if (!rev || rev->port != orig->port || !lb_addr_equal(&rev->address, &orig->address))
-		return 0; /* the service is gone: show the truth */
+	/* The service is gone, or its id now names another frontend: show the truth. A wildcard
+	 * frontend was reached through a local address, which is what the application used. */
+	if (!rev || rev->port != orig->port ||
+	    !(lb_addr_equal(&rev->address, &orig->address) || lb_addr_is_wildcard(&rev->address)))
+		return 0;
 	peer->address = orig->address;
 	peer->port = orig->port;
+	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_REV, proto, &peer->address, peer->port);
+	return 1;
+}
+
+/* Whether a frontend owns addr:port for bind protection: NodePort, LoadBalancer and
+ * externalIPs ports are the load balancer's on this node (HostPort ones belong to a pod). */
+static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr *addr, __be16 port)
+{
+	const struct lb_service *svc;
+	struct lb_key key = {};
+
+	key.address = *addr;
+	key.dport = port;
+	key.proto = proto;
+	svc = lb_lookup_frontend(&key);
+	return svc && (svc->flags & (LB_SVC_NODE_PORT | LB_SVC_EXTERNAL_IP | LB_SVC_LOADBALANCER));
+}
+
+/* bind: refuse, in the host namespace, a port that a NodePort, LoadBalancer or externalIP
+ * service serves on that address (nodePort.bindProtection). A bind to :: also takes IPv4
+ * traffic on a dual-stack socket, so it checks 0.0.0.0 too. Returns 0 to refuse (EPERM). */
+static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 proto,
+					     const struct lb_sock_addr *local)
+{
+	union lb_addr v4_any = {};
+
+	if (!cfg_bind_protection || local->port == 0 || !sock_proto_enabled(proto) ||
+	    !sock_in_host_ns(ctx))
+		return 1;
+	if (sock_port_is_service(proto, &local->address, local->port))
+		return 0;
+	if (lb_addr_is_wildcard(&local->address) && !lb_addr_is_v4(&local->address)) {
+		lb_addr_from_v4(&v4_any, 0);
+		if (sock_port_is_service(proto, &v4_any, local->port))
+			return 0;
+	}
 	return 1;
 }
 

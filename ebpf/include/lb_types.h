@@ -83,4 +83,43 @@ struct lb_sock_value {
 	__u16 rev_nat_index;   /* frontend id, to check it still exists */
 };
 
+/* Key of lb_affinity: a client (its network namespace, for socket-level traffic) and a
+ * frontend (sessionAffinity is per service IP and port). */
+struct lb_affinity_key {
+	__u64 client_cookie;   /* netns cookie of the client */
+	__u16 rev_nat_index;   /* the frontend's id */
+	__u8 pad[6];           /* explicit padding, always zero */
+};
+
+/* Value of lb_affinity: the backend the client was sent to, and when it last was. */
+struct lb_affinity_value {
+	__u32 backend_id;      /* lb_backends key */
+	__u16 slot;            /* the service slot it was in: it still must be there to be reused */
+	__u16 pad;             /* explicit padding, always zero */
+	__u64 last_used_ns;    /* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the last use */
+};
+
+/* Value of lb_local_addrs, keyed by union lb_addr: an address of this node, where a wildcard
+ * NodePort or HostPort frontend answers as it does on 127.0.0.1. */
+struct lb_local_addr {
+	__u8 flags;            /* reserved, zero */
+};
+
+/* trace-sock event kinds (lbctl monitor -t trace-sock prints their names). */
+#define LB_TRACE_PRE_XLATE_FWD  1
+#define LB_TRACE_POST_XLATE_FWD 2
+#define LB_TRACE_PRE_XLATE_REV  3
+#define LB_TRACE_POST_XLATE_REV 4
+
+/* One trace-sock event, sent through lb_events when lb_monitor is on. */
+struct lb_trace_sock {
+	__u64 cgroup_id;       /* cgroup v2 id of the calling process */
+	__u64 sock_cookie;     /* socket cookie */
+	union lb_addr address; /* the destination (fwd) or peer (rev) at this point */
+	__be16 port;           /* its port */
+	__u8 kind;             /* LB_TRACE_* */
+	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
+	__u32 cpu;             /* CPU the hook ran on */
+};
+
 #endif /* LB_TYPES_H */

@@ -16,8 +16,8 @@ static SOCK_LB: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/sock_lb.o")),
 };
 
-/// The socket-level load balancer: cgroup `connect`, `sendmsg`, `recvmsg` and `getpeername`
-/// programs for IPv4 and IPv6, and the maps they share.
+/// The socket-level load balancer: cgroup `connect`, `sendmsg`, `recvmsg`, `getpeername` and
+/// `bind` programs for IPv4 and IPv6, and the maps they share.
 pub fn sock_lb_object() -> &'static [u8] {
     &SOCK_LB.bytes
 }
@@ -28,8 +28,10 @@ pub const SOCK_LB_PROGRAMS: &[(&str, &str)] = &[
     ("lb_sock4_sendmsg", "sendmsg4"),
     ("lb_sock4_recvmsg", "recvmsg4"),
     ("lb_sock4_getpeername", "getpeername4"),
+    ("lb_sock4_bind", "bind4"),
     ("lb_sock6_connect", "connect6"),
     ("lb_sock6_sendmsg", "sendmsg6"),
     ("lb_sock6_recvmsg", "recvmsg6"),
     ("lb_sock6_getpeername", "getpeername6"),
+    ("lb_sock6_bind", "bind6"),
 ];

@@ -14,8 +14,33 @@ pub const LB_BACKENDS: &str = "lb_backends_v1";
 pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
 /// Socket reverse map: [`LbSockKey`] -> [`LbSockValue`].
 pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
-/// Every map of the socket-level object, as pinned.
-pub const SOCK_LB_MAPS: [&str; 4] = [LB_SERVICES, LB_BACKENDS, LB_REVERSE_NAT, LB_REVERSE_SK];
+/// Session affinity: a client's netns cookie and a frontend → the backend it used last.
+pub const LB_AFFINITY: &str = "lb_affinity_v1";
+/// The node's own addresses, where wildcard NodePort and HostPort frontends answer.
+pub const LB_LOCAL_ADDRS: &str = "lb_local_addrs_v1";
+/// Index 0 non-zero while a monitor listens to trace events.
+pub const LB_MONITOR: &str = "lb_monitor_v1";
+/// The ring buffer of trace-sock events.
+pub const LB_EVENTS: &str = "lb_events_v1";
+/// The maps sized by `bpf.lbMapMax`.
+pub const SOCK_LB_SIZED_MAPS: [&str; 5] = [
+    LB_SERVICES,
+    LB_BACKENDS,
+    LB_REVERSE_NAT,
+    LB_REVERSE_SK,
+    LB_AFFINITY,
+];
+/// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
+pub const SOCK_LB_MAPS: [&str; 8] = [
+    LB_SERVICES,
+    LB_BACKENDS,
+    LB_REVERSE_NAT,
+    LB_REVERSE_SK,
+    LB_AFFINITY,
+    LB_LOCAL_ADDRS,
+    LB_MONITOR,
+    LB_EVENTS,
+];
 
 /// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
 pub const SCOPE_EXT: u8 = 0;
@@ -197,6 +222,53 @@ pub struct LbSockValue {
     pub rev_nat_index: u16,
 }
 
+/// Key of `lb_affinity_v1`: a client (netns cookie) and a frontend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbAffinityKey {
+    pub client_cookie: u64,
+    pub rev_nat_index: u16,
+    pub pad: [u8; 6],
+}
+
+/// Value of `lb_affinity_v1`: the backend, its slot, and the last use (CLOCK_MONOTONIC ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbAffinityValue {
+    pub backend_id: u32,
+    pub slot: u16,
+    pub pad: u16,
+    pub last_used_ns: u64,
+}
+
+/// Value of `lb_local_addrs_v1` (keyed by [`LbAddr`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbLocalAddr {
+    pub flags: u8,
+}
+
+/// Kinds of [`LbTraceSock`] events, as `lbctl monitor` names them.
+pub mod trace_kind {
+    pub const PRE_XLATE_FWD: u8 = 1;
+    pub const POST_XLATE_FWD: u8 = 2;
+    pub const PRE_XLATE_REV: u8 = 3;
+    pub const POST_XLATE_REV: u8 = 4;
+}
+
+/// One trace-sock event from `lb_events_v1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbTraceSock {
+    pub cgroup_id: u64,
+    pub sock_cookie: u64,
+    pub address: LbAddr,
+    pub port: u16,
+    pub kind: u8,
+    pub proto: u8,
+    pub cpu: u32,
+}
+
 // SAFETY: every type is #[repr(C)], made only of integers and byte arrays with explicit
 // padding fields, so any bit pattern is valid and there are no uninitialised bytes.
 unsafe impl aya::Pod for LbKey {}
@@ -212,6 +284,14 @@ unsafe impl aya::Pod for LbSockKey {}
 unsafe impl aya::Pod for LbSockValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbAffinityKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbAffinityValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbLocalAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbTraceSock {}
 
 #[cfg(test)]
 mod tests {

@@ -84,6 +84,33 @@ fn rust_mirrors_match_the_objects_btf() {
         LbSockValue,
         [address, port, rev_nat_index]
     );
+    assert_layout!(
+        &btf,
+        "lb_affinity_key",
+        LbAffinityKey,
+        [client_cookie, rev_nat_index, pad]
+    );
+    assert_layout!(
+        &btf,
+        "lb_affinity_value",
+        LbAffinityValue,
+        [backend_id, slot, pad, last_used_ns]
+    );
+    assert_layout!(&btf, "lb_local_addr", LbLocalAddr, [flags]);
+}
+
+/// A ring buffer has no value type, so the event is not in the BTF; `lb_trace.h` pins its
+/// layout with static asserts on these same numbers.
+#[test]
+fn the_trace_event_mirror_matches_the_static_asserts_in_lb_trace_h() {
+    assert_eq!(size_of::<LbTraceSock>(), 40);
+    assert_eq!(offset_of!(LbTraceSock, cgroup_id), 0);
+    assert_eq!(offset_of!(LbTraceSock, sock_cookie), 8);
+    assert_eq!(offset_of!(LbTraceSock, address), 16);
+    assert_eq!(offset_of!(LbTraceSock, port), 32);
+    assert_eq!(offset_of!(LbTraceSock, kind), 34);
+    assert_eq!(offset_of!(LbTraceSock, proto), 35);
+    assert_eq!(offset_of!(LbTraceSock, cpu), 36);
 }
 
 #[test]

@@ -3,10 +3,13 @@
 //! This library holds what the agent (`lb-agent`) and the CLI (`lbctl`) share: the service
 //! model, translation from Kubernetes objects, the agent's options, and Maglev.
 
+pub mod agent;
 pub mod config;
 pub mod datapath;
+pub mod host;
 pub mod k8s;
 pub mod maglev;
 pub mod model;
 pub mod offline;
+pub mod stop;
 pub mod views;

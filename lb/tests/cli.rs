@@ -202,10 +202,12 @@ fn dry_run_reports_every_error_at_once() {
 }
 
 #[test]
-fn agent_without_dry_run_says_what_is_missing() {
+fn agent_without_a_source_says_what_to_give() {
     let out = agent(&[]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--dry-run"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--manifests DIR"), "{err}");
+    assert!(err.contains("--dry-run"), "{err}");
 }
 
 #[test]
@@ -250,10 +252,17 @@ fn service_list_json_is_machine_readable() {
 }
 
 #[test]
-fn views_without_inputs_explain_how_to_render_offline() {
-    let out = lbctl(&["service", "list"]);
+fn views_without_a_running_agent_name_the_state_dir_and_how_to_render_offline() {
+    let empty = std::env::temp_dir().join(format!("lbctl-no-agent-{}", std::process::id()));
+    let out = lbctl(&["service", "list", "--state-dir", empty.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--manifests DIR"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--manifests DIR"), "{err}");
+    assert!(
+        err.contains(&*empty.join("agent.json").to_string_lossy()),
+        "{err}"
+    );
+    assert!(err.contains("is lb-agent running"), "{err}");
 }
 
 #[test]

@@ -226,6 +226,9 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
         SockLbConfig {
             protocols,
             map_max: 1024,
+            host_namespace_only: false,
+            bind_protection: true,
+            host_netns_cookie: 0,
         },
         &bpffs.path,
     )?;
@@ -395,6 +398,9 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
     let config = SockLbConfig {
         protocols: BOTH,
         map_max: 1024,
+        host_namespace_only: false,
+        bind_protection: true,
+        host_netns_cookie: 0,
     };
     let desired = test_services();
     let first = {

@@ -27,9 +27,20 @@
 	{                                                                                       \
 		struct lb_sock_addr peer = {};                                                  \
 		load(ctx, &peer);                                                               \
-		if (sock_xlate_rev(ctx, &peer))                                                 \
+		if (sock_xlate_rev(ctx, (__u8)ctx->protocol, &peer))                                                 \
 			store(ctx, &peer);                                                      \
 		return SYS_PROCEED;                                                             \
+	}
+
+/* Bind protection (bind: may the socket take this local address). */
+#define SOCK_BIND_HOOK(section, name, load)                                                \
+	SEC(section)                                                                            \
+	int name(struct bpf_sock_addr *ctx)                                                     \
+	{                                                                                       \
+		struct lb_sock_addr local = {};                                                 \
+		load(ctx, &local);                                                              \
+		return sock_bind_allowed(ctx, (__u8)ctx->protocol, &local) ? SYS_PROCEED        \
+									   : SYS_REJECT;        \
 	}
 
 SOCK_FWD_HOOK("cgroup/connect4", lb_sock4_connect, sock4_load, sock4_store)
@@ -37,9 +48,13 @@ SOCK_FWD_HOOK("cgroup/sendmsg4", lb_sock4_sendmsg, sock4_load, sock4_store)
 SOCK_REV_HOOK("cgroup/recvmsg4", lb_sock4_recvmsg, sock4_load, sock4_store)
 SOCK_REV_HOOK("cgroup/getpeername4", lb_sock4_getpeername, sock4_load, sock4_store)
 
+SOCK_BIND_HOOK("cgroup/bind4", lb_sock4_bind, sock4_load)
+
 SOCK_FWD_HOOK("cgroup/connect6", lb_sock6_connect, sock6_load, sock6_store)
 SOCK_FWD_HOOK("cgroup/sendmsg6", lb_sock6_sendmsg, sock6_load, sock6_store)
 SOCK_REV_HOOK("cgroup/recvmsg6", lb_sock6_recvmsg, sock6_load, sock6_store)
 SOCK_REV_HOOK("cgroup/getpeername6", lb_sock6_getpeername, sock6_load, sock6_store)
+
+SOCK_BIND_HOOK("cgroup/bind6", lb_sock6_bind, sock6_load)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

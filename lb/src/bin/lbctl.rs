@@ -1,16 +1,21 @@
 //! `lbctl`: inspect the load balancer on this node.
 //!
-//! Until the datapath lands, views render offline from files: `--manifests DIR` and
-//! `--values FILE` show what the agent would program.
+//! Views read what the agent installed: its record in the state directory and the pinned BPF
+//! maps, so what they print is what the kernel does. With `--manifests DIR` (and `--values
+//! FILE`) they render offline what an agent would program from those files instead.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lb::agent::{AgentRecord, DEFAULT_STATE_DIR};
+use lb::datapath::{ServiceMaps, TraceMonitor};
 use lb::maglev::{HashSeed, MaglevBackend, TableDump};
 use lb::offline::{self, DeviceArg, OfflineInputs, OfflineView};
-use lb::views::{KprStatus, ServiceList};
+use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 /// Inspect the eBPF service load balancer.
 #[derive(Debug, Parser)]
@@ -34,6 +39,25 @@ enum Command {
         inputs: Inputs,
         #[command(flatten)]
         output: Output,
+    },
+    /// Follow datapath events.
+    Monitor {
+        /// Event type.
+        #[arg(short = 't', long = "type", value_enum)]
+        kind: MonitorType,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        #[command(flatten)]
+        state: StateDir,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove everything the agent installed on this node (programs, links, pinned maps,
+    /// reserved ports), so the node can go back to kube-proxy.
+    Cleanup {
+        #[command(flatten)]
+        state: StateDir,
     },
     /// Print a Maglev lookup table as JSON: {"table":[index…],"backends":[addr…]}.
     Maglev {
@@ -60,9 +84,25 @@ enum ServiceCommand {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MonitorType {
+    /// Socket-level translations (pre/post xlate, forward and reverse).
+    TraceSock,
+}
+
+/// The agent's state directory.
+#[derive(Debug, Args)]
+struct StateDir {
+    /// Where the agent recorded what it installed (lb-agent --state-dir).
+    #[arg(long = "state-dir", value_name = "DIR", env = "LB_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    dir: PathBuf,
+}
+
 /// Where the state comes from.
 #[derive(Debug, Args)]
 struct Inputs {
+    #[command(flatten)]
+    state: StateDir,
     /// Render offline from the Kubernetes YAML in this directory.
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
@@ -108,6 +148,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Service(ServiceCommand::List { inputs, output }) if !inputs.offline() => {
+            let record = read_record(&inputs.state.dir)?;
+            let contents = ServiceMaps::open_pinned(&record.pin_dir)?.read()?;
+            let list = ServiceList::from_listed(&contents.frontends(), &record.services);
+            print(output.format, &list, || list.render())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Service(ServiceCommand::List { inputs, output }) => {
             let view = offline_view(&inputs, true)?;
             let list = ServiceList::from_desired(&view.translation.state);
@@ -118,17 +165,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             verbose,
             inputs,
             output,
+        } if !inputs.offline() => {
+            let status = read_record(&inputs.state.dir)?.status;
+            print_status(&status, verbose, output.format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            verbose,
+            inputs,
+            output,
         } => {
             let view = offline_view(&inputs, false)?;
             let status = KprStatus::new(&view.config, &view.selection);
-            print(output.format, &status, || {
-                if verbose {
-                    status.render_verbose()
-                } else {
-                    status.render_short()
-                }
-            })?;
+            print_status(&status, verbose, output.format)?;
             Ok(finish(&view))
+        }
+        Command::Monitor {
+            kind: MonitorType::TraceSock,
+            count,
+            state,
+            output,
+        } => monitor_trace_sock(&state.dir, count, output.format),
+        Command::Cleanup { state } => {
+            let report = lb::agent::cleanup(&state.dir)?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Maglev {
             table_size,
@@ -142,13 +205,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The running agent's record, or an error that also says how to render offline.
+fn read_record(state_dir: &Path) -> Result<AgentRecord> {
+    AgentRecord::read(state_dir).context(
+        "cannot read the agent's state; to render offline instead, give --manifests DIR \
+         [--values FILE] [--set KEY=VALUE]",
+    )
+}
+
+impl Inputs {
+    /// Whether files were given to render from, instead of the running agent's state.
+    fn offline(&self) -> bool {
+        self.manifests.is_some() || self.values.is_some() || !self.sets.is_empty()
+    }
+}
+
+fn print_status(status: &KprStatus, verbose: bool, format: Format) -> Result<()> {
+    print(format, status, || {
+        if verbose {
+            status.render_verbose()
+        } else {
+            status.render_short()
+        }
+    })
+}
+
+/// Prints trace-sock events until interrupted or `count` events were printed.
+fn monitor_trace_sock(state_dir: &Path, count: Option<usize>, format: Format) -> Result<ExitCode> {
+    let record = AgentRecord::read(state_dir)?;
+    let mut monitor = TraceMonitor::open(&record.pin_dir)?;
+    lb::stop::install_handlers().context("cannot install signal handlers")?;
+    let mut printed = 0;
+    let mut stdout = std::io::stdout().lock();
+    while !lb::stop::requested() && count.is_none_or(|n| printed < n) {
+        for raw in monitor.next_events(Duration::from_millis(200))? {
+            let Some(event) = TraceSockEvent::decode(&raw) else {
+                continue;
+            };
+            match format {
+                Format::Text => writeln!(stdout, "{}", event.render())?,
+                Format::Json => writeln!(stdout, "{}", serde_json::to_string(&event)?)?,
+            }
+            stdout.flush()?;
+            printed += 1;
+            if count.is_some_and(|n| printed >= n) {
+                break;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn offline_view(inputs: &Inputs, needs_manifests: bool) -> Result<OfflineView> {
-    let given = inputs.manifests.is_some() || inputs.values.is_some() || !inputs.sets.is_empty();
-    if !given || (needs_manifests && inputs.manifests.is_none()) {
-        bail!(
-            "no agent state to read on this node yet (reading the pinned BPF maps arrives with the \
-             datapath); render offline with --manifests DIR [--values FILE] [--set KEY=VALUE]"
-        );
+    if needs_manifests && inputs.manifests.is_none() {
+        bail!("an offline service list needs --manifests DIR (and optionally --values FILE)");
     }
     let view = offline::render(&OfflineInputs {
         values: inputs.values.clone(),

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// The NodePort range, inclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PortRange {
     /// First port.
     pub low: u16,

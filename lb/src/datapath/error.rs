@@ -47,13 +47,39 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// A pin in bpffs could not be made, read or removed.
+    #[error("pin {}: {detail}", path.display())]
+    Pin {
+        /// The pinned path.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The kernel lacks something the datapath needs.
+    #[error("this kernel cannot provide {what}: it needs {needs}")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+        /// The feature and the kernel version that has it.
+        needs: &'static str,
+    },
     /// The desired state does not fit the maps' id spaces.
     #[error(transparent)]
     Layout(#[from] super::LayoutError),
 }
 
+impl DatapathError {
+    pub(crate) fn pin(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DatapathError {
+        let path = path.to_owned();
+        move |e| DatapathError::Pin {
+            path,
+            detail: e.to_string(),
+        }
+    }
+}
+
 /// `: cause: cause…` for the causes below `err`, which aya's messages leave out.
-fn source_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(err: &dyn std::error::Error) -> String {
     let mut out = String::new();
     let mut cause = err.source();
     while let Some(c) = cause {

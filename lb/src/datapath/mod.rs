@@ -4,9 +4,11 @@
 mod contents;
 mod error;
 mod kernel;
+mod monitor;
 mod sock_lb;
 
 pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub use error::DatapathError;
 pub use kernel::{ApplyReport, ServiceMaps};
-pub use sock_lb::{SockLb, SockLbConfig};
+pub use monitor::TraceMonitor;
+pub use sock_lb::{pinned_links, SockLb, SockLbConfig, LINKS_DIR};

@@ -1,17 +1,27 @@
 //! The socket-level load balancer: loading the cgroup sock_addr programs with their load-time
 //! configuration and their maps pinned in the agent's bpffs directory, and attaching them to a
-//! cgroup.
+//! cgroup through BPF links pinned beside the maps, so they stay attached after the agent
+//! exits and the next agent (or `lbctl cleanup`) finds them.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
+use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
-use ebpf::maps::{LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES, SOCK_LB_MAPS};
+use ebpf::maps::{
+    LbAddr, LbLocalAddr, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_SERVICES,
+    SOCK_LB_SIZED_MAPS,
+};
 
 use super::{DatapathError, ServiceMaps};
 use crate::config::Protocols;
+
+/// The directory, under the pin directory, of the pinned program links.
+pub const LINKS_DIR: &str = "links";
+/// Separates a link's program name from its generation (bpffs refuses `.` in names).
+const GENERATION_SEPARATOR: char = '-';
 
 /// Load-time configuration of the socket programs.
 #[derive(Clone, Copy, Debug)]
@@ -20,12 +30,19 @@ pub struct SockLbConfig {
     pub protocols: Protocols,
     /// Entries of each map (`bpf.lbMapMax`).
     pub map_max: u32,
+    /// Translate only sockets of the host namespace (`socketLB.hostNamespaceOnly`).
+    pub host_namespace_only: bool,
+    /// Refuse binds to NodePort ports in the host namespace (`nodePort.bindProtection`).
+    pub bind_protection: bool,
+    /// The host namespace's cookie; 0 for the initial namespace.
+    pub host_netns_cookie: u64,
 }
 
 /// The loaded socket-level load balancer.
 #[derive(Debug)]
 pub struct SockLb {
     ebpf: Ebpf,
+    pin_dir: PathBuf,
 }
 
 impl SockLb {
@@ -34,12 +51,17 @@ impl SockLb {
     pub fn load(config: SockLbConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
         let tcp = u8::from(config.protocols.tcp);
         let udp = u8::from(config.protocols.udp);
+        let host_ns_only = u8::from(config.host_namespace_only);
+        let bind_protection = u8::from(config.bind_protection);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_enable_tcp", &tcp, true)
             .override_global("cfg_enable_udp", &udp, true)
+            .override_global("cfg_host_ns_only", &host_ns_only, true)
+            .override_global("cfg_bind_protection", &bind_protection, true)
+            .override_global("cfg_host_netns_cookie", &config.host_netns_cookie, true)
             .default_map_pin_directory(pin_dir);
-        for map in SOCK_LB_MAPS {
+        for map in SOCK_LB_SIZED_MAPS {
             loader.map_max_entries(map, config.map_max);
         }
         let mut ebpf = loader.load(ebpf::sock_lb_object())?;
@@ -51,28 +73,55 @@ impl SockLb {
                     source,
                 })?;
         }
-        Ok(SockLb { ebpf })
+        Ok(SockLb {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+        })
     }
 
     /// Attaches every hook to the cgroup at `cgroup` (a cgroup v2 directory); processes in it
-    /// and below are load-balanced. The links live as long as `self`.
-    pub fn attach(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+    /// and below are load-balanced. Each link is pinned as `links/<program>-<generation>`,
+    /// one generation above what is pinned already; once all are attached, the older
+    /// generations (an earlier agent's programs) are unpinned, which detaches them. Between
+    /// the two steps both run, and the old ones find nothing left to translate.
+    pub fn attach(&mut self, cgroup: &Path) -> Result<Vec<PathBuf>, DatapathError> {
         let dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_owned(),
             source,
         })?;
+        let links_dir = self.pin_dir.join(LINKS_DIR);
+        std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
+        let old = pinned_links(&links_dir)?;
+        let generation = old.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
+        let mut pinned = Vec::new();
         for (name, _) in ebpf::SOCK_LB_PROGRAMS {
+            let failed = |source| DatapathError::Program {
+                program: name,
+                source,
+            };
+            let prog = program(&mut self.ebpf, name)?;
             // With BPF links (kernel >= 5.7) several programs coexist on a cgroup whatever the
-            // mode, and the kernel refuses the multi flag on link creation; older kernels
-            // attach exclusively.
-            program(&mut self.ebpf, name)?
+            // mode, and the kernel refuses the multi flag on link creation.
+            let id = prog
                 .attach(&dir, CgroupAttachMode::Single)
-                .map_err(|source| DatapathError::Program {
-                    program: name,
-                    source,
-                })?;
+                .map_err(failed)?;
+            let link = FdLink::try_from(prog.take_link(id).map_err(failed)?).map_err(|e| {
+                DatapathError::Unsupported {
+                    what: format!("a BPF link for program {name} ({e})"),
+                    needs: "cgroup BPF links, Linux 5.7",
+                }
+            })?;
+            let path = links_dir.join(format!("{name}{GENERATION_SEPARATOR}{generation}"));
+            link.pin(&path).map_err(|e| DatapathError::Pin {
+                path: path.clone(),
+                detail: format!("{e}{}", super::error::source_chain(&e)),
+            })?;
+            pinned.push(path);
         }
-        Ok(())
+        for (path, _) in old {
+            std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
+        }
+        Ok(pinned)
     }
 
     /// The service maps, for reading and applying [`super::MapContents`].
@@ -95,6 +144,60 @@ impl SockLb {
                 .map_err(typed(LB_REVERSE_NAT))?,
         ))
     }
+
+    /// Makes `lb_local_addrs` hold exactly `addrs`. Returns how many entries changed.
+    pub fn set_local_addresses(
+        &mut self,
+        addrs: &[std::net::IpAddr],
+    ) -> Result<usize, DatapathError> {
+        let failed = |source| DatapathError::Map {
+            map: LB_LOCAL_ADDRS,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut(LB_LOCAL_ADDRS)
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: LB_LOCAL_ADDRS,
+            })?;
+        let mut map: HashMap<_, LbAddr, LbLocalAddr> = HashMap::try_from(map).map_err(failed)?;
+        let want: std::collections::BTreeSet<LbAddr> =
+            addrs.iter().map(|&ip| LbAddr::from(ip)).collect();
+        let have: Vec<LbAddr> = map.keys().collect::<Result<_, _>>().map_err(failed)?;
+        let mut changed = 0;
+        for addr in have.iter().filter(|a| !want.contains(a)) {
+            map.remove(addr).map_err(failed)?;
+            changed += 1;
+        }
+        for addr in want.iter().filter(|a| !have.contains(a)) {
+            map.insert(addr, LbLocalAddr::default(), 0)
+                .map_err(failed)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+}
+
+/// The pinned links in `links_dir` with their generation.
+pub fn pinned_links(links_dir: &Path) -> Result<Vec<(PathBuf, u64)>, DatapathError> {
+    let entries = match std::fs::read_dir(links_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DatapathError::pin(links_dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(DatapathError::pin(links_dir))?.path();
+        let generation = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once(GENERATION_SEPARATOR))
+            .and_then(|(_, g)| g.parse().ok())
+            .unwrap_or(0);
+        out.push((path, generation));
+    }
+    Ok(out)
 }
 
 fn program<'a>(

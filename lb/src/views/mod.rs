@@ -1,9 +1,11 @@
-//! What `lbctl` prints: the service list and the kube-proxy replacement status, as text laid
-//! out like the documents' examples and as JSON.
+//! What `lbctl` prints: the service list, the kube-proxy replacement status and trace-sock
+//! events, as text laid out like the documents' examples and as JSON.
 
 mod service_list;
 mod status;
 mod table;
+mod trace_sock;
 
 pub use service_list::{BackendEntry, ServiceEntry, ServiceList};
 pub use status::{KprStatus, ServiceTypes};
+pub use trace_sock::TraceSockEvent;

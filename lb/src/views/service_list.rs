@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::table;
+use crate::datapath::ListedFrontend;
 use crate::model::{BackendState, DesiredState, Frontend, L3n4Addr, ServiceName};
 
 /// One frontend as listed.
@@ -14,8 +15,9 @@ pub struct ServiceEntry {
     pub id: u32,
     /// The frontend.
     pub frontend: Frontend,
-    /// The Kubernetes object it serves.
-    pub service: ServiceName,
+    /// The Kubernetes object it serves (unknown for entries no agent record names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceName>,
     /// Its backends.
     pub backends: Vec<BackendEntry>,
 }
@@ -50,7 +52,7 @@ impl ServiceList {
             .map(|(svc, id)| ServiceEntry {
                 id,
                 frontend: svc.frontend,
-                service: svc.name.clone(),
+                service: Some(svc.name.clone()),
                 backends: svc
                     .backends
                     .iter()
@@ -62,6 +64,25 @@ impl ServiceList {
                             state: b.state,
                         }
                     })
+                    .collect(),
+            })
+            .collect();
+        ServiceList { entries }
+    }
+
+    /// The frontends as read back from the maps, with the service names the agent recorded
+    /// for their ids.
+    pub fn from_listed(listed: &[ListedFrontend], names: &BTreeMap<u16, ServiceName>) -> Self {
+        let entries = listed
+            .iter()
+            .map(|f| ServiceEntry {
+                id: u32::from(f.id),
+                frontend: f.frontend,
+                service: names.get(&f.id).cloned(),
+                backends: f
+                    .backends
+                    .iter()
+                    .map(|&(id, addr, state)| BackendEntry { id, addr, state })
                     .collect(),
             })
             .collect();

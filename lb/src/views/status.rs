@@ -1,7 +1,7 @@
 //! `lbctl status`: the KubeProxyReplacement line and, with `--verbose`, its details block, laid
 //! out as the documents show them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Acceleration, AgentConfig, Algorithm, DsrDispatch, LbMode};
 use crate::k8s::DeviceSelection;
@@ -12,7 +12,7 @@ const LABEL_WIDTH: usize = 23;
 const SERVICE_LABEL_WIDTH: usize = 18;
 
 /// The kube-proxy replacement's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KprStatus {
     /// `kubeProxyReplacement`.
@@ -46,7 +46,7 @@ pub struct KprStatus {
 }
 
 /// Which service types are handled.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceTypes {
     /// ClusterIP (always).

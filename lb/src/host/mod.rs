@@ -1,0 +1,14 @@
+//! What the agent needs from the node it runs on: the bpffs and cgroup v2 mounts, its network
+//! namespace's cookie, the node's own addresses, and the reserved local port range.
+
+mod addrs;
+mod error;
+mod mounts;
+mod netns;
+mod ports;
+
+pub use addrs::{local_addresses, local_devices};
+pub use error::HostError;
+pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
+pub use netns::{own_netns_cookie, NetnsIdentity};
+pub use ports::{protect_port_range, unprotect_port_range, PortRangeProtection};

@@ -1,0 +1,72 @@
+//! The agent's network namespace: the node's "host" namespace for `socketLB.hostNamespaceOnly`
+//! and bind protection. Several agents on one machine each treat their own namespace so.
+
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+use super::HostError;
+
+/// `SO_NETNS_COOKIE` (Linux 5.14), not in every libc's headers.
+const SO_NETNS_COOKIE: nix::libc::c_int = 71;
+
+/// How the BPF programs recognise the host namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetnsIdentity {
+    /// This namespace's cookie.
+    Cookie(u64),
+    /// The initial namespace (kernels without `SO_NETNS_COOKIE`, where the programs ask for
+    /// the initial namespace's cookie themselves).
+    Initial,
+}
+
+impl NetnsIdentity {
+    /// The value of the programs' `cfg_host_netns_cookie`: 0 stands for the initial namespace.
+    pub fn cookie_for_bpf(self) -> u64 {
+        match self {
+            NetnsIdentity::Cookie(c) => c,
+            NetnsIdentity::Initial => 0,
+        }
+    }
+}
+
+/// The identity of the calling thread's network namespace.
+pub fn own_netns_cookie() -> Result<NetnsIdentity, HostError> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| HostError::Unexpected {
+        what: "a socket to read the netns cookie".into(),
+        detail: e.to_string(),
+    })?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: a valid socket, and an out buffer of the size passed.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            sock.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        return Ok(NetnsIdentity::Cookie(cookie));
+    }
+    let err = std::io::Error::last_os_error();
+    let same = |p| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    match (same("/proc/self/ns/net"), same("/proc/1/ns/net")) {
+        (Ok(a), Ok(b)) if a == b => Ok(NetnsIdentity::Initial),
+        _ => Err(HostError::Unexpected {
+            what: "this network namespace's identity".into(),
+            detail: format!(
+                "SO_NETNS_COOKIE failed ({err}; it needs Linux 5.14) and this is not the initial \
+                 namespace, so the programs cannot tell the host namespace apart"
+            ),
+        }),
+    }
+}
