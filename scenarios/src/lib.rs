@@ -1,0 +1,11 @@
+//! The documents' scenarios, replayed: a scenario file (YAML) describes a topology, the
+//! agent's options, Kubernetes objects and steps with what a user would observe; the runner
+//! replays it on a backend, the simulator (`sim`) or the real kernel (`kernel`), and the same
+//! file must pass on both.
+
+pub mod runner;
+pub mod spec;
+pub mod world;
+
+pub use spec::Scenario;
+pub use world::{Answer, CallError, World};

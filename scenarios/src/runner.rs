@@ -1,0 +1,179 @@
+//! Replaying a scenario's steps on a [`World`] and checking what each step expects.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_yaml::Value;
+
+use crate::spec::{Expect, Scenario, Step};
+use crate::world::{Answer, CallError, World};
+
+/// The Kubernetes objects a scenario's agents see: its objects plus a Node per node.
+pub fn initial_objects(scenario: &Scenario) -> Vec<Value> {
+    let mut objects = scenario.objects.clone();
+    for node in &scenario.topology.nodes {
+        let mut addresses = vec![format!(
+            "{{type: InternalIP, address: \"{}\"}}",
+            node.address
+        )];
+        if let Some(v6) = node.address6 {
+            addresses.push(format!("{{type: InternalIP, address: \"{v6}\"}}"));
+        }
+        let yaml = format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{}]}}\n",
+            node.name,
+            addresses.join(", ")
+        );
+        objects.push(serde_yaml::from_str(&yaml).expect("a generated Node is valid YAML"));
+    }
+    objects
+}
+
+/// Runs every step; the error names the step and what differed.
+pub fn run(scenario: &Scenario, world: &mut dyn World) -> Result<()> {
+    let mut objects = initial_objects(scenario);
+    for (i, step) in scenario.steps.iter().enumerate() {
+        run_step(step, world, &mut objects)
+            .with_context(|| format!("step {} ({})", i + 1, describe(step)))?;
+    }
+    Ok(())
+}
+
+fn describe(step: &Step) -> String {
+    if let Some(c) = &step.connect {
+        format!("{:?} from {} to {} x{}", c.transport, c.from, c.to, c.times)
+    } else if let Some(b) = &step.bind {
+        format!("bind {:?} {} on {}", b.transport, b.addr, b.on)
+    } else if !step.restart_agent.is_empty() {
+        format!("restart agent on {}", step.restart_agent.join(", "))
+    } else if let Some(s) = step.wait_seconds {
+        format!("wait {s}s")
+    } else if !step.apply.is_empty() || !step.delete.is_empty() {
+        "apply/delete objects".to_owned()
+    } else {
+        "checks".to_owned()
+    }
+}
+
+fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Result<()> {
+    if let Some(call) = &step.connect {
+        let mut results = Vec::new();
+        for _ in 0..call.times {
+            results.push(world.connect(call)?);
+        }
+        check_calls(&step.expect, &results)?;
+    }
+    if let Some(bind) = &step.bind {
+        let result = world.bind(bind)?;
+        check_error(&step.expect, result.err().as_ref())?;
+    }
+    if !step.apply.is_empty() || !step.delete.is_empty() {
+        for object in &step.apply {
+            let id = object_id(object)?;
+            objects.retain(|o| object_id(o).ok().as_ref() != Some(&id));
+            objects.push(object.clone());
+        }
+        for id in &step.delete {
+            let before = objects.len();
+            objects.retain(|o| object_id(o).ok().as_deref() != Some(id.as_str()));
+            ensure!(objects.len() < before, "delete {id}: no such object");
+        }
+        world.set_objects(objects)?;
+    }
+    for node in &step.restart_agent {
+        world.restart_agent(node)?;
+    }
+    if let Some(seconds) = step.wait_seconds {
+        world.wait(Duration::from_secs(seconds))?;
+    }
+    if let Some(want) = &step.expect.frontends {
+        for (node, frontends) in want {
+            let have = world.frontends(node)?;
+            ensure!(
+                &have == frontends,
+                "frontends on {node}: expected {frontends:?}, lbctl service list shows {have:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `Kind/namespace/name` of an object.
+fn object_id(object: &Value) -> Result<String> {
+    let kind = object["kind"].as_str().context("object without kind")?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .context("object without metadata.name")?;
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default");
+    Ok(if kind == "Node" {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}/{namespace}/{name}")
+    })
+}
+
+fn check_calls(expect: &Expect, results: &[Result<Answer, CallError>]) -> Result<()> {
+    let errors: Vec<&CallError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    match &expect.error {
+        Some(want) if want != "none" => {
+            ensure!(
+                errors.len() == results.len(),
+                "expected every call to fail with {want}; {} of {} succeeded",
+                results.len() - errors.len(),
+                results.len()
+            );
+            for e in errors {
+                ensure!(e.name() == want, "expected {want}, got {}", e.name());
+            }
+            return Ok(());
+        }
+        _ => {
+            if let Some(e) = errors.first() {
+                bail!("a call failed with {} (expected success)", e.name());
+            }
+        }
+    }
+    let answers: Vec<&Answer> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let who: BTreeSet<&str> = answers.iter().map(|a| a.answered_by.as_str()).collect();
+    if let Some(allowed) = &expect.answered_by {
+        let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
+        ensure!(
+            who.is_subset(&allowed),
+            "answered by {who:?}, expected only {allowed:?}"
+        );
+        if answers.len() > 1 && expect.sticky != Some(true) {
+            ensure!(
+                who == allowed,
+                "over {} calls only {who:?} answered; expected each of {allowed:?}",
+                answers.len()
+            );
+        }
+    }
+    if expect.sticky == Some(true) {
+        ensure!(who.len() <= 1, "expected one backend for every call, saw {who:?}");
+    }
+    if let Some(peer) = expect.peer_name {
+        for a in &answers {
+            ensure!(
+                a.peer_name == peer,
+                "the application saw peer {} (answered by {}), expected {peer}",
+                a.peer_name,
+                a.answered_by
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_error(expect: &Expect, error: Option<&CallError>) -> Result<()> {
+    match (expect.error.as_deref(), error) {
+        (None | Some("none"), None) => Ok(()),
+        (None | Some("none"), Some(e)) => bail!("failed with {} (expected success)", e.name()),
+        (Some(want), None) => bail!("succeeded, expected {want}"),
+        (Some(want), Some(e)) => {
+            ensure!(e.name() == want, "expected {want}, got {}", e.name());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The `sim` backend: every node's agent translates the objects in-process and lays out its
+//! maps with the same code as the real agent; socket calls run through the simulator of the
+//! socket hooks; the world around (who owns which address, who listens) is modelled here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lb::datapath::sim::{SimConfig, SockCall, SockSim};
+use lb::datapath::MapContents;
+use lb::k8s::NodeDevice;
+use lb::model::L4Protocol;
+use lb::offline::{self, DeviceArg, OfflineInputs};
+
+use crate::files::ScenarioFiles;
+use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
+use crate::world::{Answer, CallError, World};
+
+/// The initial network namespace's cookie in the model (no scenario process lives there).
+const INITIAL_NETNS: u64 = 1;
+
+struct SimNode {
+    name: String,
+    netns: u64,
+    addresses: Vec<IpAddr>,
+    serve: Serve,
+    sim: SockSim,
+    maps: MapContents,
+}
+
+struct SimPod {
+    node: usize,
+    netns: u64,
+    addresses: Vec<IpAddr>,
+    serve: Serve,
+}
+
+/// The simulated world of one scenario.
+pub struct SimWorld {
+    files: ScenarioFiles,
+    nodes: Vec<SimNode>,
+    pods: BTreeMap<String, SimPod>,
+    next_socket: u64,
+}
+
+impl std::fmt::Debug for SimWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimWorld").finish_non_exhaustive()
+    }
+}
+
+impl SimWorld {
+    /// Builds the world and programs every node with the scenario's objects.
+    pub fn new(scenario: &Scenario) -> Result<Self> {
+        let files = ScenarioFiles::create(scenario, "sim")?;
+        let mut nodes = Vec::new();
+        let mut pods = BTreeMap::new();
+        let mut netns = INITIAL_NETNS;
+        for (i, spec) in scenario.topology.nodes.iter().enumerate() {
+            netns += 1;
+            let addresses: Vec<IpAddr> = [Some(spec.address), spec.address6]
+                .into_iter()
+                .flatten()
+                .collect();
+            nodes.push(SimNode {
+                name: spec.name.clone(),
+                netns,
+                addresses,
+                serve: spec.serve.clone(),
+                sim: SockSim::new(SimConfig::default(), MapContents::default()),
+                maps: MapContents::default(),
+            });
+            for pod in &spec.pods {
+                netns += 1;
+                pods.insert(
+                    pod.name.clone(),
+                    SimPod {
+                        node: i,
+                        netns,
+                        addresses: [Some(pod.address), pod.address6]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                        serve: pod.serve.clone(),
+                    },
+                );
+            }
+        }
+        let mut world = SimWorld {
+            files,
+            nodes,
+            pods,
+            next_socket: 1,
+        };
+        world.set_objects(&crate::runner::initial_objects(scenario))?;
+        Ok(world)
+    }
+
+    /// Re-runs a node's agent: translate, lay out the maps keeping the ids in place, and load
+    /// the programs with the node's options.
+    fn program(&mut self, index: usize) -> Result<()> {
+        let node = &self.nodes[index];
+        let view = offline::render(&OfflineInputs {
+            values: Some(self.files.values()),
+            sets: Vec::new(),
+            manifests: Some(self.files.manifests(&node.name)),
+            node: Some(node.name.clone()),
+            devices: vec![DeviceArg(NodeDevice {
+                name: "eth0".to_owned(),
+                addrs: node.addresses.clone(),
+            })],
+        })
+        .with_context(|| format!("agent on {}", node.name))?;
+        if view.has_errors() {
+            bail!("agent on {}: {}", node.name, view.problems().join("; "));
+        }
+        let config = &view.config;
+        let maps = MapContents::build(&view.translation.state, &node.maps)?;
+        let values = config.values();
+        let sim_config = SimConfig {
+            protocols: config.protocols(),
+            host_namespace_only: values.socket_lb.host_namespace_only,
+            bind_protection: values.node_port.bind_protection && config.node_port(),
+            host_netns_cookie: node.netns,
+            initial_netns_cookie: INITIAL_NETNS,
+        };
+        let node = &mut self.nodes[index];
+        node.sim.reconfigure(sim_config);
+        node.sim.set_maps(maps.clone());
+        node.sim.set_local_addresses(&node.addresses);
+        node.maps = maps;
+        Ok(())
+    }
+
+    /// The node index and netns cookie of a node or pod name.
+    fn endpoint(&self, name: &str) -> Result<(usize, u64)> {
+        if let Some(i) = self.nodes.iter().position(|n| n.name == name) {
+            return Ok((i, self.nodes[i].netns));
+        }
+        match self.pods.get(name) {
+            Some(pod) => Ok((pod.node, pod.netns)),
+            None => bail!("no node or pod named {name}"),
+        }
+    }
+
+    /// Who listens at `addr` for `transport`, seen from `from` (loopback is `from` itself).
+    fn listener(&self, from: &str, addr: SocketAddr, transport: Transport) -> Option<Option<String>> {
+        let serves = |serve: &Serve| {
+            let ports = if transport == Transport::Tcp { &serve.tcp } else { &serve.udp };
+            ports.contains(&addr.port())
+        };
+        if addr.ip().is_loopback() {
+            let serve = match self.nodes.iter().find(|n| n.name == from) {
+                Some(node) => &node.serve,
+                None => &self.pods.get(from)?.serve,
+            };
+            return Some(serves(serve).then(|| from.to_owned()));
+        }
+        if let Some(node) = self.nodes.iter().find(|n| n.addresses.contains(&addr.ip())) {
+            return Some(serves(&node.serve).then(|| node.name.clone()));
+        }
+        let (name, pod) = self.pods.iter().find(|(_, p)| p.addresses.contains(&addr.ip()))?;
+        Some(serves(&pod.serve).then(|| name.clone()))
+    }
+
+    fn call(&mut self, from: &str, transport: Transport) -> Result<(usize, SockCall)> {
+        let (node, netns) = self.endpoint(from)?;
+        self.next_socket += 1;
+        Ok((
+            node,
+            SockCall {
+                netns_cookie: netns,
+                socket_cookie: self.next_socket,
+                cgroup_id: 0,
+                protocol: if transport == Transport::Tcp {
+                    L4Protocol::Tcp
+                } else {
+                    L4Protocol::Udp
+                },
+            },
+        ))
+    }
+}
+
+impl World for SimWorld {
+    fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
+        let (node, sock) = self.call(&call.from, call.transport)?;
+        let sim = &mut self.nodes[node].sim;
+        let dst = sim.connect(&sock, call.to);
+        let peer_name = sim.peer_name(&sock, dst);
+        Ok(match self.listener(&call.from, dst, call.transport) {
+            None => Err(CallError::Unreachable),
+            Some(None) if call.transport == Transport::UdpUnconnected => Err(CallError::Unreachable),
+            Some(None) => Err(CallError::Refused),
+            Some(Some(answered_by)) => Ok(Answer {
+                answered_by,
+                peer_name,
+            }),
+        })
+    }
+
+    fn bind(&mut self, bind: &Bind) -> Result<Result<(), CallError>> {
+        let (node, sock) = self.call(&bind.on, bind.transport)?;
+        Ok(self.nodes[node]
+            .sim
+            .bind(&sock, bind.addr)
+            .map_err(|e| match e {
+                nix::errno::Errno::EPERM => CallError::Perm,
+                other => CallError::Other(other.to_string()),
+            }))
+    }
+
+    fn set_objects(&mut self, objects: &[serde_yaml::Value]) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.files.write_objects(&self.nodes[i].name, objects)?;
+            self.program(i)?;
+        }
+        Ok(())
+    }
+
+    fn restart_agent(&mut self, node: &str) -> Result<()> {
+        let (index, _) = self.endpoint(node)?;
+        self.program(index)
+    }
+
+    fn wait(&mut self, duration: Duration) -> Result<()> {
+        for node in &mut self.nodes {
+            node.sim.advance_clock(duration);
+        }
+        Ok(())
+    }
+
+    fn frontends(&mut self, node: &str) -> Result<Vec<String>> {
+        let (index, _) = self.endpoint(node)?;
+        Ok(self.nodes[index]
+            .maps
+            .frontends()
+            .iter()
+            .map(|f| f.frontend.to_string())
+            .collect())
+    }
+}

@@ -1,0 +1,58 @@
+//! What a backend must provide to replay a scenario: a world built from its topology, in
+//! which clients call, agents reconcile and restart.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::spec::{Bind, Connect};
+
+/// What a client observed from one successful call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The pod or node whose server answered.
+    pub answered_by: String,
+    /// The peer address the application sees (getpeername, or recvfrom's source).
+    pub peer_name: SocketAddr,
+}
+
+/// How a call failed, in the terms scenarios use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// EPERM.
+    Perm,
+    /// ECONNREFUSED: nothing listens there.
+    Refused,
+    /// No route, or no answer before the deadline.
+    Unreachable,
+    /// Anything else, as the backend reported it.
+    Other(String),
+}
+
+impl CallError {
+    /// The name an `expect.error` uses.
+    pub fn name(&self) -> &str {
+        match self {
+            CallError::Perm => "EPERM",
+            CallError::Refused => "ECONNREFUSED",
+            CallError::Unreachable => "unreachable",
+            CallError::Other(s) => s,
+        }
+    }
+}
+
+/// A topology with agents running, on the simulator or on the kernel.
+pub trait World {
+    /// Makes one call (a fresh socket) and reports what the application saw.
+    fn connect(&mut self, call: &Connect) -> anyhow::Result<Result<Answer, CallError>>;
+    /// Binds a fresh socket.
+    fn bind(&mut self, bind: &Bind) -> anyhow::Result<Result<(), CallError>>;
+    /// Gives every agent these objects (Kubernetes YAML) and waits until each has
+    /// programmed them.
+    fn set_objects(&mut self, objects: &[serde_yaml::Value]) -> anyhow::Result<()>;
+    /// Restarts a node's agent (its maps and programs stay pinned meanwhile).
+    fn restart_agent(&mut self, node: &str) -> anyhow::Result<()>;
+    /// Lets time pass.
+    fn wait(&mut self, duration: Duration) -> anyhow::Result<()>;
+    /// The frontends `lbctl service list` shows on a node.
+    fn frontends(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
+}

@@ -1,0 +1,71 @@
+//! The scenario runner: every file in `scenarios/cases/` becomes two tests, `sim::<name>` on
+//! the simulator and `kernel::<name>` on the host kernel (network namespaces, a cgroup subtree
+//! per node, and the real agent). The same file must pass on both.
+//!
+//! Without root the kernel tests are reported as ignored, with a line saying why; under
+//! `CI=true` they fail instead, since CI must run this tier.
+
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use scenarios::kernel_world::{self, KernelWorld};
+use scenarios::sim_world::SimWorld;
+use scenarios::{runner, Scenario};
+
+fn main() {
+    if kernel_world::is_child() {
+        kernel_world::run_child();
+        return;
+    }
+    let args = Arguments::from_args();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let unavailable = kernel_world::why_unavailable();
+    if let Some(why) = &unavailable {
+        eprintln!("\n*** scenario kernel backend NOT RUN: {why} ***");
+        if ci {
+            eprintln!("*** CI=true: the kernel backend must run, so its tests fail ***\n");
+        } else {
+            eprintln!("*** its tests are reported as ignored; run as root to run them ***\n");
+        }
+    }
+    let mut trials = Vec::new();
+    for path in scenario_files() {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let sim_path = path.clone();
+        trials.push(Trial::test(format!("sim::{name}"), move || {
+            run_sim(&sim_path)
+        }));
+        let kernel = Trial::test(format!("kernel::{name}"), {
+            let unavailable = unavailable.clone();
+            move || match unavailable {
+                Some(why) => Err(format!("kernel backend unavailable: {why}").into()),
+                None => run_kernel(&path),
+            }
+        });
+        trials.push(kernel.with_ignored_flag(unavailable.is_some() && !ci));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn run_sim(path: &Path) -> Result<(), Failed> {
+    let scenario = Scenario::load(path).map_err(|e| format!("{e:#}"))?;
+    let mut world = SimWorld::new(&scenario).map_err(|e| format!("setup: {e:#}"))?;
+    runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}").into())
+}
+
+fn run_kernel(path: &Path) -> Result<(), Failed> {
+    let scenario = Scenario::load(path).map_err(|e| format!("{e:#}"))?;
+    let mut world = KernelWorld::new(&scenario).map_err(|e| format!("setup: {e:#}"))?;
+    runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}").into())
+}
