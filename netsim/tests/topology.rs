@@ -25,7 +25,7 @@ fn main() {
             eprintln!("*** they are reported as ignored; run as root to run them ***\n");
         }
     }
-    let tests: [(&str, TestFn); 9] = [
+    let tests: [(&str, TestFn); 10] = [
         (
             "pods::tcp_across_nodes_answers_with_the_backend_identity",
             tcp_across_nodes,
@@ -49,6 +49,10 @@ fn main() {
         (
             "cleanup::panic_in_a_closure_still_cleans_up",
             cleanup_after_panic,
+        ),
+        (
+            "cleanup::a_failed_pod_leaves_nothing_behind",
+            cleanup_after_failed_pod,
         ),
     ];
     let trials = tests
@@ -325,10 +329,38 @@ fn cleanup_after_panic() -> Result<(), Failed> {
     let traces = Traces::of(&t);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let _t = t;
-        let _ = _t
-            .client
-            .in_netns(|| panic!("deliberate panic inside the pod"));
+        let _ = _t.client.in_netns(|| {
+            panic!("deliberate panic inside the pod (this test checks cleanup after it)")
+        });
     }));
     check(outcome.is_err(), || "the panic reaches the caller".into())?;
     traces.check_gone()
+}
+
+fn cleanup_after_failed_pod() -> Result<(), Failed> {
+    let mut t = two_nodes()?;
+    // The second pod with the client's address fails at its host route, after its namespace
+    // and cgroup were made.
+    let err = t
+        .topo
+        .add_pod(&t.a, PodSpec::new("twin", t.client.ipv4()))
+        .err()
+        .ok_or("a second pod with the same address must fail")?;
+    check(err.to_string().contains("add route"), || {
+        format!("failed elsewhere: {err}")
+    })?;
+    check(!t.topo.run_dir().join("twin").exists(), || {
+        "the failed pod's netns file is left".into()
+    })?;
+    check(!t.a.cgroup_path().join("twin").exists(), || {
+        "the failed pod's cgroup is left".into()
+    })?;
+    check(t.topo.pods().count() == 2, || {
+        "the failed pod is listed".into()
+    })?;
+    // The topology still works.
+    let target: SocketAddr = "10.0.2.7:8080".parse()?;
+    let _server = t.backend.server(Proto::Tcp, target, "backend")?;
+    let reply = t.client.client_once(ClientMode::Tcp, target)?;
+    check_reply(&reply, "backend", t.client.ipv4().into(), target)
 }
