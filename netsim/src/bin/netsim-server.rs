@@ -1,0 +1,50 @@
+//! `netsim-server tcp|udp ADDR IDENTITY`: an identity server as a process of its own, for a
+//! server that must run inside a cgroup. Prints `listening ADDR` once bound, then serves until
+//! killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use netsim::{BoundSocket, Proto};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (proto, addr, identity) = match args.as_slice() {
+        [proto, addr, identity] => {
+            let proto = match proto.as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                _ => return usage(&format!("unknown protocol {proto:?}")),
+            };
+            match addr.parse::<SocketAddr>() {
+                Ok(addr) => (proto, addr, identity),
+                Err(e) => return usage(&format!("bad address {addr:?}: {e}")),
+            }
+        }
+        _ => return usage("expected 3 arguments"),
+    };
+    let socket = match BoundSocket::bind(proto, addr) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netsim-server: bind {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = socket.local_addr().unwrap_or(addr);
+    let mut stdout = std::io::stdout();
+    if writeln!(stdout, "listening {bound}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    socket.serve(identity, &AtomicBool::new(false));
+    ExitCode::SUCCESS
+}
+
+fn usage(why: &str) -> ExitCode {
+    eprintln!("netsim-server: {why}\nusage: netsim-server tcp|udp ADDR IDENTITY");
+    ExitCode::from(2)
+}

@@ -1,0 +1,224 @@
+//! The client side of the identity servers: one exchange (connect or send, then read the
+//! answer), run by the `netsim-client` binary inside a node or pod, reported as JSON lines.
+//!
+//! The exchange runs in a process of its own because cgroup BPF hooks (connect, sendmsg,
+//! recvmsg, getpeername) see calls by the caller's cgroup, and only a whole process can be put
+//! into an ordinary cgroup.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How the client talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientMode {
+    /// connect(), getpeername(), read the answer.
+    Tcp,
+    /// connect() a UDP socket, send(), recv(), getpeername().
+    UdpConnected,
+    /// sendto() and recvfrom() on an unconnected UDP socket; the peer is recvfrom's source.
+    UdpUnconnected,
+}
+
+impl ClientMode {
+    /// The name on the `netsim-client` command line.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            ClientMode::Tcp => "tcp",
+            ClientMode::UdpConnected => "udp-connected",
+            ClientMode::UdpUnconnected => "udp-unconnected",
+        }
+    }
+
+    /// The mode named `arg` on the command line.
+    pub fn from_arg(arg: &str) -> Option<ClientMode> {
+        [
+            ClientMode::Tcp,
+            ClientMode::UdpConnected,
+            ClientMode::UdpUnconnected,
+        ]
+        .into_iter()
+        .find(|m| m.as_arg() == arg)
+    }
+}
+
+/// What one exchange saw; one JSON line of `netsim-client`'s output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The server's line, without its newline.
+    pub answer: Option<String>,
+    /// The client socket's own address (getsockname).
+    pub local: Option<SocketAddr>,
+    /// The peer: getpeername() for TCP and connected UDP, recvfrom's source for unconnected UDP.
+    pub peer: Option<SocketAddr>,
+    /// What failed, with the system call's name, e.g. `connect: Connection refused (os error 111)`.
+    pub error: Option<String>,
+    /// The errno of that failure, if it had one.
+    pub errno: Option<i32>,
+}
+
+impl Reply {
+    /// The identity that answered (the answer's first word).
+    pub fn identity(&self) -> Option<&str> {
+        self.answer.as_deref()?.split_whitespace().next()
+    }
+
+    /// The client address the server saw (the answer's second word).
+    pub fn seen_by_server(&self) -> Option<SocketAddr> {
+        self.answer
+            .as_deref()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    fn failed(op: &str, e: &std::io::Error, local: Option<SocketAddr>) -> Reply {
+        Reply {
+            answer: None,
+            local,
+            peer: None,
+            error: Some(format!("{op}: {e}")),
+            errno: e.raw_os_error(),
+        }
+    }
+}
+
+/// One exchange with the server at `target`, from the calling process, giving up after
+/// `timeout` per blocking step.
+pub fn exchange(mode: ClientMode, target: SocketAddr, timeout: Duration) -> Reply {
+    match mode {
+        ClientMode::Tcp => tcp(target, timeout),
+        ClientMode::UdpConnected => udp_connected(target, timeout),
+        ClientMode::UdpUnconnected => udp_unconnected(target, timeout),
+    }
+}
+
+fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
+    let mut stream = match TcpStream::connect_timeout(&target, timeout) {
+        Ok(s) => s,
+        Err(e) => return Reply::failed("connect", &e, None),
+    };
+    let local = stream.local_addr().ok();
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(e) => return Reply::failed("getpeername", &e, local),
+    };
+    if let Err(e) = stream.set_read_timeout(Some(timeout)) {
+        return Reply::failed("setsockopt(SO_RCVTIMEO)", &e, local);
+    }
+    let mut answer = String::new();
+    if let Err(e) = stream.read_to_string(&mut answer) {
+        return Reply::failed("read", &e, local);
+    }
+    Reply {
+        answer: Some(answer.trim_end().to_owned()),
+        local,
+        peer: Some(peer),
+        error: None,
+        errno: None,
+    }
+}
+
+fn unspecified(target: SocketAddr) -> SocketAddr {
+    match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+fn udp_socket(target: SocketAddr, timeout: Duration) -> Result<UdpSocket, Reply> {
+    let socket =
+        UdpSocket::bind(unspecified(target)).map_err(|e| Reply::failed("bind", &e, None))?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Reply::failed("setsockopt(SO_RCVTIMEO)", &e, None))?;
+    Ok(socket)
+}
+
+fn udp_connected(target: SocketAddr, timeout: Duration) -> Reply {
+    let socket = match udp_socket(target, timeout) {
+        Ok(s) => s,
+        Err(reply) => return reply,
+    };
+    if let Err(e) = socket.connect(target) {
+        return Reply::failed("connect", &e, None);
+    }
+    let local = socket.local_addr().ok();
+    if let Err(e) = socket.send(b"hello\n") {
+        return Reply::failed("send", &e, local);
+    }
+    let mut buf = [0u8; 2048];
+    let n = match socket.recv(&mut buf) {
+        Ok(n) => n,
+        Err(e) => return Reply::failed("recv", &e, local),
+    };
+    let peer = match socket.peer_addr() {
+        Ok(p) => p,
+        Err(e) => return Reply::failed("getpeername", &e, local),
+    };
+    Reply {
+        answer: Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()),
+        local,
+        peer: Some(peer),
+        error: None,
+        errno: None,
+    }
+}
+
+fn udp_unconnected(target: SocketAddr, timeout: Duration) -> Reply {
+    let socket = match udp_socket(target, timeout) {
+        Ok(s) => s,
+        Err(reply) => return reply,
+    };
+    if let Err(e) = socket.send_to(b"hello\n", target) {
+        return Reply::failed("sendto", &e, None);
+    }
+    let local = socket.local_addr().ok();
+    let mut buf = [0u8; 2048];
+    let (n, from) = match socket.recv_from(&mut buf) {
+        Ok(r) => r,
+        Err(e) => return Reply::failed("recvfrom", &e, local),
+    };
+    Reply {
+        answer: Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()),
+        local,
+        peer: Some(from),
+        error: None,
+        errno: None,
+    }
+}
+
+/// Finds a binary of this crate (`netsim-client`, `netsim-server`) in the cargo target
+/// directory of the running executable: next to it, or one level up when it runs from `deps/`
+/// (as test binaries do). `NETSIM_BIN_DIR` overrides the search.
+pub fn binary_path(name: &str) -> Result<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("NETSIM_BIN_DIR") {
+        dirs.push(PathBuf::from(dir));
+    } else if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            dirs.push(dir.to_owned());
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                dirs.extend(dir.parent().map(ToOwned::to_owned));
+            }
+        }
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::BinaryMissing {
+            name: name.to_owned(),
+            looked_in: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}

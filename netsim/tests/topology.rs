@@ -1,0 +1,366 @@
+//! Privileged tests of netsim itself: two nodes with a pod each, traffic between them, a capture,
+//! and cleanup after drop and after a panic.
+//!
+//! Without root (or without cgroup v2) the tests are reported as ignored, with a line saying
+//! why; under `CI=true` they fail instead, since CI must run this tier.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use netsim::{ClientMode, Node, NodeSpec, Pod, PodSpec, Proto, Topology};
+
+type TestFn = fn() -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let unavailable = netsim::why_unavailable();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if let Some(why) = &unavailable {
+        eprintln!("\n*** netsim privileged tests NOT RUN: {why} ***");
+        if ci {
+            eprintln!("*** CI=true: these tests must run, so they fail ***\n");
+        } else {
+            eprintln!("*** they are reported as ignored; run as root to run them ***\n");
+        }
+    }
+    let tests: [(&str, TestFn); 10] = [
+        (
+            "pods::tcp_across_nodes_answers_with_the_backend_identity",
+            tcp_across_nodes,
+        ),
+        ("pods::tcp_across_nodes_over_ipv6", tcp_across_nodes_v6),
+        (
+            "pods::udp_connected_and_unconnected_across_nodes",
+            udp_across_nodes,
+        ),
+        (
+            "pods::client_runs_in_the_pod_cgroup_under_the_node_cgroup",
+            client_cgroup,
+        ),
+        (
+            "pods::spawned_server_binds_before_returning",
+            spawned_server,
+        ),
+        ("nodes::node_to_node_over_eth0_and_eth1", node_to_node),
+        ("capture::tcp_syn_seen_on_node_eth0", capture_syn),
+        ("cleanup::drop_removes_everything", cleanup_after_drop),
+        (
+            "cleanup::panic_in_a_closure_still_cleans_up",
+            cleanup_after_panic,
+        ),
+        (
+            "cleanup::a_failed_pod_leaves_nothing_behind",
+            cleanup_after_failed_pod,
+        ),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| match (&unavailable, ci) {
+            (None, _) => Trial::test(name, test),
+            (Some(why), true) => {
+                let why = why.clone();
+                Trial::test(name, move || {
+                    Err(format!("netsim tests cannot run under CI=true: {why}").into())
+                })
+            }
+            (Some(_), false) => Trial::test(name, test).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Two nodes on one segment (and a second one), each with a pod, both families.
+struct TwoNodes {
+    topo: Topology,
+    a: Node,
+    b: Node,
+    client: Pod,
+    backend: Pod,
+}
+
+fn two_nodes() -> Result<TwoNodes, Failed> {
+    let mut topo = Topology::new()?;
+    let a = topo.add_node(
+        NodeSpec::new("a")
+            .eth0("192.168.56.11/24".parse()?)
+            .eth0("fd00:56::11/64".parse()?)
+            .eth1("192.168.57.11/24".parse()?)
+            .pod_cidr("10.0.1.0/24".parse()?)
+            .pod_cidr("fd00:10:1::/64".parse()?),
+    )?;
+    let b = topo.add_node(
+        NodeSpec::new("b")
+            .eth0("192.168.56.12/24".parse()?)
+            .eth0("fd00:56::12/64".parse()?)
+            .eth1("192.168.57.12/24".parse()?)
+            .pod_cidr("10.0.2.0/24".parse()?)
+            .pod_cidr("fd00:10:2::/64".parse()?),
+    )?;
+    let client = topo.add_pod(
+        &a,
+        PodSpec::new("client", "10.0.1.5".parse()?).ipv6("fd00:10:1::5".parse()?),
+    )?;
+    let backend = topo.add_pod(
+        &b,
+        PodSpec::new("backend", "10.0.2.7".parse()?).ipv6("fd00:10:2::7".parse()?),
+    )?;
+    Ok(TwoNodes {
+        topo,
+        a,
+        b,
+        client,
+        backend,
+    })
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
+}
+
+/// The exchange answered by `identity`, which saw `client_ip` as the source, and the client's
+/// peer is `target`.
+fn check_reply(
+    reply: &netsim::Reply,
+    identity: &str,
+    client_ip: IpAddr,
+    target: SocketAddr,
+) -> Result<(), Failed> {
+    check(reply.error.is_none(), || {
+        format!("exchange failed: {reply:?}")
+    })?;
+    check(reply.identity() == Some(identity), || {
+        format!("expected {identity} to answer: {reply:?}")
+    })?;
+    check(
+        reply.seen_by_server().map(|a| a.ip()) == Some(client_ip),
+        || format!("server should see {client_ip}: {reply:?}"),
+    )?;
+    check(reply.peer == Some(target), || {
+        format!("client's peer should be {target}: {reply:?}")
+    })
+}
+
+fn tcp_across_nodes() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let target: SocketAddr = "10.0.2.7:8080".parse()?;
+    let _server = t.backend.server(Proto::Tcp, target, "backend-b")?;
+    for reply in t.client.client(ClientMode::Tcp, target, 3)? {
+        check_reply(&reply, "backend-b", t.client.ipv4().into(), target)?;
+    }
+    Ok(())
+}
+
+fn tcp_across_nodes_v6() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let target: SocketAddr = "[fd00:10:2::7]:8080".parse()?;
+    let _server = t.backend.server(Proto::Tcp, target, "backend-b6")?;
+    let reply = t.client.client_once(ClientMode::Tcp, target)?;
+    let client_ip = t.client.ipv6().ok_or("client has IPv6")?;
+    check_reply(&reply, "backend-b6", client_ip.into(), target)
+}
+
+fn udp_across_nodes() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let target: SocketAddr = "10.0.2.7:5353".parse()?;
+    let _server = t.backend.server(Proto::Udp, target, "backend-u")?;
+    for mode in [ClientMode::UdpConnected, ClientMode::UdpUnconnected] {
+        for reply in t.client.client(mode, target, 2)? {
+            check_reply(&reply, "backend-u", t.client.ipv4().into(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup (relative to the cgroup2 mount) that process `pid` is in.
+fn cgroup_of(pid: u32) -> Result<PathBuf, Failed> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup v2 line")?;
+    let root = netsim::cgroup2_mount().ok_or("no cgroup2 mount")?;
+    Ok(root.join(rel.trim_start_matches('/')))
+}
+
+fn client_cgroup() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    check(
+        t.client.cgroup_path().parent() == Some(t.a.cgroup_path()),
+        || "the pod's cgroup is a child of its node's".into(),
+    )?;
+    check(
+        t.a.cgroup_path().parent() == Some(t.topo.cgroup_path()),
+        || "the node's cgroup is a child of the topology's".into(),
+    )?;
+    // A process spawned in the pod is in the pod's cgroup and the pod's namespace.
+    let mut cmd = Command::new("cat");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    let process = t.client.spawn(cmd)?;
+    let cgroup = cgroup_of(process.pid())?;
+    check(cgroup == t.client.cgroup_path(), || {
+        format!("spawned process is in {}", cgroup.display())
+    })?;
+    let ns_of = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let child_ns = ns_of(Path::new(&format!("/proc/{}/ns/net", process.pid())))?;
+    check(child_ns == ns_of(t.client.netns_path())?, || {
+        "spawned process is not in the pod's namespace".into()
+    })
+}
+
+fn spawned_server() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let (server, bound) =
+        t.backend
+            .spawn_server(Proto::Tcp, "10.0.2.7:0".parse()?, "backend-proc")?;
+    check(bound.port() != 0, || "the kernel chose a port".into())?;
+    check(cgroup_of(server.pid())? == t.backend.cgroup_path(), || {
+        "server process is in the backend's cgroup".into()
+    })?;
+    let reply = t.client.client_once(ClientMode::Tcp, bound)?;
+    check_reply(&reply, "backend-proc", t.client.ipv4().into(), bound)
+}
+
+fn node_to_node() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    for (target, from) in [
+        ("192.168.56.12:9000", "192.168.56.11"),
+        ("[fd00:56::12]:9000", "fd00:56::11"),
+        ("192.168.57.12:9000", "192.168.57.11"),
+    ] {
+        let target: SocketAddr = target.parse()?;
+        let _server = t.b.server(Proto::Tcp, target, "node-b")?;
+        let reply = t.a.client_once(ClientMode::Tcp, target)?;
+        check_reply(&reply, "node-b", from.parse()?, target)?;
+    }
+    // A node reaches another node's pod through the pod CIDR route.
+    let target: SocketAddr = "10.0.2.7:9001".parse()?;
+    let _server = t.backend.server(Proto::Udp, target, "backend")?;
+    let reply = t.a.client_once(ClientMode::UdpUnconnected, target)?;
+    check_reply(&reply, "backend", "192.168.56.11".parse()?, target)
+}
+
+fn capture_syn() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let target: SocketAddr = "10.0.2.7:8080".parse()?;
+    let _server = t.backend.server(Proto::Tcp, target, "backend")?;
+    let capture = t.a.capture("eth0")?;
+    let reply = t.client.client_once(ClientMode::Tcp, target)?;
+    check(reply.error.is_none(), || format!("{reply:?}"))?;
+    let frames = capture.stop();
+    let client_port = reply.local.ok_or("client reports its address")?.port();
+    let syn = frames.iter().find(|f| f.is_tcp_syn());
+    let syn = syn.ok_or_else(|| format!("no SYN among {} frames", frames.len()))?;
+    check(syn.src_ip == Some(t.client.ipv4().into()), || {
+        format!("SYN from {:?}", syn.src_ip)
+    })?;
+    check(syn.dst_ip == Some(target.ip()), || {
+        format!("SYN to {:?}", syn.dst_ip)
+    })?;
+    check(syn.protocol == Some(6), || "SYN is TCP".into())?;
+    check(
+        syn.src_port == Some(client_port) && syn.dst_port == Some(target.port()),
+        || format!("SYN ports {:?} -> {:?}", syn.src_port, syn.dst_port),
+    )
+}
+
+/// What a topology leaves behind if cleanup failed.
+struct Traces {
+    run_dir: PathBuf,
+    cgroup: PathBuf,
+    ifnames: Vec<String>,
+}
+
+impl Traces {
+    fn of(t: &TwoNodes) -> Traces {
+        Traces {
+            run_dir: t.topo.run_dir().to_owned(),
+            cgroup: t.topo.cgroup_path().to_owned(),
+            ifnames: vec![
+                t.client.node_veth().to_owned(),
+                t.backend.node_veth().to_owned(),
+                "s0-a".into(),
+                "s1-b".into(),
+            ],
+        }
+    }
+
+    fn check_gone(&self) -> Result<(), Failed> {
+        check(!self.run_dir.exists(), || {
+            format!("{} still exists", self.run_dir.display())
+        })?;
+        check(!self.cgroup.exists(), || {
+            format!("{} still exists", self.cgroup.display())
+        })?;
+        let links = Command::new("ip").args(["-o", "link", "show"]).output()?;
+        let links = String::from_utf8_lossy(&links.stdout);
+        for name in &self.ifnames {
+            check(
+                !links.contains(&format!(": {name}@")) && !links.contains(&format!(": {name}:")),
+                || format!("interface {name} in the host namespace"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn cleanup_after_drop() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let traces = Traces::of(&t);
+    check(traces.run_dir.join("client").exists(), || {
+        "netns file exists".into()
+    })?;
+    // A process left running in a pod and a server thread must not keep anything alive.
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600");
+    let sleeper = t.client.spawn(cmd)?;
+    std::mem::forget(sleeper);
+    drop(t);
+    traces.check_gone()
+}
+
+fn cleanup_after_panic() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let traces = Traces::of(&t);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _t = t;
+        let _ = _t.client.in_netns(|| {
+            panic!("deliberate panic inside the pod (this test checks cleanup after it)")
+        });
+    }));
+    check(outcome.is_err(), || "the panic reaches the caller".into())?;
+    traces.check_gone()
+}
+
+fn cleanup_after_failed_pod() -> Result<(), Failed> {
+    let mut t = two_nodes()?;
+    // The second pod with the client's address fails at its host route, after its namespace
+    // and cgroup were made.
+    let err = t
+        .topo
+        .add_pod(&t.a, PodSpec::new("twin", t.client.ipv4()))
+        .err()
+        .ok_or("a second pod with the same address must fail")?;
+    check(err.to_string().contains("add route"), || {
+        format!("failed elsewhere: {err}")
+    })?;
+    check(!t.topo.run_dir().join("twin").exists(), || {
+        "the failed pod's netns file is left".into()
+    })?;
+    check(!t.a.cgroup_path().join("twin").exists(), || {
+        "the failed pod's cgroup is left".into()
+    })?;
+    check(t.topo.pods().count() == 2, || {
+        "the failed pod is listed".into()
+    })?;
+    // The topology still works.
+    let target: SocketAddr = "10.0.2.7:8080".parse()?;
+    let _server = t.backend.server(Proto::Tcp, target, "backend")?;
+    let reply = t.client.client_once(ClientMode::Tcp, target)?;
+    check_reply(&reply, "backend", t.client.ipv4().into(), target)
+}
