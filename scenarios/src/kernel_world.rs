@@ -1,0 +1,334 @@
+//! The `kernel` backend: the scenario's topology built with netsim (a network namespace and a
+//! cgroup subtree per node, pods behind veths), identity servers in the pods, and the real
+//! `lb-agent` run inside each node with its own bpffs and state directory. Clients are real
+//! processes in the node's or pod's namespace and cgroup, so the node's socket hooks see them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lb::agent::AgentRecord;
+use lb::datapath::ServiceMaps;
+use netsim::{ClientMode, IdentityServer, NodeSpec, Place, PodSpec, Proto, Topology};
+
+use crate::files::ScenarioFiles;
+use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
+use crate::world::{Answer, CallError, World};
+
+/// Set in a child process that binds a socket for a `bind` step: `ADDR PROTO`.
+const BIND_CHILD: &str = "LB_SCENARIO_BIND";
+
+/// How long an agent may take to program a node.
+const AGENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Why the kernel backend cannot run here, if it cannot.
+pub fn why_unavailable() -> Option<String> {
+    netsim::why_unavailable()
+}
+
+/// Whether this process is a child started for a `bind` step.
+pub fn is_child() -> bool {
+    std::env::var_os(BIND_CHILD).is_some()
+}
+
+/// The child's work: bind, print `ok` or the errno, exit.
+pub fn run_child() {
+    let spec = std::env::var(BIND_CHILD).unwrap_or_default();
+    let (addr, proto) = spec.split_once(' ').unwrap_or((&spec, "tcp"));
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            println!("bad address {addr}: {e}");
+            return;
+        }
+    };
+    let result = if proto == "tcp" {
+        std::net::TcpListener::bind(addr).map(drop)
+    } else {
+        std::net::UdpSocket::bind(addr).map(drop)
+    };
+    match result {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("errno {}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// A node's agent: where it pins and records.
+struct NodeAgent {
+    bpf_root: PathBuf,
+    state_dir: PathBuf,
+}
+
+/// The kernel world of one scenario. Fields drop in order: servers, then the agents' cleanup,
+/// then the topology (which kills what runs in it and removes namespaces and cgroups).
+pub struct KernelWorld {
+    servers: Vec<IdentityServer>,
+    agents: BTreeMap<String, NodeAgent>,
+    places: BTreeMap<String, Place>,
+    files: ScenarioFiles,
+    topology: Topology,
+}
+
+impl std::fmt::Debug for KernelWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelWorld")
+            .field("topology", &self.topology.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelWorld {
+    /// Builds the topology, starts the servers and programs every node.
+    pub fn new(scenario: &Scenario) -> Result<Self> {
+        let files = ScenarioFiles::create(scenario, "kernel")?;
+        let mut topology = Topology::new()?;
+        let mut places = BTreeMap::new();
+        let mut serves: Vec<(Place, Vec<IpAddr>, Serve, String)> = Vec::new();
+        let mut agents = BTreeMap::new();
+        for spec in &scenario.topology.nodes {
+            let mut node_spec = NodeSpec::new(&spec.name).eth0(host_net(spec.address, 24)?);
+            if let Some(v6) = spec.address6 {
+                node_spec = node_spec.eth0(host_net(v6, 64)?);
+            }
+            let node = topology.add_node(node_spec)?;
+            places.insert(spec.name.clone(), node.place().clone());
+            let addrs = [Some(spec.address), spec.address6].into_iter().flatten();
+            serves.push((
+                node.place().clone(),
+                addrs.collect(),
+                spec.serve.clone(),
+                spec.name.clone(),
+            ));
+            for pod_spec in &spec.pods {
+                let IpAddr::V4(v4) = pod_spec.address else {
+                    bail!("pod {}: address must be IPv4", pod_spec.name);
+                };
+                let mut p = PodSpec::new(&pod_spec.name, v4);
+                if let Some(IpAddr::V6(v6)) = pod_spec.address6 {
+                    p = p.ipv6(v6);
+                }
+                let pod = topology.add_pod(&node, p)?;
+                places.insert(pod_spec.name.clone(), pod.place().clone());
+                let addrs = [Some(pod_spec.address), pod_spec.address6];
+                serves.push((
+                    pod.place().clone(),
+                    addrs.into_iter().flatten().collect(),
+                    pod_spec.serve.clone(),
+                    pod_spec.name.clone(),
+                ));
+            }
+            agents.insert(
+                spec.name.clone(),
+                NodeAgent {
+                    bpf_root: files.path(&format!("bpf-{}", spec.name)),
+                    state_dir: files.path(&format!("state-{}", spec.name)),
+                },
+            );
+        }
+        let mut servers = Vec::new();
+        for (place, addrs, serve, identity) in serves {
+            for ip in addrs {
+                for &port in &serve.tcp {
+                    servers.push(place.server(Proto::Tcp, SocketAddr::new(ip, port), &identity)?);
+                }
+                for &port in &serve.udp {
+                    servers.push(place.server(Proto::Udp, SocketAddr::new(ip, port), &identity)?);
+                }
+            }
+        }
+        let mut world = KernelWorld {
+            servers,
+            agents,
+            places,
+            files,
+            topology,
+        };
+        world.set_objects(&crate::runner::initial_objects(scenario))?;
+        Ok(world)
+    }
+
+    fn place(&self, name: &str) -> Result<&Place> {
+        self.places
+            .get(name)
+            .with_context(|| format!("no node or pod named {name}"))
+    }
+
+    /// Runs `lb-agent --once` inside the node: it programs the node and exits, leaving the
+    /// programs attached and the maps pinned, as a restarted agent would find them.
+    fn run_agent(&self, node: &str) -> Result<()> {
+        let agent = &self.agents[node];
+        let mut cmd = Command::new(netsim::binary_path("lb-agent")?);
+        cmd.arg("--values")
+            .arg(self.files.values())
+            .arg("--set")
+            .arg(format!("bpf.root={}", agent.bpf_root.display()))
+            .arg("--set")
+            .arg(format!(
+                "cgroup.hostRoot={}",
+                self.place(node)?.cgroup_path().display()
+            ))
+            .arg("--manifests")
+            .arg(self.files.manifests(node))
+            .arg("--node")
+            .arg(node)
+            .arg("--state-dir")
+            .arg(&agent.state_dir)
+            .arg("--once")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = self.place(node)?.spawn(cmd)?.output(AGENT_DEADLINE)?;
+        if !output.status.success() {
+            bail!(
+                "lb-agent on {node} exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// `lbctl cleanup` for a node, then its bpffs unmounted.
+    fn remove_agent(&self, agent: &NodeAgent) {
+        if agent.state_dir.join("agent.json").exists() {
+            match netsim::binary_path("lbctl") {
+                Ok(lbctl) => {
+                    let status = Command::new(lbctl)
+                        .arg("cleanup")
+                        .arg("--state-dir")
+                        .arg(&agent.state_dir)
+                        .stdout(Stdio::null())
+                        .status();
+                    if !status.is_ok_and(|s| s.success()) {
+                        eprintln!("warning: lbctl cleanup failed for {}", agent.state_dir.display());
+                    }
+                }
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+        if agent.bpf_root.exists() {
+            let _ = nix::mount::umount2(&agent.bpf_root, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+impl Drop for KernelWorld {
+    fn drop(&mut self) {
+        self.servers.clear();
+        for agent in self.agents.values() {
+            self.remove_agent(agent);
+        }
+    }
+}
+
+fn host_net(ip: IpAddr, prefix: u8) -> Result<ipnet::IpNet> {
+    Ok(ipnet::IpNet::new(ip, prefix)?)
+}
+
+fn mode(transport: Transport) -> ClientMode {
+    match transport {
+        Transport::Tcp => ClientMode::Tcp,
+        Transport::UdpConnected => ClientMode::UdpConnected,
+        Transport::UdpUnconnected => ClientMode::UdpUnconnected,
+    }
+}
+
+fn call_error(errno: Option<i32>, error: &str) -> CallError {
+    match errno {
+        Some(nix::libc::EPERM) => CallError::Perm,
+        Some(nix::libc::ECONNREFUSED) => CallError::Refused,
+        Some(
+            nix::libc::ENETUNREACH
+            | nix::libc::EHOSTUNREACH
+            | nix::libc::ETIMEDOUT
+            | nix::libc::EAGAIN
+            | nix::libc::EINPROGRESS,
+        ) => CallError::Unreachable,
+        _ => CallError::Other(error.to_owned()),
+    }
+}
+
+impl World for KernelWorld {
+    fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
+        // One call per invocation keeps each socket's netns cookie the place's, as the
+        // simulator models it; `times` is handled by the runner.
+        let reply = self
+            .place(&call.from)?
+            .client_once(mode(call.transport), call.to)?;
+        if let Some(error) = &reply.error {
+            return Ok(Err(call_error(reply.errno, error)));
+        }
+        let answered_by = reply
+            .identity()
+            .with_context(|| format!("an answer without identity: {reply:?}"))?
+            .to_owned();
+        let peer_name = reply
+            .peer
+            .with_context(|| format!("no peer address: {reply:?}"))?;
+        Ok(Ok(Answer {
+            answered_by,
+            peer_name,
+        }))
+    }
+
+    fn bind(&mut self, bind: &Bind) -> Result<Result<(), CallError>> {
+        let proto = if bind.transport == Transport::Tcp { "tcp" } else { "udp" };
+        let mut cmd = netsim::self_command(BIND_CHILD, &format!("{} {proto}", bind.addr))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = self
+            .place(&bind.on)?
+            .spawn(cmd)?
+            .output(Duration::from_secs(10))?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        match text.strip_prefix("errno ") {
+            None if text == "ok" => Ok(Ok(())),
+            Some(n) => {
+                let errno: i32 = n.parse().context("bind child's errno")?;
+                Ok(Err(call_error(Some(errno), &format!("bind: errno {errno}"))))
+            }
+            None => bail!(
+                "bind child said {text:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
+    fn set_objects(&mut self, objects: &[serde_yaml::Value]) -> Result<()> {
+        let nodes: Vec<String> = self.agents.keys().cloned().collect();
+        for node in nodes {
+            self.files.write_objects(&node, objects)?;
+            self.run_agent(&node)?;
+        }
+        Ok(())
+    }
+
+    fn restart_agent(&mut self, node: &str) -> Result<()> {
+        self.run_agent(node)
+    }
+
+    fn wait(&mut self, duration: Duration) -> Result<()> {
+        // A scenario step that lets a timeout expire: the time passing is the point.
+        std::thread::sleep(duration);
+        Ok(())
+    }
+
+    fn frontends(&mut self, node: &str) -> Result<Vec<String>> {
+        let agent = self
+            .agents
+            .get(node)
+            .with_context(|| format!("no node named {node}"))?;
+        let record = AgentRecord::read(&agent.state_dir)?;
+        let contents = ServiceMaps::open_pinned(&record.pin_dir)?.read()?;
+        Ok(contents
+            .frontends()
+            .iter()
+            .map(|f| f.frontend.to_string())
+            .collect())
+    }
+}
