@@ -5,6 +5,7 @@ mod contents;
 mod error;
 mod kernel;
 mod monitor;
+pub mod sim;
 mod sock_lb;
 
 pub use contents::{LayoutError, ListedFrontend, MapContents};

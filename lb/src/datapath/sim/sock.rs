@@ -1,0 +1,527 @@
+//! [`SockSim`]: the cgroup sock_addr hooks of `ebpf/src/bpf/sock_lb.c` with `lb_sock.h`'s
+//! translation, as a value that holds the maps and the state the programs keep in the kernel
+//! (the reverse-socket and affinity maps), driven by one method per hook.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ebpf::maps::{
+    svc_flags, trace_kind, LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbService,
+    LbSockKey, LbSockValue, LbTraceSock, SCOPE_EXT, SCOPE_INT,
+};
+use nix::errno::Errno;
+
+use super::addr;
+use super::chooser::{Chooser, SeededChooser};
+use crate::config::Protocols;
+use crate::datapath::{MapContents, SockLbConfig};
+use crate::model::L4Protocol;
+
+const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+/// The programs' load-time configuration (their `cfg_*` globals), plus the one thing the kernel
+/// knows and the simulator must be told: the initial network namespace's cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Which protocols are translated (`cfg_enable_tcp`, `cfg_enable_udp`).
+    pub protocols: Protocols,
+    /// Translate only sockets of the host namespace (`cfg_host_ns_only`).
+    pub host_namespace_only: bool,
+    /// Refuse binds to service ports in the host namespace (`cfg_bind_protection`).
+    pub bind_protection: bool,
+    /// The host namespace's cookie (`cfg_host_netns_cookie`); 0 means the initial namespace.
+    pub host_netns_cookie: u64,
+    /// The initial namespace's cookie, which the kernel answers for `bpf_get_netns_cookie(NULL)`
+    /// and the programs use when `host_netns_cookie` is 0.
+    pub initial_netns_cookie: u64,
+}
+
+impl SimConfig {
+    /// The configuration the programs loaded with `config` run with.
+    pub fn of(config: &SockLbConfig, initial_netns_cookie: u64) -> Self {
+        SimConfig {
+            protocols: config.protocols,
+            host_namespace_only: config.host_namespace_only,
+            bind_protection: config.bind_protection,
+            host_netns_cookie: config.host_netns_cookie,
+            initial_netns_cookie,
+        }
+    }
+}
+
+/// Who makes a socket call: what the programs read from the socket and the task, besides the
+/// address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockCall {
+    /// The socket's network namespace cookie (`bpf_get_netns_cookie(ctx)`): the client, for
+    /// session affinity, and the host-namespace test.
+    pub netns_cookie: u64,
+    /// The socket cookie (`bpf_get_socket_cookie`): reverse entries belong to one socket.
+    pub socket_cookie: u64,
+    /// The caller's cgroup v2 id, for trace events only.
+    pub cgroup_id: u64,
+    /// The socket's protocol.
+    pub protocol: L4Protocol,
+}
+
+/// The socket-level datapath in plain Rust: the same decisions as the kernel programs over the
+/// same [`MapContents`].
+///
+/// Each call takes the socket address in the family of the hook that runs: an IPv4
+/// [`SocketAddr`] is the IPv4 hook's context, an IPv6 one (IPv4-mapped included, as dual-stack
+/// sockets pass them) the IPv6 hook's, and the answer comes back in the same family.
+///
+/// The state the programs keep in LRU maps (reverse-socket entries, affinity) is kept here
+/// without a size limit: the kernel evicts the least recently used entries when a map is full,
+/// which depends on its size and on per-CPU LRU lists, so the simulator matches the kernel only
+/// while the maps are not full (`bpf.lbMapMax` is far above what a scenario creates).
+#[derive(Debug)]
+pub struct SockSim {
+    config: SimConfig,
+    maps: MapContents,
+    local_addrs: BTreeSet<LbAddr>,
+    reverse_sk: HashMap<LbSockKey, LbSockValue>,
+    affinity: BTreeMap<LbAffinityKey, LbAffinityValue>,
+    /// `bpf_ktime_get_ns`: starts at 0 and moves only by [`SockSim::advance_clock`], where the
+    /// kernel's clock moves by itself (so affinity expires only when a scenario says so).
+    now_ns: u64,
+    chooser: SeededChooser,
+    monitor: bool,
+    events: Vec<LbTraceSock>,
+}
+
+/// A frontend found by `lb_lookup_frontend`: the key it was found under (scope chosen, address
+/// made wildcard when a local address reached a NodePort/HostPort) and its slot-0 entry.
+#[derive(Clone, Copy, Debug)]
+struct Found {
+    key: LbKey,
+    svc: LbService,
+}
+
+impl SockSim {
+    /// A simulator with these maps, no local addresses besides loopback, empty reverse and
+    /// affinity state, the clock at 0, monitoring off, and a chooser seeded with 0.
+    pub fn new(config: SimConfig, maps: MapContents) -> Self {
+        SockSim {
+            config,
+            maps,
+            local_addrs: BTreeSet::new(),
+            reverse_sk: HashMap::new(),
+            affinity: BTreeMap::new(),
+            now_ns: 0,
+            chooser: SeededChooser::new(0),
+            monitor: false,
+            events: Vec::new(),
+        }
+    }
+
+    /// Replaces the chooser of [`SockSim::connect`] by one seeded with `seed`.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.chooser = SeededChooser::new(seed);
+        self
+    }
+
+    /// The agent reconciled: the programs now read `maps`. Reverse-socket and affinity state
+    /// stays, as it does in the kernel; the rules below decide whether it still applies.
+    pub fn set_maps(&mut self, maps: MapContents) {
+        self.maps = maps;
+    }
+
+    /// The maps the simulator reads.
+    pub fn maps(&self) -> &MapContents {
+        &self.maps
+    }
+
+    /// The agent updated `lb_local_addrs`: the node addresses where wildcard NodePort and
+    /// HostPort frontends answer (loopback always does).
+    pub fn set_local_addresses(&mut self, addrs: &[IpAddr]) {
+        self.local_addrs = addrs.iter().map(|&ip| LbAddr::from(ip)).collect();
+    }
+
+    /// Moves the simulated `bpf_ktime_get_ns` forward (session affinity expires by it).
+    pub fn advance_clock(&mut self, by: Duration) {
+        let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.now_ns = self.now_ns.saturating_add(ns);
+    }
+
+    /// Turns trace-sock events on or off (`lb_monitor_v1[0]`, which `lbctl monitor` sets).
+    pub fn set_monitor(&mut self, on: bool) {
+        self.monitor = on;
+    }
+
+    /// The trace-sock events recorded since the last call, oldest first, as the programs send
+    /// them (`cpu` is always 0: the simulator has no CPUs). `lb::views::TraceSockEvent`
+    /// decodes and renders them as `lbctl monitor` does.
+    pub fn take_events(&mut self) -> Vec<LbTraceSock> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// connect4/6 and sendmsg4/6 (`sock_xlate_fwd`): where the socket really goes when it asks
+    /// for `dst`. A fresh backend choice uses the simulator's seeded chooser.
+    pub fn connect(&mut self, call: &SockCall, dst: SocketAddr) -> SocketAddr {
+        self.forward(call, dst, None)
+    }
+
+    /// [`SockSim::connect`] with a fresh choice made by `chooser` (affinity, when it applies,
+    /// still wins, as in the kernel).
+    pub fn connect_with(
+        &mut self,
+        call: &SockCall,
+        dst: SocketAddr,
+        chooser: &mut dyn Chooser,
+    ) -> SocketAddr {
+        self.forward(call, dst, Some(chooser))
+    }
+
+    /// The addresses a connect to `dst` may go to on a fresh (non-affinity) choice, one per
+    /// active slot (an empty or dangling slot leaves `dst` as it is); `None` when the call is
+    /// not translated at all (not a service, no active backend, protocol off, or another
+    /// namespace under `host_namespace_only`). Changes nothing.
+    pub fn candidates(&self, call: &SockCall, dst: SocketAddr) -> Option<BTreeSet<SocketAddr>> {
+        let found = self.forward_frontend(call, dst)?;
+        let slots = self.slot_outcomes(&found, dst);
+        (!slots.is_empty()).then(|| slots.into_iter().map(|(_, _, a)| a).collect())
+    }
+
+    /// Where session affinity would send a connect to `dst` now, if it would; changes nothing
+    /// (a connect refreshes the entry).
+    pub fn affinity_target(&self, call: &SockCall, dst: SocketAddr) -> Option<SocketAddr> {
+        let found = self.forward_frontend(call, dst)?;
+        if found.svc.count == 0 || found.svc.flags & svc_flags::AFFINITY == 0 {
+            return None;
+        }
+        let (_, backend_id) = self.affinity_lookup(&found, call)?;
+        let backend = self.maps.backends.get(&backend_id)?;
+        Some(addr::store(dst, &backend.address, backend.port))
+    }
+
+    /// recvmsg4/6 and getpeername4/6 (`sock_xlate_rev`): what the application is shown for a
+    /// socket whose real peer (or datagram source) is `peer`.
+    pub fn peer_name(&mut self, call: &SockCall, peer: SocketAddr) -> SocketAddr {
+        if !self.translates(call) {
+            return peer;
+        }
+        let (address, port) = addr::load(peer);
+        let key = LbSockKey {
+            cookie: call.socket_cookie,
+            address,
+            port,
+            pad: [0; 6],
+        };
+        let Some(orig) = self.reverse_sk.get(&key).copied() else {
+            return peer;
+        };
+        self.trace(call, trace_kind::PRE_XLATE_REV, &address, port);
+        // The service is gone, or its id now names another frontend: show the truth. A
+        // wildcard frontend was reached through a local address, which is what the
+        // application used.
+        let shown = self
+            .maps
+            .reverse_nat
+            .get(&orig.rev_nat_index)
+            .is_some_and(|rev| {
+                rev.port == orig.port
+                    && (rev.address == orig.address || addr::is_wildcard(&rev.address))
+            });
+        if !shown {
+            return peer;
+        }
+        self.trace(call, trace_kind::POST_XLATE_REV, &orig.address, orig.port);
+        addr::store(peer, &orig.address, orig.port)
+    }
+
+    /// bind4/6 (`sock_bind_allowed`): `Err(EPERM)` when bind protection refuses `local`: in
+    /// the host namespace, a port that a NodePort, LoadBalancer or externalIPs frontend serves
+    /// on that address (a wildcard NodePort serves every local address); a bind to `::` also
+    /// takes IPv4 on a dual-stack socket, so `0.0.0.0` is checked too. Port 0 is always allowed.
+    /// `Ok` means the hook lets the bind through; the kernel may still refuse it for its own
+    /// reasons (address not local, port in use).
+    pub fn bind(&self, call: &SockCall, local: SocketAddr) -> Result<(), Errno> {
+        let (address, port) = addr::load(local);
+        if !self.config.bind_protection
+            || port == 0
+            || !self.proto_enabled(call.protocol)
+            || !self.in_host_ns(call)
+        {
+            return Ok(());
+        }
+        let proto = call.protocol.number();
+        if self.port_is_service(proto, address, port) {
+            return Err(Errno::EPERM);
+        }
+        if addr::is_wildcard(&address)
+            && !addr::is_v4(&address)
+            && self.port_is_service(proto, addr::v4_any(), port)
+        {
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// `sock_xlate_fwd`.
+    fn forward(
+        &mut self,
+        call: &SockCall,
+        dst: SocketAddr,
+        chooser: Option<&mut dyn Chooser>,
+    ) -> SocketAddr {
+        let Some(found) = self.forward_frontend(call, dst) else {
+            return dst;
+        };
+        let (dst_address, dst_port) = addr::load(dst);
+        self.trace(call, trace_kind::PRE_XLATE_FWD, &dst_address, dst_port);
+        let Some(backend) = self.select_backend(call, &found, dst, chooser) else {
+            // No backend: leave the address alone, the connection fails as it would.
+            return dst;
+        };
+        let sk = LbSockKey {
+            cookie: call.socket_cookie,
+            address: backend.address,
+            port: backend.port,
+            pad: [0; 6],
+        };
+        self.reverse_sk.insert(
+            sk,
+            LbSockValue {
+                address: dst_address,
+                port: dst_port,
+                rev_nat_index: found.svc.rev_nat_index,
+            },
+        );
+        self.trace(
+            call,
+            trace_kind::POST_XLATE_FWD,
+            &backend.address,
+            backend.port,
+        );
+        addr::store(dst, &backend.address, backend.port)
+    }
+
+    /// The frontend a forward translation of `dst` uses, if the call is translated at all.
+    fn forward_frontend(&self, call: &SockCall, dst: SocketAddr) -> Option<Found> {
+        if !self.translates(call) {
+            return None;
+        }
+        let (address, port) = addr::load(dst);
+        self.lookup_frontend(frontend_key(address, port, call.protocol.number()))
+    }
+
+    /// `lb_select_backend`: the affinity backend when there is a fresh one, else a random
+    /// active slot's (remembered for affinity). `None` when there is no active backend, or
+    /// the chosen slot or backend entry is missing.
+    fn select_backend(
+        &mut self,
+        call: &SockCall,
+        found: &Found,
+        dst: SocketAddr,
+        chooser: Option<&mut dyn Chooser>,
+    ) -> Option<LbBackend> {
+        let svc = &found.svc;
+        if svc.count == 0 {
+            return None;
+        }
+        let affinity = svc.flags & svc_flags::AFFINITY != 0;
+        let client = affinity_key(call, svc);
+        let pinned = if affinity {
+            self.affinity_lookup(found, call)
+        } else {
+            None
+        };
+        let backend_id = match pinned {
+            Some((slot, backend_id)) => {
+                self.affinity.insert(
+                    client,
+                    LbAffinityValue {
+                        backend_id,
+                        slot,
+                        pad: 0,
+                        last_used_ns: self.now_ns,
+                    },
+                );
+                backend_id
+            }
+            None => {
+                let outcomes: Vec<SocketAddr> = self
+                    .slot_outcomes(found, dst)
+                    .into_iter()
+                    .map(|(_, _, a)| a)
+                    .collect();
+                let index = match chooser {
+                    Some(c) => c.choose(&outcomes),
+                    None => self.chooser.choose(&outcomes),
+                };
+                let slot = u16::try_from(index % usize::from(svc.count)).ok()? + 1;
+                let backend_id = self.slot_backend(&found.key, slot);
+                if backend_id == 0 {
+                    return None;
+                }
+                if affinity {
+                    self.affinity.insert(
+                        client,
+                        LbAffinityValue {
+                            backend_id,
+                            slot,
+                            pad: 0,
+                            last_used_ns: self.now_ns,
+                        },
+                    );
+                }
+                backend_id
+            }
+        };
+        self.maps.backends.get(&backend_id).copied()
+    }
+
+    /// `lb_affinity_backend` without the refresh: the client's `(slot, backend id)` while the
+    /// entry is fresh and the backend still holds that active slot.
+    fn affinity_lookup(&self, found: &Found, call: &SockCall) -> Option<(u16, u32)> {
+        let svc = &found.svc;
+        let last = self.affinity.get(&affinity_key(call, svc))?;
+        let timeout_ns = u64::from(svc.affinity_timeout) * NSEC_PER_SEC;
+        if self.now_ns.wrapping_sub(last.last_used_ns) > timeout_ns {
+            return None;
+        }
+        if last.slot == 0
+            || last.slot > svc.count
+            || self.slot_backend(&found.key, last.slot) != last.backend_id
+        {
+            return None;
+        }
+        Some((last.slot, last.backend_id))
+    }
+
+    /// Every active slot of `found` with its backend id and the address a connect to `dst`
+    /// choosing it returns (`dst` itself when the slot or its backend is missing).
+    fn slot_outcomes(&self, found: &Found, dst: SocketAddr) -> Vec<(u16, u32, SocketAddr)> {
+        (1..=found.svc.count)
+            .map(|slot| {
+                let id = self.slot_backend(&found.key, slot);
+                let to = match self.maps.backends.get(&id) {
+                    Some(b) if id != 0 => addr::store(dst, &b.address, b.port),
+                    _ => dst,
+                };
+                (slot, id, to)
+            })
+            .collect()
+    }
+
+    /// `lb_slot_backend`: the backend id in `key`'s slot, 0 when the slot is empty.
+    fn slot_backend(&self, key: &LbKey, slot: u16) -> u32 {
+        let slot_key = LbKey {
+            backend_slot: slot,
+            ..*key
+        };
+        self.maps
+            .services
+            .get(&slot_key)
+            .map_or(0, |entry| entry.backend_id)
+    }
+
+    /// `lb_lookup_service`: the frontend at `key`, preferring the internal-scope twin (socket
+    /// traffic comes from inside the cluster, so internalTrafficPolicy applies).
+    fn lookup_service(&self, mut key: LbKey) -> Option<Found> {
+        key.backend_slot = 0;
+        key.scope = SCOPE_EXT;
+        let svc = *self.maps.services.get(&key)?;
+        if svc.flags & svc_flags::TWO_SCOPES == 0 {
+            return Some(Found { key, svc });
+        }
+        key.scope = SCOPE_INT;
+        let svc = *self.maps.services.get(&key)?;
+        Some(Found { key, svc })
+    }
+
+    /// `lb_lookup_frontend`: the frontend at `key`, or, when its address is one of this node's
+    /// (loopback or `lb_local_addrs`), the wildcard NodePort or HostPort frontend of its port.
+    fn lookup_frontend(&self, key: LbKey) -> Option<Found> {
+        if let Some(found) = self.lookup_service(key) {
+            return Some(found);
+        }
+        if !self.is_local(&key.address) {
+            return None;
+        }
+        let wildcard = LbKey {
+            address: addr::to_wildcard(&key.address),
+            ..key
+        };
+        let found = self.lookup_service(wildcard)?;
+        (found.svc.flags & (svc_flags::NODE_PORT | svc_flags::HOST_PORT) != 0).then_some(found)
+    }
+
+    /// `sock_port_is_service`: a NodePort, LoadBalancer or externalIPs frontend owns
+    /// `address:port` (HostPort ports belong to a pod, ClusterIPs are not on the node).
+    fn port_is_service(&self, proto: u8, address: LbAddr, port: u16) -> bool {
+        self.lookup_frontend(frontend_key(address, port, proto))
+            .is_some_and(|found| {
+                found.svc.flags
+                    & (svc_flags::NODE_PORT | svc_flags::EXTERNAL_IP | svc_flags::LOADBALANCER)
+                    != 0
+            })
+    }
+
+    /// `lb_addr_is_local`.
+    fn is_local(&self, address: &LbAddr) -> bool {
+        addr::is_loopback(address) || self.local_addrs.contains(address)
+    }
+
+    /// `sock_proto_enabled`.
+    fn proto_enabled(&self, protocol: L4Protocol) -> bool {
+        match protocol {
+            L4Protocol::Tcp => self.config.protocols.tcp,
+            L4Protocol::Udp => self.config.protocols.udp,
+        }
+    }
+
+    /// `sock_in_host_ns`.
+    fn in_host_ns(&self, call: &SockCall) -> bool {
+        let host = match self.config.host_netns_cookie {
+            0 => self.config.initial_netns_cookie,
+            cookie => cookie,
+        };
+        call.netns_cookie == host
+    }
+
+    /// The checks both translation directions start with.
+    fn translates(&self, call: &SockCall) -> bool {
+        self.proto_enabled(call.protocol)
+            && (!self.config.host_namespace_only || self.in_host_ns(call))
+    }
+
+    /// `lb_emit_trace`.
+    fn trace(&mut self, call: &SockCall, kind: u8, address: &LbAddr, port: u16) {
+        if !self.monitor {
+            return;
+        }
+        self.events.push(LbTraceSock {
+            cgroup_id: call.cgroup_id,
+            sock_cookie: call.socket_cookie,
+            address: *address,
+            port,
+            kind,
+            proto: call.protocol.number(),
+            cpu: 0,
+        });
+    }
+}
+
+/// The slot-0 key of a frontend in the external scope.
+fn frontend_key(address: LbAddr, port_be: u16, proto: u8) -> LbKey {
+    LbKey {
+        address,
+        dport: port_be,
+        backend_slot: 0,
+        proto,
+        scope: SCOPE_EXT,
+        pad: [0; 2],
+    }
+}
+
+/// `lb_affinity_key`: the client's namespace and the frontend (of the scope in use).
+fn affinity_key(call: &SockCall, svc: &LbService) -> LbAffinityKey {
+    LbAffinityKey {
+        client_cookie: call.netns_cookie,
+        rev_nat_index: svc.rev_nat_index,
+        pad: [0; 6],
+    }
+}
