@@ -1,7 +1,7 @@
 //! A scenario's inputs as the agent reads them: a values file and a manifest directory per
 //! node, in a scratch directory removed on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -59,11 +59,6 @@ impl ScenarioFiles {
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, dir.join("objects.yaml"))?;
         Ok(())
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

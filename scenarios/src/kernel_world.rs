@@ -204,7 +204,10 @@ impl KernelWorld {
                         .stdout(Stdio::null())
                         .status();
                     if !status.is_ok_and(|s| s.success()) {
-                        eprintln!("warning: lbctl cleanup failed for {}", agent.state_dir.display());
+                        eprintln!(
+                            "warning: lbctl cleanup failed for {}",
+                            agent.state_dir.display()
+                        );
                     }
                 }
                 Err(e) => eprintln!("warning: {e}"),
@@ -276,7 +279,11 @@ impl World for KernelWorld {
     }
 
     fn bind(&mut self, bind: &Bind) -> Result<Result<(), CallError>> {
-        let proto = if bind.transport == Transport::Tcp { "tcp" } else { "udp" };
+        let proto = if bind.transport == Transport::Tcp {
+            "tcp"
+        } else {
+            "udp"
+        };
         let mut cmd = netsim::self_command(BIND_CHILD, &format!("{} {proto}", bind.addr))?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -290,7 +297,10 @@ impl World for KernelWorld {
             None if text == "ok" => Ok(Ok(())),
             Some(n) => {
                 let errno: i32 = n.parse().context("bind child's errno")?;
-                Ok(Err(call_error(Some(errno), &format!("bind: errno {errno}"))))
+                Ok(Err(call_error(
+                    Some(errno),
+                    &format!("bind: errno {errno}"),
+                )))
             }
             None => bail!(
                 "bind child said {text:?}: {}",

@@ -105,7 +105,9 @@ fn object_id(object: &Value) -> Result<String> {
     let name = object["metadata"]["name"]
         .as_str()
         .context("object without metadata.name")?;
-    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default");
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
     Ok(if kind == "Node" {
         format!("{kind}/{name}")
     } else {
@@ -151,7 +153,10 @@ fn check_calls(expect: &Expect, results: &[Result<Answer, CallError>]) -> Result
         }
     }
     if expect.sticky == Some(true) {
-        ensure!(who.len() <= 1, "expected one backend for every call, saw {who:?}");
+        ensure!(
+            who.len() <= 1,
+            "expected one backend for every call, saw {who:?}"
+        );
     }
     if let Some(peer) = expect.peer_name {
         for a in &answers {

@@ -25,7 +25,8 @@ struct SimNode {
     netns: u64,
     addresses: Vec<IpAddr>,
     serve: Serve,
-    sim: SockSim,
+    /// The node's datapath, once its agent has loaded it.
+    sim: Option<SockSim>,
     maps: MapContents,
 }
 
@@ -68,7 +69,7 @@ impl SimWorld {
                 netns,
                 addresses,
                 serve: spec.serve.clone(),
-                sim: SockSim::new(SimConfig::default(), MapContents::default()),
+                sim: None,
                 maps: MapContents::default(),
             });
             for pod in &spec.pods {
@@ -126,9 +127,13 @@ impl SimWorld {
             initial_netns_cookie: INITIAL_NETNS,
         };
         let node = &mut self.nodes[index];
-        node.sim.reconfigure(sim_config);
-        node.sim.set_maps(maps.clone());
-        node.sim.set_local_addresses(&node.addresses);
+        // A restarted agent finds the programs and maps in place (with their reverse and
+        // affinity state) and rewrites the service maps.
+        let sim = node
+            .sim
+            .get_or_insert_with(|| SockSim::new(sim_config, MapContents::default()));
+        sim.set_maps(maps.clone());
+        sim.set_local_addresses(&node.addresses);
         node.maps = maps;
         Ok(())
     }
@@ -145,9 +150,18 @@ impl SimWorld {
     }
 
     /// Who listens at `addr` for `transport`, seen from `from` (loopback is `from` itself).
-    fn listener(&self, from: &str, addr: SocketAddr, transport: Transport) -> Option<Option<String>> {
+    fn listener(
+        &self,
+        from: &str,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> Option<Option<String>> {
         let serves = |serve: &Serve| {
-            let ports = if transport == Transport::Tcp { &serve.tcp } else { &serve.udp };
+            let ports = if transport == Transport::Tcp {
+                &serve.tcp
+            } else {
+                &serve.udp
+            };
             ports.contains(&addr.port())
         };
         if addr.ip().is_loopback() {
@@ -160,7 +174,10 @@ impl SimWorld {
         if let Some(node) = self.nodes.iter().find(|n| n.addresses.contains(&addr.ip())) {
             return Some(serves(&node.serve).then(|| node.name.clone()));
         }
-        let (name, pod) = self.pods.iter().find(|(_, p)| p.addresses.contains(&addr.ip()))?;
+        let (name, pod) = self
+            .pods
+            .iter()
+            .find(|(_, p)| p.addresses.contains(&addr.ip()))?;
         Some(serves(&pod.serve).then(|| name.clone()))
     }
 
@@ -186,12 +203,17 @@ impl SimWorld {
 impl World for SimWorld {
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         let (node, sock) = self.call(&call.from, call.transport)?;
-        let sim = &mut self.nodes[node].sim;
+        let sim = self.nodes[node]
+            .sim
+            .as_mut()
+            .context("node not programmed")?;
         let dst = sim.connect(&sock, call.to);
         let peer_name = sim.peer_name(&sock, dst);
         Ok(match self.listener(&call.from, dst, call.transport) {
             None => Err(CallError::Unreachable),
-            Some(None) if call.transport == Transport::UdpUnconnected => Err(CallError::Unreachable),
+            Some(None) if call.transport == Transport::UdpUnconnected => {
+                Err(CallError::Unreachable)
+            }
             Some(None) => Err(CallError::Refused),
             Some(Some(answered_by)) => Ok(Answer {
                 answered_by,
@@ -204,6 +226,8 @@ impl World for SimWorld {
         let (node, sock) = self.call(&bind.on, bind.transport)?;
         Ok(self.nodes[node]
             .sim
+            .as_ref()
+            .context("node not programmed")?
             .bind(&sock, bind.addr)
             .map_err(|e| match e {
                 nix::errno::Errno::EPERM => CallError::Perm,
@@ -225,8 +249,8 @@ impl World for SimWorld {
     }
 
     fn wait(&mut self, duration: Duration) -> Result<()> {
-        for node in &mut self.nodes {
-            node.sim.advance_clock(duration);
+        for sim in self.nodes.iter_mut().filter_map(|n| n.sim.as_mut()) {
+            sim.advance_clock(duration);
         }
         Ok(())
     }

@@ -202,8 +202,8 @@ impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let scenario: Scenario = serde_yaml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let scenario: Scenario =
+            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         for (i, step) in scenario.steps.iter().enumerate() {
             let actions = usize::from(step.connect.is_some())
                 + usize::from(step.bind.is_some())
