@@ -94,6 +94,12 @@ impl KernelWorld {
                 node_spec = node_spec.eth0(host_net(v6, 64)?);
             }
             let node = topology.add_node(node_spec)?;
+            for (key, value) in &spec.sysctls {
+                let path = sysctl_path(key);
+                node.place()
+                    .in_netns(|| std::fs::write(&path, value))?
+                    .with_context(|| format!("{} on {}", path.display(), spec.name))?;
+            }
             places.insert(spec.name.clone(), node.place().clone());
             let addrs = [Some(spec.address), spec.address6].into_iter().flatten();
             serves.push((
@@ -228,6 +234,12 @@ impl Drop for KernelWorld {
     }
 }
 
+/// `net.ipv4.x` as `/proc/sys/net/ipv4/x`; read or written from a thread inside a namespace,
+/// it is that namespace's value.
+fn sysctl_path(key: &str) -> PathBuf {
+    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+}
+
 fn host_net(ip: IpAddr, prefix: u8) -> Result<ipnet::IpNet> {
     Ok(ipnet::IpNet::new(ip, prefix)?)
 }
@@ -326,6 +338,14 @@ impl World for KernelWorld {
         // A scenario step that lets a timeout expire: the time passing is the point.
         std::thread::sleep(duration);
         Ok(())
+    }
+
+    fn sysctl(&mut self, node: &str, key: &str) -> Result<String> {
+        let path = sysctl_path(key);
+        Ok(self
+            .place(node)?
+            .in_netns(|| std::fs::read_to_string(&path))?
+            .with_context(|| format!("{} on {node}", path.display()))?)
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

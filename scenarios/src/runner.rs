@@ -45,6 +45,8 @@ fn describe(step: &Step) -> String {
         format!("{:?} from {} to {} x{}", c.transport, c.from, c.to, c.times)
     } else if let Some(b) = &step.bind {
         format!("bind {:?} {} on {}", b.transport, b.addr, b.on)
+    } else if let Some(s) = &step.sysctl {
+        format!("sysctl {} on {}", s.key, s.on)
     } else if !step.restart_agent.is_empty() {
         format!("restart agent on {}", step.restart_agent.join(", "))
     } else if let Some(s) = step.wait_seconds {
@@ -67,6 +69,18 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
     if let Some(bind) = &step.bind {
         let result = world.bind(bind)?;
         check_error(&step.expect, result.err().as_ref())?;
+    }
+    if let Some(read) = &step.sysctl {
+        let value = world.sysctl(&read.on, &read.key)?;
+        if let Some(want) = &step.expect.value {
+            ensure!(
+                value.trim() == want.trim(),
+                "{} on {} is {:?}, expected {want:?}",
+                read.key,
+                read.on,
+                value.trim()
+            );
+        }
     }
     if !step.apply.is_empty() || !step.delete.is_empty() {
         for object in &step.apply {

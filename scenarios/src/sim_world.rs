@@ -17,6 +17,19 @@ use crate::files::ScenarioFiles;
 use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, World};
 
+const LOCAL_PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
+const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
+
+/// A fresh network namespace's values of the sysctls the agent uses.
+fn default_sysctls() -> BTreeMap<String, String> {
+    [
+        (LOCAL_PORT_RANGE.to_owned(), "32768\t60999".to_owned()),
+        (RESERVED_PORTS.to_owned(), String::new()),
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// The initial network namespace's cookie in the model (no scenario process lives there).
 const INITIAL_NETNS: u64 = 1;
 
@@ -25,6 +38,8 @@ struct SimNode {
     netns: u64,
     addresses: Vec<IpAddr>,
     serve: Serve,
+    /// The sysctls the agent reads and writes.
+    sysctls: BTreeMap<String, String>,
     /// The node's datapath, once its agent has loaded it.
     sim: Option<SockSim>,
     maps: MapContents,
@@ -69,6 +84,10 @@ impl SimWorld {
                 netns,
                 addresses,
                 serve: spec.serve.clone(),
+                sysctls: default_sysctls()
+                    .into_iter()
+                    .chain(spec.sysctls.clone())
+                    .collect(),
                 sim: None,
                 maps: MapContents::default(),
             });
@@ -127,6 +146,16 @@ impl SimWorld {
             initial_netns_cookie: INITIAL_NETNS,
         };
         let node = &mut self.nodes[index];
+        if config.node_port() && values.node_port.auto_protect_port_ranges {
+            let (_, reserved) = lb::host::port_range_protection(
+                config.node_port_range(),
+                &node.sysctls[LOCAL_PORT_RANGE],
+                &node.sysctls[RESERVED_PORTS],
+            )?;
+            if let Some(reserved) = reserved {
+                node.sysctls.insert(RESERVED_PORTS.to_owned(), reserved);
+            }
+        }
         // A restarted agent finds the programs and maps in place (with their reverse and
         // affinity state) and rewrites the service maps.
         let sim = node
@@ -253,6 +282,15 @@ impl World for SimWorld {
             sim.advance_clock(duration);
         }
         Ok(())
+    }
+
+    fn sysctl(&mut self, node: &str, key: &str) -> Result<String> {
+        let (index, _) = self.endpoint(node)?;
+        self.nodes[index]
+            .sysctls
+            .get(key)
+            .cloned()
+            .with_context(|| format!("the simulator does not model sysctl {key}"))
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

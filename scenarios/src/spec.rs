@@ -68,6 +68,9 @@ pub struct NodeSpec {
     /// Servers in the node's host namespace (host-network workloads).
     #[serde(default)]
     pub serve: Serve,
+    /// Sysctls of the node's namespace set before its agent starts (`net.ipv4.…`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     /// Pods on this node.
     #[serde(default)]
     pub pods: Vec<PodSpec>,
@@ -124,6 +127,9 @@ pub struct Step {
     /// Bind a socket.
     #[serde(default)]
     pub bind: Option<Bind>,
+    /// Read a sysctl in a node's namespace.
+    #[serde(default)]
+    pub sysctl: Option<SysctlRead>,
     /// Replace objects (matched by kind, namespace and name) or add them, then let the agents
     /// reconcile.
     #[serde(default)]
@@ -162,6 +168,16 @@ fn one() -> usize {
     1
 }
 
+/// A sysctl to read.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysctlRead {
+    /// The node.
+    pub on: String,
+    /// Its name, e.g. `net.ipv4.ip_local_reserved_ports`.
+    pub key: String,
+}
+
 /// A bind.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +208,9 @@ pub struct Expect {
     /// The call fails with this error: `EPERM`, `ECONNREFUSED`, `unreachable`; or `none`.
     #[serde(default)]
     pub error: Option<String>,
+    /// The sysctl read has this value (surrounding whitespace ignored).
+    #[serde(default)]
+    pub value: Option<String>,
     /// `lbctl service list` on this node has these frontends (`ADDR:PORT[/i]` as listed).
     #[serde(default)]
     pub frontends: Option<BTreeMap<String, Vec<String>>>,
@@ -207,12 +226,13 @@ impl Scenario {
         for (i, step) in scenario.steps.iter().enumerate() {
             let actions = usize::from(step.connect.is_some())
                 + usize::from(step.bind.is_some())
+                + usize::from(step.sysctl.is_some())
                 + usize::from(!step.apply.is_empty() || !step.delete.is_empty())
                 + usize::from(!step.restart_agent.is_empty())
                 + usize::from(step.wait_seconds.is_some());
             if actions > 1 {
                 anyhow::bail!(
-                    "{}: step {}: one action per step (connect, bind, apply/delete, restart_agent, wait_seconds)",
+                    "{}: step {}: one action per step (connect, bind, sysctl, apply/delete, restart_agent, wait_seconds)",
                     path.display(),
                     i + 1
                 );

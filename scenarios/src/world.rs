@@ -53,6 +53,8 @@ pub trait World {
     fn restart_agent(&mut self, node: &str) -> anyhow::Result<()>;
     /// Lets time pass.
     fn wait(&mut self, duration: Duration) -> anyhow::Result<()>;
+    /// A sysctl's value in a node's namespace.
+    fn sysctl(&mut self, node: &str, key: &str) -> anyhow::Result<String>;
     /// The frontends `lbctl service list` shows on a node.
     fn frontends(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
 }

@@ -11,4 +11,6 @@ pub use addrs::{local_addresses, local_devices};
 pub use error::HostError;
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
 pub use netns::{own_netns_cookie, NetnsIdentity};
-pub use ports::{protect_port_range, unprotect_port_range, PortRangeProtection};
+pub use ports::{
+    port_range_protection, protect_port_range, unprotect_port_range, PortRangeProtection,
+};

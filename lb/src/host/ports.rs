@@ -24,21 +24,36 @@ pub enum PortRangeProtection {
 
 /// Reserves `node_ports` when it overlaps the ephemeral range.
 pub fn protect_port_range(node_ports: PortRange) -> Result<PortRangeProtection, HostError> {
-    let (lo, hi) = read_local_port_range()?;
-    if node_ports.high < lo || node_ports.low > hi {
-        return Ok(PortRangeProtection::NoOverlap);
-    }
+    let local_range = read(LOCAL_PORT_RANGE)?;
     let reserved = read(RESERVED_PORTS)?;
-    let entries = parse_reserved(&reserved)?;
+    let (outcome, new_reserved) = port_range_protection(node_ports, &local_range, &reserved)?;
+    if let Some(value) = new_reserved {
+        write(RESERVED_PORTS, &value)?;
+    }
+    Ok(outcome)
+}
+
+/// The decision of [`protect_port_range`] on the two sysctls' text, and the new
+/// `ip_local_reserved_ports` to write when the range is appended. Pure, so the simulator makes
+/// the same decision on its own model of the sysctls.
+pub fn port_range_protection(
+    node_ports: PortRange,
+    local_port_range: &str,
+    reserved_ports: &str,
+) -> Result<(PortRangeProtection, Option<String>), HostError> {
+    let (lo, hi) = parse_local_port_range(local_port_range)?;
+    if node_ports.high < lo || node_ports.low > hi {
+        return Ok((PortRangeProtection::NoOverlap, None));
+    }
+    let entries = parse_reserved(reserved_ports)?;
     if (node_ports.low..=node_ports.high)
         .all(|p| entries.iter().any(|&(a, b)| (a..=b).contains(&p)))
     {
-        return Ok(PortRangeProtection::AlreadyReserved);
+        return Ok((PortRangeProtection::AlreadyReserved, None));
     }
     let mut list: Vec<String> = entries.iter().map(|&(a, b)| format_range(a, b)).collect();
     list.push(format_range(node_ports.low, node_ports.high));
-    write(RESERVED_PORTS, &list.join(","))?;
-    Ok(PortRangeProtection::Appended)
+    Ok((PortRangeProtection::Appended, Some(list.join(","))))
 }
 
 /// Removes exactly the entry [`protect_port_range`] appended (the kernel may have merged it
@@ -76,12 +91,11 @@ fn format_range(a: u16, b: u16) -> String {
     }
 }
 
-fn read_local_port_range() -> Result<(u16, u16), HostError> {
-    let text = read(LOCAL_PORT_RANGE)?;
+fn parse_local_port_range(text: &str) -> Result<(u16, u16), HostError> {
     let mut parts = text.split_whitespace().map(str::parse::<u16>);
     match (parts.next(), parts.next()) {
         (Some(Ok(lo)), Some(Ok(hi))) => Ok((lo, hi)),
-        _ => Err(unexpected(LOCAL_PORT_RANGE, &text)),
+        _ => Err(unexpected(LOCAL_PORT_RANGE, text)),
     }
 }
 
@@ -127,5 +141,29 @@ mod tests {
         );
         assert_eq!(parse_reserved("\n").unwrap(), vec![]);
         assert!(parse_reserved("x-3").is_err());
+    }
+
+    const NODE_PORTS: PortRange = PortRange {
+        low: 30000,
+        high: 32767,
+    };
+
+    #[test]
+    fn an_overlapping_ephemeral_range_gets_the_node_port_range_appended() {
+        assert_eq!(
+            port_range_protection(NODE_PORTS, "30000\t60999\n", "8080\n").unwrap(),
+            (
+                PortRangeProtection::Appended,
+                Some("8080,30000-32767".to_owned())
+            )
+        );
+        assert_eq!(
+            port_range_protection(NODE_PORTS, "32768 60999", "").unwrap(),
+            (PortRangeProtection::NoOverlap, None)
+        );
+        assert_eq!(
+            port_range_protection(NODE_PORTS, "1024 65535", "29000-33000").unwrap(),
+            (PortRangeProtection::AlreadyReserved, None)
+        );
     }
 }
