@@ -342,10 +342,9 @@ impl World for KernelWorld {
 
     fn sysctl(&mut self, node: &str, key: &str) -> Result<String> {
         let path = sysctl_path(key);
-        Ok(self
-            .place(node)?
+        self.place(node)?
             .in_netns(|| std::fs::read_to_string(&path))?
-            .with_context(|| format!("{} on {node}", path.display()))?)
+            .with_context(|| format!("{} on {node}", path.display()))
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {
