@@ -11,11 +11,8 @@
 
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Stdio;
 
 use lb::config::Protocols;
 use lb::datapath::{MapContents, ServiceMaps, SockLb, SockLbConfig};
@@ -23,13 +20,12 @@ use lb::model::{
     Backend, DesiredState, Frontend, L3n4Addr, L4Protocol, LbService, ServiceName, ServicePolicies,
     ServiceType,
 };
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Failed;
+use support::{TestBpffs, TestCgroup, TestFn};
 
 #[path = "privileged/child.rs"]
 mod child;
-
-/// A privileged test.
-type TestFn = fn() -> Result<(), Failed>;
+mod support;
 
 /// Set in the child process to the role it plays.
 const CHILD_ROLE: &str = "LB_PRIVILEGED_TEST_CHILD";
@@ -44,17 +40,6 @@ fn main() {
     if let Ok(role) = std::env::var(CHILD_ROLE) {
         child::run(&role);
         return;
-    }
-    let args = Arguments::from_args();
-    let unavailable = why_unavailable();
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if let Some(why) = &unavailable {
-        eprintln!("\n*** privileged tier NOT RUN: {why} ***");
-        if ci {
-            eprintln!("*** CI=true: the privileged tier must run, so its tests fail ***\n");
-        } else {
-            eprintln!("*** its tests are reported as ignored; run as root to run them ***\n");
-        }
     }
     let tests: [(&str, TestFn); 5] = [
         (
@@ -75,104 +60,7 @@ fn main() {
             restart_adopts_pinned_maps,
         ),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, test)| match (&unavailable, ci) {
-            (None, _) => Trial::test(name, test),
-            (Some(why), true) => {
-                let why = why.clone();
-                Trial::test(name, move || {
-                    Err(format!("privileged tier cannot run under CI=true: {why}").into())
-                })
-            }
-            (Some(_), false) => Trial::test(name, test).with_ignored_flag(true),
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
-}
-
-/// Why this tier cannot run here, if it cannot.
-fn why_unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root (BPF programs, cgroups and namespaces need it)".into());
-    }
-    if cgroup2_mount().is_none() {
-        return Some("no cgroup v2 mount in /proc/self/mountinfo".into());
-    }
-    None
-}
-
-/// Where cgroup v2 is mounted.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        let mount_point = pre.split_whitespace().nth(4)?;
-        (post.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
-    })
-}
-
-/// A cgroup made for one test; removed on drop once its processes are gone.
-struct TestCgroup {
-    path: PathBuf,
-}
-
-impl TestCgroup {
-    fn new(test: &str) -> Result<Self, Failed> {
-        let root = cgroup2_mount().ok_or("no cgroup v2 mount")?;
-        let path = root.join(format!("lb-test-{}-{test}", std::process::id()));
-        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        Ok(TestCgroup { path })
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // A process that just exited may still be counted for a moment: retry until a deadline.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = std::fs::remove_dir(&self.path) {
-            if Instant::now() > deadline {
-                eprintln!(
-                    "warning: cannot remove test cgroup {}: {e}",
-                    self.path.display()
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A bpffs instance mounted for one test, where its maps are pinned; unmounted on drop.
-struct TestBpffs {
-    path: PathBuf,
-}
-
-impl TestBpffs {
-    fn new(test: &str) -> Result<Self, Failed> {
-        let path =
-            std::env::temp_dir().join(format!("lb-test-bpffs-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        nix::mount::mount(
-            Some("bpf"),
-            &path,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| format!("cannot mount bpffs at {}: {e}", path.display()))?;
-        Ok(TestBpffs { path })
-    }
-}
-
-impl Drop for TestBpffs {
-    fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount(&self.path) {
-            eprintln!("warning: cannot unmount {}: {e}", self.path.display());
-            return;
-        }
-        let _ = std::fs::remove_dir(&self.path);
-    }
+    support::run_tier("privileged", tests.into());
 }
 
 /// One ClusterIP frontend with active backends.
@@ -239,23 +127,8 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
 
 /// Runs the child `role` in `cgroup` and a new network namespace; returns its stdout lines.
 fn run_child(role: &str, cgroup: &Path) -> Result<Vec<String>, Failed> {
-    let procs = std::fs::OpenOptions::new()
-        .write(true)
-        .open(cgroup.join("cgroup.procs"))
-        .map_err(|e| format!("cannot open cgroup.procs: {e}"))?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.env(CHILD_ROLE, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // SAFETY: between fork and exec only async-signal-safe calls are made (write, unshare),
-    // with no allocation: the fd was opened before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::write(procs.as_fd(), b"0")?;
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-            Ok(())
-        });
-    }
+    let mut cmd = support::sandboxed_child(CHILD_ROLE, role, cgroup)?;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let lines: Vec<String> = std::io::BufReader::new(stdout)

@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
 use super::{BACKENDS, BACKEND_PORTS6, SERVICE_IP, SERVICE_IP6};
@@ -23,12 +22,7 @@ pub fn run(role: &str) {
 }
 
 fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let up = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()?;
-    if !up.success() {
-        return Err("ip link set lo up failed".into());
-    }
+    super::support::loopback_up(&[])?;
     match role {
         "tcp" => tcp_client(),
         "tcp6" => tcp6_client(),

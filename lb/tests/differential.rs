@@ -1,0 +1,673 @@
+//! Differential tests: the socket-level programs on the host kernel against the simulator
+//! (`lb::datapath::sim`), which must make the same decisions over the same maps.
+//!
+//! proptest generates services (every type, TCP and UDP, IPv4 and IPv6, up to four backends on
+//! loopback, some terminating, some with session affinity, sometimes an internal-scope twin),
+//! the programs' switches, and a sequence of socket calls and reconciles. Each case loads its
+//! own copy of the programs with those switches, pins them in a directory of the test's bpffs,
+//! attaches them to the test's cgroup, and writes the maps with `MapContents::build` and
+//! `ServiceMaps::apply`, as the agent does. A child process in that cgroup and in a fresh network
+//! namespace (loopback and the node addresses only, so untranslated traffic cannot leave the
+//! machine) starts a backend on every backend address, each answering with its own address,
+//! and makes the calls one by one. After each call the simulator replays it and must agree:
+//!
+//! - the backend that answered is one the simulator could have chosen (exactly the one when
+//!   session affinity pins it or there is one candidate), and the simulator then follows the
+//!   kernel's choice so that both carry the same affinity and reverse state on;
+//! - what the application saw (getpeername, the recvfrom source) is what the simulator shows;
+//! - failures agree: EPERM from bind exactly when the simulator refuses, ECONNREFUSED when the
+//!   simulator's destination has no listener on a local address, ENETUNREACH when it is not
+//!   local;
+//! - the trace-sock events of the call are the simulator's, field by field (but the CPU).
+//!
+//! A mismatch names the step, the call, the configuration, the maps and both answers.
+//! `LB_DIFFERENTIAL_SEED=<n>` replays a run. Without root the test is reported as ignored;
+//! under `CI=true` it fails instead.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::time::{Duration, Instant};
+
+use ebpf::maps::LbTraceSock;
+use lb::config::Protocols;
+use lb::datapath::sim::{SimConfig, SockCall, SockSim};
+use lb::datapath::{MapContents, SockLb, SockLbConfig, TraceMonitor};
+use lb::model::L4Protocol;
+use lb::views::TraceSockEvent;
+use libtest_mimic::Failed;
+use nix::errno::Errno;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use support::{TestBpffs, TestCgroup};
+
+#[path = "differential/case.rs"]
+mod case;
+#[path = "differential/child.rs"]
+mod child;
+mod support;
+#[path = "differential/wire.rs"]
+mod wire;
+
+use case::{Case, HostNs, Services, Step};
+use wire::{Call, Report, Stage};
+
+/// Set in the child process (to any value).
+const CHILD_ROLE: &str = "LB_DIFFERENTIAL_TEST_CHILD";
+/// A node address: on the child's loopback, and in `lb_local_addrs` when a case says so.
+pub const NODE_ADDR4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The IPv6 node address.
+pub const NODE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// Cases per run: each loads the programs and starts a child, about a tenth of a second.
+const CASES: u32 = 32;
+/// Replays a run's cases.
+const SEED_ENV: &str = "LB_DIFFERENTIAL_SEED";
+
+fn main() {
+    if std::env::var_os(CHILD_ROLE).is_some() {
+        child::run();
+        return;
+    }
+    support::run_tier(
+        "differential",
+        vec![(
+            "sock_lb::socket_calls_agree_with_the_simulator",
+            socket_calls_agree,
+        )],
+    );
+}
+
+/// What every case of a run shares.
+struct Env {
+    cgroup: TestCgroup,
+    cgroup_id: u64,
+    bpffs: TestBpffs,
+    /// The cookie of the namespace this process runs in: the initial one on a plain host. The
+    /// simulator needs it for `cfg_host_netns_cookie == 0`; when this process is not in the
+    /// initial namespace, it is still not the child's, which is all that matters here.
+    initial_netns: u64,
+    cases: Cell<usize>,
+    calls: Cell<usize>,
+}
+
+fn socket_calls_agree() -> Result<(), Failed> {
+    let cgroup = TestCgroup::new("differential")?;
+    let env = Env {
+        cgroup_id: cgroup.id()?,
+        cgroup,
+        bpffs: TestBpffs::new("differential")?,
+        initial_netns: lb::host::own_netns_cookie()?.cookie_for_bpf(),
+        cases: Cell::new(0),
+        calls: Cell::new(0),
+    };
+    let seed = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        // Each shrink step is a real case: bound them so a failure reports in a minute.
+        max_shrink_iters: 64,
+        max_shrink_time: 60_000,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
+    let started = Instant::now();
+    let result = runner.run(&case::case(), |case| {
+        run_case(&case, &env).map_err(TestCaseError::fail)
+    });
+    match result {
+        Ok(()) => {
+            eprintln!(
+                "differential: {} cases, {} socket calls, {:.1?} ({SEED_ENV}={seed})",
+                env.cases.get(),
+                env.calls.get(),
+                started.elapsed()
+            );
+            Ok(())
+        }
+        Err(TestError::Fail(why, case)) => Err(format!(
+            "the kernel and the simulator disagree.\n{why}\nminimal case: {case:#?}\n\
+             replay with {SEED_ENV}={seed}"
+        )
+        .into()),
+        Err(TestError::Abort(why)) => Err(format!("aborted: {why} ({SEED_ENV}={seed})").into()),
+    }
+}
+
+/// The child of one case: its namespace's cookie, and one line each way per call.
+struct Child {
+    process: std::process::Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    netns: u64,
+}
+
+impl Child {
+    fn start(cgroup: &Path) -> Result<Self, String> {
+        let mut cmd =
+            support::sandboxed_child(CHILD_ROLE, "1", cgroup).map_err(|e| format!("{e:?}"))?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut process = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the child: {e}"))?;
+        let stdin = process.stdin.take();
+        let stdout = process.stdout.take().ok_or("the child has no stdout")?;
+        let mut child = Child {
+            process,
+            stdin,
+            stdout: BufReader::new(stdout),
+            netns: 0,
+        };
+        let line = child.line()?;
+        child.netns = line
+            .strip_prefix("ready ")
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("the child did not get ready: {line:?}"))?;
+        Ok(child)
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => Err("the child exited early (its stderr is above)".into()),
+            Ok(_) => Ok(line.trim_end().to_owned()),
+            Err(e) => Err(format!("reading from the child: {e}")),
+        }
+    }
+
+    fn call(&mut self, call: &Call) -> Result<Report, String> {
+        let stdin = self.stdin.as_mut().ok_or("the child's stdin is closed")?;
+        let json = serde_json::to_string(call).map_err(|e| e.to_string())?;
+        writeln!(stdin, "{json}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("writing to the child: {e}"))?;
+        let line = self.line()?;
+        serde_json::from_str(&line).map_err(|e| format!("the child's answer {line:?}: {e}"))
+    }
+
+    /// Closes the child's input, which ends it, and waits for it.
+    fn finish(mut self) -> Result<(), String> {
+        self.stdin = None;
+        let status = self.process.wait().map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the child failed ({status})"))
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // After finish() this finds the process reaped; after a failure it ends it, so the
+        // test cgroup can be removed.
+        if let Ok(None) = self.process.try_wait() {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
+/// A case's programs and maps, pinned in a directory of the test's bpffs. Dropping it closes
+/// them and unpins everything, which detaches the programs (their links were only held by the
+/// pins) and frees the maps, so the next case starts from empty maps.
+struct CaseDatapath {
+    lb: Option<SockLb>,
+    monitor: Option<TraceMonitor>,
+    dir: PathBuf,
+}
+
+impl CaseDatapath {
+    fn load(dir: PathBuf, config: SockLbConfig, cgroup: &Path) -> Result<Self, String> {
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut out = CaseDatapath {
+            lb: None,
+            monitor: None,
+            dir,
+        };
+        let mut lb = SockLb::load(config, &out.dir).map_err(|e| format!("loading: {e}"))?;
+        lb.attach(cgroup).map_err(|e| format!("attaching: {e}"))?;
+        out.lb = Some(lb);
+        out.monitor = Some(TraceMonitor::open(&out.dir).map_err(|e| format!("monitor: {e}"))?);
+        Ok(out)
+    }
+
+    fn lb(&mut self) -> &mut SockLb {
+        self.lb.as_mut().expect("loaded")
+    }
+
+    fn apply(&mut self, want: &MapContents) -> Result<(), String> {
+        self.lb()
+            .service_maps()
+            .and_then(|mut maps| maps.apply(want))
+            .map(drop)
+            .map_err(|e| format!("writing the maps: {e}"))
+    }
+
+    /// The events sent so far. The programs send them during the syscalls, which have
+    /// returned, so nothing is in flight and a poll without waiting sees them all.
+    fn events(&mut self) -> Result<Vec<LbTraceSock>, String> {
+        let monitor = self.monitor.as_mut().expect("opened");
+        let mut out = Vec::new();
+        loop {
+            let got = monitor
+                .next_events(Duration::ZERO)
+                .map_err(|e| format!("reading events: {e}"))?;
+            if got.is_empty() {
+                return Ok(out);
+            }
+            out.extend(got);
+        }
+    }
+}
+
+impl Drop for CaseDatapath {
+    fn drop(&mut self) {
+        self.monitor = None;
+        self.lb = None;
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("warning: cannot unpin {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Runs one case on the kernel and the simulator; the error says where they disagree.
+fn run_case(case: &Case, env: &Env) -> Result<(), String> {
+    let n = env.cases.get();
+    env.cases.set(n + 1);
+    let mut services = Services::new(&case.services);
+    let mut child = Child::start(&env.cgroup.path)?;
+    let host_netns_cookie = match case.config.host {
+        HostNs::Initial => 0,
+        HostNs::Child => child.netns,
+        HostNs::Other => child.netns.wrapping_add(1_000_003),
+    };
+    let config = SockLbConfig {
+        protocols: Protocols {
+            tcp: case.config.tcp,
+            udp: case.config.udp,
+        },
+        map_max: 1024,
+        host_namespace_only: case.config.host_namespace_only,
+        bind_protection: case.config.bind_protection,
+        host_netns_cookie,
+    };
+    let mut datapath = CaseDatapath::load(
+        env.bpffs.path.join(format!("case-{n}")),
+        config,
+        &env.cgroup.path,
+    )?;
+    let want = MapContents::build(&services.desired(), &MapContents::default())
+        .map_err(|e| format!("laying out the maps: {e}"))?;
+    datapath.apply(&want)?;
+    let node_addrs: Vec<IpAddr> = if case.config.node_addrs_listed {
+        vec![NODE_ADDR4.into(), NODE_ADDR6.into()]
+    } else {
+        Vec::new()
+    };
+    datapath
+        .lb()
+        .set_local_addresses(&node_addrs)
+        .map_err(|e| format!("writing lb_local_addrs: {e}"))?;
+    let mut sim = SockSim::new(SimConfig::of(&config, env.initial_netns), want);
+    sim.set_local_addresses(&node_addrs);
+    sim.set_monitor(true);
+
+    let mut replay = Replay {
+        sim,
+        listeners: BTreeSet::new(),
+        kept: Vec::new(),
+        log: Vec::new(),
+        call: SockCall {
+            netns_cookie: child.netns,
+            socket_cookie: 0,
+            cgroup_id: env.cgroup_id,
+            protocol: L4Protocol::Tcp,
+        },
+        header: format!(
+            "config: {config:?} (child netns {}), node addresses listed: {}",
+            child.netns, case.config.node_addrs_listed
+        ),
+    };
+    for (protocol, addr) in services.backends() {
+        replay.listen(&mut child, protocol, addr)?;
+    }
+    for (i, step) in case.steps.iter().enumerate() {
+        let call = match *step {
+            Step::Tcp(t) => Call::TcpConnect(services.target(t)),
+            Step::UdpConnect(t) => Call::UdpConnect(services.target(t)),
+            Step::UdpSendTo(t) => Call::UdpSendTo(services.target(t)),
+            Step::Bind(b) => Call::Bind(b.protocol, services.bind_at(b)),
+            Step::PeerName(k) if !replay.kept.is_empty() => Call::PeerName(k % replay.kept.len()),
+            Step::PeerName(_) => continue,
+            Step::Reconcile(change) => {
+                if let Some((protocol, addr)) = services.change(change) {
+                    replay.listen(&mut child, protocol, addr)?;
+                }
+                let want = MapContents::build(&services.desired(), replay.sim.maps())
+                    .map_err(|e| format!("laying out the maps: {e}"))?;
+                datapath.apply(&want)?;
+                replay.sim.set_maps(want);
+                replay.log.push(format!("step {i}: reconcile {change:?}"));
+                continue;
+            }
+        };
+        let kernel = child.call(&call)?;
+        env.calls.set(env.calls.get() + 1);
+        if let Some((Stage::Socket | Stage::Listen, errno)) = kernel.error {
+            return Err(format!(
+                "step {i}: the child could not set up {call:?}: errno {errno}"
+            ));
+        }
+        let verdict = replay.check(&call, &kernel);
+        let events = datapath.events()?;
+        let verdict = verdict.and_then(|()| replay.check_events(events));
+        if let Err(why) = verdict {
+            return Err(format!(
+                "step {i}: {call:?}\n{why}\n{}\nmaps:\n{}earlier steps:\n{}",
+                replay.header,
+                describe(replay.sim.maps()),
+                replay.log.join("\n")
+            ));
+        }
+        replay.log.push(format!("step {i}: {call:?} -> {kernel:?}"));
+    }
+    drop(datapath);
+    child.finish()
+}
+
+/// The simulator's side of a case, and what it needs to know about the child's.
+struct Replay {
+    sim: SockSim,
+    /// Every address a backend listens on (canonical: IPv4 as IPv4).
+    listeners: BTreeSet<(L4Protocol, SocketAddr)>,
+    /// The TCP sockets the child kept, in its order: their cookie and real peer.
+    kept: Vec<(u64, SocketAddr)>,
+    /// What happened so far, for failure messages.
+    log: Vec<String>,
+    /// The child's identity; each call sets its cookie and protocol.
+    call: SockCall,
+    header: String,
+}
+
+/// What becomes of a datagram or connection to an address in the child's namespace.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// A backend listens there.
+    Listener,
+    /// A local address where nothing listens: refused.
+    Refused,
+    /// Not local: no route in a namespace with only loopback.
+    Unreachable,
+}
+
+impl Replay {
+    fn listen(
+        &mut self,
+        child: &mut Child,
+        protocol: L4Protocol,
+        addr: SocketAddr,
+    ) -> Result<(), String> {
+        let report = child.call(&Call::Listen(protocol, addr))?;
+        if let Some(error) = report.error {
+            return Err(format!(
+                "the child cannot listen on {addr} {protocol}: {error:?}"
+            ));
+        }
+        self.listeners.insert((protocol, canonical(addr)));
+        Ok(())
+    }
+
+    fn reach(&self, protocol: L4Protocol, to: SocketAddr) -> Reach {
+        let ip = to.ip().to_canonical();
+        if self.listeners.contains(&(protocol, canonical(to))) {
+            Reach::Listener
+        } else if ip.is_loopback()
+            || ip.is_unspecified()
+            || ip == IpAddr::from(NODE_ADDR4)
+            || ip == IpAddr::from(NODE_ADDR6)
+        {
+            Reach::Refused
+        } else {
+            Reach::Unreachable
+        }
+    }
+
+    /// Replays `call` on the simulator and compares with what the kernel did.
+    fn check(&mut self, call: &Call, kernel: &Report) -> Result<(), String> {
+        match *call {
+            Call::TcpConnect(target) => self.forward(L4Protocol::Tcp, target, kernel, true),
+            Call::UdpConnect(target) => self.forward(L4Protocol::Udp, target, kernel, true),
+            Call::UdpSendTo(target) => self.forward(L4Protocol::Udp, target, kernel, false),
+            Call::Bind(protocol, local) => {
+                let sock = self.sock(protocol, kernel.cookie);
+                let model = self.sim.bind(&sock, local);
+                let refused = kernel.error == Some((Stage::Bind, Errno::EPERM as i32));
+                if refused != model.is_err() {
+                    return Err(format!("kernel: {kernel:?}\nsimulator: bind {model:?}"));
+                }
+                Ok(())
+            }
+            Call::PeerName(n) => {
+                let (cookie, peer) = self.kept[n];
+                let sock = self.sock(L4Protocol::Tcp, cookie);
+                let expected = Report {
+                    cookie,
+                    peer: Some(self.sim.peer_name(&sock, peer)),
+                    ..Report::default()
+                };
+                same(kernel, &expected, "")
+            }
+            Call::Listen(..) => Ok(()),
+        }
+    }
+
+    fn sock(&self, protocol: L4Protocol, cookie: u64) -> SockCall {
+        SockCall {
+            protocol,
+            socket_cookie: cookie,
+            ..self.call
+        }
+    }
+
+    /// A connect or sendto to `target`: the simulator chooses what the kernel chose if it
+    /// could have, then the expected report is built from where it went.
+    fn forward(
+        &mut self,
+        protocol: L4Protocol,
+        target: SocketAddr,
+        kernel: &Report,
+        connected: bool,
+    ) -> Result<(), String> {
+        let sock = self.sock(protocol, kernel.cookie);
+        let candidates = self.sim.candidates(&sock, target);
+        let pinned = self.sim.affinity_target(&sock, target);
+        let answered = kernel.answer;
+        let mut follow = |slots: &[SocketAddr]| {
+            slots
+                .iter()
+                .position(|s| Some(canonical(*s)) == answered)
+                .unwrap_or(0)
+        };
+        let to = self.sim.connect_with(&sock, target, &mut follow);
+        // Where the packets really go: the unspecified address means loopback.
+        let real = match to.ip().to_canonical() {
+            IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::new(
+                match to {
+                    SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+                },
+                to.port(),
+            ),
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), to.port())
+            }
+            _ => to,
+        };
+        let mut expected = Report {
+            cookie: kernel.cookie,
+            ..Report::default()
+        };
+        let tcp = protocol == L4Protocol::Tcp;
+        let reach = self.reach(protocol, real);
+        match reach {
+            Reach::Unreachable => {
+                let stage = if connected {
+                    Stage::Connect
+                } else {
+                    Stage::Send
+                };
+                expected.error = Some((stage, Errno::ENETUNREACH as i32));
+            }
+            Reach::Listener if tcp => {
+                expected.peer = Some(self.sim.peer_name(&sock, real));
+                expected.answer = Some(canonical(real));
+            }
+            Reach::Refused if tcp => {
+                expected.error = Some((Stage::Connect, Errno::ECONNREFUSED as i32))
+            }
+            Reach::Refused | Reach::Listener => {
+                if connected {
+                    expected.peer = Some(self.sim.peer_name(&sock, real));
+                    self.connected_send(&sock, real)?;
+                }
+                if matches!(reach, Reach::Listener) {
+                    expected.answer = Some(canonical(real));
+                    expected.from = Some(self.sim.peer_name(&sock, real));
+                } else {
+                    expected.error = Some((Stage::Recv, Errno::ECONNREFUSED as i32));
+                }
+            }
+        }
+        let context = format!(
+            "the simulator went to {to}; candidates {candidates:?}, pinned by affinity {pinned:?}"
+        );
+        if let (Some(answer), Some(pin)) = (kernel.answer, pinned) {
+            if answer != canonical(pin) {
+                return Err(format!(
+                    "affinity pins {pin}, the kernel chose {answer}\n{context}"
+                ));
+            }
+        }
+        if let (Some(answer), Some(c)) = (kernel.answer, &candidates) {
+            if pinned.is_none() && !c.iter().any(|a| canonical(*a) == answer) {
+                return Err(format!(
+                    "the kernel chose {answer}, not a candidate\n{context}"
+                ));
+            }
+        }
+        same(kernel, &expected, &context)?;
+        if tcp && kernel.error.is_none() {
+            self.kept.push((kernel.cookie, real));
+        }
+        Ok(())
+    }
+
+    /// `send` on a connected UDP socket runs no hook, except on a dual-stack socket connected
+    /// to an IPv4-mapped address: the kernel hands the datagram to IPv4 with the peer as an
+    /// explicit destination, so sendmsg4 runs with it. The peer is a backend (or what was
+    /// left alone), so this translates nothing, but it is seen by the hook (and the monitor).
+    fn connected_send(&mut self, sock: &SockCall, peer: SocketAddr) -> Result<(), String> {
+        let SocketAddr::V6(v6) = peer else {
+            return Ok(());
+        };
+        let Some(v4) = v6.ip().to_ipv4_mapped() else {
+            return Ok(());
+        };
+        let dst = SocketAddr::from((v4, v6.port()));
+        let again = self.sim.connect(sock, dst);
+        if again != dst {
+            return Err(format!(
+                "the simulator would translate the connected send to {dst} again, to {again}: \
+                 the test's model of the kernel does not cover this"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The call's trace-sock events must be the simulator's (the CPU aside).
+    fn check_events(&mut self, kernel: Vec<LbTraceSock>) -> Result<(), String> {
+        let kernel: Vec<LbTraceSock> = kernel
+            .into_iter()
+            .map(|e| LbTraceSock { cpu: 0, ..e })
+            .collect();
+        let model = self.sim.take_events();
+        if kernel == model {
+            return Ok(());
+        }
+        let render = |events: &[LbTraceSock]| {
+            events
+                .iter()
+                .map(|e| TraceSockEvent::decode(e).map_or_else(|| format!("{e:?}"), |d| d.render()))
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        };
+        Err(format!(
+            "trace-sock events differ\nkernel:\n  {}\nsimulator:\n  {}",
+            render(&kernel),
+            render(&model)
+        ))
+    }
+}
+
+/// Compares the kernel's report with the simulator's expectation.
+fn same(kernel: &Report, expected: &Report, context: &str) -> Result<(), String> {
+    if kernel == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernel:    {kernel:?}\nsimulator: {expected:?}\n{context}"
+        ))
+    }
+}
+
+/// An address as a backend on this socket's other side reports itself: IPv4 as IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// The maps, one frontend per line with its id, flags and backends in slot order.
+fn describe(maps: &MapContents) -> String {
+    let mut out = String::new();
+    for f in maps.frontends() {
+        let head = maps
+            .services
+            .iter()
+            .find(|(k, v)| k.backend_slot == 0 && v.rev_nat_index == f.id)
+            .map(|(_, v)| *v)
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "  #{} {} {} {:?} count {} qcount {} flags {:#04x} affinity {}s ->",
+            f.id,
+            f.frontend.addr.display_with_protocol(),
+            f.frontend.kind,
+            f.frontend.scope,
+            head.count,
+            head.qcount,
+            head.flags,
+            head.affinity_timeout
+        );
+        for (id, addr, state) in &f.backends {
+            let _ = write!(out, " {id}:{addr}({state:?})");
+        }
+        out.push('\n');
+    }
+    out
+}

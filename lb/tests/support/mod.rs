@@ -1,0 +1,178 @@
+//! What the privileged test binaries (`privileged.rs`, `differential.rs`) share: the tier's
+//! runner, which reports the tests as ignored (or, under `CI=true`, failed) with a loud line
+//! when this machine cannot run them, and the guards that give each test a cgroup and a bpffs
+//! of its own and run its traffic in a child process inside that cgroup and inside a fresh
+//! network namespace that has only loopback, so untranslated traffic can never leave the
+//! machine.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// A privileged test.
+pub type TestFn = fn() -> Result<(), Failed>;
+
+/// Runs `tests` as the privileged tier `tier` (named in the line printed when it cannot run)
+/// and exits with libtest's status.
+pub fn run_tier(tier: &str, tests: Vec<(&'static str, TestFn)>) -> ! {
+    let args = Arguments::from_args();
+    let unavailable = why_unavailable();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if let Some(why) = &unavailable {
+        eprintln!("\n*** {tier} tier NOT RUN: {why} ***");
+        if ci {
+            eprintln!("*** CI=true: the {tier} tier must run, so its tests fail ***\n");
+        } else {
+            eprintln!("*** its tests are reported as ignored; run as root to run them ***\n");
+        }
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| match (&unavailable, ci) {
+            (None, _) => Trial::test(name, test),
+            (Some(why), true) => {
+                let why = why.clone();
+                Trial::test(name, move || {
+                    Err(format!("{name} cannot run under CI=true: {why}").into())
+                })
+            }
+            (Some(_), false) => Trial::test(name, test).with_ignored_flag(true),
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+/// Why this tier cannot run here, if it cannot.
+fn why_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root (BPF programs, cgroups and namespaces need it)".into());
+    }
+    if cgroup2_mount().is_none() {
+        return Some("no cgroup v2 mount in /proc/self/mountinfo".into());
+    }
+    None
+}
+
+/// Where cgroup v2 is mounted.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let mount_point = pre.split_whitespace().nth(4)?;
+        (post.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// A cgroup made for one test; removed on drop once its processes are gone.
+pub struct TestCgroup {
+    /// Its directory under the cgroup2 mount.
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    /// A new cgroup named for this process and `test`.
+    pub fn new(test: &str) -> Result<Self, Failed> {
+        let root = cgroup2_mount().ok_or("no cgroup v2 mount")?;
+        let path = root.join(format!("lb-test-{}-{test}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(TestCgroup { path })
+    }
+
+    #[allow(dead_code, reason = "differential.rs uses it, privileged.rs does not")]
+    /// Its cgroup id, as `bpf_get_current_cgroup_id` gives it: the directory's inode number.
+    pub fn id(&self) -> Result<u64, Failed> {
+        Ok(std::fs::metadata(&self.path)
+            .map_err(|e| format!("cannot stat {}: {e}", self.path.display()))?
+            .ino())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // A process that just exited may still be counted for a moment: retry until a deadline.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = std::fs::remove_dir(&self.path) {
+            if Instant::now() > deadline {
+                eprintln!(
+                    "warning: cannot remove test cgroup {}: {e}",
+                    self.path.display()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A bpffs instance mounted for one test, where its maps are pinned; unmounted on drop.
+pub struct TestBpffs {
+    /// The mount point.
+    pub path: PathBuf,
+}
+
+impl TestBpffs {
+    /// A new bpffs mounted under the temporary directory, named for this process and `test`.
+    pub fn new(test: &str) -> Result<Self, Failed> {
+        let path =
+            std::env::temp_dir().join(format!("lb-test-bpffs-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &path,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("cannot mount bpffs at {}: {e}", path.display()))?;
+        Ok(TestBpffs { path })
+    }
+}
+
+impl Drop for TestBpffs {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount(&self.path) {
+            eprintln!("warning: cannot unmount {}: {e}", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// This test binary as a child playing `role` (passed in the environment variable `role_env`),
+/// started inside `cgroup` and in a new network namespace. The caller sets its stdio.
+pub fn sandboxed_child(role_env: &str, role: &str, cgroup: &Path) -> Result<Command, Failed> {
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .map_err(|e| format!("cannot open cgroup.procs: {e}"))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env(role_env, role);
+    // SAFETY: between fork and exec only async-signal-safe calls are made (write, unshare),
+    // with no allocation: the fd was opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::write(procs.as_fd(), b"0")?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// In the child: brings loopback up (a new namespace starts with it down), then runs `ip`
+/// with each of `extra` (e.g. addresses to add).
+pub fn loopback_up(extra: &[&[&str]]) -> Result<(), Box<dyn std::error::Error>> {
+    let up: &[&str] = &["link", "set", "lo", "up"];
+    for args in std::iter::once(up).chain(extra.iter().copied()) {
+        let status = Command::new("ip").args(args).status()?;
+        if !status.success() {
+            return Err(format!("ip {} failed ({status})", args.join(" ")).into());
+        }
+    }
+    Ok(())
+}
