@@ -24,8 +24,8 @@
 //! `LB_DIFFERENTIAL_SEED=<n>` replays a run. Without root the test is reported as ignored;
 //! under `CI=true` it fails instead.
 
-use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,7 +52,7 @@ mod support;
 #[path = "differential/wire.rs"]
 mod wire;
 
-use case::{Case, HostNs, Services, Step};
+use case::{Case, HostNs, Services, Step, Style};
 use wire::{Call, Report, Stage};
 
 /// Set in the child process (to any value).
@@ -65,6 +65,8 @@ pub const NODE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const CASES: u32 = 32;
 /// Replays a run's cases.
 const SEED_ENV: &str = "LB_DIFFERENTIAL_SEED";
+/// Prints every case's steps, to see what a run covers.
+const VERBOSE_ENV: &str = "LB_DIFFERENTIAL_VERBOSE";
 
 fn main() {
     if std::env::var_os(CHILD_ROLE).is_some() {
@@ -91,6 +93,8 @@ struct Env {
     initial_netns: u64,
     cases: Cell<usize>,
     calls: Cell<usize>,
+    /// How often each kind of outcome was seen, to show what a run covered.
+    seen: RefCell<BTreeMap<&'static str, usize>>,
 }
 
 fn socket_calls_agree() -> Result<(), Failed> {
@@ -102,6 +106,7 @@ fn socket_calls_agree() -> Result<(), Failed> {
         initial_netns: lb::host::own_netns_cookie()?.cookie_for_bpf(),
         cases: Cell::new(0),
         calls: Cell::new(0),
+        seen: RefCell::new(BTreeMap::new()),
     };
     let seed = std::env::var(SEED_ENV)
         .ok()
@@ -132,10 +137,11 @@ fn socket_calls_agree() -> Result<(), Failed> {
     match result {
         Ok(()) => {
             eprintln!(
-                "differential: {} cases, {} socket calls, {:.1?} ({SEED_ENV}={seed})",
+                "differential: {} cases, {} socket calls, {:.1?} ({SEED_ENV}={seed})\n  seen: {:?}",
                 env.cases.get(),
                 env.calls.get(),
-                started.elapsed()
+                started.elapsed(),
+                env.seen.borrow()
             );
             Ok(())
         }
@@ -334,6 +340,7 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
         listeners: BTreeSet::new(),
         kept: Vec::new(),
         log: Vec::new(),
+        seen: Vec::new(),
         call: SockCall {
             netns_cookie: child.netns,
             socket_cookie: 0,
@@ -350,10 +357,18 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
     }
     for (i, step) in case.steps.iter().enumerate() {
         let call = match *step {
-            Step::Tcp(t) => Call::TcpConnect(services.target(t)),
-            Step::UdpConnect(t) => Call::UdpConnect(services.target(t)),
-            Step::UdpSendTo(t) => Call::UdpSendTo(services.target(t)),
-            Step::Bind(b) => Call::Bind(b.protocol, services.bind_at(b)),
+            Step::Send(t, style) => {
+                let target = services.target(t);
+                match services.style(t, style) {
+                    Style::Tcp => Call::TcpConnect(target),
+                    Style::UdpConnect => Call::UdpConnect(target),
+                    _ => Call::UdpSendTo(target),
+                }
+            }
+            Step::Bind(b) => {
+                let (protocol, local) = services.bind_at(b);
+                Call::Bind(protocol, local)
+            }
             Step::PeerName(k) if !replay.kept.is_empty() => Call::PeerName(k % replay.kept.len()),
             Step::PeerName(_) => continue,
             Step::Reconcile(change) => {
@@ -365,6 +380,7 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
                 datapath.apply(&want)?;
                 replay.sim.set_maps(want);
                 replay.log.push(format!("step {i}: reconcile {change:?}"));
+                replay.seen.push("reconcile");
                 continue;
             }
         };
@@ -386,8 +402,21 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
                 replay.log.join("\n")
             ));
         }
-        replay.log.push(format!("step {i}: {call:?} -> {kernel:?}"));
+        replay.log.push(format!("step {i}: {call:?} -> {kernel}"));
     }
+    if std::env::var_os(VERBOSE_ENV).is_some() {
+        eprintln!(
+            "case {n}: {}\nmaps:\n{}{}\n",
+            replay.header,
+            describe(replay.sim.maps()),
+            replay.log.join("\n")
+        );
+    }
+    let mut seen = env.seen.borrow_mut();
+    for kind in replay.seen {
+        *seen.entry(kind).or_default() += 1;
+    }
+    drop(seen);
     drop(datapath);
     child.finish()
 }
@@ -403,6 +432,8 @@ struct Replay {
     log: Vec<String>,
     /// The child's identity; each call sets its cookie and protocol.
     call: SockCall,
+    /// Outcomes seen, by kind.
+    seen: Vec<&'static str>,
     header: String,
 }
 
@@ -460,8 +491,13 @@ impl Replay {
                 let model = self.sim.bind(&sock, local);
                 let refused = kernel.error == Some((Stage::Bind, Errno::EPERM as i32));
                 if refused != model.is_err() {
-                    return Err(format!("kernel: {kernel:?}\nsimulator: bind {model:?}"));
+                    return Err(format!("kernel:    {kernel}\nsimulator: bind {model:?}"));
                 }
+                self.seen.push(if refused {
+                    "bind refused"
+                } else {
+                    "bind let through"
+                });
                 Ok(())
             }
             Call::PeerName(n) => {
@@ -472,6 +508,11 @@ impl Replay {
                     peer: Some(self.sim.peer_name(&sock, peer)),
                     ..Report::default()
                 };
+                self.seen.push(if expected.peer == Some(peer) {
+                    "later getpeername: backend"
+                } else {
+                    "later getpeername: service"
+                });
                 same(kernel, &expected, "")
             }
             Call::Listen(..) => Ok(()),
@@ -573,6 +614,27 @@ impl Replay {
             }
         }
         same(kernel, &expected, &context)?;
+        self.seen.push(match reach {
+            Reach::Listener => "answered",
+            Reach::Refused => "refused",
+            Reach::Unreachable => "unreachable",
+        });
+        if to != target {
+            self.seen.push("translated");
+        }
+        if pinned.is_some() {
+            self.seen.push("pinned by affinity");
+        }
+        if expected
+            .peer
+            .or(expected.from)
+            .is_some_and(|shown| shown != real)
+        {
+            self.seen.push("service shown");
+        }
+        if target.is_ipv6() && target.ip().to_canonical().is_ipv4() {
+            self.seen.push("dual-stack");
+        }
         if tcp && kernel.error.is_none() {
             self.kept.push((kernel.cookie, real));
         }
@@ -632,7 +694,7 @@ fn same(kernel: &Report, expected: &Report, context: &str) -> Result<(), String>
         Ok(())
     } else {
         Err(format!(
-            "kernel:    {kernel:?}\nsimulator: {expected:?}\n{context}"
+            "kernel:    {kernel}\nsimulator: {expected}\n{context}"
         ))
     }
 }

@@ -77,18 +77,29 @@ pub struct GenConfig {
 /// One step of a case.
 #[derive(Clone, Copy, Debug)]
 pub enum Step {
-    /// A TCP connect (and getpeername, and reading who answered).
-    Tcp(Target),
-    /// A connected UDP exchange.
-    UdpConnect(Target),
-    /// An unconnected UDP exchange (sendto, recvfrom).
-    UdpSendTo(Target),
+    /// A connection or datagram to a target.
+    Send(Target, Style),
     /// A bind.
     Bind(BindAt),
     /// getpeername again on an earlier TCP socket (picked modulo their number).
     PeerName(usize),
     /// The agent reconciles a change of the services.
     Reconcile(Change),
+}
+
+/// How a call reaches its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// TCP connect, getpeername, read who answered.
+    Tcp,
+    /// UDP connect, getpeername, send, recvfrom.
+    UdpConnect,
+    /// UDP sendto, recvfrom on an unconnected socket.
+    UdpSendTo,
+    /// The service's protocol (TCP, or connected UDP).
+    Fitting,
+    /// The service's protocol (TCP, or unconnected UDP).
+    FittingUnconnected,
 }
 
 /// The destination of a call, relative to a service (picked modulo their number).
@@ -122,10 +133,12 @@ pub enum How {
 /// The local address of a bind, relative to a service.
 #[derive(Clone, Copy, Debug)]
 pub struct BindAt {
-    /// The socket's protocol.
-    pub protocol: L4Protocol,
+    /// The socket's protocol; `None`: the service's (a port it would protect).
+    pub protocol: Option<L4Protocol>,
     /// Which service.
     pub service: usize,
+    /// Pick among the NodePort, externalIPs and LoadBalancer services, if there are any.
+    pub protected: bool,
     /// IPv6 rather than IPv4 (for the addresses that are not the service's own).
     pub v6: bool,
     /// Which address.
@@ -180,12 +193,12 @@ pub enum ChangeKind {
     Add,
 }
 
-/// Cases of up to five services and twelve steps.
+/// Cases of up to five services and sixteen steps.
 pub fn case() -> impl Strategy<Value = Case> {
     (
-        proptest::collection::vec(service(), 0..=5),
+        proptest::collection::vec(service(), 1..=5),
         config(),
-        proptest::collection::vec(step(), 1..=12),
+        proptest::collection::vec(step(), 1..=16),
     )
         .prop_map(|(services, config, steps)| Case {
             services,
@@ -258,7 +271,7 @@ fn step() -> impl Strategy<Value = Step> {
     let how = prop_oneof![
         4 => Just(How::Frontend),
         1 => Just(How::OtherLoopback),
-        1 => Just(How::NodeAddress),
+        2 => Just(How::NodeAddress),
         1 => Just(How::Wildcard),
         1 => Just(How::Backend),
         1 => Just(How::OtherPort),
@@ -271,27 +284,42 @@ fn step() -> impl Strategy<Value = Step> {
                 mapped,
             }
         });
+    let style = prop_oneof![
+        1 => Just(Style::Tcp),
+        1 => Just(Style::UdpConnect),
+        1 => Just(Style::UdpSendTo),
+        3 => Just(Style::Fitting),
+        3 => Just(Style::FittingUnconnected),
+    ];
     let protocol = prop_oneof![Just(L4Protocol::Tcp), Just(L4Protocol::Udp)];
     let bind_addr = prop_oneof![
-        Just(BindAddr::Wildcard),
-        Just(BindAddr::Loopback),
-        Just(BindAddr::NodeAddress),
-        Just(BindAddr::Frontend),
+        2 => Just(BindAddr::Wildcard),
+        1 => Just(BindAddr::Loopback),
+        1 => Just(BindAddr::NodeAddress),
+        1 => Just(BindAddr::Frontend),
     ];
     let bind_port = prop_oneof![
         4 => Just(BindPort::Service),
         1 => Just(BindPort::Zero),
         1 => Just(BindPort::Free),
     ];
-    let bind = (protocol, 0usize..8, any::<bool>(), bind_addr, bind_port).prop_map(
-        |(protocol, service, v6, addr, port)| BindAt {
+    let bind_protocol = proptest::option::weighted(0.3, protocol.clone());
+    let bind = (
+        bind_protocol,
+        0usize..8,
+        proptest::bool::weighted(0.7),
+        any::<bool>(),
+        bind_addr,
+        bind_port,
+    )
+        .prop_map(|(protocol, service, protected, v6, addr, port)| BindAt {
             protocol,
             service,
+            protected,
             v6,
             addr,
             port,
-        },
-    );
+        });
     let change = prop_oneof![
         Just(ChangeKind::Remove),
         Just(ChangeKind::TerminateFirst),
@@ -300,10 +328,8 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     let change = (0usize..8, change).prop_map(|(service, what)| Change { service, what });
     prop_oneof![
-        4 => target.clone().prop_map(Step::Tcp),
-        3 => target.clone().prop_map(Step::UdpConnect),
-        3 => target.prop_map(Step::UdpSendTo),
-        2 => bind.prop_map(Step::Bind),
+        10 => (target, style).prop_map(|(t, s)| Step::Send(t, s)),
+        3 => bind.prop_map(Step::Bind),
         1 => any::<usize>().prop_map(Step::PeerName),
         1 => change.prop_map(Step::Reconcile),
     ]
@@ -449,9 +475,36 @@ impl Services {
         }
     }
 
-    /// Where a bind at `b` binds.
-    pub fn bind_at(&self, b: BindAt) -> SocketAddr {
-        let service = self.pick(b.service);
+    /// How a call in `style` to `t` is made: the concrete style.
+    pub fn style(&self, t: Target, style: Style) -> Style {
+        let udp = self
+            .pick(t.service)
+            .is_some_and(|s| s.frontend.addr.protocol == L4Protocol::Udp);
+        match style {
+            Style::Fitting if udp => Style::UdpConnect,
+            Style::FittingUnconnected if udp => Style::UdpSendTo,
+            Style::Fitting | Style::FittingUnconnected => Style::Tcp,
+            other => other,
+        }
+    }
+
+    /// Where a bind at `b` binds, and with which protocol.
+    pub fn bind_at(&self, b: BindAt) -> (L4Protocol, SocketAddr) {
+        let protected: Vec<&LbService> = self
+            .list
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.frontend.kind,
+                    ServiceType::NodePort | ServiceType::ExternalIPs | ServiceType::LoadBalancer
+                )
+            })
+            .collect();
+        let service = if b.protected && !protected.is_empty() {
+            Some(protected[b.service % protected.len()])
+        } else {
+            self.pick(b.service)
+        };
         let v6 = service.map_or(b.v6, |s| match b.addr {
             BindAddr::Frontend => s.frontend.addr.ip.is_ipv6(),
             _ => b.v6,
@@ -469,7 +522,11 @@ impl Services {
             (BindPort::Zero, _) => 0,
             (BindPort::Service | BindPort::Free, _) => FREE_PORT,
         };
-        SocketAddr::new(ip, port)
+        let protocol = b
+            .protocol
+            .or(service.map(|s| s.frontend.addr.protocol))
+            .unwrap_or(L4Protocol::Tcp);
+        (protocol, SocketAddr::new(ip, port))
     }
 
     /// Applies `c`; returns the backend that joined, if one did (the child must listen on it).

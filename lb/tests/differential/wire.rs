@@ -61,3 +61,28 @@ pub struct Report {
     /// The call that failed and its errno; nothing after it was attempted.
     pub error: Option<(Stage, i32)>,
 }
+
+impl std::fmt::Display for Report {
+    /// `socket 123: peer 10.96.0.1:80, answer 127.0.0.2:8000` or `... failed: recv ECONNREFUSED`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "socket {}:", self.cookie)?;
+        let fields = [
+            ("peer", self.peer),
+            ("answer", self.answer),
+            ("from", self.from),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                write!(f, " {name} {v}")?;
+            }
+        }
+        match self.error {
+            Some((stage, errno)) => write!(
+                f,
+                " failed: {stage:?} {:?}",
+                nix::errno::Errno::from_raw(errno)
+            ),
+            None => f.write_str(" ok"),
+        }
+    }
+}
