@@ -35,6 +35,7 @@ mod place;
 mod process;
 mod server;
 mod spec;
+mod tier;
 mod topology;
 
 pub use capture::{Capture, Frame};
@@ -46,4 +47,5 @@ pub use place::{Place, CLIENT_TIMEOUT};
 pub use process::{self_command, Process};
 pub use server::{identity_line, BoundSocket, IdentityServer, Proto};
 pub use spec::{NodeSpec, PodSpec};
+pub use tier::Tier;
 pub use topology::{why_unavailable, Node, Pod, Topology, RUN_ROOT};

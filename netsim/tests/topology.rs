@@ -8,23 +8,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use netsim::{ClientMode, Node, NodeSpec, Pod, PodSpec, Proto, Topology};
 
 type TestFn = fn() -> Result<(), Failed>;
 
 fn main() {
     let args = Arguments::from_args();
-    let unavailable = netsim::why_unavailable();
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if let Some(why) = &unavailable {
-        eprintln!("\n*** netsim privileged tests NOT RUN: {why} ***");
-        if ci {
-            eprintln!("*** CI=true: these tests must run, so they fail ***\n");
-        } else {
-            eprintln!("*** they are reported as ignored; run as root to run them ***\n");
-        }
-    }
+    let tier = netsim::Tier::detect("netsim privileged tests");
     let tests: [(&str, TestFn); 10] = [
         (
             "pods::tcp_across_nodes_answers_with_the_backend_identity",
@@ -57,16 +48,7 @@ fn main() {
     ];
     let trials = tests
         .into_iter()
-        .map(|(name, test)| match (&unavailable, ci) {
-            (None, _) => Trial::test(name, test),
-            (Some(why), true) => {
-                let why = why.clone();
-                Trial::test(name, move || {
-                    Err(format!("netsim tests cannot run under CI=true: {why}").into())
-                })
-            }
-            (Some(_), false) => Trial::test(name, test).with_ignored_flag(true),
-        })
+        .map(|(name, test)| tier.trial(name, test))
         .collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -24,11 +24,6 @@ const BIND_CHILD: &str = "LB_SCENARIO_BIND";
 /// How long an agent may take to program a node.
 const AGENT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Why the kernel backend cannot run here, if it cannot.
-pub fn why_unavailable() -> Option<String> {
-    netsim::why_unavailable()
-}
-
 /// Whether this process is a child started for a `bind` step.
 pub fn is_child() -> bool {
     std::env::var_os(BIND_CHILD).is_some()

@@ -18,16 +18,7 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let unavailable = kernel_world::why_unavailable();
-    if let Some(why) = &unavailable {
-        eprintln!("\n*** scenario kernel backend NOT RUN: {why} ***");
-        if ci {
-            eprintln!("*** CI=true: the kernel backend must run, so its tests fail ***\n");
-        } else {
-            eprintln!("*** its tests are reported as ignored; run as root to run them ***\n");
-        }
-    }
+    let kernel = netsim::Tier::detect("scenario kernel backend");
     let mut trials = Vec::new();
     for path in scenario_files() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -35,14 +26,7 @@ fn main() {
         trials.push(Trial::test(format!("sim::{name}"), move || {
             run_sim(&sim_path)
         }));
-        let kernel = Trial::test(format!("kernel::{name}"), {
-            let unavailable = unavailable.clone();
-            move || match unavailable {
-                Some(why) => Err(format!("kernel backend unavailable: {why}").into()),
-                None => run_kernel(&path),
-            }
-        });
-        trials.push(kernel.with_ignored_flag(unavailable.is_some() && !ci));
+        trials.push(kernel.trial(format!("kernel::{name}"), move || run_kernel(&path)));
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 
 /// A privileged test.
 pub type TestFn = fn() -> Result<(), Failed>;
@@ -21,51 +21,12 @@ pub type TestFn = fn() -> Result<(), Failed>;
 /// and exits with libtest's status.
 pub fn run_tier(tier: &str, tests: Vec<(&'static str, TestFn)>) -> ! {
     let args = Arguments::from_args();
-    let unavailable = why_unavailable();
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if let Some(why) = &unavailable {
-        eprintln!("\n*** {tier} tier NOT RUN: {why} ***");
-        if ci {
-            eprintln!("*** CI=true: the {tier} tier must run, so its tests fail ***\n");
-        } else {
-            eprintln!("*** its tests are reported as ignored; run as root to run them ***\n");
-        }
-    }
+    let tier = netsim::Tier::detect(&format!("{tier} tier"));
     let trials = tests
         .into_iter()
-        .map(|(name, test)| match (&unavailable, ci) {
-            (None, _) => Trial::test(name, test),
-            (Some(why), true) => {
-                let why = why.clone();
-                Trial::test(name, move || {
-                    Err(format!("{name} cannot run under CI=true: {why}").into())
-                })
-            }
-            (Some(_), false) => Trial::test(name, test).with_ignored_flag(true),
-        })
+        .map(|(name, test)| tier.trial(name, test))
         .collect();
     libtest_mimic::run(&args, trials).exit()
-}
-
-/// Why this tier cannot run here, if it cannot.
-fn why_unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root (BPF programs, cgroups and namespaces need it)".into());
-    }
-    if cgroup2_mount().is_none() {
-        return Some("no cgroup v2 mount in /proc/self/mountinfo".into());
-    }
-    None
-}
-
-/// Where cgroup v2 is mounted.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        let mount_point = pre.split_whitespace().nth(4)?;
-        (post.split_whitespace().next() == Some("cgroup2")).then(|| PathBuf::from(mount_point))
-    })
 }
 
 /// A cgroup made for one test; removed on drop once its processes are gone.
@@ -77,7 +38,7 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// A new cgroup named for this process and `test`.
     pub fn new(test: &str) -> Result<Self, Failed> {
-        let root = cgroup2_mount().ok_or("no cgroup v2 mount")?;
+        let root = netsim::cgroup2_mount().ok_or("no cgroup v2 mount")?;
         let path = root.join(format!("lb-test-{}-{test}", std::process::id()));
         std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         Ok(TestCgroup { path })
