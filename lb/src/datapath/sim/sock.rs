@@ -328,19 +328,8 @@ impl SockSim {
         } else {
             None
         };
-        let backend_id = match pinned {
-            Some((slot, backend_id)) => {
-                self.affinity.insert(
-                    client,
-                    LbAffinityValue {
-                        backend_id,
-                        slot,
-                        pad: 0,
-                        last_used_ns: self.now_ns,
-                    },
-                );
-                backend_id
-            }
+        let (slot, backend_id) = match pinned {
+            Some(pinned) => pinned,
             None => {
                 let outcomes: Vec<SocketAddr> = self
                     .slot_outcomes(found, dst)
@@ -356,20 +345,22 @@ impl SockSim {
                 if backend_id == 0 {
                     return None;
                 }
-                if affinity {
-                    self.affinity.insert(
-                        client,
-                        LbAffinityValue {
-                            backend_id,
-                            slot,
-                            pad: 0,
-                            last_used_ns: self.now_ns,
-                        },
-                    );
-                }
-                backend_id
+                (slot, backend_id)
             }
         };
+        // A reused entry is refreshed, a fresh choice remembered: either way the entry now
+        // holds this slot and backend, used now.
+        if affinity {
+            self.affinity.insert(
+                client,
+                LbAffinityValue {
+                    backend_id,
+                    slot,
+                    pad: 0,
+                    last_used_ns: self.now_ns,
+                },
+            );
+        }
         self.maps.backends.get(&backend_id).copied()
     }
 
