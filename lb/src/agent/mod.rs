@@ -104,12 +104,11 @@ impl Agent {
             MapContents::build(desired, &current).map_err(crate::datapath::DatapathError::from)?;
         let report = maps.apply(&want)?;
         let listed = want.frontends();
+        let names: std::collections::HashMap<_, _> =
+            desired.services().map(|s| (s.frontend, &s.name)).collect();
         self.record.services = listed
             .iter()
-            .filter_map(|f| {
-                let svc = desired.services().find(|s| s.frontend == f.frontend)?;
-                Some((f.id, svc.name.clone()))
-            })
+            .filter_map(|f| Some((f.id, (*names.get(&f.frontend)?).clone())))
             .collect();
         self.record.write(&self.state_dir)?;
         Ok(ReconcileReport {
