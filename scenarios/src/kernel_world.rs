@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -16,7 +17,8 @@ use netsim::{ClientMode, IdentityServer, NodeSpec, Place, PodSpec, Proto, Topolo
 
 use crate::files::ScenarioFiles;
 use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
-use crate::world::{Answer, CallError, World};
+use crate::trace_monitor::MonitorProcess;
+use crate::world::{Answer, CallError, Traced, World};
 
 /// Set in a child process that binds a socket for a `bind` step: `ADDR PROTO`.
 const BIND_CHILD: &str = "LB_SCENARIO_BIND";
@@ -63,6 +65,8 @@ pub struct KernelWorld {
     servers: Vec<IdentityServer>,
     agents: BTreeMap<String, NodeAgent>,
     places: BTreeMap<String, Place>,
+    /// The node each node or pod is on.
+    node_of: BTreeMap<String, String>,
     files: ScenarioFiles,
     topology: Topology,
 }
@@ -83,7 +87,9 @@ impl KernelWorld {
         let mut places = BTreeMap::new();
         let mut serves: Vec<(Place, Vec<IpAddr>, Serve, String)> = Vec::new();
         let mut agents = BTreeMap::new();
+        let mut node_of = BTreeMap::new();
         for spec in &scenario.topology.nodes {
+            node_of.insert(spec.name.clone(), spec.name.clone());
             let mut node_spec = NodeSpec::new(&spec.name).eth0(host_net(spec.address, 24)?);
             if let Some(v6) = spec.address6 {
                 node_spec = node_spec.eth0(host_net(v6, 64)?);
@@ -113,6 +119,7 @@ impl KernelWorld {
                 }
                 let pod = topology.add_pod(&node, p)?;
                 places.insert(pod_spec.name.clone(), pod.place().clone());
+                node_of.insert(pod_spec.name.clone(), spec.name.clone());
                 let addrs = [Some(pod_spec.address), pod_spec.address6];
                 serves.push((
                     pod.place().clone(),
@@ -144,6 +151,7 @@ impl KernelWorld {
             servers,
             agents,
             places,
+            node_of,
             files,
             topology,
         };
@@ -263,6 +271,26 @@ fn call_error(errno: Option<i32>, error: &str) -> CallError {
 }
 
 impl World for KernelWorld {
+    fn connect_traced(&mut self, call: &Connect) -> Result<(Result<Answer, CallError>, Traced)> {
+        let node = self
+            .node_of
+            .get(&call.from)
+            .with_context(|| format!("no node or pod named {}", call.from))?;
+        let caller_cgroup = std::fs::metadata(self.place(&call.from)?.cgroup_path())
+            .context("the caller's cgroup")?
+            .ino();
+        let monitor = MonitorProcess::start(&self.agents[node].state_dir)?;
+        let result = self.connect(call)?;
+        let events = monitor.stop()?;
+        Ok((
+            result,
+            Traced {
+                caller_cgroup,
+                events,
+            },
+        ))
+    }
+
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         // One call per invocation keeps each socket's netns cookie the place's, as the
         // simulator models it; `times` is handled by the runner.

@@ -8,6 +8,7 @@ pub mod kernel_world;
 pub mod runner;
 pub mod sim_world;
 pub mod spec;
+mod trace_monitor;
 pub mod world;
 
 pub use spec::Scenario;

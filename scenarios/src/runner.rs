@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_yaml::Value;
 
-use crate::spec::{Expect, Scenario, Step};
-use crate::world::{Answer, CallError, World};
+use crate::spec::{Expect, Scenario, Step, TraceExpect, Transport};
+use crate::world::{Answer, CallError, Traced, World};
 
 /// The Kubernetes objects a scenario's agents see: its objects plus a Node per node.
 pub fn initial_objects(scenario: &Scenario) -> Vec<Value> {
@@ -61,8 +61,14 @@ fn describe(step: &Step) -> String {
 fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Result<()> {
     if let Some(call) = &step.connect {
         let mut results = Vec::new();
-        for _ in 0..call.times {
-            results.push(world.connect(call)?);
+        if let Some(want) = &step.expect.trace {
+            let (result, traced) = world.connect_traced(call)?;
+            results.push(result);
+            check_trace(want, call.transport, &traced)?;
+        } else {
+            for _ in 0..call.times {
+                results.push(world.connect(call)?);
+            }
         }
         check_calls(&step.expect, &results)?;
     }
@@ -195,4 +201,50 @@ fn check_error(expect: &Expect, error: Option<&CallError>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The caller's events, as an operator picks them out by cgroup id: the expected kinds and
+/// addresses in order, the call's protocol, and one socket cookie throughout.
+fn check_trace(want: &[TraceExpect], transport: Transport, traced: &Traced) -> Result<()> {
+    let mine: Vec<_> = traced
+        .events
+        .iter()
+        .filter(|e| e.cgroup_id == traced.caller_cgroup)
+        .collect();
+    let shown = |events: &[&lb::views::TraceSockEvent]| {
+        events
+            .iter()
+            .map(|e| format!("{} {} {}", e.kind, e.dst, e.protocol))
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<(&str, std::net::SocketAddr)> =
+        want.iter().map(|w| (w.event.name(), w.dst)).collect();
+    let seen: Vec<(&str, std::net::SocketAddr)> = mine.iter().map(|e| (e.kind, e.dst)).collect();
+    ensure!(
+        seen == expected,
+        "trace-sock events of the caller's cgroup {}: {:?}, expected {expected:?} ({} events from every cgroup)",
+        traced.caller_cgroup,
+        shown(&mine),
+        traced.events.len()
+    );
+    let protocol = if transport == Transport::Tcp {
+        "tcp"
+    } else {
+        "udp"
+    };
+    for event in &mine {
+        ensure!(
+            event.protocol == protocol,
+            "event {} {} shows protocol {}, the call was {protocol}",
+            event.kind,
+            event.dst,
+            event.protocol
+        );
+    }
+    let cookies: BTreeSet<u64> = mine.iter().map(|e| e.sock_cookie).collect();
+    ensure!(
+        cookies.len() <= 1 && !cookies.contains(&0),
+        "one call's events should share one non-zero socket cookie, saw {cookies:?}"
+    );
+    Ok(())
 }

@@ -12,10 +12,11 @@ use lb::datapath::MapContents;
 use lb::k8s::NodeDevice;
 use lb::model::L4Protocol;
 use lb::offline::{self, DeviceArg, OfflineInputs};
+use lb::views::TraceSockEvent;
 
 use crate::files::ScenarioFiles;
 use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
-use crate::world::{Answer, CallError, World};
+use crate::world::{Answer, CallError, Traced, World};
 
 const LOCAL_PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
 const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
@@ -218,7 +219,7 @@ impl SimWorld {
             SockCall {
                 netns_cookie: netns,
                 socket_cookie: self.next_socket,
-                cgroup_id: 0,
+                cgroup_id: cgroup_id(netns),
                 protocol: if transport == Transport::Tcp {
                     L4Protocol::Tcp
                 } else {
@@ -229,7 +230,32 @@ impl SimWorld {
     }
 }
 
+/// Every node and pod has a cgroup of its own in the model, numbered after its namespace.
+fn cgroup_id(netns: u64) -> u64 {
+    1000 + netns
+}
+
 impl World for SimWorld {
+    fn connect_traced(&mut self, call: &Connect) -> Result<(Result<Answer, CallError>, Traced)> {
+        let (node, netns) = self.endpoint(&call.from)?;
+        let sim = self.nodes[node]
+            .sim
+            .as_mut()
+            .context("node not programmed")?;
+        sim.set_monitor(true);
+        let result = self.connect(call);
+        let sim = self.nodes[node].sim.as_mut().expect("programmed above");
+        let events = sim.take_events();
+        sim.set_monitor(false);
+        Ok((
+            result?,
+            Traced {
+                caller_cgroup: cgroup_id(netns),
+                events: events.iter().filter_map(TraceSockEvent::decode).collect(),
+            },
+        ))
+    }
+
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.nodes[node]

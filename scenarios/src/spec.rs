@@ -214,6 +214,47 @@ pub struct Expect {
     /// `lbctl service list` on this node has these frontends (`ADDR:PORT[/i]` as listed).
     #[serde(default)]
     pub frontends: Option<BTreeMap<String, Vec<String>>>,
+    /// With `lbctl monitor -t trace-sock` running on the caller's node during a `connect`
+    /// (`times: 1`), the events of the caller's cgroup, in order; each must carry the call's
+    /// protocol and one socket cookie.
+    #[serde(default)]
+    pub trace: Option<Vec<TraceExpect>>,
+}
+
+/// One expected trace-sock event.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceExpect {
+    /// `pre-xlate-fwd`, `post-xlate-fwd`, `pre-xlate-rev` or `post-xlate-rev`.
+    pub event: TraceKind,
+    /// The address the event shows.
+    pub dst: SocketAddr,
+}
+
+/// The trace-sock event kinds, named as `lbctl monitor` prints them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceKind {
+    /// Before the forward translation (connect, sendmsg): the service address.
+    PreXlateFwd,
+    /// After it: the backend chosen.
+    PostXlateFwd,
+    /// Before the reverse translation (recvmsg, getpeername): the backend address.
+    PreXlateRev,
+    /// After it: the service address the application sees.
+    PostXlateRev,
+}
+
+impl TraceKind {
+    /// The name in monitor lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            TraceKind::PreXlateFwd => "pre-xlate-fwd",
+            TraceKind::PostXlateFwd => "post-xlate-fwd",
+            TraceKind::PreXlateRev => "pre-xlate-rev",
+            TraceKind::PostXlateRev => "post-xlate-rev",
+        }
+    }
 }
 
 impl Scenario {
@@ -230,6 +271,13 @@ impl Scenario {
                 + usize::from(!step.apply.is_empty() || !step.delete.is_empty())
                 + usize::from(!step.restart_agent.is_empty())
                 + usize::from(step.wait_seconds.is_some());
+            if step.expect.trace.is_some() && step.connect.as_ref().is_none_or(|c| c.times != 1) {
+                anyhow::bail!(
+                    "{}: step {}: expect.trace goes with a connect of times: 1",
+                    path.display(),
+                    i + 1
+                );
+            }
             if actions > 1 {
                 anyhow::bail!(
                     "{}: step {}: one action per step (connect, bind, sysctl, apply/delete, restart_agent, wait_seconds)",

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lb::views::TraceSockEvent;
+
 use crate::spec::{Bind, Connect};
 
 /// What a client observed from one successful call.
@@ -40,10 +42,24 @@ impl CallError {
     }
 }
 
+/// What `lbctl monitor -t trace-sock` showed on the caller's node during one call.
+#[derive(Clone, Debug)]
+pub struct Traced {
+    /// The caller's cgroup v2 id, as the events carry it.
+    pub caller_cgroup: u64,
+    /// Every event the monitor printed, oldest first (also other processes' ones).
+    pub events: Vec<TraceSockEvent>,
+}
+
 /// A topology with agents running, on the simulator or on the kernel.
 pub trait World {
     /// Makes one call (a fresh socket) and reports what the application saw.
     fn connect(&mut self, call: &Connect) -> anyhow::Result<Result<Answer, CallError>>;
+    /// Makes one call with the trace-sock monitor running on the caller's node.
+    fn connect_traced(
+        &mut self,
+        call: &Connect,
+    ) -> anyhow::Result<(Result<Answer, CallError>, Traced)>;
     /// Binds a fresh socket.
     fn bind(&mut self, bind: &Bind) -> anyhow::Result<Result<(), CallError>>;
     /// Gives every agent these objects (Kubernetes YAML) and waits until each has

@@ -235,10 +235,24 @@ fn monitor_trace_sock(state_dir: &Path, count: Option<usize>, format: Format) ->
     let record = AgentRecord::read(state_dir)?;
     let mut monitor = TraceMonitor::open(&record.pin_dir)?;
     lb::stop::install_handlers().context("cannot install signal handlers")?;
+    // Tracing is on from here: say so, so a person (or a test) knows calls from now on show.
+    eprintln!(
+        "Listening for trace-sock events on {}. Press Ctrl-C to quit",
+        record.pin_dir.display()
+    );
     let mut printed = 0;
     let mut stdout = std::io::stdout().lock();
-    while !lb::stop::requested() && count.is_none_or(|n| printed < n) {
-        for raw in monitor.next_events(Duration::from_millis(200))? {
+    let mut stopping = false;
+    while !stopping && count.is_none_or(|n| printed < n) {
+        // Once asked to stop, print what the programs had already queued, then quit: every
+        // call made before Ctrl-C shows.
+        stopping = lb::stop::requested();
+        let wait = if stopping {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        };
+        for raw in monitor.next_events(wait)? {
             let Some(event) = TraceSockEvent::decode(&raw) else {
                 continue;
             };

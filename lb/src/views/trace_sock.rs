@@ -68,6 +68,37 @@ impl TraceSockEvent {
     }
 }
 
+/// The event kinds, by their names in monitor lines.
+const KINDS: [&str; 4] = [
+    "pre-xlate-fwd",
+    "post-xlate-fwd",
+    "pre-xlate-rev",
+    "post-xlate-rev",
+];
+
+impl TraceSockEvent {
+    /// Reads back a line [`render`](Self::render) printed, for tools that follow `lbctl
+    /// monitor`'s text output; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix("CPU ")?;
+        let (cpu, rest) = rest.split_once(": [")?;
+        let (kind, rest) = rest.split_once("] cgroup_id: ")?;
+        let kind = KINDS.into_iter().find(|k| *k == kind)?;
+        let (cgroup_id, rest) = rest.split_once(" sock_cookie: ")?;
+        let (sock_cookie, rest) = rest.split_once(", dst [")?;
+        let (ip, rest) = rest.split_once("]:")?;
+        let (port, protocol) = rest.split_once(' ')?;
+        Some(TraceSockEvent {
+            cpu: cpu.parse().ok()?,
+            kind,
+            cgroup_id: cgroup_id.parse().ok()?,
+            sock_cookie: sock_cookie.parse().ok()?,
+            dst: SocketAddr::new(ip.parse().ok()?, port.parse().ok()?),
+            protocol: protocol.trim_end().to_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +132,35 @@ mod tests {
             TraceSockEvent::decode(&LbTraceSock { kind: 9, ..raw }),
             None
         );
+    }
+
+    #[test]
+    fn printed_lines_parse_back_to_the_same_event() {
+        for (kind, address, proto) in [
+            (trace_kind::PRE_XLATE_FWD, "10.96.128.44", 6),
+            (trace_kind::POST_XLATE_FWD, "fd00::10", 17),
+            (trace_kind::PRE_XLATE_REV, "10.244.1.246", 132),
+            (trace_kind::POST_XLATE_REV, "::ffff:10.0.0.1", 6),
+        ] {
+            let event = TraceSockEvent::decode(&LbTraceSock {
+                cgroup_id: 479586,
+                sock_cookie: 7123674,
+                address: address.parse::<IpAddr>().unwrap().into(),
+                port: 8080u16.to_be(),
+                kind,
+                proto,
+                cpu: 3,
+            })
+            .unwrap();
+            assert_eq!(TraceSockEvent::parse(&event.render()), Some(event));
+        }
+        for line in [
+            "",
+            "Listening for trace-sock events",
+            "CPU 1: [sideways] cgroup_id: 1 sock_cookie: 2, dst [10.0.0.1]:80 tcp",
+            "CPU 1: [pre-xlate-fwd] cgroup_id: x sock_cookie: 2, dst [10.0.0.1]:80 tcp",
+        ] {
+            assert_eq!(TraceSockEvent::parse(line), None, "{line:?}");
+        }
     }
 }
