@@ -18,7 +18,7 @@ use netsim::{ClientMode, IdentityServer, NodeSpec, Place, PodSpec, Proto, Topolo
 use crate::files::ScenarioFiles;
 use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
 use crate::trace_monitor::MonitorProcess;
-use crate::world::{Answer, CallError, Traced, World};
+use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
 /// Set in a child process that binds a socket for a `bind` step: `ADDR PROTO`.
 const BIND_CHILD: &str = "LB_SCENARIO_BIND";
@@ -368,6 +368,33 @@ impl World for KernelWorld {
         self.place(node)?
             .in_netns(|| std::fs::read_to_string(&path))?
             .with_context(|| format!("{} on {node}", path.display()))
+    }
+
+    fn views(&mut self, node: &str) -> Result<NodeViews> {
+        let agent = self
+            .agents
+            .get(node)
+            .with_context(|| format!("no node named {node}"))?;
+        let lbctl = |args: &[&str]| -> Result<String> {
+            let output = Command::new(netsim::binary_path("lbctl")?)
+                .args(args)
+                .arg("--state-dir")
+                .arg(&agent.state_dir)
+                .output()?;
+            if !output.status.success() {
+                bail!(
+                    "lbctl {} on {node} exited with {}: {}",
+                    args.join(" "),
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Ok(String::from_utf8(output.stdout)?)
+        };
+        Ok(NodeViews {
+            service_list: lbctl(&["service", "list"])?,
+            status: lbctl(&["status", "--verbose"])?,
+        })
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

@@ -11,12 +11,13 @@ use lb::datapath::sim::{SimConfig, SockCall, SockSim};
 use lb::datapath::MapContents;
 use lb::k8s::NodeDevice;
 use lb::model::L4Protocol;
+use lb::model::ServiceName;
 use lb::offline::{self, DeviceArg, OfflineInputs};
-use lb::views::TraceSockEvent;
+use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
 use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
-use crate::world::{Answer, CallError, Traced, World};
+use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
 const LOCAL_PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
 const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
@@ -44,6 +45,9 @@ struct SimNode {
     /// The node's datapath, once its agent has loaded it.
     sim: Option<SockSim>,
     maps: MapContents,
+    /// What its agent records for `lbctl`: service names by frontend id, and its status.
+    names: BTreeMap<u16, ServiceName>,
+    status: Option<KprStatus>,
 }
 
 struct SimPod {
@@ -91,6 +95,8 @@ impl SimWorld {
                     .collect(),
                 sim: None,
                 maps: MapContents::default(),
+                names: BTreeMap::new(),
+                status: None,
             });
             for pod in &spec.pods {
                 netns += 1;
@@ -164,6 +170,10 @@ impl SimWorld {
             .get_or_insert_with(|| SockSim::new(sim_config, MapContents::default()));
         sim.set_maps(maps.clone());
         sim.set_local_addresses(&node.addresses);
+        node.names = lb::agent::service_names(&view.translation.state, &maps.frontends());
+        // The agent computes its status once, when it starts.
+        node.status
+            .get_or_insert_with(|| KprStatus::new(&view.config, &view.selection));
         node.maps = maps;
         Ok(())
     }
@@ -317,6 +327,19 @@ impl World for SimWorld {
             .get(key)
             .cloned()
             .with_context(|| format!("the simulator does not model sysctl {key}"))
+    }
+
+    fn views(&mut self, node: &str) -> Result<NodeViews> {
+        let (index, _) = self.endpoint(node)?;
+        let node = &self.nodes[index];
+        Ok(NodeViews {
+            service_list: ServiceList::from_listed(&node.maps.frontends(), &node.names).render(),
+            status: node
+                .status
+                .as_ref()
+                .context("node not programmed")?
+                .render_verbose(),
+        })
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

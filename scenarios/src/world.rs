@@ -51,6 +51,15 @@ pub struct Traced {
     pub events: Vec<TraceSockEvent>,
 }
 
+/// `lbctl`'s text views of one node.
+#[derive(Clone, Debug)]
+pub struct NodeViews {
+    /// `lbctl service list`.
+    pub service_list: String,
+    /// `lbctl status --verbose`.
+    pub status: String,
+}
+
 /// A topology with agents running, on the simulator or on the kernel.
 pub trait World {
     /// Makes one call (a fresh socket) and reports what the application saw.
@@ -73,4 +82,6 @@ pub trait World {
     fn sysctl(&mut self, node: &str, key: &str) -> anyhow::Result<String>;
     /// The frontends `lbctl service list` shows on a node.
     fn frontends(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
+    /// What an operator reads on a node: `lbctl service list` and `lbctl status --verbose`.
+    fn views(&mut self, node: &str) -> anyhow::Result<NodeViews>;
 }

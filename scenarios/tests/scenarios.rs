@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use libtest_mimic::{Arguments, Failed, Trial};
 use scenarios::kernel_world::{self, KernelWorld};
 use scenarios::sim_world::SimWorld;
-use scenarios::{runner, Scenario};
+use scenarios::{runner, Scenario, World};
 
 fn main() {
     if kernel_world::is_child() {
@@ -31,8 +31,12 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cases")
+}
+
 fn scenario_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let dir = cases_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -45,11 +49,38 @@ fn scenario_files() -> Vec<PathBuf> {
 fn run_sim(path: &Path) -> Result<(), Failed> {
     let scenario = Scenario::load(path).map_err(|e| format!("{e:#}"))?;
     let mut world = SimWorld::new(&scenario).map_err(|e| format!("setup: {e:#}"))?;
-    runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}").into())
+    runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}"))?;
+    snapshot_views(&scenario, &mut world)
 }
 
 fn run_kernel(path: &Path) -> Result<(), Failed> {
     let scenario = Scenario::load(path).map_err(|e| format!("{e:#}"))?;
     let mut world = KernelWorld::new(&scenario).map_err(|e| format!("setup: {e:#}"))?;
-    runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}").into())
+    runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}"))?;
+    snapshot_views(&scenario, &mut world)
+}
+
+/// `lbctl service list` and `status --verbose` of every node after the last step, as insta
+/// snapshots beside the scenario files. Both backends compare against the same snapshot, so
+/// the simulator's maps and the kernel's must read back the same.
+fn snapshot_views(scenario: &Scenario, world: &mut dyn World) -> Result<(), Failed> {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(cases_dir().join("snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    for node in &scenario.topology.nodes {
+        let views = world
+            .views(&node.name)
+            .map_err(|e| format!("lbctl views of {}: {e:#}", node.name))?;
+        settings.set_description(format!(
+            "lbctl on {} after the last step of {}",
+            node.name, scenario.name
+        ));
+        settings.bind(|| {
+            let name = format!("{}@{}", scenario.name, node.name);
+            insta::assert_snapshot!(format!("{name}.service-list"), views.service_list);
+            insta::assert_snapshot!(format!("{name}.status"), views.status);
+        });
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod error;
 mod record;
 mod source;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub use cleanup::{cleanup, CleanupReport};
@@ -16,13 +17,26 @@ pub use record::{AgentRecord, DEFAULT_STATE_DIR};
 pub use source::ManifestSource;
 
 use crate::config::AgentConfig;
-use crate::datapath::{ApplyReport, MapContents, SockLb, SockLbConfig};
+use crate::datapath::{ApplyReport, ListedFrontend, MapContents, SockLb, SockLbConfig};
 use crate::host::{self, PortRangeProtection};
-use crate::model::DesiredState;
+use crate::model::{DesiredState, ServiceName};
 use crate::views::KprStatus;
 
 /// The directory under `bpf.root` where this agent pins its maps and links.
 pub const PIN_SUBDIR: &str = "lb";
+
+/// The service each listed frontend id belongs to, as the agent records it for `lbctl
+/// service list` (the maps hold ids and addresses, not names).
+pub fn service_names(
+    desired: &DesiredState,
+    listed: &[ListedFrontend],
+) -> BTreeMap<u16, ServiceName> {
+    let names: HashMap<_, _> = desired.services().map(|s| (s.frontend, &s.name)).collect();
+    listed
+        .iter()
+        .filter_map(|f| Some((f.id, (*names.get(&f.frontend)?).clone())))
+        .collect()
+}
 
 /// A started agent.
 #[derive(Debug)]
@@ -104,12 +118,7 @@ impl Agent {
             MapContents::build(desired, &current).map_err(crate::datapath::DatapathError::from)?;
         let report = maps.apply(&want)?;
         let listed = want.frontends();
-        let names: std::collections::HashMap<_, _> =
-            desired.services().map(|s| (s.frontend, &s.name)).collect();
-        self.record.services = listed
-            .iter()
-            .filter_map(|f| Some((f.id, (*names.get(&f.frontend)?).clone())))
-            .collect();
+        self.record.services = service_names(desired, &listed);
         self.record.write(&self.state_dir)?;
         Ok(ReconcileReport {
             maps: report,
