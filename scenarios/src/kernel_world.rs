@@ -94,6 +94,9 @@ impl KernelWorld {
             if let Some(v6) = spec.address6 {
                 node_spec = node_spec.eth0(host_net(v6, 64)?);
             }
+            for cidr in &spec.pod_cidrs {
+                node_spec = node_spec.pod_cidr(*cidr);
+            }
             let node = topology.add_node(node_spec)?;
             for (key, value) in &spec.sysctls {
                 let path = sysctl_path(key);

@@ -42,6 +42,8 @@ struct SimNode {
     serve: Serve,
     /// The sysctls the agent reads and writes.
     sysctls: BTreeMap<String, String>,
+    /// Routed to from the other nodes.
+    pod_cidrs: Vec<ipnet::IpNet>,
     /// The node's datapath, once its agent has loaded it.
     sim: Option<SockSim>,
     maps: MapContents,
@@ -93,6 +95,7 @@ impl SimWorld {
                     .into_iter()
                     .chain(spec.sysctls.clone())
                     .collect(),
+                pod_cidrs: spec.pod_cidrs.clone(),
                 sim: None,
                 maps: MapContents::default(),
                 names: BTreeMap::new(),
@@ -218,6 +221,16 @@ impl SimWorld {
             .pods
             .iter()
             .find(|(_, p)| p.addresses.contains(&addr.ip()))?;
+        // A pod on another node is reached only through a route to that node's pod CIDRs.
+        let (caller_node, _) = self.endpoint(from).ok()?;
+        if pod.node != caller_node
+            && !self.nodes[pod.node]
+                .pod_cidrs
+                .iter()
+                .any(|cidr| cidr.contains(&addr.ip()))
+        {
+            return None;
+        }
         Some(serves(&pod.serve).then(|| name.clone()))
     }
 

@@ -68,6 +68,10 @@ pub struct NodeSpec {
     /// Servers in the node's host namespace (host-network workloads).
     #[serde(default)]
     pub serve: Serve,
+    /// The node's pod CIDRs: the other nodes route them via this node's eth0, so pods on
+    /// different nodes reach each other as with a native-routing CNI.
+    #[serde(default)]
+    pub pod_cidrs: Vec<ipnet::IpNet>,
     /// Sysctls of the node's namespace set before its agent starts (`net.ipv4.…`).
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
