@@ -21,6 +21,7 @@ const volatile __u8 cfg_enable_tcp = 1;       /* hostServices.protocols has tcp 
 const volatile __u8 cfg_enable_udp = 1;       /* hostServices.protocols has udp */
 const volatile __u8 cfg_host_ns_only = 0;     /* socketLB.hostNamespaceOnly */
 const volatile __u8 cfg_bind_protection = 1;  /* nodePort.bindProtection */
+const volatile __u8 cfg_external_ip_mitigation = 1; /* !bpf.disableExternalIPMitigation */
 /* The netns cookie of the agent's namespace, the node's "host" namespace; 0 means the
  * initial namespace (kernels without SO_NETNS_COOKIE, where the agent runs there). */
 const volatile __u64 cfg_host_netns_cookie = 0;
@@ -161,6 +162,11 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	key.proto = proto;
 	svc = lb_lookup_frontend(&key);
 	if (!svc)
+		return 0;
+	/* CVE-2020-8554: anyone who may create a Service can claim any address as an externalIP.
+	 * Unless it is this node's own address, the socket keeps the address it asked for. */
+	if (cfg_external_ip_mitigation && (svc->flags & LB_SVC_EXTERNAL_IP) &&
+	    !lb_addr_is_local(&dst->address))
 		return 0;
 	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_FWD, proto, &dst->address, dst->port);
 	backend = lb_select_backend(ctx, &key, svc);

@@ -313,6 +313,7 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
         host_namespace_only: case.config.host_namespace_only,
         bind_protection: case.config.bind_protection,
         host_netns_cookie,
+        external_ip_mitigation: case.config.external_ip_mitigation,
     };
     let mut datapath = CaseDatapath::load(
         env.bpffs.path.join(format!("case-{n}")),

@@ -117,6 +117,7 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
             host_namespace_only: false,
             bind_protection: true,
             host_netns_cookie: 0,
+            external_ip_mitigation: true,
         },
         &bpffs.path,
     )?;
@@ -274,6 +275,7 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         host_namespace_only: false,
         bind_protection: true,
         host_netns_cookie: 0,
+        external_ip_mitigation: true,
     };
     let desired = test_services();
     let first = {

@@ -153,6 +153,7 @@ impl SimWorld {
             host_namespace_only: values.socket_lb.host_namespace_only,
             bind_protection: values.node_port.bind_protection && config.node_port(),
             host_netns_cookie: node.netns,
+            external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
             initial_netns_cookie: INITIAL_NETNS,
         };
         let node = &mut self.nodes[index];

@@ -78,6 +78,7 @@ impl Agent {
                 host_namespace_only: values.socket_lb.host_namespace_only,
                 bind_protection: values.node_port.bind_protection && config.node_port(),
                 host_netns_cookie: netns.cookie_for_bpf(),
+                external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
             },
             &pin_dir,
         )?;

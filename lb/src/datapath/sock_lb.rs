@@ -36,6 +36,9 @@ pub struct SockLbConfig {
     pub bind_protection: bool,
     /// The host namespace's cookie; 0 for the initial namespace.
     pub host_netns_cookie: u64,
+    /// Translate an externalIPs frontend only when its address is this node's (the
+    /// CVE-2020-8554 mitigation; off with `bpf.disableExternalIPMitigation`).
+    pub external_ip_mitigation: bool,
 }
 
 /// The loaded socket-level load balancer.
@@ -53,6 +56,7 @@ impl SockLb {
         let udp = u8::from(config.protocols.udp);
         let host_ns_only = u8::from(config.host_namespace_only);
         let bind_protection = u8::from(config.bind_protection);
+        let external_ip_mitigation = u8::from(config.external_ip_mitigation);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_enable_tcp", &tcp, true)
@@ -60,6 +64,7 @@ impl SockLb {
             .override_global("cfg_host_ns_only", &host_ns_only, true)
             .override_global("cfg_bind_protection", &bind_protection, true)
             .override_global("cfg_host_netns_cookie", &config.host_netns_cookie, true)
+            .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS {
             loader.map_max_entries(map, config.map_max);

@@ -67,6 +67,8 @@ pub struct GenConfig {
     pub host_namespace_only: bool,
     /// `cfg_bind_protection`.
     pub bind_protection: bool,
+    /// `cfg_external_ip_mitigation`.
+    pub external_ip_mitigation: bool,
     /// `cfg_host_netns_cookie`.
     pub host: HostNs,
     /// Whether the node addresses (present in the child's namespace either way) are in
@@ -252,15 +254,25 @@ fn config() -> impl Strategy<Value = GenConfig> {
         proptest::bool::weighted(0.85),
         proptest::bool::weighted(0.3),
         proptest::bool::weighted(0.7),
+        proptest::bool::weighted(0.7),
         host,
         any::<bool>(),
     )
         .prop_map(
-            |(tcp, udp, host_namespace_only, bind_protection, host, node_addrs_listed)| GenConfig {
+            |(
                 tcp,
                 udp,
                 host_namespace_only,
                 bind_protection,
+                external_ip_mitigation,
+                host,
+                node_addrs_listed,
+            )| GenConfig {
+                tcp,
+                udp,
+                host_namespace_only,
+                bind_protection,
+                external_ip_mitigation,
                 host,
                 node_addrs_listed,
             },

@@ -32,6 +32,8 @@ pub struct SimConfig {
     pub bind_protection: bool,
     /// The host namespace's cookie (`cfg_host_netns_cookie`); 0 means the initial namespace.
     pub host_netns_cookie: u64,
+    /// Translate externalIPs only on this node's addresses (`cfg_external_ip_mitigation`).
+    pub external_ip_mitigation: bool,
     /// The initial namespace's cookie, which the kernel answers for `bpf_get_netns_cookie(NULL)`
     /// and the programs use when `host_netns_cookie` is 0.
     pub initial_netns_cookie: u64,
@@ -45,6 +47,7 @@ impl SimConfig {
             host_namespace_only: config.host_namespace_only,
             bind_protection: config.bind_protection,
             host_netns_cookie: config.host_netns_cookie,
+            external_ip_mitigation: config.external_ip_mitigation,
             initial_netns_cookie,
         }
     }
@@ -304,7 +307,11 @@ impl SockSim {
             return None;
         }
         let (address, port) = addr::load(dst);
-        self.lookup_frontend(frontend_key(address, port, call.protocol.number()))
+        let found = self.lookup_frontend(frontend_key(address, port, call.protocol.number()))?;
+        // CVE-2020-8554: an externalIP that is not this node's keeps the address asked for.
+        let foreign_external_ip =
+            found.svc.flags & svc_flags::EXTERNAL_IP != 0 && !self.is_local(&address);
+        (!(self.config.external_ip_mitigation && foreign_external_ip)).then_some(found)
     }
 
     /// `lb_select_backend`: the affinity backend when there is a fresh one, else a random

@@ -89,6 +89,7 @@ fn config() -> SimConfig {
         host_namespace_only: false,
         bind_protection: true,
         host_netns_cookie: 0,
+        external_ip_mitigation: true,
         initial_netns_cookie: HOST_NS,
     }
 }
@@ -597,4 +598,37 @@ fn the_monitor_sees_each_translation_before_and_after() {
         ]
     );
     assert!(s.take_events().is_empty(), "taken once");
+}
+
+#[test]
+fn external_ips_are_translated_only_on_node_addresses_unless_the_mitigation_is_off() {
+    let services = || {
+        vec![
+            svc("203.0.113.10:80", ServiceType::ExternalIPs).backend("10.0.1.5:8080"),
+            svc("192.168.56.11:80", ServiceType::ExternalIPs).backend("10.0.1.6:8080"),
+        ]
+    };
+    let mut mitigated = sim(services());
+    mitigated.set_local_addresses(&["192.168.56.11".parse().unwrap()]);
+    assert_eq!(
+        mitigated.connect(&tcp(1), sa("203.0.113.10:80")),
+        sa("203.0.113.10:80"),
+        "an externalIP that is not the node's keeps its address"
+    );
+    assert_eq!(
+        mitigated.connect(&in_pod(tcp(2)), sa("192.168.56.11:80")),
+        sa("10.0.1.6:8080"),
+        "the node's own address is served, from pods too"
+    );
+    let mut open = SockSim::new(
+        SimConfig {
+            external_ip_mitigation: false,
+            ..config()
+        },
+        maps(services()),
+    );
+    assert_eq!(
+        open.connect(&in_pod(tcp(3)), sa("203.0.113.10:80")),
+        sa("10.0.1.5:8080")
+    );
 }
