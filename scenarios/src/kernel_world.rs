@@ -204,38 +204,72 @@ impl KernelWorld {
         Ok(())
     }
 
-    /// `lbctl cleanup` for a node, then its bpffs unmounted.
-    fn remove_agent(&self, agent: &NodeAgent) {
-        if agent.state_dir.join("agent.json").exists() {
-            match netsim::binary_path("lbctl") {
-                Ok(lbctl) => {
-                    let status = Command::new(lbctl)
-                        .arg("cleanup")
-                        .arg("--state-dir")
-                        .arg(&agent.state_dir)
-                        .stdout(Stdio::null())
-                        .status();
-                    if !status.is_ok_and(|s| s.success()) {
-                        eprintln!(
-                            "warning: lbctl cleanup failed for {}",
-                            agent.state_dir.display()
-                        );
-                    }
-                }
-                Err(e) => eprintln!("warning: {e}"),
+    /// Removes every node's agent with `lbctl cleanup`, as an operator going back to
+    /// kube-proxy would, and checks that nothing it pinned is left.
+    pub fn finish(mut self) -> Result<()> {
+        let agents = std::mem::take(&mut self.agents);
+        let mut failures = Vec::new();
+        for (node, agent) in &agents {
+            if let Err(e) = remove_agent(agent) {
+                failures.push(format!("{node}: {e:#}"));
             }
         }
-        if agent.bpf_root.exists() {
-            let _ = nix::mount::umount2(&agent.bpf_root, nix::mount::MntFlags::MNT_DETACH);
+        if !failures.is_empty() {
+            bail!("cleanup: {}", failures.join("; "));
         }
+        Ok(())
     }
+}
+
+/// `lbctl cleanup` for a node (when its agent ran), then its bpffs unmounted.
+fn remove_agent(agent: &NodeAgent) -> Result<()> {
+    let result = if agent.state_dir.join("agent.json").exists() {
+        lbctl_cleanup(agent)
+    } else {
+        Ok(())
+    };
+    if agent.bpf_root.exists() {
+        let _ = nix::mount::umount2(&agent.bpf_root, nix::mount::MntFlags::MNT_DETACH);
+    }
+    result
+}
+
+fn lbctl_cleanup(agent: &NodeAgent) -> Result<()> {
+    let output = Command::new(netsim::binary_path("lbctl")?)
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&agent.state_dir)
+        .stdin(Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "lbctl cleanup exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let pin_dir = agent.bpf_root.join(lb::agent::PIN_SUBDIR);
+    if pin_dir.exists() {
+        let left: Vec<String> = std::fs::read_dir(&pin_dir)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        bail!(
+            "lbctl cleanup left {} with {left:?} in it",
+            pin_dir.display()
+        );
+    }
+    Ok(())
 }
 
 impl Drop for KernelWorld {
     fn drop(&mut self) {
+        // A scenario that failed half-way still removes its agents; `finish` already took
+        // them otherwise.
         self.servers.clear();
-        for agent in self.agents.values() {
-            self.remove_agent(agent);
+        for (node, agent) in &self.agents {
+            if let Err(e) = remove_agent(agent) {
+                eprintln!("warning: removing the agent of {node}: {e:#}");
+            }
         }
     }
 }

@@ -57,7 +57,8 @@ fn run_kernel(path: &Path) -> Result<(), Failed> {
     let scenario = Scenario::load(path).map_err(|e| format!("{e:#}"))?;
     let mut world = KernelWorld::new(&scenario).map_err(|e| format!("setup: {e:#}"))?;
     runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}"))?;
-    snapshot_views(&scenario, &mut world)
+    snapshot_views(&scenario, &mut world)?;
+    world.finish().map_err(|e| format!("{e:#}").into())
 }
 
 /// `lbctl service list` and `status --verbose` of every node after the last step, as insta
