@@ -59,11 +59,7 @@ pub fn run(options: Options) -> Result<()> {
     step("build", build)?;
     let spec = spec::load(&demo_dir())?;
     let cluster = Cluster::up(&spec)?;
-    let result = show(&spec, cluster, &options);
-    if interrupt::requested() {
-        progress("interrupted");
-    }
-    result
+    show(&spec, cluster, &options)
 }
 
 /// Everything after the agents are up; the cluster is taken down before this returns.
