@@ -36,7 +36,7 @@ pub fn requested() -> bool {
 /// Fails when a stop was requested, so `?` unwinds to the cleanup.
 pub fn check() -> Result<()> {
     if requested() {
-        bail!("interrupted; cleaning up");
+        bail!("interrupted by a signal");
     }
     Ok(())
 }
