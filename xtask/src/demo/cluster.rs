@@ -112,23 +112,30 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Applies `file` on every node and waits until each agent shows every string of
-    /// `expected(node)` in `lbctl service list`.
-    pub fn apply(&mut self, file: &Path, expected: impl Fn(&str) -> Vec<String>) -> Result<()> {
+    /// Applies `file` on every node and waits until each agent's `lbctl service list` shows
+    /// the frontends `frontends(node)` and every address of `backends`.
+    pub fn apply(
+        &mut self,
+        file: &Path,
+        frontends: impl Fn(&str) -> Vec<String>,
+        backends: &[String],
+    ) -> Result<()> {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         progress(&format!("applying {name} on every node…"));
         for agent in &self.agents {
             agent.apply(file)?;
         }
         for agent in &mut self.agents {
-            let want = expected(agent.node());
+            let want = frontends(agent.node());
             let took = agent.wait_for(&format!("{name} programmed"), |out| {
-                want.iter().all(|w| out.contains(w.as_str()))
+                want.iter()
+                    .chain(backends)
+                    .all(|w| out.contains(w.as_str()))
             })?;
             progress(&format!(
-                "agent on {} programmed {} frontends ({:.1} s)",
+                "agent on {} programmed {} ({:.1} s)",
                 agent.node(),
-                want.iter().filter(|w| w.contains(':')).count(),
+                join(want.iter()),
                 took.as_secs_f64()
             ));
         }

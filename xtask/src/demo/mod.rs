@@ -65,7 +65,7 @@ pub fn run(options: Options) -> Result<()> {
 /// Everything after the agents are up; the cluster is taken down before this returns.
 fn show(spec: &DemoSpec, mut cluster: Cluster, options: &Options) -> Result<()> {
     let service = &spec.service;
-    cluster.apply(&spec.service_file, |node| {
+    let frontends = |node: &str| {
         let node_ip = spec
             .nodes
             .iter()
@@ -76,14 +76,15 @@ fn show(spec: &DemoSpec, mut cluster: Cluster, options: &Options) -> Result<()> 
             format!("0.0.0.0:{}", service.node_port),
         ];
         want.extend(node_ip.map(|ip| format!("{ip}:{}", service.node_port)));
-        want.extend(
-            spec.pods
-                .iter()
-                .filter(|p| service.backends.contains(&p.name))
-                .map(|p| p.ip.to_string()),
-        );
         want
-    })?;
+    };
+    let backends: Vec<String> = spec
+        .pods
+        .iter()
+        .filter(|p| service.backends.contains(&p.name))
+        .map(|p| p.ip.to_string())
+        .collect();
+    cluster.apply(&spec.service_file, frontends, &backends)?;
     let mut outcomes = Vec::new();
     for target in traffic::targets(spec, &cluster)? {
         outcomes.push(traffic::run(target, options.requests)?);

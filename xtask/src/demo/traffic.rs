@@ -143,6 +143,11 @@ pub fn run(target: Target, count: u32) -> Result<Outcome> {
 pub fn summarise(outcomes: &[Outcome], backends: &[String]) -> Vec<String> {
     println!("\nsummary:");
     let mut problems = Vec::new();
+    let width = outcomes
+        .iter()
+        .map(|o| o.target.to_string().chars().count())
+        .max()
+        .unwrap_or(0);
     for outcome in outcomes {
         let total: u32 = outcome.answered_by.values().sum::<u32>() + outcome.failures.len() as u32;
         let by: Vec<String> = outcome
@@ -152,7 +157,7 @@ pub fn summarise(outcomes: &[Outcome], backends: &[String]) -> Vec<String> {
             .collect();
         let problem = outcome.problem(backends);
         println!(
-            "  {:<4} {:<58} {}/{total} answered: {}",
+            "  {:<4} {:<width$}  {}/{total} answered: {}",
             if problem.is_some() { "FAIL" } else { "ok" },
             outcome.target.to_string(),
             total - outcome.failures.len() as u32,
