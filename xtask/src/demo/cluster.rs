@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use netsim::{IdentityServer, NodeSpec, Pod, PodSpec, Proto, Topology};
 
 use super::agent::NodeAgent;
-use super::interrupt;
 use super::spec::DemoSpec;
+use super::{interrupt, join, progress};
 
 /// A scratch directory removed (with what is left in it) on drop.
 #[derive(Debug)]
@@ -36,11 +36,6 @@ pub struct Cluster {
     pods: BTreeMap<String, Pod>,
     topology: Topology,
     scratch: Scratch,
-}
-
-/// Prints a progress line.
-pub fn progress(line: &str) {
-    println!("demo: {line}");
 }
 
 impl Cluster {
@@ -175,9 +170,4 @@ impl Cluster {
         progress(&format!("cleaned up (topology {prefix} removed)"));
         Ok(())
     }
-}
-
-/// `a, b, c` of displayable items.
-pub fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
-    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }

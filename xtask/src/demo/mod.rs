@@ -22,7 +22,7 @@ use clap::Args;
 
 use crate::cmd::{cargo, step, workspace_root};
 use crate::deps;
-use cluster::{progress, Cluster};
+use cluster::Cluster;
 use spec::DemoSpec;
 
 /// Options of `cargo xtask demo`.
@@ -36,6 +36,16 @@ pub struct Options {
     /// of them once in 2^19 runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub requests: u32,
+}
+
+/// Prints a progress line.
+fn progress(line: &str) {
+    println!("demo: {line}");
+}
+
+/// `a, b, c` of displayable items.
+fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The demo's YAML: `xtask/demo`.
@@ -130,7 +140,7 @@ fn show(spec: &DemoSpec, mut cluster: Cluster, options: &Options) -> Result<()> 
     progress(&format!(
         "ok: every target of service {} answered by {}",
         service.name,
-        cluster::join(service.backends.iter())
+        join(service.backends.iter())
     ));
     Ok(())
 }

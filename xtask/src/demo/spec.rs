@@ -354,4 +354,52 @@ mod tests {
         assert!(spec.service_file.ends_with("my-nginx.yaml"));
         assert!(!spec.initial_files.contains(&spec.service_file));
     }
+
+    /// A demo directory in a scratch place with `manifests/objects.yaml` holding `objects`.
+    fn load_objects(name: &str, objects: &str) -> Result<DemoSpec> {
+        let dir =
+            std::env::temp_dir().join(format!("xtask-demo-spec-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        std::fs::write(dir.join("values.yaml"), "kubeProxyReplacement: true\n").unwrap();
+        std::fs::write(dir.join("manifests/objects.yaml"), objects).unwrap();
+        let spec = load(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        spec
+    }
+
+    const NODE: &str = "kind: Node\nmetadata: {name: node1}\nspec: {podCIDR: 10.217.0.0/25}\nstatus: {addresses: [{type: InternalIP, address: 192.168.56.11}]}\n";
+
+    #[test]
+    fn a_pod_on_an_unknown_node_is_refused_naming_both() {
+        let objects = format!("{NODE}---\nkind: Pod\nmetadata: {{name: web}}\nspec: {{nodeName: node9, containers: [{{name: c}}]}}\nstatus: {{podIP: 10.217.0.5}}\n---\nkind: Service\nmetadata: {{name: s}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: 80, nodePort: 31000}}]}}\n");
+        let err = format!("{:#}", load_objects("unknown-node", &objects).unwrap_err());
+        assert!(
+            err.contains("Pod web") && err.contains("node9") && err.contains("node1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_service_without_node_port_is_refused() {
+        let objects = format!("{NODE}---\nkind: Service\nmetadata: {{name: s}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}]}}\n");
+        let err = format!("{:#}", load_objects("no-nodeport", &objects).unwrap_err());
+        assert!(
+            err.contains("Service s") && err.contains("nodePort"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_node_without_pod_cidr_is_refused_naming_the_file() {
+        let err = load_objects(
+            "no-cidr",
+            "kind: Node\nmetadata: {name: node1}\nspec: {}\nstatus: {addresses: []}\n",
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("objects.yaml: document 0 (Node)") && err.contains("podCIDR"),
+            "{err}"
+        );
+    }
 }

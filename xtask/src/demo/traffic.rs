@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use anyhow::Result;
 use netsim::{ClientMode, Place};
 
-use super::cluster::{progress, Cluster};
-use super::interrupt;
+use super::cluster::Cluster;
 use super::spec::DemoSpec;
+use super::{interrupt, progress};
 
 /// Where requests go from, and to.
 #[derive(Debug, Clone)]
