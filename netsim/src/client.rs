@@ -5,7 +5,7 @@
 //! recvmsg, getpeername) see calls by the caller's cgroup, and only a whole process can be put
 //! into an ordinary cgroup.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +24,8 @@ pub enum ClientMode {
     UdpConnected,
     /// sendto() and recvfrom() on an unconnected UDP socket; the peer is recvfrom's source.
     UdpUnconnected,
+    /// connect(), getpeername(), `GET /` over HTTP/1.0; the answer is the body of a `200`.
+    Http,
 }
 
 impl ClientMode {
@@ -33,6 +35,7 @@ impl ClientMode {
             ClientMode::Tcp => "tcp",
             ClientMode::UdpConnected => "udp-connected",
             ClientMode::UdpUnconnected => "udp-unconnected",
+            ClientMode::Http => "http",
         }
     }
 
@@ -42,6 +45,7 @@ impl ClientMode {
             ClientMode::Tcp,
             ClientMode::UdpConnected,
             ClientMode::UdpUnconnected,
+            ClientMode::Http,
         ]
         .into_iter()
         .find(|m| m.as_arg() == arg)
@@ -97,6 +101,7 @@ pub fn exchange(mode: ClientMode, target: SocketAddr, timeout: Duration) -> Repl
         ClientMode::Tcp => tcp(target, timeout),
         ClientMode::UdpConnected => udp_connected(target, timeout),
         ClientMode::UdpUnconnected => udp_unconnected(target, timeout),
+        ClientMode::Http => http(target, timeout),
     }
 }
 
@@ -124,6 +129,61 @@ fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
         error: None,
         errno: None,
     }
+}
+
+fn http(target: SocketAddr, timeout: Duration) -> Reply {
+    let mut stream = match TcpStream::connect_timeout(&target, timeout) {
+        Ok(s) => s,
+        Err(e) => return Reply::failed("connect", &e, None),
+    };
+    let local = stream.local_addr().ok();
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(e) => return Reply::failed("getpeername", &e, local),
+    };
+    let request = format!("GET / HTTP/1.0\r\nHost: {target}\r\nUser-Agent: netsim-client\r\n\r\n");
+    if let Err(e) = stream
+        .set_write_timeout(Some(timeout))
+        .and_then(|()| stream.write_all(request.as_bytes()))
+    {
+        return Reply::failed("write", &e, local);
+    }
+    if let Err(e) = stream.set_read_timeout(Some(timeout)) {
+        return Reply::failed("setsockopt(SO_RCVTIMEO)", &e, local);
+    }
+    let mut response = String::new();
+    if let Err(e) = stream.read_to_string(&mut response) {
+        return Reply::failed("read", &e, local);
+    }
+    match http_body(&response) {
+        Ok(body) => Reply {
+            answer: Some(body.trim_end().to_owned()),
+            local,
+            peer: Some(peer),
+            error: None,
+            errno: None,
+        },
+        Err(why) => Reply {
+            answer: None,
+            local,
+            peer: Some(peer),
+            error: Some(format!("http: {why}")),
+            errno: None,
+        },
+    }
+}
+
+/// The body of an HTTP response whose status is 200, or why it is not one.
+fn http_body(response: &str) -> Result<&str, String> {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {} bytes", response.len()))?;
+    let status = head.lines().next().unwrap_or_default();
+    let code = status.split_whitespace().nth(1);
+    if !status.starts_with("HTTP/1.") || code != Some("200") {
+        return Err(format!("status line {status:?}, expected HTTP/1.x 200"));
+    }
+    Ok(body)
 }
 
 fn unspecified(target: SocketAddr) -> SocketAddr {
@@ -221,4 +281,23 @@ pub fn binary_path(name: &str) -> Result<PathBuf> {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_body_of_a_200_is_the_identity_line() {
+        let peer: SocketAddr = "10.0.1.5:41234".parse().unwrap();
+        let response = crate::server::http_response("backend-1", peer);
+        assert_eq!(http_body(&response), Ok("backend-1 10.0.1.5:41234\n"));
+    }
+
+    #[test]
+    fn http_body_refuses_other_statuses_and_garbage() {
+        let err = http_body("HTTP/1.1 404 Not Found\r\n\r\nnope").unwrap_err();
+        assert!(err.contains("404"), "{err}");
+        assert!(http_body("backend-1 10.0.1.5:1\n").is_err());
+    }
 }

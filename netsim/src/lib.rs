@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 pub use link::{GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6};
 pub use place::{Place, CLIENT_TIMEOUT};
 pub use process::{self_command, Process};
-pub use server::{identity_line, BoundSocket, IdentityServer, Proto};
+pub use server::{http_response, identity_line, BoundSocket, IdentityServer, Proto};
 pub use spec::{NodeSpec, PodSpec};
 pub use tier::Tier;
 pub use topology::{why_unavailable, Node, Pod, Topology, RUN_ROOT};

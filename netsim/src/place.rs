@@ -89,11 +89,7 @@ impl Place {
         identity: &str,
     ) -> Result<(Process, SocketAddr)> {
         let mut cmd = Command::new(binary_path("netsim-server")?);
-        let proto_arg = match proto {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        };
-        cmd.args([proto_arg, &addr.to_string(), identity])
+        cmd.args([proto.as_arg(), &addr.to_string(), identity])
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let mut process = self.spawn(cmd)?;

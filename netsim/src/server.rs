@@ -1,14 +1,15 @@
 //! Identity servers: TCP and UDP servers that answer every connection or datagram with one line,
 //! `<identity> <peer-address-they-saw>\n` (e.g. `backend-1 10.0.1.5:41234`), so a test learns
-//! which backend answered and what source address reached it.
+//! which backend answered and what source address reached it. In HTTP mode the same line is the
+//! body of a `200 OK` answer to any request, so `curl` works against a backend too.
 //!
 //! [`IdentityServer`] runs the loop on a thread of the calling process, with a socket created
 //! inside the namespace (a socket stays in the namespace it was created in, whatever thread
 //! uses it). The `netsim-server` binary runs the same loop as a process of its own, for servers
 //! that must sit in a cgroup.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,8 +24,42 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
+    /// The identity line on every accepted connection.
     Tcp,
+    /// The identity line in answer to every datagram.
     Udp,
+    /// TCP answering every HTTP request with `200 OK` and the identity line as the body.
+    Http,
+}
+
+impl Proto {
+    /// The name on the `netsim-server` command line.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Http => "http",
+        }
+    }
+
+    /// The protocol named `arg` on the command line.
+    pub fn from_arg(arg: &str) -> Option<Proto> {
+        [Proto::Tcp, Proto::Udp, Proto::Http]
+            .into_iter()
+            .find(|p| p.as_arg() == arg)
+    }
+}
+
+/// The largest request head (request line and headers) an HTTP server reads.
+const MAX_REQUEST_HEAD: usize = 8192;
+
+/// The answer of an HTTP server to any request: `200 OK` with the identity line as the body.
+pub fn http_response(identity: &str, peer: SocketAddr) -> String {
+    let body = identity_line(identity, peer);
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// The line a server sends to a peer.
@@ -42,11 +77,12 @@ pub struct IdentityServer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A bound socket of either transport, created inside a namespace.
+/// A bound socket of any transport, created inside a namespace.
 #[derive(Debug)]
 pub enum BoundSocket {
     Tcp(TcpListener),
     Udp(UdpSocket),
+    Http(TcpListener),
 }
 
 impl BoundSocket {
@@ -55,20 +91,21 @@ impl BoundSocket {
         Ok(match proto {
             Proto::Tcp => BoundSocket::Tcp(TcpListener::bind(addr)?),
             Proto::Udp => BoundSocket::Udp(UdpSocket::bind(addr)?),
+            Proto::Http => BoundSocket::Http(TcpListener::bind(addr)?),
         })
     }
 
     /// The address the socket is bound to (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self {
-            BoundSocket::Tcp(s) => s.local_addr(),
+            BoundSocket::Tcp(s) | BoundSocket::Http(s) => s.local_addr(),
             BoundSocket::Udp(s) => s.local_addr(),
         }
     }
 
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            BoundSocket::Tcp(s) => s.as_raw_fd(),
+            BoundSocket::Tcp(s) | BoundSocket::Http(s) => s.as_raw_fd(),
             BoundSocket::Udp(s) => s.as_raw_fd(),
         }
     }
@@ -78,6 +115,15 @@ impl BoundSocket {
         match self {
             BoundSocket::Tcp(listener) => serve_tcp(&listener, identity, stop),
             BoundSocket::Udp(socket) => serve_udp(&socket, identity, stop),
+            BoundSocket::Http(listener) => serve_http(&listener, identity, stop),
+        }
+    }
+
+    fn proto(&self) -> Proto {
+        match self {
+            BoundSocket::Tcp(_) => Proto::Tcp,
+            BoundSocket::Udp(_) => Proto::Udp,
+            BoundSocket::Http(_) => Proto::Http,
         }
     }
 }
@@ -98,6 +144,43 @@ fn serve_tcp(listener: &TcpListener, identity: &str, stop: &AtomicBool) {
             Err(e) => eprintln!("netsim-server {identity}: accept: {e}"),
         }
     }
+}
+
+fn serve_http(listener: &TcpListener, identity: &str, stop: &AtomicBool) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        match accepted {
+            // One connection at a time: a demo's backend, not a web server.
+            Ok((mut stream, peer)) => {
+                if let Err(e) = answer_http(&mut stream, identity, peer) {
+                    eprintln!("netsim-server {identity}: http from {peer}: {e}");
+                }
+            }
+            Err(e) => eprintln!("netsim-server {identity}: accept: {e}"),
+        }
+    }
+}
+
+/// Reads the request head (up to the blank line) and answers with [`http_response`].
+fn answer_http(stream: &mut TcpStream, identity: &str, peer: SocketAddr) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_REQUEST_HEAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head not ended by a blank line within 8 KiB",
+            ));
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    stream.write_all(http_response(identity, peer).as_bytes())
 }
 
 fn serve_udp(socket: &UdpSocket, identity: &str, stop: &AtomicBool) {
@@ -122,10 +205,7 @@ impl IdentityServer {
     /// Starts serving on `socket`, already bound inside its namespace: it accepts from the
     /// moment this returns, since the socket is bound (and listening) before.
     pub fn start(socket: BoundSocket, identity: &str, place: &str) -> Result<IdentityServer> {
-        let proto = match socket {
-            BoundSocket::Tcp(_) => Proto::Tcp,
-            BoundSocket::Udp(_) => Proto::Udp,
-        };
+        let proto = socket.proto();
         let local = socket.local_addr().map_err(|source| Error::Socket {
             ns: place.to_owned(),
             op: "getsockname of a server socket".into(),
@@ -157,7 +237,7 @@ impl IdentityServer {
         self.local
     }
 
-    /// TCP or UDP.
+    /// TCP, UDP or HTTP.
     pub fn proto(&self) -> Proto {
         self.proto
     }

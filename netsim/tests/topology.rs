@@ -16,7 +16,7 @@ type TestFn = fn() -> Result<(), Failed>;
 fn main() {
     let args = Arguments::from_args();
     let tier = netsim::Tier::detect("netsim privileged tests");
-    let tests: [(&str, TestFn); 10] = [
+    let tests: [(&str, TestFn); 12] = [
         (
             "pods::tcp_across_nodes_answers_with_the_backend_identity",
             tcp_across_nodes,
@@ -25,6 +25,14 @@ fn main() {
         (
             "pods::udp_connected_and_unconnected_across_nodes",
             udp_across_nodes,
+        ),
+        (
+            "pods::http_across_nodes_answers_200_with_the_identity",
+            http_across_nodes,
+        ),
+        (
+            "pods::spawned_http_server_answers_a_plain_tcp_request",
+            spawned_http_server,
         ),
         (
             "pods::client_runs_in_the_pod_cgroup_under_the_node_cgroup",
@@ -145,6 +153,40 @@ fn tcp_across_nodes_v6() -> Result<(), Failed> {
     let reply = t.client.client_once(ClientMode::Tcp, target)?;
     let client_ip = t.client.ipv6().ok_or("client has IPv6")?;
     check_reply(&reply, "backend-b6", client_ip.into(), target)
+}
+
+fn http_across_nodes() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let target: SocketAddr = "10.0.2.7:80".parse()?;
+    let _server = t.backend.server(Proto::Http, target, "backend-h")?;
+    for reply in t.client.client(ClientMode::Http, target, 3)? {
+        check_reply(&reply, "backend-h", t.client.ipv4().into(), target)?;
+    }
+    Ok(())
+}
+
+/// The `netsim-server http` process answers a request written by hand, as curl would send it.
+fn spawned_http_server() -> Result<(), Failed> {
+    use std::io::{Read, Write};
+    let t = two_nodes()?;
+    let (_server, bound) =
+        t.backend
+            .spawn_server(Proto::Http, "10.0.2.7:0".parse()?, "backend-hp")?;
+    let response = t.b.in_netns(move || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(bound)?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })??;
+    check(response.starts_with("HTTP/1.1 200 OK\r\n"), || {
+        format!("status line: {response:?}")
+    })?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body);
+    check(
+        body.is_some_and(|b| b.starts_with("backend-hp ") && b.ends_with('\n')),
+        || format!("body should be the identity line: {response:?}"),
+    )
 }
 
 fn udp_across_nodes() -> Result<(), Failed> {

@@ -4,11 +4,11 @@
 //! scenario on `sim`), and the kernel tier (privileged socket-LB tests, netsim's tests and every
 //! scenario on `kernel`; ignored without root, failing under `CI=true`) run in the test step.
 //! The VM tier joins with its issue; until then the summary says it does not exist yet rather
-//! than pretending it passed.
+//! than pretending it passed. After the tests, `cargo xtask demo --check` runs (root only).
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::cmd::{cargo, step, test_step, TestCounts};
@@ -62,6 +62,10 @@ pub fn run(options: Options) -> Result<()> {
     let (took, ran) = test_step("doc tests", doctests)?;
     timings.push(("doc tests", took));
     counts.add(ran);
+    let demo = demo_step()?;
+    if let Some(took) = demo {
+        timings.push(("demo --check", took));
+    }
 
     eprintln!("\n==> summary");
     for (name, took) in &timings {
@@ -83,10 +87,31 @@ pub fn run(options: Options) -> Result<()> {
     ] {
         eprintln!("    {tier:<28} --   {why}");
     }
+    if demo.is_none() {
+        eprintln!("    {:<28} --   not run: needs root", "demo --check");
+    }
     // The closing line, totalled over every test binary.
     println!(
         "ci: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.ignored
     );
     Ok(())
+}
+
+/// `cargo xtask demo --check`, the README's main command, after the tests: the two-node
+/// topology with traffic through it, failing CI when any target is not answered by both
+/// backends. It needs root: without it the step is reported as not run, and under `CI=true`
+/// it fails, as the privileged test tiers do. Returns its time, or `None` when not run.
+fn demo_step() -> Result<Option<Duration>> {
+    if !nix::unistd::geteuid().is_root() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("demo --check cannot run under CI=true: not running as root");
+        }
+        eprintln!("\n*** demo --check NOT RUN: not running as root ***");
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("finding the xtask executable")?;
+    let mut demo = std::process::Command::new(exe);
+    demo.args(["demo", "--check"]);
+    Ok(Some(step("demo --check", demo)?))
 }

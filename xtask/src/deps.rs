@@ -23,6 +23,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "`ip`, used by the privileged tests inside their namespaces",
     ),
+    (
+        "curl",
+        "the commands `cargo xtask demo` prints for poking its topology by hand",
+    ),
 ];
 
 /// Makes sure every package in [`PACKAGES`] is installed.

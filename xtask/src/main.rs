@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod ci;
 mod cmd;
+mod demo;
 mod deps;
 
 /// Developer and CI tasks.
@@ -23,12 +24,15 @@ enum Command {
     Ci(ci::Options),
     /// Benchmarks, reported as figures and ratios against a reference run side by side.
     Bench(bench::Options),
+    /// The documents' nginx example on a two-node topology, with traffic through it (root).
+    Demo(demo::Options),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Ci(options) => ci::run(options),
         Command::Bench(options) => bench::run(options),
+        Command::Demo(options) => demo::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

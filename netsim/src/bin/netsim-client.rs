@@ -1,4 +1,4 @@
-//! `netsim-client tcp|udp-connected|udp-unconnected TARGET [COUNT] [--timeout-ms MS]`: COUNT
+//! `netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]`: COUNT
 //! exchanges with an identity server, one JSON line each (`answer`, `local`, `peer`, `error`,
 //! `errno`). Failed exchanges are lines with `error` set; the exit code is non-zero only for
 //! bad arguments.
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected TARGET [COUNT] [--timeout-ms MS]"
+        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]"
     );
     ExitCode::from(2)
 }

@@ -1,5 +1,5 @@
-//! `netsim-server tcp|udp ADDR IDENTITY`: an identity server as a process of its own, for a
-//! server that must run inside a cgroup. Prints `listening ADDR` once bound, then serves until
+//! `netsim-server tcp|udp|http ADDR IDENTITY`: an identity server as a process of its own, for a
+//! server that must run inside a cgroup (`http`: a `200 OK` with the identity line as body). Prints `listening ADDR` once bound, then serves until
 //! killed.
 
 use std::io::Write;
@@ -13,10 +13,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (proto, addr, identity) = match args.as_slice() {
         [proto, addr, identity] => {
-            let proto = match proto.as_str() {
-                "tcp" => Proto::Tcp,
-                "udp" => Proto::Udp,
-                _ => return usage(&format!("unknown protocol {proto:?}")),
+            let Some(proto) = Proto::from_arg(proto) else {
+                return usage(&format!("unknown protocol {proto:?}"));
             };
             match addr.parse::<SocketAddr>() {
                 Ok(addr) => (proto, addr, identity),
@@ -45,6 +43,6 @@ fn main() -> ExitCode {
 }
 
 fn usage(why: &str) -> ExitCode {
-    eprintln!("netsim-server: {why}\nusage: netsim-server tcp|udp ADDR IDENTITY");
+    eprintln!("netsim-server: {why}\nusage: netsim-server tcp|udp|http ADDR IDENTITY");
     ExitCode::from(2)
 }
