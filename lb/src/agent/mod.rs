@@ -1,12 +1,14 @@
 //! The running agent: prepares the node (mounts, namespace identity, reserved ports), loads and
 //! attaches the socket programs with pinned maps and links, and keeps the maps equal to the
-//! desired state. Sources of desired state (a manifest directory today, the API server later)
+//! desired state; after a reconciliation that removed backends it destroys the connected UDP
+//! sockets still pointing at them ([`udp_destroy`]). Sources of desired state (a manifest directory today, the API server later)
 //! call [`Agent::reconcile`].
 
 mod cleanup;
 mod error;
 mod record;
 mod source;
+pub mod udp_destroy;
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +18,12 @@ pub use record::{AgentRecord, DEFAULT_STATE_DIR};
 pub use source::ManifestSource;
 
 use crate::config::AgentConfig;
-use crate::datapath::{ApplyReport, MapContents, SockLb, SockLbConfig};
+use crate::datapath::{ApplyReport, MapContents, RemovedBackends, SockLb, SockLbConfig};
+use crate::host::sock_diag::{self, Support};
 use crate::host::{self, PortRangeProtection};
-use crate::model::DesiredState;
+use crate::model::{DesiredState, L4Protocol};
 use crate::views::KprStatus;
+use udp_destroy::SweepScope;
 
 /// The directory under `bpf.root` where this agent pins its maps and links.
 pub const PIN_SUBDIR: &str = "lb";
@@ -30,6 +34,9 @@ pub struct Agent {
     sock_lb: SockLb,
     record: AgentRecord,
     state_dir: PathBuf,
+    /// Where connected UDP sockets to removed backends are destroyed; `None` when UDP is not
+    /// translated or the kernel cannot destroy sockets.
+    udp_sweep: Option<SweepScope>,
 }
 
 /// What one reconciliation did.
@@ -41,6 +48,8 @@ pub struct ReconcileReport {
     pub frontends: usize,
     /// Local-address entries changed.
     pub local_addrs_changed: usize,
+    /// Connected UDP sockets to removed backends that were destroyed.
+    pub udp_sockets_destroyed: usize,
 }
 
 impl Agent {
@@ -48,7 +57,7 @@ impl Agent {
     /// adopted with their contents, so traffic keeps flowing while this one starts.
     pub fn start(
         config: &AgentConfig,
-        status: KprStatus,
+        mut status: KprStatus,
         state_dir: &Path,
     ) -> Result<Agent, AgentError> {
         let values = config.values();
@@ -76,6 +85,23 @@ impl Agent {
                 reserved_ports = Some(range);
             }
         }
+        let udp_sweep = if config.socket_lb() && config.protocols().udp {
+            let support = sock_diag::probe();
+            if let Support::Unavailable(why) = &support {
+                tracing::warn!(
+                    "connected UDP sockets to deleted backends will not be destroyed: {why} \
+                     (needs CONFIG_INET_DIAG, CONFIG_INET_UDP_DIAG and CONFIG_INET_DIAG_DESTROY)"
+                );
+            }
+            status.udp_socket_destroy = Some(support.describe());
+            (support == Support::Available).then_some(if values.socket_lb.host_namespace_only {
+                SweepScope::HostOnly
+            } else {
+                SweepScope::AllNamespaces
+            })
+        } else {
+            None
+        };
         let record = AgentRecord {
             pin_dir,
             cgroup,
@@ -89,6 +115,7 @@ impl Agent {
             sock_lb,
             record,
             state_dir: state_dir.to_owned(),
+            udp_sweep,
         })
     }
 
@@ -111,10 +138,18 @@ impl Agent {
             .filter_map(|f| Some((f.id, (*names.get(&f.frontend)?).clone())))
             .collect();
         self.record.write(&self.state_dir)?;
+        let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
+        let udp_sockets_destroyed = match self.udp_sweep {
+            Some(scope) if !removed.is_empty() => {
+                udp_destroy::sweep(&self.record.cgroup, scope, &removed)?.len()
+            }
+            _ => 0,
+        };
         Ok(ReconcileReport {
             maps: report,
             frontends: listed.len(),
             local_addrs_changed,
+            udp_sockets_destroyed,
         })
     }
 
