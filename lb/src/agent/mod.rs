@@ -85,7 +85,7 @@ impl Agent {
                 reserved_ports = Some(range);
             }
         }
-        let udp_sweep = if config.socket_lb() && config.protocols().udp {
+        let udp_sweep = SweepScope::for_config(config).filter(|_| {
             let support = sock_diag::probe();
             if let Support::Unavailable(why) = &support {
                 tracing::warn!(
@@ -94,14 +94,8 @@ impl Agent {
                 );
             }
             status.udp_socket_destroy = Some(support.describe());
-            (support == Support::Available).then_some(if values.socket_lb.host_namespace_only {
-                SweepScope::HostOnly
-            } else {
-                SweepScope::AllNamespaces
-            })
-        } else {
-            None
-        };
+            support == Support::Available
+        });
         let record = AgentRecord {
             pin_dir,
             cgroup,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::config::AgentConfig;
 use crate::datapath::RemovedBackends;
 use crate::host::pod_netns::{namespaces_in_cgroup, NetnsHandle};
 use crate::host::sock_diag::{SockDiag, SockDiagError};
@@ -23,6 +24,20 @@ pub enum SweepScope {
     /// Only the agent's (host) namespace: `socketLB.hostNamespaceOnly`, where pods' sockets are
     /// not translated by the socket hooks and so never pointed at a backend through them.
     HostOnly,
+}
+
+impl SweepScope {
+    /// Where an agent with `config` sweeps, on a kernel that supports it: nowhere when the
+    /// socket hooks do not translate UDP (no socket was ever pointed at a backend by them).
+    pub fn for_config(config: &AgentConfig) -> Option<SweepScope> {
+        if !(config.socket_lb() && config.protocols().udp) {
+            None
+        } else if config.values().socket_lb.host_namespace_only {
+            Some(SweepScope::HostOnly)
+        } else {
+            Some(SweepScope::AllNamespaces)
+        }
+    }
 }
 
 /// One destroyed socket.
