@@ -133,9 +133,19 @@ impl Agent {
             .collect();
         self.record.write(&self.state_dir)?;
         let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
+        // The maps are already right; a failed sweep is worth a warning, not a failed
+        // reconciliation (the next removal sweeps again).
         let udp_sockets_destroyed = match self.udp_sweep {
             Some(scope) if !removed.is_empty() => {
-                udp_destroy::sweep(&self.record.cgroup, scope, &removed)?.len()
+                match udp_destroy::sweep(&self.record.cgroup, scope, &removed) {
+                    Ok(destroyed) => destroyed.len(),
+                    Err(e) => {
+                        tracing::warn!(
+                            "connected UDP sockets to removed backends not destroyed: {e}"
+                        );
+                        0
+                    }
+                }
             }
             _ => 0,
         };
