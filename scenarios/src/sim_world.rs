@@ -251,9 +251,7 @@ impl SimWorld {
             },
         ))
     }
-}
 
-impl SimWorld {
     /// What an exchange from `from` with whoever listens at `dst` gives the application.
     fn answer(
         &self,

@@ -229,7 +229,7 @@ impl SockDiag {
                             };
                         }
                         NetlinkPayload::InnerMessage(m) => out.push(m),
-                        NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+                        // Noop, Overrun (the payload type is non-exhaustive).
                         _ => {}
                     }
                 }
