@@ -114,6 +114,27 @@ KubeProxyReplacement Details:
 }
 
 #[test]
+fn a_running_agents_status_says_whether_udp_sockets_are_destroyed() {
+    let view = nginx();
+    let mut status = KprStatus::new(&view.config, &view.selection);
+    // Offline nothing probed the kernel, so the line is left out (the documents' block above).
+    assert!(!status.render_verbose().contains("UDP Socket Destroy"));
+    status.udp_socket_destroy = Some(
+        "Disabled (SOCK_DESTROY not supported, the kernel lacks CONFIG_INET_DIAG_DESTROY)".into(),
+    );
+    let text = status.render_verbose();
+    assert!(
+        text.contains("  Protocols:             TCP, UDP\n  UDP Socket Destroy:    Disabled (SOCK_DESTROY not supported, the kernel lacks CONFIG_INET_DIAG_DESTROY)\n  Devices:"),
+        "got:\n{text}"
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        json["udpSocketDestroy"],
+        status.udp_socket_destroy.clone().unwrap()
+    );
+}
+
+#[test]
 fn nginx_status_json() {
     let view = nginx();
     insta::assert_json_snapshot!(KprStatus::new(&view.config, &view.selection));

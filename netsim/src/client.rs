@@ -1,11 +1,12 @@
 //! The client side of the identity servers: one exchange (connect or send, then read the
 //! answer), run by the `netsim-client` binary inside a node or pod, reported as JSON lines.
+//! [`crate::held`] keeps a socket open across exchanges instead.
 //!
 //! The exchange runs in a process of its own because cgroup BPF hooks (connect, sendmsg,
 //! recvmsg, getpeername) see calls by the caller's cgroup, and only a whole process can be put
 //! into an ordinary cgroup.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,7 +84,7 @@ impl Reply {
             .ok()
     }
 
-    fn failed(op: &str, e: &std::io::Error, local: Option<SocketAddr>) -> Reply {
+    pub(crate) fn failed(op: &str, e: &std::io::Error, local: Option<SocketAddr>) -> Reply {
         Reply {
             answer: None,
             local,
@@ -106,7 +107,7 @@ pub fn exchange(mode: ClientMode, target: SocketAddr, timeout: Duration) -> Repl
 }
 
 fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
-    let mut stream = match TcpStream::connect_timeout(&target, timeout) {
+    let stream = match TcpStream::connect_timeout(&target, timeout) {
         Ok(s) => s,
         Err(e) => return Reply::failed("connect", &e, None),
     };
@@ -118,8 +119,9 @@ fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
     if let Err(e) = stream.set_read_timeout(Some(timeout)) {
         return Reply::failed("setsockopt(SO_RCVTIMEO)", &e, local);
     }
+    // The server's first line is the answer; closing then ends the connection.
     let mut answer = String::new();
-    if let Err(e) = stream.read_to_string(&mut answer) {
+    if let Err(e) = BufReader::new(&stream).read_line(&mut answer) {
         return Reply::failed("read", &e, local);
     }
     Reply {
@@ -193,7 +195,7 @@ fn unspecified(target: SocketAddr) -> SocketAddr {
     }
 }
 
-fn udp_socket(target: SocketAddr, timeout: Duration) -> Result<UdpSocket, Reply> {
+pub(crate) fn udp_socket(target: SocketAddr, timeout: Duration) -> Result<UdpSocket, Reply> {
     let socket =
         UdpSocket::bind(unspecified(target)).map_err(|e| Reply::failed("bind", &e, None))?;
     socket

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::capture::Capture;
 use crate::client::{binary_path, ClientMode, Reply};
 use crate::error::{Error, Result};
+use crate::held::HeldClient;
 use crate::netns::run_in;
 use crate::process::{spawn_in, Process};
 use crate::server::{BoundSocket, IdentityServer, Proto};
@@ -163,6 +164,12 @@ impl Place {
     pub fn client_once(&self, mode: ClientMode, target: SocketAddr) -> Result<Reply> {
         let mut replies = self.client(mode, target, 1)?;
         Ok(replies.remove(0))
+    }
+
+    /// Opens a socket to `target` held by a `netsim-client hold` process in this place, with
+    /// the first exchange's reply; see [`HeldClient`].
+    pub fn hold(&self, mode: ClientMode, target: SocketAddr) -> Result<(HeldClient, Reply)> {
+        HeldClient::open(self, mode, target)
     }
 
     /// Starts capturing frames on the interface `ifname` of this namespace.

@@ -3,12 +3,16 @@
 //! which backend answered and what source address reached it. In HTTP mode the same line is the
 //! body of a `200 OK` answer to any request, so `curl` works against a backend too.
 //!
+//! A TCP connection gets the line when it is accepted, and again for every line the client
+//! sends on it, until the client closes: a connection held open across steps can show that it
+//! still reaches the same backend.
+//!
 //! [`IdentityServer`] runs the loop on a thread of the calling process, with a socket created
 //! inside the namespace (a socket stays in the namespace it was created in, whatever thread
 //! uses it). The `netsim-server` binary runs the same loop as a process of its own, for servers
 //! that must sit in a cgroup.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +115,7 @@ impl BoundSocket {
     }
 
     /// Answers peers until `stop` is set and the socket is shut down.
-    pub fn serve(self, identity: &str, stop: &AtomicBool) {
+    pub fn serve(self, identity: &str, stop: &Arc<AtomicBool>) {
         match self {
             BoundSocket::Tcp(listener) => serve_tcp(&listener, identity, stop),
             BoundSocket::Udp(socket) => serve_udp(&socket, identity, stop),
@@ -128,17 +132,21 @@ impl BoundSocket {
     }
 }
 
-fn serve_tcp(listener: &TcpListener, identity: &str, stop: &AtomicBool) {
+fn serve_tcp(listener: &TcpListener, identity: &str, stop: &Arc<AtomicBool>) {
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::Acquire) {
             return;
         }
         match accepted {
-            Ok((mut stream, peer)) => {
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-                if let Err(e) = stream.write_all(identity_line(identity, peer).as_bytes()) {
-                    eprintln!("netsim-server {identity}: write to {peer}: {e}");
+            Ok((stream, peer)) => {
+                let (identity, stop) = (identity.to_owned(), stop.clone());
+                // One thread per connection, so a held connection does not block new ones.
+                let spawned = std::thread::Builder::new()
+                    .name(format!("netsim-{identity}-conn"))
+                    .spawn(move || serve_connection(stream, peer, &identity, &stop));
+                if let Err(e) = spawned {
+                    eprintln!("netsim-server: a thread for {peer}: {e}");
                 }
             }
             Err(e) => eprintln!("netsim-server {identity}: accept: {e}"),
@@ -160,6 +168,44 @@ fn serve_http(listener: &TcpListener, identity: &str, stop: &AtomicBool) {
                 }
             }
             Err(e) => eprintln!("netsim-server {identity}: accept: {e}"),
+        }
+    }
+}
+
+/// How often a connection's thread looks at the stop flag while its client is quiet.
+const CONNECTION_POLL: Duration = Duration::from_millis(200);
+
+/// Answers on accept and after every line, until the client closes or the server stops.
+fn serve_connection(mut stream: TcpStream, peer: SocketAddr, identity: &str, stop: &AtomicBool) {
+    let line = identity_line(identity, peer);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    // The read timeout only bounds how long a stopped server's thread lingers.
+    let _ = stream.set_read_timeout(Some(CONNECTION_POLL));
+    if let Err(e) = stream.write_all(line.as_bytes()) {
+        eprintln!("netsim-server {identity}: write to {peer}: {e}");
+        return;
+    }
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader);
+    let mut request = String::new();
+    while !stop.load(Ordering::Acquire) {
+        match reader.read_line(&mut request) {
+            Ok(0) => return,
+            Ok(_) if request.ends_with('\n') => {
+                request.clear();
+                if stream.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
         }
     }
 }

@@ -16,7 +16,7 @@ type TestFn = fn() -> Result<(), Failed>;
 fn main() {
     let args = Arguments::from_args();
     let tier = netsim::Tier::detect("netsim privileged tests");
-    let tests: [(&str, TestFn); 12] = [
+    let tests: [(&str, TestFn); 13] = [
         (
             "pods::tcp_across_nodes_answers_with_the_backend_identity",
             tcp_across_nodes,
@@ -41,6 +41,10 @@ fn main() {
         (
             "pods::spawned_server_binds_before_returning",
             spawned_server,
+        ),
+        (
+            "pods::held_sockets_keep_their_connection_across_exchanges",
+            held_sockets,
         ),
         ("nodes::node_to_node_over_eth0_and_eth1", node_to_node),
         ("capture::tcp_syn_seen_on_node_eth0", capture_syn),
@@ -187,6 +191,35 @@ fn spawned_http_server() -> Result<(), Failed> {
         body.is_some_and(|b| b.starts_with("backend-hp ") && b.ends_with('\n')),
         || format!("body should be the identity line: {response:?}"),
     )
+}
+
+/// A held socket keeps exchanging with the same server over one connection.
+fn held_sockets() -> Result<(), Failed> {
+    let t = two_nodes()?;
+    let target: SocketAddr = "10.0.2.7:8080".parse()?;
+    let _tcp = t.backend.server(Proto::Tcp, target, "backend-t")?;
+    let _udp = t.backend.server(Proto::Udp, target, "backend-u")?;
+    for (mode, identity) in [
+        (ClientMode::Tcp, "backend-t"),
+        (ClientMode::UdpConnected, "backend-u"),
+    ] {
+        let (mut held, first) = t.client.hold(mode, target)?;
+        check_reply(&first, identity, t.client.ipv4().into(), target)?;
+        for _ in 0..3 {
+            let reply = held.send()?;
+            check_reply(&reply, identity, t.client.ipv4().into(), target)?;
+            // The same socket: the server saw the same client port every time.
+            check(reply.seen_by_server() == first.seen_by_server(), || {
+                format!("{mode:?}: a new source port, so not the held socket: {reply:?} after {first:?}")
+            })?;
+        }
+        held.close()?;
+    }
+    // Nothing listens on this port: the held TCP socket reports the refusal and exits.
+    let (_held, refused) = t.client.hold(ClientMode::Tcp, "10.0.2.7:8081".parse()?)?;
+    check(refused.errno == Some(libc::ECONNREFUSED), || {
+        format!("expected ECONNREFUSED: {refused:?}")
+    })
 }
 
 fn udp_across_nodes() -> Result<(), Failed> {

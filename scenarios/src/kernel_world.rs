@@ -13,10 +13,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lb::agent::AgentRecord;
 use lb::datapath::ServiceMaps;
-use netsim::{ClientMode, IdentityServer, NodeSpec, Place, PodSpec, Proto, Topology};
+use netsim::{
+    ClientMode, HeldClient, IdentityServer, NodeSpec, Place, PodSpec, Proto, Reply, Topology,
+};
 
 use crate::files::ScenarioFiles;
-use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
+use crate::spec::{Bind, Connect, HeldTransport, Open, Scenario, Serve, Transport};
 use crate::trace_monitor::MonitorProcess;
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
@@ -59,9 +61,11 @@ struct NodeAgent {
     state_dir: PathBuf,
 }
 
-/// The kernel world of one scenario. Fields drop in order: servers, then the agents' cleanup,
-/// then the topology (which kills what runs in it and removes namespaces and cgroups).
+/// The kernel world of one scenario. Fields drop in order: held sockets' clients, servers,
+/// then the agents' cleanup, then the topology (which kills what runs in it and removes
+/// namespaces and cgroups).
 pub struct KernelWorld {
+    held: BTreeMap<String, HeldClient>,
     servers: Vec<IdentityServer>,
     agents: BTreeMap<String, NodeAgent>,
     places: BTreeMap<String, Place>,
@@ -151,6 +155,7 @@ impl KernelWorld {
             }
         }
         let mut world = KernelWorld {
+            held: BTreeMap::new(),
             servers,
             agents,
             places,
@@ -265,6 +270,7 @@ impl Drop for KernelWorld {
     fn drop(&mut self) {
         // A scenario that failed half-way still removes its agents; `finish` already took
         // them otherwise.
+        self.held.clear();
         self.servers.clear();
         for (node, agent) in &self.agents {
             if let Err(e) = remove_agent(agent) {
@@ -294,17 +300,27 @@ fn mode(transport: Transport) -> ClientMode {
 
 fn call_error(errno: Option<i32>, error: &str) -> CallError {
     match errno {
-        Some(nix::libc::EPERM) => CallError::Perm,
-        Some(nix::libc::ECONNREFUSED) => CallError::Refused,
-        Some(
-            nix::libc::ENETUNREACH
-            | nix::libc::EHOSTUNREACH
-            | nix::libc::ETIMEDOUT
-            | nix::libc::EAGAIN
-            | nix::libc::EINPROGRESS,
-        ) => CallError::Unreachable,
-        _ => CallError::Other(error.to_owned()),
+        Some(n) => CallError::from_errno(nix::errno::Errno::from_raw(n)),
+        None => CallError::Other(error.to_owned()),
     }
+}
+
+/// What the application saw in one exchange, from the client's reply.
+fn answer(reply: &Reply) -> Result<Result<Answer, CallError>> {
+    if let Some(error) = &reply.error {
+        return Ok(Err(call_error(reply.errno, error)));
+    }
+    let answered_by = reply
+        .identity()
+        .with_context(|| format!("an answer without identity: {reply:?}"))?
+        .to_owned();
+    let peer_name = reply
+        .peer
+        .with_context(|| format!("no peer address: {reply:?}"))?;
+    Ok(Ok(Answer {
+        answered_by,
+        peer_name,
+    }))
 }
 
 impl World for KernelWorld {
@@ -334,20 +350,36 @@ impl World for KernelWorld {
         let reply = self
             .place(&call.from)?
             .client_once(mode(call.transport), call.to)?;
-        if let Some(error) = &reply.error {
-            return Ok(Err(call_error(reply.errno, error)));
+        answer(&reply)
+    }
+
+    fn open(&mut self, open: &Open) -> Result<Result<Answer, CallError>> {
+        // A process of its own in the place's namespace and cgroup, holding the socket.
+        let (client, reply) = self
+            .place(&open.from)?
+            .hold(mode(open.transport.into()), open.to)?;
+        // A failed TCP connect leaves nothing open (the client has exited); a UDP socket is
+        // connected whatever its first exchange gave.
+        if reply.error.is_none() || open.transport == HeldTransport::UdpConnected {
+            self.held.insert(open.id.clone(), client);
         }
-        let answered_by = reply
-            .identity()
-            .with_context(|| format!("an answer without identity: {reply:?}"))?
-            .to_owned();
-        let peer_name = reply
-            .peer
-            .with_context(|| format!("no peer address: {reply:?}"))?;
-        Ok(Ok(Answer {
-            answered_by,
-            peer_name,
-        }))
+        answer(&reply)
+    }
+
+    fn send(&mut self, id: &str) -> Result<Result<Answer, CallError>> {
+        let client = self
+            .held
+            .get_mut(id)
+            .with_context(|| format!("no socket {id} is open (did its open fail?)"))?;
+        answer(&client.send()?)
+    }
+
+    fn close(&mut self, id: &str) -> Result<()> {
+        let client = self
+            .held
+            .remove(id)
+            .with_context(|| format!("no socket {id} is open (did its open fail?)"))?;
+        Ok(client.close()?)
     }
 
     fn bind(&mut self, bind: &Bind) -> Result<Result<(), CallError>> {

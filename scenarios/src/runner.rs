@@ -43,6 +43,15 @@ pub fn run(scenario: &Scenario, world: &mut dyn World) -> Result<()> {
 fn describe(step: &Step) -> String {
     if let Some(c) = &step.connect {
         format!("{:?} from {} to {} x{}", c.transport, c.from, c.to, c.times)
+    } else if let Some(o) = &step.open {
+        format!(
+            "open {} ({:?} from {} to {})",
+            o.id, o.transport, o.from, o.to
+        )
+    } else if let Some(r) = &step.send {
+        format!("send on {}", r.id)
+    } else if let Some(r) = &step.close {
+        format!("close {}", r.id)
     } else if let Some(b) = &step.bind {
         format!("bind {:?} {} on {}", b.transport, b.addr, b.on)
     } else if let Some(s) = &step.sysctl {
@@ -71,6 +80,15 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
             }
         }
         check_calls(&step.expect, &results)?;
+    }
+    if let Some(open) = &step.open {
+        check_calls(&step.expect, &[world.open(open)?])?;
+    }
+    if let Some(held) = &step.send {
+        check_calls(&step.expect, &[world.send(&held.id)?])?;
+    }
+    if let Some(held) = &step.close {
+        world.close(&held.id)?;
     }
     if let Some(bind) = &step.bind {
         let result = world.bind(bind)?;

@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use lb::datapath::sim::{SimConfig, SockCall, SockSim};
-use lb::datapath::MapContents;
+use lb::agent::udp_destroy::SweepScope;
+use lb::datapath::sim::{HeldSocket, SimConfig, SockCall, SockSim};
+use lb::datapath::{MapContents, RemovedBackends};
+use lb::host::sock_diag::Support;
 use lb::k8s::NodeDevice;
 use lb::model::L4Protocol;
 use lb::model::ServiceName;
@@ -16,7 +18,7 @@ use lb::offline::{self, DeviceArg, OfflineInputs};
 use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
-use crate::spec::{Bind, Connect, Scenario, Serve, Transport};
+use crate::spec::{Bind, Connect, Open, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
 const LOCAL_PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
@@ -52,6 +54,14 @@ struct SimNode {
     status: Option<KprStatus>,
 }
 
+/// A socket a scenario holds open, on the node whose hooks translated it.
+struct SimHeld {
+    node: usize,
+    from: String,
+    transport: Transport,
+    socket: HeldSocket,
+}
+
 struct SimPod {
     node: usize,
     netns: u64,
@@ -64,6 +74,7 @@ pub struct SimWorld {
     files: ScenarioFiles,
     nodes: Vec<SimNode>,
     pods: BTreeMap<String, SimPod>,
+    held: BTreeMap<String, SimHeld>,
     next_socket: u64,
 }
 
@@ -121,6 +132,7 @@ impl SimWorld {
             files,
             nodes,
             pods,
+            held: BTreeMap::new(),
             next_socket: 1,
         };
         world.set_objects(&crate::runner::initial_objects(scenario))?;
@@ -156,6 +168,19 @@ impl SimWorld {
             external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
             initial_netns_cookie: INITIAL_NETNS,
         };
+        // The agent's sweep after the reconciliation (the kernel's support is assumed): the
+        // held UDP sockets of this node's namespaces connected to a removed backend.
+        if let Some(scope) = SweepScope::for_config(config) {
+            let removed = RemovedBackends::between(&node.maps, &maps, L4Protocol::Udp);
+            let host_netns = node.netns;
+            for held in self.held.values_mut().filter(|h| h.node == index) {
+                if scope == SweepScope::AllNamespaces
+                    || held.socket.call().netns_cookie == host_netns
+                {
+                    held.socket.sweep(&removed);
+                }
+            }
+        }
         let node = &mut self.nodes[index];
         if config.node_port() && values.node_port.auto_protect_port_ranges {
             let (_, reserved) = lb::host::port_range_protection(
@@ -176,8 +201,14 @@ impl SimWorld {
         sim.set_local_addresses(&node.addresses);
         node.names = lb::agent::service_names(&view.translation.state, &maps.frontends());
         // The agent computes its status once, when it starts.
-        node.status
-            .get_or_insert_with(|| KprStatus::new(&view.config, &view.selection));
+        node.status.get_or_insert_with(|| {
+            let mut status = KprStatus::new(&view.config, &view.selection);
+            // The simulator models a kernel that can destroy sockets, as the agent reports it.
+            if SweepScope::for_config(&view.config).is_some() {
+                status.udp_socket_destroy = Some(Support::Available.describe());
+            }
+            status
+        });
         node.maps = maps;
         Ok(())
     }
@@ -252,6 +283,48 @@ impl SimWorld {
             },
         ))
     }
+
+    /// What an exchange from `from` with whoever listens at `dst` gives the application.
+    fn answer(
+        &self,
+        from: &str,
+        dst: SocketAddr,
+        transport: Transport,
+        peer_name: SocketAddr,
+    ) -> Result<Answer, CallError> {
+        match self.listener(from, dst, transport) {
+            None => Err(CallError::Unreachable),
+            Some(None) if transport == Transport::UdpUnconnected => Err(CallError::Unreachable),
+            Some(None) => Err(CallError::Refused),
+            Some(Some(answered_by)) => Ok(Answer {
+                answered_by,
+                peer_name,
+            }),
+        }
+    }
+
+    fn sim(&mut self, node: usize) -> Result<&mut SockSim> {
+        self.nodes[node].sim.as_mut().context("node not programmed")
+    }
+
+    /// An exchange on the held socket `id`.
+    fn exchange(&mut self, id: &str) -> Result<Result<Answer, CallError>> {
+        let held = self
+            .held
+            .get_mut(id)
+            .with_context(|| format!("no socket {id} is open (did its open fail?)"))?;
+        let dst = match held.socket.exchange() {
+            Ok(dst) => dst,
+            Err(errno) => return Ok(Err(CallError::from_errno(errno))),
+        };
+        let (node, from, transport) = (held.node, held.from.clone(), held.transport);
+        let socket = held.socket.clone();
+        let peer_name = match socket.peer_name(self.sim(node)?) {
+            Ok(p) => p,
+            Err(errno) => return Ok(Err(CallError::from_errno(errno))),
+        };
+        Ok(self.answer(&from, dst, transport, peer_name))
+    }
 }
 
 /// Every node and pod has a cgroup of its own in the model, numbered after its namespace.
@@ -262,13 +335,9 @@ fn cgroup_id(netns: u64) -> u64 {
 impl World for SimWorld {
     fn connect_traced(&mut self, call: &Connect) -> Result<(Result<Answer, CallError>, Traced)> {
         let (node, netns) = self.endpoint(&call.from)?;
-        let sim = self.nodes[node]
-            .sim
-            .as_mut()
-            .context("node not programmed")?;
-        sim.set_monitor(true);
+        self.sim(node)?.set_monitor(true);
         let result = self.connect(call);
-        let sim = self.nodes[node].sim.as_mut().expect("programmed above");
+        let sim = self.sim(node)?;
         let events = sim.take_events();
         sim.set_monitor(false);
         Ok((
@@ -282,23 +351,46 @@ impl World for SimWorld {
 
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         let (node, sock) = self.call(&call.from, call.transport)?;
-        let sim = self.nodes[node]
-            .sim
-            .as_mut()
-            .context("node not programmed")?;
+        let sim = self.sim(node)?;
         let dst = sim.connect(&sock, call.to);
         let peer_name = sim.peer_name(&sock, dst);
-        Ok(match self.listener(&call.from, dst, call.transport) {
-            None => Err(CallError::Unreachable),
-            Some(None) if call.transport == Transport::UdpUnconnected => {
-                Err(CallError::Unreachable)
+        Ok(self.answer(&call.from, dst, call.transport, peer_name))
+    }
+
+    fn open(&mut self, open: &Open) -> Result<Result<Answer, CallError>> {
+        let transport = Transport::from(open.transport);
+        let (node, sock) = self.call(&open.from, transport)?;
+        let socket = HeldSocket::connect(self.sim(node)?, sock, open.to);
+        let dst = socket
+            .destination()
+            .context("a freshly connected socket has a destination")?;
+        if transport == Transport::Tcp {
+            // connect() itself fails when nobody accepts, and nothing stays open.
+            if let Err(e) = self.answer(&open.from, dst, transport, dst) {
+                return Ok(Err(e));
             }
-            Some(None) => Err(CallError::Refused),
-            Some(Some(answered_by)) => Ok(Answer {
-                answered_by,
-                peer_name,
-            }),
-        })
+        }
+        self.held.insert(
+            open.id.clone(),
+            SimHeld {
+                node,
+                from: open.from.clone(),
+                transport,
+                socket,
+            },
+        );
+        self.exchange(&open.id)
+    }
+
+    fn send(&mut self, id: &str) -> Result<Result<Answer, CallError>> {
+        self.exchange(id)
+    }
+
+    fn close(&mut self, id: &str) -> Result<()> {
+        self.held
+            .remove(id)
+            .map(drop)
+            .with_context(|| format!("no socket {id} is open (did its open fail?)"))
     }
 
     fn bind(&mut self, bind: &Bind) -> Result<Result<(), CallError>> {
@@ -308,10 +400,7 @@ impl World for SimWorld {
             .as_ref()
             .context("node not programmed")?
             .bind(&sock, bind.addr)
-            .map_err(|e| match e {
-                nix::errno::Errno::EPERM => CallError::Perm,
-                other => CallError::Other(other.to_string()),
-            }))
+            .map_err(CallError::from_errno))
     }
 
     fn set_objects(&mut self, objects: &[serde_yaml::Value]) -> Result<()> {

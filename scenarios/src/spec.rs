@@ -15,9 +15,15 @@
 //! steps:
 //!   - connect: {from: node1, to: "10.104.239.135:80", times: 20}
 //!     expect: {answered_by: [nginx-1, nginx-2], peer_name: "10.104.239.135:80"}
+//!   # A socket held across steps: opened (connect and a first exchange), used, closed.
+//!   - open: {id: c1, from: client, to: "10.104.239.135:80", transport: tcp}
+//!     expect: {answered_by: [nginx-1, nginx-2]}
+//!   - send: {id: c1}
+//!     expect: {peer_name: "10.104.239.135:80"}
+//!   - close: {id: c1}
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
@@ -128,6 +134,15 @@ pub struct Step {
     /// Open a connection (or send a datagram) and read the answer.
     #[serde(default)]
     pub connect: Option<Connect>,
+    /// Open a socket that stays open across steps, and make a first exchange on it.
+    #[serde(default)]
+    pub open: Option<Open>,
+    /// One more exchange on a held socket.
+    #[serde(default)]
+    pub send: Option<SocketRef>,
+    /// Close a held socket.
+    #[serde(default)]
+    pub close: Option<SocketRef>,
     /// Bind a socket.
     #[serde(default)]
     pub bind: Option<Bind>,
@@ -172,6 +187,48 @@ fn one() -> usize {
     1
 }
 
+/// Transport of a held socket: one that has a connection to keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeldTransport {
+    /// A TCP connection: the first exchange is the server's greeting, then a line each way.
+    #[default]
+    Tcp,
+    /// A connected UDP socket: a datagram and its answer per exchange.
+    UdpConnected,
+}
+
+impl From<HeldTransport> for Transport {
+    fn from(t: HeldTransport) -> Transport {
+        match t {
+            HeldTransport::Tcp => Transport::Tcp,
+            HeldTransport::UdpConnected => Transport::UdpConnected,
+        }
+    }
+}
+
+/// A socket opened now and used by later steps under its `id`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Open {
+    /// The name later steps use for it.
+    pub id: String,
+    /// A node (its host namespace) or a pod.
+    pub from: String,
+    /// The address the application connects to.
+    pub to: SocketAddr,
+    /// `tcp` or `udp-connected`.
+    #[serde(default)]
+    pub transport: HeldTransport,
+}
+
+/// A held socket, by the `id` it was opened with.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketRef {
+    /// The `open` step's id.
+    pub id: String,
+}
 /// A sysctl to read.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,7 +266,8 @@ pub struct Expect {
     /// The address the application sees as its peer (getpeername, or recvfrom's source).
     #[serde(default)]
     pub peer_name: Option<SocketAddr>,
-    /// The call fails with this error: `EPERM`, `ECONNREFUSED`, `unreachable`; or `none`.
+    /// The call fails with this error: `EPERM`, `ECONNREFUSED`, `unreachable`, another errno
+    /// by name (`ECONNABORTED`, `EDESTADDRREQ`); or `none`.
     #[serde(default)]
     pub error: Option<String>,
     /// The sysctl read has this value (surrounding whitespace ignored).
@@ -268,8 +326,13 @@ impl Scenario {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let scenario: Scenario =
             serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut open: BTreeSet<&str> = BTreeSet::new();
         for (i, step) in scenario.steps.iter().enumerate() {
+            let at = || format!("{}: step {}", path.display(), i + 1);
             let actions = usize::from(step.connect.is_some())
+                + usize::from(step.open.is_some())
+                + usize::from(step.send.is_some())
+                + usize::from(step.close.is_some())
                 + usize::from(step.bind.is_some())
                 + usize::from(step.sysctl.is_some())
                 + usize::from(!step.apply.is_empty() || !step.delete.is_empty())
@@ -284,12 +347,125 @@ impl Scenario {
             }
             if actions > 1 {
                 anyhow::bail!(
-                    "{}: step {}: one action per step (connect, bind, sysctl, apply/delete, restart_agent, wait_seconds)",
-                    path.display(),
-                    i + 1
+                    "{}: one action per step (connect, open, send, close, bind, sysctl, apply/delete, restart_agent, wait_seconds)",
+                    at()
                 );
+            }
+            if let Some(o) = &step.open {
+                if !open.insert(o.id.as_str()) {
+                    anyhow::bail!("{}: open.id: socket {:?} is already open", at(), o.id);
+                }
+            }
+            for (field, r) in [("send.id", &step.send), ("close.id", &step.close)] {
+                let Some(r) = r else { continue };
+                if !open.contains(r.id.as_str()) {
+                    anyhow::bail!(
+                        "{}: {field}: no socket {:?} is open here (open ones: {})",
+                        at(),
+                        r.id,
+                        if open.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            open.iter().copied().collect::<Vec<_>>().join(", ")
+                        }
+                    );
+                }
+            }
+            if let Some(r) = &step.close {
+                open.remove(r.id.as_str());
             }
         }
         Ok(scenario)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads a scenario whose steps are `steps` (YAML), from a file of its own.
+    fn load_steps(test: &str, steps: &str) -> anyhow::Result<Scenario> {
+        let path = std::env::temp_dir().join(format!(
+            "lb-scenario-spec-{test}-{}.yaml",
+            std::process::id()
+        ));
+        let text = format!(
+            "name: {test}\ndocument: x\ntopology: {{nodes: [{{name: n1, address: 192.168.56.11}}]}}\nsteps:\n{steps}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let result = Scenario::load(&path);
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    const OPEN: &str =
+        "  - open: {id: c1, from: n1, to: \"10.0.0.1:53\", transport: udp-connected}\n";
+
+    #[test]
+    fn held_sockets_open_send_and_close_by_id() {
+        let s = load_steps(
+            "ok",
+            &format!("{OPEN}  - send: {{id: c1}}\n    expect: {{error: ECONNABORTED}}\n  - close: {{id: c1}}\n{OPEN}"),
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 4);
+        assert_eq!(
+            s.steps[0].open.as_ref().unwrap().transport,
+            HeldTransport::UdpConnected
+        );
+    }
+
+    #[test]
+    fn a_send_to_an_unknown_or_closed_id_names_the_file_step_and_field() {
+        let e = load_steps("unknown", &format!("{OPEN}  - send: {{id: c2}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lb-scenario-spec-unknown"), "{e}");
+        assert!(
+            e.contains("step 2: send.id: no socket \"c2\" is open here (open ones: c1)"),
+            "{e}"
+        );
+        let e = load_steps(
+            "closed",
+            &format!("{OPEN}  - close: {{id: c1}}\n  - close: {{id: c1}}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("step 3: close.id: no socket \"c1\" is open here (open ones: none)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_id_opened_twice_is_refused() {
+        let e = load_steps("twice", &format!("{OPEN}{OPEN}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("step 2: open.id: socket \"c1\" is already open"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn open_refuses_unknown_fields_and_unconnected_udp() {
+        let e = load_steps(
+            "field",
+            "  - open: {id: c1, from: n1, to: \"10.0.0.1:53\", times: 2}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `times`"), "{e}");
+        let e = load_steps(
+            "transport",
+            "  - open: {id: c1, from: n1, to: \"10.0.0.1:53\", transport: udp-unconnected}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("udp-unconnected") && e.contains("`udp-connected`"),
+            "{e}"
+        );
     }
 }

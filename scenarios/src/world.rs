@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lb::views::TraceSockEvent;
 
-use crate::spec::{Bind, Connect};
+use crate::spec::{Bind, Connect, Open};
 
 /// What a client observed from one successful call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub enum CallError {
     Refused,
     /// No route, or no answer before the deadline.
     Unreachable,
+    /// Another errno, by its name (`ECONNABORTED`).
+    Errno(String),
     /// Anything else, as the backend reported it.
     Other(String),
 }
@@ -37,7 +39,22 @@ impl CallError {
             CallError::Perm => "EPERM",
             CallError::Refused => "ECONNREFUSED",
             CallError::Unreachable => "unreachable",
-            CallError::Other(s) => s,
+            CallError::Errno(s) | CallError::Other(s) => s,
+        }
+    }
+
+    /// The scenario's name for an errno a call failed with.
+    pub fn from_errno(errno: nix::errno::Errno) -> CallError {
+        use nix::errno::Errno;
+        match errno {
+            Errno::EPERM => CallError::Perm,
+            Errno::ECONNREFUSED => CallError::Refused,
+            Errno::ENETUNREACH
+            | Errno::EHOSTUNREACH
+            | Errno::ETIMEDOUT
+            | Errno::EAGAIN
+            | Errno::EINPROGRESS => CallError::Unreachable,
+            other => CallError::Errno(format!("{other:?}")),
         }
     }
 }
@@ -69,6 +86,12 @@ pub trait World {
         &mut self,
         call: &Connect,
     ) -> anyhow::Result<(Result<Answer, CallError>, Traced)>;
+    /// Opens a socket held under `open.id` until closed, and makes a first exchange on it.
+    fn open(&mut self, open: &Open) -> anyhow::Result<Result<Answer, CallError>>;
+    /// One more exchange on the held socket `id`.
+    fn send(&mut self, id: &str) -> anyhow::Result<Result<Answer, CallError>>;
+    /// Closes the held socket `id`.
+    fn close(&mut self, id: &str) -> anyhow::Result<()>;
     /// Binds a fresh socket.
     fn bind(&mut self, bind: &Bind) -> anyhow::Result<Result<(), CallError>>;
     /// Gives every agent these objects (Kubernetes YAML) and waits until each has

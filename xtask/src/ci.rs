@@ -78,7 +78,7 @@ pub fn run(options: Options) -> Result<()> {
         ),
         (
             "kernel (privileged)",
-            "in the test step: lb/tests/privileged.rs, netsim/tests, scenarios kernel::*",
+            "in the test step: lb/tests/privileged.rs, lb/tests/sock_diag.rs, netsim/tests, scenarios kernel::*",
         ),
         (
             "vm (kernel matrix)",

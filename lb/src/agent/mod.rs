@@ -1,12 +1,14 @@
 //! The running agent: prepares the node (mounts, namespace identity, reserved ports), loads and
 //! attaches the socket programs with pinned maps and links, and keeps the maps equal to the
-//! desired state. Sources of desired state (a manifest directory today, the API server later)
+//! desired state; after a reconciliation that removed backends it destroys the connected UDP
+//! sockets still pointing at them ([`udp_destroy`]). Sources of desired state (a manifest directory today, the API server later)
 //! call [`Agent::reconcile`].
 
 mod cleanup;
 mod error;
 mod record;
 mod source;
+pub mod udp_destroy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,10 +19,14 @@ pub use record::{AgentRecord, DEFAULT_STATE_DIR};
 pub use source::ManifestSource;
 
 use crate::config::AgentConfig;
-use crate::datapath::{ApplyReport, ListedFrontend, MapContents, SockLb, SockLbConfig};
+use crate::datapath::{
+    ApplyReport, ListedFrontend, MapContents, RemovedBackends, SockLb, SockLbConfig,
+};
+use crate::host::sock_diag::{self, Support};
 use crate::host::{self, PortRangeProtection};
-use crate::model::{DesiredState, ServiceName};
+use crate::model::{DesiredState, L4Protocol, ServiceName};
 use crate::views::KprStatus;
+use udp_destroy::SweepScope;
 
 /// The directory under `bpf.root` where this agent pins its maps and links.
 pub const PIN_SUBDIR: &str = "lb";
@@ -44,6 +50,9 @@ pub struct Agent {
     sock_lb: SockLb,
     record: AgentRecord,
     state_dir: PathBuf,
+    /// Where connected UDP sockets to removed backends are destroyed; `None` when UDP is not
+    /// translated or the kernel cannot destroy sockets.
+    udp_sweep: Option<SweepScope>,
 }
 
 /// What one reconciliation did.
@@ -55,6 +64,8 @@ pub struct ReconcileReport {
     pub frontends: usize,
     /// Local-address entries changed.
     pub local_addrs_changed: usize,
+    /// Connected UDP sockets to removed backends that were destroyed.
+    pub udp_sockets_destroyed: usize,
 }
 
 impl Agent {
@@ -62,7 +73,7 @@ impl Agent {
     /// adopted with their contents, so traffic keeps flowing while this one starts.
     pub fn start(
         config: &AgentConfig,
-        status: KprStatus,
+        mut status: KprStatus,
         state_dir: &Path,
     ) -> Result<Agent, AgentError> {
         let values = config.values();
@@ -91,6 +102,17 @@ impl Agent {
                 reserved_ports = Some(range);
             }
         }
+        let udp_sweep = SweepScope::for_config(config).filter(|_| {
+            let support = sock_diag::probe();
+            if let Support::Unavailable(why) = &support {
+                tracing::warn!(
+                    "connected UDP sockets to deleted backends will not be destroyed: {why} \
+                     (needs CONFIG_INET_DIAG, CONFIG_INET_UDP_DIAG and CONFIG_INET_DIAG_DESTROY)"
+                );
+            }
+            status.udp_socket_destroy = Some(support.describe());
+            support == Support::Available
+        });
         let record = AgentRecord {
             pin_dir,
             cgroup,
@@ -104,6 +126,7 @@ impl Agent {
             sock_lb,
             record,
             state_dir: state_dir.to_owned(),
+            udp_sweep,
         })
     }
 
@@ -121,10 +144,28 @@ impl Agent {
         let listed = want.frontends();
         self.record.services = service_names(desired, &listed);
         self.record.write(&self.state_dir)?;
+        let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
+        // The maps are already right; a failed sweep is worth a warning, not a failed
+        // reconciliation (the next removal sweeps again).
+        let udp_sockets_destroyed = match self.udp_sweep {
+            Some(scope) if !removed.is_empty() => {
+                match udp_destroy::sweep(&self.record.cgroup, scope, &removed) {
+                    Ok(destroyed) => destroyed.len(),
+                    Err(e) => {
+                        tracing::warn!(
+                            "connected UDP sockets to removed backends not destroyed: {e}"
+                        );
+                        0
+                    }
+                }
+            }
+            _ => 0,
+        };
         Ok(ReconcileReport {
             maps: report,
             frontends: listed.len(),
             local_addrs_changed,
+            udp_sockets_destroyed,
         })
     }
 

@@ -124,12 +124,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn reconcile(agent: &mut Agent, view: &OfflineView) -> Result<()> {
     let report = agent.reconcile(&view.translation.state)?;
-    if report.maps.written + report.maps.deleted + report.local_addrs_changed > 0 {
+    if report.maps.written
+        + report.maps.deleted
+        + report.local_addrs_changed
+        + report.udp_sockets_destroyed
+        > 0
+    {
         info!(
             frontends = report.frontends,
             written = report.maps.written,
             deleted = report.maps.deleted,
             local_addresses_changed = report.local_addrs_changed,
+            udp_sockets_destroyed = report.udp_sockets_destroyed,
             "maps updated"
         );
     }

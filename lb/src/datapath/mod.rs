@@ -5,6 +5,7 @@ mod contents;
 mod error;
 mod kernel;
 mod monitor;
+mod removed;
 pub mod sim;
 mod sock_lb;
 
@@ -12,4 +13,5 @@ pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub use error::DatapathError;
 pub use kernel::{ApplyReport, ServiceMaps};
 pub use monitor::TraceMonitor;
+pub use removed::{canonical, RemovedBackends};
 pub use sock_lb::{pinned_links, SockLb, SockLbConfig, LINKS_DIR};

@@ -1,11 +1,14 @@
 //! What the agent needs from the node it runs on: the bpffs and cgroup v2 mounts, its network
-//! namespace's cookie, the node's own addresses, and the reserved local port range.
+//! namespace's cookie, the node's own addresses, the reserved local port range, and the
+//! pods' namespaces and UDP sockets (for destroying sockets connected to removed backends).
 
 mod addrs;
 mod error;
 mod mounts;
 mod netns;
+pub mod pod_netns;
 mod ports;
+pub mod sock_diag;
 
 pub use addrs::{local_addresses, local_devices};
 pub use error::HostError;

@@ -21,6 +21,10 @@ pub struct KprStatus {
     pub socket_lb: bool,
     /// Protocols the socket hooks translate.
     pub protocols: String,
+    /// Whether connected UDP sockets to deleted backends are destroyed (`Enabled`, or
+    /// `Disabled (why)`): known only to a running agent, which probes the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_socket_destroy: Option<String>,
     /// NodePort devices.
     pub devices: Vec<String>,
     /// The direct-routing device.
@@ -81,6 +85,7 @@ impl KprStatus {
             status: config.kube_proxy_replacement(),
             socket_lb: config.socket_lb(),
             protocols: config.protocols().to_string(),
+            udp_socket_destroy: None,
             devices,
             direct_routing_device,
             mode: match lb.mode {
@@ -161,6 +166,9 @@ impl KprStatus {
         line("Status", title_bool(self.status).to_owned());
         line("Socket LB", enabled(self.socket_lb).to_owned());
         line("Protocols", self.protocols.clone());
+        if let Some(destroy) = &self.udp_socket_destroy {
+            line("UDP Socket Destroy", destroy.clone());
+        }
         line("Devices", self.devices_line());
         line("Mode", self.mode.clone());
         if let Some(dispatch) = &self.dsr_dispatch {

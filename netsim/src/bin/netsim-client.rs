@@ -2,13 +2,18 @@
 //! exchanges with an identity server, one JSON line each (`answer`, `local`, `peer`, `error`,
 //! `errno`). Failed exchanges are lines with `error` set; the exit code is non-zero only for
 //! bad arguments.
+//!
+//! `netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]`: opens one socket, prints
+//! the first exchange's line, then reads commands on stdin, one a line: `send` makes another
+//! exchange on the same socket and prints its line; `close` (or the end of stdin) closes it and
+//! exits. A failed connect prints its line and exits.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use netsim::{exchange, ClientMode};
+use netsim::{exchange, ClientMode, HeldSocket, Reply};
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,8 +25,12 @@ fn main() -> ExitCode {
         }
         args.drain(i..i + 2);
     }
+    let hold = args.first().is_some_and(|a| a == "hold");
+    if hold {
+        args.remove(0);
+    }
     let (mode, target, count) = match args.as_slice() {
-        [mode, target, rest @ ..] if rest.len() <= 1 => {
+        [mode, target, rest @ ..] if rest.len() <= usize::from(!hold) => {
             let Some(mode) = ClientMode::from_arg(mode) else {
                 return usage(&format!("unknown mode {mode:?}"));
             };
@@ -35,22 +44,61 @@ fn main() -> ExitCode {
             };
             (mode, target, count)
         }
-        _ => return usage("expected MODE TARGET [COUNT]"),
+        _ => return usage("expected MODE TARGET [COUNT], or hold MODE TARGET"),
     };
+    if hold {
+        if matches!(mode, ClientMode::UdpUnconnected | ClientMode::Http) {
+            return usage("hold takes tcp or udp-connected");
+        }
+        return run_held(mode, target, timeout);
+    }
     let mut stdout = std::io::stdout().lock();
     for _ in 0..count {
-        let reply = exchange(mode, target, timeout);
-        let line = serde_json::to_string(&reply).expect("a reply serialises");
-        if writeln!(stdout, "{line}").is_err() {
+        if print(&mut stdout, &exchange(mode, target, timeout)).is_err() {
             return ExitCode::FAILURE;
         }
     }
     ExitCode::SUCCESS
 }
 
+fn run_held(mode: ClientMode, target: SocketAddr, timeout: Duration) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let (socket, reply) = HeldSocket::open(mode, target, timeout);
+    if print(&mut stdout, &reply).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let Some(mut socket) = socket else {
+        return ExitCode::SUCCESS;
+    };
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else {
+            return ExitCode::FAILURE;
+        };
+        match line.trim() {
+            "send" => {
+                if print(&mut stdout, &socket.exchange()).is_err() {
+                    return ExitCode::FAILURE;
+                }
+            }
+            "close" => break,
+            other => {
+                eprintln!("netsim-client hold: unknown command {other:?} (send, close)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print(out: &mut impl Write, reply: &Reply) -> std::io::Result<()> {
+    let line = serde_json::to_string(reply).expect("a reply serialises");
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]"
+        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]\n       netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]"
     );
     ExitCode::from(2)
 }

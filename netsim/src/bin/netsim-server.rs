@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use netsim::{BoundSocket, Proto};
 
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     {
         return ExitCode::FAILURE;
     }
-    socket.serve(identity, &AtomicBool::new(false));
+    socket.serve(identity, &Arc::new(AtomicBool::new(false)));
     ExitCode::SUCCESS
 }
 

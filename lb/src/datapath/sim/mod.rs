@@ -13,9 +13,11 @@
 
 mod addr;
 mod chooser;
+mod held;
 mod sock;
 
 pub use chooser::{Chooser, SeededChooser};
+pub use held::HeldSocket;
 pub use sock::{SimConfig, SockCall, SockSim};
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use ebpf::maps::trace_kind;
 use nix::errno::Errno;
 
-use super::{SimConfig, SockCall, SockSim};
+use super::{HeldSocket, SimConfig, SockCall, SockSim};
 use crate::config::Protocols;
-use crate::datapath::MapContents;
+use crate::datapath::{MapContents, RemovedBackends};
 use crate::model::{
     Backend, BackendState, DesiredState, Frontend, L3n4Addr, L4Protocol, LbService, Scope,
     ServiceName, ServicePolicies, ServiceType,
@@ -631,4 +631,52 @@ fn external_ips_are_translated_only_on_node_addresses_unless_the_mitigation_is_o
         open.connect(&in_pod(tcp(3)), sa("203.0.113.10:80")),
         sa("10.0.1.5:8080")
     );
+}
+
+fn dns() -> Svc {
+    svc("10.96.0.10:53", ServiceType::ClusterIP)
+        .backend("10.0.0.1:53")
+        .backend("10.0.0.2:53")
+}
+
+#[test]
+fn a_held_socket_keeps_its_backend_when_it_turns_terminating() {
+    let mut sim = sim(vec![dns()]);
+    let mut held = HeldSocket::connect(&mut sim, in_pod(udp(1)), sa("10.96.0.10:53"));
+    let backend = held.destination().unwrap();
+    let remaining = if backend == sa("10.0.0.1:53") {
+        "10.0.0.2:53"
+    } else {
+        "10.0.0.1:53"
+    };
+    let before = sim.maps().clone();
+    let after = maps(vec![svc("10.96.0.10:53", ServiceType::ClusterIP)
+        .backend(remaining)
+        .terminating(&backend.to_string())]);
+    sim.set_maps(after.clone());
+    let removed = RemovedBackends::between(&before, &after, L4Protocol::Udp);
+    assert!(
+        !held.sweep(&removed),
+        "a terminating backend is not removed"
+    );
+    assert_eq!(held.exchange(), Ok(backend));
+    assert_eq!(held.peer_name(&mut sim), Ok(sa("10.96.0.10:53")));
+}
+
+#[test]
+fn a_destroyed_udp_socket_reports_econnaborted_once_then_is_disconnected() {
+    let mut sim = sim(vec![dns()]);
+    let mut held = HeldSocket::connect(&mut sim, in_pod(udp(1)), sa("10.96.0.10:53"));
+    let mut tcp_held = HeldSocket::connect(&mut sim, in_pod(tcp(2)), sa("10.96.0.10:53"));
+    let backend = held.destination().unwrap();
+    let removed: RemovedBackends = [backend, tcp_held.destination().unwrap()]
+        .into_iter()
+        .collect();
+    assert!(held.sweep(&removed));
+    assert!(!tcp_held.sweep(&removed), "only UDP sockets are destroyed");
+    assert_eq!(held.destination(), None);
+    assert_eq!(held.exchange(), Err(Errno::ECONNABORTED));
+    assert_eq!(held.exchange(), Err(Errno::EDESTADDRREQ));
+    assert_eq!(held.peer_name(&mut sim), Err(Errno::ENOTCONN));
+    assert!(tcp_held.exchange().is_ok());
 }
