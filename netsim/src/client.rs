@@ -106,15 +106,25 @@ pub fn exchange(mode: ClientMode, target: SocketAddr, timeout: Duration) -> Repl
     }
 }
 
-fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
-    let stream = match TcpStream::connect_timeout(&target, timeout) {
-        Ok(s) => s,
-        Err(e) => return Reply::failed("connect", &e, None),
-    };
+/// A TCP connection to `target` with its local address and the peer the application sees
+/// (getpeername), or the reply that says which of those calls failed.
+fn tcp_connect(
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<(TcpStream, Option<SocketAddr>, SocketAddr), Reply> {
+    let stream = TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| Reply::failed("connect", &e, None))?;
     let local = stream.local_addr().ok();
-    let peer = match stream.peer_addr() {
-        Ok(p) => p,
-        Err(e) => return Reply::failed("getpeername", &e, local),
+    let peer = stream
+        .peer_addr()
+        .map_err(|e| Reply::failed("getpeername", &e, local))?;
+    Ok((stream, local, peer))
+}
+
+fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
+    let (stream, local, peer) = match tcp_connect(target, timeout) {
+        Ok(connected) => connected,
+        Err(reply) => return reply,
     };
     if let Err(e) = stream.set_read_timeout(Some(timeout)) {
         return Reply::failed("setsockopt(SO_RCVTIMEO)", &e, local);
@@ -134,14 +144,9 @@ fn tcp(target: SocketAddr, timeout: Duration) -> Reply {
 }
 
 fn http(target: SocketAddr, timeout: Duration) -> Reply {
-    let mut stream = match TcpStream::connect_timeout(&target, timeout) {
-        Ok(s) => s,
-        Err(e) => return Reply::failed("connect", &e, None),
-    };
-    let local = stream.local_addr().ok();
-    let peer = match stream.peer_addr() {
-        Ok(p) => p,
-        Err(e) => return Reply::failed("getpeername", &e, local),
+    let (mut stream, local, peer) = match tcp_connect(target, timeout) {
+        Ok(connected) => connected,
+        Err(reply) => return reply,
     };
     let request = format!("GET / HTTP/1.0\r\nHost: {target}\r\nUser-Agent: netsim-client\r\n\r\n");
     if let Err(e) = stream
