@@ -23,6 +23,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "`ip`, used by the privileged tests inside their namespaces",
     ),
+    (
+        "iptables",
+        "`iptables-nft-restore`, loading kube-proxy-style rules inside the socket-lb bench's \
+         own namespace (`cargo xtask bench socket-lb`)",
+    ),
 ];
 
 /// Makes sure every package in [`PACKAGES`] is installed.
