@@ -3,8 +3,9 @@
 //! The server is a thread per backend: `accept`, write one byte (the backend's number), close.
 //! The client is a long-lived child process inside a client pod's namespace and cgroup (the
 //! cgroup is what the socket hooks see), driven over its stdin: each request line
-//! `ADDR COUNT BUDGET_MS` makes it time COUNT rounds of socket + connect + read of the first
-//! byte + close (stopping early when the budget is spent), and answer with one line:
+//! `ADDR[,ADDR…] COUNT BUDGET_MS` makes it time COUNT rounds of socket + connect (to one of the
+//! addresses at random) + read of the first byte + close (stopping early when the budget is
+//! spent), and answer with one line:
 //! `ok SPREAD NS NS …` (SPREAD counts the first bytes seen, `1:340,2:330,…`) or `err WHY`.
 
 use std::collections::BTreeMap;
@@ -91,7 +92,7 @@ pub fn client_main() -> std::process::ExitCode {
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let answer = match parse_request(&line) {
-            Ok((addr, count, budget)) => match measure(addr, count, budget) {
+            Ok((addrs, count, budget)) => match measure(&addrs, count, budget) {
                 Ok(m) => m.to_line(),
                 Err(e) => format!("err {e}"),
             },
@@ -107,13 +108,18 @@ pub fn client_main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-fn parse_request(line: &str) -> Result<(SocketAddrV4, u32, Duration), String> {
-    let bad = || format!("bad request {line:?}: expected `ADDR COUNT BUDGET_MS`");
+fn parse_request(line: &str) -> Result<(Vec<SocketAddrV4>, u32, Duration), String> {
+    let bad = || format!("bad request {line:?}: expected `ADDR[,ADDR…] COUNT BUDGET_MS`");
     let mut words = line.split_whitespace();
-    let addr = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+    let addrs: Vec<SocketAddrV4> = words
+        .next()
+        .ok_or_else(bad)?
+        .split(',')
+        .map(|a| a.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
     let count = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
     let budget = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-    Ok((addr, count, Duration::from_millis(budget)))
+    Ok((addrs, count, Duration::from_millis(budget)))
 }
 
 /// What one request measured.
@@ -167,13 +173,15 @@ impl Measured {
     }
 }
 
-fn measure(addr: SocketAddrV4, count: u32, budget: Duration) -> Result<Measured, String> {
+fn measure(addrs: &[SocketAddrV4], count: u32, budget: Duration) -> Result<Measured, String> {
     let started = Instant::now();
     let mut out = Measured::default();
+    let mut rng = XorShift::seeded();
     for i in 0..count {
         if started.elapsed() > budget {
             break;
         }
+        let addr = addrs[rng.below(addrs.len())];
         let t = Instant::now();
         let byte = one_connection(addr).map_err(|e| format!("connection {i} to {addr}: {e}"))?;
         out.nanos
@@ -181,6 +189,25 @@ fn measure(addr: SocketAddrV4, count: u32, budget: Duration) -> Result<Measured,
         *out.spread.entry(byte).or_default() += 1;
     }
     Ok(out)
+}
+
+/// A small pseudo-random generator (xorshift64): which backend a direct connection goes to.
+struct XorShift(u64);
+
+impl XorShift {
+    fn seeded() -> XorShift {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        XorShift(u64::from(nanos) | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
 }
 
 /// socket, connect, read one byte, close: what is timed.

@@ -80,8 +80,15 @@ impl Worker {
         })
     }
 
-    fn measure(&mut self, target: SocketAddrV4, count: u32, budget: Duration) -> Result<Measured> {
-        writeln!(self.stdin, "{target} {count} {}", budget.as_millis())
+    fn measure(
+        &mut self,
+        targets: &[SocketAddrV4],
+        count: u32,
+        budget: Duration,
+    ) -> Result<Measured> {
+        let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        let list = list.join(",");
+        writeln!(self.stdin, "{list} {count} {}", budget.as_millis())
             .and_then(|()| self.stdin.flush())
             .with_context(|| format!("sending a request to {}", self.name))?;
         let mut line = String::new();
@@ -92,7 +99,7 @@ impl Worker {
             bail!("{} exited", self.name);
         }
         Measured::from_line(line.trim_end())
-            .map_err(|e| anyhow::anyhow!("{} connecting to {target}: {e}", self.name))
+            .map_err(|e| anyhow::anyhow!("{} connecting to {list}: {e}", self.name))
     }
 }
 
@@ -238,11 +245,11 @@ impl World {
         }
     }
 
-    /// Times `count` connections to `target` from `client`.
+    /// Times `count` connections from `client`, each to one of `targets` at random.
     pub fn measure(
         &mut self,
         client: Client,
-        target: SocketAddrV4,
+        targets: &[SocketAddrV4],
         count: u32,
         budget: Duration,
     ) -> Result<Measured> {
@@ -259,7 +266,7 @@ impl World {
                     .2
             }
         }
-        .measure(target, count, budget)
+        .measure(targets, count, budget)
     }
 
     /// Writes `set` as the manifest directory and runs `lb-agent --once` in the node, its
