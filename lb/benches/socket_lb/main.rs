@@ -34,7 +34,7 @@ const COUNTS: [u32; 3] = [1, 1_000, 10_000];
 /// Rounds per service count; each round runs every variant once. Short rounds, many of them:
 /// on a shared machine noise comes in bursts of milliseconds to seconds, and rounds much
 /// shorter than a burst spread it over every variant alike.
-const ROUNDS: u32 = 1_000;
+const ROUNDS: u32 = 2_000;
 /// Connections per variant and round.
 const PER_ROUND: u32 = 20;
 /// Time one round of one variant may take; a slower round measures fewer connections.

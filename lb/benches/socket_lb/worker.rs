@@ -3,9 +3,9 @@
 //! The server is a thread per backend: `accept`, write one byte (the backend's number), close.
 //! The client is a long-lived child process inside a client pod's namespace and cgroup (the
 //! cgroup is what the socket hooks see), driven over its stdin: each request line
-//! `ADDR[,ADDR…] COUNT BUDGET_MS` makes it time COUNT rounds of socket + connect (to one of the
-//! addresses at random) + read of the first byte + close (stopping early when the budget is
-//! spent), and answer with one line:
+//! `ADDR[,ADDR…] COUNT BUDGET_MS` makes it time COUNT rounds of socket + connect (to one of
+//! the addresses at random) + read of the first byte and of the server's close + close
+//! (stopping early when the budget is spent), and answer with one line:
 //! `ok SPREAD NS NS …` (SPREAD counts the first bytes seen, `1:340,2:330,…`) or `err WHY`.
 
 use std::collections::BTreeMap;
@@ -210,7 +210,7 @@ impl XorShift {
     }
 }
 
-/// socket, connect, read one byte, close: what is timed.
+/// socket, connect, read one byte and the server's close, close: what is timed.
 fn one_connection(addr: SocketAddrV4) -> Result<u8, String> {
     let fd = socket::socket(
         AddressFamily::Inet,
@@ -228,10 +228,20 @@ fn one_connection(addr: SocketAddrV4) -> Result<u8, String> {
     socket::connect(fd.as_raw_fd(), &SockaddrIn::from(addr))
         .map_err(|e| format!("connect: {e}"))?;
     let mut byte = [0u8; 1];
+    let first = match nix::unistd::read(&fd, &mut byte) {
+        Ok(1) => byte[0],
+        Ok(_) => return Err("closed before the first byte".into()),
+        Err(e) => return Err(format!("read: {e}")),
+    };
+    // Wait for the server's close before closing: the server is then always the one that
+    // closed first and keeps the TIME_WAIT socket. Otherwise whether the client's close or the
+    // server's FIN came first would be a race, and a client's TIME_WAIT sockets would pile up
+    // in its namespace in proportion to how many connections it made, slowing its port
+    // search: the pod with two variants would fall behind the others as the run goes on.
     match nix::unistd::read(&fd, &mut byte) {
-        Ok(1) => Ok(byte[0]),
-        Ok(_) => Err("closed before the first byte".into()),
-        Err(e) => Err(format!("read: {e}")),
+        Ok(0) => Ok(first),
+        Ok(_) => Err("more than one byte before the server closed".into()),
+        Err(e) => Err(format!("read to the server's close: {e}")),
     }
 }
 
