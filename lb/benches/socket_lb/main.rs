@@ -239,27 +239,36 @@ fn print_table(rows: &[Row]) {
             row.summary.paired
         );
         if row.variant == Variant::SocketLb {
-            held.push((row.services, ratio));
+            held.push((row.services, ratio, row.summary.paired));
         }
     }
-    let missed: Vec<String> = held
-        .iter()
+    println!();
+    verdict(
+        "connects/s ÷ direct's",
+        held.iter().map(|&(n, r, _)| (n, r)),
+    );
+    verdict("paired", held.iter().map(|&(n, _, p)| (n, p)));
+}
+
+/// The final line for one measure of the ratio: whether socket-LB reached [`TARGET`] at
+/// every service count.
+fn verdict(measure: &str, ratios: impl Iterator<Item = (u32, f64)> + Clone) {
+    let all: Vec<String> = ratios
+        .clone()
+        .map(|(n, r)| format!("N={n}: {r:.3}"))
+        .collect();
+    let missed: Vec<String> = ratios
         // A NaN ratio (no direct row) is a miss too.
         .filter(|(_, r)| r.is_nan() || *r < TARGET)
-        .map(|(n, r)| format!("N={n} ({r:.3})"))
+        .map(|(n, _)| format!("N={n}"))
         .collect();
-    if missed.is_empty() {
-        println!(
-            "\ntarget held: ClusterIP via socket-LB ≥ {TARGET} × direct at every N ({})",
-            held.iter()
-                .map(|(n, r)| format!("N={n}: {r:.3}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    let outcome = if missed.is_empty() {
+        "held at every N".to_owned()
     } else {
-        println!(
-            "\ntarget missed: ClusterIP via socket-LB < {TARGET} × direct at {}",
-            missed.join(", ")
-        );
-    }
+        format!("missed at {}", missed.join(", "))
+    };
+    println!(
+        "target ClusterIP via socket-LB ≥ {TARGET} × direct, by {measure}: {outcome} ({})",
+        all.join(", ")
+    );
 }
