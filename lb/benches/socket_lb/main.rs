@@ -1,5 +1,5 @@
 //! Socket-LB against its limit and against kube-proxy: connect + first byte + close, one
-//! connection at a time, from three pods of one netsim node to three backend pods:
+//! connection at a time, from pods of one netsim node to three backend pods:
 //!
 //! - **direct**: to a backend's address from a pod with neither hooks nor rules (the limit);
 //! - **direct, hooked**: the same from the pod under the socket-LB hooks (the hooks' miss path);
@@ -9,9 +9,11 @@
 //!
 //! For 1, 1 000 and 10 000 services, programmed by `lb-agent --once` from generated manifests
 //! and by one `iptables-restore`; the connections go to the *last* service, the end of
-//! `KUBE-SERVICES`, where iptables' linear match costs most. Variants alternate round by round
-//! (the order rotating) so that machine noise hits all of them alike. Every address is inside
-//! namespaces the bench created; the host's tables, interfaces and cgroups are not touched.
+//! `KUBE-SERVICES`, where iptables' linear match costs most. Variants alternate in short rounds
+//! (the order rotating), everything pinned to one CPU, so that machine noise hits all of them
+//! alike. The table ends with whether socket-LB reached 0.95 × direct at every N, judged by the
+//! overall rate and by the paired per-round ratio. Every address is inside namespaces the bench
+//! created; the host's tables, interfaces and cgroups are not touched.
 //!
 //! `cargo xtask bench socket-lb` (root). Reports, does not assert timing; exits non-zero when it
 //! cannot run (not root, a connection fails, a backend is never chosen). Arguments (such as the
