@@ -1,6 +1,6 @@
 //! `cargo xtask bench NAME`: runs a benchmark in release mode and prints its report.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
 use crate::cmd::{cargo, step};
@@ -20,6 +20,9 @@ pub enum Bench {
     Maglev,
     /// How many entries of other backends move when one backend goes or comes.
     MaglevDisruption,
+    /// Connect + first byte + close through a ClusterIP (socket-LB), straight to the backend
+    /// and through kube-proxy-style iptables DNAT, for 1, 1 000 and 10 000 services. Root.
+    SocketLb,
 }
 
 /// Runs the benchmark.
@@ -27,7 +30,30 @@ pub fn run(options: Options) -> Result<()> {
     let target = match options.name {
         Bench::Maglev => "maglev",
         Bench::MaglevDisruption => "maglev_disruption",
+        Bench::SocketLb => "socket_lb",
     };
+    if matches!(options.name, Bench::SocketLb) {
+        if !nix::unistd::geteuid().is_root() {
+            bail!(
+                "bench socket-lb needs root: it builds network namespaces, cgroups, a bpffs, BPF \
+                 programs and iptables rules (all of its own); run `cargo xtask bench socket-lb` \
+                 as root"
+            );
+        }
+        crate::deps::ensure()?;
+        // The agent, lbctl and netsim's helpers run beside the bench binary, in release too.
+        let mut build = cargo();
+        build.args([
+            "build",
+            "--release",
+            "--package",
+            "lb",
+            "--package",
+            "netsim",
+            "--bins",
+        ]);
+        step("build release binaries", build)?;
+    }
     let mut cmd = cargo();
     cmd.args(["bench", "--package", "lb", "--bench", target]);
     step(&format!("bench {target}"), cmd)?;

@@ -27,6 +27,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "curl",
         "the commands `cargo xtask demo` prints for poking its topology by hand",
     ),
+    (
+        "iptables",
+        "`iptables-nft-restore`, loading kube-proxy-style rules inside the socket-lb bench's \
+         own namespace (`cargo xtask bench socket-lb`)",
+    ),
 ];
 
 /// Makes sure every package in [`PACKAGES`] is installed.

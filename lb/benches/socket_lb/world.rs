@@ -1,0 +1,374 @@
+//! The bench's topology and what runs in it: one netsim node with three client pods and three
+//! backend pods, the one-byte servers, a client process per client pod, the agent's files,
+//! and the iptables rules.
+//!
+//! - `client-direct` has nothing between it and the backends: the limit.
+//! - `client-sock`'s cgroup carries the socket-LB hooks (the agent's `cgroup.hostRoot`), and
+//!   its namespace has no iptables rules.
+//! - `ipt-N` has kube-proxy's rules for N services in its namespace's `nat` table, and no
+//!   hooks. One pod per service count: through DNAT the client's initial sequence number and
+//!   timestamp offset are derived from the ClusterIP, so a source port reused towards another
+//!   ClusterIP lands on the backend's TIME_WAIT socket of an earlier connection out of order
+//!   and stalls for a SYN retransmission or more. One ClusterIP per pod keeps that out of the
+//!   measurement (socket-LB cannot have it: the socket sees the backend's address).
+//!
+//! All of them are pods of the same node behind identical veths, so the only difference between
+//! the variants is the mechanism. Fields drop in order: the client processes, the servers,
+//! the agent's pins and files, then the topology (which kills what is left in its cgroups and
+//! removes the namespaces, with the iptables rules in them).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lb::datapath::ServiceMaps;
+use netsim::{NodeSpec, Place, PodSpec, Process, Topology};
+
+use crate::services::{ServiceSet, BACKEND_PORT};
+use crate::worker::{Measured, Servers};
+
+/// Set in the client processes (`client`).
+pub const ROLE_VAR: &str = "LB_BENCH_SOCKET_LB_ROLE";
+/// The iptables backend: nf_tables, Debian's default (`iptables-legacy` also works here).
+const IPTABLES_RESTORE: &str = "iptables-nft-restore";
+/// How long the agent may take to program a node.
+const AGENT_DEADLINE: Duration = Duration::from_secs(600);
+/// How long iptables-restore may take.
+const IPTABLES_DEADLINE: Duration = Duration::from_secs(600);
+
+const NODE: &str = "n1";
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 56, 11);
+const FIRST_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+
+/// Which client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// No hooks, no rules.
+    Direct,
+    /// Under the socket-LB hooks.
+    Sock,
+    /// Behind kube-proxy's iptables rules for the service count last programmed.
+    Iptables,
+}
+
+/// A client process and its pipes.
+struct Worker {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    name: String,
+    _process: Process,
+}
+
+impl Worker {
+    fn start(place: &Place, name: impl Into<String>) -> Result<Worker> {
+        let mut cmd = netsim::self_command(ROLE_VAR, "client")?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut process = place.spawn(cmd)?;
+        let child = process.child_mut();
+        let stdin = child.stdin.take().context("client stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("client stdout")?);
+        Ok(Worker {
+            stdin,
+            stdout,
+            name: name.into(),
+            _process: process,
+        })
+    }
+
+    fn measure(
+        &mut self,
+        targets: &[SocketAddrV4],
+        count: u32,
+        budget: Duration,
+    ) -> Result<Measured> {
+        let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        let list = list.join(",");
+        writeln!(self.stdin, "{list} {count} {}", budget.as_millis())
+            .and_then(|()| self.stdin.flush())
+            .with_context(|| format!("sending a request to {}", self.name))?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .with_context(|| format!("reading {}'s answer", self.name))?;
+        if line.is_empty() {
+            bail!("{} exited", self.name);
+        }
+        Measured::from_line(line.trim_end())
+            .map_err(|e| anyhow::anyhow!("{} connecting to {list}: {e}", self.name))
+    }
+}
+
+/// The agent's scratch files: values, manifests, bpffs and state directory.
+struct AgentFiles {
+    root: PathBuf,
+}
+
+impl AgentFiles {
+    fn create() -> Result<AgentFiles> {
+        let root = std::env::temp_dir().join(format!("lb-bench-socket-lb-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("manifests"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        let files = AgentFiles { root };
+        std::fs::write(files.values(), "kubeProxyReplacement: true\n")?;
+        Ok(files)
+    }
+
+    fn values(&self) -> PathBuf {
+        self.root.join("values.yaml")
+    }
+    fn manifests(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+    fn bpf_root(&self) -> PathBuf {
+        self.root.join("bpf")
+    }
+    fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+}
+
+impl Drop for AgentFiles {
+    fn drop(&mut self) {
+        if self.state_dir().join("agent.json").exists() {
+            let ok = netsim::binary_path("lbctl").is_ok_and(|lbctl| {
+                Command::new(lbctl)
+                    .arg("cleanup")
+                    .arg("--state-dir")
+                    .arg(self.state_dir())
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            if !ok {
+                eprintln!(
+                    "warning: lbctl cleanup failed for {}",
+                    self.state_dir().display()
+                );
+            }
+        }
+        let bpf = self.bpf_root();
+        if bpf.exists() {
+            let _ = nix::mount::umount2(&bpf, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The bench's world; see the module documentation.
+pub struct World {
+    direct: Worker,
+    sock: Worker,
+    /// Per service count: its pod and client.
+    ipt: Vec<(u32, Place, Worker)>,
+    /// The service count iptables was last programmed for.
+    ipt_current: Option<u32>,
+    _servers: Servers,
+    files: AgentFiles,
+    node: Place,
+    sock_pod: Place,
+    backends: Vec<Ipv4Addr>,
+    _topology: Topology,
+}
+
+impl World {
+    /// Builds the topology and starts servers and clients, with an iptables pod for each of
+    /// `counts`.
+    pub fn new(counts: &[u32]) -> Result<World> {
+        let mut topology = Topology::new()?;
+        let node = topology.add_node(
+            NodeSpec::new(NODE)
+                .eth0(ipnet::IpNet::new(NODE_IP.into(), 24)?)
+                .pod_cidr("10.0.1.0/24".parse()?),
+        )?;
+        let pod = |topology: &mut Topology, name: &str, last: u8| {
+            topology.add_pod(&node, PodSpec::new(name, Ipv4Addr::new(10, 0, 1, last)))
+        };
+        let direct_pod = pod(&mut topology, "client-direct", 2)?.place().clone();
+        let sock_pod = pod(&mut topology, "client-sock", 3)?.place().clone();
+        let mut ipt = Vec::new();
+        for (&count, last) in counts.iter().zip(20..) {
+            let name = format!("ipt-{count}");
+            let place = pod(&mut topology, &name, last)?.place().clone();
+            let worker = Worker::start(&place, name)?;
+            ipt.push((count, place, worker));
+        }
+        let mut listeners = Vec::new();
+        let mut backends = Vec::new();
+        for (i, last) in (1..=3u8).zip(11..) {
+            let ip = Ipv4Addr::new(10, 0, 1, last);
+            let place = pod(&mut topology, &format!("backend-{i}"), last)?
+                .place()
+                .clone();
+            let addr = SocketAddrV4::new(ip, BACKEND_PORT);
+            let listener = place
+                .in_netns(|| TcpListener::bind(addr))?
+                .with_context(|| format!("binding {addr} in backend-{i}"))?;
+            listeners.push((listener, i));
+            backends.push(ip);
+        }
+        let servers = Servers::start(listeners).context("starting the servers")?;
+        Ok(World {
+            direct: Worker::start(&direct_pod, "client-direct")?,
+            sock: Worker::start(&sock_pod, "client-sock")?,
+            ipt,
+            ipt_current: None,
+            _servers: servers,
+            files: AgentFiles::create()?,
+            node: node.place().clone(),
+            sock_pod,
+            backends,
+            _topology: topology,
+        })
+    }
+
+    /// The backends' addresses with their port.
+    pub fn backends(&self) -> Vec<SocketAddrV4> {
+        self.backends
+            .iter()
+            .map(|&ip| SocketAddrV4::new(ip, BACKEND_PORT))
+            .collect()
+    }
+
+    /// `count` services over this world's backends.
+    pub fn service_set(&self, count: u32) -> ServiceSet {
+        ServiceSet {
+            count,
+            first_ip: FIRST_SERVICE_IP,
+            backends: self.backends.clone(),
+            node: NODE.into(),
+            node_ip: NODE_IP,
+        }
+    }
+
+    /// Times `count` connections from `client`, each to one of `targets` at random.
+    pub fn measure(
+        &mut self,
+        client: Client,
+        targets: &[SocketAddrV4],
+        count: u32,
+        budget: Duration,
+    ) -> Result<Measured> {
+        match client {
+            Client::Direct => &mut self.direct,
+            Client::Sock => &mut self.sock,
+            Client::Iptables => {
+                let current = self.ipt_current;
+                &mut self
+                    .ipt
+                    .iter_mut()
+                    .find(|(n, _, _)| Some(*n) == current)
+                    .context("iptables was not programmed")?
+                    .2
+            }
+        }
+        .measure(targets, count, budget)
+    }
+
+    /// Writes `set` as the manifest directory and runs `lb-agent --once` in the node, its
+    /// hooks on `client-sock`'s cgroup; checks the pinned maps hold the set's frontends.
+    /// Returns how long the agent took.
+    pub fn program_socket_lb(&self, set: &ServiceSet) -> Result<Duration> {
+        let file = self.files.manifests().join("services.yaml");
+        let tmp = self.files.root.join(".services.yaml.tmp");
+        std::fs::write(&tmp, set.manifests())?;
+        std::fs::rename(&tmp, &file)?;
+        let mut cmd = Command::new(netsim::binary_path("lb-agent")?);
+        cmd.arg("--values")
+            .arg(self.files.values())
+            .arg("--set")
+            .arg(format!("bpf.root={}", self.files.bpf_root().display()))
+            .arg("--set")
+            .arg(format!(
+                "cgroup.hostRoot={}",
+                self.sock_pod.cgroup_path().display()
+            ))
+            .arg("--manifests")
+            .arg(self.files.manifests())
+            .arg("--node")
+            .arg(NODE)
+            .arg("--state-dir")
+            .arg(self.files.state_dir())
+            .arg("--once")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let output = self.node.spawn(cmd)?.output(AGENT_DEADLINE)?;
+        let took = started.elapsed();
+        if !output.status.success() {
+            bail!(
+                "lb-agent exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let pin_dir = self.files.bpf_root().join(lb::agent::PIN_SUBDIR);
+        let frontends = ServiceMaps::open_pinned(&pin_dir)?.read()?.frontends();
+        if frontends.len() != set.count as usize {
+            bail!(
+                "lb-agent programmed {} frontends for {} services",
+                frontends.len(),
+                set.count
+            );
+        }
+        Ok(took)
+    }
+
+    /// Loads kube-proxy's rules for `set` into the `nat` table of its pod `ipt-N` with one
+    /// `iptables-restore`, and makes it the iptables client; returns the rule count and how
+    /// long it took.
+    pub fn program_iptables(&mut self, set: &ServiceSet) -> Result<(usize, Duration)> {
+        let place = self
+            .ipt
+            .iter()
+            .find(|(n, _, _)| *n == set.count)
+            .map(|(_, p, _)| p.clone())
+            .with_context(|| format!("no iptables pod for {} services", set.count))?;
+        let rules = set.iptables_restore();
+        let count = rules.lines().filter(|l| l.starts_with("-A ")).count();
+        let mut cmd = Command::new(IPTABLES_RESTORE);
+        cmd.arg("-w")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut process = place.spawn(cmd)?;
+        let mut stdin = process.child_mut().stdin.take().context("stdin")?;
+        let writer = std::thread::spawn(move || stdin.write_all(rules.as_bytes()));
+        let output = process.output(IPTABLES_DEADLINE)?;
+        let took = started.elapsed();
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the rule writer panicked"))?
+            .context("writing the rules to iptables-restore")?;
+        if !output.status.success() {
+            bail!(
+                "{IPTABLES_RESTORE} in {} exited with {}: {}",
+                place.name(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        // Closed connections' conntrack entries would otherwise wait 120 s in TIME_WAIT; the
+        // table is shared by every namespace of the machine, so keep the bench's small.
+        set_sysctl(
+            &place,
+            Path::new("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait"),
+            "1",
+        )?;
+        self.ipt_current = Some(set.count);
+        Ok((count, took))
+    }
+}
+
+fn set_sysctl(place: &Place, path: &Path, value: &str) -> Result<()> {
+    place
+        .in_netns(|| std::fs::write(path, value))?
+        .with_context(|| format!("writing {value} to {} in {}", path.display(), place.name()))
+}
