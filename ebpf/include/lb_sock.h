@@ -29,6 +29,9 @@ const volatile __u64 cfg_host_netns_cookie = 0;
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
 #define NSEC_PER_SEC 1000000000ULL
+/* Address families, as <sys/socket.h> has them (not includable for the BPF target). */
+#define LB_AF_INET 2
+#define LB_AF_INET6 10
 
 /* A socket address in the family-independent form the maps use. */
 struct lb_sock_addr {
@@ -257,6 +260,32 @@ static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 pro
 }
 
 /* IPv4 hooks: the context's address as a mapped lb_sock_addr, and back. */
+/* sock_release: the socket is closing, so the reverse entry its connect made (keyed by its
+ * cookie and the backend it is connected to) can never be asked for again. Deleting it keeps
+ * the LRU map holding live sockets only; otherwise closed connections would fill it and
+ * evict the entries of long-lived ones, whose getpeername would then show the backend.
+ * Unconnected UDP sockets' entries (one per destination) are left to the LRU. */
+static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
+{
+	struct lb_sock_key sk = {};
+
+	if (ctx->family == LB_AF_INET) {
+		lb_addr_from_v4(&sk.address, ctx->dst_ip4);
+	} else if (ctx->family == LB_AF_INET6) {
+		sk.address.words[0] = ctx->dst_ip6[0];
+		sk.address.words[1] = ctx->dst_ip6[1];
+		sk.address.words[2] = ctx->dst_ip6[2];
+		sk.address.words[3] = ctx->dst_ip6[3];
+	} else {
+		return;
+	}
+	sk.port = (__be16)ctx->dst_port;
+	if (sk.port == 0)
+		return; /* never connected */
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	bpf_map_delete_elem(&lb_reverse_sk_v1, &sk);
+}
+
 static __always_inline void sock4_load(const struct bpf_sock_addr *ctx, struct lb_sock_addr *a)
 {
 	lb_addr_from_v4(&a->address, ctx->user_ip4);

@@ -17,7 +17,7 @@ static SOCK_LB: &Aligned<[u8]> = &Aligned {
 };
 
 /// The socket-level load balancer: cgroup `connect`, `sendmsg`, `recvmsg`, `getpeername` and
-/// `bind` programs for IPv4 and IPv6, and the maps they share.
+/// `bind` programs for IPv4 and IPv6, a `sock_release` program, and the maps they share.
 pub fn sock_lb_object() -> &'static [u8] {
     &SOCK_LB.bytes
 }
@@ -35,3 +35,7 @@ pub const SOCK_LB_PROGRAMS: &[(&str, &str)] = &[
     ("lb_sock6_getpeername", "getpeername6"),
     ("lb_sock6_bind", "bind6"),
 ];
+
+/// The `cgroup/sock_release` program of [`sock_lb_object`] (a `BPF_PROG_TYPE_CGROUP_SOCK`, not a
+/// sock_addr hook): it forgets a closing socket's reverse-translation entry.
+pub const SOCK_LB_RELEASE_PROGRAM: (&str, &str) = ("lb_sock_release", "sock_release");

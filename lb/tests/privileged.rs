@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 
+use ebpf::maps::{LbSockKey, LbSockValue, LB_REVERSE_SK};
 use lb::config::Protocols;
 use lb::datapath::{MapContents, ServiceMaps, SockLb, SockLbConfig};
 use lb::model::{
@@ -43,7 +44,7 @@ fn main() {
     }
     let tests: [(&str, TestFn); 5] = [
         (
-            "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service",
+            "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
         ),
         (
@@ -54,7 +55,10 @@ fn main() {
             "sock_lb::tcp_only_protocols_leave_udp_alone",
             tcp_only_protocols,
         ),
-        ("sock_lb::ipv6_clusterip_tcp", ipv6_clusterip_tcp),
+        (
+            "sock_lb::ipv6_clusterip_tcp_and_close_forgets_it",
+            ipv6_clusterip_tcp,
+        ),
         (
             "maps::a_restarted_agent_adopts_the_pinned_maps_and_changes_only_what_changed",
             restart_adopts_pinned_maps,
@@ -199,8 +203,23 @@ const BOTH: Protocols = Protocols {
     udp: true,
 };
 
+/// Once the child's connections are closed, the sock_release hook has deleted the reverse
+/// entries their connects made: the LRU map holds live sockets only.
+fn expect_no_reverse_entries(bpffs: &TestBpffs) -> Result<(), Failed> {
+    let path = bpffs.path.join(LB_REVERSE_SK);
+    let map = aya::maps::MapData::from_pin(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let map: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(map))?;
+    let left = map.keys().count();
+    if left != 0 {
+        return Err(format!("{left} reverse entries outlived their closed sockets").into());
+    }
+    Ok(())
+}
+
 fn clusterip_tcp() -> Result<(), Failed> {
-    let (_lb, cgroup, _bpffs) = setup("tcp", BOTH)?;
+    let (_lb, cgroup, bpffs) = setup("tcp", BOTH)?;
     let lines = run_child("tcp", &cgroup.path)?;
     expect_balanced(
         &lines,
@@ -208,7 +227,8 @@ fn clusterip_tcp() -> Result<(), Failed> {
         &v4_backends(8080),
         SocketAddr::from((SERVICE_IP, 80)),
         "getpeername",
-    )
+    )?;
+    expect_no_reverse_entries(&bpffs)
 }
 
 fn clusterip_udp_unconnected() -> Result<(), Failed> {
@@ -252,7 +272,7 @@ fn tcp_only_protocols() -> Result<(), Failed> {
 }
 
 fn ipv6_clusterip_tcp() -> Result<(), Failed> {
-    let (_lb, cgroup, _bpffs) = setup("tcp6", BOTH)?;
+    let (_lb, cgroup, bpffs) = setup("tcp6", BOTH)?;
     let lines = run_child("tcp6", &cgroup.path)?;
     let backends = BACKEND_PORTS6.map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
     expect_balanced(
@@ -261,7 +281,8 @@ fn ipv6_clusterip_tcp() -> Result<(), Failed> {
         &backends,
         SocketAddr::from((SERVICE_IP6, 80)),
         "getpeername",
-    )
+    )?;
+    expect_no_reverse_entries(&bpffs)
 }
 
 /// Maps pinned by one agent are found by the next: nothing is rewritten when nothing changed,

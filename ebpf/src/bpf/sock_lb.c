@@ -57,4 +57,12 @@ SOCK_REV_HOOK("cgroup/getpeername6", lb_sock6_getpeername, sock6_load, sock6_sto
 
 SOCK_BIND_HOOK("cgroup/bind6", lb_sock6_bind, sock6_load)
 
+/* Socket close: forget the socket's reverse entry (Linux 5.9). */
+SEC("cgroup/sock_release")
+int lb_sock_release(struct bpf_sock *ctx)
+{
+	sock_forget_reverse(ctx);
+	return SYS_PROCEED;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{
     LbAddr, LbLocalAddr, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_SERVICES,
@@ -78,6 +78,13 @@ impl SockLb {
                     source,
                 })?;
         }
+        let (release, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
+        release_program(&mut ebpf)?
+            .load()
+            .map_err(|source| DatapathError::Program {
+                program: release,
+                source,
+            })?;
         Ok(SockLb {
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -99,30 +106,41 @@ impl SockLb {
         let old = pinned_links(&links_dir)?;
         let generation = old.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
         let mut pinned = Vec::new();
+        let pin = |name: &str, link: FdLink| -> Result<PathBuf, DatapathError> {
+            let path = links_dir.join(format!("{name}{GENERATION_SEPARATOR}{generation}"));
+            link.pin(&path).map_err(|e| DatapathError::Pin {
+                path: path.clone(),
+                detail: format!("{e}{}", super::error::source_chain(&e)),
+            })?;
+            Ok(path)
+        };
+        // With BPF links (kernel >= 5.7) several programs coexist on a cgroup whatever the
+        // mode, and the kernel refuses the multi flag on link creation.
         for (name, _) in ebpf::SOCK_LB_PROGRAMS {
             let failed = |source| DatapathError::Program {
                 program: name,
                 source,
             };
             let prog = program(&mut self.ebpf, name)?;
-            // With BPF links (kernel >= 5.7) several programs coexist on a cgroup whatever the
-            // mode, and the kernel refuses the multi flag on link creation.
             let id = prog
                 .attach(&dir, CgroupAttachMode::Single)
                 .map_err(failed)?;
-            let link = FdLink::try_from(prog.take_link(id).map_err(failed)?).map_err(|e| {
-                DatapathError::Unsupported {
-                    what: format!("a BPF link for program {name} ({e})"),
-                    needs: "cgroup BPF links, Linux 5.7",
-                }
-            })?;
-            let path = links_dir.join(format!("{name}{GENERATION_SEPARATOR}{generation}"));
-            link.pin(&path).map_err(|e| DatapathError::Pin {
-                path: path.clone(),
-                detail: format!("{e}{}", super::error::source_chain(&e)),
-            })?;
-            pinned.push(path);
+            let link = FdLink::try_from(prog.take_link(id).map_err(failed)?)
+                .map_err(|e| no_link(name, &e))?;
+            pinned.push(pin(name, link)?);
         }
+        let (name, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
+        let failed = |source| DatapathError::Program {
+            program: name,
+            source,
+        };
+        let prog = release_program(&mut self.ebpf)?;
+        let id = prog
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(failed)?;
+        let link =
+            FdLink::try_from(prog.take_link(id).map_err(failed)?).map_err(|e| no_link(name, &e))?;
+        pinned.push(pin(name, link)?);
         for (path, _) in old {
             std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
         }
@@ -203,6 +221,29 @@ pub fn pinned_links(links_dir: &Path) -> Result<Vec<(PathBuf, u64)>, DatapathErr
         out.push((path, generation));
     }
     Ok(out)
+}
+
+/// The program was attached without a BPF link, which pinning needs.
+fn no_link(name: &'static str, e: &dyn std::fmt::Display) -> DatapathError {
+    DatapathError::Unsupported {
+        what: format!("a BPF link for program {name} ({e})"),
+        needs: "cgroup BPF links, Linux 5.7",
+    }
+}
+
+/// The `sock_release` program.
+fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, DatapathError> {
+    let (name, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| DatapathError::Program {
+            program: name,
+            source,
+        })
 }
 
 fn program<'a>(

@@ -78,7 +78,11 @@ pub struct SockCall {
 /// The state the programs keep in LRU maps (reverse-socket entries, affinity) is kept here
 /// without a size limit: the kernel evicts the least recently used entries when a map is full,
 /// which depends on its size and on per-CPU LRU lists, so the simulator matches the kernel only
-/// while the maps are not full (`bpf.lbMapMax` is far above what a scenario creates).
+/// while the maps are not full (`bpf.lbMapMax` is far above what a scenario creates). The
+/// `sock_release` hook's deletion of a closed socket's reverse entry is not modelled either:
+/// an entry keyed by a closed socket's cookie is never looked up again, so it only matters
+/// through that same LRU pressure (the `reverse-nat-after-churn` scenario shows it on the
+/// kernel).
 #[derive(Debug)]
 pub struct SockSim {
     config: SimConfig,
