@@ -2,13 +2,20 @@
 //! the simulator and `kernel::<name>` on the host kernel (network namespaces, a cgroup subtree
 //! per node, and the real agent). The same file must pass on both.
 //!
+//! On the kernel backend each scenario first asks the agent's feature probes whether this
+//! kernel has what it needs (`scenarios::features`); when it does not, the test is reported as
+//! ignored with a line naming the missing feature, and as `unsupported` in the report file
+//! (`LB_SCENARIO_REPORT`, read by the VM runner).
+//!
 //! Without root the kernel tests are reported as ignored, with a line saying why; under
 //! `CI=true` they fail instead, since CI must run this tier.
 
 use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use scenarios::features::Probed;
 use scenarios::kernel_world::{self, KernelWorld};
+use scenarios::report::{self, Outcome, Record};
 use scenarios::sim_world::SimWorld;
 use scenarios::{runner, Scenario};
 
@@ -19,6 +26,16 @@ fn main() {
     }
     let args = Arguments::from_args();
     let kernel = netsim::Tier::detect("scenario kernel backend");
+    let probed = if kernel.available() {
+        Probed::run()
+    } else {
+        Probed::default()
+    };
+    let wants_kernel = |name: &str| {
+        args.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    };
     let mut trials = Vec::new();
     for path in scenario_files() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -26,7 +43,38 @@ fn main() {
         trials.push(Trial::test(format!("sim::{name}"), move || {
             run_sim(&sim_path)
         }));
-        trials.push(kernel.trial(format!("kernel::{name}"), move || run_kernel(&path)));
+        let trial_name = format!("kernel::{name}");
+        let missing = Scenario::load(&path)
+            .ok()
+            .and_then(|s| probed.first_missing(&s));
+        if let Some(missing) = missing {
+            if wants_kernel(&trial_name) && !args.list {
+                eprintln!("{trial_name}: unsupported on this kernel: {missing}");
+                report::write(&Record {
+                    scenario: &name,
+                    outcome: Outcome::Unsupported,
+                    detail: &missing.to_string(),
+                });
+            }
+            trials.push(Trial::test(trial_name, || Ok(())).with_ignored_flag(true));
+            continue;
+        }
+        trials.push(kernel.trial(trial_name, move || {
+            let result = run_kernel(&path);
+            let (outcome, detail) = match &result {
+                Ok(()) => (Outcome::Passed, String::new()),
+                Err(e) => (
+                    Outcome::Failed,
+                    e.message().map(str::to_owned).unwrap_or_default(),
+                ),
+            };
+            report::write(&Record {
+                scenario: &name,
+                outcome,
+                detail: &detail,
+            });
+            result
+        }));
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -11,6 +11,23 @@ pub enum AgentError {
     /// Loading, attaching or programming the datapath failed.
     #[error(transparent)]
     Datapath(#[from] crate::datapath::DatapathError),
+    /// The kernel lacks a feature the datapath needs (found by [`crate::host::features`]).
+    #[error(
+        "{option} needs {}, which this kernel lacks ({}){}",
+        missing.feature,
+        missing.detail,
+        if missing.feature == crate::host::features::Feature::SoNetnsCookie {
+            "; outside the initial network namespace the agent cannot tell its own namespace apart without it"
+        } else {
+            ""
+        }
+    )]
+    MissingFeature {
+        /// The option that needs it (`kubeProxyReplacement=true` or `socketLB.enabled=true`).
+        option: &'static str,
+        /// The feature and the probe's answer.
+        missing: crate::host::features::Missing,
+    },
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {

@@ -3,6 +3,7 @@
 
 mod addrs;
 mod error;
+pub mod features;
 mod mounts;
 mod netns;
 mod ports;
@@ -10,7 +11,7 @@ mod ports;
 pub use addrs::{local_addresses, local_devices};
 pub use error::HostError;
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
-pub use netns::{own_netns_cookie, NetnsIdentity};
+pub use netns::{in_initial_netns, own_netns_cookie, NetnsIdentity};
 pub use ports::{
     port_range_protection, protect_port_range, unprotect_port_range, PortRangeProtection,
 };
