@@ -8,6 +8,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod deps;
+mod vm_test;
 
 /// Developer and CI tasks.
 #[derive(Debug, Parser)]
@@ -23,12 +24,16 @@ enum Command {
     Ci(ci::Options),
     /// Benchmarks, reported as figures and ratios against a reference run side by side.
     Bench(bench::Options),
+    /// The scenario suite's kernel backend in a VM on Debian kernels (or the matrix with
+    /// `--kernel all`).
+    VmTest(vm_test::Options),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Ci(options) => ci::run(options),
         Command::Bench(options) => bench::run(options),
+        Command::VmTest(options) => vm_test::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,217 @@
+//! The kernel cache: each Debian kernel package downloaded once, extracted with `dpkg-deb -x`
+//! and checked for what the scenarios need; later runs use it without the network.
+//!
+//! Layout: `<cache>/apt/<suite>/` (the private apt set-up), `<cache>/kernels/<suite>/current`
+//! (naming the ready package directory) and `<cache>/kernels/<suite>/<package>_<version>/`
+//! holding the `.deb`, the extracted `tree/` and a `ready` marker written last.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::apt::{self, AptRepo};
+use crate::catalog::{KernelChoice, Suite};
+
+/// The environment variable that overrides the cache directory.
+pub const CACHE_ENV: &str = "LB_VM_CACHE";
+
+/// Kernel options the scenarios need, built in or as modules: veth and bridges for netsim,
+/// cgroup BPF and namespaces for the agent, UDP socket diagnostics for socket destroy.
+pub const NEEDED_CONFIG: &[&str] = &[
+    "CONFIG_BPF_SYSCALL",
+    "CONFIG_CGROUP_BPF",
+    "CONFIG_NET_NS",
+    "CONFIG_VETH",
+    "CONFIG_BRIDGE",
+    "CONFIG_INET_DIAG",
+    "CONFIG_INET_UDP_DIAG",
+    "CONFIG_NET_SCH_INGRESS",
+    "CONFIG_NET_CLS_BPF",
+    "CONFIG_BLK_DEV_INITRD",
+    "CONFIG_SERIAL_8250_CONSOLE",
+];
+
+/// The kernel flavours tried, in order: the cloud one is small and boots fast; the generic one
+/// has everything.
+const FLAVOURS: &[&str] = &["cloud-amd64", "amd64"];
+
+/// A kernel ready to boot.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// What was asked for.
+    pub choice: KernelChoice,
+    /// Where it came from (`linux-image-6.1.0-50-cloud-amd64 6.1.176-1`, a path, `host`).
+    pub source: String,
+    /// The kernel image.
+    pub image: PathBuf,
+    /// Its modules directory (`lib/modules/<release>`), if it has modules.
+    pub modules: Option<PathBuf>,
+}
+
+/// The cache directory: `override_dir`, else `$LB_VM_CACHE`, else `$XDG_CACHE_HOME/lb-vm`,
+/// else `~/.cache/lb-vm`.
+pub fn cache_root(override_dir: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = override_dir {
+        return Ok(dir.to_owned());
+    }
+    if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("lb-vm"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("neither LB_VM_CACHE, XDG_CACHE_HOME nor HOME is set: pass --cache-dir")?;
+    Ok(PathBuf::from(home).join(".cache/lb-vm"))
+}
+
+/// The kernel for `choice`: from the cache, fetched into it (`refresh` asks the archive for a
+/// newer package even when one is cached), or the host's / the given files.
+pub fn kernel(root: &Path, choice: &KernelChoice, refresh: bool) -> Result<Kernel> {
+    match choice {
+        KernelChoice::Debian(suite) => debian_kernel(root, *suite, refresh),
+        KernelChoice::Host => host_kernel(),
+        KernelChoice::Path { image, modules } => Ok(Kernel {
+            choice: choice.clone(),
+            source: image.display().to_string(),
+            image: image.clone(),
+            modules: modules.clone(),
+        }),
+    }
+}
+
+fn host_kernel() -> Result<Kernel> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_owned();
+    let image = PathBuf::from(format!("/boot/vmlinuz-{release}"));
+    if !image.is_file() {
+        bail!(
+            "--kernel host: {} does not exist (the running kernel {release} has no image in \
+             /boot); name a Debian kernel or a path instead",
+            image.display()
+        );
+    }
+    let modules = PathBuf::from(format!("/lib/modules/{release}"));
+    Ok(Kernel {
+        choice: KernelChoice::Host,
+        source: format!("host {release}"),
+        image,
+        modules: modules.is_dir().then_some(modules),
+    })
+}
+
+fn debian_kernel(root: &Path, suite: Suite, refresh: bool) -> Result<Kernel> {
+    let dir = root.join("kernels").join(suite.codename);
+    let current = dir.join("current");
+    if !refresh {
+        if let Ok(name) = std::fs::read_to_string(&current) {
+            let pkg_dir = dir.join(name.trim());
+            if pkg_dir.join("ready").is_file() {
+                return from_tree(suite, &pkg_dir, name.trim());
+            }
+        }
+    }
+    let mirror = apt::host_mirror()?;
+    let repo = AptRepo::create(
+        &root.join("apt").join(suite.codename),
+        suite.codename,
+        &mirror,
+    )?;
+    repo.update()?;
+    let mut rejected = Vec::new();
+    for flavour in FLAVOURS {
+        let meta = format!("linux-image-{flavour}");
+        let (package, version) = repo.resolve(&meta)?;
+        let name = format!("{package}_{version}");
+        let pkg_dir = dir.join(&name);
+        if !pkg_dir.join("ready").is_file() {
+            let deb = repo.download(&package, &pkg_dir)?;
+            let tree = pkg_dir.join("tree");
+            if tree.exists() {
+                std::fs::remove_dir_all(&tree)?;
+            }
+            let status = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(&tree)
+                .status()
+                .context("cannot run dpkg-deb")?;
+            if !status.success() {
+                bail!("dpkg-deb -x {} failed: {status}", deb.display());
+            }
+            let missing = missing_config(&tree)?;
+            if !missing.is_empty() {
+                eprintln!(
+                    "lb-vm: {package} lacks {}; trying the next flavour",
+                    missing.join(", ")
+                );
+                rejected.push(format!("{package}: lacks {}", missing.join(", ")));
+                continue;
+            }
+            std::fs::write(pkg_dir.join("ready"), "")?;
+        }
+        std::fs::write(&current, &name)?;
+        return from_tree(suite, &pkg_dir, &name);
+    }
+    bail!(
+        "no kernel of {} has what the scenarios need: {}",
+        suite.codename,
+        rejected.join("; ")
+    )
+}
+
+/// The kernel image and modules directory of an extracted package.
+fn from_tree(suite: Suite, pkg_dir: &Path, name: &str) -> Result<Kernel> {
+    let tree = pkg_dir.join("tree");
+    let boot = tree.join("boot");
+    let image = std::fs::read_dir(&boot)
+        .with_context(|| format!("reading {}", boot.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
+    let release = image
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .unwrap_or_default()
+        .to_owned();
+    let modules = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|d| tree.join(d).join(&release))
+        .find(|d| d.is_dir());
+    Ok(Kernel {
+        choice: KernelChoice::Debian(suite),
+        source: name.replacen('_', " ", 1),
+        image,
+        modules,
+    })
+}
+
+/// The [`NEEDED_CONFIG`] options that the package's `/boot/config-*` has neither built in nor
+/// as a module.
+fn missing_config(tree: &Path) -> Result<Vec<String>> {
+    let boot = tree.join("boot");
+    let config = std::fs::read_dir(&boot)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("config-"))
+        })
+        .with_context(|| format!("no config-* in {}", boot.display()))?;
+    let text = std::fs::read_to_string(&config)?;
+    Ok(NEEDED_CONFIG
+        .iter()
+        .filter(|opt| {
+            !text
+                .lines()
+                .any(|l| l == format!("{opt}=y") || l == format!("{opt}=m"))
+        })
+        .map(|s| (*s).to_owned())
+        .collect())
+}
