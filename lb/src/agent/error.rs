@@ -47,3 +47,30 @@ impl AgentError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::features::{Feature, Missing};
+
+    #[test]
+    fn a_missing_feature_is_named_with_the_option_that_needs_it() {
+        let err = AgentError::MissingFeature {
+            option: "kubeProxyReplacement=true",
+            missing: Missing {
+                feature: Feature::SoNetnsCookie,
+                detail: "getsockopt(SO_NETNS_COOKIE): Protocol not available".into(),
+            },
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("kubeProxyReplacement=true needs so-netns-cookie (Linux 5.14)"),
+            "{text}"
+        );
+        assert!(text.contains("Protocol not available"), "{text}");
+        assert!(
+            text.contains("outside the initial network namespace"),
+            "{text}"
+        );
+    }
+}
