@@ -63,7 +63,8 @@ impl AptRepo {
                  Dir::Etc::PreferencesParts \"{r}/etc/preferences.d\";\n\
                  Dir::Etc::TrustedParts \"{r}/etc/trusted.gpg.d\";\n\
                  APT::Architectures {{ \"amd64\"; }};\nAcquire::Languages \"none\";\n\
-                 APT::Sandbox::User \"root\";\n"
+                 APT::Sandbox::User \"root\";\n{}",
+                host_freshness_policy()
             ),
         )?;
         Ok(AptRepo {
@@ -131,6 +132,32 @@ impl AptRepo {
         )
     }
 
+    /// The package names in `package`'s `Depends` (alternatives included), without versions.
+    pub fn depends(&self, package: &str) -> Result<Vec<String>> {
+        let out = self
+            .command("apt-cache")
+            .args(["show", package])
+            .output()
+            .context("cannot run apt-cache")?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache show {package} in {}: {}",
+                self.suite,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let record = text.split("\n\n").next().unwrap_or_default();
+        Ok(record
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends: "))
+            .unwrap_or_default()
+            .split([',', '|'])
+            .filter_map(|d| d.split_whitespace().next())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// `apt-get download PACKAGE` into `dir`, checked against the suite's signed index; returns
     /// the `.deb`.
     pub fn download(&self, package: &str, dir: &Path) -> Result<PathBuf> {
@@ -160,6 +187,23 @@ impl AptRepo {
                 )
             })
     }
+}
+
+/// The host apt's `Acquire::Check-Valid-Until` and `Acquire::Check-Date` settings, carried
+/// over so the private set-up accepts the same mirror the host does (a mirror that serves a
+/// snapshot of the archive has Release files past their Valid-Until date, and a host set up
+/// for it turns that check off). Signatures are checked either way.
+fn host_freshness_policy() -> String {
+    let Ok(out) = Command::new("apt-config").arg("dump").output() else {
+        return String::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("Acquire::Check-Valid-Until ") || l.starts_with("Acquire::Check-Date ")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The Debian mirror the host's apt uses: the URI of the first `deb` source for a plain

@@ -128,19 +128,21 @@ fn debian_kernel(root: &Path, suite: Suite, refresh: bool) -> Result<Kernel> {
         let name = format!("{package}_{version}");
         let pkg_dir = dir.join(&name);
         if !pkg_dir.join("ready").is_file() {
-            let deb = repo.download(&package, &pkg_dir)?;
             let tree = pkg_dir.join("tree");
             if tree.exists() {
                 std::fs::remove_dir_all(&tree)?;
             }
-            let status = Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&deb)
-                .arg(&tree)
-                .status()
-                .context("cannot run dpkg-deb")?;
-            if !status.success() {
-                bail!("dpkg-deb -x {} failed: {status}", deb.display());
+            // Newer suites split the image package: the kernel in linux-binary-*, the
+            // modules in linux-modules-*, both dependencies of linux-image-*.
+            let mut packages = vec![package.clone()];
+            packages.extend(
+                repo.depends(&package)?
+                    .into_iter()
+                    .filter(|d| d.starts_with("linux-binary-") || d.starts_with("linux-modules-")),
+            );
+            for p in &packages {
+                let deb = repo.download(p, &pkg_dir)?;
+                extract(&deb, &tree)?;
             }
             let missing = missing_config(&tree)?;
             if !missing.is_empty() {
@@ -163,28 +165,65 @@ fn debian_kernel(root: &Path, suite: Suite, refresh: bool) -> Result<Kernel> {
     )
 }
 
+/// `dpkg-deb -x DEB TREE`.
+fn extract(deb: &Path, tree: &Path) -> Result<()> {
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(tree)
+        .status()
+        .context("cannot run dpkg-deb")?;
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed: {status}", deb.display());
+    }
+    Ok(())
+}
+
+/// The kernel image and its release (`6.1.0-50-cloud-amd64`) in an extracted tree: the
+/// classic `/boot/vmlinuz-<release>`, or `/usr/lib/modules/<release>/vmlinuz` where newer
+/// suites put it.
+fn find_image(tree: &Path) -> Result<(PathBuf, String)> {
+    if let Ok(dir) = std::fs::read_dir(tree.join("boot")) {
+        for path in dir.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(release) = name.strip_prefix("vmlinuz-") {
+                return Ok((path.clone(), release.to_owned()));
+            }
+        }
+    }
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let Ok(dir) = std::fs::read_dir(tree.join(base)) else {
+            continue;
+        };
+        for path in dir.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.join("vmlinuz").is_file() {
+                let release = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                return Ok((path.join("vmlinuz"), release));
+            }
+        }
+    }
+    bail!(
+        "no kernel image in {} (looked for boot/vmlinuz-* and usr/lib/modules/*/vmlinuz)",
+        tree.display()
+    )
+}
+
 /// The kernel image and modules directory of an extracted package.
 fn from_tree(suite: Suite, pkg_dir: &Path, name: &str) -> Result<Kernel> {
     let tree = pkg_dir.join("tree");
-    let boot = tree.join("boot");
-    let image = std::fs::read_dir(&boot)
-        .with_context(|| format!("reading {}", boot.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
-    let release = image
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("vmlinuz-"))
-        .unwrap_or_default()
-        .to_owned();
+    let (image, release) = find_image(&tree)?;
     let modules = ["lib/modules", "usr/lib/modules"]
         .iter()
         .map(|d| tree.join(d).join(&release))
-        .find(|d| d.is_dir());
+        .find(|d| d.join("kernel").is_dir());
     Ok(Kernel {
         choice: KernelChoice::Debian(suite),
         source: name.replacen('_', " ", 1),
@@ -193,18 +232,21 @@ fn from_tree(suite: Suite, pkg_dir: &Path, name: &str) -> Result<Kernel> {
     })
 }
 
-/// The [`NEEDED_CONFIG`] options that the package's `/boot/config-*` has neither built in nor
-/// as a module.
+/// The [`NEEDED_CONFIG`] options that the package's kernel config has neither built in nor as
+/// a module. A package that ships no config (sid's split packages) is not checked, and the run
+/// says so.
 fn missing_config(tree: &Path) -> Result<Vec<String>> {
-    let boot = tree.join("boot");
-    let config = std::fs::read_dir(&boot)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("config-"))
-        })
-        .with_context(|| format!("no config-* in {}", boot.display()))?;
-    let text = std::fs::read_to_string(&config)?;
+    let (_, release) = find_image(tree)?;
+    let candidates = [
+        tree.join("boot").join(format!("config-{release}")),
+        tree.join("lib/modules").join(&release).join("config"),
+        tree.join("usr/lib/modules").join(&release).join("config"),
+    ];
+    let Some(config) = candidates.iter().find(|p| p.is_file()) else {
+        eprintln!("lb-vm: {release} ships no kernel config: its options are not checked");
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(config)?;
     Ok(NEEDED_CONFIG
         .iter()
         .filter(|opt| {
