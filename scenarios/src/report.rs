@@ -42,12 +42,15 @@ pub fn write(record: &Record<'_>) {
     let Some(path) = std::env::var_os(REPORT_ENV) else {
         return;
     };
-    let line = serde_json::to_string(record).expect("a record serialises");
+    let mut line = serde_json::to_string(record).expect("a record serialises");
+    line.push('\n');
+    // One write of the whole line to a file opened for appending: tests run on several threads,
+    // and a line written in pieces could interleave with another.
     let result = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
-        .and_then(|mut f| writeln!(f, "{line}"));
+        .and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = result {
         eprintln!(
             "scenarios: cannot append to {}: {e}",
