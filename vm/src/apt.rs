@@ -206,10 +206,17 @@ fn host_freshness_policy() -> String {
         .collect()
 }
 
-/// The Debian mirror the host's apt uses: the URI of the first `deb` source for a plain
-/// release suite (not `-security` or `-updates`), from deb822 `.sources` files or the
-/// one-line `sources.list`.
+/// The environment variable naming a Debian mirror to use instead of the host's (for hosts
+/// whose apt points at another distribution's archive).
+pub const MIRROR_ENV: &str = "LB_VM_DEBIAN_MIRROR";
+
+/// The Debian mirror: `$LB_VM_DEBIAN_MIRROR` when set, else the one the host's apt uses: the
+/// URI of the first `deb` source for a plain release suite (not `-security` or `-updates`),
+/// from deb822 `.sources` files or the one-line `sources.list`.
 pub fn host_mirror() -> Result<String> {
+    if let Some(uri) = std::env::var_os(MIRROR_ENV).filter(|v| !v.is_empty()) {
+        return Ok(uri.to_string_lossy().into_owned());
+    }
     let mut texts = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut files: Vec<PathBuf> = dir
@@ -236,7 +243,7 @@ pub fn host_mirror() -> Result<String> {
         .context(
             "no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list \
              (a `deb` source for a release suite); the kernels are fetched from the mirror the \
-             host's apt uses",
+             host's apt uses, or from $LB_VM_DEBIAN_MIRROR",
         )
 }
 
