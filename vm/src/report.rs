@@ -175,14 +175,13 @@ pub fn matrix_markdown(runs: &[KernelRun]) -> String {
     }
     out.push_str("\n## Details\n\n");
     for r in runs {
-        for s in r.results.iter().filter(|s| s.outcome != Outcome::Passed) {
+        for (outcome, detail, names) in not_passed(r) {
             let _ = writeln!(
                 out,
-                "- {} on {}: {} — {}",
-                s.scenario,
+                "- {} on {}: {outcome} — {}",
+                names.join(", "),
                 r.label,
-                s.outcome,
-                s.detail.replace('\n', " ")
+                detail.replace('\n', " ")
             );
         }
         if let Some(e) = &r.error {
@@ -194,6 +193,22 @@ pub fn matrix_markdown(runs: &[KernelRun]) -> String {
     }
     out.push_str(&format!("\n{}\n", closing_line(runs)));
     out
+}
+
+/// The results of `run` that did not pass, grouped by outcome and detail: (outcome, detail,
+/// scenarios), so thirteen scenarios unsupported for one reason make one line.
+fn not_passed(run: &KernelRun) -> Vec<(Outcome, &str, Vec<&str>)> {
+    let mut groups: Vec<(Outcome, &str, Vec<&str>)> = Vec::new();
+    for s in run.results.iter().filter(|s| s.outcome != Outcome::Passed) {
+        match groups
+            .iter_mut()
+            .find(|(o, d, _)| *o == s.outcome && *d == s.detail)
+        {
+            Some(group) => group.2.push(&s.scenario),
+            None => groups.push((s.outcome, &s.detail, vec![&s.scenario])),
+        }
+    }
+    groups
 }
 
 fn escape(s: &str) -> String {
@@ -256,14 +271,13 @@ pub fn matrix_html(runs: &[KernelRun]) -> String {
     }
     out.push_str("</table>\n<h2>Details</h2>\n<ul>\n");
     for r in runs {
-        for s in r.results.iter().filter(|s| s.outcome != Outcome::Passed) {
+        for (outcome, detail, names) in not_passed(r) {
             let _ = writeln!(
                 out,
-                "<li><code>{}</code> on {}: {} — {}</li>",
-                escape(&s.scenario),
+                "<li><code>{}</code> on {}: {outcome} — {}</li>",
+                escape(&names.join(", ")),
                 escape(&r.label),
-                s.outcome,
-                escape(&s.detail)
+                escape(detail)
             );
         }
         if let Some(e) = &r.error {

@@ -128,6 +128,7 @@ fn matrix() -> Result<Matrix> {
 }
 
 fn run_kernels(options: &Options, kernels: &[MatrixKernel]) -> Result<Vec<KernelRun>> {
+    deps::ensure()?; // the suite's own build (clang for the eBPF programs, …)
     deps::ensure_packages(deps::VM_PACKAGES)?;
     let choices: Vec<KernelChoice> = kernels
         .iter()
