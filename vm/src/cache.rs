@@ -257,3 +257,62 @@ fn missing_config(tree: &Path) -> Result<Vec<String>> {
         .map(|s| (*s).to_owned())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "").unwrap();
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lb-vm-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn finds_the_image_in_boot_and_in_the_split_layout() {
+        let classic = scratch("classic");
+        touch(&classic.join("tree/boot/vmlinuz-6.1.0-50-cloud-amd64"));
+        touch(&classic.join("tree/lib/modules/6.1.0-50-cloud-amd64/kernel/x.ko"));
+        let k = from_tree(crate::catalog::SUITES[1], &classic, "pkg_1").unwrap();
+        assert!(k.image.ends_with("boot/vmlinuz-6.1.0-50-cloud-amd64"));
+        assert!(k
+            .modules
+            .unwrap()
+            .ends_with("lib/modules/6.1.0-50-cloud-amd64"));
+        assert_eq!(k.source, "pkg 1");
+
+        let split = scratch("split");
+        touch(&split.join("tree/usr/lib/modules/7.2.13+deb14-cloud-amd64/vmlinuz"));
+        touch(&split.join("tree/usr/lib/modules/7.2.13+deb14-cloud-amd64/kernel/x.ko"));
+        let k = from_tree(crate::catalog::SUITES[3], &split, "pkg_2").unwrap();
+        assert!(k
+            .image
+            .ends_with("usr/lib/modules/7.2.13+deb14-cloud-amd64/vmlinuz"));
+
+        let empty = scratch("empty");
+        std::fs::create_dir_all(empty.join("tree")).unwrap();
+        let err = from_tree(crate::catalog::SUITES[0], &empty, "p_1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no kernel image"), "{err}");
+        for d in [classic, split, empty] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    #[test]
+    fn a_config_without_veth_is_rejected_by_name() {
+        let dir = scratch("config");
+        touch(&dir.join("boot/vmlinuz-5.10.0-32-amd64"));
+        let mut config: String = NEEDED_CONFIG.iter().map(|o| format!("{o}=m\n")).collect();
+        config = config.replace("CONFIG_VETH=m\n", "# CONFIG_VETH is not set\n");
+        std::fs::write(dir.join("boot/config-5.10.0-32-amd64"), config).unwrap();
+        assert_eq!(missing_config(&dir).unwrap(), ["CONFIG_VETH"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -235,3 +235,59 @@ fn forward(from: impl std::io::Read, to: &mpsc::Sender<(Instant, String)>) {
 fn kill(child: &mut Child) {
     let _ = child.kill();
 }
+
+/// A record, in the cache, that KVM could not boot a guest on this host: later runs use TCG at
+/// once instead of spending [`KVM_BOOT_DEADLINE`] finding out again. It is keyed by the host's
+/// kernel release and qemu's version, so a changed host tries KVM again.
+#[derive(Debug, Clone)]
+pub struct KvmVerdict {
+    path: PathBuf,
+}
+
+impl KvmVerdict {
+    /// The record under the cache directory `cache_root`.
+    pub fn new(cache_root: &std::path::Path) -> Self {
+        KvmVerdict {
+            path: cache_root.join("kvm-hangs"),
+        }
+    }
+
+    /// Where the record is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn host_key() -> String {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let qemu = Command::new(QEMU)
+            .arg("--version")
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        format!("{} / {qemu}\n", release.trim())
+    }
+
+    /// Whether KVM was found to hang on this host (same kernel, same qemu).
+    pub fn hangs(&self) -> bool {
+        std::fs::read_to_string(&self.path).is_ok_and(|k| k == Self::host_key())
+    }
+
+    /// Records that KVM hung.
+    pub fn record_hang(&self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&self.path, Self::host_key());
+    }
+
+    /// Forgets the record (KVM worked).
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -138,9 +138,18 @@ fn run_kernels(options: &Options, kernels: &[MatrixKernel]) -> Result<Vec<Kernel
     let work = workspace_root().join("target/vm");
     std::fs::create_dir_all(&work)?;
     let binaries = build()?;
+    let verdict = launch::KvmVerdict::new(&cache_root);
     let mut accel = match options.accel {
         AccelChoice::Kvm => AccelState::Fixed(Accel::Kvm),
         AccelChoice::Tcg => AccelState::Fixed(Accel::Tcg),
+        AccelChoice::Auto if launch::kvm_openable() && verdict.hangs() => {
+            eprintln!(
+                "lb-vm: KVM could not boot a guest on this host before ({}): using TCG \
+                 (-accel tcg); --accel kvm tries it again",
+                verdict.path().display()
+            );
+            AccelState::Fixed(Accel::Tcg)
+        }
         AccelChoice::Auto if launch::kvm_openable() => AccelState::TryKvm,
         AccelChoice::Auto => {
             eprintln!("lb-vm: /dev/kvm cannot be opened: using TCG (-accel tcg)");
@@ -150,7 +159,14 @@ fn run_kernels(options: &Options, kernels: &[MatrixKernel]) -> Result<Vec<Kernel
     let mut runs = Vec::new();
     for (choice, expect) in choices.iter().zip(kernels) {
         let started = Instant::now();
-        let mut run = match boot_one(options, &cache_root, &work, choice, &binaries, &mut accel) {
+        let mut run = match boot_one(
+            options,
+            &cache_root,
+            &work,
+            choice,
+            &binaries,
+            (&mut accel, &verdict),
+        ) {
             Ok(run) => run,
             Err(e) => KernelRun {
                 label: choice.label(),
@@ -197,7 +213,7 @@ fn boot_one(
     work: &Path,
     choice: &KernelChoice,
     binaries: &Binaries,
-    accel_state: &mut AccelState,
+    (accel_state, verdict): (&mut AccelState, &launch::KvmVerdict),
 ) -> Result<KernelRun> {
     let label = choice.label();
     eprintln!("\n==> vm-test: kernel {choice}");
@@ -264,11 +280,13 @@ fn boot_one(
                      TCG (-accel tcg) from here on",
                     launch::KVM_BOOT_DEADLINE.as_secs()
                 );
+                verdict.record_hang();
                 *accel_state = AccelState::Fixed(Accel::Tcg);
                 boot.accel = Accel::Tcg;
                 boot.boot_deadline = None;
                 launch::run(&boot)?
             } else {
+                verdict.clear();
                 *accel_state = AccelState::Fixed(Accel::Kvm);
                 console
             }
