@@ -3,8 +3,10 @@
 //! replays it on a backend, the simulator (`sim`) or the real kernel (`kernel`), and the same
 //! file must pass on both.
 
+pub mod features;
 mod files;
 pub mod kernel_world;
+pub mod report;
 pub mod runner;
 pub mod sim_world;
 pub mod spec;

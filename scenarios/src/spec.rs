@@ -50,6 +50,11 @@ pub struct Scenario {
     pub objects: Vec<serde_yaml::Value>,
     /// What happens, in order.
     pub steps: Vec<Step>,
+    /// Kernel features the scenario needs beyond what the agent itself needs (names of
+    /// [`lb::host::features::Feature`]); on a kernel that lacks one the `kernel` backend reports
+    /// the scenario unsupported instead of running it.
+    #[serde(default)]
+    pub requires: Vec<String>,
 }
 
 /// The machines of a scenario.
@@ -373,6 +378,19 @@ impl Scenario {
             }
             if let Some(r) = &step.close {
                 open.remove(r.id.as_str());
+            }
+        }
+        for name in &scenario.requires {
+            if lb::host::features::Feature::from_name(name).is_none() {
+                let known: Vec<&str> = lb::host::features::Feature::ALL
+                    .iter()
+                    .map(|f| f.name())
+                    .collect();
+                anyhow::bail!(
+                    "{}: requires: unknown feature {name:?}; known: {}",
+                    path.display(),
+                    known.join(", ")
+                );
             }
         }
         Ok(scenario)

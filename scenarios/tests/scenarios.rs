@@ -2,13 +2,24 @@
 //! the simulator and `kernel::<name>` on the host kernel (network namespaces, a cgroup subtree
 //! per node, and the real agent). The same file must pass on both.
 //!
+//! On the kernel backend each scenario first asks the agent's feature probes whether this
+//! kernel has what it needs (`scenarios::features`). When it does not, the test becomes
+//! `[unsupported] kernel::<name>`, and it is recorded as `unsupported` in the report file
+//! (`LB_SCENARIO_REPORT`, read by the VM runner). If the missing feature is one the agent itself
+//! needs, that test still sets the scenario up and passes only if the agent refuses to start
+//! with a message naming the feature (so "unsupported" is the agent's own verdict, not a
+//! skip); a feature only the scenario declares makes it ignored.
+//!
 //! Without root the kernel tests are reported as ignored, with a line saying why; under
 //! `CI=true` they fail instead, since CI must run this tier.
 
 use std::path::{Path, PathBuf};
 
+use lb::host::features::Missing;
 use libtest_mimic::{Arguments, Failed, Trial};
+use scenarios::features::Probed;
 use scenarios::kernel_world::{self, KernelWorld};
+use scenarios::report::{self, Outcome, Record};
 use scenarios::sim_world::SimWorld;
 use scenarios::{runner, Scenario, World};
 
@@ -19,6 +30,16 @@ fn main() {
     }
     let args = Arguments::from_args();
     let kernel = netsim::Tier::detect("scenario kernel backend");
+    let probed = if kernel.available() {
+        Probed::run()
+    } else {
+        Probed::default()
+    };
+    let wants_kernel = |name: &str| {
+        args.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    };
     let mut trials = Vec::new();
     for path in scenario_files() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -26,7 +47,67 @@ fn main() {
         trials.push(Trial::test(format!("sim::{name}"), move || {
             run_sim(&sim_path)
         }));
-        trials.push(kernel.trial(format!("kernel::{name}"), move || run_kernel(&path)));
+        let trial_name = format!("kernel::{name}");
+        let missing = Scenario::load(&path)
+            .ok()
+            .and_then(|s| probed.first_missing(&s));
+        if let Some(missing) = missing {
+            if !lb::host::features::required_by_agent(false).contains(&missing.feature) {
+                if wants_kernel(&trial_name) && !args.list {
+                    eprintln!("{trial_name}: unsupported on this kernel: {missing}");
+                    report::write(&Record {
+                        scenario: &name,
+                        outcome: Outcome::Unsupported,
+                        detail: &missing.to_string(),
+                    });
+                }
+                trials.push(Trial::test(trial_name, || Ok(())).with_ignored_flag(true));
+                continue;
+            }
+            trials.push(
+                kernel
+                    .trial(trial_name, move || {
+                        let result = agent_refuses(&path, &missing);
+                        let (outcome, detail) = match &result {
+                            Ok(refusal) => {
+                                eprintln!("kernel::{name}: {refusal}");
+                                (
+                                    Outcome::Unsupported,
+                                    format!("{missing}; the agent refused to start, naming it"),
+                                )
+                            }
+                            Err(e) => (
+                                Outcome::Failed,
+                                e.message().map(str::to_owned).unwrap_or_default(),
+                            ),
+                        };
+                        report::write(&Record {
+                            scenario: &name,
+                            outcome,
+                            detail: &detail,
+                        });
+                        result.map(drop)
+                    })
+                    .with_kind("unsupported"),
+            );
+            continue;
+        }
+        trials.push(kernel.trial(trial_name, move || {
+            let result = run_kernel(&path);
+            let (outcome, detail) = match &result {
+                Ok(()) => (Outcome::Passed, String::new()),
+                Err(e) => (
+                    Outcome::Failed,
+                    e.message().map(str::to_owned).unwrap_or_default(),
+                ),
+            };
+            report::write(&Record {
+                scenario: &name,
+                outcome,
+                detail: &detail,
+            });
+            result
+        }));
     }
     libtest_mimic::run(&args, trials).exit();
 }
@@ -51,6 +132,39 @@ fn run_sim(path: &Path) -> Result<(), Failed> {
     let mut world = SimWorld::new(&scenario).map_err(|e| format!("setup: {e:#}"))?;
     runner::run(&scenario, &mut world).map_err(|e| format!("{e:#}"))?;
     snapshot_views(&scenario, &mut world)
+}
+
+/// Sets the scenario up on a kernel that lacks `missing`: the agent must refuse to start with
+/// a message naming the feature. Returns the refusal's first line.
+fn agent_refuses(path: &Path, missing: &Missing) -> Result<String, Failed> {
+    let scenario = Scenario::load(path).map_err(|e| format!("{e:#}"))?;
+    match KernelWorld::new(&scenario) {
+        Ok(_) => Err(format!(
+            "the probes say this kernel lacks {missing}, yet every agent started"
+        )
+        .into()),
+        Err(e) => {
+            let text = format!("{e:#}");
+            let feature = missing.feature.name();
+            match text.lines().find(|l| l.contains(feature)) {
+                Some(line) => {
+                    // From the agent's own sentence on, without the runner's prefixes.
+                    let start = [
+                        "kubeProxyReplacement=true needs",
+                        "the socket datapath needs",
+                    ]
+                    .iter()
+                    .find_map(|p| line.find(p))
+                    .unwrap_or(0);
+                    Ok(format!("the agent refused: {}", line[start..].trim()))
+                }
+                None => Err(format!(
+                    "the setup failed without naming the missing feature {feature}: {text}"
+                )
+                .into()),
+            }
+        }
+    }
 }
 
 fn run_kernel(path: &Path) -> Result<(), Failed> {

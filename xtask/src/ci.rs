@@ -3,8 +3,10 @@
 //! Tiers (see DESIGN.md): unit + property tests, the offline CLI tests, the simulator tier (every
 //! scenario on `sim`), and the kernel tier (privileged socket-LB tests, netsim's tests and every
 //! scenario on `kernel`; ignored without root, failing under `CI=true`) run in the test step.
-//! The VM tier joins with its issue; until then the summary says it does not exist yet rather
-//! than pretending it passed. After the tests, `cargo xtask demo --check` runs (root only).
+//! The VM tier (`vm_test::run_ci`) then boots the `ci = true` kernels of `ci/kernels.toml`
+//! and runs the scenarios' kernel backend in each; it needs root (it installs qemu and fetches
+//! kernels into the cache): without root it is reported as not run, and under `CI=true` that
+//! fails. After the tests, `cargo xtask demo --check` runs (root only).
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use clap::Args;
 
 use crate::cmd::{cargo, step, test_step, TestCounts};
 use crate::deps;
+use crate::vm_test;
 
 /// Options of `cargo xtask ci`.
 #[derive(Debug, Args)]
@@ -67,6 +70,37 @@ pub fn run(options: Options) -> Result<()> {
         timings.push(("demo --check", took));
     }
 
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let vm_tier = if nix::unistd::geteuid().is_root() {
+        let started = std::time::Instant::now();
+        let runs = vm_test::run_ci()?;
+        timings.push(("vm tier (kernel matrix)", started.elapsed()));
+        for run in &runs {
+            let (passed, failed, unsupported) = vm::results::totals(&run.results);
+            counts.add(TestCounts {
+                passed: passed as u64,
+                failed: failed as u64,
+                ignored: unsupported as u64,
+            });
+        }
+        let labels: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} (boot {:.1} s, scenarios {:.1} s)",
+                    r.label,
+                    r.boot_time.unwrap_or_default().as_secs_f64(),
+                    r.test_time.unwrap_or_default().as_secs_f64()
+                )
+            })
+            .collect();
+        format!("ran: {}", labels.join(", "))
+    } else if ci {
+        anyhow::bail!("vm tier: CI=true but not root, so the VM tier cannot run");
+    } else {
+        "NOT RUN: needs root (installs qemu, fetches kernels); run as root".to_owned()
+    };
+
     eprintln!("\n==> summary");
     for (name, took) in &timings {
         eprintln!("    {name:<28} ok   {:>6.1} s", took.as_secs_f64());
@@ -80,10 +114,7 @@ pub fn run(options: Options) -> Result<()> {
             "kernel (privileged)",
             "in the test step: lb/tests/privileged.rs, lb/tests/sock_diag.rs, netsim/tests, scenarios kernel::*",
         ),
-        (
-            "vm (kernel matrix)",
-            "not built yet: arrives with the VM-runner issue",
-        ),
+        ("vm (kernel matrix)", vm_tier.as_str()),
     ] {
         eprintln!("    {tier:<28} --   {why}");
     }

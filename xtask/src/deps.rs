@@ -34,9 +34,39 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Packages of the VM runner (`cargo xtask vm-test`), with what needs each.
+pub const VM_PACKAGES: &[(&str, &str)] = &[
+    (
+        "qemu-system-x86",
+        "qemu-system-x86_64 boots the guest kernels",
+    ),
+    (
+        "busybox-static",
+        "the guest's init and tools, a static binary packed into the initramfs",
+    ),
+    (
+        "debian-archive-keyring",
+        "Debian's archive keys, which the fetched kernel packages are checked against",
+    ),
+    (
+        "xz-utils",
+        "decompresses Debian 6.x kernels' .ko.xz modules",
+    ),
+    ("zstd", "decompresses .ko.zst modules"),
+    (
+        "binutils",
+        "objcopy strips debug information from the binaries packed into the guest",
+    ),
+];
+
 /// Makes sure every package in [`PACKAGES`] is installed.
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    ensure_packages(PACKAGES)
+}
+
+/// Makes sure every package in `packages` is installed.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .map(|(name, _)| *name)
         .filter(|name| !installed(name))
@@ -44,7 +74,7 @@ pub fn ensure() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    for (name, why) in PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
+    for (name, why) in packages.iter().filter(|(n, _)| missing.contains(n)) {
         eprintln!("missing Debian package {name}: {why}");
     }
     let command = format!(

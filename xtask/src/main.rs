@@ -9,6 +9,7 @@ mod ci;
 mod cmd;
 mod demo;
 mod deps;
+mod vm_test;
 
 /// Developer and CI tasks.
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ enum Command {
     Bench(bench::Options),
     /// The documents' nginx example on a two-node topology, with traffic through it (root).
     Demo(demo::Options),
+    /// The scenario suite's kernel backend in a VM on Debian kernels (or the matrix with
+    /// `--kernel all`).
+    VmTest(vm_test::Options),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         Command::Ci(options) => ci::run(options),
         Command::Bench(options) => bench::run(options),
         Command::Demo(options) => demo::run(options),
+        Command::VmTest(options) => vm_test::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,23 @@ pub enum AgentError {
     /// Loading, attaching or programming the datapath failed.
     #[error(transparent)]
     Datapath(#[from] crate::datapath::DatapathError),
+    /// The kernel lacks a feature the datapath needs (found by [`crate::host::features`]).
+    #[error(
+        "{option} needs {}, which this kernel lacks ({}){}",
+        missing.feature,
+        missing.detail,
+        if missing.feature == crate::host::features::Feature::SoNetnsCookie {
+            "; outside the initial network namespace the agent cannot tell its own namespace apart without it"
+        } else {
+            ""
+        }
+    )]
+    MissingFeature {
+        /// The option that needs it (`kubeProxyReplacement=true` or `socketLB.enabled=true`).
+        option: &'static str,
+        /// The feature and the probe's answer.
+        missing: crate::host::features::Missing,
+    },
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {
@@ -28,5 +45,32 @@ impl AgentError {
             path,
             detail: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::features::{Feature, Missing};
+
+    #[test]
+    fn a_missing_feature_is_named_with_the_option_that_needs_it() {
+        let err = AgentError::MissingFeature {
+            option: "kubeProxyReplacement=true",
+            missing: Missing {
+                feature: Feature::SoNetnsCookie,
+                detail: "getsockopt(SO_NETNS_COOKIE): Protocol not available".into(),
+            },
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("kubeProxyReplacement=true needs so-netns-cookie (Linux 5.14)"),
+            "{text}"
+        );
+        assert!(text.contains("Protocol not available"), "{text}");
+        assert!(
+            text.contains("outside the initial network namespace"),
+            "{text}"
+        );
     }
 }

@@ -77,6 +77,7 @@ impl Agent {
         state_dir: &Path,
     ) -> Result<Agent, AgentError> {
         let values = config.values();
+        check_features(config)?;
         host::ensure_bpffs(config.bpf_root())?;
         let cgroup = host::ensure_cgroup2(&config.cgroup_root(), values.cgroup.auto_mount.enabled)?;
         let netns = host::own_netns_cookie()?;
@@ -172,5 +173,23 @@ impl Agent {
     /// What this agent recorded for `lbctl`.
     pub fn record(&self) -> &AgentRecord {
         &self.record
+    }
+}
+
+/// Refuses to start when the kernel lacks a feature the datapath needs, naming it, rather than
+/// failing half-way through loading or running with hooks missing.
+fn check_features(config: &AgentConfig) -> Result<(), AgentError> {
+    host::features::raise_memlock_limit();
+    let wanted = host::features::required_by_agent(host::in_initial_netns());
+    match host::features::missing(&wanted).into_iter().next() {
+        None => Ok(()),
+        Some(missing) => Err(AgentError::MissingFeature {
+            option: if config.kube_proxy_replacement() {
+                "kubeProxyReplacement=true"
+            } else {
+                "the socket datapath"
+            },
+            missing,
+        }),
     }
 }

@@ -4,6 +4,7 @@
 
 mod addrs;
 mod error;
+pub mod features;
 mod mounts;
 mod netns;
 pub mod pod_netns;
@@ -13,7 +14,7 @@ pub mod sock_diag;
 pub use addrs::{local_addresses, local_devices};
 pub use error::HostError;
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
-pub use netns::{own_netns_cookie, NetnsIdentity};
+pub use netns::{in_initial_netns, own_netns_cookie, NetnsIdentity};
 pub use ports::{
     port_range_protection, protect_port_range, unprotect_port_range, PortRangeProtection,
 };

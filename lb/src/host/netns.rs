@@ -32,16 +32,34 @@ impl NetnsIdentity {
 
 /// The identity of the calling thread's network namespace.
 pub fn own_netns_cookie() -> Result<NetnsIdentity, HostError> {
+    match so_netns_cookie() {
+        Ok(cookie) => Ok(NetnsIdentity::Cookie(cookie)),
+        Err(_) if in_initial_netns() => Ok(NetnsIdentity::Initial),
+        Err(err) => Err(HostError::Unexpected {
+            what: "this network namespace's identity".into(),
+            detail: format!(
+                "SO_NETNS_COOKIE failed ({err}; it needs Linux 5.14) and this is not the initial \
+                 namespace, so the programs cannot tell the host namespace apart"
+            ),
+        }),
+    }
+}
+
+/// Whether the calling thread is in the initial network namespace (PID 1's).
+pub fn in_initial_netns() -> bool {
+    let ino = |p| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    matches!((ino("/proc/thread-self/ns/net"), ino("/proc/1/ns/net")), (Ok(a), Ok(b)) if a == b)
+}
+
+/// The calling thread's namespace cookie by `SO_NETNS_COOKIE`; `Err` is the kernel's answer.
+pub(crate) fn so_netns_cookie() -> Result<u64, String> {
     let sock = socket(
         AddressFamily::Inet,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(|e| HostError::Unexpected {
-        what: "a socket to read the netns cookie".into(),
-        detail: e.to_string(),
-    })?;
+    .map_err(|e| format!("a socket to read the netns cookie: {e}"))?;
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
     // SAFETY: a valid socket, and an out buffer of the size passed.
@@ -55,18 +73,11 @@ pub fn own_netns_cookie() -> Result<NetnsIdentity, HostError> {
         )
     };
     if rc == 0 {
-        return Ok(NetnsIdentity::Cookie(cookie));
-    }
-    let err = std::io::Error::last_os_error();
-    let same = |p| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    match (same("/proc/self/ns/net"), same("/proc/1/ns/net")) {
-        (Ok(a), Ok(b)) if a == b => Ok(NetnsIdentity::Initial),
-        _ => Err(HostError::Unexpected {
-            what: "this network namespace's identity".into(),
-            detail: format!(
-                "SO_NETNS_COOKIE failed ({err}; it needs Linux 5.14) and this is not the initial \
-                 namespace, so the programs cannot tell the host namespace apart"
-            ),
-        }),
+        Ok(cookie)
+    } else {
+        Err(format!(
+            "getsockopt(SO_NETNS_COOKIE): {}",
+            std::io::Error::last_os_error()
+        ))
     }
 }

@@ -1,0 +1,313 @@
+//! Kernel feature probes: what the socket datapath needs from the running kernel, each found
+//! by asking the kernel (loading a two-instruction program with the attach type or helper in
+//! question, or calling the socket option), never by comparing version numbers, since
+//! distributions backport.
+//!
+//! The agent probes at start-up and refuses to start when a feature its configuration needs is
+//! missing, naming it; the scenario runner uses the same probes to report a scenario as
+//! unsupported on a kernel instead of failing it obscurely.
+
+use std::fmt;
+
+/// A kernel feature the datapath can need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Feature {
+    /// cgroup `connect4`/`connect6` hooks (`BPF_PROG_TYPE_CGROUP_SOCK_ADDR`, Linux 4.17).
+    CgroupConnect,
+    /// cgroup `sendmsg4/6` hooks for unconnected UDP (Linux 4.18).
+    CgroupSendmsg,
+    /// cgroup `recvmsg4/6` hooks, the reverse translation for UDP (Linux 5.2).
+    CgroupRecvmsg,
+    /// cgroup `getpeername4/6` hooks (Linux 5.8).
+    CgroupGetpeername,
+    /// cgroup `post_bind4/6` hooks, for bind protection (Linux 4.17).
+    CgroupPostBind,
+    /// The `bpf_get_netns_cookie` helper in socket-address programs (Linux 5.7).
+    NetnsCookieHelper,
+    /// The cgroup `sock_release` hook with `bpf_get_socket_cookie` (Linux 5.9): a closing
+    /// socket deletes its reverse-translation entry.
+    CgroupSockRelease,
+    /// The `SO_NETNS_COOKIE` socket option (Linux 5.14): how an agent outside the initial
+    /// network namespace learns its own namespace's cookie.
+    SoNetnsCookie,
+}
+
+impl Feature {
+    /// Every feature, in probe order.
+    pub const ALL: [Feature; 8] = [
+        Feature::CgroupConnect,
+        Feature::CgroupSendmsg,
+        Feature::CgroupRecvmsg,
+        Feature::CgroupGetpeername,
+        Feature::CgroupPostBind,
+        Feature::NetnsCookieHelper,
+        Feature::CgroupSockRelease,
+        Feature::SoNetnsCookie,
+    ];
+
+    /// The name used in messages, scenario files and `ci/kernels.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::CgroupConnect => "cgroup-connect",
+            Feature::CgroupSendmsg => "cgroup-sendmsg",
+            Feature::CgroupRecvmsg => "cgroup-recvmsg",
+            Feature::CgroupGetpeername => "cgroup-getpeername",
+            Feature::CgroupPostBind => "cgroup-post-bind",
+            Feature::NetnsCookieHelper => "netns-cookie-helper",
+            Feature::CgroupSockRelease => "cgroup-sock-release",
+            Feature::SoNetnsCookie => "so-netns-cookie",
+        }
+    }
+
+    /// The mainline version that brought it, for the message (the probe decides, not this).
+    pub fn since(self) -> &'static str {
+        match self {
+            Feature::CgroupConnect | Feature::CgroupPostBind => "4.17",
+            Feature::CgroupSendmsg => "4.18",
+            Feature::CgroupRecvmsg => "5.2",
+            Feature::CgroupGetpeername => "5.8",
+            Feature::NetnsCookieHelper => "5.7",
+            Feature::CgroupSockRelease => "5.9",
+            Feature::SoNetnsCookie => "5.14",
+        }
+    }
+
+    /// The feature called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Asks the running kernel; `Err` says what the kernel answered.
+    pub fn probe(self) -> Result<(), String> {
+        raise_memlock_limit();
+        match self {
+            Feature::CgroupConnect => sock_addr_program(attach::INET4_CONNECT, false),
+            Feature::CgroupSendmsg => sock_addr_program(attach::UDP4_SENDMSG, false),
+            Feature::CgroupRecvmsg => sock_addr_program(attach::UDP4_RECVMSG, false),
+            Feature::CgroupGetpeername => sock_addr_program(attach::INET4_GETPEERNAME, false),
+            Feature::CgroupPostBind => cgroup_sock_program(attach::INET4_POST_BIND, None),
+            Feature::CgroupSockRelease => {
+                cgroup_sock_program(attach::INET_SOCK_RELEASE, Some(BPF_FUNC_GET_SOCKET_COOKIE))
+            }
+            Feature::NetnsCookieHelper => sock_addr_program(attach::INET4_CONNECT, true),
+            Feature::SoNetnsCookie => super::netns::so_netns_cookie().map(drop),
+        }
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (Linux {})", self.name(), self.since())
+    }
+}
+
+/// A feature the kernel lacks, with the kernel's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// The feature.
+    pub feature: Feature,
+    /// What the probe got.
+    pub detail: String,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.feature, self.detail)
+    }
+}
+
+/// The features of `wanted` the running kernel lacks, probed in order.
+pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
+    wanted
+        .iter()
+        .filter_map(|&feature| {
+            feature
+                .probe()
+                .err()
+                .map(|detail| Missing { feature, detail })
+        })
+        .collect()
+}
+
+/// What the agent needs: it loads every socket hook whatever the options (they switch
+/// behaviour through load-time constants), and outside the initial network namespace
+/// (`initial_netns` false) it needs `SO_NETNS_COOKIE` to tell its own namespace apart.
+pub fn required_by_agent(initial_netns: bool) -> Vec<Feature> {
+    let mut features = vec![
+        Feature::CgroupConnect,
+        Feature::CgroupSendmsg,
+        Feature::CgroupRecvmsg,
+        Feature::CgroupGetpeername,
+        Feature::CgroupPostBind,
+        Feature::NetnsCookieHelper,
+        Feature::CgroupSockRelease,
+    ];
+    if !initial_netns {
+        features.push(Feature::SoNetnsCookie);
+    }
+    features
+}
+
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; its default is too small for the
+/// maps, so the limit is lifted as every BPF loader does. Failure is left to the load to report.
+pub fn raise_memlock_limit() {
+    let unlimited = nix::libc::rlimit {
+        rlim_cur: nix::libc::RLIM_INFINITY,
+        rlim_max: nix::libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct for the duration of the call.
+    unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// `enum bpf_attach_type` values used by the probes (linux/bpf.h).
+mod attach {
+    pub const INET4_CONNECT: u32 = 10;
+    pub const INET4_POST_BIND: u32 = 12;
+    pub const UDP4_SENDMSG: u32 = 14;
+    pub const UDP4_RECVMSG: u32 = 19;
+    pub const INET4_GETPEERNAME: u32 = 29;
+    pub const INET_SOCK_RELEASE: u32 = 34;
+}
+
+const BPF_PROG_LOAD: nix::libc::c_long = 5;
+const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_FUNC_GET_NETNS_COOKIE: i32 = 122;
+const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+const MOV64_R0_1: Insn = Insn {
+    code: 0xb7,
+    regs: 0,
+    off: 0,
+    imm: 1,
+};
+const EXIT: Insn = Insn {
+    code: 0x95,
+    regs: 0,
+    off: 0,
+    imm: 0,
+};
+
+/// The `BPF_PROG_LOAD` part of `union bpf_attr`, padded with zeros as the kernel requires.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    pad: [u8; 64],
+}
+
+fn sock_addr_program(attach_type: u32, netns_cookie: bool) -> Result<(), String> {
+    let helper = netns_cookie.then_some(BPF_FUNC_GET_NETNS_COOKIE);
+    load(
+        BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        attach_type,
+        &probe_insns(helper),
+    )
+}
+
+fn cgroup_sock_program(attach_type: u32, helper: Option<i32>) -> Result<(), String> {
+    load(BPF_PROG_TYPE_CGROUP_SOCK, attach_type, &probe_insns(helper))
+}
+
+/// `return 1`, after calling `helper(ctx)` when given (r1 is the context on entry), so the
+/// verifier says whether this program type may call it.
+fn probe_insns(helper: Option<i32>) -> Vec<Insn> {
+    let call = helper.map(|imm| Insn {
+        code: 0x85,
+        regs: 0,
+        off: 0,
+        imm,
+    });
+    call.into_iter().chain([MOV64_R0_1, EXIT]).collect()
+}
+
+/// Loads the program and closes it at once; `Err` holds the errno and the verifier's first line.
+fn load(prog_type: u32, expected_attach_type: u32, insns: &[Insn]) -> Result<(), String> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    let attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: [0; 16],
+        prog_ifindex: 0,
+        expected_attach_type,
+        pad: [0; 64],
+    };
+    // SAFETY: attr points at valid instructions, license and log buffer that outlive the call,
+    // and its size is passed.
+    let fd = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a file descriptor the kernel just gave us and nothing else owns.
+        unsafe { nix::libc::close(fd as i32) };
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    let text = String::from_utf8_lossy(&log);
+    let first = text
+        .split('\0')
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Err(if first.is_empty() {
+        format!("the kernel refused the probe program: {err}")
+    } else {
+        format!("the kernel refused the probe program: {err} ({first})")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for f in Feature::ALL {
+            assert_eq!(Feature::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Feature::from_name("bogus"), None);
+    }
+
+    #[test]
+    fn an_agent_outside_the_initial_netns_needs_the_socket_option() {
+        assert!(required_by_agent(false).contains(&Feature::SoNetnsCookie));
+        assert!(!required_by_agent(true).contains(&Feature::SoNetnsCookie));
+    }
+}

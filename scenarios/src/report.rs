@@ -1,0 +1,60 @@
+//! A machine-readable record of a run: one JSON object per line per `kernel` scenario, appended
+//! to the file named by `LB_SCENARIO_REPORT` when it is set. The VM runner reads it back from
+//! the guest (`vm::results` parses the same format).
+//!
+//! ```json
+//! {"scenario":"getpeername","outcome":"unsupported","detail":"so-netns-cookie (Linux 5.14): …"}
+//! ```
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// The environment variable naming the report file.
+pub const REPORT_ENV: &str = "LB_SCENARIO_REPORT";
+
+/// How one scenario ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every step did what it expects.
+    Passed,
+    /// A step differed or the setup failed; the detail says which.
+    Failed,
+    /// The kernel lacks a feature the scenario needs; the detail names it.
+    Unsupported,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record<'a> {
+    /// The scenario's name (its file stem).
+    pub scenario: &'a str,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it failed or is unsupported; empty when it passed.
+    pub detail: &'a str,
+}
+
+/// Appends `record` to the report file, if one was asked for. A report that cannot be written
+/// is said on stderr: the VM runner then sees the scenario missing and reports that.
+pub fn write(record: &Record<'_>) {
+    let Some(path) = std::env::var_os(REPORT_ENV) else {
+        return;
+    };
+    let mut line = serde_json::to_string(record).expect("a record serialises");
+    line.push('\n');
+    // One write of the whole line to a file opened for appending: tests run on several threads,
+    // and a line written in pieces could interleave with another.
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = result {
+        eprintln!(
+            "scenarios: cannot append to {}: {e}",
+            path.to_string_lossy()
+        );
+    }
+}

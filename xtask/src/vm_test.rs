@@ -1,0 +1,389 @@
+//! `cargo xtask vm-test --kernel X [--filter NAME]`: the scenario suite's `kernel` backend in a
+//! VM on a Debian kernel (or the matrix of `ci/kernels.toml` with `--kernel all`), results read
+//! back per scenario, printed as a table with the closing line
+//! `N passed, N failed, N unsupported`.
+//!
+//! Steps: build the scenario test binary and the binaries it runs (paths from cargo's JSON
+//! messages); probe KVM once; then per kernel fetch it into the cache, prepare its modules,
+//! pack the initramfs, boot, and read the report. The launcher is the built-in one (own
+//! initramfs and init; see `vm::initramfs`), named in every table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use vm::cache;
+use vm::catalog::KernelChoice;
+use vm::initramfs::{self, Payload};
+use vm::launch::{self, Accel, Boot, Ending};
+use vm::matrix::{Matrix, MatrixKernel};
+use vm::report::{self, KernelRun};
+
+use crate::cmd::{cargo, workspace_root};
+use crate::deps;
+
+/// Options of `cargo xtask vm-test`.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// The kernel: 5.10, 6.1, 6.12, sid (or newest), host, all (the matrix in
+    /// ci/kernels.toml), or a path to a kernel image (with --modules DIR).
+    #[arg(long, default_value = "6.1")]
+    pub kernel: String,
+    /// The modules directory of a kernel given by path (the one holding kernel/).
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
+    /// Run only the scenarios whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Where kernels are cached (default: $LB_VM_CACHE, $XDG_CACHE_HOME/lb-vm, ~/.cache/lb-vm).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Ask the archive for newer kernel packages even when some are cached.
+    #[arg(long)]
+    pub refresh: bool,
+    /// The accelerator: auto probes KVM and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Seconds a guest may run before it is killed and reported with its console's tail.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+}
+
+/// `--accel`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AccelChoice {
+    /// Probe KVM; TCG when it cannot run a guest.
+    Auto,
+    /// KVM, no probe.
+    Kvm,
+    /// TCG.
+    Tcg,
+}
+
+/// What the run knows about KVM.
+#[derive(Clone, Copy, Debug)]
+enum AccelState {
+    /// Chosen by the user or already decided.
+    Fixed(Accel),
+    /// `/dev/kvm` opens; the first boot decides.
+    TryKvm,
+}
+
+/// The suite's binaries on the host.
+#[derive(Debug)]
+struct Binaries {
+    test: PathBuf,
+    helpers: Vec<PathBuf>,
+}
+
+/// Runs `vm-test`; fails when any scenario failed or differed from `ci/kernels.toml`.
+pub fn run(options: Options) -> Result<()> {
+    let kernels = if options.kernel == "all" {
+        matrix()?.kernel
+    } else {
+        let listed = matrix()
+            .ok()
+            .and_then(|m| m.kernel.into_iter().find(|k| k.kernel == options.kernel));
+        vec![listed.unwrap_or(MatrixKernel {
+            kernel: options.kernel.clone(),
+            ci: false,
+            unsupported: Vec::new(),
+            unsupported_all: None,
+        })]
+    };
+    let runs = run_kernels(&options, &kernels)?;
+    finish(&runs, options.kernel == "all")
+}
+
+/// The VM tier of `cargo xtask ci`: the matrix's `ci = true` kernels with default options.
+/// Returns the runs so CI can total them.
+pub fn run_ci() -> Result<Vec<KernelRun>> {
+    let kernels: Vec<MatrixKernel> = matrix()?.kernel.into_iter().filter(|k| k.ci).collect();
+    let options = Options {
+        kernel: "ci".into(),
+        modules: None,
+        filter: None,
+        cache_dir: None,
+        refresh: false,
+        accel: AccelChoice::Auto,
+        timeout: 900,
+        memory: 2048,
+        cpus: 2,
+    };
+    let runs = run_kernels(&options, &kernels)?;
+    finish(&runs, true)?;
+    Ok(runs)
+}
+
+fn matrix() -> Result<Matrix> {
+    Matrix::load(&workspace_root().join("ci/kernels.toml"))
+}
+
+fn run_kernels(options: &Options, kernels: &[MatrixKernel]) -> Result<Vec<KernelRun>> {
+    deps::ensure()?; // the suite's own build (clang for the eBPF programs, …)
+    deps::ensure_packages(deps::VM_PACKAGES)?;
+    let choices: Vec<KernelChoice> = kernels
+        .iter()
+        .map(|k| KernelChoice::parse(&k.kernel, options.modules.clone()))
+        .collect::<Result<_>>()?;
+    let cache_root = cache::cache_root(options.cache_dir.as_deref())?;
+    let work = workspace_root().join("target/vm");
+    std::fs::create_dir_all(&work)?;
+    let binaries = build()?;
+    let verdict = launch::KvmVerdict::new(&cache_root);
+    let mut accel = match options.accel {
+        AccelChoice::Kvm => AccelState::Fixed(Accel::Kvm),
+        AccelChoice::Tcg => AccelState::Fixed(Accel::Tcg),
+        AccelChoice::Auto if launch::kvm_openable() && verdict.hangs() => {
+            eprintln!(
+                "lb-vm: KVM could not boot a guest on this host before ({}): using TCG \
+                 (-accel tcg); --accel kvm tries it again",
+                verdict.path().display()
+            );
+            AccelState::Fixed(Accel::Tcg)
+        }
+        AccelChoice::Auto if launch::kvm_openable() => AccelState::TryKvm,
+        AccelChoice::Auto => {
+            eprintln!("lb-vm: /dev/kvm cannot be opened: using TCG (-accel tcg)");
+            AccelState::Fixed(Accel::Tcg)
+        }
+    };
+    let mut runs = Vec::new();
+    for (choice, expect) in choices.iter().zip(kernels) {
+        let started = Instant::now();
+        let mut run = match boot_one(
+            options,
+            &cache_root,
+            &work,
+            choice,
+            &binaries,
+            (&mut accel, &verdict),
+        ) {
+            Ok(run) => run,
+            Err(e) => KernelRun {
+                label: choice.label(),
+                error: Some(format!("{e:#}")),
+                ..KernelRun::default()
+            },
+        };
+        run.wall_time = started.elapsed();
+        if run.error.is_none() {
+            run.mismatches = expect.mismatches(&run.results);
+        }
+        if kernels.len() > 1 {
+            eprintln!("\n{}", report::kernel_table(&run));
+        }
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+fn finish(runs: &[KernelRun], matrix: bool) -> Result<()> {
+    if matrix {
+        let text = report::matrix_text(runs);
+        println!("\n{text}");
+        let target = workspace_root().join("target");
+        let md = target.join("vm-matrix.md");
+        let html = target.join("vm-matrix.html");
+        std::fs::write(&md, report::matrix_markdown(runs))?;
+        std::fs::write(&html, report::matrix_html(runs))?;
+        eprintln!("lb-vm: wrote {} and {}", md.display(), html.display());
+    } else if let Some(run) = runs.first() {
+        println!("\n{}", report::kernel_table(run));
+    }
+    let closing = report::closing_line(runs);
+    println!("{closing}");
+    if runs.iter().any(KernelRun::failed) {
+        bail!("vm-test: {closing}");
+    }
+    Ok(())
+}
+
+fn boot_one(
+    options: &Options,
+    cache_root: &Path,
+    work: &Path,
+    choice: &KernelChoice,
+    binaries: &Binaries,
+    (accel_state, verdict): (&mut AccelState, &launch::KvmVerdict),
+) -> Result<KernelRun> {
+    let label = choice.label();
+    eprintln!("\n==> vm-test: kernel {choice}");
+    let kernel = cache::kernel(cache_root, choice, options.refresh)?;
+    let dir = work.join(&label);
+    std::fs::create_dir_all(&dir)?;
+    let (modules, absent) = match &kernel.modules {
+        Some(m) => vm::modules::prepare(m, &dir.join("modules"))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    if !absent.is_empty() {
+        eprintln!(
+            "lb-vm: {label}: no module or built-in for {} (scenarios needing them will fail)",
+            absent.join(", ")
+        );
+    }
+    let filter = options
+        .filter
+        .as_deref()
+        .map(|f| f.trim_start_matches("kernel::"))
+        .unwrap_or_default();
+    let payload = Payload {
+        test_binary: binaries.test.clone(),
+        test_args: vec![
+            format!("kernel::{filter}"),
+            "--color".into(),
+            "never".into(),
+        ],
+        helpers: binaries.helpers.clone(),
+        data_dirs: vec![workspace_root().join("scenarios/cases")],
+        modules,
+    };
+    let initrd = dir.join("initramfs.cpio");
+    let packed = Instant::now();
+    initramfs::build(&payload, &dir.join("staging"), &initrd)?;
+    eprintln!(
+        "lb-vm: {label}: initramfs {} MiB packed in {:.1} s",
+        std::fs::metadata(&initrd)?.len() >> 20,
+        packed.elapsed().as_secs_f64()
+    );
+    let console_log = dir.join("console.log");
+    let mut boot = Boot {
+        kernel: kernel.image.clone(),
+        initrd,
+        accel: Accel::Kvm,
+        memory_mib: options.memory,
+        cpus: options.cpus,
+        deadline: Duration::from_secs(options.timeout),
+        boot_deadline: None,
+        console_log: console_log.clone(),
+        echo_prefix: label.clone(),
+    };
+    let console = match *accel_state {
+        AccelState::Fixed(accel) => {
+            boot.accel = accel;
+            launch::run(&boot)?
+        }
+        AccelState::TryKvm => {
+            boot.boot_deadline = Some(launch::KVM_BOOT_DEADLINE);
+            let console = launch::run(&boot)?;
+            if console.ending == Ending::BootTimedOut {
+                eprintln!(
+                    "lb-vm: /dev/kvm exists but a KVM guest did not reach init in {} s: using \
+                     TCG (-accel tcg) from here on",
+                    launch::KVM_BOOT_DEADLINE.as_secs()
+                );
+                verdict.record_hang();
+                *accel_state = AccelState::Fixed(Accel::Tcg);
+                boot.accel = Accel::Tcg;
+                boot.boot_deadline = None;
+                launch::run(&boot)?
+            } else {
+                verdict.clear();
+                *accel_state = AccelState::Fixed(Accel::Kvm);
+                console
+            }
+        }
+    };
+    let accel = boot.accel;
+    let mut run = KernelRun {
+        label,
+        source: kernel.source.clone(),
+        launcher: format!("built-in initramfs, qemu -accel {}", accel.name()),
+        boot_time: console.boot_time,
+        test_time: console.test_time,
+        ..KernelRun::default()
+    };
+    let problem = match console.ending {
+        Ending::TimedOut | Ending::BootTimedOut => {
+            Some(format!("the guest was killed after {} s", options.timeout))
+        }
+        Ending::Panicked => Some("the guest kernel panicked".to_owned()),
+        Ending::PoweredOff => None,
+    };
+    match (vm::results::parse(&console.lines), problem) {
+        (Ok(results), None) if !results.is_empty() => run.results = results,
+        (Ok(_), None) => {
+            run.error = Some(format!(
+                "the guest reported no scenario (suite exit {:?}); console tail ({}):\n{}",
+                vm::results::suite_exit(&console.lines),
+                console_log.display(),
+                console.tail(30)
+            ))
+        }
+        (parsed, problem) => {
+            let why = problem.unwrap_or_else(|| format!("{:#}", parsed.unwrap_err()));
+            run.error = Some(format!(
+                "{why}; console tail ({}):\n{}",
+                console_log.display(),
+                console.tail(30)
+            ));
+        }
+    }
+    Ok(run)
+}
+
+/// Builds the scenario test binary and the binaries it runs; their paths come from cargo's
+/// JSON messages.
+fn build() -> Result<Binaries> {
+    let mut helpers_cmd = cargo();
+    helpers_cmd.args([
+        "build",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        "lb",
+        "--bin",
+        "lb-agent",
+        "--bin",
+        "lbctl",
+        "-p",
+        "netsim",
+        "--bins",
+    ]);
+    let helpers = executables(helpers_cmd)?;
+    let mut test_cmd = cargo();
+    test_cmd.args([
+        "test",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        "scenarios",
+        "--test",
+        "scenarios",
+        "--no-run",
+    ]);
+    let test = executables(test_cmd)?
+        .into_iter()
+        .next()
+        .context("cargo test --no-run built no scenarios test binary")?;
+    Ok(Binaries { test, helpers })
+}
+
+fn executables(mut cmd: Command) -> Result<Vec<PathBuf>> {
+    eprintln!("==> vm-test: building {cmd:?}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!("cargo failed: {}", out.status);
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact" {
+            if let Some(exe) = msg["executable"].as_str() {
+                found.push(PathBuf::from(exe));
+            }
+        }
+    }
+    Ok(found)
+}
