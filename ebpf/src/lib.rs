@@ -22,6 +22,22 @@ pub fn sock_lb_object() -> &'static [u8] {
     &SOCK_LB.bytes
 }
 
+static NETNS_PROBE: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/netns_probe.o")),
+};
+
+/// A one-shot cgroup `connect4` hook that records the network namespace cookie of a connect to
+/// a probe address (`cfg_probe_ip4`, `cfg_probe_port`) in the map [`NETNS_PROBE_MAP`]: how an
+/// agent learns its own namespace's cookie on kernels without `SO_NETNS_COOKIE`.
+pub fn netns_probe_object() -> &'static [u8] {
+    &NETNS_PROBE.bytes
+}
+
+/// The program of [`netns_probe_object`].
+pub const NETNS_PROBE_PROGRAM: &str = "lb_netns_probe_connect4";
+/// Its map: one `u64` cookie at index 0.
+pub const NETNS_PROBE_MAP: &str = "lb_netns_probe";
+
 /// Names of the programs in [`sock_lb_object`], with the cgroup hook each attaches to.
 pub const SOCK_LB_PROGRAMS: &[(&str, &str)] = &[
     ("lb_sock4_connect", "connect4"),

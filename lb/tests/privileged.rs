@@ -42,7 +42,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 5] = [
+    let tests: [(&str, TestFn); 6] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -58,6 +58,10 @@ fn main() {
         (
             "sock_lb::ipv6_clusterip_tcp_and_close_forgets_it",
             ipv6_clusterip_tcp,
+        ),
+        (
+            "host::the_bpf_netns_cookie_probe_agrees_with_so_netns_cookie",
+            netns_cookie_probe,
         ),
         (
             "maps::a_restarted_agent_adopts_the_pinned_maps_and_changes_only_what_changed",
@@ -133,6 +137,7 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
 /// Runs the child `role` in `cgroup` and a new network namespace; returns its stdout lines.
 fn run_child(role: &str, cgroup: &Path) -> Result<Vec<String>, Failed> {
     let mut cmd = support::sandboxed_child(CHILD_ROLE, role, cgroup)?;
+    cmd.env("LB_TEST_CGROUP", cgroup);
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
@@ -202,6 +207,20 @@ const BOTH: Protocols = Protocols {
     tcp: true,
     udp: true,
 };
+
+/// On kernels without `SO_NETNS_COOKIE` the agent learns its namespace's cookie from a BPF
+/// hook; on this one both ways exist, and in a fresh namespace they must give the same cookie.
+fn netns_cookie_probe() -> Result<(), Failed> {
+    let cgroup = TestCgroup::new("netns-cookie")?;
+    let lines = run_child("netns-cookie", &cgroup.path)?;
+    match records(&lines, "netns-cookie ").first().map(Vec::as_slice) {
+        Some([probed, option]) if probed == option && *probed != "0" => Ok(()),
+        other => Err(format!(
+            "the BPF probe and SO_NETNS_COOKIE disagree (probe, option): {other:?}"
+        )
+        .into()),
+    }
+}
 
 /// Once the child's connections are closed, the sock_release hook has deleted the reverse
 /// entries their connects made: the LRU map holds live sockets only.

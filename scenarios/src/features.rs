@@ -7,11 +7,10 @@ use lb::host::features::{self, Feature, Missing};
 
 use crate::Scenario;
 
-/// The features the `kernel` backend needs for `scenario`: what the agent needs in a node's
-/// network namespace (netsim runs every node's agent outside the initial one, so this includes
-/// `SO_NETNS_COOKIE`), plus the scenario's own `requires`.
+/// The features the `kernel` backend needs for `scenario`: what the agent needs (in a node's
+/// network namespace, as netsim runs every node's agent), plus the scenario's own `requires`.
 pub fn required(scenario: &Scenario) -> Vec<Feature> {
-    let mut wanted = features::required_by_agent(false);
+    let mut wanted = features::required_by_agent();
     wanted.extend(
         scenario
             .requires

@@ -35,6 +35,11 @@ fn main() {
     } else {
         Probed::default()
     };
+    let lacking = probed.missing();
+    if !lacking.is_empty() && !args.list {
+        let names: Vec<String> = lacking.iter().map(ToString::to_string).collect();
+        eprintln!("this kernel lacks: {}", names.join(", "));
+    }
     let wants_kernel = |name: &str| {
         args.filter
             .as_ref()
@@ -52,7 +57,7 @@ fn main() {
             .ok()
             .and_then(|s| probed.first_missing(&s));
         if let Some(missing) = missing {
-            if !lb::host::features::required_by_agent(false).contains(&missing.feature) {
+            if !lb::host::features::required_by_agent().contains(&missing.feature) {
                 if wants_kernel(&trial_name) && !args.list {
                     eprintln!("{trial_name}: unsupported on this kernel: {missing}");
                     report::write(&Record {

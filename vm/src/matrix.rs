@@ -7,7 +7,7 @@
 //! [[kernel]]
 //! kernel = "5.10"
 //! ci = true
-//! unsupported_all = "so-netns-cookie"   # every scenario, for this named feature
+//! unsupported_all = "cgroup-getpeername"   # every scenario, for this named feature
 //!
 //! [[kernel]]
 //! kernel = "6.1"

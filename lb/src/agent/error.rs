@@ -13,14 +13,9 @@ pub enum AgentError {
     Datapath(#[from] crate::datapath::DatapathError),
     /// The kernel lacks a feature the datapath needs (found by [`crate::host::features`]).
     #[error(
-        "{option} needs {}, which this kernel lacks ({}){}",
+        "{option} needs {}, which this kernel lacks ({})",
         missing.feature,
-        missing.detail,
-        if missing.feature == crate::host::features::Feature::SoNetnsCookie {
-            "; outside the initial network namespace the agent cannot tell its own namespace apart without it"
-        } else {
-            ""
-        }
+        missing.detail
     )]
     MissingFeature {
         /// The option that needs it (`kubeProxyReplacement=true` or `socketLB.enabled=true`).
@@ -58,19 +53,15 @@ mod tests {
         let err = AgentError::MissingFeature {
             option: "kubeProxyReplacement=true",
             missing: Missing {
-                feature: Feature::SoNetnsCookie,
-                detail: "getsockopt(SO_NETNS_COOKIE): Protocol not available".into(),
+                feature: Feature::CgroupSockRelease,
+                detail: "the kernel refused the probe program: Invalid argument".into(),
             },
         };
         let text = err.to_string();
         assert!(
-            text.starts_with("kubeProxyReplacement=true needs so-netns-cookie (Linux 5.14)"),
+            text.starts_with("kubeProxyReplacement=true needs cgroup-sock-release (Linux 5.9)"),
             "{text}"
         );
-        assert!(text.contains("Protocol not available"), "{text}");
-        assert!(
-            text.contains("outside the initial network namespace"),
-            "{text}"
-        );
+        assert!(text.contains("Invalid argument"), "{text}");
     }
 }

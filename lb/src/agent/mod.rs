@@ -23,7 +23,7 @@ use crate::datapath::{
     ApplyReport, ListedFrontend, MapContents, RemovedBackends, SockLb, SockLbConfig,
 };
 use crate::host::sock_diag::{self, Support};
-use crate::host::{self, PortRangeProtection};
+use crate::host::{self, NetnsIdentity, PortRangeProtection};
 use crate::model::{DesiredState, L4Protocol, ServiceName};
 use crate::views::KprStatus;
 use udp_destroy::SweepScope;
@@ -80,7 +80,18 @@ impl Agent {
         check_features(config)?;
         host::ensure_bpffs(config.bpf_root())?;
         let cgroup = host::ensure_cgroup2(&config.cgroup_root(), values.cgroup.auto_mount.enabled)?;
-        let netns = host::own_netns_cookie()?;
+        // Without SO_NETNS_COOKIE (before 5.14) the kernel tells the cookie to a BPF hook.
+        let netns = match host::own_netns_cookie() {
+            Ok(identity) => identity,
+            Err(why) => {
+                let cookie = crate::datapath::netns_cookie_through_bpf(&cgroup)?;
+                tracing::info!(
+                    cookie,
+                    "learned this namespace's cookie through a BPF hook ({why})"
+                );
+                NetnsIdentity::Cookie(cookie)
+            }
+        };
         let pin_dir = config.bpf_root().join(PIN_SUBDIR);
         std::fs::create_dir_all(&pin_dir).map_err(AgentError::io(&pin_dir))?;
         let mut sock_lb = SockLb::load(
@@ -180,7 +191,7 @@ impl Agent {
 /// failing half-way through loading or running with hooks missing.
 fn check_features(config: &AgentConfig) -> Result<(), AgentError> {
     host::features::raise_memlock_limit();
-    let wanted = host::features::required_by_agent(host::in_initial_netns());
+    let wanted = host::features::required_by_agent();
     match host::features::missing(&wanted).into_iter().next() {
         None => Ok(()),
         Some(missing) => Err(AgentError::MissingFeature {

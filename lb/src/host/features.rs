@@ -130,10 +130,11 @@ pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
 }
 
 /// What the agent needs: it loads every socket hook whatever the options (they switch
-/// behaviour through load-time constants), and outside the initial network namespace
-/// (`initial_netns` false) it needs `SO_NETNS_COOKIE` to tell its own namespace apart.
-pub fn required_by_agent(initial_netns: bool) -> Vec<Feature> {
-    let mut features = vec![
+/// behaviour through load-time constants). Outside the initial network namespace it needs its
+/// own namespace's cookie: `SO_NETNS_COOKIE` gives it, and where that is missing (before 5.14)
+/// a one-shot hook using the netns-cookie helper does.
+pub fn required_by_agent() -> Vec<Feature> {
+    vec![
         Feature::CgroupConnect,
         Feature::CgroupSendmsg,
         Feature::CgroupRecvmsg,
@@ -141,11 +142,7 @@ pub fn required_by_agent(initial_netns: bool) -> Vec<Feature> {
         Feature::CgroupPostBind,
         Feature::NetnsCookieHelper,
         Feature::CgroupSockRelease,
-    ];
-    if !initial_netns {
-        features.push(Feature::SoNetnsCookie);
-    }
-    features
+    ]
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; its default is too small for the
@@ -306,8 +303,9 @@ mod tests {
     }
 
     #[test]
-    fn an_agent_outside_the_initial_netns_needs_the_socket_option() {
-        assert!(required_by_agent(false).contains(&Feature::SoNetnsCookie));
-        assert!(!required_by_agent(true).contains(&Feature::SoNetnsCookie));
+    fn an_agent_outside_the_initial_netns_does_without_the_socket_option() {
+        // The BPF probe (datapath::netns_cookie_through_bpf) stands in for SO_NETNS_COOKIE.
+        assert!(!required_by_agent().contains(&Feature::SoNetnsCookie));
+        assert!(required_by_agent().contains(&Feature::NetnsCookieHelper));
     }
 }

@@ -27,6 +27,13 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
         "tcp" => tcp_client(),
         "tcp6" => tcp6_client(),
         "udp" => udp_client(),
+        "netns-cookie" => {
+            let cgroup = std::env::var("LB_TEST_CGROUP")?;
+            let probed = lb::datapath::netns_cookie_through_bpf(std::path::Path::new(&cgroup))?;
+            let option = lb::host::own_netns_cookie()?.cookie_for_bpf();
+            println!("netns-cookie {probed} {option}");
+            Ok(())
+        }
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
             match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
