@@ -72,26 +72,13 @@ fn main() {
             trials.push(
                 kernel
                     .trial(trial_name, move || {
-                        let result = agent_refuses(&path, &missing);
-                        let (outcome, detail) = match &result {
-                            Ok(refusal) => {
-                                eprintln!("kernel::{name}: {refusal}");
-                                (
-                                    Outcome::Unsupported,
-                                    format!("{missing}; the agent refused to start, naming it"),
-                                )
-                            }
-                            Err(e) => (
-                                Outcome::Failed,
-                                e.message().map(str::to_owned).unwrap_or_default(),
-                            ),
-                        };
-                        report::write(&Record {
-                            scenario: &name,
-                            outcome,
-                            detail: &detail,
+                        let result = agent_refuses(&path, &missing).map(|refusal| {
+                            eprintln!("kernel::{name}: {refusal}");
                         });
-                        result.map(drop)
+                        let unsupported =
+                            format!("{missing}; the agent refused to start, naming it");
+                        record(&name, &result, (Outcome::Unsupported, &unsupported));
+                        result
                     })
                     .with_kind("unsupported"),
             );
@@ -99,22 +86,29 @@ fn main() {
         }
         trials.push(kernel.trial(trial_name, move || {
             let result = run_kernel(&path);
-            let (outcome, detail) = match &result {
-                Ok(()) => (Outcome::Passed, String::new()),
-                Err(e) => (
-                    Outcome::Failed,
-                    e.message().map(str::to_owned).unwrap_or_default(),
-                ),
-            };
-            report::write(&Record {
-                scenario: &name,
-                outcome,
-                detail: &detail,
-            });
+            record(&name, &result, (Outcome::Passed, ""));
             result
         }));
     }
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// Writes a kernel scenario's line of the run's report: `on_success` when it passed (the
+/// outcome and its detail), failed with the reason otherwise.
+fn record(name: &str, result: &Result<(), Failed>, on_success: (Outcome, &str)) {
+    let failure;
+    let (outcome, detail) = match result {
+        Ok(()) => on_success,
+        Err(e) => {
+            failure = e.message().map(str::to_owned).unwrap_or_default();
+            (Outcome::Failed, failure.as_str())
+        }
+    };
+    report::write(&Record {
+        scenario: name,
+        outcome,
+        detail,
+    });
 }
 
 fn cases_dir() -> PathBuf {

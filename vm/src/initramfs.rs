@@ -3,7 +3,8 @@
 //! (so the suite finds its helper binaries and scenario files where cargo put them) with debug
 //! information stripped and their shared libraries beside them, and the kernel modules to load.
 //!
-//! The init script mounts proc, sys, devtmpfs, tmpfs, bpffs and cgroup2, loads the modules,
+//! The init script mounts proc, sys, devtmpfs, bpffs and cgroup2 (no tmpfs over /tmp or /run,
+//! where the packed suite may live), loads the modules,
 //! runs the suite with its JSON report on, prints the report between markers on the console
 //! and powers the guest off.
 
@@ -102,8 +103,9 @@ export PATH=/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
+# The initramfs root is already writable memory: /tmp and /run stay as packed, since the
+# suite may live under them (a checkout in /tmp).
+mkdir -p /tmp /run
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 {insmods}ip link set lo up

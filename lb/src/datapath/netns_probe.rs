@@ -29,14 +29,7 @@ pub fn netns_cookie_through_bpf(cgroup: &Path) -> Result<u64, DatapathError> {
         .override_global("cfg_probe_ip4", &ip, true)
         .override_global("cfg_probe_port", &port, true)
         .load(ebpf::netns_probe_object())?;
-    let prog: &mut CgroupSockAddr = bpf
-        .program_mut(program)
-        .ok_or(DatapathError::Missing {
-            kind: "program",
-            name: program,
-        })?
-        .try_into()
-        .map_err(failed)?;
+    let prog: &mut CgroupSockAddr = super::sock_lb::program(&mut bpf, program)?;
     prog.load().map_err(failed)?;
     let dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
         path: cgroup.to_owned(),

@@ -71,7 +71,7 @@ impl SockLb {
         }
         let mut ebpf = loader.load(ebpf::sock_lb_object())?;
         for (name, _) in ebpf::SOCK_LB_PROGRAMS {
-            program(&mut ebpf, name)?
+            program::<CgroupSockAddr>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program {
                     program: name,
@@ -79,7 +79,7 @@ impl SockLb {
                 })?;
         }
         let (release, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
-        release_program(&mut ebpf)?
+        program::<CgroupSock>(&mut ebpf, release)?
             .load()
             .map_err(|source| DatapathError::Program {
                 program: release,
@@ -121,7 +121,7 @@ impl SockLb {
                 program: name,
                 source,
             };
-            let prog = program(&mut self.ebpf, name)?;
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             let id = prog
                 .attach(&dir, CgroupAttachMode::Single)
                 .map_err(failed)?;
@@ -134,7 +134,7 @@ impl SockLb {
             program: name,
             source,
         };
-        let prog = release_program(&mut self.ebpf)?;
+        let prog: &mut CgroupSock = program(&mut self.ebpf, name)?;
         let id = prog
             .attach(&dir, CgroupAttachMode::Single)
             .map_err(failed)?;
@@ -231,25 +231,14 @@ fn no_link(name: &'static str, e: &dyn std::fmt::Display) -> DatapathError {
     }
 }
 
-/// The `sock_release` program.
-fn release_program(ebpf: &mut Ebpf) -> Result<&mut CgroupSock, DatapathError> {
-    let (name, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::Missing {
-            kind: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(|source| DatapathError::Program {
-            program: name,
-            source,
-        })
-}
-
-fn program<'a>(
+/// The program `name` of the object, as the program type `P` it must be.
+pub(super) fn program<'a, P>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
-) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(DatapathError::Missing {
             kind: "program",

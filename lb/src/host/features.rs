@@ -134,15 +134,10 @@ pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
 /// own namespace's cookie: `SO_NETNS_COOKIE` gives it, and where that is missing (before 5.14)
 /// a one-shot hook using the netns-cookie helper does.
 pub fn required_by_agent() -> Vec<Feature> {
-    vec![
-        Feature::CgroupConnect,
-        Feature::CgroupSendmsg,
-        Feature::CgroupRecvmsg,
-        Feature::CgroupGetpeername,
-        Feature::CgroupPostBind,
-        Feature::NetnsCookieHelper,
-        Feature::CgroupSockRelease,
-    ]
+    Feature::ALL
+        .into_iter()
+        .filter(|&f| f != Feature::SoNetnsCookie)
+        .collect()
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; its default is too small for the
