@@ -85,12 +85,25 @@ fn main() {
             continue;
         }
         trials.push(kernel.trial(trial_name, move || {
-            let result = run_kernel(&path);
+            // A panic (insta's snapshot mismatch is one) fails the scenario like an error, so
+            // the report names it rather than leaving it out.
+            let result = std::panic::catch_unwind(|| run_kernel(&path))
+                .unwrap_or_else(|panic| Err(panic_message(panic.as_ref()).into()));
             record(&name, &result, (Outcome::Passed, ""));
             result
         }));
     }
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    format!("panicked: {text}")
 }
 
 /// Writes a kernel scenario's line of the run's report: `on_success` when it passed (the

@@ -308,12 +308,29 @@ fn boot_one(
         Ending::Panicked => Some("the guest kernel panicked".to_owned()),
         Ending::PoweredOff => None,
     };
+    let suite_exit = vm::results::suite_exit(&console.lines);
     match (vm::results::parse(&console.lines), problem) {
+        // The suite's own verdict counts too: a scenario that panicked (a snapshot mismatch
+        // does) writes no report line, but the test binary exits non-zero.
+        (Ok(results), None)
+            if suite_exit != Some(0)
+                && !results.is_empty()
+                && results
+                    .iter()
+                    .all(|r| r.outcome != vm::results::Outcome::Failed) =>
+        {
+            run.results = results;
+            run.error = Some(format!(
+                "the scenario suite exited with {suite_exit:?} although every reported scenario                  passed or was unsupported; console ({}):\n{}",
+                console_log.display(),
+                console.tail(30)
+            ));
+        }
         (Ok(results), None) if !results.is_empty() => run.results = results,
         (Ok(_), None) => {
             run.error = Some(format!(
                 "the guest reported no scenario (suite exit {:?}); console tail ({}):\n{}",
-                vm::results::suite_exit(&console.lines),
+                suite_exit,
                 console_log.display(),
                 console.tail(30)
             ))
