@@ -80,17 +80,21 @@ impl Agent {
         check_features(config)?;
         host::ensure_bpffs(config.bpf_root())?;
         let cgroup = host::ensure_cgroup2(&config.cgroup_root(), values.cgroup.auto_mount.enabled)?;
-        // Without SO_NETNS_COOKIE (before 5.14) the kernel tells the cookie to a BPF hook.
+        // Without SO_NETNS_COOKIE (before 5.14) the kernel tells the cookie to a BPF hook;
+        // "the initial namespace" (compared with PID 1's, which a PID namespace can fool) is
+        // the last resort.
         let netns = match host::own_netns_cookie() {
-            Ok(identity) => identity,
-            Err(why) => {
-                let cookie = crate::datapath::netns_cookie_through_bpf(&cgroup)?;
-                tracing::info!(
-                    cookie,
-                    "learned this namespace's cookie through a BPF hook ({why})"
-                );
-                NetnsIdentity::Cookie(cookie)
-            }
+            Ok(NetnsIdentity::Cookie(cookie)) => NetnsIdentity::Cookie(cookie),
+            fallback => match crate::datapath::netns_cookie_through_bpf(&cgroup) {
+                Ok(cookie) => {
+                    tracing::info!(cookie, "learned this namespace's cookie through a BPF hook");
+                    NetnsIdentity::Cookie(cookie)
+                }
+                Err(probe) => match fallback {
+                    Ok(identity) => identity,
+                    Err(_) => return Err(probe.into()),
+                },
+            },
         };
         let pin_dir = config.bpf_root().join(PIN_SUBDIR);
         std::fs::create_dir_all(&pin_dir).map_err(AgentError::io(&pin_dir))?;
