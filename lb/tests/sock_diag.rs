@@ -1,14 +1,15 @@
 //! Privileged tests of destroying connected UDP sockets through sock_diag, in a network
-//! namespace (a netsim node) the test creates: only sockets connected to a removed backend are
-//! destroyed, IPv4, IPv6 and IPv4-mapped alike, and their owner sees `ECONNABORTED`.
+//! namespace (a netsim node) the test creates: only sockets the hooks connected to a removed
+//! backend are destroyed, IPv4, IPv6 and IPv4-mapped alike, and their owner sees `ECONNABORTED`.
 //!
 //! Without root the tests are reported as ignored, with a line saying why; under `CI=true` they
 //! fail instead, since CI must run this tier.
 
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 
 use lb::agent::udp_destroy::{self, SweepScope};
-use lb::datapath::RemovedBackends;
+use lb::datapath::{canonical, RemovedBackends};
 use lb::host::sock_diag::{self, SockDiag, Support};
 use libtest_mimic::{Arguments, Failed, Trial};
 use netsim::{NodeSpec, Topology};
@@ -22,7 +23,7 @@ fn main() {
             probe,
         ),
         tier.trial(
-            "sock_diag::only_sockets_connected_to_removed_backends_are_destroyed",
+            "sock_diag::only_sockets_the_hooks_connected_to_removed_backends_are_destroyed",
             destroy_only_removed,
         ),
     ];
@@ -69,12 +70,24 @@ fn destroy_only_removed() -> Result<(), Failed> {
         // A dual-stack IPv6 socket connected to the IPv4 backend: listed as ::ffff:127.0.0.2.
         let mapped = connected("[::]:0", "[::ffff:127.0.0.2]:53")?;
         let unconnected = UdpSocket::bind("127.0.0.1:0")?;
+        // Connected to a removed backend by the application itself, not by the hooks: kept.
+        let direct = connected("127.0.0.1:0", "127.0.0.2:53")?;
 
-        let listed: Vec<SocketAddr> = SockDiag::open()?
-            .connected_udp()?
+        let entries = SockDiag::open()?.connected_udp()?;
+        let listed: Vec<SocketAddr> = entries.iter().map(|s| s.peer()).collect();
+        // What the reverse map would hold had the hooks connected these four.
+        let hooked: Vec<u16> = [&to_removed, &to_kept, &v6, &mapped]
             .iter()
-            .map(|s| s.peer())
+            .map(|s| s.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        let translated: HashSet<(u64, SocketAddr)> = entries
+            .iter()
+            .filter(|e| hooked.contains(&e.local().port()))
+            .map(|e| (e.cookie(), canonical(e.peer())))
             .collect();
+        if translated.len() != hooked.len() {
+            return Err(format!("cookies of {hooked:?} not all listed: {translated:?}").into());
+        }
         for want in [
             "127.0.0.2:53",
             "127.0.0.3:53",
@@ -87,7 +100,7 @@ fn destroy_only_removed() -> Result<(), Failed> {
         }
 
         let removed: RemovedBackends = [sa("127.0.0.2:53"), sa("[::1]:53")].into_iter().collect();
-        let destroyed = udp_destroy::sweep(&cgroup, SweepScope::HostOnly, &removed)?;
+        let destroyed = udp_destroy::sweep(&cgroup, SweepScope::HostOnly, &removed, &translated)?;
         let mut peers: Vec<SocketAddr> = destroyed.iter().map(|d| d.peer).collect();
         peers.sort();
         let mut want = vec![
@@ -114,7 +127,11 @@ fn destroy_only_removed() -> Result<(), Failed> {
                 return Err(format!("{name} socket is still connected").into());
             }
         }
-        for (name, s) in [("kept", &to_kept), ("unconnected", &unconnected)] {
+        for (name, s) in [
+            ("kept", &to_kept),
+            ("unconnected", &unconnected),
+            ("untranslated", &direct),
+        ] {
             if let Some(e) = s.take_error()? {
                 return Err(format!("{name} socket has an error: {e}").into());
             }
@@ -124,7 +141,7 @@ fn destroy_only_removed() -> Result<(), Failed> {
             return Err("the kept socket lost its peer".into());
         }
         // Nothing left to destroy: a second sweep finds nothing.
-        let again = udp_destroy::sweep(&cgroup, SweepScope::HostOnly, &removed)?;
+        let again = udp_destroy::sweep(&cgroup, SweepScope::HostOnly, &removed, &translated)?;
         if !again.is_empty() {
             return Err(format!("a second sweep destroyed {again:?}").into());
         }

@@ -165,7 +165,8 @@ impl Agent {
         // reconciliation (the next removal sweeps again).
         let udp_sockets_destroyed = match self.udp_sweep {
             Some(scope) if !removed.is_empty() => {
-                match udp_destroy::sweep(&self.record.cgroup, scope, &removed) {
+                let translated = self.sock_lb.translated_sockets()?;
+                match udp_destroy::sweep(&self.record.cgroup, scope, &removed, &translated) {
                     Ok(destroyed) => destroyed.len(),
                     Err(e) => {
                         tracing::warn!(

@@ -5,13 +5,14 @@
 //! TCP is left alone: a TCP connection to a deleted backend fails by itself (reset or
 //! time-out), and one to a terminating backend must go on.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
-use crate::datapath::RemovedBackends;
+use crate::datapath::{canonical, RemovedBackends};
 use crate::host::pod_netns::{namespaces_in_cgroup, NetnsHandle};
 use crate::host::sock_diag::{SockDiag, SockDiagError};
 use crate::host::HostError;
@@ -51,12 +52,16 @@ pub struct Destroyed {
     pub peer: SocketAddr,
 }
 
-/// Destroys the connected UDP sockets whose peer is in `removed`; returns what it destroyed.
-/// A namespace that cannot be swept is reported as a warning and the others are still swept.
+/// Destroys the connected UDP sockets whose peer is in `removed` and that the socket hooks
+/// pointed there (their `(cookie, backend)` is in `translated`, the reverse map's keys): a
+/// socket an application connected to a pod's address itself is its own business. Returns
+/// what it destroyed. A namespace that cannot be swept is reported as a warning and the
+/// others are still swept.
 pub fn sweep(
     cgroup_root: &Path,
     scope: SweepScope,
     removed: &RemovedBackends,
+    translated: &HashSet<(u64, SocketAddr)>,
 ) -> Result<Vec<Destroyed>, HostError> {
     let mut namespaces = namespaces_in_cgroup(cgroup_root)?;
     if scope == SweepScope::HostOnly {
@@ -64,7 +69,7 @@ pub fn sweep(
     }
     let mut destroyed = Vec::new();
     for ns in &namespaces {
-        match sweep_one(ns, removed) {
+        match sweep_one(ns, removed, translated) {
             Ok(found) => destroyed.extend(found),
             Err(e) => warn!(netns = %ns.path.display(), "connected UDP sockets not swept: {e}"),
         }
@@ -76,12 +81,17 @@ pub fn sweep(
     Ok(destroyed)
 }
 
-fn sweep_one(ns: &NetnsHandle, removed: &RemovedBackends) -> Result<Vec<Destroyed>, String> {
+fn sweep_one(
+    ns: &NetnsHandle,
+    removed: &RemovedBackends,
+    translated: &HashSet<(u64, SocketAddr)>,
+) -> Result<Vec<Destroyed>, String> {
     ns.run(|| -> Result<Vec<Destroyed>, SockDiagError> {
         let mut diag = SockDiag::open()?;
         let mut out = Vec::new();
         for socket in diag.connected_udp()? {
-            if !removed.contains(socket.peer()) {
+            let peer = canonical(socket.peer());
+            if !removed.contains(peer) || !translated.contains(&(socket.cookie(), peer)) {
                 continue;
             }
             match diag.destroy(&socket) {

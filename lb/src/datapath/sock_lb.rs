@@ -11,8 +11,8 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{
-    LbAddr, LbLocalAddr, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_SERVICES,
-    SOCK_LB_SIZED_MAPS,
+    LbAddr, LbLocalAddr, LbSockKey, LbSockValue, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT,
+    LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
 };
 
 use super::{DatapathError, ServiceMaps};
@@ -166,6 +166,35 @@ impl SockLb {
             HashMap::try_from(reverse_nat.ok_or(missing(LB_REVERSE_NAT))?)
                 .map_err(typed(LB_REVERSE_NAT))?,
         ))
+    }
+
+    /// `(socket cookie, backend)` of every socket the hooks translated and still remember (the
+    /// keys of `lb_reverse_sk_v1`), backends in canonical form.
+    pub fn translated_sockets(
+        &mut self,
+    ) -> Result<std::collections::HashSet<(u64, std::net::SocketAddr)>, DatapathError> {
+        let failed = |source| DatapathError::Map {
+            map: LB_REVERSE_SK,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut(LB_REVERSE_SK)
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: LB_REVERSE_SK,
+            })?;
+        let map: HashMap<_, LbSockKey, LbSockValue> = HashMap::try_from(map).map_err(failed)?;
+        map.keys()
+            .map(|key| {
+                let key = key.map_err(failed)?;
+                let backend = std::net::SocketAddr::new(
+                    std::net::IpAddr::from(key.address),
+                    u16::from_be(key.port),
+                );
+                Ok((key.cookie, super::canonical(backend)))
+            })
+            .collect()
     }
 
     /// Makes `lb_local_addrs` hold exactly `addrs`. Returns how many entries changed.

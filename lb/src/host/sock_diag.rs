@@ -79,6 +79,18 @@ impl UdpSocketEntry {
     pub fn peer(&self) -> SocketAddr {
         SocketAddr::new(self.id.destination_address, self.id.destination_port)
     }
+
+    /// The socket's cookie, as `bpf_get_socket_cookie` gives it (the kernel sends it as two
+    /// 32-bit words in host order, low word first).
+    pub fn cookie(&self) -> u64 {
+        let word = |i: usize| {
+            let bytes: [u8; 4] = self.id.cookie[i * 4..i * 4 + 4]
+                .try_into()
+                .expect("four bytes");
+            u64::from(u32::from_ne_bytes(bytes))
+        };
+        word(0) | (word(1) << 32)
+    }
 }
 
 /// How far the kernel supports destroying UDP sockets.

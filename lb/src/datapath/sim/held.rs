@@ -27,6 +27,8 @@ enum State {
 pub struct HeldSocket {
     call: SockCall,
     dst: SocketAddr,
+    /// The connect hook pointed it at a backend (the kernel keeps a reverse entry for it).
+    translated: bool,
     state: State,
 }
 
@@ -37,6 +39,7 @@ impl HeldSocket {
         HeldSocket {
             call,
             dst,
+            translated: dst != to,
             state: State::Connected,
         }
     }
@@ -51,12 +54,14 @@ impl HeldSocket {
         (self.state == State::Connected).then_some(self.dst)
     }
 
-    /// The agent's sweep after a reconciliation: a connected UDP socket whose destination is a
-    /// removed backend is destroyed (the filter of [`crate::host::sock_diag`]). Returns whether
-    /// this one was.
+    /// The agent's sweep after a reconciliation: a connected UDP socket that the connect hook
+    /// pointed at a backend now removed is destroyed (the filter of
+    /// [`crate::agent::udp_destroy::sweep`]); one the application connected to that address
+    /// itself is left alone. Returns whether this one was.
     pub fn sweep(&mut self, removed: &RemovedBackends) -> bool {
         let hit = self.call.protocol == L4Protocol::Udp
             && self.state == State::Connected
+            && self.translated
             && removed.contains(self.dst);
         if hit {
             self.state = State::Aborted;

@@ -633,10 +633,15 @@ fn external_ips_are_translated_only_on_node_addresses_unless_the_mitigation_is_o
     );
 }
 
-fn dns() -> Svc {
-    svc("10.96.0.10:53", ServiceType::ClusterIP)
+/// A DNS service at `address` (`IP:PORT/PROTO`) with two backends.
+fn dns_on(address: &str) -> Svc {
+    svc(address, ServiceType::ClusterIP)
         .backend("10.0.0.1:53")
         .backend("10.0.0.2:53")
+}
+
+fn dns() -> Svc {
+    dns_on("10.96.0.10:53/UDP")
 }
 
 #[test]
@@ -650,7 +655,7 @@ fn a_held_socket_keeps_its_backend_when_it_turns_terminating() {
         "10.0.0.1:53"
     };
     let before = sim.maps().clone();
-    let after = maps(vec![svc("10.96.0.10:53", ServiceType::ClusterIP)
+    let after = maps(vec![svc("10.96.0.10:53/UDP", ServiceType::ClusterIP)
         .backend(remaining)
         .terminating(&backend.to_string())]);
     sim.set_maps(after.clone());
@@ -665,15 +670,21 @@ fn a_held_socket_keeps_its_backend_when_it_turns_terminating() {
 
 #[test]
 fn a_destroyed_udp_socket_reports_econnaborted_once_then_is_disconnected() {
-    let mut sim = sim(vec![dns()]);
+    let mut sim = sim(vec![dns(), dns_on("10.96.0.10:53/TCP")]);
     let mut held = HeldSocket::connect(&mut sim, in_pod(udp(1)), sa("10.96.0.10:53"));
     let mut tcp_held = HeldSocket::connect(&mut sim, in_pod(tcp(2)), sa("10.96.0.10:53"));
     let backend = held.destination().unwrap();
+    assert_ne!(backend, sa("10.96.0.10:53"), "the hook translated it");
+    let mut direct = HeldSocket::connect(&mut sim, in_pod(udp(3)), backend);
     let removed: RemovedBackends = [backend, tcp_held.destination().unwrap()]
         .into_iter()
         .collect();
     assert!(held.sweep(&removed));
     assert!(!tcp_held.sweep(&removed), "only UDP sockets are destroyed");
+    assert!(
+        !direct.sweep(&removed),
+        "a socket the application connected to the backend itself is its own"
+    );
     assert_eq!(held.destination(), None);
     assert_eq!(held.exchange(), Err(Errno::ECONNABORTED));
     assert_eq!(held.exchange(), Err(Errno::EDESTADDRREQ));
