@@ -167,7 +167,14 @@ impl Agent {
             Some(scope) if !removed.is_empty() => {
                 let translated = self.sock_lb.translated_sockets()?;
                 match udp_destroy::sweep(&self.record.cgroup, scope, &removed, &translated) {
-                    Ok(destroyed) => destroyed.len(),
+                    Ok(destroyed) => {
+                        // The destroy disconnected them, so their sock_release cannot find
+                        // the reverse entries any more: forget them here.
+                        let forgotten: Vec<(u64, std::net::SocketAddr)> =
+                            destroyed.iter().map(|d| (d.cookie, d.peer)).collect();
+                        self.sock_lb.forget_translated(&forgotten)?;
+                        destroyed.len()
+                    }
                     Err(e) => {
                         tracing::warn!(
                             "connected UDP sockets to removed backends not destroyed: {e}"

@@ -50,6 +50,8 @@ pub struct Destroyed {
     pub local: SocketAddr,
     /// The removed backend it was connected to.
     pub peer: SocketAddr,
+    /// Its socket cookie.
+    pub cookie: u64,
 }
 
 /// Destroys the connected UDP sockets whose peer is in `removed` and that the socket hooks
@@ -99,6 +101,7 @@ fn sweep_one(
                     netns: ns.path.clone(),
                     local: socket.local(),
                     peer: socket.peer(),
+                    cookie: socket.cookie(),
                 }),
                 // Closed between the dump and the destroy.
                 Err(e) if e.errno() == Some(nix::libc::ENOENT) => {}

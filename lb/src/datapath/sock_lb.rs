@@ -197,6 +197,40 @@ impl SockLb {
             .collect()
     }
 
+    /// Deletes the reverse entries of these `(socket cookie, backend)` pairs (sockets the agent
+    /// destroyed); entries already gone are fine.
+    pub fn forget_translated(
+        &mut self,
+        sockets: &[(u64, std::net::SocketAddr)],
+    ) -> Result<(), DatapathError> {
+        let failed = |source| DatapathError::Map {
+            map: LB_REVERSE_SK,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut(LB_REVERSE_SK)
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: LB_REVERSE_SK,
+            })?;
+        let mut map: HashMap<_, LbSockKey, LbSockValue> = HashMap::try_from(map).map_err(failed)?;
+        for (cookie, backend) in sockets {
+            let key = LbSockKey {
+                cookie: *cookie,
+                address: LbAddr::from(super::canonical(*backend).ip()),
+                port: backend.port().to_be(),
+                pad: [0; 6],
+            };
+            match map.remove(&key) {
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) => {}
+                other => other.map_err(failed)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `lb_local_addrs` hold exactly `addrs`. Returns how many entries changed.
     pub fn set_local_addresses(
         &mut self,
