@@ -79,21 +79,5 @@ pub fn netns_cookie_through_bpf(cgroup: &Path) -> Result<u64, DatapathError> {
 /// The socket's cookie (`SO_COOKIE`, Linux 4.12), as `bpf_get_socket_cookie` gives it.
 fn so_cookie(socket: &UdpSocket) -> std::io::Result<u64> {
     const SO_COOKIE: nix::libc::c_int = 57;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    // SAFETY: a valid socket, and an out buffer of the size passed.
-    let rc = unsafe {
-        nix::libc::getsockopt(
-            socket.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(cookie)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::host::socket_u64_option(socket.as_raw_fd(), SO_COOKIE)
 }

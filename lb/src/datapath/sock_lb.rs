@@ -177,15 +177,8 @@ impl SockLb {
             map: LB_REVERSE_SK,
             source,
         };
-        let map = self
-            .ebpf
-            .map_mut(LB_REVERSE_SK)
-            .ok_or(DatapathError::Missing {
-                kind: "map",
-                name: LB_REVERSE_SK,
-            })?;
-        let map: HashMap<_, LbSockKey, LbSockValue> = HashMap::try_from(map).map_err(failed)?;
-        map.keys()
+        self.reverse_map()?
+            .keys()
             .map(|key| {
                 let key = key.map_err(failed)?;
                 let backend = std::net::SocketAddr::new(
@@ -207,14 +200,7 @@ impl SockLb {
             map: LB_REVERSE_SK,
             source,
         };
-        let map = self
-            .ebpf
-            .map_mut(LB_REVERSE_SK)
-            .ok_or(DatapathError::Missing {
-                kind: "map",
-                name: LB_REVERSE_SK,
-            })?;
-        let mut map: HashMap<_, LbSockKey, LbSockValue> = HashMap::try_from(map).map_err(failed)?;
+        let mut map = self.reverse_map()?;
         for (cookie, backend) in sockets {
             let key = LbSockKey {
                 cookie: *cookie,
@@ -229,6 +215,23 @@ impl SockLb {
             }
         }
         Ok(())
+    }
+
+    /// `lb_reverse_sk_v1`: (socket cookie, backend) -> the frontend the socket asked for.
+    fn reverse_map(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, LbSockKey, LbSockValue>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(LB_REVERSE_SK)
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: LB_REVERSE_SK,
+            })?;
+        HashMap::try_from(map).map_err(|source| DatapathError::Map {
+            map: LB_REVERSE_SK,
+            source,
+        })
     }
 
     /// Makes `lb_local_addrs` hold exactly `addrs`. Returns how many entries changed.

@@ -14,6 +14,7 @@ pub mod sock_diag;
 pub use addrs::{local_addresses, local_devices};
 pub use error::HostError;
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
+pub(crate) use netns::socket_u64_option;
 pub use netns::{in_initial_netns, own_netns_cookie, NetnsIdentity};
 pub use ports::{
     port_range_protection, protect_port_range, unprotect_port_range, PortRangeProtection,

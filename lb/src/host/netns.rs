@@ -60,24 +60,30 @@ pub(crate) fn so_netns_cookie() -> Result<u64, String> {
         None,
     )
     .map_err(|e| format!("a socket to read the netns cookie: {e}"))?;
-    let mut cookie: u64 = 0;
+    socket_u64_option(sock.as_raw_fd(), SO_NETNS_COOKIE)
+        .map_err(|e| format!("getsockopt(SO_NETNS_COOKIE): {e}"))
+}
+
+/// A `SOL_SOCKET` option whose value is a `u64` (`SO_NETNS_COOKIE`, `SO_COOKIE`).
+pub(crate) fn socket_u64_option(
+    fd: std::os::fd::RawFd,
+    option: nix::libc::c_int,
+) -> std::io::Result<u64> {
+    let mut value: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    // SAFETY: a valid socket, and an out buffer of the size passed.
+    // SAFETY: the caller's open socket, and an out buffer of the size passed.
     let rc = unsafe {
         nix::libc::getsockopt(
-            sock.as_raw_fd(),
+            fd,
             nix::libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
+            option,
+            (&mut value as *mut u64).cast(),
             &mut len,
         )
     };
     if rc == 0 {
-        Ok(cookie)
+        Ok(value)
     } else {
-        Err(format!(
-            "getsockopt(SO_NETNS_COOKIE): {}",
-            std::io::Error::last_os_error()
-        ))
+        Err(std::io::Error::last_os_error())
     }
 }
