@@ -11,5 +11,7 @@ pub mod k8s;
 pub mod maglev;
 pub mod model;
 pub mod offline;
+pub mod reconciler;
+pub mod source;
 pub mod stop;
 pub mod views;

@@ -1,14 +1,12 @@
 //! Rendering what the agent would program from files alone: options, Kubernetes YAML and the
-//! node's devices given on the command line. `lbctl` uses it until it reads pinned maps.
+//! node's devices given on the command line, for `lbctl`'s views without an agent.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::config::{self, AgentConfig, ConfigErrors};
 use crate::k8s::manifests::{self, ManifestError, Manifests};
-use crate::k8s::{
-    self, DeviceSelection, LocalNode, NodeContext, NodeDevice, TranslateOptions, Translation,
-};
+use crate::k8s::{self, DeviceSelection, NodeContext, NodeDevice, NodeTranslation, Translation};
 
 /// The files and flags an offline rendering starts from.
 #[derive(Clone, Debug, Default)]
@@ -84,13 +82,8 @@ pub enum OfflineError {
     #[error(transparent)]
     Manifests(#[from] ManifestError),
     /// `--node` names no Node in the manifests.
-    #[error("no Node named {name:?} in the manifests; Nodes found: {}", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
-    NodeNotFound {
-        /// The name asked for.
-        name: String,
-        /// The Nodes there are.
-        available: Vec<String>,
-    },
+    #[error(transparent)]
+    NodeNotFound(#[from] k8s::NodeNotFound),
 }
 
 /// Loads the options and manifests and translates them for the local node.
@@ -101,62 +94,11 @@ pub fn render(inputs: &OfflineInputs) -> Result<OfflineView, OfflineError> {
         None => Manifests::default(),
     };
     let devices: Vec<NodeDevice> = inputs.devices.iter().map(|d| d.0.clone()).collect();
-    let nodes = &loaded.objects.nodes;
-    let node_object = match &inputs.node {
-        Some(name) => Some(
-            nodes
-                .iter()
-                .find(|n| n.metadata.name.as_deref() == Some(name))
-                .ok_or_else(|| OfflineError::NodeNotFound {
-                    name: name.clone(),
-                    available: nodes
-                        .iter()
-                        .filter_map(|n| n.metadata.name.clone())
-                        .collect(),
-                })?,
-        ),
-        None if nodes.len() == 1 => nodes.first(),
-        None => None,
-    };
-    let mut notes = Vec::new();
-    let (node, node_errors) = match node_object {
-        Some(n) => NodeContext::from_node(n, devices),
-        None => {
-            if nodes.len() > 1 {
-                notes.push(format!(
-                    "{} Nodes in the manifests and no --node: the local node is unknown, so \
-                     traffic-policy Local frontends get no backends and no hostPort is served",
-                    nodes.len()
-                ));
-            }
-            let ctx = NodeContext {
-                name: inputs.node.clone().unwrap_or_default(),
-                devices,
-                ..NodeContext::default()
-            };
-            (ctx, Vec::new())
-        }
-    };
-    let selection = node.select_devices(config.devices(), config.direct_routing_device());
-    if selection.patterns_matched_nothing {
-        let patterns: Vec<String> = config.devices().iter().map(ToString::to_string).collect();
-        notes.push(format!(
-            "devices={} matched no device of this node; auto-detected: {}",
-            patterns.join(","),
-            if selection.devices.is_empty() {
-                "none".to_owned()
-            } else {
-                selection.devices.join(", ")
-            }
-        ));
-    }
-    let mut translation = k8s::translate(
-        &loaded.objects,
-        &LocalNode::new(&node, &selection),
-        &TranslateOptions::from(&config),
-    );
-    translation.errors.extend(node_errors);
-    translation.warnings.extend(notes);
+    let NodeTranslation {
+        node,
+        selection,
+        translation,
+    } = k8s::translate_for_node(&config, &loaded.objects, inputs.node.as_deref(), devices)?;
     Ok(OfflineView {
         config,
         node,

@@ -7,22 +7,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use lb::agent::setup;
 use lb::agent::udp_destroy::SweepScope;
 use lb::datapath::sim::{HeldSocket, SimConfig, SockCall, SockSim};
 use lb::datapath::{MapContents, RemovedBackends};
 use lb::host::sock_diag::Support;
+use lb::host::{HostError, Sysctls, LOCAL_PORT_RANGE, RESERVED_PORTS};
 use lb::k8s::NodeDevice;
 use lb::model::L4Protocol;
 use lb::model::ServiceName;
-use lb::offline::{self, DeviceArg, OfflineInputs};
+use lb::reconciler::{Reconciler, UdpSocketSweeper};
+use lb::source::{ClusterStore, ManifestDir, Source};
 use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
 use crate::spec::{Bind, Connect, Open, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
-
-const LOCAL_PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
-const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
 
 /// A fresh network namespace's values of the sysctls the agent uses.
 fn default_sysctls() -> BTreeMap<String, String> {
@@ -32,6 +32,50 @@ fn default_sysctls() -> BTreeMap<String, String> {
     ]
     .into_iter()
     .collect()
+}
+
+/// A node's sysctls as the model keeps them.
+struct ModelSysctls<'a>(&'a mut BTreeMap<String, String>);
+
+impl Sysctls for ModelSysctls<'_> {
+    fn read(&mut self, key: &str) -> Result<String, HostError> {
+        self.0
+            .get(key)
+            .cloned()
+            .ok_or_else(|| HostError::Unexpected {
+                what: key.to_owned(),
+                detail: "the simulator does not model this sysctl".to_owned(),
+            })
+    }
+
+    fn write(&mut self, key: &str, value: &str) -> Result<(), HostError> {
+        self.0.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+}
+
+/// The agent's UDP sweep over the sockets a scenario holds open on one node.
+struct HeldSweeper<'a> {
+    held: Vec<&'a mut HeldSocket>,
+    host_netns: u64,
+}
+
+impl UdpSocketSweeper for HeldSweeper<'_> {
+    fn sweep(
+        &mut self,
+        scope: SweepScope,
+        removed: &RemovedBackends,
+        translated: &std::collections::HashSet<(u64, SocketAddr)>,
+    ) -> Result<Vec<(u64, SocketAddr)>, String> {
+        Ok(self
+            .held
+            .iter_mut()
+            .filter(|h| {
+                scope == SweepScope::AllNamespaces || h.call().netns_cookie == self.host_netns
+            })
+            .filter_map(|h| h.sweep(removed, translated))
+            .collect())
+    }
 }
 
 /// The initial network namespace's cookie in the model (no scenario process lives there).
@@ -139,77 +183,74 @@ impl SimWorld {
         Ok(world)
     }
 
-    /// Re-runs a node's agent: translate, lay out the maps keeping the ids in place, and load
-    /// the programs with the node's options.
+    /// Runs a node's agent once, as the kernel backend runs `lb-agent --once`: options parsed,
+    /// the manifest directory read into a fresh store and translated for the node, the
+    /// agent's start-up decisions ([`lb::agent::setup`]) applied to the modelled node, and the
+    /// agent's [`Reconciler`] run over the node's simulated maps. The simulator itself, like
+    /// pinned maps, outlives the agent.
     fn program(&mut self, index: usize) -> Result<()> {
         let node = &self.nodes[index];
-        let view = offline::render(&OfflineInputs {
-            values: Some(self.files.values()),
-            sets: Vec::new(),
-            manifests: Some(self.files.manifests(&node.name)),
-            node: Some(node.name.clone()),
-            devices: vec![DeviceArg(NodeDevice {
-                name: "eth0".to_owned(),
-                addrs: node.addresses.clone(),
-            })],
-        })
-        .with_context(|| format!("agent on {}", node.name))?;
-        if view.has_errors() {
-            bail!("agent on {}: {}", node.name, view.problems().join("; "));
+        let on_node = || format!("agent on {}", node.name);
+        let config = lb::config::load(Some(&self.files.values()), &[])
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(on_node)?;
+        let mut store = ClusterStore::default();
+        let synced = ManifestDir::new(&self.files.manifests(&node.name))
+            .and_then(|mut source| source.sync(&mut store))
+            .with_context(on_node)?;
+        let devices = vec![NodeDevice {
+            name: "eth0".to_owned(),
+            addrs: node.addresses.clone(),
+        }];
+        let translation =
+            lb::k8s::translate_for_node(&config, &store.objects(), Some(&node.name), devices)
+                .with_context(on_node)?;
+        let problems: Vec<String> = synced
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(
+                translation
+                    .translation
+                    .errors
+                    .iter()
+                    .map(ToString::to_string),
+            )
+            .collect();
+        if !problems.is_empty() {
+            bail!("agent on {}: {}", node.name, problems.join("; "));
         }
-        let config = &view.config;
-        let maps = MapContents::build(&view.translation.state, &node.maps)?;
-        let values = config.values();
-        let sim_config = SimConfig {
-            protocols: config.protocols(),
-            host_namespace_only: values.socket_lb.host_namespace_only,
-            bind_protection: values.node_port.bind_protection && config.node_port(),
-            host_netns_cookie: node.netns,
-            external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
-            initial_netns_cookie: INITIAL_NETNS,
-        };
-        // The agent's sweep after the reconciliation (the kernel's support is assumed): the
-        // held UDP sockets of this node's namespaces connected to a removed backend.
-        if let Some(scope) = SweepScope::for_config(config) {
-            let removed = RemovedBackends::between(&node.maps, &maps, L4Protocol::Udp);
-            let host_netns = node.netns;
-            for held in self.held.values_mut().filter(|h| h.node == index) {
-                if scope == SweepScope::AllNamespaces
-                    || held.socket.call().netns_cookie == host_netns
-                {
-                    held.socket.sweep(&removed);
-                }
-            }
-        }
+        // The simulator models a kernel that can destroy sockets.
+        let udp_support = Support::Available;
+        let settings = setup::datapath_settings(&config, node.netns);
+        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &udp_support));
+        let status = setup::start_status(&config, &translation.selection, &udp_support);
+        let (host_netns, addresses) = (node.netns, node.addresses.clone());
+
         let node = &mut self.nodes[index];
-        if config.node_port() && values.node_port.auto_protect_port_ranges {
-            let (_, reserved) = lb::host::port_range_protection(
-                config.node_port_range(),
-                &node.sysctls[LOCAL_PORT_RANGE],
-                &node.sysctls[RESERVED_PORTS],
-            )?;
-            if let Some(reserved) = reserved {
-                node.sysctls.insert(RESERVED_PORTS.to_owned(), reserved);
-            }
-        }
-        // A restarted agent finds the programs and maps in place (with their reverse and
-        // affinity state) and rewrites the service maps.
-        let sim = node
-            .sim
-            .get_or_insert_with(|| SockSim::new(sim_config, MapContents::default()));
-        sim.set_maps(maps.clone());
-        sim.set_local_addresses(&node.addresses);
-        node.names = lb::agent::service_names(&view.translation.state, &maps.frontends());
-        // The agent computes its status once, when it starts.
-        node.status.get_or_insert_with(|| {
-            let mut status = KprStatus::new(&view.config, &view.selection);
-            // The simulator models a kernel that can destroy sockets, as the agent reports it.
-            if SweepScope::for_config(&view.config).is_some() {
-                status.udp_socket_destroy = Some(Support::Available.describe());
-            }
-            status
+        setup::protect_ports(&config, &mut ModelSysctls(&mut node.sysctls), None)?;
+        let sim = node.sim.get_or_insert_with(|| {
+            SockSim::new(SimConfig::of(&settings, INITIAL_NETNS), Default::default())
         });
-        node.maps = maps;
+        sim.set_attached(setup::attaches_socket_hooks(&config));
+        let mut sweeper = HeldSweeper {
+            held: self
+                .held
+                .values_mut()
+                .filter(|h| h.node == index)
+                .map(|h| &mut h.socket)
+                .collect(),
+            host_netns,
+        };
+        reconciler.reconcile(
+            &translation.translation.state,
+            &addresses,
+            sim,
+            &mut sweeper,
+        )?;
+        node.names = reconciler.service_names().clone();
+        node.maps = sim.maps().clone();
+        node.status = Some(status);
         Ok(())
     }
 

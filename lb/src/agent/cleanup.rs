@@ -59,7 +59,7 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
     }
     remove_dir(&record.pin_dir, &mut report.other)?;
     if let Some(range) = record.reserved_ports {
-        if crate::host::unprotect_port_range(range)? {
+        if crate::host::unprotect_port_range(range, &mut crate::host::ProcSysctls)? {
             report.reserved_ports = Some(format!("{}-{}", range.low, range.high));
         }
     }

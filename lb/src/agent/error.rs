@@ -23,6 +23,15 @@ pub enum AgentError {
         /// The feature and the probe's answer.
         missing: crate::host::features::Missing,
     },
+    /// The desired state could not be written to the maps.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconciler::ReconcileError),
+    /// The source of objects failed as a whole.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// `--node` names no Node among the objects.
+    #[error(transparent)]
+    NodeNotFound(crate::k8s::NodeNotFound),
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {

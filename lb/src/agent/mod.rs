@@ -1,85 +1,60 @@
-//! The running agent: prepares the node (mounts, namespace identity, reserved ports), loads and
-//! attaches the socket programs with pinned maps and links, and keeps the maps equal to the
-//! desired state; after a reconciliation that removed backends it destroys the connected UDP
-//! sockets still pointing at them ([`udp_destroy`]). Sources of desired state (a manifest directory today, the API server later)
-//! call [`Agent::reconcile`].
+//! The running agent: prepares the node (mounts, namespace identity, reserved ports), loads the
+//! socket programs with pinned maps and attaches them through pinned links, and keeps the maps
+//! equal to the desired state through the [`Reconciler`]. [`run`] is `lb-agent`'s loop: a
+//! [`crate::source::Source`] fills the store, translation runs from it, the reconciler writes.
 
 mod cleanup;
 mod error;
+mod options_watch;
 mod record;
-mod source;
+mod run;
+pub mod setup;
 pub mod udp_destroy;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub use cleanup::{cleanup, CleanupReport};
 pub use error::AgentError;
 pub use record::{AgentRecord, DEFAULT_STATE_DIR};
-pub use source::ManifestSource;
+pub use run::{run, RunOptions};
 
 use crate::config::AgentConfig;
-use crate::datapath::{
-    ApplyReport, ListedFrontend, MapContents, RemovedBackends, SockLb, SockLbConfig,
-};
-use crate::host::sock_diag::{self, Support};
-use crate::host::{self, NetnsIdentity, PortRangeProtection};
-use crate::model::{DesiredState, L4Protocol, ServiceName};
-use crate::views::KprStatus;
-use udp_destroy::SweepScope;
+use crate::datapath::{pinned_links, SockLb, LINKS_DIR};
+use crate::host::sock_diag;
+use crate::host::{self, NetnsIdentity, ProcSysctls};
+use crate::k8s::DeviceSelection;
+use crate::model::DesiredState;
+use crate::reconciler::{ReconcileReport, Reconciler};
+use udp_destroy::KernelSweeper;
 
 /// The directory under `bpf.root` where this agent pins its maps and links.
 pub const PIN_SUBDIR: &str = "lb";
-
-/// The service each listed frontend id belongs to, as the agent records it for `lbctl
-/// service list` (the maps hold ids and addresses, not names).
-pub fn service_names(
-    desired: &DesiredState,
-    listed: &[ListedFrontend],
-) -> BTreeMap<u16, ServiceName> {
-    let names: HashMap<_, _> = desired.services().map(|s| (s.frontend, &s.name)).collect();
-    listed
-        .iter()
-        .filter_map(|f| Some((f.id, (*names.get(&f.frontend)?).clone())))
-        .collect()
-}
 
 /// A started agent.
 #[derive(Debug)]
 pub struct Agent {
     sock_lb: SockLb,
+    reconciler: Reconciler,
+    sweeper: KernelSweeper,
     record: AgentRecord,
     state_dir: PathBuf,
-    /// Where connected UDP sockets to removed backends are destroyed; `None` when UDP is not
-    /// translated or the kernel cannot destroy sockets.
-    udp_sweep: Option<SweepScope>,
-}
-
-/// What one reconciliation did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReconcileReport {
-    /// Map entries written and deleted.
-    pub maps: ApplyReport,
-    /// Frontends now programmed.
-    pub frontends: usize,
-    /// Local-address entries changed.
-    pub local_addrs_changed: usize,
-    /// Connected UDP sockets to removed backends that were destroyed.
-    pub udp_sockets_destroyed: usize,
 }
 
 impl Agent {
-    /// Prepares the node and attaches the datapath. Maps pinned by an earlier agent are
-    /// adopted with their contents, so traffic keeps flowing while this one starts.
+    /// Prepares the node and attaches the datapath (unless `socketLB.enabled` is off). Maps
+    /// pinned by an earlier agent are adopted with their contents, so traffic keeps flowing
+    /// while this one starts.
     pub fn start(
         config: &AgentConfig,
-        mut status: KprStatus,
+        selection: &DeviceSelection,
         state_dir: &Path,
     ) -> Result<Agent, AgentError> {
-        let values = config.values();
         check_features(config)?;
         host::ensure_bpffs(config.bpf_root())?;
-        let cgroup = host::ensure_cgroup2(&config.cgroup_root(), values.cgroup.auto_mount.enabled)?;
+        let cgroup = host::ensure_cgroup2(
+            &config.cgroup_root(),
+            config.values().cgroup.auto_mount.enabled,
+        )?;
         // Without SO_NETNS_COOKIE (before 5.14) the kernel tells the cookie to a BPF hook;
         // "the initial namespace" (compared with PID 1's, which a PID namespace can fool) is
         // the last resort.
@@ -99,104 +74,82 @@ impl Agent {
         let pin_dir = config.bpf_root().join(PIN_SUBDIR);
         std::fs::create_dir_all(&pin_dir).map_err(AgentError::io(&pin_dir))?;
         let mut sock_lb = SockLb::load(
-            SockLbConfig {
-                protocols: config.protocols(),
-                map_max: values.bpf.lb_map_max,
-                host_namespace_only: values.socket_lb.host_namespace_only,
-                bind_protection: values.node_port.bind_protection && config.node_port(),
-                host_netns_cookie: netns.cookie_for_bpf(),
-                external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
-            },
+            setup::datapath_settings(config, netns.cookie_for_bpf()),
             &pin_dir,
         )?;
-        let links = sock_lb.attach(&cgroup)?;
+        let links = if setup::attaches_socket_hooks(config) {
+            sock_lb.attach(&cgroup)?
+        } else {
+            detach_socket_hooks(&pin_dir)?;
+            tracing::info!(
+                "socketLB.enabled is off: the socket hooks are not attached, services are \
+                 programmed in the maps only"
+            );
+            Vec::new()
+        };
         let previous = AgentRecord::read(state_dir).ok();
-        let mut reserved_ports = previous.and_then(|r| r.reserved_ports);
-        if config.node_port() && values.node_port.auto_protect_port_ranges {
-            let range = config.node_port_range();
-            if host::protect_port_range(range)? == PortRangeProtection::Appended {
-                reserved_ports = Some(range);
-            }
-        }
-        let udp_sweep = SweepScope::for_config(config).filter(|_| {
-            let support = sock_diag::probe();
-            if let Support::Unavailable(why) = &support {
+        let reserved_ports = setup::protect_ports(
+            config,
+            &mut ProcSysctls,
+            previous.and_then(|r| r.reserved_ports),
+        )?;
+        let udp_support = match udp_destroy::SweepScope::for_config(config) {
+            Some(_) => sock_diag::probe(),
+            None => sock_diag::Support::Unavailable("UDP is not translated".to_owned()),
+        };
+        if let sock_diag::Support::Unavailable(why) = &udp_support {
+            if udp_destroy::SweepScope::for_config(config).is_some() {
                 tracing::warn!(
                     "connected UDP sockets to deleted backends will not be destroyed: {why} \
                      (needs CONFIG_INET_DIAG, CONFIG_INET_UDP_DIAG and CONFIG_INET_DIAG_DESTROY)"
                 );
             }
-            status.udp_socket_destroy = Some(support.describe());
-            support == Support::Available
-        });
+        }
         let record = AgentRecord {
             pin_dir,
-            cgroup,
+            cgroup: cgroup.clone(),
             links,
             reserved_ports,
-            status,
+            status: setup::start_status(config, selection, &udp_support),
             services: Default::default(),
         };
         record.write(state_dir)?;
         Ok(Agent {
             sock_lb,
+            reconciler: Reconciler::new(setup::udp_sweep_scope(config, &udp_support)),
+            sweeper: KernelSweeper {
+                cgroup_root: cgroup,
+            },
             record,
             state_dir: state_dir.to_owned(),
-            udp_sweep,
         })
     }
 
     /// Makes the maps hold exactly `desired` (and the node's current addresses), keeping the
     /// ids of what did not change; entries nothing wants are deleted.
     pub fn reconcile(&mut self, desired: &DesiredState) -> Result<ReconcileReport, AgentError> {
-        let local_addrs_changed = self
-            .sock_lb
-            .set_local_addresses(&host::local_addresses()?)?;
-        let mut maps = self.sock_lb.service_maps()?;
-        let current = maps.read()?;
-        let want =
-            MapContents::build(desired, &current).map_err(crate::datapath::DatapathError::from)?;
-        let report = maps.apply(&want)?;
-        let listed = want.frontends();
-        self.record.services = service_names(desired, &listed);
+        let addrs = host::local_addresses()?;
+        let report =
+            self.reconciler
+                .reconcile(desired, &addrs, &mut self.sock_lb, &mut self.sweeper)?;
+        self.record.services = self.reconciler.service_names().clone();
         self.record.write(&self.state_dir)?;
-        let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
-        // The maps are already right; a failed sweep is worth a warning, not a failed
-        // reconciliation (the next removal sweeps again).
-        let udp_sockets_destroyed = match self.udp_sweep {
-            Some(scope) if !removed.is_empty() => {
-                let translated = self.sock_lb.translated_sockets()?;
-                match udp_destroy::sweep(&self.record.cgroup, scope, &removed, &translated) {
-                    Ok(destroyed) => {
-                        // The destroy disconnected them, so their sock_release cannot find
-                        // the reverse entries any more: forget them here.
-                        let forgotten: Vec<(u64, std::net::SocketAddr)> =
-                            destroyed.iter().map(|d| (d.cookie, d.peer)).collect();
-                        self.sock_lb.forget_translated(&forgotten)?;
-                        destroyed.len()
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "connected UDP sockets to removed backends not destroyed: {e}"
-                        );
-                        0
-                    }
-                }
-            }
-            _ => 0,
-        };
-        Ok(ReconcileReport {
-            maps: report,
-            frontends: listed.len(),
-            local_addrs_changed,
-            udp_sockets_destroyed,
-        })
+        Ok(report)
     }
 
     /// What this agent recorded for `lbctl`.
     pub fn record(&self) -> &AgentRecord {
         &self.record
     }
+}
+
+/// Unpins the socket hooks' links an earlier agent left, which detaches them.
+fn detach_socket_hooks(pin_dir: &Path) -> Result<(), AgentError> {
+    for (path, _) in pinned_links(&pin_dir.join(LINKS_DIR))? {
+        std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
+        tracing::info!(link = %path.display(), "detached an earlier agent's socket hook");
+    }
+    Ok(())
 }
 
 /// Refuses to start when the kernel lacks a feature the datapath needs, naming it, rather than

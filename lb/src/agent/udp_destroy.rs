@@ -113,3 +113,23 @@ fn sweep_one(
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())
 }
+
+/// The kernel's sweep, through sock_diag in the namespaces of a cgroup subtree.
+#[derive(Clone, Debug)]
+pub struct KernelSweeper {
+    /// The cgroup whose processes' namespaces are swept (the agent's `cgroup.hostRoot`).
+    pub cgroup_root: PathBuf,
+}
+
+impl crate::reconciler::UdpSocketSweeper for KernelSweeper {
+    fn sweep(
+        &mut self,
+        scope: SweepScope,
+        removed: &RemovedBackends,
+        translated: &HashSet<(u64, SocketAddr)>,
+    ) -> Result<Vec<(u64, SocketAddr)>, String> {
+        sweep(&self.cgroup_root, scope, removed, translated)
+            .map(|destroyed| destroyed.iter().map(|d| (d.cookie, d.peer)).collect())
+            .map_err(|e| e.to_string())
+    }
+}

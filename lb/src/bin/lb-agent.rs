@@ -1,19 +1,17 @@
 //! `lb-agent`: programs the node's eBPF load balancer from Services and EndpointSlices.
 //!
 //! The source today is a directory of Kubernetes YAML (`--manifests`), followed with inotify;
-//! the API-server watch comes later. Programs and maps are pinned, so they keep working after
+//! the API-server watch comes later. The loop itself is [`lb::agent::run`]. Programs and maps are pinned, so they keep working after
 //! the agent exits; `lbctl cleanup` removes them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use lb::agent::{Agent, ManifestSource, DEFAULT_STATE_DIR};
-use lb::offline::OfflineView;
-use lb::views::KprStatus;
-use tracing::{error, info, warn};
+use lb::agent::{RunOptions, DEFAULT_STATE_DIR};
+use lb::source::ManifestDir;
+use tracing::{error, warn};
 
 /// The node agent of the eBPF service load balancer.
 #[derive(Debug, Parser)]
@@ -42,10 +40,6 @@ struct Cli {
     #[arg(long)]
     once: bool,
 }
-
-/// How often the maps are checked against the source even without a change (node addresses
-/// may change, and anything else that touched the maps is corrected).
-const RESYNC: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -86,64 +80,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
              yet), or --dry-run to check the options"
         );
     };
-    let source = ManifestSource::new(cli.values.clone(), cli.sets.clone(), dir, cli.node.clone())?;
-    let view = source.load()?.context("cannot read the manifests")?;
-    report_problems(&view);
-    let status = KprStatus::new(&view.config, &view.selection);
-    let mut agent = Agent::start(&view.config, status, &cli.state_dir)?;
-    info!(
-        pin_dir = %agent.record().pin_dir.display(),
-        cgroup = %agent.record().cgroup.display(),
-        "datapath attached"
-    );
-    reconcile(&mut agent, &view)?;
-    if cli.once {
-        return Ok(ExitCode::SUCCESS);
-    }
-    lb::stop::install_handlers().context("cannot install signal handlers")?;
-    let mut last_sync = Instant::now();
-    while !lb::stop::requested() {
-        let changed = source.wait_for_change(Duration::from_millis(500))?;
-        if !changed && last_sync.elapsed() < RESYNC {
-            continue;
-        }
-        last_sync = Instant::now();
-        match source.load()? {
-            Ok(view) => {
-                if changed {
-                    report_problems(&view);
-                }
-                reconcile(&mut agent, &view)?;
-            }
-            Err(err) => error!("manifests not applied, keeping the current state: {err}"),
-        }
-    }
-    info!("stopping; the datapath stays attached (lbctl cleanup removes it)");
+    let mut source = ManifestDir::new(dir)?;
+    lb::agent::run(
+        &config,
+        &mut source,
+        &RunOptions {
+            values: cli.values,
+            sets: cli.sets,
+            node: cli.node,
+            state_dir: cli.state_dir,
+            once: cli.once,
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn reconcile(agent: &mut Agent, view: &OfflineView) -> Result<()> {
-    let report = agent.reconcile(&view.translation.state)?;
-    if report.maps.written
-        + report.maps.deleted
-        + report.local_addrs_changed
-        + report.udp_sockets_destroyed
-        > 0
-    {
-        info!(
-            frontends = report.frontends,
-            written = report.maps.written,
-            deleted = report.maps.deleted,
-            local_addresses_changed = report.local_addrs_changed,
-            udp_sockets_destroyed = report.udp_sockets_destroyed,
-            "maps updated"
-        );
-    }
-    Ok(())
-}
-
-fn report_problems(view: &OfflineView) {
-    for line in view.problems() {
-        warn!("{line}");
-    }
 }

@@ -19,6 +19,29 @@ pub struct ApplyReport {
     pub deleted: usize,
 }
 
+impl ApplyReport {
+    /// What applying `want` over `have` writes and deletes.
+    pub fn between(have: &MapContents, want: &MapContents) -> Self {
+        fn count<K: Ord, V: PartialEq>(
+            have: &BTreeMap<K, V>,
+            want: &BTreeMap<K, V>,
+        ) -> (usize, usize) {
+            let written = want.iter().filter(|(k, v)| have.get(k) != Some(v)).count();
+            let deleted = have.keys().filter(|k| !want.contains_key(k)).count();
+            (written, deleted)
+        }
+        let counts = [
+            count(&have.services, &want.services),
+            count(&have.backends, &want.backends),
+            count(&have.reverse_nat, &want.reverse_nat),
+        ];
+        ApplyReport {
+            written: counts.iter().map(|c| c.0).sum(),
+            deleted: counts.iter().map(|c| c.1).sum(),
+        }
+    }
+}
+
 /// Handles on the three maps that describe services.
 #[derive(Debug)]
 pub struct ServiceMaps<T> {

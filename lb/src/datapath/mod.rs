@@ -15,5 +15,5 @@ pub use error::DatapathError;
 pub use kernel::{ApplyReport, ServiceMaps};
 pub use monitor::TraceMonitor;
 pub use netns_probe::netns_cookie_through_bpf;
-pub use removed::{canonical, RemovedBackends};
+pub use removed::{canonical, reverse_key, reverse_key_socket, RemovedBackends};
 pub use sock_lb::{pinned_links, SockLb, SockLbConfig, LINKS_DIR};

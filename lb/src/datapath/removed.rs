@@ -37,6 +37,26 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The `lb_reverse_sk_v1` key of a socket with this cookie connected to `backend`.
+pub fn reverse_key(cookie: u64, backend: SocketAddr) -> ebpf::maps::LbSockKey {
+    let backend = canonical(backend);
+    ebpf::maps::LbSockKey {
+        cookie,
+        address: ebpf::maps::LbAddr::from(backend.ip()),
+        port: backend.port().to_be(),
+        pad: [0; 6],
+    }
+}
+
+/// `(socket cookie, backend)` of a reverse-map key, the backend in canonical form.
+pub fn reverse_key_socket(key: &ebpf::maps::LbSockKey) -> (u64, SocketAddr) {
+    let ip = IpAddr::from(key.address);
+    (
+        key.cookie,
+        canonical(SocketAddr::new(ip, u16::from_be(key.port))),
+    )
+}
+
 impl RemovedBackends {
     /// The `protocol` backends of `before` that `after` no longer has.
     pub fn between(before: &MapContents, after: &MapContents, protocol: L4Protocol) -> Self {

@@ -179,14 +179,7 @@ impl SockLb {
         };
         self.reverse_map()?
             .keys()
-            .map(|key| {
-                let key = key.map_err(failed)?;
-                let backend = std::net::SocketAddr::new(
-                    std::net::IpAddr::from(key.address),
-                    u16::from_be(key.port),
-                );
-                Ok((key.cookie, super::canonical(backend)))
-            })
+            .map(|key| Ok(super::reverse_key_socket(&key.map_err(failed)?)))
             .collect()
     }
 
@@ -202,13 +195,7 @@ impl SockLb {
         };
         let mut map = self.reverse_map()?;
         for (cookie, backend) in sockets {
-            let key = LbSockKey {
-                cookie: *cookie,
-                address: LbAddr::from(super::canonical(*backend).ip()),
-                port: backend.port().to_be(),
-                pad: [0; 6],
-            };
-            match map.remove(&key) {
+            match map.remove(&super::reverse_key(*cookie, *backend)) {
                 Err(aya::maps::MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) => {}
                 other => other.map_err(failed)?,

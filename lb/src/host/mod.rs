@@ -17,5 +17,6 @@ pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
 pub(crate) use netns::socket_u64_option;
 pub use netns::{in_initial_netns, own_netns_cookie, NetnsIdentity};
 pub use ports::{
-    port_range_protection, protect_port_range, unprotect_port_range, PortRangeProtection,
+    protect_port_range, unprotect_port_range, PortRangeProtection, ProcSysctls, Sysctls,
+    LOCAL_PORT_RANGE, RESERVED_PORTS,
 };

@@ -1,15 +1,49 @@
 //! Port-range protection (`nodePort.autoProtectPortRanges`): when the NodePort range overlaps
 //! the ephemeral range `net.ipv4.ip_local_port_range`, the NodePort range is appended to
 //! `net.ipv4.ip_local_reserved_ports`, so the kernel never picks a NodePort as a client port.
-//! Both sysctls belong to the network namespace of the caller.
+//! Both sysctls belong to the network namespace of the caller. They are read and written
+//! through [`Sysctls`], which is `/proc/sys` for the agent ([`ProcSysctls`]) and a model of
+//! them for the simulator, so both make the same decision with the same code.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use super::HostError;
 use crate::config::PortRange;
 
-const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
-const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+/// The ephemeral port range, `LOW\tHIGH`.
+pub const LOCAL_PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
+/// Ports the kernel never picks as ephemeral ones, `A-B,C,...`.
+pub const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
+
+/// The sysctls of one network namespace, by their dotted names.
+pub trait Sysctls {
+    /// The value of `key`.
+    fn read(&mut self, key: &str) -> Result<String, HostError>;
+    /// Sets `key` to `value`.
+    fn write(&mut self, key: &str, value: &str) -> Result<(), HostError>;
+}
+
+/// The calling thread's network namespace's sysctls, under `/proc/sys`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSysctls;
+
+impl ProcSysctls {
+    fn path(key: &str) -> PathBuf {
+        PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+    }
+}
+
+impl Sysctls for ProcSysctls {
+    fn read(&mut self, key: &str) -> Result<String, HostError> {
+        let path = Self::path(key);
+        std::fs::read_to_string(&path).map_err(HostError::io(&path))
+    }
+
+    fn write(&mut self, key: &str, value: &str) -> Result<(), HostError> {
+        let path = Self::path(key);
+        std::fs::write(&path, value).map_err(HostError::io(&path))
+    }
+}
 
 /// What [`protect_port_range`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,20 +57,22 @@ pub enum PortRangeProtection {
 }
 
 /// Reserves `node_ports` when it overlaps the ephemeral range.
-pub fn protect_port_range(node_ports: PortRange) -> Result<PortRangeProtection, HostError> {
-    let local_range = read(LOCAL_PORT_RANGE)?;
-    let reserved = read(RESERVED_PORTS)?;
+pub fn protect_port_range(
+    node_ports: PortRange,
+    sysctls: &mut (impl Sysctls + ?Sized),
+) -> Result<PortRangeProtection, HostError> {
+    let local_range = sysctls.read(LOCAL_PORT_RANGE)?;
+    let reserved = sysctls.read(RESERVED_PORTS)?;
     let (outcome, new_reserved) = port_range_protection(node_ports, &local_range, &reserved)?;
     if let Some(value) = new_reserved {
-        write(RESERVED_PORTS, &value)?;
+        sysctls.write(RESERVED_PORTS, &value)?;
     }
     Ok(outcome)
 }
 
 /// The decision of [`protect_port_range`] on the two sysctls' text, and the new
-/// `ip_local_reserved_ports` to write when the range is appended. Pure, so the simulator makes
-/// the same decision on its own model of the sysctls.
-pub fn port_range_protection(
+/// `ip_local_reserved_ports` to write when the range is appended.
+fn port_range_protection(
     node_ports: PortRange,
     local_port_range: &str,
     reserved_ports: &str,
@@ -59,8 +95,11 @@ pub fn port_range_protection(
 /// Removes exactly the entry [`protect_port_range`] appended (the kernel may have merged it
 /// with adjacent entries; then the merged range loses the NodePort part). Returns whether
 /// anything was removed.
-pub fn unprotect_port_range(node_ports: PortRange) -> Result<bool, HostError> {
-    let entries = parse_reserved(&read(RESERVED_PORTS)?)?;
+pub fn unprotect_port_range(
+    node_ports: PortRange,
+    sysctls: &mut (impl Sysctls + ?Sized),
+) -> Result<bool, HostError> {
+    let entries = parse_reserved(&sysctls.read(RESERVED_PORTS)?)?;
     let mut kept = Vec::new();
     let mut removed = false;
     for (a, b) in entries {
@@ -78,7 +117,7 @@ pub fn unprotect_port_range(node_ports: PortRange) -> Result<bool, HostError> {
     }
     if removed {
         let list: Vec<String> = kept.iter().map(|&(a, b)| format_range(a, b)).collect();
-        write(RESERVED_PORTS, &list.join(","))?;
+        sysctls.write(RESERVED_PORTS, &list.join(","))?;
     }
     Ok(removed)
 }
@@ -119,14 +158,6 @@ fn unexpected(path: &str, text: &str) -> HostError {
         what: path.to_owned(),
         detail: format!("cannot parse {:?}", text.trim()),
     }
-}
-
-fn read(path: &str) -> Result<String, HostError> {
-    std::fs::read_to_string(path).map_err(HostError::io(Path::new(path)))
-}
-
-fn write(path: &str, value: &str) -> Result<(), HostError> {
-    std::fs::write(path, value).map_err(HostError::io(Path::new(path)))
 }
 
 #[cfg(test)]

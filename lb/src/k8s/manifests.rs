@@ -34,6 +34,19 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// Whether the file as a whole could not be used (unreadable, or not YAML at all), as
+    /// opposed to one of its objects being invalid.
+    pub fn makes_file_unusable(&self) -> bool {
+        match self {
+            ManifestError::Read { .. } => true,
+            ManifestError::Document { kind, message, .. } => kind.is_empty() && message != NO_KIND,
+        }
+    }
+}
+
+const NO_KIND: &str = "no `kind`";
+
 /// Objects read from a directory, and the documents that could not be read.
 #[derive(Debug, Default)]
 pub struct Manifests {
@@ -47,6 +60,18 @@ pub struct Manifests {
 
 /// Reads every `*.yaml`, `*.yml` and `*.json` file directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
+    let mut out = Manifests::default();
+    for file in list_dir(dir)? {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_text(&file, &text, &mut out),
+            Err(source) => out.errors.push(ManifestError::Read { path: file, source }),
+        }
+    }
+    Ok(out)
+}
+
+/// The manifest files directly in `dir` (`*.yaml`, `*.yml`, `*.json`), in name order.
+pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let read_err = |source| ManifestError::Read {
         path: dir.to_owned(),
         source,
@@ -63,14 +88,7 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
         })
         .collect();
     files.sort();
-    let mut out = Manifests::default();
-    for file in files {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => load_text(&file, &text, &mut out),
-            Err(source) => out.errors.push(ManifestError::Read { path: file, source }),
-        }
-    }
-    Ok(out)
+    Ok(files)
 }
 
 /// Adds the objects of one file's text (multi-document YAML, `List` kinds unpacked).
@@ -80,12 +98,16 @@ pub fn load_text(path: &Path, text: &str, out: &mut Manifests) {
         match Value::deserialize(doc) {
             Ok(Value::Null) => {}
             Ok(value) => add_object(path, index, value, out),
-            Err(e) => out.errors.push(ManifestError::Document {
-                path: path.to_owned(),
-                index,
-                kind: String::new(),
-                message: e.to_string(),
-            }),
+            Err(e) => {
+                out.errors.push(ManifestError::Document {
+                    path: path.to_owned(),
+                    index,
+                    kind: String::new(),
+                    message: e.to_string(),
+                });
+                // The parser cannot resume after a syntax error: it would repeat it forever.
+                break;
+            }
         }
     }
 }
@@ -141,7 +163,7 @@ fn add_object(path: &Path, index: usize, value: Value, out: &mut Manifests) {
             }
             Ok(())
         }
-        "" => Err("no `kind`".to_owned()),
+        "" => Err(NO_KIND.to_owned()),
         other => {
             out.skipped_kinds.push(format!("{other} {name}"));
             Ok(())

@@ -7,6 +7,7 @@
 mod endpoints;
 mod error;
 mod fields;
+mod for_node;
 mod hostport;
 pub mod manifests;
 mod node;
@@ -16,6 +17,7 @@ mod translate;
 
 pub use endpoints::SERVICE_NAME_LABEL;
 pub use error::{ObjectRef, TranslateError};
+pub use for_node::{translate_for_node, NodeNotFound, NodeTranslation};
 pub use node::{DeviceSelection, K8sAddressType, NodeContext, NodeDevice, ZONE_LABEL};
 pub use options::TranslateOptions;
 pub use service::SERVICE_PROXY_NAME_LABEL;

@@ -3,12 +3,13 @@
 //! they chose, whatever the maps say later; the agent's sweep after a reconciliation destroys
 //! connected UDP sockets whose backend was removed, as `SOCK_DESTROY` does (`udp_abort`).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use nix::errno::Errno;
 
 use super::{SockCall, SockSim};
-use crate::datapath::RemovedBackends;
+use crate::datapath::{canonical, RemovedBackends};
 use crate::model::L4Protocol;
 
 /// What the kernel holds for the socket.
@@ -27,8 +28,6 @@ enum State {
 pub struct HeldSocket {
     call: SockCall,
     dst: SocketAddr,
-    /// The connect hook pointed it at a backend (the kernel keeps a reverse entry for it).
-    translated: bool,
     state: State,
 }
 
@@ -39,7 +38,6 @@ impl HeldSocket {
         HeldSocket {
             call,
             dst,
-            translated: dst != to,
             state: State::Connected,
         }
     }
@@ -55,18 +53,24 @@ impl HeldSocket {
     }
 
     /// The agent's sweep after a reconciliation: a connected UDP socket that the connect hook
-    /// pointed at a backend now removed is destroyed (the filter of
-    /// [`crate::agent::udp_destroy::sweep`]); one the application connected to that address
-    /// itself is left alone. Returns whether this one was.
-    pub fn sweep(&mut self, removed: &RemovedBackends) -> bool {
+    /// pointed at a backend now removed (its `(cookie, backend)` is among the reverse map's
+    /// `translated` keys) is destroyed, as [`crate::agent::udp_destroy::sweep`] does; one the
+    /// application connected to that address itself is left alone. Returns
+    /// `(cookie, backend)` when this one was destroyed.
+    pub fn sweep(
+        &mut self,
+        removed: &RemovedBackends,
+        translated: &HashSet<(u64, SocketAddr)>,
+    ) -> Option<(u64, SocketAddr)> {
+        let peer = (self.call.socket_cookie, canonical(self.dst));
         let hit = self.call.protocol == L4Protocol::Udp
             && self.state == State::Connected
-            && self.translated
-            && removed.contains(self.dst);
+            && removed.contains(peer.1)
+            && translated.contains(&peer);
         if hit {
             self.state = State::Aborted;
         }
-        hit
+        hit.then_some(peer)
     }
 
     /// The start of the application's next exchange: the pending error first

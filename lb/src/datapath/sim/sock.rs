@@ -96,6 +96,9 @@ pub struct SockSim {
     chooser: SeededChooser,
     monitor: bool,
     events: Vec<LbTraceSock>,
+    /// Whether the programs are attached to the node's cgroup at all (`socketLB.enabled`);
+    /// detached, they see no socket call.
+    attached: bool,
 }
 
 /// A frontend found by `lb_lookup_frontend`: the key it was found under (scope chosen, address
@@ -120,7 +123,14 @@ impl SockSim {
             chooser: SeededChooser::new(0),
             monitor: false,
             events: Vec::new(),
+            attached: true,
         }
+    }
+
+    /// Attaches or detaches the programs from the node's cgroup (the agent does not attach
+    /// them with `socketLB.enabled=false`); the maps stay as they are.
+    pub fn set_attached(&mut self, attached: bool) {
+        self.attached = attached;
     }
 
     /// Replaces the chooser of [`SockSim::connect`] by one seeded with `seed`.
@@ -246,7 +256,8 @@ impl SockSim {
     /// reasons (address not local, port in use).
     pub fn bind(&self, call: &SockCall, local: SocketAddr) -> Result<(), Errno> {
         let (address, port) = addr::load(local);
-        if !self.config.bind_protection
+        if !self.attached
+            || !self.config.bind_protection
             || port == 0
             || !self.proto_enabled(call.protocol)
             || !self.in_host_ns(call)
@@ -486,7 +497,8 @@ impl SockSim {
 
     /// The checks both translation directions start with.
     fn translates(&self, call: &SockCall) -> bool {
-        self.proto_enabled(call.protocol)
+        self.attached
+            && self.proto_enabled(call.protocol)
             && (!self.config.host_namespace_only || self.in_host_ns(call))
     }
 
@@ -525,5 +537,52 @@ fn affinity_key(call: &SockCall, svc: &LbService) -> LbAffinityKey {
         client_cookie: call.netns_cookie,
         rev_nat_index: svc.rev_nat_index,
         pad: [0; 6],
+    }
+}
+
+/// What the agent's reconciler reads and writes, as it does in the kernel's maps.
+impl crate::reconciler::DatapathMaps for SockSim {
+    fn read_services(&mut self) -> Result<MapContents, crate::datapath::DatapathError> {
+        Ok(self.maps.clone())
+    }
+
+    fn apply_services(
+        &mut self,
+        want: &MapContents,
+    ) -> Result<crate::datapath::ApplyReport, crate::datapath::DatapathError> {
+        let report = crate::datapath::ApplyReport::between(&self.maps, want);
+        self.maps = want.clone();
+        Ok(report)
+    }
+
+    fn set_local_addresses(
+        &mut self,
+        addrs: &[IpAddr],
+    ) -> Result<usize, crate::datapath::DatapathError> {
+        let want: BTreeSet<LbAddr> = addrs.iter().map(|&ip| LbAddr::from(ip)).collect();
+        let changed = want.symmetric_difference(&self.local_addrs).count();
+        self.local_addrs = want;
+        Ok(changed)
+    }
+
+    fn translated_sockets(
+        &mut self,
+    ) -> Result<std::collections::HashSet<(u64, SocketAddr)>, crate::datapath::DatapathError> {
+        Ok(self
+            .reverse_sk
+            .keys()
+            .map(crate::datapath::reverse_key_socket)
+            .collect())
+    }
+
+    fn forget_translated(
+        &mut self,
+        sockets: &[(u64, SocketAddr)],
+    ) -> Result<(), crate::datapath::DatapathError> {
+        for &(cookie, backend) in sockets {
+            self.reverse_sk
+                .remove(&crate::datapath::reverse_key(cookie, backend));
+        }
+        Ok(())
     }
 }

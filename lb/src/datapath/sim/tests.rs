@@ -660,8 +660,10 @@ fn a_held_socket_keeps_its_backend_when_it_turns_terminating() {
         .terminating(&backend.to_string())]);
     sim.set_maps(after.clone());
     let removed = RemovedBackends::between(&before, &after, L4Protocol::Udp);
-    assert!(
-        !held.sweep(&removed),
+    let translated = crate::reconciler::DatapathMaps::translated_sockets(&mut sim).unwrap();
+    assert_eq!(
+        held.sweep(&removed, &translated),
+        None,
         "a terminating backend is not removed"
     );
     assert_eq!(held.exchange(), Ok(backend));
@@ -679,10 +681,16 @@ fn a_destroyed_udp_socket_reports_econnaborted_once_then_is_disconnected() {
     let removed: RemovedBackends = [backend, tcp_held.destination().unwrap()]
         .into_iter()
         .collect();
-    assert!(held.sweep(&removed));
-    assert!(!tcp_held.sweep(&removed), "only UDP sockets are destroyed");
-    assert!(
-        !direct.sweep(&removed),
+    let translated = crate::reconciler::DatapathMaps::translated_sockets(&mut sim).unwrap();
+    assert_eq!(held.sweep(&removed, &translated), Some((1, backend)));
+    assert_eq!(
+        tcp_held.sweep(&removed, &translated),
+        None,
+        "only UDP sockets are destroyed"
+    );
+    assert_eq!(
+        direct.sweep(&removed, &translated),
+        None,
         "a socket the application connected to the backend itself is its own"
     );
     assert_eq!(held.destination(), None);

@@ -1,0 +1,135 @@
+//! `lb-agent`'s loop: sync the source into the store, translate for this node, start the agent
+//! on the first result, then reconcile after every change (and every [`RESYNC`] anyway, so
+//! changed node addresses and anything else that touched the maps are corrected).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::options_watch::OptionsWatch;
+use super::{Agent, AgentError};
+use crate::config::AgentConfig;
+use crate::k8s::{self, NodeTranslation};
+use crate::source::{ClusterStore, Source, SyncReport};
+
+/// How often the maps are checked against the source even without a change.
+pub const RESYNC: Duration = Duration::from_secs(10);
+/// How long one wait for a change lasts, so a stop request is seen promptly.
+const POLL: Duration = Duration::from_millis(500);
+
+/// What `lb-agent` was started with, besides its parsed options.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The values file the options came from (watched for changes, which are refused).
+    pub values: Option<PathBuf>,
+    /// The `--set` flags.
+    pub sets: Vec<String>,
+    /// This node's name among the Nodes (the only Node when `None`).
+    pub node: Option<String>,
+    /// Where the agent records what it installed.
+    pub state_dir: PathBuf,
+    /// Program once and return.
+    pub once: bool,
+}
+
+/// Runs the agent with `config` on objects from `source` until a stop is requested (or once).
+pub fn run(
+    config: &AgentConfig,
+    source: &mut dyn Source,
+    opts: &RunOptions,
+) -> Result<(), AgentError> {
+    let mut store = ClusterStore::default();
+    log_sync(&source.sync(&mut store)?);
+    let first = translate(config, &store, opts)?;
+    log_translation(&first);
+    let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
+    info!(
+        source = %source.describe(),
+        pin_dir = %agent.record().pin_dir.display(),
+        cgroup = %agent.record().cgroup.display(),
+        "datapath ready"
+    );
+    reconcile(&mut agent, &first)?;
+    if opts.once {
+        return Ok(());
+    }
+    crate::stop::install_handlers().map_err(|e| AgentError::State {
+        path: PathBuf::from("/proc/self"),
+        detail: format!("cannot install signal handlers: {e}"),
+    })?;
+    let mut options = OptionsWatch::new(opts.values.clone(), opts.sets.clone(), config);
+    let mut last_sync = Instant::now();
+    while !crate::stop::requested() {
+        let changed = source.wait_for_change(POLL)?;
+        if !changed && last_sync.elapsed() < RESYNC {
+            continue;
+        }
+        last_sync = Instant::now();
+        if let Some(complaint) = options.check() {
+            error!("{complaint}");
+        }
+        let report = source.sync(&mut store)?;
+        if changed {
+            log_sync(&report);
+        }
+        match translate(config, &store, opts) {
+            Ok(translation) => {
+                if changed {
+                    log_translation(&translation);
+                }
+                reconcile(&mut agent, &translation)?;
+            }
+            Err(e) => error!("objects not applied, keeping the current state: {e}"),
+        }
+    }
+    info!("stopping; the datapath stays attached (lbctl cleanup removes it)");
+    Ok(())
+}
+
+/// The store's objects translated for this node with its devices now.
+fn translate(
+    config: &AgentConfig,
+    store: &ClusterStore,
+    opts: &RunOptions,
+) -> Result<NodeTranslation, AgentError> {
+    let devices = crate::host::local_devices()?;
+    k8s::translate_for_node(config, &store.objects(), opts.node.as_deref(), devices)
+        .map_err(AgentError::NodeNotFound)
+}
+
+fn reconcile(agent: &mut Agent, translation: &NodeTranslation) -> Result<(), AgentError> {
+    let report = agent.reconcile(&translation.translation.state)?;
+    if report.changed_anything() {
+        info!(
+            frontends = report.frontends,
+            written = report.maps.written,
+            deleted = report.maps.deleted,
+            local_addresses_changed = report.local_addrs_changed,
+            udp_sockets_destroyed = report.udp_sockets_destroyed,
+            "maps updated"
+        );
+    }
+    Ok(())
+}
+
+fn log_sync(report: &SyncReport) {
+    for e in &report.errors {
+        warn!("error: {e}");
+    }
+    for file in &report.kept {
+        warn!(
+            file = %file.display(),
+            "file not applied: it keeps the objects it had before the error"
+        );
+    }
+}
+
+fn log_translation(translation: &NodeTranslation) {
+    for e in &translation.translation.errors {
+        warn!("error: {e}");
+    }
+    for w in &translation.translation.warnings {
+        warn!("warning: {w}");
+    }
+}

@@ -1,0 +1,42 @@
+//! [`DatapathMaps`]: the small interface the reconciler writes through. The kernel's pinned
+//! maps ([`crate::datapath::SockLb`]) and the simulator ([`crate::datapath::sim::SockSim`])
+//! both implement it, so a `sim` scenario runs exactly the reconciler `lb-agent` runs.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::datapath::{ApplyReport, DatapathError, MapContents};
+
+/// The load balancer's maps as the reconciler sees them.
+pub trait DatapathMaps {
+    /// Every entry of the service, backend and reverse NAT maps.
+    fn read_services(&mut self) -> Result<MapContents, DatapathError>;
+
+    /// Makes the service, backend and reverse NAT maps hold exactly `want`, in an order in
+    /// which a lookup running meanwhile never follows a reference to a missing entry.
+    fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError>;
+
+    /// Makes the local-address map hold exactly `addrs`; returns how many entries changed.
+    fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<usize, DatapathError>;
+
+    /// `(socket cookie, backend)` of every socket the hooks translated and still remember,
+    /// backends in canonical form (IPv4 never IPv4-mapped).
+    fn translated_sockets(&mut self) -> Result<HashSet<(u64, SocketAddr)>, DatapathError>;
+
+    /// Forgets the translation of these sockets (ones the agent destroyed, whose
+    /// `sock_release` can no longer find their entries); entries already gone are fine.
+    fn forget_translated(&mut self, sockets: &[(u64, SocketAddr)]) -> Result<(), DatapathError>;
+}
+
+/// Destroys the connected UDP sockets still pointing at backends a reconciliation removed:
+/// sock_diag on the kernel, the held sockets of a node in the simulator.
+pub trait UdpSocketSweeper {
+    /// Destroys the connected UDP sockets whose `(cookie, peer)` is in `translated` and whose
+    /// peer is in `removed`, within `scope`; returns `(cookie, peer)` of each destroyed one.
+    fn sweep(
+        &mut self,
+        scope: crate::agent::udp_destroy::SweepScope,
+        removed: &crate::datapath::RemovedBackends,
+        translated: &HashSet<(u64, SocketAddr)>,
+    ) -> Result<Vec<(u64, SocketAddr)>, String>;
+}

@@ -1,0 +1,138 @@
+//! The reconciler: the one place that turns desired state into map writes. It lays out the
+//! desired services over what the maps hold (keeping the ids that still mean the same thing),
+//! applies the difference, deletes what nothing owns, points the wildcard frontends at the
+//! node's current addresses, remembers which service each frontend id belongs to, and destroys
+//! the connected UDP sockets still pointing at backends it removed.
+//!
+//! It works over [`DatapathMaps`] and [`UdpSocketSweeper`], which the kernel and the simulator
+//! both implement: `lb-agent` and the `sim` scenarios run this same code. The north-south maps
+//! are to be added here, once.
+
+mod kernel;
+mod maps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+pub use maps::{DatapathMaps, UdpSocketSweeper};
+
+use crate::agent::udp_destroy::SweepScope;
+use crate::datapath::{
+    ApplyReport, DatapathError, LayoutError, ListedFrontend, MapContents, RemovedBackends,
+};
+use crate::model::{DesiredState, L4Protocol, ServiceName};
+
+/// Why a reconciliation failed; the maps keep what they held before the failing write.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The desired state does not fit the maps' layout.
+    #[error("cannot lay out the services in the maps: {0}")]
+    Layout(#[from] LayoutError),
+    /// Reading or writing a map failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+/// What one reconciliation did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Map entries written and deleted.
+    pub maps: ApplyReport,
+    /// Frontends now programmed.
+    pub frontends: usize,
+    /// Local-address entries changed.
+    pub local_addrs_changed: usize,
+    /// Connected UDP sockets to removed backends that were destroyed.
+    pub udp_sockets_destroyed: usize,
+}
+
+impl ReconcileReport {
+    /// Whether anything changed.
+    pub fn changed_anything(&self) -> bool {
+        self.maps.written
+            + self.maps.deleted
+            + self.local_addrs_changed
+            + self.udp_sockets_destroyed
+            > 0
+    }
+}
+
+/// Keeps a node's maps equal to the desired state.
+#[derive(Clone, Debug, Default)]
+pub struct Reconciler {
+    /// Where connected UDP sockets to removed backends are destroyed; `None` when UDP is not
+    /// translated by the socket hooks or the kernel cannot destroy sockets.
+    udp_sweep: Option<SweepScope>,
+    /// The service behind each frontend id, as of the last reconciliation.
+    names: BTreeMap<u16, ServiceName>,
+}
+
+impl Reconciler {
+    /// A reconciler that sweeps UDP sockets in `udp_sweep` (nowhere with `None`).
+    pub fn new(udp_sweep: Option<SweepScope>) -> Self {
+        Reconciler {
+            udp_sweep,
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// Makes `maps` hold exactly `desired` with `local_addrs` as the node's addresses,
+    /// keeping the ids of what did not change; entries nothing wants are deleted. After a
+    /// removal of UDP backends, `sweeper` destroys the sockets the hooks pointed at them; a
+    /// failed sweep is a warning (the maps are right, and the next removal sweeps again).
+    pub fn reconcile(
+        &mut self,
+        desired: &DesiredState,
+        local_addrs: &[IpAddr],
+        maps: &mut (impl DatapathMaps + ?Sized),
+        sweeper: &mut (impl UdpSocketSweeper + ?Sized),
+    ) -> Result<ReconcileReport, ReconcileError> {
+        let local_addrs_changed = maps.set_local_addresses(local_addrs)?;
+        let current = maps.read_services()?;
+        let want = MapContents::build(desired, &current)?;
+        let applied = maps.apply_services(&want)?;
+        let listed = want.frontends();
+        self.names = service_names(desired, &listed);
+        let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
+        let udp_sockets_destroyed = match self.udp_sweep {
+            Some(scope) if !removed.is_empty() => {
+                let translated = maps.translated_sockets()?;
+                match sweeper.sweep(scope, &removed, &translated) {
+                    Ok(destroyed) => {
+                        // The destroy disconnected them, so their sock_release cannot find
+                        // the reverse entries any more: forget them here.
+                        maps.forget_translated(&destroyed)?;
+                        destroyed.len()
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "connected UDP sockets to removed backends not destroyed: {e}"
+                        );
+                        0
+                    }
+                }
+            }
+            _ => 0,
+        };
+        Ok(ReconcileReport {
+            maps: applied,
+            frontends: listed.len(),
+            local_addrs_changed,
+            udp_sockets_destroyed,
+        })
+    }
+
+    /// The service (or pod) behind each frontend id, for `lbctl service list`.
+    pub fn service_names(&self) -> &BTreeMap<u16, ServiceName> {
+        &self.names
+    }
+}
+
+/// The service each listed frontend id belongs to (the maps hold ids and addresses, not names).
+fn service_names(desired: &DesiredState, listed: &[ListedFrontend]) -> BTreeMap<u16, ServiceName> {
+    let names: HashMap<_, _> = desired.services().map(|s| (s.frontend, &s.name)).collect();
+    listed
+        .iter()
+        .filter_map(|f| Some((f.id, (*names.get(&f.frontend)?).clone())))
+        .collect()
+}
