@@ -160,6 +160,28 @@ fn follows_the_manifest_directory() -> Result<(), Failed> {
     std::fs::remove_file(&b)?;
     wait_programmed(&pin_dir, &[("10.96.0.10:80", 1)], "a removed file")?;
 
+    // A file that stops being YAML keeps what it delivered; the next file still arrives.
+    std::fs::write(&a, "this: is: not: yaml: [\n")?;
+    let c = manifests.join("c.yaml");
+    std::fs::write(&c, service_yaml("c", "10.96.0.12", &["10.0.1.8"]))?;
+    wait_programmed(
+        &pin_dir,
+        &[("10.96.0.10:80", 1), ("10.96.0.12:80", 1)],
+        "a broken file beside a new one",
+    )?;
+    std::fs::remove_file(&c)?;
+    wait_programmed(&pin_dir, &[("10.96.0.10:80", 1)], "a removed file")?;
+
+    let tree = lbctl(&["cgroup", "tree", "--state-dir"], &state_dir)?;
+    for hook in ["connect4", "connect6", "getpeername4", "sock_release"] {
+        if !tree
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(hook))
+        {
+            return Err(format!("lbctl cgroup tree shows no {hook} hook:\n{tree}").into());
+        }
+    }
+
     let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
     let status = agent.wait_timeout(Duration::from_secs(10))?;
@@ -170,21 +192,31 @@ fn follows_the_manifest_directory() -> Result<(), Failed> {
         return Err("the datapath did not stay in place after the agent exited".into());
     }
 
-    let cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"))
-        .arg("cleanup")
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .output()?;
-    if !cleanup.status.success() {
-        return Err(format!(
-            "lbctl cleanup failed: {}",
-            String::from_utf8_lossy(&cleanup.stderr)
-        )
-        .into());
-    }
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
     if pin_dir.join(ebpf::maps::LB_SERVICES).exists() || !programmed(&pin_dir).is_empty() {
         return Err("lbctl cleanup left pinned maps behind".into());
     }
+    let tree = lbctl(&["cgroup", "tree"], &node.cgroup_path())?;
+    if tree.lines().count() > 2 {
+        return Err(format!("lbctl cleanup left programs attached:\n{tree}").into());
+    }
     drop(topology);
     Ok(())
+}
+
+/// `lbctl ARGS... PATH`'s standard output; a failure is an error with its standard error.
+fn lbctl(args: &[&str], path: &Path) -> Result<String, Failed> {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(args)
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "lbctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

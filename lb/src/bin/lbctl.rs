@@ -15,7 +15,7 @@ use lb::agent::{AgentRecord, DEFAULT_STATE_DIR};
 use lb::datapath::{ServiceMaps, TraceMonitor};
 use lb::maglev::{HashSeed, MaglevBackend, TableDump};
 use lb::offline::{self, DeviceArg, OfflineInputs, OfflineView};
-use lb::views::{KprStatus, ServiceList, TraceSockEvent};
+use lb::views::{CgroupTree, KprStatus, ServiceList, TraceSockEvent};
 
 /// Inspect the eBPF service load balancer.
 #[derive(Debug, Parser)]
@@ -53,6 +53,9 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// BPF programs attached to cgroups, as `bpftool cgroup tree` shows them.
+    #[command(subcommand)]
+    Cgroup(CgroupCommand),
     /// Remove everything the agent installed on this node (programs, links, pinned maps,
     /// reserved ports), so the node can go back to kube-proxy.
     Cleanup {
@@ -79,6 +82,20 @@ enum ServiceCommand {
     List {
         #[command(flatten)]
         inputs: Inputs,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CgroupCommand {
+    /// The programs attached in a cgroup subtree (default: the one the agent attached to),
+    /// to validate the socket hooks' attachment.
+    Tree {
+        /// The cgroup v2 directory to start from.
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateDir,
         #[command(flatten)]
         output: Output,
     },
@@ -166,7 +183,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             inputs,
             output,
         } if !inputs.offline() => {
-            let status = read_record(&inputs.state.dir)?.status;
+            let record = read_record(&inputs.state.dir)?;
+            let mut status = record.status;
+            status.socket_lb = socket_hooks_attached(&record.cgroup)?;
             print_status(&status, verbose, output.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -186,6 +205,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             state,
             output,
         } => monitor_trace_sock(&state.dir, count, output.format),
+        Command::Cgroup(CgroupCommand::Tree {
+            path,
+            state,
+            output,
+        }) => {
+            let root = match path {
+                Some(path) => path,
+                None => read_record(&state.dir)?.cgroup,
+            };
+            let tree =
+                CgroupTree::new(lb::host::cgroup_query::cgroup_tree(&root).with_context(|| {
+                    format!("cannot list the programs under {}", root.display())
+                })?);
+            print(output.format, &tree, || tree.render())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cleanup { state } => {
             let report = lb::agent::cleanup(&state.dir)?;
             for line in report.lines() {
@@ -203,6 +238,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether every socket hook is attached to the agent's cgroup: what the kernel runs, not what
+/// the agent was configured with. A partial attachment is reported on stderr.
+fn socket_hooks_attached(cgroup: &Path) -> Result<bool> {
+    let expected: Vec<(&str, &str)> = ebpf::SOCK_LB_PROGRAMS
+        .iter()
+        .copied()
+        .chain([ebpf::SOCK_LB_RELEASE_PROGRAM])
+        .collect();
+    let missing = lb::host::cgroup_query::missing_programs(cgroup, &expected)
+        .with_context(|| format!("cannot query the programs attached to {}", cgroup.display()))?;
+    if !missing.is_empty() && missing.len() < expected.len() {
+        eprintln!(
+            "lbctl: socket hooks missing at {}: {} (lbctl cgroup tree shows what is attached)",
+            cgroup.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(missing.is_empty())
 }
 
 /// The running agent's record, or an error that also says how to render offline.

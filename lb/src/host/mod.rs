@@ -3,6 +3,7 @@
 //! pods' namespaces and UDP sockets (for destroying sockets connected to removed backends).
 
 mod addrs;
+pub mod cgroup_query;
 mod error;
 pub mod features;
 mod mounts;
