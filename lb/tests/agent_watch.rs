@@ -196,7 +196,7 @@ fn follows_the_manifest_directory() -> Result<(), Failed> {
     if pin_dir.join(ebpf::maps::LB_SERVICES).exists() || !programmed(&pin_dir).is_empty() {
         return Err("lbctl cleanup left pinned maps behind".into());
     }
-    let tree = lbctl(&["cgroup", "tree"], &node.cgroup_path())?;
+    let tree = lbctl(&["cgroup", "tree"], node.cgroup_path())?;
     if tree.lines().count() > 2 {
         return Err(format!("lbctl cleanup left programs attached:\n{tree}").into());
     }
