@@ -90,9 +90,17 @@ impl Reply {
             local,
             peer: None,
             error: Some(format!("{op}: {e}")),
-            errno: e.raw_os_error(),
+            errno: errno_of(e),
         }
     }
+}
+
+/// The errno a failure stands for. The standard library's `connect_timeout` reports its own
+/// deadline passing as a `TimedOut` error without one (the connect was still in progress): that
+/// is ETIMEDOUT to the caller, not an errno-less failure.
+fn errno_of(e: &std::io::Error) -> Option<i32> {
+    e.raw_os_error()
+        .or_else(|| (e.kind() == std::io::ErrorKind::TimedOut).then_some(nix::libc::ETIMEDOUT))
 }
 
 /// One exchange with the server at `target`, from the calling process, giving up after
@@ -293,6 +301,21 @@ pub fn binary_path(name: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_that_outlives_its_deadline_reports_etimedout() {
+        // What `TcpStream::connect_timeout` returns when nothing answered the SYN in time.
+        let quiet = std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out");
+        let reply = Reply::failed("connect", &quiet, None);
+        assert_eq!(reply.errno, Some(nix::libc::ETIMEDOUT));
+        let refused = std::io::Error::from_raw_os_error(nix::libc::ECONNREFUSED);
+        assert_eq!(
+            Reply::failed("connect", &refused, None).errno,
+            Some(nix::libc::ECONNREFUSED)
+        );
+        let other = std::io::Error::other("no errno");
+        assert_eq!(Reply::failed("connect", &other, None).errno, None);
+    }
 
     #[test]
     fn http_body_of_a_200_is_the_identity_line() {

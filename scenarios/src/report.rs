@@ -5,6 +5,11 @@
 //! ```json
 //! {"scenario":"getpeername","outcome":"unsupported","detail":"so-netns-cookie (Linux 5.14): …"}
 //! ```
+//!
+//! With `LB_SCENARIO_CONSOLE` set (the VM guest's init sets it), each scenario is also announced
+//! on stdout as it starts (`LB-SCENARIO-START name`) and its record printed as it ends
+//! (`LB-SCENARIO-RESULT {json}`), so a guest killed at its deadline has shown what finished and
+//! what was running.
 
 use std::io::Write;
 
@@ -12,6 +17,15 @@ use serde::Serialize;
 
 /// The environment variable naming the report file.
 pub const REPORT_ENV: &str = "LB_SCENARIO_REPORT";
+
+/// The environment variable that turns on the console lines.
+pub const CONSOLE_ENV: &str = "LB_SCENARIO_CONSOLE";
+
+/// The console line's prefix for a scenario that starts; its name follows after a space.
+pub const CONSOLE_START: &str = "LB-SCENARIO-START";
+
+/// The console line's prefix for a scenario's record; the JSON follows after a space.
+pub const CONSOLE_RESULT: &str = "LB-SCENARIO-RESULT";
 
 /// How one scenario ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -36,9 +50,33 @@ pub struct Record<'a> {
     pub detail: &'a str,
 }
 
-/// Appends `record` to the report file, if one was asked for. A report that cannot be written
-/// is said on stderr: the VM runner then sees the scenario missing and reports that.
+/// Says on the console that the `kernel` scenario `name` starts, when asked to.
+pub fn started(name: &str) {
+    if std::env::var_os(CONSOLE_ENV).is_some() {
+        console(&format!("{CONSOLE_START} {name}\n"));
+    }
+}
+
+/// The console line of `record`, newline included.
+pub fn console_line(record: &Record<'_>) -> String {
+    let json = serde_json::to_string(record).expect("a record serialises");
+    format!("{CONSOLE_RESULT} {json}\n")
+}
+
+/// One write of a whole line on stdout under its lock: tests run on several threads, and the
+/// runner's own lines must not split it.
+fn console(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Appends `record` to the report file, if one was asked for, and prints it on the console when
+/// asked to. A report that cannot be written is said on stderr: the VM runner then sees the
+/// scenario missing and reports that.
 pub fn write(record: &Record<'_>) {
+    if std::env::var_os(CONSOLE_ENV).is_some() {
+        console(&console_line(record));
+    }
     let Some(path) = std::env::var_os(REPORT_ENV) else {
         return;
     };

@@ -266,3 +266,44 @@ fn check_trace(want: &[TraceExpect], transport: Transport, traced: &Traced) -> R
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    fn expecting(error: &str) -> Expect {
+        Expect {
+            error: Some(error.to_owned()),
+            ..Expect::default()
+        }
+    }
+
+    #[test]
+    fn each_errno_is_its_own_kind_and_a_different_kind_fails_the_check() {
+        let kinds = [
+            (Errno::ECONNREFUSED, "ECONNREFUSED"),
+            (Errno::ETIMEDOUT, "timeout"),
+            (Errno::EAGAIN, "timeout"),
+            (Errno::EINPROGRESS, "timeout"),
+            (Errno::EHOSTUNREACH, "unreachable"),
+            (Errno::ENETUNREACH, "unreachable"),
+        ];
+        for (errno, kind) in kinds {
+            let result = [Err(CallError::from_errno(errno))];
+            check_calls(&expecting(kind), &result)
+                .unwrap_or_else(|e| panic!("{errno:?} as {kind}: {e:#}"));
+            for (_, other) in kinds.iter().filter(|(_, k)| *k != kind) {
+                let e = check_calls(&expecting(other), &result).unwrap_err();
+                assert_eq!(e.to_string(), format!("expected {other}, got {kind}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_bind_failing_with_another_kind_fails_the_check() {
+        let timed_out = CallError::from_errno(Errno::EAGAIN);
+        let e = check_error(&expecting("unreachable"), Some(&timed_out)).unwrap_err();
+        assert_eq!(e.to_string(), "expected unreachable, got timeout");
+    }
+}

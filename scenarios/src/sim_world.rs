@@ -335,7 +335,9 @@ impl SimWorld {
     ) -> Result<Answer, CallError> {
         match self.listener(from, dst, transport) {
             None => Err(CallError::Unreachable),
-            Some(None) if transport == Transport::UdpUnconnected => Err(CallError::Unreachable),
+            // An unconnected UDP socket is not told of the ICMP port unreachable: its
+            // recvfrom times out.
+            Some(None) if transport == Transport::UdpUnconnected => Err(CallError::TimedOut),
             Some(None) => Err(CallError::Refused),
             Some(Some(answered_by)) => Ok(Answer {
                 answered_by,

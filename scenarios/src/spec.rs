@@ -271,8 +271,11 @@ pub struct Expect {
     /// The address the application sees as its peer (getpeername, or recvfrom's source).
     #[serde(default)]
     pub peer_name: Option<SocketAddr>,
-    /// The call fails with this error: `EPERM`, `ECONNREFUSED`, `unreachable`, another errno
-    /// by name (`ECONNABORTED`, `EDESTADDRREQ`); or `none`.
+    /// The call fails with this error: `EPERM`; `ECONNREFUSED` (refused: a reset, or ICMP port
+    /// unreachable on a connected UDP socket); `timeout` (no answer before the deadline:
+    /// ETIMEDOUT, EAGAIN from a receive timeout, a connect still in progress); `unreachable`
+    /// (EHOSTUNREACH, ENETUNREACH: no route); another errno by name (`ECONNABORTED`,
+    /// `EDESTADDRREQ`); or `none`.
     #[serde(default)]
     pub error: Option<String>,
     /// The sysctl read has this value (surrounding whitespace ignored).
@@ -349,6 +352,11 @@ impl Scenario {
                     path.display(),
                     i + 1
                 );
+            }
+            if let Some(name) = &step.expect.error {
+                if let Some(why) = crate::world::CallError::unusable_name(name) {
+                    anyhow::bail!("{}: expect.error: {why}", at());
+                }
             }
             if actions > 1 {
                 anyhow::bail!(
@@ -485,5 +493,46 @@ mod tests {
             e.contains("udp-unconnected") && e.contains("`udp-connected`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_error_the_runner_never_reports_is_refused_naming_the_kind_to_write() {
+        for (name, kind) in [("ETIMEDOUT", "timeout"), ("EHOSTUNREACH", "unreachable")] {
+            let e = load_steps(
+                "error-kind",
+                &format!("  - connect: {{from: n1, to: \"10.0.0.1:80\"}}\n    expect: {{error: {name}}}\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!(
+                    "step 1: expect.error: {name} is reported as `{kind}`"
+                )),
+                "{e}"
+            );
+        }
+        let e = load_steps(
+            "error-unknown",
+            "  - connect: {from: n1, to: \"10.0.0.1:80\"}\n    expect: {error: refused}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown error \"refused\"; accepted: EPERM"),
+            "{e}"
+        );
+        for name in [
+            "timeout",
+            "unreachable",
+            "ECONNREFUSED",
+            "ECONNABORTED",
+            "none",
+        ] {
+            load_steps(
+                "error-ok",
+                &format!("  - connect: {{from: n1, to: \"10.0.0.1:80\"}}\n    expect: {{error: {name}}}\n"),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
     }
 }

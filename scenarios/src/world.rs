@@ -22,9 +22,14 @@ pub struct Answer {
 pub enum CallError {
     /// EPERM.
     Perm,
-    /// ECONNREFUSED: nothing listens there.
+    /// Refused: ECONNREFUSED, a TCP reset or, on a connected UDP socket, an ICMP port
+    /// unreachable (an unconnected UDP socket is not told: its call times out).
     Refused,
-    /// No route, or no answer before the deadline.
+    /// No answer before the deadline: ETIMEDOUT, EAGAIN from a receive timeout, or a connect
+    /// still in progress (EINPROGRESS) when the deadline passed.
+    TimedOut,
+    /// No route to the destination: EHOSTUNREACH or ENETUNREACH (no route here, or an ICMP
+    /// host or network unreachable from a router on the way).
     Unreachable,
     /// Another errno, by its name (`ECONNABORTED`).
     Errno(String),
@@ -38,6 +43,7 @@ impl CallError {
         match self {
             CallError::Perm => "EPERM",
             CallError::Refused => "ECONNREFUSED",
+            CallError::TimedOut => "timeout",
             CallError::Unreachable => "unreachable",
             CallError::Errno(s) | CallError::Other(s) => s,
         }
@@ -49,13 +55,33 @@ impl CallError {
         match errno {
             Errno::EPERM => CallError::Perm,
             Errno::ECONNREFUSED => CallError::Refused,
-            Errno::ENETUNREACH
-            | Errno::EHOSTUNREACH
-            | Errno::ETIMEDOUT
-            | Errno::EAGAIN
-            | Errno::EINPROGRESS => CallError::Unreachable,
+            Errno::ETIMEDOUT | Errno::EAGAIN | Errno::EINPROGRESS => CallError::TimedOut,
+            Errno::ENETUNREACH | Errno::EHOSTUNREACH => CallError::Unreachable,
             other => CallError::Errno(format!("{other:?}")),
         }
+    }
+
+    /// Why `name` cannot be an `expect.error`, if it cannot: the errnos that one of the kinds
+    /// above stands for are written as that kind, so an expectation cannot name an errno the
+    /// runner never reports.
+    pub fn unusable_name(name: &str) -> Option<String> {
+        const KINDS: &str =
+            "EPERM, ECONNREFUSED, timeout, unreachable, none, or another errno by name";
+        let kind = match name {
+            "ETIMEDOUT" | "EAGAIN" | "EWOULDBLOCK" | "EINPROGRESS" => Some("timeout"),
+            "EHOSTUNREACH" | "ENETUNREACH" => Some("unreachable"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return Some(format!("{name} is reported as `{kind}`; write that"));
+        }
+        let errno_like = name.len() > 1
+            && name.starts_with('E')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        let known = matches!(name, "timeout" | "unreachable" | "none");
+        (!errno_like && !known).then(|| format!("unknown error {name:?}; accepted: {KINDS}"))
     }
 }
 

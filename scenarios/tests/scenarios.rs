@@ -72,6 +72,7 @@ fn main() {
             trials.push(
                 kernel
                     .trial(trial_name, move || {
+                        report::started(&name);
                         let result = agent_refuses(&path, &missing).map(|refusal| {
                             eprintln!("kernel::{name}: {refusal}");
                         });
@@ -85,6 +86,7 @@ fn main() {
             continue;
         }
         trials.push(kernel.trial(trial_name, move || {
+            report::started(&name);
             // A panic (insta's snapshot mismatch is one) fails the scenario like an error, so
             // the report names it rather than leaving it out.
             let result = std::panic::catch_unwind(|| run_kernel(&path))

@@ -5,8 +5,9 @@
 //!
 //! The init script mounts proc, sys, devtmpfs, bpffs and cgroup2 (no tmpfs over /tmp or /run,
 //! where the packed suite may live), loads the modules,
-//! runs the suite with its JSON report on, prints the report between markers on the console
-//! and powers the guest off.
+//! runs the suite with its JSON report on and each scenario's start and record printed on the
+//! console as it goes, prints the whole report between markers on the console at the end and
+//! powers the guest off.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -31,6 +32,12 @@ pub mod marker {
     pub const RESULTS_BEGIN: &str = "LB-VM-RESULTS-BEGIN";
     /// The report is complete.
     pub const RESULTS_END: &str = "LB-VM-RESULTS-END";
+    /// A scenario starts, its name after a space; printed by the suite itself
+    /// (`scenarios::report::CONSOLE_START`) as it goes.
+    pub const SCENARIO_START: &str = "LB-SCENARIO-START";
+    /// A scenario ended, its JSON record after a space; printed by the suite itself
+    /// (`scenarios::report::CONSOLE_RESULT`) as each scenario finishes.
+    pub const SCENARIO_RESULT: &str = "LB-SCENARIO-RESULT";
 }
 
 /// What goes into the guest.
@@ -111,7 +118,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 {insmods}ip link set lo up
 echo "{booted} $(cut -d' ' -f1 /proc/uptime)"
 cd /tmp
-CI=true LB_SCENARIO_REPORT=/tmp/report.jsonl {binary} {args} 2>&1
+CI=true LB_SCENARIO_REPORT=/tmp/report.jsonl LB_SCENARIO_CONSOLE=1 {binary} {args} 2>&1
 echo "{exit} $?"
 echo "{begin}"
 cat /tmp/report.jsonl 2>/dev/null

@@ -114,8 +114,10 @@ impl Console {
     }
 }
 
-/// Boots and waits for the guest to end, at most until the deadline.
-pub fn run(boot: &Boot) -> Result<Console> {
+/// Boots with the built-in launcher (qemu with the initramfs) and waits for the guest to end,
+/// at most until the deadline. Every console line goes to `on_line` as it arrives, with the time
+/// since qemu started.
+pub fn run(boot: &Boot, on_line: &mut dyn FnMut(Duration, &str)) -> Result<Console> {
     let mut cmd = Command::new(QEMU);
     cmd.args(["-accel", boot.accel.name()])
         .args([
@@ -137,11 +139,26 @@ pub fn run(boot: &Boot) -> Result<Console> {
         .args([
             "-append",
             "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init",
-        ])
-        .stdin(Stdio::null())
+        ]);
+    watch(cmd, boot, on_line)
+        .with_context(|| format!("cannot start {QEMU} (Debian package qemu-system-x86)"))
+}
+
+/// Runs `cmd` (a launcher whose stdout and stderr carry the guest's console) until it exits or
+/// `boot`'s deadline passes: the console is logged, handed to `on_line` line by line, and
+/// watched for init's markers and a kernel panic.
+pub fn watch(
+    mut cmd: Command,
+    boot: &Boot,
+    on_line: &mut dyn FnMut(Duration, &str),
+) -> Result<Console> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // qemu dies with the runner: an interrupted run leaves no guest behind.
+    // A process group of its own, so a guest killed at its deadline takes the launcher's
+    // children (virtme-ng runs qemu as one) with it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // The launcher dies with the runner: an interrupted run leaves no guest behind.
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -154,7 +171,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
     let started = Instant::now();
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("cannot start {QEMU} (Debian package qemu-system-x86)"))?;
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -179,7 +196,9 @@ pub fn run(boot: &Boot) -> Result<Console> {
             Ok((at, line)) => {
                 use std::io::Write;
                 let _ = writeln!(log, "{line}");
-                if line.starts_with(marker::BOOTED) {
+                let _ = log.flush();
+                // virtme-ng's init prints on the same console: the marker may not start the line.
+                if line.contains(marker::BOOTED) && booted_at.is_none() {
                     booted_at = Some(at);
                     eprintln!(
                         "{}: booted in {:.1} s",
@@ -188,12 +207,13 @@ pub fn run(boot: &Boot) -> Result<Console> {
                     );
                 } else if line.starts_with(marker::TESTS_EXIT) {
                     tests_done_at = Some(at);
-                } else if line.starts_with("test ") || line.starts_with("lb-vm:") {
+                } else if line.starts_with("test result:") || line.starts_with("lb-vm:") {
                     eprintln!("{}: {line}", boot.echo_prefix);
                 }
                 if line.contains("Kernel panic") && ending.is_none() {
                     ending = Some(Ending::Panicked);
                 }
+                on_line(at - started, &line);
                 lines.push(line);
             }
             // Both pipes closed: qemu has exited.
@@ -232,7 +252,14 @@ fn forward(from: impl std::io::Read, to: &mpsc::Sender<(Instant, String)>) {
     }
 }
 
+/// Kills the launcher's process group (the launcher and what it started, such as qemu).
 fn kill(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let _ = child.kill();
 }
 

@@ -1,7 +1,15 @@
-//! The guest's results: the JSON records the scenario binary wrote (`scenarios::report`), which
-//! init prints between [`marker::RESULTS_BEGIN`] and [`marker::RESULTS_END`] on the console.
+//! The guest's results: the JSON records the scenario binary wrote (`scenarios::report`).
+//!
+//! They reach the console twice. As the suite runs, each scenario prints
+//! [`marker::SCENARIO_START`] when it starts and [`marker::SCENARIO_RESULT`] with its record when
+//! it ends; [`Stream`] reads those line by line while the guest runs, so a guest killed at its
+//! deadline still shows what finished and what was running. When the suite exits, init prints
+//! the whole report between [`marker::RESULTS_BEGIN`] and [`marker::RESULTS_END`] ([`parse`]):
+//! that copy is the one used when it is complete, since a kernel message printed in the middle
+//! of a streamed line can cut it.
 
 use std::fmt;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde::Deserialize;
@@ -75,6 +83,119 @@ pub fn parse(lines: &[String]) -> Result<Vec<ScenarioResult>> {
     Ok(results)
 }
 
+/// What one console line said about the suite's progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A scenario started.
+    Started(String),
+    /// A scenario ended, with how long after its start (when its start was seen).
+    Finished(ScenarioResult, Option<Duration>),
+    /// A result line that could not be read even with the line after it: a kernel message cut
+    /// it. The scenario's name, when it could be read, and the text.
+    Garbled(Option<String>, String),
+}
+
+/// The streamed results, read incrementally from console lines: which scenarios finished and
+/// how, which started and have not finished.
+#[derive(Clone, Debug, Default)]
+pub struct Stream {
+    /// Started and not finished, in start order, with when they started.
+    running: Vec<(String, Duration)>,
+    /// Finished, in the order they finished.
+    finished: Vec<ScenarioResult>,
+    /// The start of a result line cut by a kernel message, waiting for its rest on the next
+    /// line.
+    pending: Option<String>,
+}
+
+impl Stream {
+    /// Reads one console line seen `at` (time since the guest started).
+    pub fn feed(&mut self, at: Duration, line: &str) -> Option<Event> {
+        if let Some(head) = self.pending.take() {
+            // The kernel message ended its own line; the record's rest is this line's start.
+            let joined = format!("{head}{}", line.trim_end());
+            return Some(match first_record(&joined) {
+                Some(record) => self.finish(at, record),
+                None => Event::Garbled(scenario_name(&joined), joined),
+            });
+        }
+        if let Some(i) = line.find(marker::SCENARIO_RESULT) {
+            let json = line[i + marker::SCENARIO_RESULT.len()..].trim_start();
+            if let Some(record) = first_record(json) {
+                return Some(self.finish(at, record));
+            }
+            // A kernel message printed in the middle of the record ends this line: keep what
+            // came before it and try again with the next line.
+            if let Some(cut) = kernel_message_start(json) {
+                self.pending = Some(json[..cut].to_owned());
+                return None;
+            }
+            return Some(Event::Garbled(scenario_name(json), json.to_owned()));
+        }
+        if let Some(i) = line.find(marker::SCENARIO_START) {
+            let name = line[i + marker::SCENARIO_START.len()..]
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            self.running.retain(|(n, _)| *n != name);
+            self.running.push((name.clone(), at));
+            return Some(Event::Started(name));
+        }
+        None
+    }
+
+    fn finish(&mut self, at: Duration, record: ScenarioResult) -> Event {
+        let took = self
+            .running
+            .iter()
+            .position(|(n, _)| *n == record.scenario)
+            .map(|i| at.saturating_sub(self.running.remove(i).1));
+        self.finished.retain(|r| r.scenario != record.scenario);
+        self.finished.push(record.clone());
+        Event::Finished(record, took)
+    }
+
+    /// The scenarios that finished, in the order they did.
+    pub fn finished(&self) -> &[ScenarioResult] {
+        &self.finished
+    }
+
+    /// The scenarios that started and did not finish, with when each started.
+    pub fn running(&self) -> &[(String, Duration)] {
+        &self.running
+    }
+}
+
+/// The first JSON record at the start of `text`, whatever follows it on the line.
+fn first_record(text: &str) -> Option<ScenarioResult> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<ScenarioResult>()
+        .next()?
+        .ok()
+}
+
+/// Where a kernel message (`[   12.345678] …`) starts in `text`, if one does.
+fn kernel_message_start(text: &str) -> Option<usize> {
+    text.match_indices('[').map(|(i, _)| i).find(|&i| {
+        let rest = text[i + 1..].trim_start_matches(' ');
+        let Some(end) = rest.find(']') else {
+            return false;
+        };
+        let stamp = &rest[..end];
+        let (secs, frac) = stamp.split_once('.').unwrap_or(("", ""));
+        !secs.is_empty()
+            && !frac.is_empty()
+            && secs.bytes().all(|b| b.is_ascii_digit())
+            && frac.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// The scenario a cut record names, if its name survived.
+fn scenario_name(text: &str) -> Option<String> {
+    let rest = text.split_once("\"scenario\":\"")?.1;
+    Some(rest.split_once('"')?.0.to_owned())
+}
+
 /// The exit status the suite reported, if it got that far.
 pub fn suite_exit(lines: &[String]) -> Option<i32> {
     lines.iter().find_map(|l| {
@@ -118,6 +239,115 @@ mod tests {
         assert_eq!(r[1].detail, "step 1");
         assert_eq!(suite_exit(&console), Some(101));
         assert_eq!(totals(&r), (0, 1, 1));
+    }
+
+    fn feed(stream: &mut Stream, console: &str) -> Vec<Event> {
+        console
+            .lines()
+            .enumerate()
+            .filter_map(|(i, l)| stream.feed(Duration::from_secs(i as u64), l))
+            .collect()
+    }
+
+    const A_PASSED: &str = r#"{"scenario":"a","outcome":"passed","detail":""}"#;
+
+    #[test]
+    fn a_stream_cut_off_mid_suite_has_what_finished_and_what_was_running() {
+        let mut stream = Stream::default();
+        let events = feed(
+            &mut stream,
+            &format!(
+                "LB-VM-BOOTED 3.1\nrunning 3 tests\nLB-SCENARIO-START a\nLB-SCENARIO-START b\n\
+                 LB-SCENARIO-RESULT {A_PASSED}\ntest kernel::a ... ok\nLB-SCENARIO-START c\n\
+                 LB-SCENARIO-RESULT {{\"scenario\":\"c\",\"outcome\":\"failed\",\"detail\":\"step 2\"}}\n\
+                 LB-SCENARIO-RESULT {{\"scenario\":\"b\",\"outc"
+            ),
+        );
+        assert_eq!(events[0], Event::Started("a".into()));
+        assert!(matches!(
+            &events[2],
+            Event::Finished(r, Some(took)) if r.scenario == "a" && *took == Duration::from_secs(2)
+        ));
+        let finished: Vec<(&str, Outcome)> = stream
+            .finished()
+            .iter()
+            .map(|r| (r.scenario.as_str(), r.outcome))
+            .collect();
+        assert_eq!(finished, [("a", Outcome::Passed), ("c", Outcome::Failed)]);
+        // b's record was cut off where the guest was killed: it is still running.
+        let running: Vec<&str> = stream.running().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(running, ["b"]);
+        assert_eq!(stream.running()[0].1, Duration::from_secs(3));
+        assert!(matches!(events.last(), Some(Event::Garbled(Some(n), _)) if n == "b"));
+    }
+
+    #[test]
+    fn records_are_read_through_kernel_messages_and_the_test_runners_lines() {
+        let mut stream = Stream::default();
+        feed(
+            &mut stream,
+            &format!(
+                "LB-SCENARIO-START a\n[   12.345678] random: crng init done\n\
+                 test kernel::x ... LB-SCENARIO-RESULT {A_PASSED}\nok\n\
+                 LB-SCENARIO-START b\n\
+                 LB-SCENARIO-RESULT {{\"scenario\":\"b\",\"outcome\":\"fa[   13.1] veth0: entered promiscuous mode\n\
+                 iled\",\"detail\":\"step 1\"}}\n\
+                 LB-SCENARIO-START c\n\
+                 LB-SCENARIO-RESULT {{\"scenario\":\"c\",\"outcome\":\"passed\",\"detail\":\"\"}}[ 14.2] bpfilter: ok\n"
+            ),
+        );
+        let finished: Vec<(&str, Outcome, &str)> = stream
+            .finished()
+            .iter()
+            .map(|r| (r.scenario.as_str(), r.outcome, r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            finished,
+            [
+                ("a", Outcome::Passed, ""),
+                ("b", Outcome::Failed, "step 1"),
+                ("c", Outcome::Passed, "")
+            ]
+        );
+        assert!(stream.running().is_empty());
+    }
+
+    #[test]
+    fn a_record_cut_beyond_repair_is_reported_with_its_name() {
+        let mut stream = Stream::default();
+        let events = feed(
+            &mut stream,
+            "LB-SCENARIO-START a\nLB-SCENARIO-RESULT {\"scenario\":\"a\",\"outcome\":\"pa\u{0}\n",
+        );
+        assert!(
+            matches!(events.last(), Some(Event::Garbled(Some(n), _)) if n == "a"),
+            "{events:?}"
+        );
+        assert_eq!(stream.running().len(), 1);
+    }
+
+    #[test]
+    fn the_suites_own_console_lines_are_what_the_stream_reads() {
+        use scenarios::report;
+        assert_eq!(report::CONSOLE_START, marker::SCENARIO_START);
+        assert_eq!(report::CONSOLE_RESULT, marker::SCENARIO_RESULT);
+        let line = report::console_line(&report::Record {
+            scenario: "getpeername",
+            outcome: report::Outcome::Unsupported,
+            detail: "so-netns-cookie (Linux 5.14)\nsecond line",
+        });
+        let mut stream = Stream::default();
+        stream.feed(Duration::ZERO, "LB-SCENARIO-START getpeername");
+        let event = stream.feed(Duration::from_secs(4), line.trim_end());
+        let want = ScenarioResult {
+            scenario: "getpeername".into(),
+            outcome: Outcome::Unsupported,
+            detail: "so-netns-cookie (Linux 5.14)\nsecond line".into(),
+        };
+        assert_eq!(
+            event,
+            Some(Event::Finished(want, Some(Duration::from_secs(4))))
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Steps: build the scenario test binary and the binaries it runs (paths from cargo's JSON
 //! messages); probe KVM once; then per kernel fetch it into the cache, prepare its modules,
-//! pack the initramfs, boot, and read the report. The launcher is the built-in one (own
+//! pack the initramfs, boot, and read each scenario's result as the guest prints it (so a guest
+//! killed at its deadline still reports what finished and names what was running). The launcher is the built-in one (own
 //! initramfs and init; see `vm::initramfs`), named in every table.
 
 use std::path::{Path, PathBuf};
@@ -266,25 +267,36 @@ fn boot_one(
         console_log: console_log.clone(),
         echo_prefix: label.clone(),
     };
+    let mut stream = vm::results::Stream::default();
+    let mut echo = |at: Duration, line: &str| echo_progress(&label, &mut stream, at, line);
     let console = match *accel_state {
         AccelState::Fixed(accel) => {
             boot.accel = accel;
-            launch::run(&boot)?
+            launch::run(&boot, &mut echo)?
         }
         AccelState::TryKvm => {
             boot.boot_deadline = Some(launch::KVM_BOOT_DEADLINE);
-            let console = launch::run(&boot)?;
-            if console.ending == Ending::BootTimedOut {
+            let console = launch::run(&boot, &mut echo)?;
+            // KVM that cannot run a guest here either hangs (no init by the deadline) or makes
+            // qemu exit before init (`failed to set MSR …`): both mean TCG.
+            if console.ending == Ending::BootTimedOut || console.boot_time.is_none() {
+                let why = if console.ending == Ending::BootTimedOut {
+                    format!(
+                        "did not reach init in {} s",
+                        launch::KVM_BOOT_DEADLINE.as_secs()
+                    )
+                } else {
+                    format!("ended before init ({})", console.tail(1).trim())
+                };
                 eprintln!(
-                    "lb-vm: /dev/kvm exists but a KVM guest did not reach init in {} s: using \
-                     TCG (-accel tcg) from here on",
-                    launch::KVM_BOOT_DEADLINE.as_secs()
+                    "lb-vm: /dev/kvm exists but a KVM guest {why}: using TCG (-accel tcg) from \
+                     here on"
                 );
                 verdict.record_hang();
                 *accel_state = AccelState::Fixed(Accel::Tcg);
                 boot.accel = Accel::Tcg;
                 boot.boot_deadline = None;
-                launch::run(&boot)?
+                launch::run(&boot, &mut echo)?
             } else {
                 verdict.clear();
                 *accel_state = AccelState::Fixed(Accel::Kvm);
@@ -301,18 +313,121 @@ fn boot_one(
         test_time: console.test_time,
         ..KernelRun::default()
     };
+    let expected = scenario_names(filter);
+    let log = console_log.display().to_string();
+    read_results(
+        &mut run,
+        &console,
+        &stream,
+        &expected,
+        (options.timeout, &log),
+    );
+    Ok(run)
+}
+
+/// Echoes a scenario's end as the guest reports it, and feeds the stream.
+fn echo_progress(label: &str, stream: &mut vm::results::Stream, at: Duration, line: &str) {
+    use vm::results::Event;
+    match stream.feed(at, line) {
+        Some(Event::Finished(r, took)) => {
+            let took = took
+                .map(|d| format!(" ({:.1} s)", d.as_secs_f64()))
+                .unwrap_or_default();
+            let detail = r.detail.lines().next().unwrap_or_default();
+            let sep = if detail.is_empty() { "" } else { ": " };
+            eprintln!("{label}: {} {}{took}{sep}{detail}", r.scenario, r.outcome);
+        }
+        Some(Event::Garbled(name, text)) => eprintln!(
+            "{label}: a result line of {} was cut on the console: {text}",
+            name.as_deref().unwrap_or("a scenario")
+        ),
+        Some(Event::Started(_)) | None => {}
+    }
+}
+
+/// The scenario files' names that `filter` selects, sorted: what the guest should report.
+fn scenario_names(filter: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("scenarios/cases"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .filter_map(|p| Some(p.file_stem()?.to_string_lossy().into_owned()))
+                // The guest's libtest filter is `kernel::FILTER`, a substring of the test name.
+                .filter(|n| format!("kernel::{n}").contains(&format!("kernel::{filter}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Fills `run`'s results and error from what the guest printed: the whole report when the
+/// guest finished, else what the stream showed (what finished, and what was running when the
+/// guest was killed or panicked, reported failed).
+fn read_results(
+    run: &mut KernelRun,
+    console: &launch::Console,
+    stream: &vm::results::Stream,
+    expected: &[String],
+    (timeout, log): (u64, &str),
+) {
     let problem = match console.ending {
         Ending::TimedOut | Ending::BootTimedOut => {
-            Some(format!("the guest was killed after {} s", options.timeout))
+            Some(format!("the guest was killed after {timeout} s"))
         }
         Ending::Panicked => Some("the guest kernel panicked".to_owned()),
         Ending::PoweredOff => None,
     };
     let suite_exit = vm::results::suite_exit(&console.lines);
-    match (vm::results::parse(&console.lines), problem) {
+    if let Some(problem) = problem {
+        run.results = stream.finished().to_vec();
+        let running: Vec<String> = stream
+            .running()
+            .iter()
+            .map(|(name, at)| {
+                format!(
+                    "{name} (started {:.0} s after the launch)",
+                    at.as_secs_f64()
+                )
+            })
+            .collect();
+        for (name, _) in stream.running() {
+            run.results.push(vm::results::ScenarioResult {
+                scenario: name.clone(),
+                outcome: vm::results::Outcome::Failed,
+                detail: format!("still running when {problem}"),
+            });
+        }
+        let seen: std::collections::BTreeSet<&str> =
+            run.results.iter().map(|r| r.scenario.as_str()).collect();
+        let not_reached: Vec<&str> = expected
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !seen.contains(n))
+            .collect();
+        run.results.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+        run.error = Some(format!(
+            "{problem} while running {}; {} scenario(s) had finished (above); not reached: {}; \
+             console tail ({log}):\n{}",
+            if running.is_empty() {
+                "no scenario".to_owned()
+            } else {
+                running.join(", ")
+            },
+            stream.finished().len(),
+            if not_reached.is_empty() {
+                "none".to_owned()
+            } else {
+                not_reached.join(", ")
+            },
+            console.tail(30)
+        ));
+        return;
+    }
+    match vm::results::parse(&console.lines) {
         // The suite's own verdict counts too: a scenario that panicked (a snapshot mismatch
         // does) writes no report line, but the test binary exits non-zero.
-        (Ok(results), None)
+        Ok(results)
             if suite_exit != Some(0)
                 && !results.is_empty()
                 && results
@@ -321,30 +436,29 @@ fn boot_one(
         {
             run.results = results;
             run.error = Some(format!(
-                "the scenario suite exited with {suite_exit:?} although every reported scenario                  passed or was unsupported; console ({}):\n{}",
-                console_log.display(),
+                "the scenario suite exited with {suite_exit:?} although every reported scenario \
+                 passed or was unsupported; console ({log}):\n{}",
                 console.tail(30)
             ));
         }
-        (Ok(results), None) if !results.is_empty() => run.results = results,
-        (Ok(_), None) => {
+        Ok(results) if !results.is_empty() => run.results = results,
+        Ok(_) => {
             run.error = Some(format!(
-                "the guest reported no scenario (suite exit {:?}); console tail ({}):\n{}",
-                suite_exit,
-                console_log.display(),
+                "the guest reported no scenario (suite exit {suite_exit:?}); console tail \
+                 ({log}):\n{}",
                 console.tail(30)
             ))
         }
-        (parsed, problem) => {
-            let why = problem.unwrap_or_else(|| format!("{:#}", parsed.unwrap_err()));
+        Err(e) => {
+            // The whole report is missing or cut: the streamed records are what is known.
+            run.results = stream.finished().to_vec();
+            run.results.sort_by(|a, b| a.scenario.cmp(&b.scenario));
             run.error = Some(format!(
-                "{why}; console tail ({}):\n{}",
-                console_log.display(),
+                "{e:#}; console tail ({log}):\n{}",
                 console.tail(30)
             ));
         }
     }
-    Ok(run)
 }
 
 /// Builds the scenario test binary and the binaries it runs; their paths come from cargo's
