@@ -7,10 +7,17 @@ use lb::host::features::{self, Feature, Missing};
 
 use crate::Scenario;
 
-/// The features the `kernel` backend needs for `scenario`: what the agent needs (in a node's
-/// network namespace, as netsim runs every node's agent), plus the scenario's own `requires`.
+/// The features the `kernel` backend needs for `scenario`: every feature the socket datapath
+/// uses (a scenario expects the complete behaviour unless it says otherwise), less those its
+/// `assume_missing` makes the agents do without, plus its own `requires`. `SO_NETNS_COOKIE` is
+/// not among them: agents learn their namespace's cookie through a BPF hook without it.
 pub fn required(scenario: &Scenario) -> Vec<Feature> {
-    let mut wanted = features::required_by_agent();
+    let mut wanted: Vec<Feature> = Feature::ALL
+        .into_iter()
+        .filter(|&f| f != Feature::SoNetnsCookie)
+        .filter(|f| !scenario.assume_missing.iter().any(|n| n == f.name()))
+        .chain(features::required_by_agent())
+        .collect();
     wanted.extend(
         scenario
             .requires

@@ -73,6 +73,8 @@ pub struct KernelWorld {
     node_of: BTreeMap<String, String>,
     files: ScenarioFiles,
     topology: Topology,
+    /// Kernel features the agents treat as missing (the scenario's `assume_missing`).
+    assume_missing: Vec<String>,
 }
 
 impl std::fmt::Debug for KernelWorld {
@@ -162,6 +164,7 @@ impl KernelWorld {
             node_of,
             files,
             topology,
+            assume_missing: scenario.assume_missing.clone(),
         };
         world.set_objects(&crate::runner::initial_objects(scenario))?;
         Ok(world)
@@ -194,6 +197,10 @@ impl KernelWorld {
             .arg("--state-dir")
             .arg(&agent.state_dir)
             .arg("--once")
+            .env(
+                lb::agent::degrade::ASSUME_MISSING_ENV,
+                self.assume_missing.join(","),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use lb::agent::degrade::{self, KernelFeatures};
 use lb::agent::setup;
 use lb::agent::udp_destroy::SweepScope;
 use lb::datapath::sim::{HeldSocket, SimConfig, SockCall, SockSim};
@@ -120,6 +121,8 @@ pub struct SimWorld {
     pods: BTreeMap<String, SimPod>,
     held: BTreeMap<String, SimHeld>,
     next_socket: u64,
+    /// Kernel features the agents treat as missing (the scenario's `assume_missing`).
+    assume_missing: String,
 }
 
 impl std::fmt::Debug for SimWorld {
@@ -178,6 +181,7 @@ impl SimWorld {
             pods,
             held: BTreeMap::new(),
             next_socket: 1,
+            assume_missing: scenario.assume_missing.join(","),
         };
         world.set_objects(&crate::runner::initial_objects(scenario))?;
         Ok(world)
@@ -220,11 +224,16 @@ impl SimWorld {
         if !problems.is_empty() {
             bail!("agent on {}: {}", node.name, problems.join("; "));
         }
-        // The simulator models a kernel that can destroy sockets.
+        // The simulator models a kernel that can destroy sockets and has every feature but
+        // those the scenario says to treat as missing, as the kernel backend's agents do.
         let udp_support = Support::Available;
-        let settings = setup::datapath_settings(&config, node.netns);
-        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &udp_support));
-        let status = setup::start_status(&config, &translation.selection, &udp_support);
+        let features = KernelFeatures::complete()
+            .assuming_missing(&self.assume_missing)
+            .with_context(on_node)?;
+        let plan = degrade::plan(&config, &features).with_context(on_node)?;
+        let settings = setup::datapath_settings(&config, &plan, node.netns);
+        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &plan, &udp_support));
+        let status = setup::start_status(&config, &plan, &translation.selection, &udp_support);
         let (host_netns, addresses) = (node.netns, node.addresses.clone());
 
         let node = &mut self.nodes[index];
@@ -232,7 +241,7 @@ impl SimWorld {
         let sim = node.sim.get_or_insert_with(|| {
             SockSim::new(SimConfig::of(&settings, INITIAL_NETNS), Default::default())
         });
-        sim.set_attached(setup::attaches_socket_hooks(&config));
+        sim.set_attached(setup::attaches_socket_hooks(&config).then_some(plan.hooks));
         let mut sweeper = HeldSweeper {
             held: self
                 .held
@@ -334,6 +343,12 @@ impl SimWorld {
         peer_name: SocketAddr,
     ) -> Result<Answer, CallError> {
         match self.listener(from, dst, transport) {
+            // Nowhere to go. A node has no route and its call fails at once; a pod's packets
+            // go to its node, which has none: a TCP connect hears of it (host unreachable),
+            // a UDP datagram is dropped there and the receive times out.
+            None if transport != Transport::Tcp && self.pods.contains_key(from) => {
+                Err(CallError::TimedOut)
+            }
             None => Err(CallError::Unreachable),
             // An unconnected UDP socket is not told of the ICMP port unreachable: its
             // recvfrom times out.
@@ -396,7 +411,13 @@ impl World for SimWorld {
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.sim(node)?;
         let dst = sim.connect(&sock, call.to);
-        let peer_name = sim.peer_name(&sock, dst);
+        // The peer as netsim's client reads it: recvfrom's source on an unconnected UDP
+        // socket (the recvmsg hook), getpeername otherwise.
+        let peer_name = if call.transport == Transport::UdpUnconnected {
+            sim.peer_name(&sock, dst)
+        } else {
+            sim.getpeername(&sock, dst)
+        };
         Ok(self.answer(&call.from, dst, call.transport, peer_name))
     }
 

@@ -55,6 +55,11 @@ pub struct Scenario {
     /// the scenario unsupported instead of running it.
     #[serde(default)]
     pub requires: Vec<String>,
+    /// Kernel features every agent treats as missing although the kernel has them (names of
+    /// [`lb::host::features::Feature`], through the agent's `LB_ASSUME_MISSING_FEATURES`): the
+    /// degraded modes of older kernels, shown on any kernel.
+    #[serde(default)]
+    pub assume_missing: Vec<String>,
 }
 
 /// The machines of a scenario.
@@ -388,14 +393,14 @@ impl Scenario {
                 open.remove(r.id.as_str());
             }
         }
-        for name in &scenario.requires {
+        for name in scenario.requires.iter().chain(&scenario.assume_missing) {
             if lb::host::features::Feature::from_name(name).is_none() {
                 let known: Vec<&str> = lb::host::features::Feature::ALL
                     .iter()
                     .map(|f| f.name())
                     .collect();
                 anyhow::bail!(
-                    "{}: requires: unknown feature {name:?}; known: {}",
+                    "{}: unknown feature {name:?} (in requires or assume_missing); known: {}",
                     path.display(),
                     known.join(", ")
                 );

@@ -32,6 +32,14 @@ pub enum AgentError {
     /// `--node` names no Node among the objects.
     #[error(transparent)]
     NodeNotFound(crate::k8s::NodeNotFound),
+    /// A feature name (in the test override of the probes) that does not exist.
+    #[error("unknown kernel feature {name:?}; known: {}", known.join(", "))]
+    UnknownFeature {
+        /// The name given.
+        name: String,
+        /// The names there are.
+        known: Vec<&'static str>,
+    },
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {

@@ -4,6 +4,7 @@
 //! [`crate::source::Source`] fills the store, translation runs from it, the reconciler writes.
 
 mod cleanup;
+pub mod degrade;
 mod error;
 mod options_watch;
 mod record;
@@ -49,7 +50,12 @@ impl Agent {
         selection: &DeviceSelection,
         state_dir: &Path,
     ) -> Result<Agent, AgentError> {
-        check_features(config)?;
+        host::features::raise_memlock_limit();
+        let features = degrade::KernelFeatures::probe()?;
+        let plan = degrade::plan(config, &features)?;
+        for d in &plan.degraded {
+            tracing::warn!(feature = %d.feature, "this kernel lacks a feature: {}", d.effect);
+        }
         host::ensure_bpffs(config.bpf_root())?;
         let cgroup = host::ensure_cgroup2(
             &config.cgroup_root(),
@@ -73,8 +79,9 @@ impl Agent {
         };
         let pin_dir = config.bpf_root().join(PIN_SUBDIR);
         std::fs::create_dir_all(&pin_dir).map_err(AgentError::io(&pin_dir))?;
-        let mut sock_lb = SockLb::load(
-            setup::datapath_settings(config, netns.cookie_for_bpf()),
+        let mut sock_lb = SockLb::load_hooks(
+            setup::datapath_settings(config, &plan, netns.cookie_for_bpf()),
+            plan.hooks,
             &pin_dir,
         )?;
         let links = if setup::attaches_socket_hooks(config) {
@@ -110,13 +117,13 @@ impl Agent {
             cgroup: cgroup.clone(),
             links,
             reserved_ports,
-            status: setup::start_status(config, selection, &udp_support),
+            status: setup::start_status(config, &plan, selection, &udp_support),
             services: Default::default(),
         };
         record.write(state_dir)?;
         Ok(Agent {
             sock_lb,
-            reconciler: Reconciler::new(setup::udp_sweep_scope(config, &udp_support)),
+            reconciler: Reconciler::new(setup::udp_sweep_scope(config, &plan, &udp_support)),
             sweeper: KernelSweeper {
                 cgroup_root: cgroup,
             },
@@ -150,22 +157,4 @@ fn detach_socket_hooks(pin_dir: &Path) -> Result<(), AgentError> {
         tracing::info!(link = %path.display(), "detached an earlier agent's socket hook");
     }
     Ok(())
-}
-
-/// Refuses to start when the kernel lacks a feature the datapath needs, naming it, rather than
-/// failing half-way through loading or running with hooks missing.
-fn check_features(config: &AgentConfig) -> Result<(), AgentError> {
-    host::features::raise_memlock_limit();
-    let wanted = host::features::required_by_agent();
-    match host::features::missing(&wanted).into_iter().next() {
-        None => Ok(()),
-        Some(missing) => Err(AgentError::MissingFeature {
-            option: if config.kube_proxy_replacement() {
-                "kubeProxyReplacement=true"
-            } else {
-                "the socket datapath"
-            },
-            missing,
-        }),
-    }
 }

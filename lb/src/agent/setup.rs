@@ -3,6 +3,7 @@
 //! protection. `lb-agent` applies them to the kernel and the `sim` scenarios to the
 //! simulator, so both start the same way.
 
+use super::degrade::SocketLbPlan;
 use super::udp_destroy::SweepScope;
 use crate::config::{AgentConfig, PortRange};
 use crate::datapath::SockLbConfig;
@@ -11,12 +12,16 @@ use crate::host::{self, HostError, PortRangeProtection, Sysctls};
 use crate::k8s::DeviceSelection;
 use crate::views::KprStatus;
 
-/// The socket programs' load-time settings for `config`, in the namespace whose cookie is
-/// `host_netns_cookie` (0: the initial one).
-pub fn datapath_settings(config: &AgentConfig, host_netns_cookie: u64) -> SockLbConfig {
+/// The socket programs' load-time settings for `config` as `plan` runs it on this kernel, in
+/// the namespace whose cookie is `host_netns_cookie` (0: the initial one).
+pub fn datapath_settings(
+    config: &AgentConfig,
+    plan: &SocketLbPlan,
+    host_netns_cookie: u64,
+) -> SockLbConfig {
     let values = config.values();
     SockLbConfig {
-        protocols: config.protocols(),
+        protocols: plan.protocols,
         map_max: values.bpf.lb_map_max,
         host_namespace_only: values.socket_lb.host_namespace_only,
         bind_protection: values.node_port.bind_protection && config.node_port(),
@@ -32,19 +37,27 @@ pub fn attaches_socket_hooks(config: &AgentConfig) -> bool {
     config.socket_lb()
 }
 
-/// Where connected UDP sockets to removed backends are destroyed, given the kernel's support.
-pub fn udp_sweep_scope(config: &AgentConfig, support: &Support) -> Option<SweepScope> {
-    SweepScope::for_config(config).filter(|_| *support == Support::Available)
+/// Where connected UDP sockets to removed backends are destroyed, given the kernel's support
+/// (nowhere when the plan translates no UDP).
+pub fn udp_sweep_scope(
+    config: &AgentConfig,
+    plan: &SocketLbPlan,
+    support: &Support,
+) -> Option<SweepScope> {
+    SweepScope::for_config(config).filter(|_| *support == Support::Available && plan.protocols.udp)
 }
 
-/// The status block an agent with `config` shows, on a node with this device selection and
-/// this support for destroying sockets.
+/// The status block an agent with `config` shows, running as `plan` says on a node with this
+/// device selection and this support for destroying sockets.
 pub fn start_status(
     config: &AgentConfig,
+    plan: &SocketLbPlan,
     selection: &DeviceSelection,
     udp_destroy: &Support,
 ) -> KprStatus {
     let mut status = KprStatus::new(config, selection);
+    status.protocols = plan.protocols.to_string();
+    status.degraded.clone_from(&plan.degraded);
     if SweepScope::for_config(config).is_some() {
         status.udp_socket_destroy = Some(udp_destroy.describe());
     }

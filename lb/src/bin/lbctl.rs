@@ -184,8 +184,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
         } if !inputs.offline() => {
             let record = read_record(&inputs.state.dir)?;
-            let mut status = record.status;
-            status.socket_lb = socket_hooks_attached(&record.cgroup)?;
+            let mut status = record.status.clone();
+            status.socket_lb = socket_hooks_attached(&record)?;
             print_status(&status, verbose, output.format)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -240,14 +240,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Whether every socket hook is attached to the agent's cgroup: what the kernel runs, not what
-/// the agent was configured with. A partial attachment is reported on stderr.
-fn socket_hooks_attached(cgroup: &Path) -> Result<bool> {
-    let expected: Vec<(&str, &str)> = ebpf::SOCK_LB_PROGRAMS
+/// Whether the socket hooks the agent recorded (its pinned links) are attached to its cgroup:
+/// what the kernel runs, not what the agent was configured with. With no hooks recorded, it
+/// is whether a connect hook of ours is attached anyway. A partial attachment is reported on
+/// stderr.
+fn socket_hooks_attached(record: &AgentRecord) -> Result<bool> {
+    let all: Vec<(&str, &str)> = ebpf::SOCK_LB_PROGRAMS
         .iter()
         .copied()
         .chain([ebpf::SOCK_LB_RELEASE_PROGRAM])
         .collect();
+    let recorded = |name: &str| {
+        record.links.iter().any(|link| {
+            link.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.rsplit_once('-'))
+                .is_some_and(|(program, _)| program == name)
+        })
+    };
+    let mut expected: Vec<(&str, &str)> = all
+        .iter()
+        .copied()
+        .filter(|(name, _)| recorded(name))
+        .collect();
+    if expected.is_empty() {
+        expected = all.into_iter().take(1).collect();
+    }
+    let cgroup = &record.cgroup;
     let missing = lb::host::cgroup_query::missing_programs(cgroup, &expected)
         .with_context(|| format!("cannot query the programs attached to {}", cgroup.display()))?;
     if !missing.is_empty() && missing.len() < expected.len() {

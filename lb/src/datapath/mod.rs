@@ -3,6 +3,7 @@
 
 mod contents;
 mod error;
+mod hooks;
 mod kernel;
 mod monitor;
 mod netns_probe;
@@ -12,6 +13,7 @@ mod sock_lb;
 
 pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub use error::DatapathError;
+pub use hooks::SocketHooks;
 pub use kernel::{ApplyReport, ServiceMaps};
 pub use monitor::TraceMonitor;
 pub use netns_probe::netns_cookie_through_bpf;

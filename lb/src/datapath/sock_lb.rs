@@ -15,7 +15,7 @@ use ebpf::maps::{
     LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
 };
 
-use super::{DatapathError, ServiceMaps};
+use super::{DatapathError, ServiceMaps, SocketHooks};
 use crate::config::Protocols;
 
 /// The directory, under the pin directory, of the pinned program links.
@@ -46,12 +46,23 @@ pub struct SockLbConfig {
 pub struct SockLb {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    hooks: SocketHooks,
 }
 
 impl SockLb {
     /// Loads the programs. Maps already pinned in `pin_dir` (by an earlier agent) are reused
     /// with their contents; missing ones are created and pinned there.
     pub fn load(config: SockLbConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
+        Self::load_hooks(config, SocketHooks::ALL, pin_dir)
+    }
+
+    /// [`SockLb::load`] with only `hooks` loaded (and later attached): on a kernel that lacks
+    /// an attach type its programs cannot even load.
+    pub fn load_hooks(
+        config: SockLbConfig,
+        hooks: SocketHooks,
+        pin_dir: &Path,
+    ) -> Result<Self, DatapathError> {
         let tcp = u8::from(config.protocols.tcp);
         let udp = u8::from(config.protocols.udp);
         let host_ns_only = u8::from(config.host_namespace_only);
@@ -70,7 +81,10 @@ impl SockLb {
             loader.map_max_entries(map, config.map_max);
         }
         let mut ebpf = loader.load(ebpf::sock_lb_object())?;
-        for (name, _) in ebpf::SOCK_LB_PROGRAMS {
+        for (name, _) in ebpf::SOCK_LB_PROGRAMS
+            .iter()
+            .filter(|(_, attach)| hooks.includes(attach))
+        {
             program::<CgroupSockAddr>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program {
@@ -79,15 +93,18 @@ impl SockLb {
                 })?;
         }
         let (release, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
-        program::<CgroupSock>(&mut ebpf, release)?
-            .load()
-            .map_err(|source| DatapathError::Program {
-                program: release,
-                source,
-            })?;
+        if hooks.sock_release {
+            program::<CgroupSock>(&mut ebpf, release)?
+                .load()
+                .map_err(|source| DatapathError::Program {
+                    program: release,
+                    source,
+                })?;
+        }
         Ok(SockLb {
             ebpf,
             pin_dir: pin_dir.to_owned(),
+            hooks,
         })
     }
 
@@ -116,7 +133,10 @@ impl SockLb {
         };
         // With BPF links (kernel >= 5.7) several programs coexist on a cgroup whatever the
         // mode, and the kernel refuses the multi flag on link creation.
-        for (name, _) in ebpf::SOCK_LB_PROGRAMS {
+        for (name, _) in ebpf::SOCK_LB_PROGRAMS
+            .iter()
+            .filter(|(_, attach)| self.hooks.includes(attach))
+        {
             let failed = |source| DatapathError::Program {
                 program: name,
                 source,
@@ -130,17 +150,19 @@ impl SockLb {
             pinned.push(pin(name, link)?);
         }
         let (name, _) = ebpf::SOCK_LB_RELEASE_PROGRAM;
-        let failed = |source| DatapathError::Program {
-            program: name,
-            source,
-        };
-        let prog: &mut CgroupSock = program(&mut self.ebpf, name)?;
-        let id = prog
-            .attach(&dir, CgroupAttachMode::Single)
-            .map_err(failed)?;
-        let link =
-            FdLink::try_from(prog.take_link(id).map_err(failed)?).map_err(|e| no_link(name, &e))?;
-        pinned.push(pin(name, link)?);
+        if self.hooks.sock_release {
+            let failed = |source| DatapathError::Program {
+                program: name,
+                source,
+            };
+            let prog: &mut CgroupSock = program(&mut self.ebpf, name)?;
+            let id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .map_err(failed)?;
+            let link = FdLink::try_from(prog.take_link(id).map_err(failed)?)
+                .map_err(|e| no_link(name, &e))?;
+            pinned.push(pin(name, link)?);
+        }
         for (path, _) in old {
             std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
         }

@@ -101,6 +101,15 @@ impl fmt::Display for Feature {
     }
 }
 
+/// What runs without a missing feature.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Degradation {
+    /// The feature's name and the kernel that brought it, `cgroup-getpeername (Linux 5.8)`.
+    pub feature: String,
+    /// What is different without it.
+    pub effect: String,
+}
+
 /// A feature the kernel lacks, with the kernel's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Missing {
@@ -129,15 +138,11 @@ pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
         .collect()
 }
 
-/// What the agent needs: it loads every socket hook whatever the options (they switch
-/// behaviour through load-time constants). Outside the initial network namespace it needs its
-/// own namespace's cookie: `SO_NETNS_COOKIE` gives it, and where that is missing (before 5.14)
-/// a one-shot hook using the netns-cookie helper does.
+/// What the agent cannot start socket-LB without (see `lb::agent::degrade` for what it does
+/// without the rest): the connect hooks, and the netns-cookie helper, which tells pods from
+/// the host namespace.
 pub fn required_by_agent() -> Vec<Feature> {
-    Feature::ALL
-        .into_iter()
-        .filter(|&f| f != Feature::SoNetnsCookie)
-        .collect()
+    vec![Feature::CgroupConnect, Feature::NetnsCookieHelper]
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; its default is too small for the

@@ -25,6 +25,9 @@ pub struct KprStatus {
     /// `Disabled (why)`): known only to a running agent, which probes the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_socket_destroy: Option<String>,
+    /// What runs degraded on this kernel, and how (the agent's probes at start-up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<crate::host::features::Degradation>,
     /// NodePort devices.
     pub devices: Vec<String>,
     /// The direct-routing device.
@@ -86,6 +89,7 @@ impl KprStatus {
             socket_lb: config.socket_lb(),
             protocols: config.protocols().to_string(),
             udp_socket_destroy: None,
+            degraded: Vec::new(),
             devices,
             direct_routing_device,
             mode: match lb.mode {
@@ -156,18 +160,24 @@ impl KprStatus {
     pub fn render_verbose(&self) -> String {
         let mut out = self.render_short();
         out.push_str("KubeProxyReplacement Details:\n");
+        // An empty label continues the line above (a list under one label).
         let mut line = |label: &str, value: String| {
-            out.push_str(&format!(
-                "  {:<width$}{value}\n",
-                format!("{label}:"),
-                width = LABEL_WIDTH
-            ));
+            let label = if label.is_empty() {
+                String::new()
+            } else {
+                format!("{label}:")
+            };
+            out.push_str(&format!("  {label:<width$}{value}\n", width = LABEL_WIDTH));
         };
         line("Status", title_bool(self.status).to_owned());
         line("Socket LB", enabled(self.socket_lb).to_owned());
         line("Protocols", self.protocols.clone());
         if let Some(destroy) = &self.udp_socket_destroy {
             line("UDP Socket Destroy", destroy.clone());
+        }
+        for (i, d) in self.degraded.iter().enumerate() {
+            let label = if i == 0 { "Degraded" } else { "" };
+            line(label, format!("{}: {}", d.feature, d.effect));
         }
         line("Devices", self.devices_line());
         line("Mode", self.mode.clone());

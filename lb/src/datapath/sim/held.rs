@@ -91,7 +91,7 @@ impl HeldSocket {
     /// `getpeername` through the hook, on the connected socket.
     pub fn peer_name(&self, sim: &mut SockSim) -> Result<SocketAddr, Errno> {
         match self.state {
-            State::Connected => Ok(sim.peer_name(&self.call, self.dst)),
+            State::Connected => Ok(sim.getpeername(&self.call, self.dst)),
             State::Aborted | State::Disconnected => Err(Errno::ENOTCONN),
         }
     }

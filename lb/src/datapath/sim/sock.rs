@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use super::addr;
 use super::chooser::{Chooser, SeededChooser};
 use crate::config::Protocols;
-use crate::datapath::{MapContents, SockLbConfig};
+use crate::datapath::{MapContents, SockLbConfig, SocketHooks};
 use crate::model::L4Protocol;
 
 const NSEC_PER_SEC: u64 = 1_000_000_000;
@@ -96,9 +96,9 @@ pub struct SockSim {
     chooser: SeededChooser,
     monitor: bool,
     events: Vec<LbTraceSock>,
-    /// Whether the programs are attached to the node's cgroup at all (`socketLB.enabled`);
-    /// detached, they see no socket call.
-    attached: bool,
+    /// The hooks attached to the node's cgroup: `None` with `socketLB.enabled=false`, when
+    /// the programs see no socket call; fewer than all on a kernel that lacks some.
+    attached: Option<SocketHooks>,
 }
 
 /// A frontend found by `lb_lookup_frontend`: the key it was found under (scope chosen, address
@@ -123,13 +123,13 @@ impl SockSim {
             chooser: SeededChooser::new(0),
             monitor: false,
             events: Vec::new(),
-            attached: true,
+            attached: Some(SocketHooks::ALL),
         }
     }
 
-    /// Attaches or detaches the programs from the node's cgroup (the agent does not attach
-    /// them with `socketLB.enabled=false`); the maps stay as they are.
-    pub fn set_attached(&mut self, attached: bool) {
+    /// Attaches these hooks to the node's cgroup, or none (the agent attaches none with
+    /// `socketLB.enabled=false`); the maps stay as they are.
+    pub fn set_attached(&mut self, attached: Option<SocketHooks>) {
         self.attached = attached;
     }
 
@@ -213,6 +213,15 @@ impl SockSim {
         Some(addr::store(dst, &backend.address, backend.port))
     }
 
+    /// getpeername4/6: what `getpeername` shows for a connected socket whose real peer is
+    /// `peer`; the backend itself on a kernel without the hook.
+    pub fn getpeername(&mut self, call: &SockCall, peer: SocketAddr) -> SocketAddr {
+        if !self.attached.is_some_and(|h| h.getpeername) {
+            return peer;
+        }
+        self.peer_name(call, peer)
+    }
+
     /// recvmsg4/6 and getpeername4/6 (`sock_xlate_rev`): what the application is shown for a
     /// socket whose real peer (or datagram source) is `peer`.
     pub fn peer_name(&mut self, call: &SockCall, peer: SocketAddr) -> SocketAddr {
@@ -256,7 +265,7 @@ impl SockSim {
     /// reasons (address not local, port in use).
     pub fn bind(&self, call: &SockCall, local: SocketAddr) -> Result<(), Errno> {
         let (address, port) = addr::load(local);
-        if !self.attached
+        if !self.attached.is_some_and(|h| h.bind)
             || !self.config.bind_protection
             || port == 0
             || !self.proto_enabled(call.protocol)
@@ -497,7 +506,7 @@ impl SockSim {
 
     /// The checks both translation directions start with.
     fn translates(&self, call: &SockCall) -> bool {
-        self.attached
+        self.attached.is_some()
             && self.proto_enabled(call.protocol)
             && (!self.config.host_namespace_only || self.in_host_ns(call))
     }
