@@ -2,7 +2,7 @@
 //! and checked for what the scenarios need; later runs use it without the network.
 //!
 //! Layout: `<cache>/apt/<suite>/` (the private apt set-up), `<cache>/kernels/<suite>/current`
-//! (naming the ready package directory) and `<cache>/kernels/<suite>/<package>_<version>/`
+//! (naming the ready package directory; `current-generic` for the generic flavour) and `<cache>/kernels/<suite>/<package>_<version>/`
 //! holding the `.deb`, the extracted `tree/` and a `ready` marker written last.
 
 use std::path::{Path, PathBuf};
@@ -32,9 +32,33 @@ pub const NEEDED_CONFIG: &[&str] = &[
     "CONFIG_SERIAL_8250_CONSOLE",
 ];
 
-/// The kernel flavours tried, in order: the cloud one is small and boots fast; the generic one
-/// has everything.
-const FLAVOURS: &[&str] = &["cloud-amd64", "amd64"];
+/// Which of a Debian suite's kernel flavours to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// The cloud one when it has what the scenarios need (small, boots fast), else the generic
+    /// one: what the built-in launcher boots.
+    Smallest,
+    /// The generic one, which has 9p as modules: what virtme-ng boots.
+    Generic,
+}
+
+impl Flavour {
+    /// The flavours tried, in order.
+    fn candidates(self) -> &'static [&'static str] {
+        match self {
+            Flavour::Smallest => &["cloud-amd64", "amd64"],
+            Flavour::Generic => &["amd64"],
+        }
+    }
+
+    /// The file under the suite's directory naming the ready package of this choice.
+    fn current(self) -> &'static str {
+        match self {
+            Flavour::Smallest => "current",
+            Flavour::Generic => "current-generic",
+        }
+    }
+}
 
 /// A kernel ready to boot.
 #[derive(Clone, Debug)]
@@ -68,10 +92,16 @@ pub fn cache_root(override_dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// The kernel for `choice`: from the cache, fetched into it (`refresh` asks the archive for a
-/// newer package even when one is cached), or the host's / the given files.
-pub fn kernel(root: &Path, choice: &KernelChoice, refresh: bool) -> Result<Kernel> {
+/// newer package even when one is cached), or the host's / the given files. `flavour` picks
+/// among a Debian suite's kernels.
+pub fn kernel(
+    root: &Path,
+    choice: &KernelChoice,
+    refresh: bool,
+    flavour: Flavour,
+) -> Result<Kernel> {
     match choice {
-        KernelChoice::Debian(suite) => debian_kernel(root, *suite, refresh),
+        KernelChoice::Debian(suite) => debian_kernel(root, *suite, refresh, flavour),
         KernelChoice::Host => host_kernel(),
         KernelChoice::Path { image, modules } => Ok(Kernel {
             choice: choice.clone(),
@@ -103,9 +133,9 @@ fn host_kernel() -> Result<Kernel> {
     })
 }
 
-fn debian_kernel(root: &Path, suite: Suite, refresh: bool) -> Result<Kernel> {
+fn debian_kernel(root: &Path, suite: Suite, refresh: bool, flavour: Flavour) -> Result<Kernel> {
     let dir = root.join("kernels").join(suite.codename);
-    let current = dir.join("current");
+    let current = dir.join(flavour.current());
     if !refresh {
         if let Ok(name) = std::fs::read_to_string(&current) {
             let pkg_dir = dir.join(name.trim());
@@ -122,7 +152,7 @@ fn debian_kernel(root: &Path, suite: Suite, refresh: bool) -> Result<Kernel> {
     )?;
     repo.update()?;
     let mut rejected = Vec::new();
-    for flavour in FLAVOURS {
+    for flavour in flavour.candidates() {
         let meta = format!("linux-image-{flavour}");
         let (package, version) = repo.resolve(&meta)?;
         let name = format!("{package}_{version}");

@@ -143,7 +143,7 @@ fn shell_quote(s: &str) -> String {
 
 /// A copy of `binary` without debug information (a tenth of the size), kept in `staging`
 /// and reused while the binary is unchanged.
-fn strip(binary: &Path, staging: &Path) -> Result<PathBuf> {
+pub fn strip(binary: &Path, staging: &Path) -> Result<PathBuf> {
     let name = binary
         .file_name()
         .context("a binary path has a file name")?;

@@ -46,6 +46,27 @@ impl Accel {
     }
 }
 
+/// Which program boots the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Launcher {
+    /// qemu with the runner's own initramfs ([`crate::initramfs`]): boots any kernel with the
+    /// few modules the scenarios need.
+    Builtin,
+    /// virtme-ng ([`crate::virtme`]): the host's root over 9p; needs a kernel with 9p.
+    VirtmeNg,
+}
+
+impl Launcher {
+    /// Its name on the command line and in `ci/kernels.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Launcher::Builtin => "builtin",
+            Launcher::VirtmeNg => "virtme-ng",
+        }
+    }
+}
+
 /// Whether `/dev/kvm` can be opened: the precondition for trying KVM at all.
 pub fn kvm_openable() -> bool {
     std::fs::OpenOptions::new()

@@ -12,6 +12,8 @@
 //!   scenario files and the modules.
 //! - [`launch`]: qemu, with KVM when a probe shows it can run a guest and TCG otherwise; a
 //!   guest that hangs is killed at a deadline and reported with the tail of its console.
+//! - [`virtme`]: virtme-ng as the other launcher (the host's root over 9p), installed from PyPI
+//!   into a venv under the cache, for kernels that have 9p.
 //! - [`results`]: the per-scenario JSON report the guest prints between markers.
 //! - [`matrix`]: `ci/kernels.toml`, the kernels and their expected-unsupported scenarios;
 //! - [`report`]: the per-kernel and kernel × scenario tables as text, Markdown and HTML.
@@ -26,3 +28,4 @@ pub mod matrix;
 pub mod modules;
 pub mod report;
 pub mod results;
+pub mod virtme;

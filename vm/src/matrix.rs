@@ -13,6 +13,10 @@
 //! kernel = "6.1"
 //! ci = true
 //! unsupported = []                      # or scenario names
+//!
+//! [[kernel]]
+//! kernel = "6.1"
+//! launcher = "virtme-ng"                # Debian's generic kernel, booted by virtme-ng
 //! ```
 
 use std::path::Path;
@@ -46,6 +50,9 @@ pub struct MatrixKernel {
     /// naming it.
     #[serde(default)]
     pub unsupported_all: Option<String>,
+    /// The launcher that boots it (`builtin` or `virtme-ng`); unset, `--launcher` decides.
+    #[serde(default)]
+    pub launcher: Option<crate::launch::Launcher>,
 }
 
 impl Matrix {
@@ -120,6 +127,7 @@ mod tests {
             ci: false,
             unsupported: vec!["old".into()],
             unsupported_all: None,
+            launcher: None,
         };
         let results = [
             result("old", Outcome::Passed, ""),
@@ -133,12 +141,30 @@ mod tests {
     }
 
     #[test]
+    fn the_repositorys_matrix_loads_and_boots_one_ci_kernel_with_virtme_ng() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kernels.toml");
+        let m = Matrix::load(&path).unwrap();
+        let virtme: Vec<&str> = m
+            .kernel
+            .iter()
+            .filter(|k| k.ci && k.launcher == Some(crate::launch::Launcher::VirtmeNg))
+            .map(|k| k.kernel.as_str())
+            .collect();
+        assert_eq!(virtme, ["6.1"]);
+        let e = toml::from_str::<Matrix>("[[kernel]]\nkernel = \"6.1\"\nlauncher = \"vng\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("builtin") && e.contains("virtme-ng"), "{e}");
+    }
+
+    #[test]
     fn unsupported_all_names_the_feature() {
         let k = MatrixKernel {
             kernel: "5.10".into(),
             ci: true,
             unsupported: vec![],
             unsupported_all: Some("so-netns-cookie".into()),
+            launcher: None,
         };
         assert!(k
             .mismatches(&[result(

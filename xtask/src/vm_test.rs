@@ -18,7 +18,7 @@ use clap::{Args, ValueEnum};
 use vm::cache;
 use vm::catalog::KernelChoice;
 use vm::initramfs::{self, Payload};
-use vm::launch::{self, Accel, Boot, Ending};
+use vm::launch::{self, Accel, Boot, Ending, Launcher};
 use vm::matrix::{Matrix, MatrixKernel};
 use vm::report::{self, KernelRun};
 
@@ -44,6 +44,12 @@ pub struct Options {
     /// Ask the archive for newer kernel packages even when some are cached.
     #[arg(long)]
     pub refresh: bool,
+    /// What boots the guest: builtin (qemu with the runner's own initramfs; any kernel),
+    /// virtme-ng (the host's root over 9p; kernels with 9p: Debian's generic flavour, fetched
+    /// for it, or a build of your own), or auto: virtme-ng for a kernel image given by path
+    /// whose config has 9p, else what ci/kernels.toml names, else builtin.
+    #[arg(long, value_enum, default_value_t = LauncherChoice::Auto)]
+    pub launcher: LauncherChoice,
     /// The accelerator: auto probes KVM and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
@@ -67,6 +73,18 @@ pub enum AccelChoice {
     Kvm,
     /// TCG.
     Tcg,
+}
+
+/// `--launcher`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LauncherChoice {
+    /// virtme-ng where the kernel can boot it and was given by path, else the matrix's choice,
+    /// else the built-in one.
+    Auto,
+    /// The built-in initramfs launcher.
+    Builtin,
+    /// virtme-ng, installed from PyPI into a venv under the cache.
+    VirtmeNg,
 }
 
 /// What the run knows about KVM.
@@ -98,6 +116,7 @@ pub fn run(options: Options) -> Result<()> {
             ci: false,
             unsupported: Vec::new(),
             unsupported_all: None,
+            launcher: None,
         })]
     };
     let runs = run_kernels(&options, &kernels)?;
@@ -114,6 +133,7 @@ pub fn run_ci() -> Result<Vec<KernelRun>> {
         filter: None,
         cache_dir: None,
         refresh: false,
+        launcher: LauncherChoice::Auto,
         accel: AccelChoice::Auto,
         timeout: 900,
         memory: 2048,
@@ -162,9 +182,8 @@ fn run_kernels(options: &Options, kernels: &[MatrixKernel]) -> Result<Vec<Kernel
         let started = Instant::now();
         let mut run = match boot_one(
             options,
-            &cache_root,
-            &work,
-            choice,
+            (&cache_root, &work),
+            (choice, expect),
             &binaries,
             (&mut accel, &verdict),
         ) {
@@ -210,55 +229,95 @@ fn finish(runs: &[KernelRun], matrix: bool) -> Result<()> {
 
 fn boot_one(
     options: &Options,
-    cache_root: &Path,
-    work: &Path,
-    choice: &KernelChoice,
+    (cache_root, work): (&Path, &Path),
+    (choice, expect): (&KernelChoice, &MatrixKernel),
     binaries: &Binaries,
     (accel_state, verdict): (&mut AccelState, &launch::KvmVerdict),
 ) -> Result<KernelRun> {
-    let label = choice.label();
     eprintln!("\n==> vm-test: kernel {choice}");
-    let kernel = cache::kernel(cache_root, choice, options.refresh)?;
+    let wanted = match (options.launcher, expect.launcher) {
+        (LauncherChoice::Builtin, _) => Some(Launcher::Builtin),
+        (LauncherChoice::VirtmeNg, _) => Some(Launcher::VirtmeNg),
+        (LauncherChoice::Auto, listed) => listed,
+    };
+    // Debian's cloud flavour has no 9p: virtme-ng boots the generic one.
+    let flavour = match (wanted, choice) {
+        (Some(Launcher::VirtmeNg), _) => cache::Flavour::Generic,
+        _ => cache::Flavour::Smallest,
+    };
+    let kernel = cache::kernel(cache_root, choice, options.refresh, flavour)?;
+    let launcher = match wanted {
+        Some(Launcher::VirtmeNg) => {
+            if let Some(why) = virtme_cannot_boot(&kernel) {
+                bail!(
+                    "--launcher virtme-ng cannot boot {}: {why}; --launcher builtin boots it",
+                    kernel.source
+                );
+            }
+            Launcher::VirtmeNg
+        }
+        Some(Launcher::Builtin) => Launcher::Builtin,
+        // A kernel of one's own: virtme-ng when it can boot it.
+        None if matches!(choice, KernelChoice::Path { .. }) => match virtme_cannot_boot(&kernel) {
+            None => Launcher::VirtmeNg,
+            Some(why) => {
+                eprintln!(
+                    "lb-vm: virtme-ng cannot boot {} ({why}): using the built-in launcher",
+                    kernel.source
+                );
+                Launcher::Builtin
+            }
+        },
+        None => Launcher::Builtin,
+    };
+    let label = match (launcher, choice) {
+        (Launcher::VirtmeNg, KernelChoice::Debian(_)) => format!("{}-generic", choice.label()),
+        _ => choice.label(),
+    };
+    eprintln!("lb-vm: {label}: launcher {}", launcher.name());
     let dir = work.join(&label);
     std::fs::create_dir_all(&dir)?;
-    let (modules, absent) = match &kernel.modules {
-        Some(m) => vm::modules::prepare(m, &dir.join("modules"))?,
-        None => (Vec::new(), Vec::new()),
-    };
-    if !absent.is_empty() {
-        eprintln!(
-            "lb-vm: {label}: no module or built-in for {} (scenarios needing them will fail)",
-            absent.join(", ")
-        );
-    }
     let filter = options
         .filter
         .as_deref()
         .map(|f| f.trim_start_matches("kernel::"))
         .unwrap_or_default();
-    let payload = Payload {
-        test_binary: binaries.test.clone(),
-        test_args: vec![
-            format!("kernel::{filter}"),
-            "--color".into(),
-            "never".into(),
-        ],
-        helpers: binaries.helpers.clone(),
-        data_dirs: vec![workspace_root().join("scenarios/cases")],
-        modules,
+    let test_args = vec![
+        format!("kernel::{filter}"),
+        "--color".into(),
+        "never".into(),
+    ];
+    let guest = match launcher {
+        Launcher::Builtin => {
+            pack_initramfs(&label, &dir, &kernel, binaries, test_args)?;
+            Guest::Builtin
+        }
+        Launcher::VirtmeNg => {
+            deps::ensure_packages(VIRTME_PACKAGES)?;
+            let install = vm::virtme::Install::ensure(cache_root)?;
+            let staging = dir.join("staging");
+            std::fs::create_dir_all(&staging)?;
+            let mut staged = Vec::new();
+            for binary in std::iter::once(&binaries.test).chain(&binaries.helpers) {
+                staged.push(initramfs::strip(binary, &staging)?);
+            }
+            let test_name = staged[0]
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let script = dir.join("virtme-guest.sh");
+            std::fs::write(
+                &script,
+                vm::virtme::guest_script(vm::modules::WANTED, &staged, &test_name, &test_args),
+            )?;
+            Guest::VirtmeNg { install, script }
+        }
     };
-    let initrd = dir.join("initramfs.cpio");
-    let packed = Instant::now();
-    initramfs::build(&payload, &dir.join("staging"), &initrd)?;
-    eprintln!(
-        "lb-vm: {label}: initramfs {} MiB packed in {:.1} s",
-        std::fs::metadata(&initrd)?.len() >> 20,
-        packed.elapsed().as_secs_f64()
-    );
     let console_log = dir.join("console.log");
     let mut boot = Boot {
         kernel: kernel.image.clone(),
-        initrd,
+        initrd: dir.join("initramfs.cpio"),
         accel: Accel::Kvm,
         memory_mib: options.memory,
         cpus: options.cpus,
@@ -269,14 +328,20 @@ fn boot_one(
     };
     let mut stream = vm::results::Stream::default();
     let mut echo = |at: Duration, line: &str| echo_progress(&label, &mut stream, at, line);
+    let start = |boot: &Boot, echo: &mut dyn FnMut(Duration, &str)| match &guest {
+        Guest::Builtin => launch::run(boot, echo),
+        Guest::VirtmeNg { install, script } => {
+            launch::watch(install.command(boot, script), boot, echo)
+        }
+    };
     let console = match *accel_state {
         AccelState::Fixed(accel) => {
             boot.accel = accel;
-            launch::run(&boot, &mut echo)?
+            start(&boot, &mut echo)?
         }
         AccelState::TryKvm => {
             boot.boot_deadline = Some(launch::KVM_BOOT_DEADLINE);
-            let console = launch::run(&boot, &mut echo)?;
+            let console = start(&boot, &mut echo)?;
             // KVM that cannot run a guest here either hangs (no init by the deadline) or makes
             // qemu exit before init (`failed to set MSR …`): both mean TCG.
             if console.ending == Ending::BootTimedOut || console.boot_time.is_none() {
@@ -296,7 +361,7 @@ fn boot_one(
                 *accel_state = AccelState::Fixed(Accel::Tcg);
                 boot.accel = Accel::Tcg;
                 boot.boot_deadline = None;
-                launch::run(&boot, &mut echo)?
+                start(&boot, &mut echo)?
             } else {
                 verdict.clear();
                 *accel_state = AccelState::Fixed(Accel::Kvm);
@@ -308,7 +373,14 @@ fn boot_one(
     let mut run = KernelRun {
         label,
         source: kernel.source.clone(),
-        launcher: format!("built-in initramfs, qemu -accel {}", accel.name()),
+        launcher: match launcher {
+            Launcher::Builtin => format!("built-in initramfs, qemu -accel {}", accel.name()),
+            Launcher::VirtmeNg => format!(
+                "virtme-ng {} (9p root), qemu -accel {}",
+                vm::virtme::VERSION,
+                accel.name()
+            ),
+        },
         boot_time: console.boot_time,
         test_time: console.test_time,
         ..KernelRun::default()
@@ -323,6 +395,106 @@ fn boot_one(
         (options.timeout, &log),
     );
     Ok(run)
+}
+
+/// How the guest is started.
+enum Guest {
+    /// qemu with the initramfs packed in the kernel's work directory.
+    Builtin,
+    /// virtme-ng running this script from the host's disk.
+    VirtmeNg {
+        install: vm::virtme::Install,
+        script: PathBuf,
+    },
+}
+
+/// Debian packages virtme-ng needs beside qemu and busybox.
+const VIRTME_PACKAGES: &[(&str, &str)] = &[
+    (
+        "python3-venv",
+        "virtme-ng is installed from PyPI into a venv under the cache",
+    ),
+    (
+        "kmod",
+        "virtme-ng runs depmod on Debian's kernel trees, and its guests load modules with modprobe",
+    ),
+];
+
+/// Why virtme-ng cannot boot `kernel`, if it cannot: its config lacks 9p (or has no config), or
+/// its modules are where virtme-ng does not look (it takes them from `lib/modules` in a
+/// directory above the image, or from the build tree the image is in).
+fn virtme_cannot_boot(kernel: &cache::Kernel) -> Option<String> {
+    if let Some(modules) = &kernel.modules {
+        let beside = kernel
+            .image
+            .ancestors()
+            .skip(1)
+            .any(|a| modules.starts_with(a.join("lib/modules")));
+        let build_tree = kernel
+            .image
+            .ancestors()
+            .skip(1)
+            .any(|a| a.join(".config").is_file() && a.join("modules.order").is_file());
+        if !beside && !build_tree {
+            return Some(format!(
+                "virtme-ng finds modules only in lib/modules/RELEASE under a directory above the \
+                 image or in its build tree, and {} is neither",
+                modules.display()
+            ));
+        }
+    }
+    let Some(config) = vm::virtme::find_config(&kernel.image, kernel.modules.as_deref()) else {
+        return Some(
+            "no kernel config found beside it (boot/config-RELEASE, a build tree's .config, or \
+             the modules directory's config) to check for 9p"
+                .to_owned(),
+        );
+    };
+    let text = std::fs::read_to_string(&config).ok()?;
+    let missing = vm::virtme::missing_config(&text);
+    (!missing.is_empty()).then(|| {
+        format!(
+            "its config ({}) has neither built in nor as a module {}",
+            config.display(),
+            missing.join(", ")
+        )
+    })
+}
+
+/// Packs the built-in launcher's initramfs into `dir`.
+fn pack_initramfs(
+    label: &str,
+    dir: &Path,
+    kernel: &cache::Kernel,
+    binaries: &Binaries,
+    test_args: Vec<String>,
+) -> Result<()> {
+    let (modules, absent) = match &kernel.modules {
+        Some(m) => vm::modules::prepare(m, &dir.join("modules"))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    if !absent.is_empty() {
+        eprintln!(
+            "lb-vm: {label}: no module or built-in for {} (scenarios needing them will fail)",
+            absent.join(", ")
+        );
+    }
+    let payload = Payload {
+        test_binary: binaries.test.clone(),
+        test_args,
+        helpers: binaries.helpers.clone(),
+        data_dirs: vec![workspace_root().join("scenarios/cases")],
+        modules,
+    };
+    let initrd = dir.join("initramfs.cpio");
+    let packed = Instant::now();
+    initramfs::build(&payload, &dir.join("staging"), &initrd)?;
+    eprintln!(
+        "lb-vm: {label}: initramfs {} MiB packed in {:.1} s",
+        std::fs::metadata(&initrd)?.len() >> 20,
+        packed.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Echoes a scenario's end as the guest reports it, and feeds the stream.
