@@ -59,12 +59,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_affinity_v1 SEC(".maps");
 
-/* The node's own addresses, kept by the agent. */
+/* The node's own addresses, kept by the agent. A node can hold thousands (kube-proxy's IPVS
+ * dummy device carries one per service address), so the agent sizes it by bpf.lbMapMax;
+ * written only by the agent, so entries are allocated as they come instead of up front. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, union lb_addr);
 	__type(value, struct lb_local_addr);
-	__uint(max_entries, 1024);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_local_addrs_v1 SEC(".maps");
 

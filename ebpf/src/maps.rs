@@ -22,13 +22,15 @@ pub const LB_LOCAL_ADDRS: &str = "lb_local_addrs_v1";
 pub const LB_MONITOR: &str = "lb_monitor_v1";
 /// The ring buffer of trace-sock events.
 pub const LB_EVENTS: &str = "lb_events_v1";
-/// The maps sized by `bpf.lbMapMax`.
-pub const SOCK_LB_SIZED_MAPS: [&str; 5] = [
+/// The maps sized by `bpf.lbMapMax` (the node-address map too: a node's addresses grow with
+/// its services where kube-proxy's IPVS device holds one per service address).
+pub const SOCK_LB_SIZED_MAPS: [&str; 6] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_AFFINITY,
+    LB_LOCAL_ADDRS,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
 pub const SOCK_LB_MAPS: [&str; 8] = [

@@ -149,9 +149,17 @@ impl Agent {
     /// Makes the maps hold exactly `desired` (and the node's current addresses), keeping the
     /// ids of what did not change; entries nothing wants are deleted.
     pub fn reconcile(&mut self, desired: &DesiredState) -> Result<ReconcileReport, AgentError> {
-        let local_addrs_changed = self
+        let local = self
             .sock_lb
             .set_local_addresses(&host::local_addresses()?)?;
+        if let Some(warning) = local.warning() {
+            // Once per change of the count, not at every resync.
+            if self.record.status.local_addresses != Some(local.status()) {
+                tracing::warn!("{warning}");
+            }
+        }
+        self.record.status.local_addresses = Some(local.status());
+        let local_addrs_changed = local.changed;
         let mut maps = self.sock_lb.service_maps()?;
         let current = maps.read()?;
         let want =

@@ -16,4 +16,4 @@ pub use kernel::{ApplyReport, ServiceMaps};
 pub use monitor::TraceMonitor;
 pub use netns_probe::netns_cookie_through_bpf;
 pub use removed::{canonical, RemovedBackends};
-pub use sock_lb::{pinned_links, SockLb, SockLbConfig, LINKS_DIR};
+pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};

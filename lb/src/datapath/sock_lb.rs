@@ -234,11 +234,14 @@ impl SockLb {
         })
     }
 
-    /// Makes `lb_local_addrs` hold exactly `addrs`. Returns how many entries changed.
+    /// Makes `lb_local_addrs` hold the node addresses `addrs`, in their order of priority: as
+    /// many as the map holds (`bpf.lbMapMax`). Those beyond are left out and counted in the
+    /// report rather than failing: NodePorts on the programmed addresses, loopback and every
+    /// service keep working.
     pub fn set_local_addresses(
         &mut self,
         addrs: &[std::net::IpAddr],
-    ) -> Result<usize, DatapathError> {
+    ) -> Result<LocalAddrsReport, DatapathError> {
         let failed = |source| DatapathError::Map {
             map: LB_LOCAL_ADDRS,
             source,
@@ -250,21 +253,93 @@ impl SockLb {
                 kind: "map",
                 name: LB_LOCAL_ADDRS,
             })?;
+        let capacity = match &*map {
+            aya::maps::Map::HashMap(data) => data.info().map_err(failed)?.max_entries(),
+            _ => 0, // the conversion below names the wrong type
+        };
         let mut map: HashMap<_, LbAddr, LbLocalAddr> = HashMap::try_from(map).map_err(failed)?;
-        let want: std::collections::BTreeSet<LbAddr> =
-            addrs.iter().map(|&ip| LbAddr::from(ip)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let all: Vec<LbAddr> = addrs
+            .iter()
+            .map(|&ip| LbAddr::from(ip))
+            .filter(|a| seen.insert(*a))
+            .collect();
+        let fit = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let want: std::collections::HashSet<LbAddr> = all.iter().take(fit).copied().collect();
         let have: Vec<LbAddr> = map.keys().collect::<Result<_, _>>().map_err(failed)?;
-        let mut changed = 0;
+        let mut report = LocalAddrsReport {
+            found: all.len(),
+            capacity,
+            ..LocalAddrsReport::default()
+        };
         for addr in have.iter().filter(|a| !want.contains(a)) {
             map.remove(addr).map_err(failed)?;
-            changed += 1;
+            report.changed += 1;
         }
-        for addr in want.iter().filter(|a| !have.contains(a)) {
-            map.insert(addr, LbLocalAddr::default(), 0)
-                .map_err(failed)?;
-            changed += 1;
+        let have: std::collections::HashSet<LbAddr> =
+            have.into_iter().filter(|a| want.contains(a)).collect();
+        report.programmed = have.len();
+        for addr in all.iter().take(fit).filter(|a| !have.contains(a)) {
+            match map.insert(addr, LbLocalAddr::default(), 0) {
+                Ok(()) => {
+                    report.changed += 1;
+                    report.programmed += 1;
+                }
+                // Full after all (another writer): what fits is programmed, the rest counted.
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(nix::libc::E2BIG) =>
+                {
+                    break
+                }
+                Err(e) => return Err(failed(e)),
+            }
         }
-        Ok(changed)
+        Ok(report)
+    }
+}
+
+/// What [`SockLb::set_local_addresses`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalAddrsReport {
+    /// Entries added or removed.
+    pub changed: usize,
+    /// Node addresses now in the map.
+    pub programmed: usize,
+    /// Node addresses found (distinct).
+    pub found: usize,
+    /// How many the map holds (`bpf.lbMapMax`).
+    pub capacity: u32,
+}
+
+impl LocalAddrsReport {
+    /// Node addresses that did not fit.
+    pub fn left_out(&self) -> usize {
+        self.found.saturating_sub(self.programmed)
+    }
+
+    /// The warning to log when addresses were left out, naming the map and the option.
+    pub fn warning(&self) -> Option<String> {
+        (self.left_out() > 0).then(|| {
+            format!(
+                "map {LB_LOCAL_ADDRS} is full: {} of the node's {} addresses are programmed and \
+                 {} are left out (NodePort and HostPort from the node do not answer on them); \
+                 raise bpf.lbMapMax (now {}) to at least {}",
+                self.programmed,
+                self.found,
+                self.left_out(),
+                self.capacity,
+                self.found
+            )
+        })
+    }
+
+    /// The count `lbctl status` shows.
+    pub fn status(&self) -> crate::views::LocalAddressCount {
+        crate::views::LocalAddressCount {
+            programmed: self.programmed,
+            found: self.found,
+            capacity: self.capacity,
+        }
     }
 }
 

@@ -7,5 +7,5 @@ mod table;
 mod trace_sock;
 
 pub use service_list::{BackendEntry, ServiceEntry, ServiceList};
-pub use status::{KprStatus, ServiceTypes};
+pub use status::{KprStatus, LocalAddressCount, ServiceTypes};
 pub use trace_sock::TraceSockEvent;
