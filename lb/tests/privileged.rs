@@ -26,6 +26,8 @@ use support::{TestBpffs, TestCgroup, TestFn};
 
 #[path = "privileged/child.rs"]
 mod child;
+#[path = "privileged/monitor.rs"]
+mod monitor;
 mod support;
 
 /// Set in the child process to the role it plays.
@@ -42,7 +44,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 7] = [
+    let tests: [(&str, TestFn); 9] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -70,6 +72,14 @@ fn main() {
         (
             "sock_lb::more_node_addresses_than_the_map_holds_are_reported_and_services_keep_working",
             many_node_addresses,
+        ),
+        (
+            "monitor::two_monitors_at_once_each_see_every_event",
+            monitor::two_monitors_each_see_every_event,
+        ),
+        (
+            "monitor::a_monitor_killed_with_sigkill_leaves_tracing_off",
+            monitor::a_killed_monitor_leaves_tracing_off,
         ),
     ];
     support::run_tier("privileged", tests.into());

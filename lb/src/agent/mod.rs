@@ -159,6 +159,13 @@ impl Agent {
             }
         }
         self.record.status.local_addresses = Some(local.status());
+        let gone = crate::datapath::reclaim_monitor_slots(&self.record.pin_dir)?;
+        if gone > 0 {
+            tracing::info!(
+                monitors = gone,
+                "turned off tracing for monitors that are gone"
+            );
+        }
         let local_addrs_changed = local.changed;
         let mut maps = self.sock_lb.service_maps()?;
         let current = maps.read()?;

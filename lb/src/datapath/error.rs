@@ -63,6 +63,15 @@ pub enum DatapathError {
         /// The feature and the kernel version that has it.
         needs: &'static str,
     },
+    /// Every monitor slot is taken by a running monitor.
+    #[error(
+        "all {slots} trace monitor slots are taken: {slots} `lbctl monitor`s are running on \
+         this node; stop one and try again"
+    )]
+    MonitorSlotsTaken {
+        /// How many monitors can listen at once.
+        slots: usize,
+    },
     /// The desired state does not fit the maps' id spaces.
     #[error(transparent)]
     Layout(#[from] super::LayoutError),

@@ -13,7 +13,7 @@ mod sock_lb;
 pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub use error::DatapathError;
 pub use kernel::{ApplyReport, ServiceMaps};
-pub use monitor::TraceMonitor;
+pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
 pub use removed::{canonical, RemovedBackends};
 pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};

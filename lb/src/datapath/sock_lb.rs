@@ -144,6 +144,16 @@ impl SockLb {
         for (path, _) in old {
             std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
         }
+        // Maps only the detached programs used (an earlier version's) go with them.
+        for name in ebpf::maps::RETIRED_MAPS {
+            let path = self.pin_dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DatapathError::pin(&path)(e))
+                }
+                _ => {}
+            }
+        }
         Ok(pinned)
     }
 
