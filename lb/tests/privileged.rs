@@ -28,6 +28,8 @@ use support::{TestBpffs, TestCgroup, TestFn};
 mod child;
 #[path = "privileged/monitor.rs"]
 mod monitor;
+#[path = "privileged/resize.rs"]
+mod resize;
 mod support;
 
 /// Set in the child process to the role it plays.
@@ -44,7 +46,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 9] = [
+    let tests: [(&str, TestFn); 11] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -80,6 +82,14 @@ fn main() {
         (
             "monitor::a_monitor_killed_with_sigkill_leaves_tracing_off",
             monitor::a_killed_monitor_leaves_tracing_off,
+        ),
+        (
+            "maps::a_changed_lb_map_max_is_migrated_without_dropping_traffic",
+            resize::a_changed_lb_map_max_is_migrated,
+        ),
+        (
+            "maps::a_lb_map_max_too_small_for_the_entries_is_refused_naming_the_option",
+            resize::a_too_small_lb_map_max_is_refused,
         ),
     ];
     support::run_tier("privileged", tests.into());
@@ -340,7 +350,11 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         }
         lb.service_maps()?.read()?
     }; // the first agent exits; its maps stay pinned
+    let ids = resize::pinned_ids(&bpffs.path)?;
     let mut lb = SockLb::load(config, &bpffs.path)?;
+    if resize::pinned_ids(&bpffs.path)? != ids {
+        return Err("an unchanged restart replaced pinned maps instead of adopting them".into());
+    }
     if lb.service_maps()?.read()? != first {
         return Err("the second agent does not see the first one's maps".into());
     }

@@ -53,6 +53,11 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
     report
         .other
         .extend(crate::datapath::remove_monitor_dirs(&record.pin_dir)?);
+    report
+        .maps
+        .extend(crate::datapath::remove_migration_leftovers(
+            &record.pin_dir,
+        )?);
     for name in ebpf::maps::SOCK_LB_MAPS
         .into_iter()
         .chain(ebpf::maps::RETIRED_MAPS)

@@ -4,6 +4,7 @@
 mod contents;
 mod error;
 mod kernel;
+mod migrate;
 mod monitor;
 mod netns_probe;
 mod removed;
@@ -13,6 +14,7 @@ mod sock_lb;
 pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub use error::DatapathError;
 pub use kernel::{ApplyReport, ServiceMaps};
+pub use migrate::{expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR};
 pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
 pub use removed::{canonical, RemovedBackends};

@@ -15,6 +15,7 @@ use ebpf::maps::{
     LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
 };
 
+use super::migrate::Migration;
 use super::{DatapathError, ServiceMaps};
 use crate::config::Protocols;
 
@@ -46,12 +47,38 @@ pub struct SockLbConfig {
 pub struct SockLb {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    /// Pinned maps being replaced by ones of the configured size, finished by
+    /// [`SockLb::attach`].
+    migration: Option<Migration>,
 }
 
 impl SockLb {
     /// Loads the programs. Maps already pinned in `pin_dir` (by an earlier agent) are reused
-    /// with their contents; missing ones are created and pinned there.
+    /// with their contents when they match what this load would create; missing ones are
+    /// created and pinned there. Pinned maps of another size or flags (`bpf.lbMapMax`
+    /// changed) are replaced by fresh ones holding the same entries ([`super::migrate`]),
+    /// finished by [`SockLb::attach`]; a size too small for what they hold is refused.
     pub fn load(config: SockLbConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let want = super::migrate::expected_specs(config.map_max)?;
+        let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
+        let loaded = Self::load_programs(config, pin_dir).and_then(|mut ebpf| {
+            migration.copy_into(&mut ebpf)?;
+            Ok(ebpf)
+        });
+        match loaded {
+            Ok(ebpf) => Ok(SockLb {
+                ebpf,
+                pin_dir: pin_dir.to_owned(),
+                migration: (!migration.is_empty()).then_some(migration),
+            }),
+            Err(e) => {
+                migration.restore();
+                Err(e)
+            }
+        }
+    }
+
+    fn load_programs(config: SockLbConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
         let tcp = u8::from(config.protocols.tcp);
         let udp = u8::from(config.protocols.udp);
         let host_ns_only = u8::from(config.host_namespace_only);
@@ -85,10 +112,7 @@ impl SockLb {
                 program: release,
                 source,
             })?;
-        Ok(SockLb {
-            ebpf,
-            pin_dir: pin_dir.to_owned(),
-        })
+        Ok(ebpf)
     }
 
     /// Attaches every hook to the cgroup at `cgroup` (a cgroup v2 directory); processes in it
@@ -153,6 +177,11 @@ impl SockLb {
                 }
                 _ => {}
             }
+        }
+        // The old programs are detached: what they wrote since the load moves over, and the
+        // replaced maps go.
+        if let Some(migration) = self.migration.take() {
+            migration.finish(&mut self.ebpf)?;
         }
         Ok(pinned)
     }

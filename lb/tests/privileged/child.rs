@@ -35,6 +35,7 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         "node-addrs" => node_addrs(),
+        "held-tcp" => held_tcp(),
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
             match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
@@ -157,5 +158,25 @@ fn node_addrs() -> Result<(), Box<dyn std::error::Error>> {
     for addr in lb::host::local_addresses()? {
         println!("addr {addr}");
     }
+    Ok(())
+}
+
+/// One connection to the TCP service held open across a datapath change: prints `held ANSWER
+/// PEER`, waits for a line on stdin, then prints `after PEER` (getpeername again).
+fn held_tcp() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    for ip in BACKENDS {
+        serve_identity_tcp(SocketAddr::from((ip, 8080)))?;
+    }
+    let service = SocketAddr::from((SERVICE_IP, 80));
+    let mut stream = TcpStream::connect_timeout(&service, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    println!("held {answer} {}", stream.peer_addr()?);
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    println!("after {}", stream.peer_addr()?);
     Ok(())
 }
