@@ -59,30 +59,54 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_affinity_v1 SEC(".maps");
 
-/* The node's own addresses, kept by the agent. */
+/* The node's own addresses, kept by the agent. A node can hold thousands (kube-proxy's IPVS
+ * dummy device carries one per service address), so the agent sizes it by bpf.lbMapMax;
+ * written only by the agent, so entries are allocated as they come instead of up front. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, union lb_addr);
 	__type(value, struct lb_local_addr);
-	__uint(max_entries, 1024);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_local_addrs_v1 SEC(".maps");
 
-/* Whether anyone is listening to trace events: index 0 is non-zero while `lbctl monitor` runs,
- * so hooks pay for an event only when someone reads it. */
+/* How many `lbctl monitor`s can listen at once. Each has a slot of its own, so each sees every
+ * event; a monitor that finds every slot taken says so. */
+#define LB_MONITOR_SLOTS 8
+
+/* Which monitor slots listen: bit n is set while a monitor reads lb_events_s<n>_v2, so the hooks
+ * build an event only when someone reads it. Monitors set and clear their bit; a killed
+ * monitor's bit is cleared by the next monitor or the agent (lb::datapath::monitor), and until
+ * then the kernel has already dropped its buffers, so nothing is sent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lb_monitor_v1 SEC(".maps");
+} lb_monitor_v2 SEC(".maps");
 
-/* Trace events for `lbctl monitor`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lb_events_v1 SEC(".maps");
+/* Trace events of monitor slot n: one perf buffer per CPU (the loader sizes the array to the
+ * CPUs). A monitor installs its buffers through its own descriptor of the pinned array, and
+ * the kernel removes them when that descriptor closes (Linux 4.10), so a monitor killed with
+ * SIGKILL leaves no buffer behind. bpf_perf_event_output from cgroup sock_addr programs needs
+ * Linux 5.7. */
+#define LB_EVENTS_SLOT(n)                                                                   \
+	struct {                                                                            \
+		__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);                                \
+		__uint(key_size, sizeof(__u32));                                            \
+		__uint(value_size, sizeof(__u32));                                          \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                        \
+	} lb_events_s##n##_v2 SEC(".maps");
+
+LB_EVENTS_SLOT(0)
+LB_EVENTS_SLOT(1)
+LB_EVENTS_SLOT(2)
+LB_EVENTS_SLOT(3)
+LB_EVENTS_SLOT(4)
+LB_EVENTS_SLOT(5)
+LB_EVENTS_SLOT(6)
+LB_EVENTS_SLOT(7)
 
 #endif /* LB_MAPS_H */

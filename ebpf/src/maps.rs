@@ -18,20 +18,33 @@ pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
 pub const LB_AFFINITY: &str = "lb_affinity_v1";
 /// The node's own addresses, where wildcard NodePort and HostPort frontends answer.
 pub const LB_LOCAL_ADDRS: &str = "lb_local_addrs_v1";
-/// Index 0 non-zero while a monitor listens to trace events.
-pub const LB_MONITOR: &str = "lb_monitor_v1";
-/// The ring buffer of trace-sock events.
-pub const LB_EVENTS: &str = "lb_events_v1";
-/// The maps sized by `bpf.lbMapMax`.
-pub const SOCK_LB_SIZED_MAPS: [&str; 5] = [
+/// Index 0: a bit per monitor slot that listens to trace events (`LB_MONITOR_SLOTS`).
+pub const LB_MONITOR: &str = "lb_monitor_v2";
+/// How many monitors can listen at once (`LB_MONITOR_SLOTS`).
+pub const MONITOR_SLOTS: usize = 8;
+/// The perf event arrays of trace-sock events, one per monitor slot.
+pub const LB_EVENTS_SLOTS: [&str; MONITOR_SLOTS] = [
+    "lb_events_s0_v2",
+    "lb_events_s1_v2",
+    "lb_events_s2_v2",
+    "lb_events_s3_v2",
+    "lb_events_s4_v2",
+    "lb_events_s5_v2",
+    "lb_events_s6_v2",
+    "lb_events_s7_v2",
+];
+/// The maps sized by `bpf.lbMapMax` (the node-address map too: a node's addresses grow with
+/// its services where kube-proxy's IPVS device holds one per service address).
+pub const SOCK_LB_SIZED_MAPS: [&str; 6] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_AFFINITY,
+    LB_LOCAL_ADDRS,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 8] = [
+pub const SOCK_LB_MAPS: [&str; 15] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
@@ -39,8 +52,18 @@ pub const SOCK_LB_MAPS: [&str; 8] = [
     LB_AFFINITY,
     LB_LOCAL_ADDRS,
     LB_MONITOR,
-    LB_EVENTS,
+    LB_EVENTS_SLOTS[0],
+    LB_EVENTS_SLOTS[1],
+    LB_EVENTS_SLOTS[2],
+    LB_EVENTS_SLOTS[3],
+    LB_EVENTS_SLOTS[4],
+    LB_EVENTS_SLOTS[5],
+    LB_EVENTS_SLOTS[6],
+    LB_EVENTS_SLOTS[7],
 ];
+/// Maps earlier versions pinned that no program uses any more: a new agent unpins them once
+/// its programs are attached (the single ring buffer and on/off switch of trace events).
+pub const RETIRED_MAPS: [&str; 2] = ["lb_monitor_v1", "lb_events_v1"];
 
 /// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
 pub const SCOPE_EXT: u8 = 0;
@@ -256,7 +279,8 @@ pub mod trace_kind {
     pub const POST_XLATE_REV: u8 = 4;
 }
 
-/// One trace-sock event from `lb_events_v1`.
+/// One trace-sock event, as a monitor slot's `lb_events_s<n>_v2` carries it inside an
+/// [`LbTraceRecord`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LbTraceSock {
@@ -267,6 +291,16 @@ pub struct LbTraceSock {
     pub kind: u8,
     pub proto: u8,
     pub cpu: u32,
+}
+
+/// `struct lb_trace_record`: what a monitor receives, the event and when it happened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbTraceRecord {
+    /// The event.
+    pub event: LbTraceSock,
+    /// `bpf_ktime_get_ns()` when the hook ran: orders events read from per-CPU buffers.
+    pub ktime_ns: u64,
 }
 
 // SAFETY: every type is #[repr(C)], made only of integers and byte arrays with explicit
@@ -292,6 +326,8 @@ unsafe impl aya::Pod for LbAffinityValue {}
 unsafe impl aya::Pod for LbLocalAddr {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbTraceSock {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbTraceRecord {}
 
 #[cfg(test)]
 mod tests {

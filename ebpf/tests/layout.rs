@@ -99,7 +99,7 @@ fn rust_mirrors_match_the_objects_btf() {
     assert_layout!(&btf, "lb_local_addr", LbLocalAddr, [flags]);
 }
 
-/// A ring buffer has no value type, so the event is not in the BTF; `lb_trace.h` pins its
+/// A perf event array has no value type, so the event is not in the BTF; `lb_trace.h` pins its
 /// layout with static asserts on these same numbers.
 #[test]
 fn the_trace_event_mirror_matches_the_static_asserts_in_lb_trace_h() {
@@ -111,6 +111,8 @@ fn the_trace_event_mirror_matches_the_static_asserts_in_lb_trace_h() {
     assert_eq!(offset_of!(LbTraceSock, kind), 34);
     assert_eq!(offset_of!(LbTraceSock, proto), 35);
     assert_eq!(offset_of!(LbTraceSock, cpu), 36);
+    assert_eq!(size_of::<LbTraceRecord>(), 48);
+    assert_eq!(offset_of!(LbTraceRecord, ktime_ns), 40);
 }
 
 #[test]

@@ -25,10 +25,20 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 1] = [(
-        "agent::follows_new_edited_and_removed_manifest_files",
-        follows_the_manifest_directory,
-    )];
+    let tests: [(&str, TestFn); 3] = [
+        (
+            "agent::follows_new_edited_and_removed_manifest_files",
+            follows_the_manifest_directory,
+        ),
+        (
+            "agent::more_node_addresses_than_lb_map_max_are_reported_not_fatal",
+            many_node_addresses,
+        ),
+        (
+            "agent::a_changed_lb_map_max_is_applied_on_restart_or_refused_naming_it",
+            lb_map_max_on_restart,
+        ),
+    ];
     support::run_tier("agent watch", tests.into());
 }
 
@@ -37,7 +47,11 @@ struct ScratchDir(PathBuf);
 
 impl ScratchDir {
     fn new() -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("lb-agent-watch-{}", std::process::id()));
+        Self::named("watch")
+    }
+
+    fn named(test: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("lb-agent-{test}-{}", std::process::id()));
         std::fs::create_dir_all(path.join("manifests"))?;
         Ok(ScratchDir(path))
     }
@@ -219,4 +233,195 @@ fn lbctl(args: &[&str], path: &Path) -> Result<String, Failed> {
         .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Addresses the node gets beyond its own: more than `bpf.lbMapMax=1024` holds, as kube-proxy's
+/// IPVS dummy device carries on a busy node.
+const EXTRA_ADDRS: usize = 1200;
+
+/// `lb-agent --once` on a node with 1 201 addresses and `bpf.lbMapMax=1024`: it programs the
+/// services and the addresses that fit, exits 0, logs the full map naming it and the option,
+/// and `lbctl status` reports the count.
+fn many_node_addresses() -> Result<(), Failed> {
+    let mut topology = Topology::new()?;
+    let node = topology.add_node(NodeSpec::new("addrs").eth0("192.168.78.11/24".parse()?))?;
+    let bpffs = TestBpffs::new("agent-addrs")?;
+    let scratch = ScratchDir::named("addrs")?;
+    let manifests = scratch.0.join("manifests");
+    let state_dir = scratch.0.join("state");
+    std::fs::write(
+        manifests.join("node.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: addrs}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.78.11}]}\n",
+    )?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5"]),
+    )?;
+    let batch: String = (0..EXTRA_ADDRS)
+        .map(|i| format!("addr add 10.200.{}.{}/32 dev eth0\n", i / 250, i % 250 + 1))
+        .collect();
+    std::fs::write(scratch.0.join("addrs.batch"), batch)?;
+    let mut ip = Command::new("ip");
+    ip.arg("-batch").arg(scratch.0.join("addrs.batch"));
+    let status = node.spawn(ip)?.wait_timeout(Duration::from_secs(30))?;
+    if !status.success() {
+        return Err(format!("adding {EXTRA_ADDRS} addresses failed ({status})").into());
+    }
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    cmd.args([
+        "--set",
+        "kubeProxyReplacement=true",
+        "--set",
+        "bpf.lbMapMax=1024",
+    ])
+    .arg("--set")
+    .arg(format!("bpf.root={}", bpffs.path.display()))
+    .arg("--set")
+    .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+    .arg("--manifests")
+    .arg(&manifests)
+    .args(["--node", "addrs", "--once", "--state-dir"])
+    .arg(&state_dir)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = node.spawn(cmd)?.output(Duration::from_secs(60))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("lb-agent exited with {}: {log}", out.status).into());
+    }
+    for needle in [ebpf::maps::LB_LOCAL_ADDRS, "bpf.lbMapMax"] {
+        if !log.contains(needle) {
+            return Err(format!("the agent's log does not name {needle}: {log}").into());
+        }
+    }
+    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
+    if programmed(&pin_dir) != BTreeMap::from([("10.96.0.10:80".to_owned(), 1)]) {
+        return Err("the service was not programmed".into());
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["status", "--verbose", "-o", "json", "--state-dir"])
+        .arg(&state_dir)
+        .output()?;
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let count = &json["localAddresses"];
+    if count["programmed"] != 1024 || count["found"].as_u64() < Some(EXTRA_ADDRS as u64 + 1) {
+        return Err(format!("lbctl status reports {count} for the node's addresses").into());
+    }
+    let text = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(["status", "--verbose", "--state-dir"])
+        .arg(&state_dir)
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    if !text.contains("Node Addresses:        1024 of ") {
+        return Err(format!("lbctl status --verbose does not show the count:\n{text}").into());
+    }
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .output()?;
+    if !cleanup.status.success() {
+        return Err(format!(
+            "lbctl cleanup failed: {}",
+            String::from_utf8_lossy(&cleanup.stderr)
+        )
+        .into());
+    }
+    drop(topology);
+    Ok(())
+}
+
+/// `lb-agent --once` restarted with another `bpf.lbMapMax`: a larger one resizes the pinned
+/// maps keeping the services; one below what they hold is refused naming the option, and the
+/// maps stay as they were.
+fn lb_map_max_on_restart() -> Result<(), Failed> {
+    let mut topology = Topology::new()?;
+    let node = topology.add_node(NodeSpec::new("resize").eth0("192.168.79.11/24".parse()?))?;
+    let bpffs = TestBpffs::new("agent-resize")?;
+    let scratch = ScratchDir::named("resize")?;
+    let manifests = scratch.0.join("manifests");
+    let state_dir = scratch.0.join("state");
+    std::fs::write(
+        manifests.join("node.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: resize}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.79.11}]}\n",
+    )?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),
+    )?;
+    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
+    let run = |map_max: u32| -> Result<std::process::Output, Failed> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+        cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+            .arg(format!("bpf.lbMapMax={map_max}"))
+            .arg("--set")
+            .arg(format!("bpf.root={}", bpffs.path.display()))
+            .arg("--set")
+            .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+            .arg("--manifests")
+            .arg(&manifests)
+            .args(["--node", "resize", "--once", "--state-dir"])
+            .arg(&state_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(node.spawn(cmd)?.output(Duration::from_secs(60))?)
+    };
+    let size = || -> Result<u32, Failed> {
+        let data = aya::maps::MapData::from_pin(pin_dir.join(ebpf::maps::LB_SERVICES))?;
+        Ok(data.info()?.max_entries())
+    };
+    let want = BTreeMap::from([("10.96.0.10:80".to_owned(), 2)]);
+    for map_max in [1024, 2048] {
+        let out = run(map_max)?;
+        if !out.status.success() {
+            return Err(format!(
+                "lb-agent with bpf.lbMapMax={map_max} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        if size()? != map_max || programmed(&pin_dir) != want {
+            return Err(format!(
+                "after lb-agent with bpf.lbMapMax={map_max}: {} holds {} entries, services {:?}",
+                ebpf::maps::LB_SERVICES,
+                size()?,
+                programmed(&pin_dir)
+            )
+            .into());
+        }
+    }
+    let out = run(2)?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !log.contains("bpf.lbMapMax=2 cannot hold") {
+        return Err(format!(
+            "bpf.lbMapMax=2 was not refused clearly ({}): {log}",
+            out.status
+        )
+        .into());
+    }
+    if size()? != 2048 || programmed(&pin_dir) != want {
+        return Err("a refused bpf.lbMapMax changed the maps".into());
+    }
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .output()?;
+    if !cleanup.status.success() {
+        return Err(format!(
+            "lbctl cleanup failed: {}",
+            String::from_utf8_lossy(&cleanup.stderr)
+        )
+        .into());
+    }
+    drop(topology);
+    Ok(())
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 
-use ebpf::maps::{LbSockKey, LbSockValue, LB_REVERSE_SK};
+use ebpf::maps::{LbAddr, LbLocalAddr, LbSockKey, LbSockValue, LB_LOCAL_ADDRS, LB_REVERSE_SK};
 use lb::config::Protocols;
 use lb::datapath::{MapContents, ServiceMaps, SockLb, SockLbConfig};
 use lb::model::{
@@ -26,6 +26,10 @@ use support::{TestBpffs, TestCgroup, TestFn};
 
 #[path = "privileged/child.rs"]
 mod child;
+#[path = "privileged/monitor.rs"]
+mod monitor;
+#[path = "privileged/resize.rs"]
+mod resize;
 mod support;
 
 /// Set in the child process to the role it plays.
@@ -42,7 +46,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 6] = [
+    let tests: [(&str, TestFn); 11] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -66,6 +70,26 @@ fn main() {
         (
             "maps::a_restarted_agent_adopts_the_pinned_maps_and_changes_only_what_changed",
             restart_adopts_pinned_maps,
+        ),
+        (
+            "sock_lb::more_node_addresses_than_the_map_holds_are_reported_and_services_keep_working",
+            many_node_addresses,
+        ),
+        (
+            "monitor::two_monitors_at_once_each_see_every_event",
+            monitor::two_monitors_each_see_every_event,
+        ),
+        (
+            "monitor::a_monitor_killed_with_sigkill_leaves_tracing_off",
+            monitor::a_killed_monitor_leaves_tracing_off,
+        ),
+        (
+            "maps::a_changed_lb_map_max_is_migrated_without_dropping_traffic",
+            resize::a_changed_lb_map_max_is_migrated,
+        ),
+        (
+            "maps::a_lb_map_max_too_small_for_the_entries_is_refused_naming_the_option",
+            resize::a_too_small_lb_map_max_is_refused,
         ),
     ];
     support::run_tier("privileged", tests.into());
@@ -326,7 +350,11 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         }
         lb.service_maps()?.read()?
     }; // the first agent exits; its maps stay pinned
+    let ids = resize::pinned_ids(&bpffs.path)?;
     let mut lb = SockLb::load(config, &bpffs.path)?;
+    if resize::pinned_ids(&bpffs.path)? != ids {
+        return Err("an unchanged restart replaced pinned maps instead of adopting them".into());
+    }
     if lb.service_maps()?.read()? != first {
         return Err("the second agent does not see the first one's maps".into());
     }
@@ -374,4 +402,66 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         Some(f) if f.backends.len() == 1 => Ok(()),
         other => Err(format!("the TCP service should have one backend left: {other:?}").into()),
     }
+}
+
+/// A node with more addresses than `lb_local_addrs_v1` holds (1 200 on one device, as
+/// kube-proxy's IPVS dummy device carries): the writer programs what fits, reports the rest
+/// naming the map and the option, and services keep working. `docker*` addresses are left out.
+fn many_node_addresses() -> Result<(), Failed> {
+    let (mut lb, cgroup, bpffs) = setup("addrs", BOTH)?;
+    let lines = run_child("node-addrs", &cgroup.path)?;
+    let addrs: Vec<IpAddr> = records(&lines, "addr ")
+        .iter()
+        .map(|r| r[0].parse())
+        .collect::<Result<_, _>>()?;
+    if addrs.iter().any(|a| a.to_string() == child::DOCKER_ADDR) {
+        return Err(format!(
+            "docker0's {} is among the node's addresses",
+            child::DOCKER_ADDR
+        )
+        .into());
+    }
+    if addrs.len() < child::NODE_ADDRS {
+        return Err(format!(
+            "the child found {} addresses, expected at least {}",
+            addrs.len(),
+            child::NODE_ADDRS
+        )
+        .into());
+    }
+    let report = lb.set_local_addresses(&addrs).map_err(|e| {
+        format!(
+            "writing {} node addresses into a map of 1024: {e}",
+            addrs.len()
+        )
+    })?;
+    if report.programmed != 1024 || report.found != addrs.len() {
+        return Err(format!("expected 1024 of {} programmed: {report:?}", addrs.len()).into());
+    }
+    let warning = report.warning().ok_or("a full map gives no warning")?;
+    for needle in [LB_LOCAL_ADDRS, "bpf.lbMapMax"] {
+        if !warning.contains(needle) {
+            return Err(format!("the warning does not name {needle}: {warning}").into());
+        }
+    }
+    let path = bpffs.path.join(LB_LOCAL_ADDRS);
+    let map = aya::maps::MapData::from_pin(&path)?;
+    let map: aya::maps::HashMap<_, LbAddr, LbLocalAddr> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(map))?;
+    if map.keys().count() != 1024 {
+        return Err(format!("{LB_LOCAL_ADDRS} holds {} entries", map.keys().count()).into());
+    }
+    // Again with the same addresses: nothing changes, nothing fails.
+    let again = lb.set_local_addresses(&addrs)?;
+    if again.changed != 0 {
+        return Err(format!("an unchanged address list rewrote entries: {again:?}").into());
+    }
+    let tcp = run_child("tcp", &cgroup.path)?;
+    expect_balanced(
+        &tcp,
+        "tcp",
+        &v4_backends(8080),
+        SocketAddr::from((SERVICE_IP, 80)),
+        "getpeername",
+    )
 }

@@ -135,6 +135,31 @@ fn a_running_agents_status_says_whether_udp_sockets_are_destroyed() {
 }
 
 #[test]
+fn a_full_node_address_map_shows_in_the_status_with_its_count() {
+    let view = nginx();
+    let mut status = KprStatus::new(&view.config, &view.selection);
+    status.local_addresses = Some(lb::views::LocalAddressCount {
+        programmed: 12,
+        found: 12,
+        capacity: 65536,
+    });
+    // All programmed: the block reads as the documents' one.
+    assert!(!status.render_verbose().contains("Node Addresses"));
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["localAddresses"]["programmed"], 12);
+    status.local_addresses = Some(lb::views::LocalAddressCount {
+        programmed: 1024,
+        found: 1210,
+        capacity: 1024,
+    });
+    let text = status.render_verbose();
+    assert!(
+        text.contains("  Node Addresses:        1024 of 1210 programmed, 186 left out (map full at 1024: raise bpf.lbMapMax)\n"),
+        "got:\n{text}"
+    );
+}
+
+#[test]
 fn nginx_status_json() {
     let view = nginx();
     insta::assert_json_snapshot!(KprStatus::new(&view.config, &view.selection));

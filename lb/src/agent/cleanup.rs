@@ -50,7 +50,18 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
         report.links.push(path);
     }
     remove_dir(&links_dir, &mut report.other)?;
-    for name in ebpf::maps::SOCK_LB_MAPS {
+    report
+        .other
+        .extend(crate::datapath::remove_monitor_dirs(&record.pin_dir)?);
+    report
+        .maps
+        .extend(crate::datapath::remove_migration_leftovers(
+            &record.pin_dir,
+        )?);
+    for name in ebpf::maps::SOCK_LB_MAPS
+        .into_iter()
+        .chain(ebpf::maps::RETIRED_MAPS)
+    {
         let path = record.pin_dir.join(name);
         if path.exists() {
             remove_file(&path)?;

@@ -139,6 +139,24 @@ impl Agent {
         let report =
             self.reconciler
                 .reconcile(desired, &addrs, &mut self.sock_lb, &mut self.sweeper)?;
+        let local = report.local_addrs;
+        if let Some(warning) = local.warning() {
+            // Once per change of the count, not at every resync.
+            if self.record.status.local_addresses != Some(local.status()) {
+                tracing::warn!("{warning}");
+            }
+        }
+        self.record.status.local_addresses = Some(local.status());
+        // Monitors killed since the last pass: their buffers are gone already, so a failure
+        // here costs only the hooks' event building until the next pass.
+        match crate::datapath::reclaim_monitor_slots(&self.record.pin_dir) {
+            Ok(0) => {}
+            Ok(gone) => tracing::info!(
+                monitors = gone,
+                "turned off tracing for monitors that are gone"
+            ),
+            Err(e) => tracing::warn!("cannot check for monitors that are gone: {e}"),
+        }
         self.record.services = self.reconciler.service_names().clone();
         self.record.write(&self.state_dir)?;
         Ok(report)

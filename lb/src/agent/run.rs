@@ -105,7 +105,7 @@ fn reconcile(agent: &mut Agent, translation: &NodeTranslation) -> Result<(), Age
             frontends = report.frontends,
             written = report.maps.written,
             deleted = report.maps.deleted,
-            local_addresses_changed = report.local_addrs_changed,
+            local_addresses_changed = report.local_addrs.changed,
             udp_sockets_destroyed = report.udp_sockets_destroyed,
             "maps updated"
         );

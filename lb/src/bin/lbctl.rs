@@ -311,8 +311,10 @@ fn monitor_trace_sock(state_dir: &Path, count: Option<usize>, format: Format) ->
     lb::stop::install_handlers().context("cannot install signal handlers")?;
     // Tracing is on from here: say so, so a person (or a test) knows calls from now on show.
     eprintln!(
-        "Listening for trace-sock events on {}. Press Ctrl-C to quit",
-        record.pin_dir.display()
+        "Listening for trace-sock events on {} (monitor slot {} of {}). Press Ctrl-C to quit",
+        record.pin_dir.display(),
+        monitor.slot() + 1,
+        ebpf::maps::MONITOR_SLOTS
     );
     let mut printed = 0;
     let mut stdout = std::io::stdout().lock();
@@ -340,6 +342,12 @@ fn monitor_trace_sock(state_dir: &Path, count: Option<usize>, format: Format) ->
                 break;
             }
         }
+    }
+    if monitor.lost() > 0 {
+        eprintln!(
+            "{} events were lost: the monitor did not keep up",
+            monitor.lost()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

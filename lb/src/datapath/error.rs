@@ -63,6 +63,51 @@ pub enum DatapathError {
         /// The feature and the kernel version that has it.
         needs: &'static str,
     },
+    /// A pinned map holds more entries than the size the options ask for.
+    #[error(
+        "bpf.lbMapMax={requested} cannot hold the {entries} entries pinned in {map} (made with \
+         bpf.lbMapMax={pinned}): give bpf.lbMapMax of at least {entries}, keep {pinned}, or run \
+         `lbctl cleanup` first (which removes this node's socket-LB state)"
+    )]
+    MapTooSmall {
+        /// The map.
+        map: &'static str,
+        /// Entries it holds.
+        entries: usize,
+        /// The size asked for.
+        requested: u32,
+        /// The size it has.
+        pinned: u32,
+    },
+    /// A pinned map has another layout than this build's under the same name.
+    #[error(
+        "pinned map {map} ({}) does not match this agent: {detail}; it was made by another \
+         version: run `lbctl cleanup` and start again",
+        path.display()
+    )]
+    PinnedLayout {
+        /// The map.
+        map: &'static str,
+        /// Its pin.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
+    /// The embedded object could not be read.
+    #[error("cannot read the eBPF object's map definitions: {detail}")]
+    Object {
+        /// What the parser said.
+        detail: String,
+    },
+    /// Every monitor slot is taken by a running monitor.
+    #[error(
+        "all {slots} trace monitor slots are taken: {slots} `lbctl monitor`s are running on \
+         this node; stop one and try again"
+    )]
+    MonitorSlotsTaken {
+        /// How many monitors can listen at once.
+        slots: usize,
+    },
     /// The desired state does not fit the maps' id spaces.
     #[error(transparent)]
     Layout(#[from] super::LayoutError),

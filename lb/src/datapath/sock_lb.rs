@@ -15,6 +15,7 @@ use ebpf::maps::{
     LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
 };
 
+use super::migrate::Migration;
 use super::{DatapathError, ServiceMaps, SocketHooks};
 use crate::config::Protocols;
 
@@ -47,11 +48,17 @@ pub struct SockLb {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     hooks: SocketHooks,
+    /// Pinned maps being replaced by ones of the configured size, finished by
+    /// [`SockLb::attach`].
+    migration: Option<Migration>,
 }
 
 impl SockLb {
     /// Loads the programs. Maps already pinned in `pin_dir` (by an earlier agent) are reused
-    /// with their contents; missing ones are created and pinned there.
+    /// with their contents when they match what this load would create; missing ones are
+    /// created and pinned there. Pinned maps of another size or flags (`bpf.lbMapMax`
+    /// changed) are replaced by fresh ones holding the same entries ([`super::migrate`]),
+    /// finished by [`SockLb::attach`]; a size too small for what they hold is refused.
     pub fn load(config: SockLbConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
         Self::load_hooks(config, SocketHooks::ALL, pin_dir)
     }
@@ -63,6 +70,31 @@ impl SockLb {
         hooks: SocketHooks,
         pin_dir: &Path,
     ) -> Result<Self, DatapathError> {
+        let want = super::migrate::expected_specs(config.map_max)?;
+        let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
+        let loaded = Self::load_programs(config, hooks, pin_dir).and_then(|mut ebpf| {
+            migration.copy_into(&mut ebpf)?;
+            Ok(ebpf)
+        });
+        match loaded {
+            Ok(ebpf) => Ok(SockLb {
+                ebpf,
+                pin_dir: pin_dir.to_owned(),
+                hooks,
+                migration: (!migration.is_empty()).then_some(migration),
+            }),
+            Err(e) => {
+                migration.restore();
+                Err(e)
+            }
+        }
+    }
+
+    fn load_programs(
+        config: SockLbConfig,
+        hooks: SocketHooks,
+        pin_dir: &Path,
+    ) -> Result<Ebpf, DatapathError> {
         let tcp = u8::from(config.protocols.tcp);
         let udp = u8::from(config.protocols.udp);
         let host_ns_only = u8::from(config.host_namespace_only);
@@ -101,11 +133,7 @@ impl SockLb {
                     source,
                 })?;
         }
-        Ok(SockLb {
-            ebpf,
-            pin_dir: pin_dir.to_owned(),
-            hooks,
-        })
+        Ok(ebpf)
     }
 
     /// Attaches every hook to the cgroup at `cgroup` (a cgroup v2 directory); processes in it
@@ -165,6 +193,21 @@ impl SockLb {
         }
         for (path, _) in old {
             std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
+        }
+        // Maps only the detached programs used (an earlier version's) go with them.
+        for name in ebpf::maps::RETIRED_MAPS {
+            let path = self.pin_dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DatapathError::pin(&path)(e))
+                }
+                _ => {}
+            }
+        }
+        // The old programs are detached: what they wrote since the load moves over, and the
+        // replaced maps go.
+        if let Some(migration) = self.migration.take() {
+            migration.finish(&mut self.ebpf)?;
         }
         Ok(pinned)
     }
@@ -243,11 +286,14 @@ impl SockLb {
         })
     }
 
-    /// Makes `lb_local_addrs` hold exactly `addrs`. Returns how many entries changed.
+    /// Makes `lb_local_addrs` hold the node addresses `addrs`, in their order of priority: as
+    /// many as the map holds (`bpf.lbMapMax`). Those beyond are left out and counted in the
+    /// report rather than failing: NodePorts on the programmed addresses, loopback and every
+    /// service keep working.
     pub fn set_local_addresses(
         &mut self,
         addrs: &[std::net::IpAddr],
-    ) -> Result<usize, DatapathError> {
+    ) -> Result<LocalAddrsReport, DatapathError> {
         let failed = |source| DatapathError::Map {
             map: LB_LOCAL_ADDRS,
             source,
@@ -259,21 +305,93 @@ impl SockLb {
                 kind: "map",
                 name: LB_LOCAL_ADDRS,
             })?;
+        let capacity = match &*map {
+            aya::maps::Map::HashMap(data) => data.info().map_err(failed)?.max_entries(),
+            _ => 0, // the conversion below names the wrong type
+        };
         let mut map: HashMap<_, LbAddr, LbLocalAddr> = HashMap::try_from(map).map_err(failed)?;
-        let want: std::collections::BTreeSet<LbAddr> =
-            addrs.iter().map(|&ip| LbAddr::from(ip)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let all: Vec<LbAddr> = addrs
+            .iter()
+            .map(|&ip| LbAddr::from(ip))
+            .filter(|a| seen.insert(*a))
+            .collect();
+        let fit = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let want: std::collections::HashSet<LbAddr> = all.iter().take(fit).copied().collect();
         let have: Vec<LbAddr> = map.keys().collect::<Result<_, _>>().map_err(failed)?;
-        let mut changed = 0;
+        let mut report = LocalAddrsReport {
+            found: all.len(),
+            capacity,
+            ..LocalAddrsReport::default()
+        };
         for addr in have.iter().filter(|a| !want.contains(a)) {
             map.remove(addr).map_err(failed)?;
-            changed += 1;
+            report.changed += 1;
         }
-        for addr in want.iter().filter(|a| !have.contains(a)) {
-            map.insert(addr, LbLocalAddr::default(), 0)
-                .map_err(failed)?;
-            changed += 1;
+        let have: std::collections::HashSet<LbAddr> =
+            have.into_iter().filter(|a| want.contains(a)).collect();
+        report.programmed = have.len();
+        for addr in all.iter().take(fit).filter(|a| !have.contains(a)) {
+            match map.insert(addr, LbLocalAddr::default(), 0) {
+                Ok(()) => {
+                    report.changed += 1;
+                    report.programmed += 1;
+                }
+                // Full after all (another writer): what fits is programmed, the rest counted.
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(nix::libc::E2BIG) =>
+                {
+                    break
+                }
+                Err(e) => return Err(failed(e)),
+            }
         }
-        Ok(changed)
+        Ok(report)
+    }
+}
+
+/// What [`SockLb::set_local_addresses`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalAddrsReport {
+    /// Entries added or removed.
+    pub changed: usize,
+    /// Node addresses now in the map.
+    pub programmed: usize,
+    /// Node addresses found (distinct).
+    pub found: usize,
+    /// How many the map holds (`bpf.lbMapMax`).
+    pub capacity: u32,
+}
+
+impl LocalAddrsReport {
+    /// Node addresses that did not fit.
+    pub fn left_out(&self) -> usize {
+        self.found.saturating_sub(self.programmed)
+    }
+
+    /// The warning to log when addresses were left out, naming the map and the option.
+    pub fn warning(&self) -> Option<String> {
+        (self.left_out() > 0).then(|| {
+            format!(
+                "map {LB_LOCAL_ADDRS} is full: {} of the node's {} addresses are programmed and \
+                 {} are left out (NodePort and HostPort from the node do not answer on them); \
+                 raise bpf.lbMapMax (now {}) to at least {}",
+                self.programmed,
+                self.found,
+                self.left_out(),
+                self.capacity,
+                self.found
+            )
+        })
+    }
+
+    /// The count `lbctl status` shows.
+    pub fn status(&self) -> crate::views::LocalAddressCount {
+        crate::views::LocalAddressCount {
+            programmed: self.programmed,
+            found: self.found,
+            capacity: self.capacity,
+        }
     }
 }
 

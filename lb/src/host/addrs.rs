@@ -9,9 +9,23 @@ use nix::ifaddrs::getifaddrs;
 use super::HostError;
 use crate::k8s::NodeDevice;
 
-/// Every address configured in this network namespace, loopback excluded.
+/// Devices whose addresses are not the node's: the documents answer NodePorts on "any local
+/// (except for `docker*` prefixed names) or loopback address".
+const EXCLUDED_PREFIXES: [&str; 1] = ["docker"];
+
+/// The node's addresses in this network namespace, as [`node_addresses`] orders them.
 pub fn local_addresses() -> Result<Vec<IpAddr>, HostError> {
-    Ok(local_devices()?.into_iter().flat_map(|d| d.addrs).collect())
+    Ok(node_addresses(local_devices()?))
+}
+
+/// The addresses of `devices` where wildcard frontends answer: `docker*` devices left out,
+/// devices with fewer addresses first (name order among equals), so when not all fit in the
+/// map, a device holding thousands (kube-proxy's IPVS dummy device) cannot crowd out the
+/// node's own interfaces.
+pub fn node_addresses(mut devices: Vec<NodeDevice>) -> Vec<IpAddr> {
+    devices.retain(|d| !EXCLUDED_PREFIXES.iter().any(|p| d.name.starts_with(p)));
+    devices.sort_by_key(|d| d.addrs.len());
+    devices.into_iter().flat_map(|d| d.addrs).collect()
 }
 
 /// The namespace's devices with their addresses, loopback and address-less devices excluded,
@@ -40,4 +54,41 @@ pub fn local_devices() -> Result<Vec<NodeDevice>, HostError> {
         .into_iter()
         .map(|(name, addrs)| NodeDevice { name, addrs })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(name: &str, addrs: &[&str]) -> NodeDevice {
+        NodeDevice {
+            name: name.into(),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn docker_devices_are_left_out_and_small_devices_come_first() {
+        let ipvs: Vec<String> = (1..=3).map(|i| format!("10.96.0.{i}")).collect();
+        let ipvs: Vec<&str> = ipvs.iter().map(String::as_str).collect();
+        let got = node_addresses(vec![
+            device("docker0", &["172.17.0.1"]),
+            device("dockerbr1", &["172.18.0.1"]),
+            device("eth0", &["192.168.56.11", "fd00::11"]),
+            device("eth1", &["172.16.0.29"]),
+            device("kube-ipvs0", &ipvs),
+        ]);
+        let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "172.16.0.29",
+                "192.168.56.11",
+                "fd00::11",
+                "10.96.0.1",
+                "10.96.0.2",
+                "10.96.0.3"
+            ]
+        );
+    }
 }

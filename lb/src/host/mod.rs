@@ -12,7 +12,7 @@ pub mod pod_netns;
 mod ports;
 pub mod sock_diag;
 
-pub use addrs::{local_addresses, local_devices};
+pub use addrs::{local_addresses, local_devices, node_addresses};
 pub use error::HostError;
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
 pub(crate) use netns::socket_u64_option;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::DatapathMaps;
-use crate::datapath::{ApplyReport, DatapathError, MapContents, SockLb};
+use crate::datapath::{ApplyReport, DatapathError, LocalAddrsReport, MapContents, SockLb};
 
 impl DatapathMaps for SockLb {
     fn read_services(&mut self) -> Result<MapContents, DatapathError> {
@@ -15,7 +15,7 @@ impl DatapathMaps for SockLb {
         self.service_maps()?.apply(want)
     }
 
-    fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<usize, DatapathError> {
+    fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {
         SockLb::set_local_addresses(self, addrs)
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::datapath::{ApplyReport, DatapathError, MapContents};
+use crate::datapath::{ApplyReport, DatapathError, LocalAddrsReport, MapContents};
 
 /// The load balancer's maps as the reconciler sees them.
 pub trait DatapathMaps {
@@ -16,8 +16,9 @@ pub trait DatapathMaps {
     /// which a lookup running meanwhile never follows a reference to a missing entry.
     fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError>;
 
-    /// Makes the local-address map hold exactly `addrs`; returns how many entries changed.
-    fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<usize, DatapathError>;
+    /// Makes the local-address map hold `addrs` (as many as fit); says what changed and what
+    /// did not fit.
+    fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError>;
 
     /// `(socket cookie, backend)` of every socket the hooks translated and still remember,
     /// backends in canonical form (IPv4 never IPv4-mapped).

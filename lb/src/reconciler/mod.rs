@@ -18,7 +18,8 @@ pub use maps::{DatapathMaps, UdpSocketSweeper};
 
 use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{
-    ApplyReport, DatapathError, LayoutError, ListedFrontend, MapContents, RemovedBackends,
+    ApplyReport, DatapathError, LayoutError, ListedFrontend, LocalAddrsReport, MapContents,
+    RemovedBackends,
 };
 use crate::model::{DesiredState, L4Protocol, ServiceName};
 
@@ -40,8 +41,8 @@ pub struct ReconcileReport {
     pub maps: ApplyReport,
     /// Frontends now programmed.
     pub frontends: usize,
-    /// Local-address entries changed.
-    pub local_addrs_changed: usize,
+    /// What changed in the local-address map, and what did not fit.
+    pub local_addrs: LocalAddrsReport,
     /// Connected UDP sockets to removed backends that were destroyed.
     pub udp_sockets_destroyed: usize,
 }
@@ -51,7 +52,7 @@ impl ReconcileReport {
     pub fn changed_anything(&self) -> bool {
         self.maps.written
             + self.maps.deleted
-            + self.local_addrs_changed
+            + self.local_addrs.changed
             + self.udp_sockets_destroyed
             > 0
     }
@@ -87,7 +88,7 @@ impl Reconciler {
         maps: &mut (impl DatapathMaps + ?Sized),
         sweeper: &mut (impl UdpSocketSweeper + ?Sized),
     ) -> Result<ReconcileReport, ReconcileError> {
-        let local_addrs_changed = maps.set_local_addresses(local_addrs)?;
+        let local = maps.set_local_addresses(local_addrs)?;
         let current = maps.read_services()?;
         let want = MapContents::build(desired, &current)?;
         let applied = maps.apply_services(&want)?;
@@ -117,7 +118,7 @@ impl Reconciler {
         Ok(ReconcileReport {
             maps: applied,
             frontends: listed.len(),
-            local_addrs_changed,
+            local_addrs: local,
             udp_sockets_destroyed,
         })
     }

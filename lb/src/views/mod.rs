@@ -9,5 +9,5 @@ mod trace_sock;
 
 pub use cgroup_tree::{CgroupEntry, CgroupTree};
 pub use service_list::{BackendEntry, ServiceEntry, ServiceList};
-pub use status::{KprStatus, ServiceTypes};
+pub use status::{KprStatus, LocalAddressCount, ServiceTypes};
 pub use trace_sock::TraceSockEvent;

@@ -28,6 +28,10 @@ pub struct KprStatus {
     /// What runs degraded on this kernel, and how (the agent's probes at start-up).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub degraded: Vec<crate::host::features::Degradation>,
+    /// The node addresses in `lb_local_addrs` after the agent's last pass (where NodePort
+    /// and HostPort answer from the node): known only to a running agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_addresses: Option<LocalAddressCount>,
     /// NodePort devices.
     pub devices: Vec<String>,
     /// The direct-routing device.
@@ -50,6 +54,26 @@ pub struct KprStatus {
     pub xdp_acceleration: String,
     /// Service types handled.
     pub services: ServiceTypes,
+}
+
+/// How many of the node's addresses the agent programmed, of how many it found: the count a
+/// metrics endpoint can export; `status --verbose` shows it when some did not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalAddressCount {
+    /// Addresses in the map.
+    pub programmed: usize,
+    /// Addresses found on the node (`docker*` devices left out).
+    pub found: usize,
+    /// What the map holds (`bpf.lbMapMax`).
+    pub capacity: u32,
+}
+
+impl LocalAddressCount {
+    /// Addresses that did not fit.
+    pub fn left_out(&self) -> usize {
+        self.found.saturating_sub(self.programmed)
+    }
 }
 
 /// Which service types are handled.
@@ -90,6 +114,7 @@ impl KprStatus {
             protocols: config.protocols().to_string(),
             udp_socket_destroy: None,
             degraded: Vec::new(),
+            local_addresses: None,
             devices,
             direct_routing_device,
             mode: match lb.mode {
@@ -180,6 +205,19 @@ impl KprStatus {
             line(label, format!("{}: {}", d.feature, d.effect));
         }
         line("Devices", self.devices_line());
+        // Shown only when some did not fit, so the block reads as the documents' otherwise.
+        if let Some(count) = self.local_addresses.filter(|c| c.left_out() > 0) {
+            line(
+                "Node Addresses",
+                format!(
+                    "{} of {} programmed, {} left out (map full at {}: raise bpf.lbMapMax)",
+                    count.programmed,
+                    count.found,
+                    count.left_out(),
+                    count.capacity
+                ),
+            );
+        }
         line("Mode", self.mode.clone());
         if let Some(dispatch) = &self.dsr_dispatch {
             line("  DSR Dispatch Mode", dispatch.clone());

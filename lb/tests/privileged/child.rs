@@ -34,6 +34,8 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
             println!("netns-cookie {probed} {option}");
             Ok(())
         }
+        "node-addrs" => node_addrs(),
+        "held-tcp" => held_tcp(),
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
             match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
@@ -117,5 +119,64 @@ fn udp_client() -> Result<(), Box<dyn std::error::Error>> {
         let (n, from) = socket.recv_from(&mut buf)?;
         println!("udp {} {from}", String::from_utf8_lossy(&buf[..n]));
     }
+    Ok(())
+}
+
+/// Addresses on the node's `big` device: more than `lb_local_addrs` holds at the tests'
+/// `bpf.lbMapMax` (what kube-proxy's IPVS dummy device carries on a busy node).
+pub const NODE_ADDRS: usize = 1200;
+/// The address of the `docker0` device, which the documents leave out of the node's addresses.
+pub const DOCKER_ADDR: &str = "172.17.0.1";
+
+/// Gives this namespace a device with [`NODE_ADDRS`] addresses and a `docker0` with one,
+/// then prints `addr IP` for every address the agent would program as the node's.
+fn node_addrs() -> Result<(), Box<dyn std::error::Error>> {
+    // No dummy module here (no loadable modules): a veth end stands in for the dummy device,
+    // and docker0 is a bridge, as Docker makes it.
+    let mut batch = String::from("link add big type veth peer name big-peer\n");
+    batch.push_str("link add docker0 type bridge\n");
+    batch.push_str(&format!("addr add {DOCKER_ADDR}/16 dev docker0\n"));
+    for i in 0..NODE_ADDRS {
+        batch.push_str(&format!(
+            "addr add 10.200.{}.{}/32 dev big\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let mut ip = std::process::Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    ip.stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(batch.as_bytes())?;
+    let status = ip.wait()?;
+    if !status.success() {
+        return Err(format!("ip -batch failed ({status})").into());
+    }
+    for addr in lb::host::local_addresses()? {
+        println!("addr {addr}");
+    }
+    Ok(())
+}
+
+/// One connection to the TCP service held open across a datapath change: prints `held ANSWER
+/// PEER`, waits for a line on stdin, then prints `after PEER` (getpeername again).
+fn held_tcp() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    for ip in BACKENDS {
+        serve_identity_tcp(SocketAddr::from((ip, 8080)))?;
+    }
+    let service = SocketAddr::from((SERVICE_IP, 80));
+    let mut stream = TcpStream::connect_timeout(&service, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    println!("held {answer} {}", stream.peer_addr()?);
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    println!("after {}", stream.peer_addr()?);
     Ok(())
 }

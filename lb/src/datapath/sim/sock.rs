@@ -567,11 +567,18 @@ impl crate::reconciler::DatapathMaps for SockSim {
     fn set_local_addresses(
         &mut self,
         addrs: &[IpAddr],
-    ) -> Result<usize, crate::datapath::DatapathError> {
+    ) -> Result<crate::datapath::LocalAddrsReport, crate::datapath::DatapathError> {
+        // The simulator's map is never full.
         let want: BTreeSet<LbAddr> = addrs.iter().map(|&ip| LbAddr::from(ip)).collect();
         let changed = want.symmetric_difference(&self.local_addrs).count();
+        let found = want.len();
         self.local_addrs = want;
-        Ok(changed)
+        Ok(crate::datapath::LocalAddrsReport {
+            changed,
+            programmed: found,
+            found,
+            capacity: u32::MAX,
+        })
     }
 
     fn translated_sockets(
