@@ -1,6 +1,8 @@
-/* Socket-level translation: the service lookup, backend selection, session affinity, reverse
- * lookup and bind check the cgroup sock_addr hooks share. A hook converts its family's address
- * to a union lb_addr, calls one of the functions here, and writes the result back.
+/* Socket-level translation: what the cgroup sock_addr hooks add to the shared core of
+ * lb_core.h: their load-time settings (cfg_*), the forward and reverse translation of a socket
+ * address, the bind check, and loading and storing each family's context. A hook converts its
+ * family's address to a union lb_addr, calls one of the functions here, and writes the result
+ * back.
  *
  * lb::datapath::sim is the same logic in Rust; keep the two in step.
  */
@@ -12,8 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "lb_maps.h"
-#include "lb_addr.h"
+#include "lb_core.h"
 #include "lb_trace.h"
 
 /* Load-time configuration (set by the agent through the object's .rodata). */
@@ -28,7 +29,6 @@ const volatile __u64 cfg_host_netns_cookie = 0;
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
-#define NSEC_PER_SEC 1000000000ULL
 /* Address families, as <sys/socket.h> has them (not includable for the BPF target). */
 #define LB_AF_INET 2
 #define LB_AF_INET6 10
@@ -51,100 +51,6 @@ static __always_inline int sock_in_host_ns(struct bpf_sock_addr *ctx)
 	return bpf_get_netns_cookie(ctx) == host;
 }
 
-/* The service at the frontend, preferring the internal-scope twin: socket-level traffic comes
- * from inside the cluster, so internalTrafficPolicy applies. */
-static __always_inline const struct lb_service *lb_lookup_service(struct lb_key *key)
-{
-	const struct lb_service *svc;
-
-	key->backend_slot = 0;
-	key->scope = LB_SCOPE_EXT;
-	svc = bpf_map_lookup_elem(&lb_services_v1, key);
-	if (svc && (svc->flags & LB_SVC_TWO_SCOPES)) {
-		key->scope = LB_SCOPE_INT;
-		svc = bpf_map_lookup_elem(&lb_services_v1, key);
-	}
-	return svc;
-}
-
-/* The frontend for key, or, when key's address is one of this node's, the wildcard NodePort
- * or HostPort frontend of its port (so 127.0.0.1:NODE_PORT works as the node address does).
- * key's address becomes the wildcard one in that case, for the slot lookups that follow. */
-static __always_inline const struct lb_service *lb_lookup_frontend(struct lb_key *key)
-{
-	const struct lb_service *svc = lb_lookup_service(key);
-
-	if (svc || !lb_addr_is_local(&key->address))
-		return svc;
-	lb_addr_to_wildcard(&key->address);
-	svc = lb_lookup_service(key);
-	if (svc && !(svc->flags & (LB_SVC_NODE_PORT | LB_SVC_HOST_PORT)))
-		return NULL;
-	return svc;
-}
-
-/* The backend id in key's slot `slot`, or 0 when the slot is empty. */
-static __always_inline __u32 lb_slot_backend(struct lb_key *key, __u16 slot)
-{
-	const struct lb_service *entry;
-
-	key->backend_slot = slot;
-	entry = bpf_map_lookup_elem(&lb_services_v1, key);
-	return entry ? entry->backend_id : 0;
-}
-
-/* The backend a client with session affinity used last, while the affinity is fresh and the
- * backend still holds the same active slot; 0 otherwise. Refreshes the entry on use. */
-static __always_inline __u32 lb_affinity_backend(struct lb_key *key, const struct lb_service *svc,
-						 const struct lb_affinity_key *client, __u64 now,
-						 __u16 *slot)
-{
-	struct lb_affinity_value *last = bpf_map_lookup_elem(&lb_affinity_v1, client);
-
-	if (!last || now - last->last_used_ns > (__u64)svc->affinity_timeout * NSEC_PER_SEC)
-		return 0;
-	if (last->slot == 0 || last->slot > svc->count ||
-	    lb_slot_backend(key, last->slot) != last->backend_id)
-		return 0;
-	last->last_used_ns = now;
-	*slot = last->slot;
-	return last->backend_id;
-}
-
-/* An active backend of svc: the client's affinity backend when it has one, else a uniformly
- * random one (remembered for affinity). NULL when svc has no active backend. */
-static __always_inline const struct lb_backend *
-lb_select_backend(void *ctx, struct lb_key *key, const struct lb_service *svc)
-{
-	struct lb_affinity_key client = {};
-	struct lb_affinity_value chosen = {};
-	__u64 now = 0;
-	__u16 slot = 0;
-	__u32 backend_id = 0;
-
-	if (svc->count == 0)
-		return NULL;
-	if (svc->flags & LB_SVC_AFFINITY) {
-		client.client_cookie = bpf_get_netns_cookie(ctx);
-		client.rev_nat_index = svc->rev_nat_index;
-		now = bpf_ktime_get_ns();
-		backend_id = lb_affinity_backend(key, svc, &client, now, &slot);
-	}
-	if (!backend_id) {
-		slot = (bpf_get_prandom_u32() % svc->count) + 1;
-		backend_id = lb_slot_backend(key, slot);
-		if (!backend_id)
-			return NULL;
-		if (svc->flags & LB_SVC_AFFINITY) {
-			chosen.backend_id = backend_id;
-			chosen.slot = slot;
-			chosen.last_used_ns = now;
-			bpf_map_update_elem(&lb_affinity_v1, &client, &chosen, BPF_ANY);
-		}
-	}
-	return bpf_map_lookup_elem(&lb_backends_v1, &backend_id);
-}
-
 /* connect/sendmsg: if *dst is a service, replace it by one of its backends and remember the
  * service for the reverse direction. Returns 1 when *dst was changed. */
 static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
@@ -155,6 +61,7 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	struct lb_key key = {};
 	struct lb_sock_key sk = {};
 	struct lb_sock_value orig = {};
+	__u64 client;
 
 	if (!sock_proto_enabled(proto))
 		return 0;
@@ -172,7 +79,10 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	    !lb_addr_is_local(&dst->address))
 		return 0;
 	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_FWD, proto, &dst->address, dst->port);
-	backend = lb_select_backend(ctx, &key, svc);
+	/* Session affinity is per client network namespace (the documents' socket-level
+	 * affinity); the cookie is only asked for when the service has affinity. */
+	client = lb_svc_has_affinity(svc) ? bpf_get_netns_cookie(ctx) : 0;
+	backend = lb_select_backend(&key, svc, client);
 	if (!backend)
 		return 0; /* no backend: leave the address alone, the connection fails as it would */
 
@@ -235,7 +145,7 @@ static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr 
 	key.dport = port;
 	key.proto = proto;
 	svc = lb_lookup_frontend(&key);
-	return svc && (svc->flags & (LB_SVC_NODE_PORT | LB_SVC_EXTERNAL_IP | LB_SVC_LOADBALANCER));
+	return svc && (svc->flags & LB_SVC_NODE_OWNED_TYPES);
 }
 
 /* bind: refuse, in the host namespace, a port that a NodePort, LoadBalancer or externalIP

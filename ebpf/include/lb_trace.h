@@ -8,6 +8,9 @@
 
 /* The event never appears in a map's BTF (a ring buffer has no value type), so its layout is
  * pinned here; ebpf/tests/layout.rs checks the Rust mirror against the same numbers. */
+/* Never read: puts struct lb_trace_sock, and with it enum lb_trace_kind, into the object's
+ * BTF, where ebpf/tests/layout.rs finds them. */
+const volatile struct lb_trace_sock lb_btf_trace_sock = {};
 _Static_assert(sizeof(struct lb_trace_sock) == 40, "lb_trace_sock size");
 _Static_assert(__builtin_offsetof(struct lb_trace_sock, address) == 16, "address offset");
 _Static_assert(__builtin_offsetof(struct lb_trace_sock, port) == 32, "port offset");
@@ -16,7 +19,7 @@ _Static_assert(__builtin_offsetof(struct lb_trace_sock, proto) == 35, "proto off
 _Static_assert(__builtin_offsetof(struct lb_trace_sock, cpu) == 36, "cpu offset");
 
 /* Sends one event when `lbctl monitor` is listening; costs one array lookup otherwise. */
-static __always_inline void lb_emit_trace(void *ctx, __u8 kind, __u8 proto,
+static __always_inline void lb_emit_trace(void *ctx, enum lb_trace_kind kind, __u8 proto,
 					  const union lb_addr *address, __be16 port)
 {
 	struct lb_trace_sock ev = {};

@@ -42,12 +42,27 @@ pub const SOCK_LB_MAPS: [&str; 8] = [
     LB_EVENTS,
 ];
 
-/// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
-pub const SCOPE_EXT: u8 = 0;
-/// `LB_SCOPE_INT`: traffic from inside the cluster, when the policies differ.
-pub const SCOPE_INT: u8 = 1;
+/// `enum lb_scope`: the scope of a frontend ([`LbKey::scope`]).
+pub mod scope {
+    /// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
+    pub const EXT: u8 = 0;
+    /// `LB_SCOPE_INT`: traffic from inside the cluster, when the policies differ.
+    pub const INT: u8 = 1;
+}
 
-/// `lb_service.flags` bits.
+/// `enum lb_backend_state`: [`LbBackend::state`].
+pub mod backend_state {
+    /// `LB_BACKEND_ACTIVE`: takes new connections.
+    pub const ACTIVE: u8 = 0;
+    /// `LB_BACKEND_TERMINATING`: kept for existing flows, never chosen.
+    pub const TERMINATING: u8 = 1;
+    /// `LB_BACKEND_QUARANTINED`: failed health checks.
+    pub const QUARANTINED: u8 = 2;
+    /// `LB_BACKEND_MAINTENANCE`: taken out by the operator.
+    pub const MAINTENANCE: u8 = 3;
+}
+
+/// `enum lb_svc_flags`: bits of [`LbService::flags`].
 pub mod svc_flags {
     /// A ClusterIP frontend.
     pub const CLUSTER_IP: u8 = 1 << 0;
@@ -102,7 +117,7 @@ pub struct LbKey {
     pub backend_slot: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// [`SCOPE_EXT`] or [`SCOPE_INT`].
+    /// [`scope::EXT`] or [`scope::INT`].
     pub scope: u8,
     /// Zero.
     pub pad: [u8; 2],
@@ -157,7 +172,7 @@ pub struct LbBackend {
     pub port: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// 0 active, 1 terminating, 2 quarantined, 3 maintenance.
+    /// A [`backend_state`] value.
     pub state: u8,
 }
 
@@ -248,13 +263,56 @@ pub struct LbLocalAddr {
     pub flags: u8,
 }
 
-/// Kinds of [`LbTraceSock`] events, as `lbctl monitor` names them.
+/// `enum lb_trace_kind`: kinds of [`LbTraceSock`] events, as `lbctl monitor` names them.
 pub mod trace_kind {
+    /// `LB_TRACE_PRE_XLATE_FWD`: connect/sendmsg, before translation.
     pub const PRE_XLATE_FWD: u8 = 1;
+    /// `LB_TRACE_POST_XLATE_FWD`: connect/sendmsg, after translation.
     pub const POST_XLATE_FWD: u8 = 2;
+    /// `LB_TRACE_PRE_XLATE_REV`: recvmsg/getpeername, before translation.
     pub const PRE_XLATE_REV: u8 = 3;
+    /// `LB_TRACE_POST_XLATE_REV`: recvmsg/getpeername, after translation.
     pub const POST_XLATE_REV: u8 = 4;
 }
+
+/// Every C enum of `lb_types.h` with its constants as Rust has them: `(enum, [(constant,
+/// value)])`. `tests/layout.rs` checks that the object's BTF has exactly these.
+pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
+    (
+        "lb_scope",
+        &[("LB_SCOPE_EXT", scope::EXT), ("LB_SCOPE_INT", scope::INT)],
+    ),
+    (
+        "lb_svc_flags",
+        &[
+            ("LB_SVC_CLUSTER_IP", svc_flags::CLUSTER_IP),
+            ("LB_SVC_NODE_PORT", svc_flags::NODE_PORT),
+            ("LB_SVC_EXTERNAL_IP", svc_flags::EXTERNAL_IP),
+            ("LB_SVC_LOADBALANCER", svc_flags::LOADBALANCER),
+            ("LB_SVC_HOST_PORT", svc_flags::HOST_PORT),
+            ("LB_SVC_TWO_SCOPES", svc_flags::TWO_SCOPES),
+            ("LB_SVC_AFFINITY", svc_flags::AFFINITY),
+        ],
+    ),
+    (
+        "lb_backend_state",
+        &[
+            ("LB_BACKEND_ACTIVE", backend_state::ACTIVE),
+            ("LB_BACKEND_TERMINATING", backend_state::TERMINATING),
+            ("LB_BACKEND_QUARANTINED", backend_state::QUARANTINED),
+            ("LB_BACKEND_MAINTENANCE", backend_state::MAINTENANCE),
+        ],
+    ),
+    (
+        "lb_trace_kind",
+        &[
+            ("LB_TRACE_PRE_XLATE_FWD", trace_kind::PRE_XLATE_FWD),
+            ("LB_TRACE_POST_XLATE_FWD", trace_kind::POST_XLATE_FWD),
+            ("LB_TRACE_PRE_XLATE_REV", trace_kind::PRE_XLATE_REV),
+            ("LB_TRACE_POST_XLATE_REV", trace_kind::POST_XLATE_REV),
+        ],
+    ),
+];
 
 /// One trace-sock event from `lb_events_v1`.
 #[repr(C)]
@@ -309,7 +367,7 @@ mod tests {
 
     #[test]
     fn ports_are_stored_in_network_order() {
-        let key = LbKey::new("10.0.0.1".parse().unwrap(), 0x1f90, 6, SCOPE_EXT, 0);
+        let key = LbKey::new("10.0.0.1".parse().unwrap(), 0x1f90, 6, scope::EXT, 0);
         assert_eq!(key.dport.to_ne_bytes(), [0x1f, 0x90]);
         assert_eq!(key.port(), 0x1f90);
     }

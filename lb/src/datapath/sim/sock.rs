@@ -7,14 +7,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ebpf::maps::{
-    svc_flags, trace_kind, LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbService,
-    LbSockKey, LbSockValue, LbTraceSock, SCOPE_EXT, SCOPE_INT,
+    scope, trace_kind, LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbService,
+    LbSockKey, LbSockValue, LbTraceSock,
 };
 use nix::errno::Errno;
 
 use super::addr;
 use super::chooser::{Chooser, SeededChooser};
 use crate::config::Protocols;
+use crate::datapath::codec::ServiceFlags;
 use crate::datapath::{MapContents, SockLbConfig};
 use crate::model::L4Protocol;
 
@@ -195,7 +196,7 @@ impl SockSim {
     /// (a connect refreshes the entry).
     pub fn affinity_target(&self, call: &SockCall, dst: SocketAddr) -> Option<SocketAddr> {
         let found = self.forward_frontend(call, dst)?;
-        if found.svc.count == 0 || found.svc.flags & svc_flags::AFFINITY == 0 {
+        if found.svc.count == 0 || !ServiceFlags(found.svc.flags).affinity() {
             return None;
         }
         let (_, backend_id) = self.affinity_lookup(&found, call)?;
@@ -314,7 +315,7 @@ impl SockSim {
         let found = self.lookup_frontend(frontend_key(address, port, call.protocol.number()))?;
         // CVE-2020-8554: an externalIP that is not this node's keeps the address asked for.
         let foreign_external_ip =
-            found.svc.flags & svc_flags::EXTERNAL_IP != 0 && !self.is_local(&address);
+            ServiceFlags(found.svc.flags).external_ip() && !self.is_local(&address);
         (!(self.config.external_ip_mitigation && foreign_external_ip)).then_some(found)
     }
 
@@ -332,7 +333,7 @@ impl SockSim {
         if svc.count == 0 {
             return None;
         }
-        let affinity = svc.flags & svc_flags::AFFINITY != 0;
+        let affinity = ServiceFlags(svc.flags).affinity();
         let client = affinity_key(call, svc);
         let pinned = if affinity {
             self.affinity_lookup(found, call)
@@ -424,12 +425,12 @@ impl SockSim {
     /// traffic comes from inside the cluster, so internalTrafficPolicy applies).
     fn lookup_service(&self, mut key: LbKey) -> Option<Found> {
         key.backend_slot = 0;
-        key.scope = SCOPE_EXT;
+        key.scope = scope::EXT;
         let svc = *self.maps.services.get(&key)?;
-        if svc.flags & svc_flags::TWO_SCOPES == 0 {
+        if !ServiceFlags(svc.flags).two_scopes() {
             return Some(Found { key, svc });
         }
-        key.scope = SCOPE_INT;
+        key.scope = scope::INT;
         let svc = *self.maps.services.get(&key)?;
         Some(Found { key, svc })
     }
@@ -448,18 +449,16 @@ impl SockSim {
             ..key
         };
         let found = self.lookup_service(wildcard)?;
-        (found.svc.flags & (svc_flags::NODE_PORT | svc_flags::HOST_PORT) != 0).then_some(found)
+        ServiceFlags(found.svc.flags)
+            .answers_on_local_addresses()
+            .then_some(found)
     }
 
     /// `sock_port_is_service`: a NodePort, LoadBalancer or externalIPs frontend owns
     /// `address:port` (HostPort ports belong to a pod, ClusterIPs are not on the node).
     fn port_is_service(&self, proto: u8, address: LbAddr, port: u16) -> bool {
         self.lookup_frontend(frontend_key(address, port, proto))
-            .is_some_and(|found| {
-                found.svc.flags
-                    & (svc_flags::NODE_PORT | svc_flags::EXTERNAL_IP | svc_flags::LOADBALANCER)
-                    != 0
-            })
+            .is_some_and(|found| ServiceFlags(found.svc.flags).owns_node_port())
     }
 
     /// `lb_addr_is_local`.
@@ -514,7 +513,7 @@ fn frontend_key(address: LbAddr, port_be: u16, proto: u8) -> LbKey {
         dport: port_be,
         backend_slot: 0,
         proto,
-        scope: SCOPE_EXT,
+        scope: scope::EXT,
         pad: [0; 2],
     }
 }
