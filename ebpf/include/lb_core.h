@@ -43,14 +43,16 @@ static __always_inline const struct lb_service *lb_lookup_service(struct lb_key 
 	return svc;
 }
 
-/* The frontend for key, or, when key's address is one of this node's, the wildcard NodePort
- * or HostPort frontend of its port (so 127.0.0.1:NODE_PORT works as the node address does).
- * key's address becomes the wildcard one in that case, for the slot lookups that follow. */
-static __always_inline const struct lb_service *lb_lookup_frontend(struct lb_key *key)
+/* The frontend for key, or, when key's address is one of this node's (lb_addr_is_node_local,
+ * with `loopback_is_node` as there), the wildcard NodePort or HostPort frontend of its port (so
+ * 127.0.0.1:NODE_PORT works in the host namespace as the node address does). key's address
+ * becomes the wildcard one in that case, for the slot lookups that follow. */
+static __always_inline const struct lb_service *lb_lookup_frontend(struct lb_key *key,
+								   int loopback_is_node)
 {
 	const struct lb_service *svc = lb_lookup_service(key);
 
-	if (svc || !lb_addr_is_local(&key->address))
+	if (svc || !lb_addr_is_node_local(&key->address, loopback_is_node))
 		return svc;
 	lb_addr_to_wildcard(&key->address);
 	svc = lb_lookup_service(key);

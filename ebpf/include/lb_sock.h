@@ -51,6 +51,14 @@ static __always_inline int sock_in_host_ns(struct bpf_sock_addr *ctx)
 	return bpf_get_netns_cookie(ctx) == host;
 }
 
+/* Whether addr is a loopback address of the node's host namespace: a pod's loopback is the
+ * pod's. Only loopback destinations pay for the namespace test. */
+static __always_inline int sock_loopback_is_node(struct bpf_sock_addr *ctx,
+						 const union lb_addr *a)
+{
+	return lb_addr_is_loopback(a) && sock_in_host_ns(ctx);
+}
+
 /* connect/sendmsg: if *dst is a service, replace it by one of its backends and remember the
  * service for the reverse direction. Returns 1 when *dst was changed. */
 static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
@@ -61,6 +69,7 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	struct lb_key key = {};
 	struct lb_sock_key sk = {};
 	struct lb_sock_value orig = {};
+	int loopback_is_node;
 	__u64 client;
 
 	if (!sock_proto_enabled(proto))
@@ -70,13 +79,14 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	key.address = dst->address;
 	key.dport = dst->port;
 	key.proto = proto;
-	svc = lb_lookup_frontend(&key);
+	loopback_is_node = sock_loopback_is_node(ctx, &dst->address);
+	svc = lb_lookup_frontend(&key, loopback_is_node);
 	if (!svc)
 		return 0;
 	/* CVE-2020-8554: anyone who may create a Service can claim any address as an externalIP.
 	 * Unless it is this node's own address, the socket keeps the address it asked for. */
 	if (cfg_external_ip_mitigation && (svc->flags & LB_SVC_EXTERNAL_IP) &&
-	    !lb_addr_is_local(&dst->address))
+	    !lb_addr_is_node_local(&dst->address, loopback_is_node))
 		return 0;
 	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_FWD, proto, &dst->address, dst->port);
 	/* Session affinity is per client network namespace (the documents' socket-level
@@ -135,7 +145,8 @@ static __always_inline int sock_xlate_rev(struct bpf_sock_addr *ctx, __u8 proto,
 }
 
 /* Whether a frontend owns addr:port for bind protection: NodePort, LoadBalancer and
- * externalIPs ports are the load balancer's on this node (HostPort ones belong to a pod). */
+ * externalIPs ports are the load balancer's on this node (HostPort ones belong to a pod).
+ * Asked in the host namespace only, whose loopback is the node's. */
 static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr *addr, __be16 port)
 {
 	const struct lb_service *svc;
@@ -144,7 +155,7 @@ static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr 
 	key.address = *addr;
 	key.dport = port;
 	key.proto = proto;
-	svc = lb_lookup_frontend(&key);
+	svc = lb_lookup_frontend(&key, 1);
 	return svc && (svc->flags & LB_SVC_NODE_OWNED_TYPES);
 }
 

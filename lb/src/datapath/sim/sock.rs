@@ -312,10 +312,14 @@ impl SockSim {
             return None;
         }
         let (address, port) = addr::load(dst);
-        let found = self.lookup_frontend(frontend_key(address, port, call.protocol.number()))?;
+        let loopback_is_node = self.loopback_is_node(call, &address);
+        let found = self.lookup_frontend(
+            frontend_key(address, port, call.protocol.number()),
+            loopback_is_node,
+        )?;
         // CVE-2020-8554: an externalIP that is not this node's keeps the address asked for.
-        let foreign_external_ip =
-            ServiceFlags(found.svc.flags).external_ip() && !self.is_local(&address);
+        let foreign_external_ip = ServiceFlags(found.svc.flags).external_ip()
+            && !self.is_node_local(&address, loopback_is_node);
         (!(self.config.external_ip_mitigation && foreign_external_ip)).then_some(found)
     }
 
@@ -436,12 +440,12 @@ impl SockSim {
     }
 
     /// `lb_lookup_frontend`: the frontend at `key`, or, when its address is one of this node's
-    /// (loopback or `lb_local_addrs`), the wildcard NodePort or HostPort frontend of its port.
-    fn lookup_frontend(&self, key: LbKey) -> Option<Found> {
+    /// ([`SockSim::is_node_local`]), the wildcard NodePort or HostPort frontend of its port.
+    fn lookup_frontend(&self, key: LbKey, loopback_is_node: bool) -> Option<Found> {
         if let Some(found) = self.lookup_service(key) {
             return Some(found);
         }
-        if !self.is_local(&key.address) {
+        if !self.is_node_local(&key.address, loopback_is_node) {
             return None;
         }
         let wildcard = LbKey {
@@ -455,15 +459,27 @@ impl SockSim {
     }
 
     /// `sock_port_is_service`: a NodePort, LoadBalancer or externalIPs frontend owns
-    /// `address:port` (HostPort ports belong to a pod, ClusterIPs are not on the node).
+    /// `address:port` (HostPort ports belong to a pod, ClusterIPs are not on the node). Asked
+    /// in the host namespace only, whose loopback is the node's.
     fn port_is_service(&self, proto: u8, address: LbAddr, port: u16) -> bool {
-        self.lookup_frontend(frontend_key(address, port, proto))
+        self.lookup_frontend(frontend_key(address, port, proto), true)
             .is_some_and(|found| ServiceFlags(found.svc.flags).owns_node_port())
     }
 
-    /// `lb_addr_is_local`.
-    fn is_local(&self, address: &LbAddr) -> bool {
-        addr::is_loopback(address) || self.local_addrs.contains(address)
+    /// `lb_addr_is_node_local`: an address where the node's wildcard frontends answer: one in
+    /// `lb_local_addrs`, or loopback when the caller's loopback is the node's.
+    fn is_node_local(&self, address: &LbAddr, loopback_is_node: bool) -> bool {
+        if addr::is_loopback(address) {
+            loopback_is_node
+        } else {
+            self.local_addrs.contains(address)
+        }
+    }
+
+    /// `sock_loopback_is_node`: `address` is loopback and the caller runs in the node's host
+    /// namespace (a pod's loopback is the pod's own).
+    fn loopback_is_node(&self, call: &SockCall, address: &LbAddr) -> bool {
+        addr::is_loopback(address) && self.in_host_ns(call)
     }
 
     /// `sock_proto_enabled`.

@@ -324,6 +324,39 @@ fn a_nodeport_answers_on_loopback_and_node_addresses() {
 }
 
 #[test]
+fn inside_a_pod_loopback_is_the_pods_own_but_node_addresses_are_the_nodes() {
+    let mut s = sim(vec![
+        svc("0.0.0.0:30080", ServiceType::NodePort).backend("10.0.0.2:8080"),
+        svc("0.0.0.0:8081", ServiceType::HostPort).backend("10.0.0.3:80"),
+        svc("[::]:30080", ServiceType::NodePort).backend("[fd00::2]:8080"),
+    ]);
+    s.set_local_addresses(&["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    for dst in [
+        "127.0.0.1:30080",
+        "127.0.0.1:8081",
+        "[::1]:30080",
+        "10.0.0.9:30080",
+    ] {
+        assert_eq!(
+            s.connect(&in_pod(tcp(1)), sa(dst)),
+            sa(dst),
+            "{dst} from a pod"
+        );
+    }
+    assert_eq!(
+        s.connect(&in_pod(tcp(2)), sa("192.0.2.1:30080")),
+        sa("10.0.0.2:8080"),
+        "the node's address is the node's from anywhere"
+    );
+    assert_eq!(
+        s.connect(&tcp(3), sa("127.0.0.1:30080")),
+        sa("10.0.0.2:8080")
+    );
+    assert_eq!(s.connect(&tcp(4), sa("127.0.0.1:8081")), sa("10.0.0.3:80"));
+    assert_eq!(s.connect(&tcp(5), sa("[::1]:30080")), sa("[fd00::2]:8080"));
+}
+
+#[test]
 fn a_hostport_answers_on_loopback_but_a_wildcard_clusterip_does_not() {
     let mut s = sim(vec![
         svc("0.0.0.0:8081", ServiceType::HostPort).backend("127.0.0.2:80"),
