@@ -72,21 +72,28 @@ static __always_inline __u32 lb_slot_backend(struct lb_key *key, __u16 slot)
 }
 
 /* The backend a client with session affinity used last, while the affinity is fresh and the
- * backend still holds the same active slot; 0 otherwise. Refreshes the entry on use. */
-static __always_inline __u32 lb_affinity_backend(struct lb_key *key, const struct lb_service *svc,
-						 const struct lb_affinity_key *client, __u64 now,
-						 __u16 *slot)
+ * backend is still an active backend of svc (lb_affinity_match); 0 otherwise. Refreshes the
+ * entry on use. */
+static __always_inline __u32 lb_affinity_backend(const struct lb_service *svc,
+						 const struct lb_affinity_key *client, __u64 now)
 {
 	struct lb_affinity_value *last = bpf_map_lookup_elem(&lb_affinity_v1, client);
+	struct lb_affinity_match_key match = {};
+	__u64 last_used;
 
-	if (!last || now - last->last_used_ns > (__u64)svc->affinity_timeout * LB_NSEC_PER_SEC)
+	if (!last)
 		return 0;
-	if (last->slot == 0 || last->slot > svc->count ||
-	    lb_slot_backend(key, last->slot) != last->backend_id)
+	/* Another CPU may have refreshed last_used after `now` was read: compare by adding, so a
+	 * last use later than now counts as fresh instead of underflowing into "expired". */
+	last_used = *(volatile __u64 *)&last->last_used_ns;
+	if (last_used + (__u64)svc->affinity_timeout * LB_NSEC_PER_SEC < now)
+		return 0;
+	match.backend_id = last->backend_id;
+	match.rev_nat_index = svc->rev_nat_index;
+	if (!bpf_map_lookup_elem(&lb_affinity_match_v1, &match))
 		return 0;
 	last->last_used_ns = now;
-	*slot = last->slot;
-	return last->backend_id;
+	return match.backend_id;
 }
 
 /* An active backend of svc: the client's affinity backend when it has one, else a uniformly
@@ -96,11 +103,11 @@ static __always_inline __u32 lb_affinity_backend(struct lb_key *key, const struc
 static __always_inline const struct lb_backend *
 lb_select_backend(struct lb_key *key, const struct lb_service *svc, __u64 client_id)
 {
+	const struct lb_backend *backend;
 	struct lb_affinity_key client = {};
 	struct lb_affinity_value chosen = {};
 	__u64 now = 0;
-	__u16 slot = 0;
-	__u32 backend_id = 0;
+	__u32 backend_id;
 
 	if (svc->count == 0)
 		return NULL;
@@ -108,19 +115,21 @@ lb_select_backend(struct lb_key *key, const struct lb_service *svc, __u64 client
 		client.client_cookie = client_id;
 		client.rev_nat_index = svc->rev_nat_index;
 		now = bpf_ktime_get_ns();
-		backend_id = lb_affinity_backend(key, svc, &client, now, &slot);
-	}
-	if (!backend_id) {
-		slot = (bpf_get_prandom_u32() % svc->count) + 1;
-		backend_id = lb_slot_backend(key, slot);
-		if (!backend_id)
-			return NULL;
-		if (lb_svc_has_affinity(svc)) {
-			chosen.backend_id = backend_id;
-			chosen.slot = slot;
-			chosen.last_used_ns = now;
-			bpf_map_update_elem(&lb_affinity_v1, &client, &chosen, BPF_ANY);
+		backend_id = lb_affinity_backend(svc, &client, now);
+		if (backend_id) {
+			backend = bpf_map_lookup_elem(&lb_backends_v1, &backend_id);
+			if (backend)
+				return backend;
+			/* Removed between the agent's writes: choose afresh. */
 		}
+	}
+	backend_id = lb_slot_backend(key, (bpf_get_prandom_u32() % svc->count) + 1);
+	if (!backend_id)
+		return NULL;
+	if (lb_svc_has_affinity(svc)) {
+		chosen.backend_id = backend_id;
+		chosen.last_used_ns = now;
+		bpf_map_update_elem(&lb_affinity_v1, &client, &chosen, BPF_ANY);
 	}
 	return bpf_map_lookup_elem(&lb_backends_v1, &backend_id);
 }

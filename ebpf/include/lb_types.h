@@ -115,12 +115,22 @@ struct lb_affinity_key {
 	__u8 pad[6];           /* explicit padding, always zero */
 };
 
-/* Value of lb_affinity: the backend the client was sent to, and when it last was. */
+/* Value of lb_affinity: the backend the client was sent to, and when it last was. It is reused
+ * while lb_affinity_match says the backend is still an active backend of the frontend, whatever
+ * slot it now holds. (Bytes 4-7 held a slot number before; they are ignored, so the layout and
+ * the map's name stay.) */
 struct lb_affinity_value {
 	__u32 backend_id;      /* lb_backends key */
-	__u16 slot;            /* the service slot it was in: it still must be there to be reused */
-	__u16 pad;             /* explicit padding, always zero */
+	__u32 pad;             /* explicit padding, always zero */
 	__u64 last_used_ns;    /* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the last use */
+};
+
+/* Key of lb_affinity_match: a backend that is an active backend of a frontend with session
+ * affinity. The agent keeps one entry per such pair; the value is a reserved zero byte. */
+struct lb_affinity_match_key {
+	__u32 backend_id;      /* lb_backends key */
+	__u16 rev_nat_index;   /* the frontend's id */
+	__u16 pad;             /* explicit padding, always zero */
 };
 
 /* Value of lb_local_addrs, keyed by union lb_addr: an address of this node, where a wildcard

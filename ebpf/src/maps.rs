@@ -16,6 +16,8 @@ pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
 pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
 /// Session affinity: a client's netns cookie and a frontend → the backend it used last.
 pub const LB_AFFINITY: &str = "lb_affinity_v1";
+/// Session affinity's active backends: [`LbAffinityMatchKey`] -> `u8` (zero).
+pub const LB_AFFINITY_MATCH: &str = "lb_affinity_match_v1";
 /// The node's own addresses, where wildcard NodePort and HostPort frontends answer.
 pub const LB_LOCAL_ADDRS: &str = "lb_local_addrs_v1";
 /// Index 0 non-zero while a monitor listens to trace events.
@@ -23,20 +25,22 @@ pub const LB_MONITOR: &str = "lb_monitor_v1";
 /// The ring buffer of trace-sock events.
 pub const LB_EVENTS: &str = "lb_events_v1";
 /// The maps sized by `bpf.lbMapMax`.
-pub const SOCK_LB_SIZED_MAPS: [&str; 5] = [
+pub const SOCK_LB_SIZED_MAPS: [&str; 6] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_AFFINITY,
+    LB_AFFINITY_MATCH,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 8] = [
+pub const SOCK_LB_MAPS: [&str; 9] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_AFFINITY,
+    LB_AFFINITY_MATCH,
     LB_LOCAL_ADDRS,
     LB_MONITOR,
     LB_EVENTS,
@@ -246,14 +250,36 @@ pub struct LbAffinityKey {
     pub pad: [u8; 6],
 }
 
-/// Value of `lb_affinity_v1`: the backend, its slot, and the last use (CLOCK_MONOTONIC ns).
+/// Value of `lb_affinity_v1`: the backend and its last use (CLOCK_MONOTONIC ns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LbAffinityValue {
     pub backend_id: u32,
-    pub slot: u16,
-    pub pad: u16,
+    pub pad: u32,
     pub last_used_ns: u64,
+}
+
+/// Key of `lb_affinity_match_v1`: an active backend of a frontend with session affinity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbAffinityMatchKey {
+    /// `lb_backends_v1` key.
+    pub backend_id: u32,
+    /// The frontend's id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
+impl LbAffinityMatchKey {
+    /// The entry of `backend_id` for frontend `rev_nat_index`.
+    pub fn new(backend_id: u32, rev_nat_index: u16) -> Self {
+        LbAffinityMatchKey {
+            backend_id,
+            rev_nat_index,
+            pad: 0,
+        }
+    }
 }
 
 /// Value of `lb_local_addrs_v1` (keyed by [`LbAddr`]).
@@ -348,6 +374,8 @@ unsafe impl aya::Pod for LbAffinityKey {}
 unsafe impl aya::Pod for LbAffinityValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbLocalAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbAffinityMatchKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbTraceSock {}
 

@@ -95,7 +95,13 @@ fn rust_mirrors_match_the_objects_btf() {
         &btf,
         "lb_affinity_value",
         LbAffinityValue,
-        [backend_id, slot, pad, last_used_ns]
+        [backend_id, pad, last_used_ns]
+    );
+    assert_layout!(
+        &btf,
+        "lb_affinity_match_key",
+        LbAffinityMatchKey,
+        [backend_id, rev_nat_index, pad]
     );
     assert_layout!(&btf, "lb_local_addr", LbLocalAddr, [flags]);
 }

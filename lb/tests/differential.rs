@@ -44,6 +44,8 @@ use nix::errno::Errno;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use support::{TestBpffs, TestCgroup};
 
+#[path = "differential/affinity.rs"]
+mod affinity;
 #[path = "differential/case.rs"]
 mod case;
 #[path = "differential/child.rs"]
@@ -75,10 +77,16 @@ fn main() {
     }
     support::run_tier(
         "differential",
-        vec![(
-            "sock_lb::socket_calls_agree_with_the_simulator",
-            socket_calls_agree,
-        )],
+        vec![
+            (
+                "sock_lb::socket_calls_agree_with_the_simulator",
+                socket_calls_agree,
+            ),
+            (
+                "sock_lb::affinity_is_per_client_and_port_and_expires",
+                affinity_expires,
+            ),
+        ],
     );
 }
 
@@ -97,17 +105,29 @@ struct Env {
     seen: RefCell<BTreeMap<&'static str, usize>>,
 }
 
-fn socket_calls_agree() -> Result<(), Failed> {
-    let cgroup = TestCgroup::new("differential")?;
-    let env = Env {
-        cgroup_id: cgroup.id()?,
-        cgroup,
-        bpffs: TestBpffs::new("differential")?,
-        initial_netns: lb::host::own_netns_cookie()?.cookie_for_bpf(),
-        cases: Cell::new(0),
-        calls: Cell::new(0),
-        seen: RefCell::new(BTreeMap::new()),
-    };
+impl Env {
+    fn new(test: &str) -> Result<Self, Failed> {
+        let cgroup = TestCgroup::new(test)?;
+        Ok(Env {
+            cgroup_id: cgroup.id()?,
+            cgroup,
+            bpffs: TestBpffs::new(test)?,
+            initial_netns: lb::host::own_netns_cookie()?.cookie_for_bpf(),
+            cases: Cell::new(0),
+            calls: Cell::new(0),
+            seen: RefCell::new(BTreeMap::new()),
+        })
+    }
+}
+
+fn affinity_expires() -> Result<(), Failed> {
+    let env = Env::new("differential-affinity")?;
+    affinity::run(&env).map_err(Failed::from)
+}
+
+/// The run's seed: `LB_DIFFERENTIAL_SEED` when set (to replay a run), else the clock. Printed
+/// before the run starts, so even a run that hangs or is killed can be replayed.
+fn seed() -> u64 {
     let seed = std::env::var(SEED_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -116,6 +136,13 @@ fn socket_calls_agree() -> Result<(), Failed> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         });
+    eprintln!("differential: {SEED_ENV}={seed}");
+    seed
+}
+
+fn socket_calls_agree() -> Result<(), Failed> {
+    let env = Env::new("differential")?;
+    let seed = seed();
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {

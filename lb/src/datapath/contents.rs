@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ebpf::maps::{LbBackend, LbKey, LbReverseNat, LbService};
+use ebpf::maps::{LbAffinityMatchKey, LbBackend, LbKey, LbReverseNat, LbService};
 
 use super::codec::{protocol_of, scope_byte, scope_of, state_byte, state_of, ServiceFlags};
 use crate::model::{
     BackendState, DesiredState, L3n4Addr, LbService as ModelService, Scope, ServiceType,
 };
 
-/// Every entry of the services, backends and reverse NAT maps.
+/// Every entry of the services, backends, reverse NAT and affinity-match maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapContents {
     /// `lb_services_v1`.
@@ -19,6 +19,9 @@ pub struct MapContents {
     pub backends: BTreeMap<u32, LbBackend>,
     /// `lb_reverse_nat_v1`.
     pub reverse_nat: BTreeMap<u16, LbReverseNat>,
+    /// `lb_affinity_match_v1`: every active backend of every frontend with session affinity
+    /// (the value is a reserved zero).
+    pub affinity_match: BTreeMap<LbAffinityMatchKey, u8>,
 }
 
 /// Ids are small integers; 0 means "none" in the datapath.
@@ -121,10 +124,15 @@ impl MapContents {
                     slot,
                 )
             };
+            let affinity_timeout = svc.policies.session_affinity_timeout_secs.unwrap_or(0);
             for (slot, b) in (1..).zip(&ordered) {
                 let backend_id = *backend_ids
                     .entry(b.addr)
                     .or_insert_with(|| next_backend.next());
+                if affinity_timeout > 0 && slot <= count {
+                    out.affinity_match
+                        .insert(LbAffinityMatchKey::new(backend_id, rev_nat_index), 0);
+                }
                 out.backends.insert(
                     backend_id,
                     LbBackend::new(
@@ -145,7 +153,6 @@ impl MapContents {
             }
             let two_scopes = svc.frontend.scope == Scope::External
                 && twins.contains(&(svc.frontend.addr, svc.frontend.kind));
-            let affinity_timeout = svc.policies.session_affinity_timeout_secs.unwrap_or(0);
             let ServiceFlags(flags) =
                 ServiceFlags::new(svc.frontend.kind, two_scopes, affinity_timeout > 0);
             out.services.insert(
@@ -380,6 +387,33 @@ mod tests {
             i.flags,
             svc_flags::NODE_PORT,
             "the twin itself is looked up, it does not redirect"
+        );
+    }
+
+    #[test]
+    fn affinity_match_holds_the_active_backends_of_frontends_with_affinity_only() {
+        let mut sticky = service(
+            "10.96.0.1:80",
+            ServiceType::ClusterIP,
+            Scope::External,
+            vec![
+                backend("10.0.0.1:80", BackendState::Active),
+                backend("10.0.0.2:80", BackendState::Terminating),
+            ],
+        );
+        sticky.policies.session_affinity_timeout_secs = Some(10);
+        let plain = service(
+            "10.96.0.2:80",
+            ServiceType::ClusterIP,
+            Scope::External,
+            vec![backend("10.0.0.3:80", BackendState::Active)],
+        );
+        let c = MapContents::build(&state(vec![sticky, plain]), &MapContents::default()).unwrap();
+        let listed = c.frontends();
+        let (id, active) = (listed[0].id, listed[0].backends[0].0);
+        assert_eq!(
+            c.affinity_match.keys().copied().collect::<Vec<_>>(),
+            [LbAffinityMatchKey::new(active, id)]
         );
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData};
 use aya::Pod;
-use ebpf::maps::{LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES};
+use ebpf::maps::{LbAffinityMatchKey, LB_AFFINITY_MATCH, LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES};
 
 use super::{DatapathError, MapContents};
 
@@ -19,12 +19,13 @@ pub struct ApplyReport {
     pub deleted: usize,
 }
 
-/// Handles on the three maps that describe services.
+/// Handles on the maps the agent keeps to describe services.
 #[derive(Debug)]
 pub struct ServiceMaps<T> {
     services: HashMap<T, ebpf::maps::LbKey, ebpf::maps::LbService>,
     backends: HashMap<T, u32, ebpf::maps::LbBackend>,
     reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
+    affinity_match: HashMap<T, LbAffinityMatchKey, u8>,
 }
 
 impl ServiceMaps<MapData> {
@@ -43,6 +44,7 @@ impl ServiceMaps<MapData> {
             services: open(pin_dir, LB_SERVICES)?,
             backends: open(pin_dir, LB_BACKENDS)?,
             reverse_nat: open(pin_dir, LB_REVERSE_NAT)?,
+            affinity_match: open(pin_dir, LB_AFFINITY_MATCH)?,
         })
     }
 }
@@ -53,11 +55,13 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
         services: HashMap<T, ebpf::maps::LbKey, ebpf::maps::LbService>,
         backends: HashMap<T, u32, ebpf::maps::LbBackend>,
         reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
+        affinity_match: HashMap<T, LbAffinityMatchKey, u8>,
     ) -> Self {
         ServiceMaps {
             services,
             backends,
             reverse_nat,
+            affinity_match,
         }
     }
 
@@ -67,6 +71,7 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
             services: read(&self.services, LB_SERVICES)?,
             backends: read(&self.backends, LB_BACKENDS)?,
             reverse_nat: read(&self.reverse_nat, LB_REVERSE_NAT)?,
+            affinity_match: read(&self.affinity_match, LB_AFFINITY_MATCH)?,
         })
     }
 }
@@ -74,7 +79,9 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
 impl<T: BorrowMut<MapData>> ServiceMaps<T> {
     /// Makes the maps hold exactly `want`, in an order in which a lookup running meanwhile
     /// never follows a reference to an entry that is not there yet: backends, then backend
-    /// slots, then services' slot-0 entries and reverse NAT; deletions in the opposite order.
+    /// slots, then services' slot-0 entries and reverse NAT, then affinity matches; deletions
+    /// in the opposite order (affinity matches first, so no pinned client is sent to a backend
+    /// on its way out).
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
         let have = self.read()?;
         let mut report = ApplyReport::default();
@@ -97,7 +104,21 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
             &have.reverse_nat,
             &want.reverse_nat,
         )?;
-        // Deletions: service heads first, then their slots, then what nothing refers to.
+        report.written += write_changed(
+            &mut self.affinity_match,
+            LB_AFFINITY_MATCH,
+            &have.affinity_match,
+            &want.affinity_match,
+        )?;
+        // Deletions: affinity matches and service heads first, then their slots, then what
+        // nothing refers to.
+        report.deleted += delete(
+            &mut self.affinity_match,
+            LB_AFFINITY_MATCH,
+            have.affinity_match
+                .keys()
+                .filter(|k| !want.affinity_match.contains_key(k)),
+        )?;
         let (gone_slots, gone_heads): (Vec<_>, Vec<_>) = have
             .services
             .keys()

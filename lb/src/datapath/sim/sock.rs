@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ebpf::maps::{
-    scope, trace_kind, LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbService,
-    LbSockKey, LbSockValue, LbTraceSock,
+    scope, trace_kind, LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend,
+    LbKey, LbService, LbSockKey, LbSockValue, LbTraceSock,
 };
 use nix::errno::Errno;
 
@@ -199,9 +199,17 @@ impl SockSim {
         if found.svc.count == 0 || !ServiceFlags(found.svc.flags).affinity() {
             return None;
         }
-        let (_, backend_id) = self.affinity_lookup(&found, call)?;
+        let backend_id = self.affinity_lookup(&found, call)?;
         let backend = self.maps.backends.get(&backend_id)?;
         Some(addr::store(dst, &backend.address, backend.port))
+    }
+
+    /// When the client's affinity entry for the frontend at `dst` was last used, on the clock
+    /// of [`SockSim::advance_clock`], fresh or not; `None` without an entry. Changes nothing.
+    pub fn affinity_last_used(&self, call: &SockCall, dst: SocketAddr) -> Option<u64> {
+        let found = self.forward_frontend(call, dst)?;
+        let last = self.affinity.get(&affinity_key(call, &found.svc))?;
+        Some(last.last_used_ns)
     }
 
     /// recvmsg4/6 and getpeername4/6 (`sock_xlate_rev`): what the application is shown for a
@@ -323,9 +331,9 @@ impl SockSim {
         (!(self.config.external_ip_mitigation && foreign_external_ip)).then_some(found)
     }
 
-    /// `lb_select_backend`: the affinity backend when there is a fresh one, else a random
-    /// active slot's (remembered for affinity). `None` when there is no active backend, or
-    /// the chosen slot or backend entry is missing.
+    /// `lb_select_backend`: the affinity backend when there is a fresh one (and its entry is
+    /// in the backends map), else a random active slot's (remembered for affinity). `None` when
+    /// there is no active backend, or the chosen slot or backend entry is missing.
     fn select_backend(
         &mut self,
         call: &SockCall,
@@ -339,39 +347,37 @@ impl SockSim {
         }
         let affinity = ServiceFlags(svc.flags).affinity();
         let client = affinity_key(call, svc);
-        let pinned = if affinity {
-            self.affinity_lookup(found, call)
-        } else {
-            None
-        };
-        let (slot, backend_id) = match pinned {
-            Some(pinned) => pinned,
-            None => {
-                let outcomes: Vec<SocketAddr> = self
-                    .slot_outcomes(found, dst)
-                    .into_iter()
-                    .map(|(_, _, a)| a)
-                    .collect();
-                let index = match chooser {
-                    Some(c) => c.choose(&outcomes),
-                    None => self.chooser.choose(&outcomes),
-                };
-                let slot = u16::try_from(index % usize::from(svc.count)).ok()? + 1;
-                let backend_id = self.slot_backend(&found.key, slot);
-                if backend_id == 0 {
-                    return None;
+        if affinity {
+            let pinned = self
+                .affinity_lookup(found, call)
+                .and_then(|id| self.maps.backends.get(&id).copied());
+            if let Some(backend) = pinned {
+                // `lb_affinity_backend` refreshes the entry it reuses.
+                if let Some(last) = self.affinity.get_mut(&client) {
+                    last.last_used_ns = self.now_ns;
                 }
-                (slot, backend_id)
+                return Some(backend);
             }
+        }
+        let outcomes: Vec<SocketAddr> = self
+            .slot_outcomes(found, dst)
+            .into_iter()
+            .map(|(_, _, a)| a)
+            .collect();
+        let index = match chooser {
+            Some(c) => c.choose(&outcomes),
+            None => self.chooser.choose(&outcomes),
         };
-        // A reused entry is refreshed, a fresh choice remembered: either way the entry now
-        // holds this slot and backend, used now.
+        let slot = u16::try_from(index % usize::from(svc.count)).ok()? + 1;
+        let backend_id = self.slot_backend(&found.key, slot);
+        if backend_id == 0 {
+            return None;
+        }
         if affinity {
             self.affinity.insert(
                 client,
                 LbAffinityValue {
                     backend_id,
-                    slot,
                     pad: 0,
                     last_used_ns: self.now_ns,
                 },
@@ -380,22 +386,22 @@ impl SockSim {
         self.maps.backends.get(&backend_id).copied()
     }
 
-    /// `lb_affinity_backend` without the refresh: the client's `(slot, backend id)` while the
-    /// entry is fresh and the backend still holds that active slot.
-    fn affinity_lookup(&self, found: &Found, call: &SockCall) -> Option<(u16, u32)> {
+    /// `lb_affinity_backend` without the refresh: the client's backend id while the entry is
+    /// fresh (last use plus the timeout not before now, a form without underflow) and the
+    /// backend is still an active backend of the frontend (`lb_affinity_match`), whatever slot
+    /// it holds now.
+    fn affinity_lookup(&self, found: &Found, call: &SockCall) -> Option<u32> {
         let svc = &found.svc;
         let last = self.affinity.get(&affinity_key(call, svc))?;
         let timeout_ns = u64::from(svc.affinity_timeout) * NSEC_PER_SEC;
-        if self.now_ns.wrapping_sub(last.last_used_ns) > timeout_ns {
+        if last.last_used_ns.wrapping_add(timeout_ns) < self.now_ns {
             return None;
         }
-        if last.slot == 0
-            || last.slot > svc.count
-            || self.slot_backend(&found.key, last.slot) != last.backend_id
-        {
-            return None;
-        }
-        Some((last.slot, last.backend_id))
+        let matched = LbAffinityMatchKey::new(last.backend_id, svc.rev_nat_index);
+        self.maps
+            .affinity_match
+            .contains_key(&matched)
+            .then_some(last.backend_id)
     }
 
     /// Every active slot of `found` with its backend id and the address a connect to `dst`

@@ -476,6 +476,83 @@ fn session_affinity_ends_when_its_backend_leaves_or_terminates() {
     assert_eq!(s.connect(&tcp(3), sa("10.96.0.1:80")), sa("127.0.0.4:8080"));
 }
 
+/// The maps after the agent reconciles `services`, keeping the ids `s` has.
+fn reconcile(s: &SockSim, services: Vec<Svc>) -> MapContents {
+    let mut desired = DesiredState::new();
+    for svc in services {
+        desired.insert(svc.0).map_err(|_| "duplicate").unwrap();
+    }
+    MapContents::build(&desired, s.maps()).unwrap()
+}
+
+#[test]
+fn session_affinity_follows_its_backend_through_unrelated_endpoint_churn() {
+    let with = |backends: &[&str]| {
+        let mut svc = svc("10.96.0.1:80", ServiceType::ClusterIP).affinity(600);
+        for b in backends {
+            svc = svc.backend(b);
+        }
+        svc
+    };
+    let mut s = sim(vec![with(&["127.0.0.3:8080", "127.0.0.4:8080"])]);
+    let pinned = s.connect(&tcp(1), sa("10.96.0.1:80"));
+    // A lower-addressed backend joins (every slot moves up), then leaves again.
+    for backends in [
+        &[
+            "127.0.0.1:8080",
+            "127.0.0.2:8080",
+            "127.0.0.3:8080",
+            "127.0.0.4:8080",
+        ][..],
+        &["127.0.0.3:8080", "127.0.0.4:8080"][..],
+        &["127.0.0.4:8080", "127.0.0.3:8080", "127.0.0.9:8080"][..],
+    ] {
+        let next = reconcile(&s, vec![with(backends)]);
+        s.set_maps(next);
+        assert_eq!(
+            s.affinity_target(&tcp(2), sa("10.96.0.1:80")),
+            Some(pinned),
+            "{backends:?}"
+        );
+        assert_eq!(
+            destinations(&mut s, tcp(0), "10.96.0.1:80", 8),
+            BTreeSet::from([pinned])
+        );
+    }
+}
+
+#[test]
+fn session_affinity_is_per_service_port() {
+    let port = |p: u16| {
+        svc(&format!("10.96.0.1:{p}"), ServiceType::ClusterIP)
+            .backend("127.0.0.2:8080")
+            .backend("127.0.0.3:8080")
+            .affinity(600)
+    };
+    let mut s = sim(vec![port(80), port(81)]);
+    let mut first = |slots: &[SocketAddr]| {
+        assert_eq!(slots.len(), 2);
+        0
+    };
+    let mut second = |_: &[SocketAddr]| 1;
+    let on_80 = s.connect_with(&tcp(1), sa("10.96.0.1:80"), &mut first);
+    let on_81 = s.connect_with(&tcp(2), sa("10.96.0.1:81"), &mut second);
+    assert_ne!(on_80, on_81);
+    assert_eq!(s.affinity_target(&tcp(3), sa("10.96.0.1:80")), Some(on_80));
+    assert_eq!(s.affinity_target(&tcp(3), sa("10.96.0.1:81")), Some(on_81));
+}
+
+#[test]
+fn session_affinity_expires_exactly_after_its_timeout() {
+    let mut s = sim(vec![web().affinity(2)]);
+    let pinned = s.connect(&tcp(1), sa("10.96.0.1:80"));
+    s.advance_clock(Duration::from_secs(2));
+    assert_eq!(s.affinity_target(&tcp(2), sa("10.96.0.1:80")), Some(pinned));
+    s.advance_clock(Duration::from_nanos(1));
+    assert_eq!(s.affinity_target(&tcp(2), sa("10.96.0.1:80")), None);
+    assert_eq!(s.affinity_last_used(&tcp(2), sa("10.96.0.1:80")), Some(0));
+}
+
 #[test]
 fn only_the_translated_socket_sees_the_service_as_its_peer() {
     let mut s = sim(vec![web()]);
