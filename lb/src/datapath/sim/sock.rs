@@ -205,11 +205,16 @@ impl SockSim {
     }
 
     /// When the client's affinity entry for the frontend at `dst` was last used, on the clock
-    /// of [`SockSim::advance_clock`], fresh or not; `None` without an entry. Changes nothing.
-    pub fn affinity_last_used(&self, call: &SockCall, dst: SocketAddr) -> Option<u64> {
+    /// of [`SockSim::advance_clock`], fresh or not, and the frontend's timeout (both in ns);
+    /// `None` without an entry or affinity. Changes nothing.
+    pub fn affinity_last_use(&self, call: &SockCall, dst: SocketAddr) -> Option<(u64, u64)> {
         let found = self.forward_frontend(call, dst)?;
+        if !ServiceFlags(found.svc.flags).affinity() {
+            return None;
+        }
         let last = self.affinity.get(&affinity_key(call, &found.svc))?;
-        Some(last.last_used_ns)
+        let timeout_ns = u64::from(found.svc.affinity_timeout) * NSEC_PER_SEC;
+        Some((last.last_used_ns, timeout_ns))
     }
 
     /// recvmsg4/6 and getpeername4/6 (`sock_xlate_rev`): what the application is shown for a

@@ -550,7 +550,10 @@ fn session_affinity_expires_exactly_after_its_timeout() {
     assert_eq!(s.affinity_target(&tcp(2), sa("10.96.0.1:80")), Some(pinned));
     s.advance_clock(Duration::from_nanos(1));
     assert_eq!(s.affinity_target(&tcp(2), sa("10.96.0.1:80")), None);
-    assert_eq!(s.affinity_last_used(&tcp(2), sa("10.96.0.1:80")), Some(0));
+    assert_eq!(
+        s.affinity_last_use(&tcp(2), sa("10.96.0.1:80")),
+        Some((0, 2_000_000_000))
+    );
 }
 
 #[test]
