@@ -51,8 +51,10 @@ fn desired() -> DesiredState {
                 ))
             })
             .collect();
-        let mut policies = ServicePolicies::default();
-        policies.session_affinity_timeout_secs = Some(TIMEOUT_SECS);
+        let policies = ServicePolicies {
+            session_affinity_timeout_secs: Some(TIMEOUT_SECS),
+            ..ServicePolicies::default()
+        };
         let _ = state.insert(LbService {
             frontend: Frontend::external(
                 L3n4Addr::new(CLUSTER_IP.into(), 80 + p, L4Protocol::Tcp),

@@ -396,11 +396,13 @@ impl Services {
             if out.list.iter().any(|s| s.frontend.addr == addr) {
                 continue;
             }
-            let mut policies = ServicePolicies::default();
-            policies.session_affinity_timeout_secs = g.affinity.map(|t| match t {
-                Timeout::Short => SHORT_TIMEOUT_SECS,
-                Timeout::Long => 600,
-            });
+            let policies = ServicePolicies {
+                session_affinity_timeout_secs: g.affinity.map(|t| match t {
+                    Timeout::Short => SHORT_TIMEOUT_SECS,
+                    Timeout::Long => 600,
+                }),
+                ..ServicePolicies::default()
+            };
             let scopes = [
                 Some((Scope::External, &g.backends)),
                 g.twin.as_ref().map(|t| (Scope::Internal, t)),
