@@ -39,6 +39,30 @@ struct lb_sock_addr {
 	__be16 port;
 };
 
+/* A forward translation made but not applied yet: the reverse entry to remember once the hook
+ * has written the new destination into its context. */
+struct sock_fwd {
+	struct lb_sock_key key;    /* the socket and the backend it goes to */
+	struct lb_sock_value orig; /* the frontend it asked for */
+};
+
+/* The context's protocol and port read as the 32-bit fields they are: clang may otherwise
+ * narrow the load to the byte or half-word used, which some kernels' verifiers refuse on a
+ * sock_addr context (Cilium's "narrow ctx access" workaround). */
+static __always_inline __u8 sock_ctx_protocol(const struct bpf_sock_addr *ctx)
+{
+	volatile __u32 protocol = ctx->protocol;
+
+	return (__u8)protocol;
+}
+
+static __always_inline __be16 sock_ctx_port(const struct bpf_sock_addr *ctx)
+{
+	volatile __u32 port = ctx->user_port;
+
+	return (__be16)port;
+}
+
 static __always_inline int sock_proto_enabled(__u8 proto)
 {
 	return (proto == IPPROTO_TCP && cfg_enable_tcp) || (proto == IPPROTO_UDP && cfg_enable_udp);
@@ -59,16 +83,15 @@ static __always_inline int sock_loopback_is_node(struct bpf_sock_addr *ctx,
 	return lb_addr_is_loopback(a) && sock_in_host_ns(ctx);
 }
 
-/* connect/sendmsg: if *dst is a service, replace it by one of its backends and remember the
- * service for the reverse direction. Returns 1 when *dst was changed. */
+/* connect/sendmsg: if *dst is a service, replace it by one of its backends and fill *fwd with
+ * the reverse entry to remember once the hook has stored *dst (sock_xlate_fwd_done). Returns 1
+ * when *dst was changed. */
 static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
-					  struct lb_sock_addr *dst)
+					  struct lb_sock_addr *dst, struct sock_fwd *fwd)
 {
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
 	struct lb_key key = {};
-	struct lb_sock_key sk = {};
-	struct lb_sock_value orig = {};
 	int loopback_is_node;
 	__u64 client;
 
@@ -96,18 +119,25 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	if (!backend)
 		return 0; /* no backend: leave the address alone, the connection fails as it would */
 
-	orig.address = dst->address;
-	orig.port = dst->port;
-	orig.rev_nat_index = svc->rev_nat_index;
-	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.address = backend->address;
-	sk.port = backend->port;
-	bpf_map_update_elem(&lb_reverse_sk_v1, &sk, &orig, BPF_ANY);
-
+	fwd->orig.address = dst->address;
+	fwd->orig.port = dst->port;
+	fwd->orig.rev_nat_index = svc->rev_nat_index;
+	fwd->key.cookie = bpf_get_socket_cookie(ctx);
+	fwd->key.address = backend->address;
+	fwd->key.port = backend->port;
 	dst->address = backend->address;
 	dst->port = backend->port;
-	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
 	return 1;
+}
+
+/* The hook wrote the translated *dst into its context: only now is the socket going there, so
+ * only now is the reverse entry true (a store the hook refused leaves no entry behind). */
+static __always_inline void sock_xlate_fwd_done(struct bpf_sock_addr *ctx, __u8 proto,
+						const struct lb_sock_addr *dst,
+						const struct sock_fwd *fwd)
+{
+	bpf_map_update_elem(&lb_reverse_sk_v1, &fwd->key, &fwd->orig, BPF_ANY);
+	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
 }
 
 /* recvmsg/getpeername: if this socket was translated to *peer and its service still exists,
@@ -161,7 +191,14 @@ static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr 
 
 /* bind: refuse, in the host namespace, a port that a NodePort, LoadBalancer or externalIP
  * service serves on that address (nodePort.bindProtection). A bind to :: also takes IPv4
- * traffic on a dual-stack socket, so it checks 0.0.0.0 too. Returns 0 to refuse (EPERM). */
+ * traffic on a dual-stack socket, so it checks 0.0.0.0 too. Returns 0 to refuse (EPERM).
+ *
+ * A socket with IPV6_V6ONLY takes no IPv4 and should not be refused for an IPv4 frontend, but
+ * the hook cannot tell: bpf_getsockopt(SOL_IPV6) answers only IPV6_TCLASS and
+ * IPV6_AUTOFLOWLABEL on every kernel, and struct bpf_sock has no such field. (Reading
+ * skc_ipv6only needs a BTF cast, bpf_skc_to_tcp6_sock/udp6_sock in sock_addr programs from
+ * 5.10, with a CO-RE bitfield read.) Until then such a bind is refused as a dual-stack one
+ * would be: a false refusal, never a port left unprotected. */
 static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 proto,
 					     const struct lb_sock_addr *local)
 {
@@ -200,7 +237,7 @@ static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
 	} else {
 		return;
 	}
-	sk.port = (__be16)ctx->dst_port;
+	sk.port = (__be16)*(volatile __u32 *)&ctx->dst_port; /* full width, as for user_port */
 	if (sk.port == 0)
 		return; /* never connected */
 	sk.cookie = bpf_get_socket_cookie(ctx);
@@ -210,17 +247,19 @@ static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
 static __always_inline void sock4_load(const struct bpf_sock_addr *ctx, struct lb_sock_addr *a)
 {
 	lb_addr_from_v4(&a->address, ctx->user_ip4);
-	a->port = (__be16)ctx->user_port;
+	a->port = sock_ctx_port(ctx);
 }
 
-static __always_inline void sock4_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
+/* Returns 1 when the context now holds *a. */
+static __always_inline int sock4_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
 {
 	/* The agent pairs frontends and backends by family, so this holds; if it ever did not,
 	 * leaving the address alone is the safe failure. */
 	if (!lb_addr_is_v4(&a->address))
-		return;
+		return 0;
 	ctx->user_ip4 = a->address.words[3];
 	ctx->user_port = a->port;
+	return 1;
 }
 
 /* IPv6 hooks: v4-mapped destinations of dual-stack sockets are looked up as IPv4. */
@@ -230,16 +269,18 @@ static __always_inline void sock6_load(const struct bpf_sock_addr *ctx, struct l
 	a->address.words[1] = ctx->user_ip6[1];
 	a->address.words[2] = ctx->user_ip6[2];
 	a->address.words[3] = ctx->user_ip6[3];
-	a->port = (__be16)ctx->user_port;
+	a->port = sock_ctx_port(ctx);
 }
 
-static __always_inline void sock6_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
+/* Returns 1: every address has an IPv6 form. */
+static __always_inline int sock6_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
 {
 	ctx->user_ip6[0] = a->address.words[0];
 	ctx->user_ip6[1] = a->address.words[1];
 	ctx->user_ip6[2] = a->address.words[2];
 	ctx->user_ip6[3] = a->address.words[3];
 	ctx->user_port = a->port;
+	return 1;
 }
 
 #endif /* LB_SOCK_H */

@@ -280,7 +280,7 @@ impl SockSim {
         Ok(())
     }
 
-    /// `sock_xlate_fwd`.
+    /// `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`.
     fn forward(
         &mut self,
         call: &SockCall,
@@ -294,6 +294,10 @@ impl SockSim {
         self.trace(call, trace_kind::PRE_XLATE_FWD, &dst_address, dst_port);
         let Some(backend) = self.select_backend(call, &found, dst, chooser) else {
             // No backend: leave the address alone, the connection fails as it would.
+            return dst;
+        };
+        // `sock_xlate_fwd_done` runs only once the hook has stored the destination.
+        let Some(to) = addr::stored(dst, &backend.address, backend.port) else {
             return dst;
         };
         let sk = LbSockKey {
@@ -316,7 +320,7 @@ impl SockSim {
             &backend.address,
             backend.port,
         );
-        addr::store(dst, &backend.address, backend.port)
+        to
     }
 
     /// The frontend a forward translation of `dst` uses, if the call is translated at all.

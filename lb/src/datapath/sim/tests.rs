@@ -387,7 +387,13 @@ fn an_ipv4_socket_is_left_alone_when_the_backend_is_ipv6() {
         b.address = "::1".parse::<IpAddr>().unwrap().into();
     }
     let mut s = SockSim::new(config(), m);
+    s.set_monitor(true);
     assert_eq!(s.connect(&tcp(1), sa("10.96.0.1:80")), sa("10.96.0.1:80"));
+    // The store was refused, so no reverse entry claims the socket went to the backend, and
+    // no event says it was translated.
+    assert_eq!(s.peer_name(&tcp(1), sa("[::1]:8080")), sa("[::1]:8080"));
+    let kinds: Vec<u8> = s.take_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [trace_kind::PRE_XLATE_FWD]);
     assert_eq!(
         s.connect(&tcp(1), sa("[::ffff:10.96.0.1]:80")),
         sa("[::1]:8080")
