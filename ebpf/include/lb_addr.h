@@ -54,10 +54,15 @@ static __always_inline int lb_addr_is_loopback(const union lb_addr *a)
 	       a->words[3] == bpf_htonl(1);
 }
 
-/* An address this node answers on: loopback, or one the agent listed in lb_local_addrs. */
-static __always_inline int lb_addr_is_local(const union lb_addr *a)
+/* An address of this node, where its wildcard NodePort and HostPort frontends answer: one the
+ * agent listed in lb_local_addrs, or loopback when the caller's loopback is the node's, that is
+ * when it runs in the node's host namespace (`loopback_is_node`): a pod's loopback is the
+ * pod's own, and what listens there must be reached. */
+static __always_inline int lb_addr_is_node_local(const union lb_addr *a, int loopback_is_node)
 {
-	return lb_addr_is_loopback(a) || bpf_map_lookup_elem(&lb_local_addrs_v1, a) != NULL;
+	if (lb_addr_is_loopback(a))
+		return loopback_is_node;
+	return bpf_map_lookup_elem(&lb_local_addrs_v1, a) != NULL;
 }
 
 #endif /* LB_ADDR_H */

@@ -59,6 +59,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_affinity_v1 SEC(".maps");
 
+/* Which backends a client with session affinity may stay on: (backend id, frontend id) of every
+ * active backend of a frontend with affinity, kept by the agent. An affinity entry follows its
+ * backend, not a slot, so unrelated endpoint churn does not move pinned clients. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb_affinity_match_key);
+	__type(value, __u8);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_affinity_match_v1 SEC(".maps");
+
 /* The node's own addresses, kept by the agent. A node can hold thousands (kube-proxy's IPVS
  * dummy device carries one per service address), so the agent sizes it by bpf.lbMapMax;
  * written only by the agent, so entries are allocated as they come instead of up front. */

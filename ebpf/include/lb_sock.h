@@ -1,6 +1,8 @@
-/* Socket-level translation: the service lookup, backend selection, session affinity, reverse
- * lookup and bind check the cgroup sock_addr hooks share. A hook converts its family's address
- * to a union lb_addr, calls one of the functions here, and writes the result back.
+/* Socket-level translation: what the cgroup sock_addr hooks add to the shared core of
+ * lb_core.h: their load-time settings (cfg_*), the forward and reverse translation of a socket
+ * address, the bind check, and loading and storing each family's context. A hook converts its
+ * family's address to a union lb_addr, calls one of the functions here, and writes the result
+ * back.
  *
  * lb::datapath::sim is the same logic in Rust; keep the two in step.
  */
@@ -12,8 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "lb_maps.h"
-#include "lb_addr.h"
+#include "lb_core.h"
 #include "lb_trace.h"
 
 /* Load-time configuration (set by the agent through the object's .rodata). */
@@ -28,7 +29,6 @@ const volatile __u64 cfg_host_netns_cookie = 0;
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
-#define NSEC_PER_SEC 1000000000ULL
 /* Address families, as <sys/socket.h> has them (not includable for the BPF target). */
 #define LB_AF_INET 2
 #define LB_AF_INET6 10
@@ -38,6 +38,30 @@ struct lb_sock_addr {
 	union lb_addr address;
 	__be16 port;
 };
+
+/* A forward translation made but not applied yet: the reverse entry to remember once the hook
+ * has written the new destination into its context. */
+struct sock_fwd {
+	struct lb_sock_key key;    /* the socket and the backend it goes to */
+	struct lb_sock_value orig; /* the frontend it asked for */
+};
+
+/* The context's protocol and port read as the 32-bit fields they are: clang may otherwise
+ * narrow the load to the byte or half-word used, which some kernels' verifiers refuse on a
+ * sock_addr context (Cilium's "narrow ctx access" workaround). */
+static __always_inline __u8 sock_ctx_protocol(const struct bpf_sock_addr *ctx)
+{
+	volatile __u32 protocol = ctx->protocol;
+
+	return (__u8)protocol;
+}
+
+static __always_inline __be16 sock_ctx_port(const struct bpf_sock_addr *ctx)
+{
+	volatile __u32 port = ctx->user_port;
+
+	return (__be16)port;
+}
 
 static __always_inline int sock_proto_enabled(__u8 proto)
 {
@@ -51,110 +75,25 @@ static __always_inline int sock_in_host_ns(struct bpf_sock_addr *ctx)
 	return bpf_get_netns_cookie(ctx) == host;
 }
 
-/* The service at the frontend, preferring the internal-scope twin: socket-level traffic comes
- * from inside the cluster, so internalTrafficPolicy applies. */
-static __always_inline const struct lb_service *lb_lookup_service(struct lb_key *key)
+/* Whether addr is a loopback address of the node's host namespace: a pod's loopback is the
+ * pod's. Only loopback destinations pay for the namespace test. */
+static __always_inline int sock_loopback_is_node(struct bpf_sock_addr *ctx,
+						 const union lb_addr *a)
 {
-	const struct lb_service *svc;
-
-	key->backend_slot = 0;
-	key->scope = LB_SCOPE_EXT;
-	svc = bpf_map_lookup_elem(&lb_services_v1, key);
-	if (svc && (svc->flags & LB_SVC_TWO_SCOPES)) {
-		key->scope = LB_SCOPE_INT;
-		svc = bpf_map_lookup_elem(&lb_services_v1, key);
-	}
-	return svc;
+	return lb_addr_is_loopback(a) && sock_in_host_ns(ctx);
 }
 
-/* The frontend for key, or, when key's address is one of this node's, the wildcard NodePort
- * or HostPort frontend of its port (so 127.0.0.1:NODE_PORT works as the node address does).
- * key's address becomes the wildcard one in that case, for the slot lookups that follow. */
-static __always_inline const struct lb_service *lb_lookup_frontend(struct lb_key *key)
-{
-	const struct lb_service *svc = lb_lookup_service(key);
-
-	if (svc || !lb_addr_is_local(&key->address))
-		return svc;
-	lb_addr_to_wildcard(&key->address);
-	svc = lb_lookup_service(key);
-	if (svc && !(svc->flags & (LB_SVC_NODE_PORT | LB_SVC_HOST_PORT)))
-		return NULL;
-	return svc;
-}
-
-/* The backend id in key's slot `slot`, or 0 when the slot is empty. */
-static __always_inline __u32 lb_slot_backend(struct lb_key *key, __u16 slot)
-{
-	const struct lb_service *entry;
-
-	key->backend_slot = slot;
-	entry = bpf_map_lookup_elem(&lb_services_v1, key);
-	return entry ? entry->backend_id : 0;
-}
-
-/* The backend a client with session affinity used last, while the affinity is fresh and the
- * backend still holds the same active slot; 0 otherwise. Refreshes the entry on use. */
-static __always_inline __u32 lb_affinity_backend(struct lb_key *key, const struct lb_service *svc,
-						 const struct lb_affinity_key *client, __u64 now,
-						 __u16 *slot)
-{
-	struct lb_affinity_value *last = bpf_map_lookup_elem(&lb_affinity_v1, client);
-
-	if (!last || now - last->last_used_ns > (__u64)svc->affinity_timeout * NSEC_PER_SEC)
-		return 0;
-	if (last->slot == 0 || last->slot > svc->count ||
-	    lb_slot_backend(key, last->slot) != last->backend_id)
-		return 0;
-	last->last_used_ns = now;
-	*slot = last->slot;
-	return last->backend_id;
-}
-
-/* An active backend of svc: the client's affinity backend when it has one, else a uniformly
- * random one (remembered for affinity). NULL when svc has no active backend. */
-static __always_inline const struct lb_backend *
-lb_select_backend(void *ctx, struct lb_key *key, const struct lb_service *svc)
-{
-	struct lb_affinity_key client = {};
-	struct lb_affinity_value chosen = {};
-	__u64 now = 0;
-	__u16 slot = 0;
-	__u32 backend_id = 0;
-
-	if (svc->count == 0)
-		return NULL;
-	if (svc->flags & LB_SVC_AFFINITY) {
-		client.client_cookie = bpf_get_netns_cookie(ctx);
-		client.rev_nat_index = svc->rev_nat_index;
-		now = bpf_ktime_get_ns();
-		backend_id = lb_affinity_backend(key, svc, &client, now, &slot);
-	}
-	if (!backend_id) {
-		slot = (bpf_get_prandom_u32() % svc->count) + 1;
-		backend_id = lb_slot_backend(key, slot);
-		if (!backend_id)
-			return NULL;
-		if (svc->flags & LB_SVC_AFFINITY) {
-			chosen.backend_id = backend_id;
-			chosen.slot = slot;
-			chosen.last_used_ns = now;
-			bpf_map_update_elem(&lb_affinity_v1, &client, &chosen, BPF_ANY);
-		}
-	}
-	return bpf_map_lookup_elem(&lb_backends_v1, &backend_id);
-}
-
-/* connect/sendmsg: if *dst is a service, replace it by one of its backends and remember the
- * service for the reverse direction. Returns 1 when *dst was changed. */
+/* connect/sendmsg: if *dst is a service, replace it by one of its backends and fill *fwd with
+ * the reverse entry to remember once the hook has stored *dst (sock_xlate_fwd_done). Returns 1
+ * when *dst was changed. */
 static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
-					  struct lb_sock_addr *dst)
+					  struct lb_sock_addr *dst, struct sock_fwd *fwd)
 {
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
 	struct lb_key key = {};
-	struct lb_sock_key sk = {};
-	struct lb_sock_value orig = {};
+	int loopback_is_node;
+	__u64 client;
 
 	if (!sock_proto_enabled(proto))
 		return 0;
@@ -163,31 +102,42 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	key.address = dst->address;
 	key.dport = dst->port;
 	key.proto = proto;
-	svc = lb_lookup_frontend(&key);
+	loopback_is_node = sock_loopback_is_node(ctx, &dst->address);
+	svc = lb_lookup_frontend(&key, loopback_is_node);
 	if (!svc)
 		return 0;
 	/* CVE-2020-8554: anyone who may create a Service can claim any address as an externalIP.
 	 * Unless it is this node's own address, the socket keeps the address it asked for. */
 	if (cfg_external_ip_mitigation && (svc->flags & LB_SVC_EXTERNAL_IP) &&
-	    !lb_addr_is_local(&dst->address))
+	    !lb_addr_is_node_local(&dst->address, loopback_is_node))
 		return 0;
 	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_FWD, proto, &dst->address, dst->port);
-	backend = lb_select_backend(ctx, &key, svc);
+	/* Session affinity is per client network namespace (the documents' socket-level
+	 * affinity); the cookie is only asked for when the service has affinity. */
+	client = lb_svc_has_affinity(svc) ? bpf_get_netns_cookie(ctx) : 0;
+	backend = lb_select_backend(&key, svc, client);
 	if (!backend)
 		return 0; /* no backend: leave the address alone, the connection fails as it would */
 
-	orig.address = dst->address;
-	orig.port = dst->port;
-	orig.rev_nat_index = svc->rev_nat_index;
-	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.address = backend->address;
-	sk.port = backend->port;
-	bpf_map_update_elem(&lb_reverse_sk_v1, &sk, &orig, BPF_ANY);
-
+	fwd->orig.address = dst->address;
+	fwd->orig.port = dst->port;
+	fwd->orig.rev_nat_index = svc->rev_nat_index;
+	fwd->key.cookie = bpf_get_socket_cookie(ctx);
+	fwd->key.address = backend->address;
+	fwd->key.port = backend->port;
 	dst->address = backend->address;
 	dst->port = backend->port;
-	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
 	return 1;
+}
+
+/* The hook wrote the translated *dst into its context: only now is the socket going there, so
+ * only now is the reverse entry true (a store the hook refused leaves no entry behind). */
+static __always_inline void sock_xlate_fwd_done(struct bpf_sock_addr *ctx, __u8 proto,
+						const struct lb_sock_addr *dst,
+						const struct sock_fwd *fwd)
+{
+	bpf_map_update_elem(&lb_reverse_sk_v1, &fwd->key, &fwd->orig, BPF_ANY);
+	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
 }
 
 /* recvmsg/getpeername: if this socket was translated to *peer and its service still exists,
@@ -225,7 +175,8 @@ static __always_inline int sock_xlate_rev(struct bpf_sock_addr *ctx, __u8 proto,
 }
 
 /* Whether a frontend owns addr:port for bind protection: NodePort, LoadBalancer and
- * externalIPs ports are the load balancer's on this node (HostPort ones belong to a pod). */
+ * externalIPs ports are the load balancer's on this node (HostPort ones belong to a pod).
+ * Asked in the host namespace only, whose loopback is the node's. */
 static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr *addr, __be16 port)
 {
 	const struct lb_service *svc;
@@ -234,13 +185,20 @@ static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr 
 	key.address = *addr;
 	key.dport = port;
 	key.proto = proto;
-	svc = lb_lookup_frontend(&key);
-	return svc && (svc->flags & (LB_SVC_NODE_PORT | LB_SVC_EXTERNAL_IP | LB_SVC_LOADBALANCER));
+	svc = lb_lookup_frontend(&key, 1);
+	return svc && (svc->flags & LB_SVC_NODE_OWNED_TYPES);
 }
 
 /* bind: refuse, in the host namespace, a port that a NodePort, LoadBalancer or externalIP
  * service serves on that address (nodePort.bindProtection). A bind to :: also takes IPv4
- * traffic on a dual-stack socket, so it checks 0.0.0.0 too. Returns 0 to refuse (EPERM). */
+ * traffic on a dual-stack socket, so it checks 0.0.0.0 too. Returns 0 to refuse (EPERM).
+ *
+ * A socket with IPV6_V6ONLY takes no IPv4 and should not be refused for an IPv4 frontend, but
+ * the hook cannot tell: bpf_getsockopt(SOL_IPV6) answers only IPV6_TCLASS and
+ * IPV6_AUTOFLOWLABEL on every kernel, and struct bpf_sock has no such field. (Reading
+ * skc_ipv6only needs a BTF cast, bpf_skc_to_tcp6_sock/udp6_sock in sock_addr programs from
+ * 5.10, with a CO-RE bitfield read.) Until then such a bind is refused as a dual-stack one
+ * would be: a false refusal, never a port left unprotected. */
 static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 proto,
 					     const struct lb_sock_addr *local)
 {
@@ -279,7 +237,7 @@ static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
 	} else {
 		return;
 	}
-	sk.port = (__be16)ctx->dst_port;
+	sk.port = (__be16)*(volatile __u32 *)&ctx->dst_port; /* full width, as for user_port */
 	if (sk.port == 0)
 		return; /* never connected */
 	sk.cookie = bpf_get_socket_cookie(ctx);
@@ -289,17 +247,19 @@ static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
 static __always_inline void sock4_load(const struct bpf_sock_addr *ctx, struct lb_sock_addr *a)
 {
 	lb_addr_from_v4(&a->address, ctx->user_ip4);
-	a->port = (__be16)ctx->user_port;
+	a->port = sock_ctx_port(ctx);
 }
 
-static __always_inline void sock4_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
+/* Returns 1 when the context now holds *a. */
+static __always_inline int sock4_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
 {
 	/* The agent pairs frontends and backends by family, so this holds; if it ever did not,
 	 * leaving the address alone is the safe failure. */
 	if (!lb_addr_is_v4(&a->address))
-		return;
+		return 0;
 	ctx->user_ip4 = a->address.words[3];
 	ctx->user_port = a->port;
+	return 1;
 }
 
 /* IPv6 hooks: v4-mapped destinations of dual-stack sockets are looked up as IPv4. */
@@ -309,16 +269,18 @@ static __always_inline void sock6_load(const struct bpf_sock_addr *ctx, struct l
 	a->address.words[1] = ctx->user_ip6[1];
 	a->address.words[2] = ctx->user_ip6[2];
 	a->address.words[3] = ctx->user_ip6[3];
-	a->port = (__be16)ctx->user_port;
+	a->port = sock_ctx_port(ctx);
 }
 
-static __always_inline void sock6_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
+/* Returns 1: every address has an IPv6 form. */
+static __always_inline int sock6_store(struct bpf_sock_addr *ctx, const struct lb_sock_addr *a)
 {
 	ctx->user_ip6[0] = a->address.words[0];
 	ctx->user_ip6[1] = a->address.words[1];
 	ctx->user_ip6[2] = a->address.words[2];
 	ctx->user_ip6[3] = a->address.words[3];
 	ctx->user_port = a->port;
+	return 1;
 }
 
 #endif /* LB_SOCK_H */

@@ -14,6 +14,10 @@ struct lb_trace_record {
 	__u64 ktime_ns;             /* bpf_ktime_get_ns() when the hook ran */
 };
 
+/* Never read: puts struct lb_trace_sock, and with it enum lb_trace_kind, into the object's
+ * BTF, where ebpf/tests/layout.rs finds them. */
+const volatile struct lb_trace_sock lb_btf_trace_sock = {};
+
 /* The record never appears in a map's BTF (a perf event array has no value type), so its
  * layout is pinned here; ebpf/tests/layout.rs checks the Rust mirror against the same numbers. */
 _Static_assert(sizeof(struct lb_trace_sock) == 40, "lb_trace_sock size");
@@ -35,7 +39,7 @@ _Static_assert(__builtin_offsetof(struct lb_trace_record, ktime_ns) == 40, "ktim
 	} while (0)
 
 /* Sends one event to every listening monitor; costs one array lookup when none listens. */
-static __always_inline void lb_emit_trace(void *ctx, __u8 kind, __u8 proto,
+static __always_inline void lb_emit_trace(void *ctx, enum lb_trace_kind kind, __u8 proto,
 					  const union lb_addr *address, __be16 port)
 {
 	struct lb_trace_record rec = {};

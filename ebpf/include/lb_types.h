@@ -11,18 +11,42 @@
 
 #include <linux/types.h>
 
-/* Service scopes: one frontend may exist twice when its traffic policies differ. */
-#define LB_SCOPE_EXT 0 /* traffic from outside the cluster, or all traffic */
-#define LB_SCOPE_INT 1 /* traffic from inside the cluster when the policies differ */
+/* The constants below are enums with a one-byte underlying type (a clang extension to C17),
+ * so that the struct fields holding them are typed by them and the enums reach the object's
+ * BTF: ebpf/tests/layout.rs checks the Rust constants against their values there. */
 
-/* lb_service.flags */
-#define LB_SVC_CLUSTER_IP   (1 << 0) /* a ClusterIP frontend */
-#define LB_SVC_NODE_PORT    (1 << 1) /* a NodePort frontend */
-#define LB_SVC_EXTERNAL_IP  (1 << 2) /* an externalIPs frontend */
-#define LB_SVC_LOADBALANCER (1 << 3) /* a LoadBalancer ingress frontend */
-#define LB_SVC_HOST_PORT    (1 << 4) /* a HostPort frontend */
-#define LB_SVC_TWO_SCOPES   (1 << 5) /* an internal-scope twin exists */
-#define LB_SVC_AFFINITY     (1 << 6) /* sessionAffinity: ClientIP */
+/* Service scopes: one frontend may exist twice when its traffic policies differ. */
+enum lb_scope : __u8 {
+	LB_SCOPE_EXT = 0, /* traffic from outside the cluster, or all traffic */
+	LB_SCOPE_INT = 1, /* traffic from inside the cluster when the policies differ */
+};
+
+/* Bits of lb_service.flags. */
+enum lb_svc_flags : __u8 {
+	LB_SVC_CLUSTER_IP = 1 << 0,   /* a ClusterIP frontend */
+	LB_SVC_NODE_PORT = 1 << 1,    /* a NodePort frontend */
+	LB_SVC_EXTERNAL_IP = 1 << 2,  /* an externalIPs frontend */
+	LB_SVC_LOADBALANCER = 1 << 3, /* a LoadBalancer ingress frontend */
+	LB_SVC_HOST_PORT = 1 << 4,    /* a HostPort frontend */
+	LB_SVC_TWO_SCOPES = 1 << 5,   /* an internal-scope twin exists */
+	LB_SVC_AFFINITY = 1 << 6,     /* sessionAffinity: ClientIP */
+};
+
+/* lb_backend.state: only active backends are chosen for new connections. */
+enum lb_backend_state : __u8 {
+	LB_BACKEND_ACTIVE = 0,      /* ready: takes new connections */
+	LB_BACKEND_TERMINATING = 1, /* terminating but serving: kept for existing flows */
+	LB_BACKEND_QUARANTINED = 2, /* failed health checks */
+	LB_BACKEND_MAINTENANCE = 3, /* taken out by the operator */
+};
+
+/* trace-sock event kinds (lbctl monitor -t trace-sock prints their names). */
+enum lb_trace_kind : __u8 {
+	LB_TRACE_PRE_XLATE_FWD = 1,  /* connect/sendmsg, before translation */
+	LB_TRACE_POST_XLATE_FWD = 2, /* connect/sendmsg, after translation */
+	LB_TRACE_PRE_XLATE_REV = 3,  /* recvmsg/getpeername, before translation */
+	LB_TRACE_POST_XLATE_REV = 4, /* recvmsg/getpeername, after translation */
+};
 
 /* An IPv6 address, or an IPv4 address mapped into IPv6. */
 union lb_addr {
@@ -37,7 +61,7 @@ struct lb_key {
 	__be16 dport;          /* frontend port */
 	__u16 backend_slot;    /* 0: the service; 1..: a backend slot */
 	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 scope;            /* LB_SCOPE_EXT or LB_SCOPE_INT */
+	enum lb_scope scope;   /* LB_SCOPE_EXT or LB_SCOPE_INT */
 	__u8 pad[2];           /* explicit padding, always zero */
 };
 
@@ -47,7 +71,7 @@ struct lb_service {
 	__u16 count;            /* slot 0: number of active backend slots */
 	__u16 qcount;           /* slot 0: number of terminating backend slots after them */
 	__u16 rev_nat_index;    /* id of the frontend (lb_reverse_nat key, the service id) */
-	__u8 flags;             /* LB_SVC_* */
+	enum lb_svc_flags flags; /* LB_SVC_* bits */
 	__u8 pad;               /* explicit padding, always zero */
 	__u32 affinity_timeout; /* slot 0: session affinity timeout in seconds, 0 without */
 };
@@ -57,7 +81,7 @@ struct lb_backend {
 	union lb_addr address; /* backend address */
 	__be16 port;           /* backend port */
 	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 state;            /* 0 active, 1 terminating, 2 quarantined, 3 maintenance */
+	enum lb_backend_state state; /* LB_BACKEND_* */
 };
 
 /* Value of lb_reverse_nat, keyed by a __u16 rev_nat_index: the frontend to show the
@@ -91,12 +115,22 @@ struct lb_affinity_key {
 	__u8 pad[6];           /* explicit padding, always zero */
 };
 
-/* Value of lb_affinity: the backend the client was sent to, and when it last was. */
+/* Value of lb_affinity: the backend the client was sent to, and when it last was. It is reused
+ * while lb_affinity_match says the backend is still an active backend of the frontend, whatever
+ * slot it now holds. (Bytes 4-7 held a slot number before; they are ignored, so the layout and
+ * the map's name stay.) */
 struct lb_affinity_value {
 	__u32 backend_id;      /* lb_backends key */
-	__u16 slot;            /* the service slot it was in: it still must be there to be reused */
-	__u16 pad;             /* explicit padding, always zero */
+	__u32 pad;             /* explicit padding, always zero */
 	__u64 last_used_ns;    /* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the last use */
+};
+
+/* Key of lb_affinity_match: a backend that is an active backend of a frontend with session
+ * affinity. The agent keeps one entry per such pair; the value is a reserved zero byte. */
+struct lb_affinity_match_key {
+	__u32 backend_id;      /* lb_backends key */
+	__u16 rev_nat_index;   /* the frontend's id */
+	__u16 pad;             /* explicit padding, always zero */
 };
 
 /* Value of lb_local_addrs, keyed by union lb_addr: an address of this node, where a wildcard
@@ -105,19 +139,13 @@ struct lb_local_addr {
 	__u8 flags;            /* reserved, zero */
 };
 
-/* trace-sock event kinds (lbctl monitor -t trace-sock prints their names). */
-#define LB_TRACE_PRE_XLATE_FWD  1
-#define LB_TRACE_POST_XLATE_FWD 2
-#define LB_TRACE_PRE_XLATE_REV  3
-#define LB_TRACE_POST_XLATE_REV 4
-
 /* One trace-sock event, sent through lb_events when lb_monitor is on. */
 struct lb_trace_sock {
 	__u64 cgroup_id;       /* cgroup v2 id of the calling process */
 	__u64 sock_cookie;     /* socket cookie */
 	union lb_addr address; /* the destination (fwd) or peer (rev) at this point */
 	__be16 port;           /* its port */
-	__u8 kind;             /* LB_TRACE_* */
+	enum lb_trace_kind kind; /* LB_TRACE_* */
 	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
 	__u32 cpu;             /* CPU the hook ran on */
 };

@@ -16,6 +16,8 @@ pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
 pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
 /// Session affinity: a client's netns cookie and a frontend → the backend it used last.
 pub const LB_AFFINITY: &str = "lb_affinity_v1";
+/// Session affinity's active backends: [`LbAffinityMatchKey`] -> `u8` (zero).
+pub const LB_AFFINITY_MATCH: &str = "lb_affinity_match_v1";
 /// The node's own addresses, where wildcard NodePort and HostPort frontends answer.
 pub const LB_LOCAL_ADDRS: &str = "lb_local_addrs_v1";
 /// Index 0: a bit per monitor slot that listens to trace events (`LB_MONITOR_SLOTS`).
@@ -35,21 +37,23 @@ pub const LB_EVENTS_SLOTS: [&str; MONITOR_SLOTS] = [
 ];
 /// The maps sized by `bpf.lbMapMax` (the node-address map too: a node's addresses grow with
 /// its services where kube-proxy's IPVS device holds one per service address).
-pub const SOCK_LB_SIZED_MAPS: [&str; 6] = [
+pub const SOCK_LB_SIZED_MAPS: [&str; 7] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_AFFINITY,
     LB_LOCAL_ADDRS,
+    LB_AFFINITY_MATCH,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 15] = [
+pub const SOCK_LB_MAPS: [&str; 16] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_AFFINITY,
+    LB_AFFINITY_MATCH,
     LB_LOCAL_ADDRS,
     LB_MONITOR,
     LB_EVENTS_SLOTS[0],
@@ -65,12 +69,27 @@ pub const SOCK_LB_MAPS: [&str; 15] = [
 /// its programs are attached (the single ring buffer and on/off switch of trace events).
 pub const RETIRED_MAPS: [&str; 2] = ["lb_monitor_v1", "lb_events_v1"];
 
-/// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
-pub const SCOPE_EXT: u8 = 0;
-/// `LB_SCOPE_INT`: traffic from inside the cluster, when the policies differ.
-pub const SCOPE_INT: u8 = 1;
+/// `enum lb_scope`: the scope of a frontend ([`LbKey::scope`]).
+pub mod scope {
+    /// `LB_SCOPE_EXT`: traffic from outside the cluster, or all traffic.
+    pub const EXT: u8 = 0;
+    /// `LB_SCOPE_INT`: traffic from inside the cluster, when the policies differ.
+    pub const INT: u8 = 1;
+}
 
-/// `lb_service.flags` bits.
+/// `enum lb_backend_state`: [`LbBackend::state`].
+pub mod backend_state {
+    /// `LB_BACKEND_ACTIVE`: takes new connections.
+    pub const ACTIVE: u8 = 0;
+    /// `LB_BACKEND_TERMINATING`: kept for existing flows, never chosen.
+    pub const TERMINATING: u8 = 1;
+    /// `LB_BACKEND_QUARANTINED`: failed health checks.
+    pub const QUARANTINED: u8 = 2;
+    /// `LB_BACKEND_MAINTENANCE`: taken out by the operator.
+    pub const MAINTENANCE: u8 = 3;
+}
+
+/// `enum lb_svc_flags`: bits of [`LbService::flags`].
 pub mod svc_flags {
     /// A ClusterIP frontend.
     pub const CLUSTER_IP: u8 = 1 << 0;
@@ -125,7 +144,7 @@ pub struct LbKey {
     pub backend_slot: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// [`SCOPE_EXT`] or [`SCOPE_INT`].
+    /// [`scope::EXT`] or [`scope::INT`].
     pub scope: u8,
     /// Zero.
     pub pad: [u8; 2],
@@ -180,7 +199,7 @@ pub struct LbBackend {
     pub port: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// 0 active, 1 terminating, 2 quarantined, 3 maintenance.
+    /// A [`backend_state`] value.
     pub state: u8,
 }
 
@@ -254,14 +273,36 @@ pub struct LbAffinityKey {
     pub pad: [u8; 6],
 }
 
-/// Value of `lb_affinity_v1`: the backend, its slot, and the last use (CLOCK_MONOTONIC ns).
+/// Value of `lb_affinity_v1`: the backend and its last use (CLOCK_MONOTONIC ns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LbAffinityValue {
     pub backend_id: u32,
-    pub slot: u16,
-    pub pad: u16,
+    pub pad: u32,
     pub last_used_ns: u64,
+}
+
+/// Key of `lb_affinity_match_v1`: an active backend of a frontend with session affinity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbAffinityMatchKey {
+    /// `lb_backends_v1` key.
+    pub backend_id: u32,
+    /// The frontend's id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+}
+
+impl LbAffinityMatchKey {
+    /// The entry of `backend_id` for frontend `rev_nat_index`.
+    pub fn new(backend_id: u32, rev_nat_index: u16) -> Self {
+        LbAffinityMatchKey {
+            backend_id,
+            rev_nat_index,
+            pad: 0,
+        }
+    }
 }
 
 /// Value of `lb_local_addrs_v1` (keyed by [`LbAddr`]).
@@ -271,13 +312,56 @@ pub struct LbLocalAddr {
     pub flags: u8,
 }
 
-/// Kinds of [`LbTraceSock`] events, as `lbctl monitor` names them.
+/// `enum lb_trace_kind`: kinds of [`LbTraceSock`] events, as `lbctl monitor` names them.
 pub mod trace_kind {
+    /// `LB_TRACE_PRE_XLATE_FWD`: connect/sendmsg, before translation.
     pub const PRE_XLATE_FWD: u8 = 1;
+    /// `LB_TRACE_POST_XLATE_FWD`: connect/sendmsg, after translation.
     pub const POST_XLATE_FWD: u8 = 2;
+    /// `LB_TRACE_PRE_XLATE_REV`: recvmsg/getpeername, before translation.
     pub const PRE_XLATE_REV: u8 = 3;
+    /// `LB_TRACE_POST_XLATE_REV`: recvmsg/getpeername, after translation.
     pub const POST_XLATE_REV: u8 = 4;
 }
+
+/// Every C enum of `lb_types.h` with its constants as Rust has them: `(enum, [(constant,
+/// value)])`. `tests/layout.rs` checks that the object's BTF has exactly these.
+pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
+    (
+        "lb_scope",
+        &[("LB_SCOPE_EXT", scope::EXT), ("LB_SCOPE_INT", scope::INT)],
+    ),
+    (
+        "lb_svc_flags",
+        &[
+            ("LB_SVC_CLUSTER_IP", svc_flags::CLUSTER_IP),
+            ("LB_SVC_NODE_PORT", svc_flags::NODE_PORT),
+            ("LB_SVC_EXTERNAL_IP", svc_flags::EXTERNAL_IP),
+            ("LB_SVC_LOADBALANCER", svc_flags::LOADBALANCER),
+            ("LB_SVC_HOST_PORT", svc_flags::HOST_PORT),
+            ("LB_SVC_TWO_SCOPES", svc_flags::TWO_SCOPES),
+            ("LB_SVC_AFFINITY", svc_flags::AFFINITY),
+        ],
+    ),
+    (
+        "lb_backend_state",
+        &[
+            ("LB_BACKEND_ACTIVE", backend_state::ACTIVE),
+            ("LB_BACKEND_TERMINATING", backend_state::TERMINATING),
+            ("LB_BACKEND_QUARANTINED", backend_state::QUARANTINED),
+            ("LB_BACKEND_MAINTENANCE", backend_state::MAINTENANCE),
+        ],
+    ),
+    (
+        "lb_trace_kind",
+        &[
+            ("LB_TRACE_PRE_XLATE_FWD", trace_kind::PRE_XLATE_FWD),
+            ("LB_TRACE_POST_XLATE_FWD", trace_kind::POST_XLATE_FWD),
+            ("LB_TRACE_PRE_XLATE_REV", trace_kind::PRE_XLATE_REV),
+            ("LB_TRACE_POST_XLATE_REV", trace_kind::POST_XLATE_REV),
+        ],
+    ),
+];
 
 /// One trace-sock event, as a monitor slot's `lb_events_s<n>_v2` carries it inside an
 /// [`LbTraceRecord`].
@@ -325,6 +409,8 @@ unsafe impl aya::Pod for LbAffinityValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbLocalAddr {}
 // SAFETY: as above.
+unsafe impl aya::Pod for LbAffinityMatchKey {}
+// SAFETY: as above.
 unsafe impl aya::Pod for LbTraceSock {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbTraceRecord {}
@@ -345,7 +431,7 @@ mod tests {
 
     #[test]
     fn ports_are_stored_in_network_order() {
-        let key = LbKey::new("10.0.0.1".parse().unwrap(), 0x1f90, 6, SCOPE_EXT, 0);
+        let key = LbKey::new("10.0.0.1".parse().unwrap(), 0x1f90, 6, scope::EXT, 0);
         assert_eq!(key.dport.to_ne_bytes(), [0x1f, 0x90]);
         assert_eq!(key.port(), 0x1f90);
     }

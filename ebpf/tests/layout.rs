@@ -1,5 +1,6 @@
 //! The Rust mirrors in `ebpf::maps` have the size and field offsets the C structs have in the
-//! built object's BTF: a layout drift between C and Rust fails here, not in the kernel.
+//! built object's BTF, and the Rust constants the values of the C enums there: a drift between
+//! C and Rust fails here, not in the kernel.
 
 use std::collections::BTreeMap;
 use std::mem::{offset_of, size_of};
@@ -94,15 +95,98 @@ fn rust_mirrors_match_the_objects_btf() {
         &btf,
         "lb_affinity_value",
         LbAffinityValue,
-        [backend_id, slot, pad, last_used_ns]
+        [backend_id, pad, last_used_ns]
+    );
+    assert_layout!(
+        &btf,
+        "lb_affinity_match_key",
+        LbAffinityMatchKey,
+        [backend_id, rev_nat_index, pad]
     );
     assert_layout!(&btf, "lb_local_addr", LbLocalAddr, [flags]);
 }
 
-/// A perf event array has no value type, so the event is not in the BTF; `lb_trace.h` pins its
-/// layout with static asserts on these same numbers.
+/// The enum `name` of the BTF: its size and `(constant, value)` pairs.
+fn c_enum(btf: &Btf, name: &str) -> (usize, BTreeMap<String, u64>) {
+    let e = btf
+        .resolve_types_by_name(name)
+        .unwrap_or_else(|e| panic!("enum {name} not in BTF: {e}"))
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Enum(e) => Some(e),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{name} is not an enum in BTF"));
+    let values = e
+        .members
+        .iter()
+        .map(|m| (btf.resolve_name(m).unwrap(), u64::from(m.val())))
+        .collect();
+    (e.size(), values)
+}
+
+/// The name of the type of member `field` of struct `strukt`, as BTF has it.
+fn member_type(btf: &Btf, strukt: &str, field: &str) -> String {
+    let s = btf
+        .resolve_types_by_name(strukt)
+        .unwrap()
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    let m = s
+        .members
+        .iter()
+        .find(|m| btf.resolve_name(*m).unwrap() == field)
+        .unwrap_or_else(|| panic!("{strukt} has no member {field}"));
+    match btf.resolve_chained_type(m).unwrap() {
+        Type::Enum(e) => format!("enum {}", btf.resolve_name(&e).unwrap()),
+        Type::Typedef(t) => btf.resolve_name(&t).unwrap(),
+        Type::Int(i) => btf.resolve_name(&i).unwrap(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn rust_constants_are_the_c_enums_of_the_objects_btf() {
+    let btf = sock_lb_btf();
+    for (name, constants) in C_ENUMS {
+        let (size, values) = c_enum(&btf, name);
+        assert_eq!(size, 1, "enum {name} is one byte, as the fields holding it");
+        let rust: BTreeMap<String, u64> = constants
+            .iter()
+            .map(|(c, v)| ((*c).to_owned(), u64::from(*v)))
+            .collect();
+        assert_eq!(rust, values, "constants of enum {name}");
+    }
+}
+
+#[test]
+fn the_fields_holding_enum_values_are_typed_by_the_enums() {
+    let btf = sock_lb_btf();
+    for (strukt, field, ty) in [
+        ("lb_key", "scope", "enum lb_scope"),
+        ("lb_service", "flags", "enum lb_svc_flags"),
+        ("lb_backend", "state", "enum lb_backend_state"),
+        ("lb_trace_sock", "kind", "enum lb_trace_kind"),
+    ] {
+        assert_eq!(member_type(&btf, strukt, field), ty, "{strukt}.{field}");
+    }
+}
+
+/// A perf event array has no value type; `lb_trace.h` pins the event's layout with static
+/// asserts on these same numbers, and an anchor variable puts it into the BTF.
 #[test]
 fn the_trace_event_mirror_matches_the_static_asserts_in_lb_trace_h() {
+    let btf = sock_lb_btf();
+    assert_layout!(
+        &btf,
+        "lb_trace_sock",
+        LbTraceSock,
+        [cgroup_id, sock_cookie, address, port, kind, proto, cpu]
+    );
     assert_eq!(size_of::<LbTraceSock>(), 40);
     assert_eq!(offset_of!(LbTraceSock, cgroup_id), 0);
     assert_eq!(offset_of!(LbTraceSock, sock_cookie), 8);
@@ -147,5 +231,23 @@ fn every_named_map_and_program_is_in_the_object() {
             symbols.iter().any(|s| s == program),
             "program {program} missing"
         );
+    }
+}
+
+/// The tc and XDP programs include the load-balancing core without the socket code: nothing in
+/// `lb_core.h` or what it includes may name a socket context.
+#[test]
+fn the_shared_core_knows_no_socket_context() {
+    let include = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    for header in ["lb_core.h", "lb_maps.h", "lb_addr.h", "lb_types.h"] {
+        let text = std::fs::read_to_string(include.join(header)).unwrap();
+        for word in [
+            "bpf_sock",
+            "#include \"lb_sock.h\"",
+            "#include \"lb_trace.h\"",
+            "cfg_",
+        ] {
+            assert!(!text.contains(word), "{header} mentions {word}");
+        }
     }
 }

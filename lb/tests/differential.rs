@@ -2,14 +2,18 @@
 //! (`lb::datapath::sim`), which must make the same decisions over the same maps.
 //!
 //! proptest generates services (every type, TCP and UDP, IPv4 and IPv6, up to four backends on
-//! loopback, some terminating, some with session affinity, sometimes an internal-scope twin),
-//! the programs' switches, and a sequence of socket calls and reconciles. Each case loads its
-//! own copy of the programs with those switches, pins them in a directory of the test's bpffs,
+//! loopback, some terminating, some with session affinity of a 1 s or a 10 min timeout,
+//! sometimes an internal-scope twin), the programs' switches, and a sequence of socket calls,
+//! reconciles and waits (real time passing beyond the short timeout). Each case loads its own
+//! copy of the programs with those switches, pins them in a directory of the test's bpffs,
 //! attaches them to the test's cgroup, and writes the maps with `MapContents::build` and
-//! `ServiceMaps::apply`, as the agent does. A child process in that cgroup and in a fresh network
-//! namespace (loopback and the node addresses only, so untranslated traffic cannot leave the
-//! machine) starts a backend on every backend address, each answering with its own address,
-//! and makes the calls one by one. After each call the simulator replays it and must agree:
+//! `ServiceMaps::apply`, as the agent does. Two child processes, the clients, each in that
+//! cgroup and in a fresh network namespace of its own (loopback and the node addresses only, so
+//! untranslated traffic cannot leave the machine) start a backend on every backend address,
+//! each answering with its own address, and make the calls one by one. The simulator's clock
+//! follows the real one (see `Clock`); a case whose affinity expiry falls inside a call's own
+//! duration ends there, since which way the kernel went cannot be told. After each call the
+//! simulator replays it and must agree:
 //!
 //! - the backend that answered is one the simulator could have chosen (exactly the one when
 //!   session affinity pins it or there is one candidate), and the simulator then follows the
@@ -21,8 +25,11 @@
 //! - the trace-sock events of the call are the simulator's, field by field (but the CPU).
 //!
 //! A mismatch names the step, the call, the configuration, the maps and both answers.
-//! `LB_DIFFERENTIAL_SEED=<n>` replays a run. Without root the test is reported as ignored;
-//! under `CI=true` it fails instead.
+//! `LB_DIFFERENTIAL_SEED=<n>` replays a run; the seed is printed when the run starts. Without
+//! root the test is reported as ignored; under `CI=true` it fails instead.
+//!
+//! A second trial (`differential/affinity.rs`) checks what single random choices cannot show:
+//! that affinity is per client and per port, and that it expires.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +51,8 @@ use nix::errno::Errno;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use support::{TestBpffs, TestCgroup};
 
+#[path = "differential/affinity.rs"]
+mod affinity;
 #[path = "differential/case.rs"]
 mod case;
 #[path = "differential/child.rs"]
@@ -75,10 +84,16 @@ fn main() {
     }
     support::run_tier(
         "differential",
-        vec![(
-            "sock_lb::socket_calls_agree_with_the_simulator",
-            socket_calls_agree,
-        )],
+        vec![
+            (
+                "sock_lb::socket_calls_agree_with_the_simulator",
+                socket_calls_agree,
+            ),
+            (
+                "sock_lb::affinity_is_per_client_and_port_and_expires",
+                affinity_expires,
+            ),
+        ],
     );
 }
 
@@ -97,17 +112,29 @@ struct Env {
     seen: RefCell<BTreeMap<&'static str, usize>>,
 }
 
-fn socket_calls_agree() -> Result<(), Failed> {
-    let cgroup = TestCgroup::new("differential")?;
-    let env = Env {
-        cgroup_id: cgroup.id()?,
-        cgroup,
-        bpffs: TestBpffs::new("differential")?,
-        initial_netns: lb::host::own_netns_cookie()?.cookie_for_bpf(),
-        cases: Cell::new(0),
-        calls: Cell::new(0),
-        seen: RefCell::new(BTreeMap::new()),
-    };
+impl Env {
+    fn new(test: &str) -> Result<Self, Failed> {
+        let cgroup = TestCgroup::new(test)?;
+        Ok(Env {
+            cgroup_id: cgroup.id()?,
+            cgroup,
+            bpffs: TestBpffs::new(test)?,
+            initial_netns: lb::host::own_netns_cookie()?.cookie_for_bpf(),
+            cases: Cell::new(0),
+            calls: Cell::new(0),
+            seen: RefCell::new(BTreeMap::new()),
+        })
+    }
+}
+
+fn affinity_expires() -> Result<(), Failed> {
+    let env = Env::new("differential-affinity")?;
+    affinity::run(&env).map_err(Failed::from)
+}
+
+/// The run's seed: `LB_DIFFERENTIAL_SEED` when set (to replay a run), else the clock. Printed
+/// before the run starts, so even a run that hangs or is killed can be replayed.
+fn seed() -> u64 {
     let seed = std::env::var(SEED_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -116,6 +143,13 @@ fn socket_calls_agree() -> Result<(), Failed> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         });
+    eprintln!("differential: {SEED_ENV}={seed}");
+    seed
+}
+
+fn socket_calls_agree() -> Result<(), Failed> {
+    let env = Env::new("differential")?;
+    let seed = seed();
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {
@@ -298,11 +332,15 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
     let n = env.cases.get();
     env.cases.set(n + 1);
     let mut services = Services::new(&case.services);
-    let mut child = Child::start(&env.cgroup.path)?;
+    // Two clients, each in a namespace of its own: affinity is per client.
+    let mut children = [
+        Child::start(&env.cgroup.path)?,
+        Child::start(&env.cgroup.path)?,
+    ];
     let host_netns_cookie = match case.config.host {
         HostNs::Initial => 0,
-        HostNs::Child => child.netns,
-        HostNs::Other => child.netns.wrapping_add(1_000_003),
+        HostNs::Child => children[0].netns,
+        HostNs::Other => children[0].netns.wrapping_add(1_000_003),
     };
     let config = SockLbConfig {
         protocols: Protocols {
@@ -342,39 +380,46 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
         kept: Vec::new(),
         log: Vec::new(),
         seen: Vec::new(),
-        call: SockCall {
-            netns_cookie: child.netns,
-            socket_cookie: 0,
-            cgroup_id: env.cgroup_id,
-            protocol: L4Protocol::Tcp,
-        },
+        netns: [children[0].netns, children[1].netns],
+        cgroup_id: env.cgroup_id,
+        clock: Clock::new(),
         header: format!(
-            "config: {config:?} (child netns {}), node addresses listed: {}",
-            child.netns, case.config.node_addrs_listed
+            "config: {config:?} (client netns {} and {}), node addresses listed: {}",
+            children[0].netns, children[1].netns, case.config.node_addrs_listed
         ),
     };
     for (protocol, addr) in services.backends() {
-        replay.listen(&mut child, protocol, addr)?;
+        replay.listen(&mut children, protocol, addr)?;
     }
     for (i, step) in case.steps.iter().enumerate() {
-        let call = match *step {
+        let (client, call) = match *step {
             Step::Send(t, style) => {
                 let target = services.target(t);
-                match services.style(t, style) {
+                let call = match services.style(t, style) {
                     Style::Tcp => Call::TcpConnect(target),
                     Style::UdpConnect => Call::UdpConnect(target),
                     _ => Call::UdpSendTo(target),
-                }
+                };
+                (usize::from(t.second_client), call)
             }
             Step::Bind(b) => {
                 let (protocol, local) = services.bind_at(b);
-                Call::Bind(protocol, local)
+                (0, Call::Bind(protocol, local))
             }
-            Step::PeerName(k) if !replay.kept.is_empty() => Call::PeerName(k % replay.kept.len()),
+            Step::PeerName(k) if !replay.kept.is_empty() => {
+                let (client, index, _, _) = replay.kept[k % replay.kept.len()];
+                (client, Call::PeerName(index))
+            }
             Step::PeerName(_) => continue,
+            Step::Wait => {
+                std::thread::sleep(case::WAIT);
+                replay.log.push(format!("step {i}: wait {:?}", case::WAIT));
+                replay.seen.push("wait");
+                continue;
+            }
             Step::Reconcile(change) => {
                 if let Some((protocol, addr)) = services.change(change) {
-                    replay.listen(&mut child, protocol, addr)?;
+                    replay.listen(&mut children, protocol, addr)?;
                 }
                 let want = MapContents::build(&services.desired(), replay.sim.maps())
                     .map_err(|e| format!("laying out the maps: {e}"))?;
@@ -385,14 +430,23 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
                 continue;
             }
         };
-        let kernel = child.call(&call)?;
+        let window = replay.clock.start(&mut replay.sim);
+        let kernel = children[client].call(&call)?;
+        let window = replay.clock.end(window);
         env.calls.set(env.calls.get() + 1);
         if let Some((Stage::Socket | Stage::Listen, errno)) = kernel.error {
             return Err(format!(
                 "step {i}: the child could not set up {call:?}: errno {errno}"
             ));
         }
-        let verdict = replay.check(&call, &kernel);
+        if let Some(why) = replay.undecidable(client, &call, window) {
+            // Machine noise put an affinity entry's expiry inside a call: which way the kernel
+            // went cannot be told, so the rest of the case says nothing.
+            eprintln!("case {n}, step {i}: {why}; the case ends here");
+            replay.seen.push("ended: expiry within a call");
+            break;
+        }
+        let verdict = replay.check(client, &call, &kernel);
         let events = datapath.events()?;
         let verdict = verdict.and_then(|()| replay.check_events(events));
         if let Err(why) = verdict {
@@ -403,7 +457,9 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
                 replay.log.join("\n")
             ));
         }
-        replay.log.push(format!("step {i}: {call:?} -> {kernel}"));
+        replay
+            .log
+            .push(format!("step {i}: client {client} {call:?} -> {kernel}"));
     }
     if std::env::var_os(VERBOSE_ENV).is_some() {
         eprintln!(
@@ -419,7 +475,57 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
     }
     drop(seen);
     drop(datapath);
-    child.finish()
+    let [first, second] = children;
+    first.finish()?;
+    second.finish()
+}
+
+/// The kernel's clock (`bpf_ktime_get_ns`) as the test sees it: every call runs within a window
+/// of elapsed nanoseconds, and the simulator's clock is set to the window's start before it
+/// replays the call, so an affinity entry's last use in the simulator is the start of the
+/// window of the call that made it, and in the kernel a moment within that window.
+struct Clock {
+    started: Instant,
+    /// The simulator's clock.
+    sim_now: u64,
+    /// End of each call's window, by its start.
+    windows: BTreeMap<u64, u64>,
+}
+
+/// A call's window: elapsed nanoseconds at its start and end.
+#[derive(Clone, Copy)]
+struct Window {
+    start: u64,
+    end: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            started: Instant::now(),
+            sim_now: 0,
+            windows: BTreeMap::new(),
+        }
+    }
+
+    fn elapsed(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A call starts: the simulator's clock moves to now.
+    fn start(&mut self, sim: &mut SockSim) -> u64 {
+        let now = self.elapsed().max(self.sim_now);
+        sim.advance_clock(Duration::from_nanos(now - self.sim_now));
+        self.sim_now = now;
+        now
+    }
+
+    /// The call that started at `start` has returned.
+    fn end(&mut self, start: u64) -> Window {
+        let end = self.elapsed();
+        self.windows.insert(start, end);
+        Window { start, end }
+    }
 }
 
 /// The simulator's side of a case, and what it needs to know about the child's.
@@ -427,12 +533,15 @@ struct Replay {
     sim: SockSim,
     /// Every address a backend listens on (canonical: IPv4 as IPv4).
     listeners: BTreeSet<(L4Protocol, SocketAddr)>,
-    /// The TCP sockets the child kept, in its order: their cookie and real peer.
-    kept: Vec<(u64, SocketAddr)>,
+    /// The TCP sockets the clients kept: the client, its index in that client's list, the
+    /// socket's cookie and real peer.
+    kept: Vec<(usize, usize, u64, SocketAddr)>,
     /// What happened so far, for failure messages.
     log: Vec<String>,
-    /// The child's identity; each call sets its cookie and protocol.
-    call: SockCall,
+    /// The clients' namespaces.
+    netns: [u64; 2],
+    cgroup_id: u64,
+    clock: Clock,
     /// Outcomes seen, by kind.
     seen: Vec<&'static str>,
     header: String,
@@ -450,17 +559,20 @@ enum Reach {
 }
 
 impl Replay {
+    /// A backend listens at `addr` in every client's namespace.
     fn listen(
         &mut self,
-        child: &mut Child,
+        children: &mut [Child; 2],
         protocol: L4Protocol,
         addr: SocketAddr,
     ) -> Result<(), String> {
-        let report = child.call(&Call::Listen(protocol, addr))?;
-        if let Some(error) = report.error {
-            return Err(format!(
-                "the child cannot listen on {addr} {protocol}: {error:?}"
-            ));
+        for child in children {
+            let report = child.call(&Call::Listen(protocol, addr))?;
+            if let Some(error) = report.error {
+                return Err(format!(
+                    "the child cannot listen on {addr} {protocol}: {error:?}"
+                ));
+            }
         }
         self.listeners.insert((protocol, canonical(addr)));
         Ok(())
@@ -481,14 +593,41 @@ impl Replay {
         }
     }
 
-    /// Replays `call` on the simulator and compares with what the kernel did.
-    fn check(&mut self, call: &Call, kernel: &Report) -> Result<(), String> {
+    /// Why the kernel's affinity decision for `call` cannot be told from the simulator's: the
+    /// client's entry for the target expires within the call's window, given that the
+    /// kernel stamped it at some moment of the window of the call that last used it.
+    fn undecidable(&self, client: usize, call: &Call, now: Window) -> Option<String> {
+        let (Call::TcpConnect(target) | Call::UdpConnect(target) | Call::UdpSendTo(target)) = *call
+        else {
+            return None;
+        };
+        let protocol = match call {
+            Call::TcpConnect(_) => L4Protocol::Tcp,
+            _ => L4Protocol::Udp,
+        };
+        let (last, timeout) = self
+            .sim
+            .affinity_last_use(&self.sock(client, protocol, 0), target)?;
+        let last_end = self.clock.windows.get(&last).copied().unwrap_or(last);
+        let surely_fresh = now.end <= last + timeout;
+        let surely_expired = now.start > last_end + timeout;
+        (!surely_fresh && !surely_expired).then(|| {
+            format!(
+                "affinity of client {client} for {target} was used within [{last}, {last_end}] \
+                 ns, expires {timeout} ns later, and the call ran within [{}, {}] ns",
+                now.start, now.end
+            )
+        })
+    }
+
+    /// Replays `client`'s `call` on the simulator and compares with what the kernel did.
+    fn check(&mut self, client: usize, call: &Call, kernel: &Report) -> Result<(), String> {
         match *call {
-            Call::TcpConnect(target) => self.forward(L4Protocol::Tcp, target, kernel, true),
-            Call::UdpConnect(target) => self.forward(L4Protocol::Udp, target, kernel, true),
-            Call::UdpSendTo(target) => self.forward(L4Protocol::Udp, target, kernel, false),
+            Call::TcpConnect(target) => self.forward(client, L4Protocol::Tcp, target, kernel, true),
+            Call::UdpConnect(target) => self.forward(client, L4Protocol::Udp, target, kernel, true),
+            Call::UdpSendTo(target) => self.forward(client, L4Protocol::Udp, target, kernel, false),
             Call::Bind(protocol, local) => {
-                let sock = self.sock(protocol, kernel.cookie);
+                let sock = self.sock(client, protocol, kernel.cookie);
                 let model = self.sim.bind(&sock, local);
                 let refused = kernel.error == Some((Stage::Bind, Errno::EPERM as i32));
                 if refused != model.is_err() {
@@ -502,8 +641,12 @@ impl Replay {
                 Ok(())
             }
             Call::PeerName(n) => {
-                let (cookie, peer) = self.kept[n];
-                let sock = self.sock(L4Protocol::Tcp, cookie);
+                let (_, _, cookie, peer) = *self
+                    .kept
+                    .iter()
+                    .find(|(c, index, _, _)| (*c, *index) == (client, n))
+                    .ok_or("a getpeername of a socket the test did not keep")?;
+                let sock = self.sock(client, L4Protocol::Tcp, cookie);
                 let expected = Report {
                     cookie,
                     peer: Some(self.sim.peer_name(&sock, peer)),
@@ -520,11 +663,12 @@ impl Replay {
         }
     }
 
-    fn sock(&self, protocol: L4Protocol, cookie: u64) -> SockCall {
+    fn sock(&self, client: usize, protocol: L4Protocol, cookie: u64) -> SockCall {
         SockCall {
-            protocol,
+            netns_cookie: self.netns[client],
             socket_cookie: cookie,
-            ..self.call
+            cgroup_id: self.cgroup_id,
+            protocol,
         }
     }
 
@@ -532,14 +676,16 @@ impl Replay {
     /// could have, then the expected report is built from where it went.
     fn forward(
         &mut self,
+        client: usize,
         protocol: L4Protocol,
         target: SocketAddr,
         kernel: &Report,
         connected: bool,
     ) -> Result<(), String> {
-        let sock = self.sock(protocol, kernel.cookie);
+        let sock = self.sock(client, protocol, kernel.cookie);
         let candidates = self.sim.candidates(&sock, target);
         let pinned = self.sim.affinity_target(&sock, target);
+        let stale = pinned.is_none() && self.sim.affinity_last_use(&sock, target).is_some();
         let answered = kernel.answer;
         let mut follow = |slots: &[SocketAddr]| {
             slots
@@ -626,6 +772,9 @@ impl Replay {
         if pinned.is_some() {
             self.seen.push("pinned by affinity");
         }
+        if stale {
+            self.seen.push("affinity expired or its backend left");
+        }
         if expected
             .peer
             .or(expected.from)
@@ -637,7 +786,8 @@ impl Replay {
             self.seen.push("dual-stack");
         }
         if tcp && kernel.error.is_none() {
-            self.kept.push((kernel.cookie, real));
+            let index = self.kept.iter().filter(|k| k.0 == client).count();
+            self.kept.push((client, index, kernel.cookie, real));
         }
         Ok(())
     }

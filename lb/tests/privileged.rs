@@ -40,13 +40,16 @@ const BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127,
 /// An IPv6 service; its backends are [::1]:8080 and [::1]:8081 (IPv6 has one loopback address).
 const SERVICE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
 const BACKEND_PORTS6: [u16; 2] = [8080, 8081];
+/// A UDP port of [`SERVICE_IP`] whose backend is IPv6, which the agent never lays out: the
+/// IPv4 hooks must leave it alone without a trace.
+const MISMATCHED_PORT: u16 = 54;
 
 fn main() {
     if let Ok(role) = std::env::var(CHILD_ROLE) {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 11] = [
+    let tests: [(&str, TestFn); 12] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -62,6 +65,10 @@ fn main() {
         (
             "sock_lb::ipv6_clusterip_tcp_and_close_forgets_it",
             ipv6_clusterip_tcp,
+        ),
+        (
+            "sock_lb::a_translation_the_hook_cannot_store_leaves_no_reverse_entry",
+            unstorable_translation,
         ),
         (
             "host::the_bpf_netns_cookie_probe_agrees_with_so_netns_cookie",
@@ -259,6 +266,29 @@ fn expect_no_reverse_entries(bpffs: &TestBpffs) -> Result<(), Failed> {
         return Err(format!("{left} reverse entries outlived their closed sockets").into());
     }
     Ok(())
+}
+
+/// An IPv4 socket sent to a frontend whose backend is IPv6: the hook cannot write the backend
+/// into its context, so the socket keeps its destination and no reverse entry may claim it
+/// went to the backend.
+fn unstorable_translation() -> Result<(), Failed> {
+    let (mut lb, cgroup, bpffs) = setup("unstorable", BOTH)?;
+    let mut desired = test_services();
+    let backend = SocketAddr::from((Ipv6Addr::LOCALHOST, 5354));
+    desired
+        .insert(cluster_ip(
+            SERVICE_IP.into(),
+            MISMATCHED_PORT,
+            L4Protocol::Udp,
+            &[backend],
+        ))
+        .map_err(|_| "duplicate test frontend")?;
+    program(&mut lb, &desired)?;
+    let lines = run_child("udp-to-ipv6-backend", &cgroup.path)?;
+    if !lines.iter().any(|l| l.starts_with("udp-")) {
+        return Err(format!("the child said {lines:?}").into());
+    }
+    expect_no_reverse_entries(&bpffs)
 }
 
 fn clusterip_tcp() -> Result<(), Failed> {

@@ -146,7 +146,23 @@ impl KernelWorld {
             );
         }
         let mut servers = Vec::new();
-        for (place, addrs, serve, identity) in serves {
+        for (place, mut addrs, serve, identity) in serves {
+            // A place's servers also answer on its loopback, as the simulator has it: a
+            // process there that connects to loopback reaches its own servers.
+            let loopback: Vec<IpAddr> = [
+                addrs
+                    .iter()
+                    .any(IpAddr::is_ipv4)
+                    .then_some(IpAddr::from([127, 0, 0, 1])),
+                addrs
+                    .iter()
+                    .any(IpAddr::is_ipv6)
+                    .then_some(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            addrs.extend(loopback);
             for ip in addrs {
                 for &port in &serve.tcp {
                     servers.push(place.server(Proto::Tcp, SocketAddr::new(ip, port), &identity)?);

@@ -8,15 +8,18 @@
 
 #include "lb_sock.h"
 
-/* Forward translation (connect, sendmsg: where is the socket going). */
+/* Forward translation (connect, sendmsg: where is the socket going). The reverse entry is
+ * written only once the new destination is in the context. */
 #define SOCK_FWD_HOOK(section, name, load, store)                                          \
 	SEC(section)                                                                            \
 	int name(struct bpf_sock_addr *ctx)                                                     \
 	{                                                                                       \
 		struct lb_sock_addr dst = {};                                                   \
+		struct sock_fwd fwd = {};                                                       \
+		__u8 proto = sock_ctx_protocol(ctx);                                            \
 		load(ctx, &dst);                                                                \
-		if (sock_xlate_fwd(ctx, (__u8)ctx->protocol, &dst))                             \
-			store(ctx, &dst);                                                       \
+		if (sock_xlate_fwd(ctx, proto, &dst, &fwd) && store(ctx, &dst))                 \
+			sock_xlate_fwd_done(ctx, proto, &dst, &fwd);                            \
 		return SYS_PROCEED;                                                             \
 	}
 
@@ -27,7 +30,7 @@
 	{                                                                                       \
 		struct lb_sock_addr peer = {};                                                  \
 		load(ctx, &peer);                                                               \
-		if (sock_xlate_rev(ctx, (__u8)ctx->protocol, &peer))                                                 \
+		if (sock_xlate_rev(ctx, sock_ctx_protocol(ctx), &peer))                         \
 			store(ctx, &peer);                                                      \
 		return SYS_PROCEED;                                                             \
 	}
@@ -39,8 +42,8 @@
 	{                                                                                       \
 		struct lb_sock_addr local = {};                                                 \
 		load(ctx, &local);                                                              \
-		return sock_bind_allowed(ctx, (__u8)ctx->protocol, &local) ? SYS_PROCEED        \
-									   : SYS_REJECT;        \
+		return sock_bind_allowed(ctx, sock_ctx_protocol(ctx), &local) ? SYS_PROCEED     \
+									       : SYS_REJECT;    \
 	}
 
 SOCK_FWD_HOOK("cgroup/connect4", lb_sock4_connect, sock4_load, sock4_store)

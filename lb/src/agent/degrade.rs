@@ -141,11 +141,11 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
             "getpeername() shows the backend's address instead of the service's",
         );
     }
-    if !features.has(Feature::CgroupPostBind) {
+    if !features.has(Feature::CgroupBind) {
         hooks.bind = false;
         if config.values().node_port.bind_protection && config.node_port() {
             degrade(
-                Feature::CgroupPostBind,
+                Feature::CgroupBind,
                 "no bind protection: bind(2) to a NodePort port is not refused",
             );
         }

@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ebpf::maps::{svc_flags, LbBackend, LbKey, LbReverseNat, LbService, SCOPE_EXT, SCOPE_INT};
+use ebpf::maps::{LbAffinityMatchKey, LbBackend, LbKey, LbReverseNat, LbService};
 
+use super::codec::{protocol_of, scope_byte, scope_of, state_byte, state_of, ServiceFlags};
 use crate::model::{
-    BackendState, DesiredState, L3n4Addr, L4Protocol, LbService as ModelService, Scope, ServiceType,
+    BackendState, DesiredState, L3n4Addr, LbService as ModelService, Scope, ServiceType,
 };
 
-/// Every entry of the services, backends and reverse NAT maps.
+/// Every entry of the services, backends, reverse NAT and affinity-match maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapContents {
     /// `lb_services_v1`.
@@ -18,6 +19,9 @@ pub struct MapContents {
     pub backends: BTreeMap<u32, LbBackend>,
     /// `lb_reverse_nat_v1`.
     pub reverse_nat: BTreeMap<u16, LbReverseNat>,
+    /// `lb_affinity_match_v1`: every active backend of every frontend with session affinity
+    /// (the value is a reserved zero).
+    pub affinity_match: BTreeMap<LbAffinityMatchKey, u8>,
 }
 
 /// Ids are small integers; 0 means "none" in the datapath.
@@ -120,10 +124,15 @@ impl MapContents {
                     slot,
                 )
             };
+            let affinity_timeout = svc.policies.session_affinity_timeout_secs.unwrap_or(0);
             for (slot, b) in (1..).zip(&ordered) {
                 let backend_id = *backend_ids
                     .entry(b.addr)
                     .or_insert_with(|| next_backend.next());
+                if affinity_timeout > 0 && slot <= count {
+                    out.affinity_match
+                        .insert(LbAffinityMatchKey::new(backend_id, rev_nat_index), 0);
+                }
                 out.backends.insert(
                     backend_id,
                     LbBackend::new(
@@ -142,16 +151,10 @@ impl MapContents {
                     },
                 );
             }
-            let mut flags = type_flag(svc.frontend.kind);
-            if svc.frontend.scope == Scope::External
-                && twins.contains(&(svc.frontend.addr, svc.frontend.kind))
-            {
-                flags |= svc_flags::TWO_SCOPES;
-            }
-            let affinity_timeout = svc.policies.session_affinity_timeout_secs.unwrap_or(0);
-            if affinity_timeout > 0 {
-                flags |= svc_flags::AFFINITY;
-            }
+            let two_scopes = svc.frontend.scope == Scope::External
+                && twins.contains(&(svc.frontend.addr, svc.frontend.kind));
+            let ServiceFlags(flags) =
+                ServiceFlags::new(svc.frontend.kind, two_scopes, affinity_timeout > 0);
             out.services.insert(
                 key(0),
                 LbService {
@@ -211,19 +214,15 @@ impl MapContents {
                         };
                         let id = self.services.get(&slot_key)?.backend_id;
                         let b = self.backends.get(&id)?;
-                        Some((id, backend_addr(b)?, state_of(b.state)))
+                        Some((id, backend_addr(b)?, state_of(b.state)?))
                     })
                     .collect();
                 Some(ListedFrontend {
                     id: v.rev_nat_index,
                     frontend: crate::model::Frontend {
                         addr,
-                        kind: kind_of(v.flags),
-                        scope: if k.scope == SCOPE_INT {
-                            Scope::Internal
-                        } else {
-                            Scope::External
-                        },
+                        kind: ServiceFlags(v.flags).kind(),
+                        scope: scope_of(k.scope)?,
                     },
                     backends,
                 })
@@ -279,61 +278,6 @@ fn frontend_id(svc: &ModelService) -> FrontendId {
     (key.address.bytes, key.dport, key.proto, key.scope)
 }
 
-fn scope_byte(scope: Scope) -> u8 {
-    match scope {
-        Scope::External => SCOPE_EXT,
-        Scope::Internal => SCOPE_INT,
-    }
-}
-
-fn type_flag(kind: ServiceType) -> u8 {
-    match kind {
-        ServiceType::ClusterIP => svc_flags::CLUSTER_IP,
-        ServiceType::NodePort => svc_flags::NODE_PORT,
-        ServiceType::ExternalIPs => svc_flags::EXTERNAL_IP,
-        ServiceType::LoadBalancer => svc_flags::LOADBALANCER,
-        ServiceType::HostPort => svc_flags::HOST_PORT,
-    }
-}
-
-fn kind_of(flags: u8) -> ServiceType {
-    [
-        (svc_flags::NODE_PORT, ServiceType::NodePort),
-        (svc_flags::EXTERNAL_IP, ServiceType::ExternalIPs),
-        (svc_flags::LOADBALANCER, ServiceType::LoadBalancer),
-        (svc_flags::HOST_PORT, ServiceType::HostPort),
-    ]
-    .into_iter()
-    .find(|(bit, _)| flags & bit != 0)
-    .map_or(ServiceType::ClusterIP, |(_, kind)| kind)
-}
-
-fn state_byte(state: BackendState) -> u8 {
-    match state {
-        BackendState::Active => 0,
-        BackendState::Terminating => 1,
-        BackendState::Quarantined => 2,
-        BackendState::Maintenance => 3,
-    }
-}
-
-fn state_of(byte: u8) -> BackendState {
-    match byte {
-        0 => BackendState::Active,
-        1 => BackendState::Terminating,
-        2 => BackendState::Quarantined,
-        _ => BackendState::Maintenance,
-    }
-}
-
-fn protocol_of(number: u8) -> Option<L4Protocol> {
-    match number {
-        6 => Some(L4Protocol::Tcp),
-        17 => Some(L4Protocol::Udp),
-        _ => None,
-    }
-}
-
 fn backend_addr(b: &LbBackend) -> Option<L3n4Addr> {
     Some(L3n4Addr::new(
         b.address.into(),
@@ -346,6 +290,7 @@ fn backend_addr(b: &LbBackend) -> Option<L3n4Addr> {
 mod tests {
     use super::*;
     use crate::model::{Backend, Frontend, ServiceName, ServicePolicies};
+    use ebpf::maps::{scope, svc_flags};
 
     fn backend(addr: &str, state: BackendState) -> Backend {
         Backend {
@@ -431,17 +376,44 @@ mod tests {
             .filter(|(k, _)| k.backend_slot == 0)
             .map(|(k, v)| (k.scope, v))
             .collect();
-        let (_, e) = heads.iter().find(|(scope, _)| *scope == SCOPE_EXT).unwrap();
+        let (_, e) = heads.iter().find(|(s, _)| *s == scope::EXT).unwrap();
         assert_eq!(
             e.flags,
             svc_flags::NODE_PORT | svc_flags::TWO_SCOPES | svc_flags::AFFINITY
         );
         assert_eq!(e.affinity_timeout, 600);
-        let (_, i) = heads.iter().find(|(scope, _)| *scope == SCOPE_INT).unwrap();
+        let (_, i) = heads.iter().find(|(s, _)| *s == scope::INT).unwrap();
         assert_eq!(
             i.flags,
             svc_flags::NODE_PORT,
             "the twin itself is looked up, it does not redirect"
+        );
+    }
+
+    #[test]
+    fn affinity_match_holds_the_active_backends_of_frontends_with_affinity_only() {
+        let mut sticky = service(
+            "10.96.0.1:80",
+            ServiceType::ClusterIP,
+            Scope::External,
+            vec![
+                backend("10.0.0.1:80", BackendState::Active),
+                backend("10.0.0.2:80", BackendState::Terminating),
+            ],
+        );
+        sticky.policies.session_affinity_timeout_secs = Some(10);
+        let plain = service(
+            "10.96.0.2:80",
+            ServiceType::ClusterIP,
+            Scope::External,
+            vec![backend("10.0.0.3:80", BackendState::Active)],
+        );
+        let c = MapContents::build(&state(vec![sticky, plain]), &MapContents::default()).unwrap();
+        let listed = c.frontends();
+        let (id, active) = (listed[0].id, listed[0].backends[0].0);
+        assert_eq!(
+            c.affinity_match.keys().copied().collect::<Vec<_>>(),
+            [LbAffinityMatchKey::new(active, id)]
         );
     }
 

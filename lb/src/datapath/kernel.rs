@@ -6,7 +6,10 @@ use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData};
 use aya::Pod;
-use ebpf::maps::{LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES};
+use ebpf::maps::{
+    scope, LbAffinityMatchKey, LbKey, LbService, LB_AFFINITY_MATCH, LB_BACKENDS, LB_REVERSE_NAT,
+    LB_SERVICES,
+};
 
 use super::{DatapathError, MapContents};
 
@@ -34,6 +37,7 @@ impl ApplyReport {
             count(&have.services, &want.services),
             count(&have.backends, &want.backends),
             count(&have.reverse_nat, &want.reverse_nat),
+            count(&have.affinity_match, &want.affinity_match),
         ];
         ApplyReport {
             written: counts.iter().map(|c| c.0).sum(),
@@ -42,12 +46,13 @@ impl ApplyReport {
     }
 }
 
-/// Handles on the three maps that describe services.
+/// Handles on the maps the agent keeps to describe services.
 #[derive(Debug)]
 pub struct ServiceMaps<T> {
     services: HashMap<T, ebpf::maps::LbKey, ebpf::maps::LbService>,
     backends: HashMap<T, u32, ebpf::maps::LbBackend>,
     reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
+    affinity_match: HashMap<T, LbAffinityMatchKey, u8>,
 }
 
 impl ServiceMaps<MapData> {
@@ -66,6 +71,7 @@ impl ServiceMaps<MapData> {
             services: open(pin_dir, LB_SERVICES)?,
             backends: open(pin_dir, LB_BACKENDS)?,
             reverse_nat: open(pin_dir, LB_REVERSE_NAT)?,
+            affinity_match: open(pin_dir, LB_AFFINITY_MATCH)?,
         })
     }
 }
@@ -76,11 +82,13 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
         services: HashMap<T, ebpf::maps::LbKey, ebpf::maps::LbService>,
         backends: HashMap<T, u32, ebpf::maps::LbBackend>,
         reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
+        affinity_match: HashMap<T, LbAffinityMatchKey, u8>,
     ) -> Self {
         ServiceMaps {
             services,
             backends,
             reverse_nat,
+            affinity_match,
         }
     }
 
@@ -90,6 +98,7 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
             services: read(&self.services, LB_SERVICES)?,
             backends: read(&self.backends, LB_BACKENDS)?,
             reverse_nat: read(&self.reverse_nat, LB_REVERSE_NAT)?,
+            affinity_match: read(&self.affinity_match, LB_AFFINITY_MATCH)?,
         })
     }
 }
@@ -97,7 +106,9 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
 impl<T: BorrowMut<MapData>> ServiceMaps<T> {
     /// Makes the maps hold exactly `want`, in an order in which a lookup running meanwhile
     /// never follows a reference to an entry that is not there yet: backends, then backend
-    /// slots, then services' slot-0 entries and reverse NAT; deletions in the opposite order.
+    /// slots, then services' slot-0 entries (see [`service_write_order`]) and reverse NAT,
+    /// then affinity matches; deletions in the opposite order (affinity matches first, so no
+    /// pinned client is sent to a backend on its way out).
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
         let have = self.read()?;
         let mut report = ApplyReport::default();
@@ -107,20 +118,33 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
             &have.backends,
             &want.backends,
         )?;
-        let (slots, heads): (BTreeMap<_, _>, BTreeMap<_, _>) = want
-            .services
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .partition(|(k, _)| k.backend_slot != 0);
-        report.written += write_changed(&mut self.services, LB_SERVICES, &have.services, &slots)?;
-        report.written += write_changed(&mut self.services, LB_SERVICES, &have.services, &heads)?;
+        report.written += write_changed(
+            &mut self.services,
+            LB_SERVICES,
+            &have.services,
+            service_write_order(&want.services),
+        )?;
         report.written += write_changed(
             &mut self.reverse_nat,
             LB_REVERSE_NAT,
             &have.reverse_nat,
             &want.reverse_nat,
         )?;
-        // Deletions: service heads first, then their slots, then what nothing refers to.
+        report.written += write_changed(
+            &mut self.affinity_match,
+            LB_AFFINITY_MATCH,
+            &have.affinity_match,
+            &want.affinity_match,
+        )?;
+        // Deletions: affinity matches and service heads first, then their slots, then what
+        // nothing refers to.
+        report.deleted += delete(
+            &mut self.affinity_match,
+            LB_AFFINITY_MATCH,
+            have.affinity_match
+                .keys()
+                .filter(|k| !want.affinity_match.contains_key(k)),
+        )?;
         let (gone_slots, gone_heads): (Vec<_>, Vec<_>) = have
             .services
             .keys()
@@ -155,11 +179,27 @@ fn read<T: Borrow<MapData>, K: Pod + Ord, V: Pod>(
         .map_err(|source| DatapathError::Map { map: name, source })
 }
 
-fn write_changed<T: BorrowMut<MapData>, K: Pod + Ord, V: Pod + PartialEq>(
+/// The order in which the entries of `lb_services_v1` are written: backend slots, then the
+/// slot-0 entries of internal-scope frontends, then those of external-scope ones. An external
+/// head flagged `LB_SVC_TWO_SCOPES` sends every lookup on to its internal twin, so the twin must
+/// be there first, or a lookup in between finds no service and the connection goes
+/// untranslated (key order alone would write the external head first).
+pub fn service_write_order(
+    want: &BTreeMap<LbKey, LbService>,
+) -> impl Iterator<Item = (&LbKey, &LbService)> {
+    let slots = want.iter().filter(|(k, _)| k.backend_slot != 0);
+    let head_of = move |s: u8| {
+        want.iter()
+            .filter(move |(k, _)| k.backend_slot == 0 && k.scope == s)
+    };
+    slots.chain(head_of(scope::INT)).chain(head_of(scope::EXT))
+}
+
+fn write_changed<'a, T: BorrowMut<MapData>, K: Pod + Ord + 'a, V: Pod + PartialEq + 'a>(
     map: &mut HashMap<T, K, V>,
     name: &'static str,
     have: &BTreeMap<K, V>,
-    want: &BTreeMap<K, V>,
+    want: impl IntoIterator<Item = (&'a K, &'a V)>,
 ) -> Result<usize, DatapathError> {
     let mut written = 0;
     for (k, v) in want {
@@ -184,4 +224,58 @@ fn delete<'a, T: BorrowMut<MapData>, K: Pod + 'a, V: Pod>(
         deleted += 1;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Backend, DesiredState, Frontend, L3n4Addr, LbService as ModelService, Scope, ServiceName,
+        ServicePolicies, ServiceType,
+    };
+
+    fn nodeport(scope: Scope, backend: &str) -> ModelService {
+        ModelService {
+            frontend: Frontend {
+                addr: "0.0.0.0:30080".parse().unwrap(),
+                kind: ServiceType::NodePort,
+                scope,
+            },
+            name: ServiceName {
+                namespace: "default".into(),
+                name: "web".into(),
+            },
+            port_name: String::new(),
+            backends: vec![Backend::active(backend.parse::<L3n4Addr>().unwrap())],
+            policies: ServicePolicies::default(),
+        }
+    }
+
+    #[test]
+    fn an_internal_twin_is_written_before_the_external_head_that_points_to_it() {
+        let mut desired = DesiredState::new();
+        for svc in [
+            nodeport(Scope::External, "10.0.0.1:80"),
+            nodeport(Scope::Internal, "10.0.0.2:80"),
+        ] {
+            desired.insert(svc).map_err(|_| "duplicate").unwrap();
+        }
+        let want = MapContents::build(&desired, &MapContents::default()).unwrap();
+        let order: Vec<(u16, u8)> = service_write_order(&want.services)
+            .map(|(k, _)| (k.backend_slot, k.scope))
+            .collect();
+        assert_eq!(order.len(), want.services.len(), "every entry once");
+        let at = |slot, s| order.iter().position(|&e| e == (slot, s)).unwrap();
+        assert!(at(0, scope::INT) < at(0, scope::EXT), "{order:?}");
+        assert!(at(1, scope::INT) < at(0, scope::INT), "slots before heads");
+        assert!(at(1, scope::EXT) < at(0, scope::EXT), "slots before heads");
+        // Key order alone would have put the external head first.
+        let by_key: Vec<u8> = want
+            .services
+            .keys()
+            .filter(|k| k.backend_slot == 0)
+            .map(|k| k.scope)
+            .collect();
+        assert_eq!(by_key, [scope::EXT, scope::INT]);
+    }
 }

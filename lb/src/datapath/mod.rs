@@ -1,6 +1,7 @@
 //! The kernel side: loading the eBPF programs, attaching them, and keeping their maps equal
 //! to the desired state.
 
+pub mod codec;
 mod contents;
 mod error;
 mod hooks;

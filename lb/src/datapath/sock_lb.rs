@@ -11,8 +11,8 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{
-    LbAddr, LbLocalAddr, LbSockKey, LbSockValue, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT,
-    LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
+    LbAddr, LbLocalAddr, LbSockKey, LbSockValue, LB_AFFINITY_MATCH, LB_BACKENDS, LB_LOCAL_ADDRS,
+    LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
 };
 
 use super::migrate::Migration;
@@ -214,12 +214,14 @@ impl SockLb {
 
     /// The service maps, for reading and applying [`super::MapContents`].
     pub fn service_maps(&mut self) -> Result<ServiceMaps<&mut MapData>, DatapathError> {
-        let (mut services, mut backends, mut reverse_nat) = (None, None, None);
+        let (mut services, mut backends, mut reverse_nat, mut affinity_match) =
+            (None, None, None, None);
         for (name, map) in self.ebpf.maps_mut() {
             match name {
                 LB_SERVICES => services = Some(map),
                 LB_BACKENDS => backends = Some(map),
                 LB_REVERSE_NAT => reverse_nat = Some(map),
+                LB_AFFINITY_MATCH => affinity_match = Some(map),
                 _ => {}
             }
         }
@@ -230,6 +232,8 @@ impl SockLb {
             HashMap::try_from(backends.ok_or(missing(LB_BACKENDS))?).map_err(typed(LB_BACKENDS))?,
             HashMap::try_from(reverse_nat.ok_or(missing(LB_REVERSE_NAT))?)
                 .map_err(typed(LB_REVERSE_NAT))?,
+            HashMap::try_from(affinity_match.ok_or(missing(LB_AFFINITY_MATCH))?)
+                .map_err(typed(LB_AFFINITY_MATCH))?,
         ))
     }
 

@@ -20,8 +20,9 @@ pub enum Feature {
     CgroupRecvmsg,
     /// cgroup `getpeername4/6` hooks (Linux 5.8).
     CgroupGetpeername,
-    /// cgroup `post_bind4/6` hooks, for bind protection (Linux 4.17).
-    CgroupPostBind,
+    /// cgroup `bind4/6` hooks (`BPF_CGROUP_INET4_BIND`), where bind protection runs (Linux
+    /// 4.17).
+    CgroupBind,
     /// The `bpf_get_netns_cookie` helper in socket-address programs (Linux 5.7).
     NetnsCookieHelper,
     /// The cgroup `sock_release` hook with `bpf_get_socket_cookie` (Linux 5.9): a closing
@@ -39,7 +40,7 @@ impl Feature {
         Feature::CgroupSendmsg,
         Feature::CgroupRecvmsg,
         Feature::CgroupGetpeername,
-        Feature::CgroupPostBind,
+        Feature::CgroupBind,
         Feature::NetnsCookieHelper,
         Feature::CgroupSockRelease,
         Feature::SoNetnsCookie,
@@ -52,7 +53,7 @@ impl Feature {
             Feature::CgroupSendmsg => "cgroup-sendmsg",
             Feature::CgroupRecvmsg => "cgroup-recvmsg",
             Feature::CgroupGetpeername => "cgroup-getpeername",
-            Feature::CgroupPostBind => "cgroup-post-bind",
+            Feature::CgroupBind => "cgroup-bind",
             Feature::NetnsCookieHelper => "netns-cookie-helper",
             Feature::CgroupSockRelease => "cgroup-sock-release",
             Feature::SoNetnsCookie => "so-netns-cookie",
@@ -62,7 +63,7 @@ impl Feature {
     /// The mainline version that brought it, for the message (the probe decides, not this).
     pub fn since(self) -> &'static str {
         match self {
-            Feature::CgroupConnect | Feature::CgroupPostBind => "4.17",
+            Feature::CgroupConnect | Feature::CgroupBind => "4.17",
             Feature::CgroupSendmsg => "4.18",
             Feature::CgroupRecvmsg => "5.2",
             Feature::CgroupGetpeername => "5.8",
@@ -85,7 +86,9 @@ impl Feature {
             Feature::CgroupSendmsg => sock_addr_program(attach::UDP4_SENDMSG, false),
             Feature::CgroupRecvmsg => sock_addr_program(attach::UDP4_RECVMSG, false),
             Feature::CgroupGetpeername => sock_addr_program(attach::INET4_GETPEERNAME, false),
-            Feature::CgroupPostBind => cgroup_sock_program(attach::INET4_POST_BIND, None),
+            // The hook the bind programs attach to (a sock_addr program at bind4), not
+            // post_bind4, which the programs do not use.
+            Feature::CgroupBind => sock_addr_program(attach::INET4_BIND, false),
             Feature::CgroupSockRelease => {
                 cgroup_sock_program(attach::INET_SOCK_RELEASE, Some(BPF_FUNC_GET_SOCKET_COOKIE))
             }
@@ -158,8 +161,8 @@ pub fn raise_memlock_limit() {
 
 /// `enum bpf_attach_type` values used by the probes (linux/bpf.h).
 mod attach {
+    pub const INET4_BIND: u32 = 8;
     pub const INET4_CONNECT: u32 = 10;
-    pub const INET4_POST_BIND: u32 = 12;
     pub const UDP4_SENDMSG: u32 = 14;
     pub const UDP4_RECVMSG: u32 = 19;
     pub const INET4_GETPEERNAME: u32 = 29;

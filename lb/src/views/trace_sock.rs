@@ -7,7 +7,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ebpf::maps::{trace_kind, LbTraceSock};
+use ebpf::maps::LbTraceSock;
+
+use crate::datapath::codec::{protocol_of, trace_kind_name};
 use serde::Serialize;
 
 /// A decoded trace-sock event.
@@ -31,18 +33,9 @@ pub struct TraceSockEvent {
 impl TraceSockEvent {
     /// Decodes a raw event; `None` for a kind this build does not know.
     pub fn decode(raw: &LbTraceSock) -> Option<Self> {
-        let kind = match raw.kind {
-            trace_kind::PRE_XLATE_FWD => "pre-xlate-fwd",
-            trace_kind::POST_XLATE_FWD => "post-xlate-fwd",
-            trace_kind::PRE_XLATE_REV => "pre-xlate-rev",
-            trace_kind::POST_XLATE_REV => "post-xlate-rev",
-            _ => return None,
-        };
-        let protocol = match raw.proto {
-            6 => "tcp".to_owned(),
-            17 => "udp".to_owned(),
-            other => other.to_string(),
-        };
+        let kind = trace_kind_name(raw.kind)?;
+        let protocol = protocol_of(raw.proto)
+            .map_or_else(|| raw.proto.to_string(), |p| p.to_string().to_lowercase());
         Some(TraceSockEvent {
             cpu: raw.cpu,
             kind,
@@ -102,6 +95,7 @@ impl TraceSockEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ebpf::maps::trace_kind;
 
     #[test]
     fn lines_match_the_documents_monitor_output() {

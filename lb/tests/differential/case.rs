@@ -41,9 +41,24 @@ pub struct GenService {
     pub backends: Vec<bool>,
     /// An internal-scope twin with its own backends (`true`: terminating).
     pub twin: Option<Vec<bool>>,
-    /// sessionAffinity: ClientIP, with a timeout no test run outlasts.
-    pub affinity: bool,
+    /// sessionAffinity: ClientIP, with a timeout a [`Step::Wait`] outlasts or one no run
+    /// outlasts.
+    pub affinity: Option<Timeout>,
 }
+
+/// A session affinity timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// [`SHORT_TIMEOUT_SECS`]: a [`Step::Wait`] outlasts it.
+    Short,
+    /// Ten minutes: no run outlasts it.
+    Long,
+}
+
+/// The short affinity timeout, in seconds (the smallest Kubernetes accepts).
+pub const SHORT_TIMEOUT_SECS: u32 = 1;
+/// How long a [`Step::Wait`] lets pass: the short timeout and a margin.
+pub const WAIT: std::time::Duration = std::time::Duration::from_millis(1300);
 
 /// Which namespace the programs take for the host's (`cfg_host_netns_cookie`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +102,8 @@ pub enum Step {
     PeerName(usize),
     /// The agent reconciles a change of the services.
     Reconcile(Change),
+    /// Real time passes ([`WAIT`]): short affinity timeouts expire.
+    Wait,
 }
 
 /// How a call reaches its target.
@@ -113,6 +130,8 @@ pub struct Target {
     pub how: How,
     /// Sent from a dual-stack IPv6 socket as an IPv4-mapped address (IPv4 targets only).
     pub mapped: bool,
+    /// Sent by the second client namespace rather than the first.
+    pub second_client: bool,
 }
 
 /// Which address of a service a call goes to.
@@ -227,7 +246,7 @@ fn service() -> impl Strategy<Value = GenService> {
         0u8..3,
         states(4),
         proptest::option::weighted(0.2, states(2)),
-        proptest::bool::weighted(0.3),
+        proptest::option::weighted(0.3, prop_oneof![Just(Timeout::Short), Just(Timeout::Long)]),
     )
         .prop_map(
             |(kind, v6, protocol, addr, port, backends, twin, affinity)| GenService {
@@ -288,13 +307,17 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(How::Backend),
         1 => Just(How::OtherPort),
     ];
-    let target =
-        (0usize..8, how, proptest::bool::weighted(0.15)).prop_map(|(service, how, mapped)| {
-            Target {
-                service,
-                how,
-                mapped,
-            }
+    let target = (
+        0usize..8,
+        how,
+        proptest::bool::weighted(0.15),
+        proptest::bool::weighted(0.3),
+    )
+        .prop_map(|(service, how, mapped, second_client)| Target {
+            service,
+            how,
+            mapped,
+            second_client,
         });
     let style = prop_oneof![
         1 => Just(Style::Tcp),
@@ -344,6 +367,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => bind.prop_map(Step::Bind),
         1 => any::<usize>().prop_map(Step::PeerName),
         1 => change.prop_map(Step::Reconcile),
+        1 => Just(Step::Wait),
     ]
 }
 
@@ -372,10 +396,13 @@ impl Services {
             if out.list.iter().any(|s| s.frontend.addr == addr) {
                 continue;
             }
-            let mut policies = ServicePolicies::default();
-            if g.affinity {
-                policies.session_affinity_timeout_secs = Some(600);
-            }
+            let policies = ServicePolicies {
+                session_affinity_timeout_secs: g.affinity.map(|t| match t {
+                    Timeout::Short => SHORT_TIMEOUT_SECS,
+                    Timeout::Long => 600,
+                }),
+                ..ServicePolicies::default()
+            };
             let scopes = [
                 Some((Scope::External, &g.backends)),
                 g.twin.as_ref().map(|t| (Scope::Internal, t)),

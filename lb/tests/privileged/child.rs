@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use super::{BACKENDS, BACKEND_PORTS6, SERVICE_IP, SERVICE_IP6};
+use super::{BACKENDS, BACKEND_PORTS6, MISMATCHED_PORT, SERVICE_IP, SERVICE_IP6};
 
 /// Connections or datagrams per test: with two backends chosen at random, the chance that one
 /// is never chosen is 2^-39.
@@ -39,6 +39,15 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
             match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
+                Ok(_) => println!("udp-sent"),
+                Err(e) => println!("udp-error {}", e.to_string().to_lowercase()),
+            }
+            Ok(())
+        }
+        "udp-to-ipv6-backend" => {
+            // An IPv4 socket to a frontend whose backend is IPv6: the hook cannot store it.
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, MISMATCHED_PORT)) {
                 Ok(_) => println!("udp-sent"),
                 Err(e) => println!("udp-error {}", e.to_string().to_lowercase()),
             }

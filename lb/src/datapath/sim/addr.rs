@@ -53,8 +53,13 @@ pub(super) fn load(sa: SocketAddr) -> (LbAddr, u16) {
 /// families so, and leaving it is the safe failure); the IPv6 hook writes any address, an
 /// IPv4 one as IPv4-mapped, and keeps the flow label and scope id it was given.
 pub(super) fn store(orig: SocketAddr, address: &LbAddr, port_be: u16) -> SocketAddr {
+    stored(orig, address, port_be).unwrap_or(orig)
+}
+
+/// [`store`], `None` when the hook leaves the context alone (its store returns 0).
+pub(super) fn stored(orig: SocketAddr, address: &LbAddr, port_be: u16) -> Option<SocketAddr> {
     let port = u16::from_be(port_be);
-    match orig {
+    Some(match orig {
         SocketAddr::V4(_) if is_v4(address) => {
             let [a, b, c, d] = [
                 address.bytes[12],
@@ -64,12 +69,12 @@ pub(super) fn store(orig: SocketAddr, address: &LbAddr, port_be: u16) -> SocketA
             ];
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port))
         }
-        SocketAddr::V4(_) => orig,
+        SocketAddr::V4(_) => return None,
         SocketAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(
             Ipv6Addr::from(address.bytes),
             port,
             v6.flowinfo(),
             v6.scope_id(),
         )),
-    }
+    })
 }

@@ -7,14 +7,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ebpf::maps::{
-    svc_flags, trace_kind, LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbService,
-    LbSockKey, LbSockValue, LbTraceSock, SCOPE_EXT, SCOPE_INT,
+    scope, trace_kind, LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend,
+    LbKey, LbService, LbSockKey, LbSockValue, LbTraceSock,
 };
 use nix::errno::Errno;
 
 use super::addr;
 use super::chooser::{Chooser, SeededChooser};
 use crate::config::Protocols;
+use crate::datapath::codec::ServiceFlags;
 use crate::datapath::{MapContents, SockLbConfig, SocketHooks};
 use crate::model::L4Protocol;
 
@@ -205,10 +206,10 @@ impl SockSim {
     /// (a connect refreshes the entry).
     pub fn affinity_target(&self, call: &SockCall, dst: SocketAddr) -> Option<SocketAddr> {
         let found = self.forward_frontend(call, dst)?;
-        if found.svc.count == 0 || found.svc.flags & svc_flags::AFFINITY == 0 {
+        if found.svc.count == 0 || !ServiceFlags(found.svc.flags).affinity() {
             return None;
         }
-        let (_, backend_id) = self.affinity_lookup(&found, call)?;
+        let backend_id = self.affinity_lookup(&found, call)?;
         let backend = self.maps.backends.get(&backend_id)?;
         Some(addr::store(dst, &backend.address, backend.port))
     }
@@ -220,6 +221,19 @@ impl SockSim {
             return peer;
         }
         self.peer_name(call, peer)
+    }
+
+    /// When the client's affinity entry for the frontend at `dst` was last used, on the clock
+    /// of [`SockSim::advance_clock`], fresh or not, and the frontend's timeout (both in ns);
+    /// `None` without an entry or affinity. Changes nothing.
+    pub fn affinity_last_use(&self, call: &SockCall, dst: SocketAddr) -> Option<(u64, u64)> {
+        let found = self.forward_frontend(call, dst)?;
+        if !ServiceFlags(found.svc.flags).affinity() {
+            return None;
+        }
+        let last = self.affinity.get(&affinity_key(call, &found.svc))?;
+        let timeout_ns = u64::from(found.svc.affinity_timeout) * NSEC_PER_SEC;
+        Some((last.last_used_ns, timeout_ns))
     }
 
     /// recvmsg4/6 and getpeername4/6 (`sock_xlate_rev`): what the application is shown for a
@@ -286,7 +300,7 @@ impl SockSim {
         Ok(())
     }
 
-    /// `sock_xlate_fwd`.
+    /// `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`.
     fn forward(
         &mut self,
         call: &SockCall,
@@ -300,6 +314,10 @@ impl SockSim {
         self.trace(call, trace_kind::PRE_XLATE_FWD, &dst_address, dst_port);
         let Some(backend) = self.select_backend(call, &found, dst, chooser) else {
             // No backend: leave the address alone, the connection fails as it would.
+            return dst;
+        };
+        // `sock_xlate_fwd_done` runs only once the hook has stored the destination.
+        let Some(to) = addr::stored(dst, &backend.address, backend.port) else {
             return dst;
         };
         let sk = LbSockKey {
@@ -322,7 +340,7 @@ impl SockSim {
             &backend.address,
             backend.port,
         );
-        addr::store(dst, &backend.address, backend.port)
+        to
     }
 
     /// The frontend a forward translation of `dst` uses, if the call is translated at all.
@@ -331,16 +349,20 @@ impl SockSim {
             return None;
         }
         let (address, port) = addr::load(dst);
-        let found = self.lookup_frontend(frontend_key(address, port, call.protocol.number()))?;
+        let loopback_is_node = self.loopback_is_node(call, &address);
+        let found = self.lookup_frontend(
+            frontend_key(address, port, call.protocol.number()),
+            loopback_is_node,
+        )?;
         // CVE-2020-8554: an externalIP that is not this node's keeps the address asked for.
-        let foreign_external_ip =
-            found.svc.flags & svc_flags::EXTERNAL_IP != 0 && !self.is_local(&address);
+        let foreign_external_ip = ServiceFlags(found.svc.flags).external_ip()
+            && !self.is_node_local(&address, loopback_is_node);
         (!(self.config.external_ip_mitigation && foreign_external_ip)).then_some(found)
     }
 
-    /// `lb_select_backend`: the affinity backend when there is a fresh one, else a random
-    /// active slot's (remembered for affinity). `None` when there is no active backend, or
-    /// the chosen slot or backend entry is missing.
+    /// `lb_select_backend`: the affinity backend when there is a fresh one (and its entry is
+    /// in the backends map), else a random active slot's (remembered for affinity). `None` when
+    /// there is no active backend, or the chosen slot or backend entry is missing.
     fn select_backend(
         &mut self,
         call: &SockCall,
@@ -352,41 +374,39 @@ impl SockSim {
         if svc.count == 0 {
             return None;
         }
-        let affinity = svc.flags & svc_flags::AFFINITY != 0;
+        let affinity = ServiceFlags(svc.flags).affinity();
         let client = affinity_key(call, svc);
-        let pinned = if affinity {
-            self.affinity_lookup(found, call)
-        } else {
-            None
-        };
-        let (slot, backend_id) = match pinned {
-            Some(pinned) => pinned,
-            None => {
-                let outcomes: Vec<SocketAddr> = self
-                    .slot_outcomes(found, dst)
-                    .into_iter()
-                    .map(|(_, _, a)| a)
-                    .collect();
-                let index = match chooser {
-                    Some(c) => c.choose(&outcomes),
-                    None => self.chooser.choose(&outcomes),
-                };
-                let slot = u16::try_from(index % usize::from(svc.count)).ok()? + 1;
-                let backend_id = self.slot_backend(&found.key, slot);
-                if backend_id == 0 {
-                    return None;
+        if affinity {
+            let pinned = self
+                .affinity_lookup(found, call)
+                .and_then(|id| self.maps.backends.get(&id).copied());
+            if let Some(backend) = pinned {
+                // `lb_affinity_backend` refreshes the entry it reuses.
+                if let Some(last) = self.affinity.get_mut(&client) {
+                    last.last_used_ns = self.now_ns;
                 }
-                (slot, backend_id)
+                return Some(backend);
             }
+        }
+        let outcomes: Vec<SocketAddr> = self
+            .slot_outcomes(found, dst)
+            .into_iter()
+            .map(|(_, _, a)| a)
+            .collect();
+        let index = match chooser {
+            Some(c) => c.choose(&outcomes),
+            None => self.chooser.choose(&outcomes),
         };
-        // A reused entry is refreshed, a fresh choice remembered: either way the entry now
-        // holds this slot and backend, used now.
+        let slot = u16::try_from(index % usize::from(svc.count)).ok()? + 1;
+        let backend_id = self.slot_backend(&found.key, slot);
+        if backend_id == 0 {
+            return None;
+        }
         if affinity {
             self.affinity.insert(
                 client,
                 LbAffinityValue {
                     backend_id,
-                    slot,
                     pad: 0,
                     last_used_ns: self.now_ns,
                 },
@@ -395,22 +415,22 @@ impl SockSim {
         self.maps.backends.get(&backend_id).copied()
     }
 
-    /// `lb_affinity_backend` without the refresh: the client's `(slot, backend id)` while the
-    /// entry is fresh and the backend still holds that active slot.
-    fn affinity_lookup(&self, found: &Found, call: &SockCall) -> Option<(u16, u32)> {
+    /// `lb_affinity_backend` without the refresh: the client's backend id while the entry is
+    /// fresh (last use plus the timeout not before now, a form without underflow) and the
+    /// backend is still an active backend of the frontend (`lb_affinity_match`), whatever slot
+    /// it holds now.
+    fn affinity_lookup(&self, found: &Found, call: &SockCall) -> Option<u32> {
         let svc = &found.svc;
         let last = self.affinity.get(&affinity_key(call, svc))?;
         let timeout_ns = u64::from(svc.affinity_timeout) * NSEC_PER_SEC;
-        if self.now_ns.wrapping_sub(last.last_used_ns) > timeout_ns {
+        if last.last_used_ns.wrapping_add(timeout_ns) < self.now_ns {
             return None;
         }
-        if last.slot == 0
-            || last.slot > svc.count
-            || self.slot_backend(&found.key, last.slot) != last.backend_id
-        {
-            return None;
-        }
-        Some((last.slot, last.backend_id))
+        let matched = LbAffinityMatchKey::new(last.backend_id, svc.rev_nat_index);
+        self.maps
+            .affinity_match
+            .contains_key(&matched)
+            .then_some(last.backend_id)
     }
 
     /// Every active slot of `found` with its backend id and the address a connect to `dst`
@@ -444,23 +464,23 @@ impl SockSim {
     /// traffic comes from inside the cluster, so internalTrafficPolicy applies).
     fn lookup_service(&self, mut key: LbKey) -> Option<Found> {
         key.backend_slot = 0;
-        key.scope = SCOPE_EXT;
+        key.scope = scope::EXT;
         let svc = *self.maps.services.get(&key)?;
-        if svc.flags & svc_flags::TWO_SCOPES == 0 {
+        if !ServiceFlags(svc.flags).two_scopes() {
             return Some(Found { key, svc });
         }
-        key.scope = SCOPE_INT;
+        key.scope = scope::INT;
         let svc = *self.maps.services.get(&key)?;
         Some(Found { key, svc })
     }
 
     /// `lb_lookup_frontend`: the frontend at `key`, or, when its address is one of this node's
-    /// (loopback or `lb_local_addrs`), the wildcard NodePort or HostPort frontend of its port.
-    fn lookup_frontend(&self, key: LbKey) -> Option<Found> {
+    /// ([`SockSim::is_node_local`]), the wildcard NodePort or HostPort frontend of its port.
+    fn lookup_frontend(&self, key: LbKey, loopback_is_node: bool) -> Option<Found> {
         if let Some(found) = self.lookup_service(key) {
             return Some(found);
         }
-        if !self.is_local(&key.address) {
+        if !self.is_node_local(&key.address, loopback_is_node) {
             return None;
         }
         let wildcard = LbKey {
@@ -468,23 +488,33 @@ impl SockSim {
             ..key
         };
         let found = self.lookup_service(wildcard)?;
-        (found.svc.flags & (svc_flags::NODE_PORT | svc_flags::HOST_PORT) != 0).then_some(found)
+        ServiceFlags(found.svc.flags)
+            .answers_on_local_addresses()
+            .then_some(found)
     }
 
     /// `sock_port_is_service`: a NodePort, LoadBalancer or externalIPs frontend owns
-    /// `address:port` (HostPort ports belong to a pod, ClusterIPs are not on the node).
+    /// `address:port` (HostPort ports belong to a pod, ClusterIPs are not on the node). Asked
+    /// in the host namespace only, whose loopback is the node's.
     fn port_is_service(&self, proto: u8, address: LbAddr, port: u16) -> bool {
-        self.lookup_frontend(frontend_key(address, port, proto))
-            .is_some_and(|found| {
-                found.svc.flags
-                    & (svc_flags::NODE_PORT | svc_flags::EXTERNAL_IP | svc_flags::LOADBALANCER)
-                    != 0
-            })
+        self.lookup_frontend(frontend_key(address, port, proto), true)
+            .is_some_and(|found| ServiceFlags(found.svc.flags).owns_node_port())
     }
 
-    /// `lb_addr_is_local`.
-    fn is_local(&self, address: &LbAddr) -> bool {
-        addr::is_loopback(address) || self.local_addrs.contains(address)
+    /// `lb_addr_is_node_local`: an address where the node's wildcard frontends answer: one in
+    /// `lb_local_addrs`, or loopback when the caller's loopback is the node's.
+    fn is_node_local(&self, address: &LbAddr, loopback_is_node: bool) -> bool {
+        if addr::is_loopback(address) {
+            loopback_is_node
+        } else {
+            self.local_addrs.contains(address)
+        }
+    }
+
+    /// `sock_loopback_is_node`: `address` is loopback and the caller runs in the node's host
+    /// namespace (a pod's loopback is the pod's own).
+    fn loopback_is_node(&self, call: &SockCall, address: &LbAddr) -> bool {
+        addr::is_loopback(address) && self.in_host_ns(call)
     }
 
     /// `sock_proto_enabled`.
@@ -535,7 +565,7 @@ fn frontend_key(address: LbAddr, port_be: u16, proto: u8) -> LbKey {
         dport: port_be,
         backend_slot: 0,
         proto,
-        scope: SCOPE_EXT,
+        scope: scope::EXT,
         pad: [0; 2],
     }
 }

@@ -324,6 +324,39 @@ fn a_nodeport_answers_on_loopback_and_node_addresses() {
 }
 
 #[test]
+fn inside_a_pod_loopback_is_the_pods_own_but_node_addresses_are_the_nodes() {
+    let mut s = sim(vec![
+        svc("0.0.0.0:30080", ServiceType::NodePort).backend("10.0.0.2:8080"),
+        svc("0.0.0.0:8081", ServiceType::HostPort).backend("10.0.0.3:80"),
+        svc("[::]:30080", ServiceType::NodePort).backend("[fd00::2]:8080"),
+    ]);
+    s.set_local_addresses(&["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    for dst in [
+        "127.0.0.1:30080",
+        "127.0.0.1:8081",
+        "[::1]:30080",
+        "10.0.0.9:30080",
+    ] {
+        assert_eq!(
+            s.connect(&in_pod(tcp(1)), sa(dst)),
+            sa(dst),
+            "{dst} from a pod"
+        );
+    }
+    assert_eq!(
+        s.connect(&in_pod(tcp(2)), sa("192.0.2.1:30080")),
+        sa("10.0.0.2:8080"),
+        "the node's address is the node's from anywhere"
+    );
+    assert_eq!(
+        s.connect(&tcp(3), sa("127.0.0.1:30080")),
+        sa("10.0.0.2:8080")
+    );
+    assert_eq!(s.connect(&tcp(4), sa("127.0.0.1:8081")), sa("10.0.0.3:80"));
+    assert_eq!(s.connect(&tcp(5), sa("[::1]:30080")), sa("[fd00::2]:8080"));
+}
+
+#[test]
 fn a_hostport_answers_on_loopback_but_a_wildcard_clusterip_does_not() {
     let mut s = sim(vec![
         svc("0.0.0.0:8081", ServiceType::HostPort).backend("127.0.0.2:80"),
@@ -354,7 +387,13 @@ fn an_ipv4_socket_is_left_alone_when_the_backend_is_ipv6() {
         b.address = "::1".parse::<IpAddr>().unwrap().into();
     }
     let mut s = SockSim::new(config(), m);
+    s.set_monitor(true);
     assert_eq!(s.connect(&tcp(1), sa("10.96.0.1:80")), sa("10.96.0.1:80"));
+    // The store was refused, so no reverse entry claims the socket went to the backend, and
+    // no event says it was translated.
+    assert_eq!(s.peer_name(&tcp(1), sa("[::1]:8080")), sa("[::1]:8080"));
+    let kinds: Vec<u8> = s.take_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [trace_kind::PRE_XLATE_FWD]);
     assert_eq!(
         s.connect(&tcp(1), sa("[::ffff:10.96.0.1]:80")),
         sa("[::1]:8080")
@@ -441,6 +480,86 @@ fn session_affinity_ends_when_its_backend_leaves_or_terminates() {
     s.set_maps(next);
     assert_eq!(s.affinity_target(&tcp(3), sa("10.96.0.1:80")), None);
     assert_eq!(s.connect(&tcp(3), sa("10.96.0.1:80")), sa("127.0.0.4:8080"));
+}
+
+/// The maps after the agent reconciles `services`, keeping the ids `s` has.
+fn reconcile(s: &SockSim, services: Vec<Svc>) -> MapContents {
+    let mut desired = DesiredState::new();
+    for svc in services {
+        desired.insert(svc.0).map_err(|_| "duplicate").unwrap();
+    }
+    MapContents::build(&desired, s.maps()).unwrap()
+}
+
+#[test]
+fn session_affinity_follows_its_backend_through_unrelated_endpoint_churn() {
+    let with = |backends: &[&str]| {
+        let mut svc = svc("10.96.0.1:80", ServiceType::ClusterIP).affinity(600);
+        for b in backends {
+            svc = svc.backend(b);
+        }
+        svc
+    };
+    let mut s = sim(vec![with(&["127.0.0.3:8080", "127.0.0.4:8080"])]);
+    let pinned = s.connect(&tcp(1), sa("10.96.0.1:80"));
+    // A lower-addressed backend joins (every slot moves up), then leaves again.
+    for backends in [
+        &[
+            "127.0.0.1:8080",
+            "127.0.0.2:8080",
+            "127.0.0.3:8080",
+            "127.0.0.4:8080",
+        ][..],
+        &["127.0.0.3:8080", "127.0.0.4:8080"][..],
+        &["127.0.0.4:8080", "127.0.0.3:8080", "127.0.0.9:8080"][..],
+    ] {
+        let next = reconcile(&s, vec![with(backends)]);
+        s.set_maps(next);
+        assert_eq!(
+            s.affinity_target(&tcp(2), sa("10.96.0.1:80")),
+            Some(pinned),
+            "{backends:?}"
+        );
+        assert_eq!(
+            destinations(&mut s, tcp(0), "10.96.0.1:80", 8),
+            BTreeSet::from([pinned])
+        );
+    }
+}
+
+#[test]
+fn session_affinity_is_per_service_port() {
+    let port = |p: u16| {
+        svc(&format!("10.96.0.1:{p}"), ServiceType::ClusterIP)
+            .backend("127.0.0.2:8080")
+            .backend("127.0.0.3:8080")
+            .affinity(600)
+    };
+    let mut s = sim(vec![port(80), port(81)]);
+    let mut first = |slots: &[SocketAddr]| {
+        assert_eq!(slots.len(), 2);
+        0
+    };
+    let mut second = |_: &[SocketAddr]| 1;
+    let on_80 = s.connect_with(&tcp(1), sa("10.96.0.1:80"), &mut first);
+    let on_81 = s.connect_with(&tcp(2), sa("10.96.0.1:81"), &mut second);
+    assert_ne!(on_80, on_81);
+    assert_eq!(s.affinity_target(&tcp(3), sa("10.96.0.1:80")), Some(on_80));
+    assert_eq!(s.affinity_target(&tcp(3), sa("10.96.0.1:81")), Some(on_81));
+}
+
+#[test]
+fn session_affinity_expires_exactly_after_its_timeout() {
+    let mut s = sim(vec![web().affinity(2)]);
+    let pinned = s.connect(&tcp(1), sa("10.96.0.1:80"));
+    s.advance_clock(Duration::from_secs(2));
+    assert_eq!(s.affinity_target(&tcp(2), sa("10.96.0.1:80")), Some(pinned));
+    s.advance_clock(Duration::from_nanos(1));
+    assert_eq!(s.affinity_target(&tcp(2), sa("10.96.0.1:80")), None);
+    assert_eq!(
+        s.affinity_last_use(&tcp(2), sa("10.96.0.1:80")),
+        Some((0, 2_000_000_000))
+    );
 }
 
 #[test]
