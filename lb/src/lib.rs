@@ -13,3 +13,4 @@ pub mod model;
 pub mod offline;
 pub mod stop;
 pub mod views;
+pub mod yaml;

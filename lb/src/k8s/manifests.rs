@@ -1,12 +1,20 @@
 //! Reading Kubernetes objects from YAML files in a directory (the agent's static source and
 //! `lbctl`'s offline mode).
+//!
+//! One file's problems never cost another file its objects. Within a file, a YAML syntax
+//! error ends the reading of that file (libyaml cannot find the next document again): the
+//! documents before it are used, the error names the file, line and column, and the file is
+//! listed in [`Manifests::incomplete`] so a source that keeps per-file state can hold on to
+//! that file's last good objects instead. A document that is YAML but not a valid object is
+//! reported and skipped, and reading goes on.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::ClusterObjects;
+use crate::yaml::{self, YamlError};
 
 /// A manifest that could not be read; other files and documents are still used.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +28,22 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    /// A document is not YAML, or not a valid object of its kind.
+    /// The file is not YAML from some point on; the documents before that point are used.
+    #[error(
+        "{}:{}: document {}: not YAML: {}; the rest of this file is not read",
+        path.display(),
+        position(source),
+        source.document,
+        source.message
+    )]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint, with the document, line and column.
+        #[source]
+        source: YamlError,
+    },
+    /// A document is YAML, but not a valid object of its kind.
     #[error("{}: document {index}{kind}: {message}", path.display())]
     Document {
         /// The file.
@@ -29,9 +52,29 @@ pub enum ManifestError {
         index: usize,
         /// ` (Kind name)` when known.
         kind: String,
-        /// The parser's complaint.
+        /// What does not fit.
         message: String,
     },
+}
+
+impl ManifestError {
+    /// The file or directory the problem is in.
+    pub fn path(&self) -> &Path {
+        match self {
+            ManifestError::Read { path, .. }
+            | ManifestError::Syntax { path, .. }
+            | ManifestError::Document { path, .. } => path,
+        }
+    }
+}
+
+/// `LINE:COLUMN` (or `LINE`), the form editors jump to after the file name.
+fn position(err: &YamlError) -> String {
+    match (err.line, err.column) {
+        (Some(line), Some(column)) => format!("{line}:{column}"),
+        (Some(line), None) => line.to_string(),
+        _ => "?".to_owned(),
+    }
 }
 
 /// Objects read from a directory, and the documents that could not be read.
@@ -39,14 +82,35 @@ pub enum ManifestError {
 pub struct Manifests {
     /// The objects.
     pub objects: ClusterObjects,
-    /// Problems, one per bad file or document.
+    /// Problems, one per bad document, plus at most one syntax or read error per file.
     pub errors: Vec<ManifestError>,
     /// Kinds seen but not used (Deployments and the like).
     pub skipped_kinds: Vec<String>,
+    /// Files that could not be read to their end (unreadable, or a syntax error part-way):
+    /// their objects here are only those before the problem (or, from a [`DirReader`], those
+    /// of the file's last complete reading, see [`Manifests::kept`]).
+    pub incomplete: Vec<PathBuf>,
+    /// Incomplete files whose objects are those of their last complete reading.
+    pub kept: Vec<PathBuf>,
 }
 
-/// Reads every `*.yaml`, `*.yml` and `*.json` file directly in `dir`, in name order.
-pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
+impl Manifests {
+    /// Adds everything of `other` (another file's reading) to this one.
+    pub fn extend(&mut self, other: Manifests) {
+        let objects = other.objects;
+        self.objects.services.extend(objects.services);
+        self.objects.endpoint_slices.extend(objects.endpoint_slices);
+        self.objects.nodes.extend(objects.nodes);
+        self.objects.pods.extend(objects.pods);
+        self.errors.extend(other.errors);
+        self.skipped_kinds.extend(other.skipped_kinds);
+        self.incomplete.extend(other.incomplete);
+        self.kept.extend(other.kept);
+    }
+}
+
+/// The manifest files directly in `dir` (`*.yaml`, `*.yml`, `*.json`), in name order.
+pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let read_err = |source| ManifestError::Read {
         path: dir.to_owned(),
         source,
@@ -63,30 +127,79 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Reads every manifest file directly in `dir` (see [`manifest_files`]), in name order.
+pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestError> {
     let mut out = Manifests::default();
-    for file in files {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => load_text(&file, &text, &mut out),
-            Err(source) => out.errors.push(ManifestError::Read { path: file, source }),
-        }
+    for file in manifest_files(dir)? {
+        out.extend(load_file(&file));
     }
     Ok(out)
 }
 
-/// Adds the objects of one file's text (multi-document YAML, `List` kinds unpacked).
-pub fn load_text(path: &Path, text: &str, out: &mut Manifests) {
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let index = i + 1;
-        match Value::deserialize(doc) {
-            Ok(Value::Null) => {}
-            Ok(value) => add_object(path, index, value, out),
-            Err(e) => out.errors.push(ManifestError::Document {
-                path: path.to_owned(),
-                index,
-                kind: String::new(),
-                message: e.to_string(),
-            }),
+/// Reads a directory again and again (the agent's source), keeping, for a file that cannot be
+/// read to its end this time, the objects of its last complete reading: an edit saved half-way
+/// or a typo does not withdraw the services the file held. A file that was never read
+/// completely contributes what precedes its error.
+#[derive(Debug, Default)]
+pub struct DirReader {
+    last_complete: BTreeMap<PathBuf, ClusterObjects>,
+}
+
+impl DirReader {
+    /// Reads every manifest file in `dir` now.
+    pub fn load(&mut self, dir: &Path) -> Result<Manifests, ManifestError> {
+        let files = manifest_files(dir)?;
+        self.last_complete.retain(|path, _| files.contains(path));
+        let mut out = Manifests::default();
+        for file in files {
+            let mut read = load_file(&file);
+            if read.incomplete.is_empty() {
+                self.last_complete
+                    .insert(file.clone(), read.objects.clone());
+            } else if let Some(kept) = self.last_complete.get(&file) {
+                read.objects = kept.clone();
+                read.kept.push(file);
+            }
+            out.extend(read);
         }
+        Ok(out)
+    }
+}
+
+/// Reads one manifest file; a file that cannot be read is an error in the result.
+pub fn load_file(path: &Path) -> Manifests {
+    let mut out = Manifests::default();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_text(path, &text, &mut out),
+        Err(source) => {
+            out.errors.push(ManifestError::Read {
+                path: path.to_owned(),
+                source,
+            });
+            out.incomplete.push(path.to_owned());
+        }
+    }
+    out
+}
+
+/// Adds the objects of one file's text (multi-document YAML, `List` kinds unpacked), up to
+/// the first YAML syntax error.
+pub fn load_text(path: &Path, text: &str, out: &mut Manifests) {
+    let docs = yaml::documents(text);
+    for (i, value) in docs.values.into_iter().enumerate() {
+        if !value.is_null() {
+            add_object(path, i + 1, value, out);
+        }
+    }
+    if let Some(source) = docs.error {
+        out.errors.push(ManifestError::Syntax {
+            path: path.to_owned(),
+            source,
+        });
+        out.incomplete.push(path.to_owned());
     }
 }
 
@@ -149,5 +262,97 @@ fn add_object(path: &Path, index: usize, value: Value, out: &mut Manifests) {
     };
     if let Err(message) = result {
         out.errors.push(fail(message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICE: &str =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: NAME, namespace: default}\n\
+                           spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n";
+
+    fn service(name: &str) -> String {
+        SERVICE.replace("NAME", name)
+    }
+
+    fn names(m: &Manifests) -> Vec<String> {
+        m.objects
+            .services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// A scratch directory removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("lb-manifests-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).unwrap();
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_line_and_column_and_ends_that_file_only() {
+        let dir = Dir::new("syntax");
+        dir.write("a.yaml", &service("first"));
+        let bad = format!(
+            "{}---\nthis: is: not: yaml: [\n---\n{}",
+            service("before"),
+            service("after")
+        );
+        dir.write("b.yaml", &bad);
+        dir.write("c.yaml", &service("last"));
+        let m = load_dir(&dir.0).unwrap();
+        assert_eq!(names(&m), ["first", "before", "last"]);
+        assert_eq!(m.errors.len(), 1, "{:?}", m.errors);
+        let text = m.errors[0].to_string();
+        let expected = format!(
+            "{}:6:9: document 2: not YAML: mapping values are not allowed in this context; \
+             the rest of this file is not read",
+            dir.0.join("b.yaml").display()
+        );
+        assert_eq!(text, expected);
+        assert_eq!(m.incomplete, [dir.0.join("b.yaml")]);
+    }
+
+    #[test]
+    fn a_dir_reader_keeps_a_broken_files_last_complete_objects() {
+        let dir = Dir::new("reader");
+        let mut reader = DirReader::default();
+        dir.write(
+            "a.yaml",
+            &format!("{}---\n{}", service("one"), service("two")),
+        );
+        assert_eq!(names(&reader.load(&dir.0).unwrap()), ["one", "two"]);
+
+        dir.write("a.yaml", &format!("{}---\n{{oops", service("one")));
+        let m = reader.load(&dir.0).unwrap();
+        assert_eq!(names(&m), ["one", "two"], "the last complete reading");
+        assert_eq!(m.kept, [dir.0.join("a.yaml")]);
+        assert_eq!(m.errors.len(), 1);
+
+        std::fs::remove_file(dir.0.join("a.yaml")).unwrap();
+        assert!(names(&reader.load(&dir.0).unwrap()).is_empty());
+        dir.write("a.yaml", "{oops");
+        let m = reader.load(&dir.0).unwrap();
+        assert!(names(&m).is_empty(), "a deleted file is forgotten");
+        assert!(m.kept.is_empty());
     }
 }
