@@ -6,6 +6,7 @@
 
 mod cleanup;
 mod error;
+mod lock;
 mod record;
 mod source;
 pub mod udp_destroy;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use cleanup::{cleanup, CleanupReport};
 pub use error::AgentError;
+pub use lock::{AgentLock, Holder, LOCK_FILE};
 pub use record::{AgentRecord, DEFAULT_STATE_DIR};
 pub use source::ManifestSource;
 

@@ -86,6 +86,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
              yet), or --dry-run to check the options"
         );
     };
+    // One agent per node: wait here, before anything touches the datapath, for another
+    // agent with this state directory to exit.
+    let _lock = lb::agent::AgentLock::acquire(&cli.state_dir)?;
     let source = ManifestSource::new(cli.values.clone(), cli.sets.clone(), dir, cli.node.clone())?;
     let view = source.load()?.context("cannot read the manifests")?;
     report_problems(&view);
