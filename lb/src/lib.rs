@@ -15,3 +15,4 @@ pub mod reconciler;
 pub mod source;
 pub mod stop;
 pub mod views;
+pub mod yaml;

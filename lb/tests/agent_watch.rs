@@ -25,7 +25,7 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 3] = [
+    let tests: [(&str, TestFn); 4] = [
         (
             "agent::follows_new_edited_and_removed_manifest_files",
             follows_the_manifest_directory,
@@ -37,6 +37,10 @@ fn main() {
         (
             "agent::a_changed_lb_map_max_is_applied_on_restart_or_refused_naming_it",
             lb_map_max_on_restart,
+        ),
+        (
+            "agent::second_agent_waits_for_the_first_then_adopts",
+            second_agent_waits_for_the_first,
         ),
     ];
     support::run_tier("agent watch", tests.into());
@@ -50,8 +54,8 @@ impl ScratchDir {
         Self::named("watch")
     }
 
-    fn named(test: &str) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("lb-agent-{test}-{}", std::process::id()));
+    fn named(tag: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("lb-agent-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(path.join("manifests"))?;
         Ok(ScratchDir(path))
     }
@@ -409,6 +413,161 @@ fn lb_map_max_on_restart() -> Result<(), Failed> {
     }
     if size()? != 2048 || programmed(&pin_dir) != want {
         return Err("a refused bpf.lbMapMax changed the maps".into());
+    }
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .output()?;
+    if !cleanup.status.success() {
+        return Err(format!(
+            "lbctl cleanup failed: {}",
+            String::from_utf8_lossy(&cleanup.stderr)
+        )
+        .into());
+    }
+    drop(topology);
+    Ok(())
+}
+
+/// The names in the pinned links directory: `<program>-<generation>`, one generation per
+/// agent that attached.
+fn pinned_links(pin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits until `file` contains `text`, returning the file's contents.
+fn wait_for_text(file: &Path, text: &str, what: &str) -> Result<String, Failed> {
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let log = std::fs::read_to_string(file).unwrap_or_default();
+        if log.contains(text) {
+            return Ok(log);
+        }
+        if Instant::now() > deadline {
+            return Err(
+                format!("{PROGRAMMED_WITHIN:?} and no {what}: {text:?} not in:\n{log}").into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Defect 12: a second agent with the same state and pin directories waits for the first
+/// (which keeps the pins and links to itself), and adopts once the first is killed.
+fn second_agent_waits_for_the_first() -> Result<(), Failed> {
+    let mut topology = Topology::new()?;
+    let node = topology.add_node(NodeSpec::new("lock").eth0("192.168.77.12/24".parse()?))?;
+    let bpffs = TestBpffs::new("agent-lock")?;
+    let scratch = ScratchDir::named("lock")?;
+    let manifests = scratch.0.join("manifests");
+    let state_dir = scratch.0.join("state");
+    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
+    std::fs::write(
+        manifests.join("node.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: lock}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.77.12}]}\n",
+    )?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),
+    )?;
+    let agent = |log: &str| -> Result<netsim::Process, Failed> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+        cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+            .arg(format!("bpf.root={}", bpffs.path.display()))
+            .arg("--set")
+            .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+            .arg("--manifests")
+            .arg(&manifests)
+            .args(["--node", "lock", "--state-dir"])
+            .arg(&state_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(scratch.0.join(log))?);
+        Ok(node.spawn(cmd)?)
+    };
+
+    let mut first = agent("first.log")?;
+    wait_programmed(&pin_dir, &[("10.96.0.10:80", 2)], "the first agent started")?;
+    let links = pinned_links(&pin_dir);
+
+    let mut second = agent("second.log")?;
+    let waiting = format!(
+        "another lb-agent (pid {}) holds {}; waiting for it to exit",
+        first.pid(),
+        state_dir.join(lb::agent::LOCK_FILE).display()
+    );
+    wait_for_text(&scratch.0.join("second.log"), &waiting, "wait message")?;
+    // The first agent still follows the directory, alone: the second touched no pin or link.
+    std::fs::write(
+        manifests.join("b.yaml"),
+        service_yaml("b", "10.96.0.11", &["10.0.1.7"]),
+    )?;
+    wait_programmed(
+        &pin_dir,
+        &[("10.96.0.10:80", 2), ("10.96.0.11:80", 1)],
+        "a new file while the second agent waits",
+    )?;
+    if pinned_links(&pin_dir) != links {
+        return Err(format!(
+            "the waiting agent replaced the links: {links:?} became {:?}",
+            pinned_links(&pin_dir)
+        )
+        .into());
+    }
+    let second_log = std::fs::read_to_string(scratch.0.join("second.log"))?;
+    if second_log.contains("datapath ready") {
+        return Err(format!("the second agent attached beside the first:\n{second_log}").into());
+    }
+    if let Some(status) = second.child_mut().try_wait()? {
+        return Err(format!("the waiting agent exited with {status}:\n{second_log}").into());
+    }
+
+    let pid = nix::unistd::Pid::from_raw(first.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+    first.wait_timeout(Duration::from_secs(10))?;
+    wait_for_text(
+        &scratch.0.join("second.log"),
+        "datapath ready",
+        "start of the second agent after the first was killed",
+    )?;
+    // It adopted the maps (both services kept) and follows the directory.
+    std::fs::write(
+        manifests.join("c.yaml"),
+        service_yaml("c", "10.96.0.12", &["10.0.1.8"]),
+    )?;
+    wait_programmed(
+        &pin_dir,
+        &[
+            ("10.96.0.10:80", 2),
+            ("10.96.0.11:80", 1),
+            ("10.96.0.12:80", 1),
+        ],
+        "a new file after the second agent took over",
+    )?;
+    let now = pinned_links(&pin_dir);
+    if now.len() != links.len() || now == links {
+        return Err(
+            format!("links not replaced by the second agent: {links:?} then {now:?}").into(),
+        );
+    }
+
+    let pid = nix::unistd::Pid::from_raw(second.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = second.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("the second lb-agent exited with {status} on SIGTERM").into());
     }
     let cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"))
         .arg("cleanup")

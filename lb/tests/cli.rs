@@ -342,3 +342,78 @@ fn dry_run_output_is_a_values_file_that_means_the_same() {
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(stdout(&first), stdout(&second));
 }
+
+/// Runs `bin` with an address-space limit and a deadline, so a loader that loops or grows
+/// without bound fails the test instead of exhausting the machine.
+fn run_bounded(bin: &str, args: &[&str]) -> Output {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let quoted: Vec<String> = std::iter::once(bin)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let script = format!("ulimit -v 2000000; exec {}", quoted.join(" "));
+    let out_dir = std::env::temp_dir().join(format!("lb-cli-bounded-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let (stdout_path, stderr_path) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("sh runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{bin} {args:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output {
+        status,
+        stdout: std::fs::read(&stdout_path).unwrap(),
+        stderr: std::fs::read(&stderr_path).unwrap(),
+    };
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    assert!(
+        status.signal().is_none(),
+        "{bin} was killed by signal {:?}: {}",
+        status.signal(),
+        stderr(&out)
+    );
+    out
+}
+
+/// Defect 11: one file holding `this: is: not: yaml: [` made `service list` push the same
+/// parse error forever (23 GiB before the OOM killer).
+#[test]
+fn service_list_names_a_syntax_error_and_keeps_the_other_files() {
+    let dir = std::env::temp_dir().join(format!("lbctl-syntax-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: good, namespace: default}\n\
+         spec: {clusterIP: 10.96.1.1, ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("bad.yaml"), "this: is: not: yaml: [\n").unwrap();
+    let out = run_bounded(
+        env!("CARGO_BIN_EXE_lbctl"),
+        &["service", "list", "--manifests", dir.to_str().unwrap()],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).contains("10.96.1.1:80"), "{}", stdout(&out));
+    let err = stderr(&out);
+    let expected = format!(
+        "error: {}:1:9: document 1: not YAML: mapping values are not allowed in this context",
+        dir.join("bad.yaml").display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert_eq!(err.lines().count(), 1, "one error for one bad file: {err}");
+}

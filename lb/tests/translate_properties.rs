@@ -287,14 +287,21 @@ proptest! {
                         _ => p.port == f.frontend.addr.port,
                     }
                 }).map(|(_, p)| p).unwrap();
-                let expected: BTreeSet<(IpAddr, u16, BackendState)> = s.endpoints.iter().enumerate()
-                    .filter(|(_, e)| !local_only || e.local)
+                // kube-proxy's rule, per scope (this node's endpoints under Local): ready
+                // endpoints take new connections; without any, the serving-terminating ones do.
+                let in_scope = || s.endpoints.iter().enumerate().filter(|(_, e)| !local_only || e.local);
+                let fallback = !in_scope().any(|(_, e)| expected_state(e) == Some(BackendState::Active));
+                let expected: BTreeSet<(IpAddr, u16, BackendState)> = in_scope()
                     .filter_map(|(k, e)| {
                         let ip: IpAddr = match family {
                             IpFamily::V4 => format!("10.244.{}.{}", i, k + 1).parse().unwrap(),
                             IpFamily::V6 => format!("fd00:244:{:x}::{:x}", i, k + 1).parse().unwrap(),
                         };
-                        expected_state(e).map(|st| (ip, port.target, st))
+                        let state = match expected_state(e)? {
+                            BackendState::Terminating if fallback => BackendState::Active,
+                            state => state,
+                        };
+                        Some((ip, port.target, state))
                     })
                     .collect();
                 let got: BTreeSet<(IpAddr, u16, BackendState)> =

@@ -6,6 +6,7 @@
 mod cleanup;
 pub mod degrade;
 mod error;
+mod lock;
 mod options_watch;
 mod record;
 mod run;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use cleanup::{cleanup, CleanupReport};
 pub use error::AgentError;
+pub use lock::{AgentLock, Holder, LOCK_FILE};
 pub use record::{AgentRecord, DEFAULT_STATE_DIR};
 pub use run::{run, RunOptions};
 

@@ -39,6 +39,9 @@ pub fn run(
     source: &mut dyn Source,
     opts: &RunOptions,
 ) -> Result<(), AgentError> {
+    // One agent per node: wait here, before anything touches the datapath, for another agent
+    // with this state directory to exit.
+    let _lock = super::AgentLock::acquire(&opts.state_dir)?;
     let mut store = ClusterStore::default();
     log_sync(&source.sync(&mut store)?);
     let first = translate(config, &store, opts)?;

@@ -16,14 +16,26 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The values file is not YAML.
+    /// The values file is not one YAML document.
     #[error("values file {} is not valid YAML: {source}", path.display())]
     ParseFile {
         /// The file.
         path: PathBuf,
-        /// The parser's complaint.
+        /// The parser's complaint, with the line and column.
         #[source]
-        source: serde_yaml::Error,
+        source: crate::yaml::YamlError,
+    },
+    /// The values file is YAML, but not a mapping of options.
+    #[error(
+        "values file {} holds {found}, not options: expected a mapping of option names to \
+         values, e.g. `kubeProxyReplacement: true`",
+        path.display()
+    )]
+    NotAMapping {
+        /// The file.
+        path: PathBuf,
+        /// What it holds instead (`a list`, `the string "x"`).
+        found: String,
     },
     /// A `--set` argument is malformed.
     #[error("--set {arg:?}: {reason}")]

@@ -61,13 +61,20 @@ fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let tree: Value = serde_yaml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+    let tree = crate::yaml::single_document(&text).map_err(|source| ConfigError::ParseFile {
         path: path.to_owned(),
         source,
     })?;
-    Ok(match tree {
-        Value::Null => Value::Mapping(Default::default()),
-        tree => tree,
+    let found = match tree {
+        Value::Null => return Ok(Value::Mapping(Default::default())),
+        Value::Mapping(_) => return Ok(tree),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Tagged(_) => "a tagged value".to_owned(),
+        scalar => format!("the value {}", show(&scalar)),
+    };
+    Err(ConfigError::NotAMapping {
+        path: path.to_owned(),
+        found,
     })
 }
 

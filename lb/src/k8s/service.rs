@@ -12,7 +12,7 @@ use super::fields::{self, ParsedProtocol};
 use super::translate::LocalNode;
 use super::TranslateOptions;
 use crate::model::{
-    Backend, Frontend, IpFamily, L3n4Addr, L4Protocol, LbService, Scope, ServiceName,
+    Backend, BackendState, Frontend, IpFamily, L3n4Addr, L4Protocol, LbService, Scope, ServiceName,
     ServicePolicies, ServiceType, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT_SECS,
     MAX_AFFINITY_TIMEOUT_SECS,
 };
@@ -309,37 +309,72 @@ fn affinity(sink: &mut ErrorSink, spec: &ServiceSpec) -> Option<u32> {
     }
 }
 
-/// Backends narrowed by a traffic policy and, when enabled, by topology hints for this zone.
+/// Backends narrowed by a traffic policy and, when enabled, by topology hints for this zone,
+/// with kube-proxy's fallback (`CategorizeEndpoints`): a scope without a ready endpoint sends
+/// new connections to its serving-terminating endpoints instead (a rolling update whose new
+/// pods are not ready yet keeps being served). For `Local` the scope is this node's endpoints,
+/// so remote ready endpoints do not stop the fallback to a local terminating one.
 fn select_backends(
     all: &[Backend],
     policy: TrafficPolicy,
     node: &LocalNode,
     opts: &TranslateOptions,
 ) -> (Vec<Backend>, bool) {
-    if policy == TrafficPolicy::Local {
-        let local = all
-            .iter()
-            .filter(|b| b.node_name.as_deref() == Some(node.name.as_str()))
-            .cloned()
-            .collect();
-        return (local, false);
-    }
-    if opts.service_topology {
-        if let Some(zone) = &node.zone {
-            // As kube-proxy: hints are used only when every endpoint has them and at least one
-            // is for this zone; otherwise all endpoints are used.
-            let all_hinted = !all.is_empty() && all.iter().all(|b| !b.hint_zones.is_empty());
-            let for_zone: Vec<Backend> = all
-                .iter()
-                .filter(|b| b.hint_zones.contains(zone))
+    let (scoped, topology_aware) = match policy {
+        TrafficPolicy::Local => (
+            all.iter()
+                .filter(|b| b.node_name.as_deref() == Some(node.name.as_str()))
                 .cloned()
-                .collect();
-            if all_hinted && !for_zone.is_empty() {
-                return (for_zone, true);
+                .collect(),
+            false,
+        ),
+        TrafficPolicy::Cluster => match zone_backends(all, node, opts) {
+            Some(for_zone) => (for_zone, true),
+            None => (all.to_vec(), false),
+        },
+    };
+    (serving_terminating_fallback(scoped), topology_aware)
+}
+
+/// The backends hinted for this node's zone, when topology hints apply: as kube-proxy, only
+/// when every ready endpoint has hints and at least one ready endpoint is for this zone
+/// (terminating endpoints do not take part in the decision).
+fn zone_backends(
+    all: &[Backend],
+    node: &LocalNode,
+    opts: &TranslateOptions,
+) -> Option<Vec<Backend>> {
+    let zone = node.zone.as_ref().filter(|_| opts.service_topology)?;
+    let mut ready = all
+        .iter()
+        .filter(|b| b.state.takes_new_connections())
+        .peekable();
+    ready.peek()?;
+    let mut any_for_zone = false;
+    for b in ready {
+        if b.hint_zones.is_empty() {
+            return None;
+        }
+        any_for_zone |= b.hint_zones.contains(zone);
+    }
+    any_for_zone.then(|| {
+        all.iter()
+            .filter(|b| b.hint_zones.contains(zone))
+            .cloned()
+            .collect()
+    })
+}
+
+/// With no backend that takes new connections, the serving-terminating ones do.
+fn serving_terminating_fallback(mut backends: Vec<Backend>) -> Vec<Backend> {
+    if !backends.iter().any(|b| b.state.takes_new_connections()) {
+        for b in &mut backends {
+            if b.state == BackendState::Terminating {
+                b.state = BackendState::Active;
             }
         }
     }
-    (all.to_vec(), false)
+    backends
 }
 
 fn frontends(
@@ -550,6 +585,100 @@ mod tests {
         let errors = outcome(&s, &TranslateOptions::default()).unwrap_err();
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].field, "spec.ports[0].name");
+    }
+
+    fn at(ip: &str, node: &str, state: BackendState, zones: &[&str]) -> Backend {
+        use crate::model::L3n4Addr;
+        Backend {
+            state,
+            node_name: Some(node.to_owned()),
+            hint_zones: zones.iter().map(|z| z.to_string()).collect(),
+            ..Backend::active(L3n4Addr::new(ip.parse().unwrap(), 80, L4Protocol::Tcp))
+        }
+    }
+
+    /// `(last octet, state)` of what a policy selects.
+    fn picked(
+        all: &[Backend],
+        policy: TrafficPolicy,
+        zone: Option<&str>,
+    ) -> Vec<(u8, BackendState)> {
+        let opts = TranslateOptions {
+            service_topology: true,
+            ..TranslateOptions::default()
+        };
+        select_backends(all, policy, &node(zone), &opts)
+            .0
+            .iter()
+            .map(|b| match b.addr.ip {
+                IpAddr::V4(v4) => (v4.octets()[3], b.state),
+                IpAddr::V6(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    use BackendState::{Active, Terminating};
+
+    #[test]
+    fn without_ready_endpoints_the_serving_terminating_ones_take_new_connections() {
+        let all = [
+            at("10.0.0.1", "n1", Terminating, &[]),
+            at("10.0.0.2", "n2", Terminating, &[]),
+        ];
+        for policy in [TrafficPolicy::Cluster, TrafficPolicy::Local] {
+            let want: &[(u8, BackendState)] = match policy {
+                TrafficPolicy::Cluster => &[(1, Active), (2, Active)],
+                TrafficPolicy::Local => &[(1, Active)],
+            };
+            assert_eq!(picked(&all, policy, None), want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn a_ready_endpoint_in_scope_ends_the_fallback() {
+        let all = [
+            at("10.0.0.1", "n1", Terminating, &[]),
+            at("10.0.0.2", "n2", Active, &[]),
+        ];
+        // Cluster: the remote ready one takes new connections, the terminating one keeps its
+        // flows. Local: no ready endpoint on this node, so the local terminating one serves.
+        assert_eq!(
+            picked(&all, TrafficPolicy::Cluster, None),
+            [(1, Terminating), (2, Active)]
+        );
+        assert_eq!(picked(&all, TrafficPolicy::Local, None), [(1, Active)]);
+        let local_ready = [
+            at("10.0.0.1", "n1", Terminating, &[]),
+            at("10.0.0.3", "n1", Active, &[]),
+        ];
+        assert_eq!(
+            picked(&local_ready, TrafficPolicy::Local, None),
+            [(1, Terminating), (3, Active)]
+        );
+    }
+
+    #[test]
+    fn topology_is_decided_by_ready_endpoints_and_the_fallback_ignores_it() {
+        // A terminating endpoint without hints does not turn topology off (kube-proxy looks at
+        // ready endpoints only).
+        let all = [
+            at("10.0.0.1", "n2", Active, &["a"]),
+            at("10.0.0.2", "n2", Active, &["b"]),
+            at("10.0.0.3", "n2", Terminating, &[]),
+        ];
+        assert_eq!(
+            picked(&all, TrafficPolicy::Cluster, Some("a")),
+            [(1, Active)]
+        );
+        // Nothing ready anywhere: every serving-terminating endpoint, whatever its hints.
+        let none_ready = [
+            at("10.0.0.1", "n2", Terminating, &["a"]),
+            at("10.0.0.2", "n2", Terminating, &["b"]),
+        ];
+        assert_eq!(
+            picked(&none_ready, TrafficPolicy::Cluster, Some("a")),
+            [(1, Active), (2, Active)]
+        );
     }
 
     #[test]

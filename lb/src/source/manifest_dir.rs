@@ -2,9 +2,10 @@
 //! EndpointSlice, Pod, Node), each file one origin in the store, followed with inotify so an
 //! edit, a new file or a deleted file reaches the store within moments.
 //!
-//! A file that stops being YAML (a half-written save, a typo) keeps the objects it last
-//! delivered: the error is reported with the file and line, and nothing is taken away from
-//! the datapath because of it. A file that parses replaces its objects as a whole.
+//! A file that stops being YAML part-way (a half-written save, a typo) keeps the objects of its
+//! last complete reading: the error is reported with the file and line, and nothing is taken
+//! away from the datapath because of it. A file read to its end replaces its objects as a
+//! whole; a new file that breaks part-way delivers the documents before the error.
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
@@ -16,7 +17,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::store::{Change, ClusterStore, Object};
 use super::{Source, SourceError, SyncReport};
-use crate::k8s::manifests::{self, ManifestError, Manifests};
+use crate::k8s::manifests;
 
 /// How long the directory must stay quiet before a batch of changes is read: an editor's
 /// save or a `cp` of several files becomes one reload.
@@ -76,7 +77,7 @@ impl ManifestDir {
 
 impl Source for ManifestDir {
     fn sync(&mut self, store: &mut ClusterStore) -> Result<SyncReport, SourceError> {
-        let files = manifests::list_dir(&self.dir).map_err(SourceError::Manifests)?;
+        let files = manifests::manifest_files(&self.dir).map_err(SourceError::Manifests)?;
         let mut report = SyncReport::default();
         let present: BTreeSet<String> = files.iter().map(|f| origin(f)).collect();
         let gone: Vec<String> = store
@@ -88,18 +89,11 @@ impl Source for ManifestDir {
             report.changed |= store.apply(Change::Forget { origin });
         }
         for file in &files {
-            let mut loaded = Manifests::default();
-            match std::fs::read_to_string(file) {
-                Ok(text) => manifests::load_text(file, &text, &mut loaded),
-                Err(source) => loaded.errors.push(ManifestError::Read {
-                    path: file.clone(),
-                    source,
-                }),
-            }
-            let unusable = loaded.errors.iter().any(ManifestError::makes_file_unusable);
+            let mut loaded = manifests::load_file(file);
+            let incomplete = !loaded.incomplete.is_empty();
             report.errors.append(&mut loaded.errors);
             report.skipped_kinds.append(&mut loaded.skipped_kinds);
-            if unusable && store.origins().any(|o| o == origin(file)) {
+            if incomplete && store.origins().any(|o| o == origin(file)) {
                 report.kept.push(file.clone());
                 continue;
             }
@@ -163,6 +157,24 @@ mod tests {
         std::fs::remove_file(dir.join("a.yaml")).unwrap();
         assert!(source.sync(&mut store).unwrap().changed);
         assert_eq!(services(&store), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_broken_after_its_first_document_keeps_both_of_its_last_reading() {
+        let dir = tempdir();
+        let second = SERVICE
+            .replace("name: web", "name: api")
+            .replace("10.0.0.1", "10.0.0.2");
+        std::fs::write(dir.join("a.yaml"), format!("{SERVICE}---\n{second}")).unwrap();
+        let mut source = ManifestDir::new(&dir).unwrap();
+        let mut store = ClusterStore::default();
+        source.sync(&mut store).unwrap();
+        assert_eq!(services(&store), 2);
+        std::fs::write(dir.join("a.yaml"), format!("{SERVICE}---\n{{oops")).unwrap();
+        let report = source.sync(&mut store).unwrap();
+        assert_eq!(report.kept, [dir.join("a.yaml")]);
+        assert_eq!(services(&store), 2, "the last complete reading");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
