@@ -241,35 +241,13 @@ fn boot_one(
         (LauncherChoice::Auto, listed) => listed,
     };
     // Debian's cloud flavour has no 9p: virtme-ng boots the generic one.
-    let flavour = match (wanted, choice) {
-        (Some(Launcher::VirtmeNg), _) => cache::Flavour::Generic,
-        _ => cache::Flavour::Smallest,
+    let flavour = if wanted == Some(Launcher::VirtmeNg) {
+        cache::Flavour::Generic
+    } else {
+        cache::Flavour::Smallest
     };
     let kernel = cache::kernel(cache_root, choice, options.refresh, flavour)?;
-    let launcher = match wanted {
-        Some(Launcher::VirtmeNg) => {
-            if let Some(why) = virtme_cannot_boot(&kernel) {
-                bail!(
-                    "--launcher virtme-ng cannot boot {}: {why}; --launcher builtin boots it",
-                    kernel.source
-                );
-            }
-            Launcher::VirtmeNg
-        }
-        Some(Launcher::Builtin) => Launcher::Builtin,
-        // A kernel of one's own: virtme-ng when it can boot it.
-        None if matches!(choice, KernelChoice::Path { .. }) => match virtme_cannot_boot(&kernel) {
-            None => Launcher::VirtmeNg,
-            Some(why) => {
-                eprintln!(
-                    "lb-vm: virtme-ng cannot boot {} ({why}): using the built-in launcher",
-                    kernel.source
-                );
-                Launcher::Builtin
-            }
-        },
-        None => Launcher::Builtin,
-    };
+    let launcher = choose_launcher(wanted, choice, &kernel)?;
     let label = match (launcher, choice) {
         (Launcher::VirtmeNg, KernelChoice::Debian(_)) => format!("{}-generic", choice.label()),
         _ => choice.label(),
@@ -419,6 +397,39 @@ const VIRTME_PACKAGES: &[(&str, &str)] = &[
         "virtme-ng runs depmod on Debian's kernel trees, and its guests load modules with modprobe",
     ),
 ];
+
+/// The launcher for `kernel`: the one `wanted` (virtme-ng refused, naming why, when it cannot
+/// boot the kernel), else virtme-ng for a kernel given by path that it can boot, else the
+/// built-in one.
+fn choose_launcher(
+    wanted: Option<Launcher>,
+    choice: &KernelChoice,
+    kernel: &cache::Kernel,
+) -> Result<Launcher> {
+    Ok(match wanted {
+        Some(Launcher::VirtmeNg) => {
+            if let Some(why) = virtme_cannot_boot(kernel) {
+                bail!(
+                    "--launcher virtme-ng cannot boot {}: {why}; --launcher builtin boots it",
+                    kernel.source
+                );
+            }
+            Launcher::VirtmeNg
+        }
+        Some(Launcher::Builtin) => Launcher::Builtin,
+        None if matches!(choice, KernelChoice::Path { .. }) => match virtme_cannot_boot(kernel) {
+            None => Launcher::VirtmeNg,
+            Some(why) => {
+                eprintln!(
+                    "lb-vm: virtme-ng cannot boot {} ({why}): using the built-in launcher",
+                    kernel.source
+                );
+                Launcher::Builtin
+            }
+        },
+        None => Launcher::Builtin,
+    })
+}
 
 /// Why virtme-ng cannot boot `kernel`, if it cannot: its config lacks 9p (or has no config), or
 /// its modules are where virtme-ng does not look (it takes them from `lib/modules` in a
