@@ -26,6 +26,11 @@ const volatile __u8 cfg_external_ip_mitigation = 1; /* !bpf.disableExternalIPMit
 /* The netns cookie of the agent's namespace, the node's "host" namespace; 0 means the
  * initial namespace (kernels without SO_NETNS_COOKIE, where the agent runs there). */
 const volatile __u64 cfg_host_netns_cookie = 0;
+/* Whether the kernel lets these programs ask for network namespace cookies (Linux 5.7). Without
+ * them every socket counts as the host namespace's (bind protection applies everywhere, a pod's
+ * loopback is the node's) and affinity has one client per service: the documents' behaviour of
+ * older kernels. With the constant 0 the verifier never reaches the helper calls. */
+const volatile __u8 cfg_netns_cookies = 1;
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
@@ -70,9 +75,19 @@ static __always_inline int sock_proto_enabled(__u8 proto)
 
 static __always_inline int sock_in_host_ns(struct bpf_sock_addr *ctx)
 {
-	__u64 host = cfg_host_netns_cookie ? cfg_host_netns_cookie : bpf_get_netns_cookie(NULL);
+	__u64 host;
 
+	if (!cfg_netns_cookies)
+		return 1;
+	host = cfg_host_netns_cookie ? cfg_host_netns_cookie : bpf_get_netns_cookie(NULL);
 	return bpf_get_netns_cookie(ctx) == host;
+}
+
+/* The client of session affinity: the socket's network namespace, or one client for all
+ * where the kernel has no namespace cookies. */
+static __always_inline __u64 sock_affinity_client(struct bpf_sock_addr *ctx)
+{
+	return cfg_netns_cookies ? bpf_get_netns_cookie(ctx) : 0;
 }
 
 /* Whether addr is a loopback address of the node's host namespace: a pod's loopback is the
@@ -114,7 +129,7 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_FWD, proto, &dst->address, dst->port);
 	/* Session affinity is per client network namespace (the documents' socket-level
 	 * affinity); the cookie is only asked for when the service has affinity. */
-	client = lb_svc_has_affinity(svc) ? bpf_get_netns_cookie(ctx) : 0;
+	client = lb_svc_has_affinity(svc) ? sock_affinity_client(ctx) : 0;
 	backend = lb_select_backend(&key, svc, client);
 	if (!backend)
 		return 0; /* no backend: leave the address alone, the connection fails as it would */

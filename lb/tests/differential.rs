@@ -352,6 +352,7 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
         bind_protection: case.config.bind_protection,
         host_netns_cookie,
         external_ip_mitigation: case.config.external_ip_mitigation,
+        netns_cookies: case.config.netns_cookies,
     };
     let mut datapath = CaseDatapath::load(
         env.bpffs.path.join(format!("case-{n}")),

@@ -157,6 +157,7 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
             bind_protection: true,
             host_netns_cookie: 0,
             external_ip_mitigation: true,
+            netns_cookies: true,
         },
         &bpffs.path,
     )?;
@@ -370,6 +371,7 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         bind_protection: true,
         host_netns_cookie: 0,
         external_ip_mitigation: true,
+        netns_cookies: true,
     };
     let desired = test_services();
     let first = {

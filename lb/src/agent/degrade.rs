@@ -87,6 +87,8 @@ pub struct SocketLbPlan {
     pub hooks: SocketHooks,
     /// The protocols translated: the configured ones, less UDP without its hooks.
     pub protocols: Protocols,
+    /// The programs get network namespace cookies (`cfg_netns_cookies`).
+    pub netns_cookies: bool,
     /// What is degraded, in feature order.
     pub degraded: Vec<Degradation>,
 }
@@ -111,6 +113,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
         return Ok(SocketLbPlan {
             hooks,
             protocols,
+            netns_cookies: features.has(Feature::NetnsCookieHelper),
             degraded,
         });
     }
@@ -157,15 +160,31 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
             "closed sockets' reverse entries are left to the LRU map to evict",
         );
     }
-    if !features.has(Feature::NetnsCookieHelper) {
-        return Err(refuse(
-            "socketLB.enabled=true (without network namespace cookies)",
+    let netns_cookies = features.has(Feature::NetnsCookieHelper);
+    if !netns_cookies {
+        if config.values().socket_lb.host_namespace_only {
+            return Err(refuse(
+                "socketLB.hostNamespaceOnly=true",
+                Feature::NetnsCookieHelper,
+            ));
+        }
+        degrade(
             Feature::NetnsCookieHelper,
-        ));
+            "every socket counts as the host namespace's: bind protection applies in pods too \
+             and a pod's 127.0.0.1:NODE_PORT reaches the service",
+        );
+        if config.session_affinity() {
+            degrade(
+                Feature::NetnsCookieHelper,
+                "session affinity from inside the cluster has one client per service, not one \
+                 per network namespace",
+            );
+        }
     }
     Ok(SocketLbPlan {
         hooks,
         protocols,
+        netns_cookies,
         degraded,
     })
 }
@@ -239,6 +258,30 @@ mod tests {
             &without("cgroup-connect"),
         )
         .is_ok());
+    }
+
+    #[test]
+    fn without_netns_cookies_the_agent_starts_unless_host_namespace_only_needs_them() {
+        let plan = plan(
+            &config(&["kubeProxyReplacement=true"]),
+            &without("netns-cookie-helper"),
+        )
+        .unwrap();
+        assert!(!plan.netns_cookies);
+        assert_eq!(plan.degraded.len(), 2, "{:?}", plan.degraded);
+        let err = super::plan(
+            &config(&[
+                "kubeProxyReplacement=true",
+                "socketLB.hostNamespaceOnly=true",
+            ]),
+            &without("netns-cookie-helper"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("socketLB.hostNamespaceOnly=true") && err.contains("netns-cookie-helper"),
+            "{err}"
+        );
     }
 
     #[test]

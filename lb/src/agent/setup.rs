@@ -27,6 +27,7 @@ pub fn datapath_settings(
         bind_protection: values.node_port.bind_protection && config.node_port(),
         host_netns_cookie,
         external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
+        netns_cookies: plan.netns_cookies,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct SockLbConfig {
     /// Translate an externalIPs frontend only when its address is this node's (the
     /// CVE-2020-8554 mitigation; off with `bpf.disableExternalIPMitigation`).
     pub external_ip_mitigation: bool,
+    /// The kernel gives these programs network namespace cookies (Linux 5.7); without them
+    /// every socket counts as the host namespace's and affinity has one client.
+    pub netns_cookies: bool,
 }
 
 /// The loaded socket-level load balancer.
@@ -100,6 +103,7 @@ impl SockLb {
         let host_ns_only = u8::from(config.host_namespace_only);
         let bind_protection = u8::from(config.bind_protection);
         let external_ip_mitigation = u8::from(config.external_ip_mitigation);
+        let netns_cookies = u8::from(config.netns_cookies);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_enable_tcp", &tcp, true)
@@ -108,6 +112,7 @@ impl SockLb {
             .override_global("cfg_bind_protection", &bind_protection, true)
             .override_global("cfg_host_netns_cookie", &config.host_netns_cookie, true)
             .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
+            .override_global("cfg_netns_cookies", &netns_cookies, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS {
             loader.map_max_entries(map, config.map_max);

@@ -142,10 +142,9 @@ pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
 }
 
 /// What the agent cannot start socket-LB without (see `lb::agent::degrade` for what it does
-/// without the rest): the connect hooks, and the netns-cookie helper, which tells pods from
-/// the host namespace.
+/// without the rest): the connect hooks.
 pub fn required_by_agent() -> Vec<Feature> {
-    vec![Feature::CgroupConnect, Feature::NetnsCookieHelper]
+    vec![Feature::CgroupConnect]
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; its default is too small for the
@@ -309,6 +308,6 @@ mod tests {
     fn an_agent_outside_the_initial_netns_does_without_the_socket_option() {
         // The BPF probe (datapath::netns_cookie_through_bpf) stands in for SO_NETNS_COOKIE.
         assert!(!required_by_agent().contains(&Feature::SoNetnsCookie));
-        assert!(required_by_agent().contains(&Feature::NetnsCookieHelper));
+        assert!(!required_by_agent().contains(&Feature::NetnsCookieHelper));
     }
 }

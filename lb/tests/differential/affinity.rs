@@ -91,6 +91,7 @@ pub fn run(env: &Env) -> Result<(), String> {
         bind_protection: false,
         host_netns_cookie: 0,
         external_ip_mitigation: true,
+        netns_cookies: true,
     };
     let mut datapath =
         CaseDatapath::load(env.bpffs.path.join("affinity"), config, &env.cgroup.path)?;

@@ -84,6 +84,8 @@ pub struct GenConfig {
     pub bind_protection: bool,
     /// `cfg_external_ip_mitigation`.
     pub external_ip_mitigation: bool,
+    /// `cfg_netns_cookies`: false is how the programs run on kernels before 5.7.
+    pub netns_cookies: bool,
     /// `cfg_host_netns_cookie`.
     pub host: HostNs,
     /// Whether the node addresses (present in the child's namespace either way) are in
@@ -274,6 +276,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
         proptest::bool::weighted(0.3),
         proptest::bool::weighted(0.7),
         proptest::bool::weighted(0.7),
+        proptest::bool::weighted(0.8),
         host,
         any::<bool>(),
     )
@@ -284,6 +287,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
                 host_namespace_only,
                 bind_protection,
                 external_ip_mitigation,
+                netns_cookies,
                 host,
                 node_addrs_listed,
             )| GenConfig {
@@ -292,6 +296,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
                 host_namespace_only,
                 bind_protection,
                 external_ip_mitigation,
+                netns_cookies,
                 host,
                 node_addrs_listed,
             },

@@ -23,6 +23,7 @@ fn config(map_max: u32) -> SockLbConfig {
         bind_protection: true,
         host_netns_cookie: 0,
         external_ip_mitigation: true,
+        netns_cookies: true,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct SimConfig {
     pub host_netns_cookie: u64,
     /// Translate externalIPs only on this node's addresses (`cfg_external_ip_mitigation`).
     pub external_ip_mitigation: bool,
+    /// Whether the programs get network namespace cookies (`cfg_netns_cookies`).
+    pub netns_cookies: bool,
     /// The initial namespace's cookie, which the kernel answers for `bpf_get_netns_cookie(NULL)`
     /// and the programs use when `host_netns_cookie` is 0.
     pub initial_netns_cookie: u64,
@@ -48,6 +50,7 @@ impl SimConfig {
             host_namespace_only: config.host_namespace_only,
             bind_protection: config.bind_protection,
             host_netns_cookie: config.host_netns_cookie,
+            netns_cookies: config.netns_cookies,
             external_ip_mitigation: config.external_ip_mitigation,
             initial_netns_cookie,
         }
@@ -231,7 +234,9 @@ impl SockSim {
         if !ServiceFlags(found.svc.flags).affinity() {
             return None;
         }
-        let last = self.affinity.get(&affinity_key(call, &found.svc))?;
+        let last = self
+            .affinity
+            .get(&affinity_key(&self.config, call, &found.svc))?;
         let timeout_ns = u64::from(found.svc.affinity_timeout) * NSEC_PER_SEC;
         Some((last.last_used_ns, timeout_ns))
     }
@@ -375,7 +380,7 @@ impl SockSim {
             return None;
         }
         let affinity = ServiceFlags(svc.flags).affinity();
-        let client = affinity_key(call, svc);
+        let client = affinity_key(&self.config, call, svc);
         if affinity {
             let pinned = self
                 .affinity_lookup(found, call)
@@ -421,7 +426,7 @@ impl SockSim {
     /// it holds now.
     fn affinity_lookup(&self, found: &Found, call: &SockCall) -> Option<u32> {
         let svc = &found.svc;
-        let last = self.affinity.get(&affinity_key(call, svc))?;
+        let last = self.affinity.get(&affinity_key(&self.config, call, svc))?;
         let timeout_ns = u64::from(svc.affinity_timeout) * NSEC_PER_SEC;
         if last.last_used_ns.wrapping_add(timeout_ns) < self.now_ns {
             return None;
@@ -527,6 +532,9 @@ impl SockSim {
 
     /// `sock_in_host_ns`.
     fn in_host_ns(&self, call: &SockCall) -> bool {
+        if !self.config.netns_cookies {
+            return true;
+        }
         let host = match self.config.host_netns_cookie {
             0 => self.config.initial_netns_cookie,
             cookie => cookie,
@@ -571,9 +579,14 @@ fn frontend_key(address: LbAddr, port_be: u16, proto: u8) -> LbKey {
 }
 
 /// `lb_affinity_key`: the client's namespace and the frontend (of the scope in use).
-fn affinity_key(call: &SockCall, svc: &LbService) -> LbAffinityKey {
+fn affinity_key(config: &SimConfig, call: &SockCall, svc: &LbService) -> LbAffinityKey {
     LbAffinityKey {
-        client_cookie: call.netns_cookie,
+        // `sock_affinity_client`: one client for all without namespace cookies.
+        client_cookie: if config.netns_cookies {
+            call.netns_cookie
+        } else {
+            0
+        },
         rev_nat_index: svc.rev_nat_index,
         pad: [0; 6],
     }

@@ -90,6 +90,7 @@ fn config() -> SimConfig {
         bind_protection: true,
         host_netns_cookie: 0,
         external_ip_mitigation: true,
+        netns_cookies: true,
         initial_netns_cookie: HOST_NS,
     }
 }
