@@ -34,14 +34,12 @@ pub struct RunOptions {
 }
 
 /// Runs the agent with `config` on objects from `source` until a stop is requested (or once).
+/// The caller holds the node's [`super::AgentLock`].
 pub fn run(
     config: &AgentConfig,
     source: &mut dyn Source,
     opts: &RunOptions,
 ) -> Result<(), AgentError> {
-    // One agent per node: wait here, before anything touches the datapath, for another agent
-    // with this state directory to exit.
-    let _lock = super::AgentLock::acquire(&opts.state_dir)?;
     let mut store = ClusterStore::default();
     log_sync(&source.sync(&mut store)?);
     let first = translate(config, &store, opts)?;

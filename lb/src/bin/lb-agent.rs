@@ -58,16 +58,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let config = match lb::config::load(cli.values.as_deref(), &cli.sets) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprint!("lb-agent: {errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(config) = load_options(&cli) else {
+        return Ok(ExitCode::FAILURE);
     };
-    for warning in config.warnings() {
-        warn!("{warning}");
-    }
     if cli.dry_run {
         let yaml = serde_yaml::to_string(&config.effective_values())
             .context("cannot print the configuration")?;
@@ -80,6 +73,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
              yet), or --dry-run to check the options"
         );
     };
+    // One agent per node: wait here, before anything touches the datapath, for another agent
+    // with this state directory to exit; then read the options again, so an agent that waited
+    // takes over with the values file as it is now.
+    let _lock = lb::agent::AgentLock::acquire(&cli.state_dir)?;
+    let Some(config) = load_options(&cli) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let mut source = ManifestDir::new(dir)?;
     lb::agent::run(
         &config,
@@ -93,4 +96,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The options of the values file and `--set` flags, or `None` after printing why they are
+/// not valid.
+fn load_options(cli: &Cli) -> Option<lb::config::AgentConfig> {
+    match lb::config::load(cli.values.as_deref(), &cli.sets) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            eprint!("lb-agent: {errors}");
+            None
+        }
+    }
 }
