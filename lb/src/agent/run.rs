@@ -45,13 +45,14 @@ pub fn run(
     let first = translate(config, &store, opts)?;
     log_translation(&first);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
+    reconcile(&mut agent, &first)?;
+    // Said once the first reconciliation is in the maps: from here the node is served.
     info!(
         source = %source.describe(),
         pin_dir = %agent.record().pin_dir.display(),
         cgroup = %agent.record().cgroup.display(),
         "datapath ready"
     );
-    reconcile(&mut agent, &first)?;
     if opts.once {
         return Ok(());
     }
