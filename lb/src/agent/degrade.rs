@@ -99,9 +99,10 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
     let mut protocols = config.protocols();
     let mut hooks = SocketHooks::ALL;
     let mut degraded = Vec::new();
-    let mut degrade = |feature: Feature, effect: &str| {
+    // `feature`: the missing feature(s) by name and version, as `Feature` displays them.
+    let mut degrade = |feature: String, effect: &str| {
         degraded.push(Degradation {
-            feature: feature.to_string(),
+            feature,
             effect: effect.to_owned(),
         });
     };
@@ -120,18 +121,23 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
     if !features.has(Feature::CgroupConnect) {
         return Err(refuse("socketLB.enabled=true", Feature::CgroupConnect));
     }
-    for feature in [Feature::CgroupSendmsg, Feature::CgroupRecvmsg] {
-        if features.has(feature) || !hooks.udp {
-            continue;
-        }
+    let udp_missing: Vec<Feature> = [Feature::CgroupSendmsg, Feature::CgroupRecvmsg]
+        .into_iter()
+        .filter(|&f| !features.has(f))
+        .collect();
+    if let Some(&first) = udp_missing.first() {
         if protocols.udp && !protocols.tcp {
-            return Err(refuse("hostServices.protocols=udp", feature));
+            return Err(refuse("hostServices.protocols=udp", first));
         }
         hooks.udp = false;
         if protocols.udp {
             protocols.udp = false;
             degrade(
-                feature,
+                udp_missing
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 "UDP services are not translated at the socket: TCP only, as with \
                  hostServices.protocols=tcp",
             );
@@ -140,7 +146,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
     if !features.has(Feature::CgroupGetpeername) {
         hooks.getpeername = false;
         degrade(
-            Feature::CgroupGetpeername,
+            Feature::CgroupGetpeername.to_string(),
             "getpeername() shows the backend's address instead of the service's",
         );
     }
@@ -148,7 +154,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
         hooks.bind = false;
         if config.values().node_port.bind_protection && config.node_port() {
             degrade(
-                Feature::CgroupBind,
+                Feature::CgroupBind.to_string(),
                 "no bind protection: bind(2) to a NodePort port is not refused",
             );
         }
@@ -156,7 +162,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
     if !features.has(Feature::CgroupSockRelease) {
         hooks.sock_release = false;
         degrade(
-            Feature::CgroupSockRelease,
+            Feature::CgroupSockRelease.to_string(),
             "closed sockets' reverse entries are left to the LRU map to evict",
         );
     }
@@ -169,13 +175,13 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
             ));
         }
         degrade(
-            Feature::NetnsCookieHelper,
+            Feature::NetnsCookieHelper.to_string(),
             "every socket counts as the host namespace's: bind protection applies in pods too \
              and a pod's 127.0.0.1:NODE_PORT reaches the service",
         );
         if config.session_affinity() {
             degrade(
-                Feature::NetnsCookieHelper,
+                Feature::NetnsCookieHelper.to_string(),
                 "session affinity from inside the cluster has one client per service, not one \
                  per network namespace",
             );

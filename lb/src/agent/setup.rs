@@ -59,7 +59,7 @@ pub fn start_status(
     let mut status = KprStatus::new(config, selection);
     status.protocols = plan.protocols.to_string();
     status.degraded.clone_from(&plan.degraded);
-    if SweepScope::for_config(config).is_some() {
+    if SweepScope::for_config(config).is_some() && plan.protocols.udp {
         status.udp_socket_destroy = Some(udp_destroy.describe());
     }
     status
