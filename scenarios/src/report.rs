@@ -10,6 +10,11 @@
 //! on stdout as it starts (`LB-SCENARIO-START name`) and its record printed as it ends
 //! (`LB-SCENARIO-RESULT {json}`), so a guest killed at its deadline has shown what finished and
 //! what was running.
+//!
+//! Before the first scenario the suite also prints what the agent's probes found on this kernel
+//! (`LB-KERNEL-FEATURES {json}`, a [`KernelFeatures`]): every feature, present or the kernel's
+//! answer, how an agent learns its namespace's cookie, and what the default options would run
+//! degraded. The VM runner shows it beside the results, so the matrix says why a kernel works.
 
 use std::io::Write;
 
@@ -26,6 +31,9 @@ pub const CONSOLE_START: &str = "LB-SCENARIO-START";
 
 /// The console line's prefix for a scenario's record; the JSON follows after a space.
 pub const CONSOLE_RESULT: &str = "LB-SCENARIO-RESULT";
+
+/// The console line's prefix for the kernel's features; the JSON follows after a space.
+pub const CONSOLE_FEATURES: &str = "LB-KERNEL-FEATURES";
 
 /// How one scenario ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,6 +56,51 @@ pub struct Record<'a> {
     pub outcome: Outcome,
     /// Why it failed or is unsupported; empty when it passed.
     pub detail: &'a str,
+}
+
+/// What the agent's probes found on the running kernel, printed once per run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelFeatures {
+    /// Every feature the agent probes, in probe order.
+    pub features: Vec<FeatureAnswer>,
+    /// How an agent outside the initial network namespace learns its namespace's cookie:
+    /// `SO_NETNS_COOKIE`, `bpf-probe` (a one-shot `connect4` hook reading
+    /// `bpf_get_netns_cookie`, `lb::datapath::netns_probe`) or `none`.
+    pub netns_cookie: String,
+    /// The options the degradations below are for.
+    pub options: String,
+    /// What the agent runs degraded with those options here (`lb::agent::degrade::plan`).
+    pub degraded: Vec<lb::host::features::Degradation>,
+    /// Why the agent refuses those options here, when it does.
+    pub refused: Option<String>,
+    /// The features `LB_ASSUME_MISSING_FEATURES` made the probes treat as missing, if any.
+    pub assumed_missing: String,
+}
+
+/// One probed feature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeatureAnswer {
+    /// Its name (`cgroup-getpeername`).
+    pub name: String,
+    /// The mainline kernel that brought it.
+    pub since: String,
+    /// Whether this kernel has it.
+    pub present: bool,
+    /// The kernel's answer when it does not; empty when present.
+    pub answer: String,
+}
+
+/// The console line of `features`, newline included.
+pub fn features_line(features: &KernelFeatures) -> String {
+    let json = serde_json::to_string(features).expect("a feature record serialises");
+    format!("{CONSOLE_FEATURES} {json}\n")
+}
+
+/// Prints `features` on the console, when asked to.
+pub fn kernel_features(features: &KernelFeatures) {
+    if std::env::var_os(CONSOLE_ENV).is_some() {
+        console(&features_line(features));
+    }
 }
 
 /// Says on the console that the `kernel` scenario `name` starts, when asked to.

@@ -35,6 +35,10 @@ fn main() {
     } else {
         Probed::default()
     };
+    if kernel.available() && !args.list {
+        // For the VM matrix: every probe's answer and what the agent degrades here.
+        report::kernel_features(&scenarios::features::kernel_record());
+    }
     let lacking = probed.missing();
     if !lacking.is_empty() && !args.list {
         let names: Vec<String> = lacking.iter().map(ToString::to_string).collect();

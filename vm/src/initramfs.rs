@@ -38,6 +38,9 @@ pub mod marker {
     /// A scenario ended, its JSON record after a space; printed by the suite itself
     /// (`scenarios::report::CONSOLE_RESULT`) as each scenario finishes.
     pub const SCENARIO_RESULT: &str = "LB-SCENARIO-RESULT";
+    /// What the agent's probes found on the kernel, its JSON after a space; printed by the
+    /// suite itself (`scenarios::report::CONSOLE_FEATURES`) before the first scenario.
+    pub const KERNEL_FEATURES: &str = "LB-KERNEL-FEATURES";
 }
 
 /// What goes into the guest.

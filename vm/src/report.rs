@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::results::{Outcome, ScenarioResult};
+use crate::results::{KernelFeatures, Outcome, ScenarioResult};
 
 /// Everything known about one kernel's run.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +18,8 @@ pub struct KernelRun {
     pub launcher: String,
     /// The per-scenario results.
     pub results: Vec<ScenarioResult>,
+    /// What the agent's probes found on the kernel, when the guest said.
+    pub features: Option<KernelFeatures>,
     /// Why the run as a whole failed (no boot, no report), with the console's tail.
     pub error: Option<String>,
     /// Differences from `ci/kernels.toml`.
@@ -73,6 +75,7 @@ pub fn kernel_table(run: &KernelRun) -> String {
         secs(run.test_time),
         secs(Some(run.wall_time))
     );
+    out.push_str(&features_text(run.features.as_ref()));
     let _ = writeln!(out, "  {:<width$}  {:<11}  detail", "scenario", "outcome");
     for r in &run.results {
         let detail = r.detail.lines().next().unwrap_or_default();
@@ -90,6 +93,120 @@ pub fn kernel_table(run: &KernelRun) -> String {
         let _ = writeln!(out, "  expectation: {m}");
     }
     out
+}
+
+/// One kernel's features as the per-kernel table shows them: every probe, how the namespace
+/// cookie is learned, and what the default options run degraded.
+fn features_text(features: Option<&KernelFeatures>) -> String {
+    let Some(f) = features else {
+        return "  kernel features: not reported by the guest\n".to_owned();
+    };
+    let width = f.features.iter().map(|a| a.name.len()).max().unwrap_or(7);
+    let mut out = String::from("  kernel features (the agent's probes):\n");
+    for a in &f.features {
+        let state = if a.present {
+            "present".to_owned()
+        } else {
+            format!("MISSING: {}", a.answer)
+        };
+        let _ = writeln!(out, "    {:<width$}  {:<5}  {state}", a.name, a.since);
+    }
+    let _ = writeln!(out, "  netns cookie: {}", f.netns_cookie_text());
+    if !f.assumed_missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "  assumed missing (LB_ASSUME_MISSING_FEATURES): {}",
+            f.assumed_missing
+        );
+    }
+    match (&f.refused, f.degraded.is_empty()) {
+        (Some(why), _) => {
+            let _ = writeln!(out, "  {}: refused: {why}", f.options);
+        }
+        (None, true) => {
+            let _ = writeln!(out, "  {}: nothing degraded", f.options);
+        }
+        (None, false) => {
+            let _ = writeln!(out, "  {}: degraded", f.options);
+            for d in &f.degraded {
+                let _ = writeln!(out, "    {}: {}", d.feature, d.effect);
+            }
+        }
+    }
+    out
+}
+
+/// One kernel's answer for one feature: present, and the kernel's answer when it is not.
+type FeatureCell<'a> = Option<(bool, &'a str)>;
+
+/// The feature × kernel rows of the matrix: each feature any kernel reported, in probe order,
+/// with its `since` and each kernel's answer (`None`: the kernel did not report it).
+fn feature_rows(runs: &[KernelRun]) -> Vec<(&str, &str, Vec<FeatureCell<'_>>)> {
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for f in runs.iter().filter_map(|r| r.features.as_ref()) {
+        for a in &f.features {
+            if !names.iter().any(|(n, _)| *n == a.name) {
+                names.push((&a.name, &a.since));
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|(name, since)| {
+            let cells = runs
+                .iter()
+                .map(|r| {
+                    let a = r
+                        .features
+                        .as_ref()?
+                        .features
+                        .iter()
+                        .find(|a| a.name == name)?;
+                    Some((a.present, a.answer.as_str()))
+                })
+                .collect();
+            (name, since, cells)
+        })
+        .collect()
+}
+
+fn feature_cell(answer: FeatureCell<'_>) -> &'static str {
+    match answer {
+        Some((true, _)) => "yes",
+        Some((false, _)) => "MISSING",
+        None => "-",
+    }
+}
+
+/// What a kernel runs degraded, in one cell.
+fn degraded_cell(run: &KernelRun) -> String {
+    match &run.features {
+        None => "-".to_owned(),
+        Some(f) if f.refused.is_some() => "refused".to_owned(),
+        Some(f) if f.degraded.is_empty() => "nothing".to_owned(),
+        Some(f) => f
+            .degraded
+            .iter()
+            .map(|d| d.feature.split(' ').next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn netns_cell(run: &KernelRun) -> &str {
+    match run.features.as_ref().map(|f| f.netns_cookie.as_str()) {
+        Some("SO_NETNS_COOKIE") => "SO_NETNS_COOKIE",
+        Some("bpf-probe") => "BPF probe",
+        Some(_) => "none",
+        None => "-",
+    }
+}
+
+/// The options the kernels' degradations are for (the guests all use the same).
+fn record_options(runs: &[KernelRun]) -> &str {
+    runs.iter()
+        .find_map(|r| r.features.as_ref().map(|f| f.options.as_str()))
+        .unwrap_or("default options")
 }
 
 /// The closing line over `runs`: `N passed, N failed, N unsupported`. A kernel whose run failed
@@ -120,25 +237,46 @@ fn outcome<'a>(run: &'a KernelRun, scenario: &str) -> Option<&'a ScenarioResult>
 /// The kernel × scenario table as text.
 pub fn matrix_text(runs: &[KernelRun]) -> String {
     let names = scenarios(runs);
-    let width = names.iter().map(String::len).max().unwrap_or(8).max(8);
+    let features = feature_rows(runs);
+    let width = names
+        .iter()
+        .map(String::len)
+        .chain(features.iter().map(|(n, _, _)| n.len() + 2))
+        .max()
+        .unwrap_or(8)
+        .max(14);
     let mut out = String::new();
     let _ = write!(out, "{:<width$}", "scenario");
     for r in runs {
-        let _ = write!(out, "  {:<11}", r.label);
+        let _ = write!(out, "  {:<15}", r.label);
     }
     out.push('\n');
     for name in &names {
         let _ = write!(out, "{name:<width$}");
         for r in runs {
-            let _ = write!(out, "  {:<11}", cell(outcome(r, name).map(|o| o.outcome)));
+            let _ = write!(out, "  {:<15}", cell(outcome(r, name).map(|o| o.outcome)));
         }
         out.push('\n');
     }
     let _ = write!(out, "{:<width$}", "(boot)");
     for r in runs {
-        let _ = write!(out, "  {:<11}", secs(r.boot_time));
+        let _ = write!(out, "  {:<15}", secs(r.boot_time));
     }
     out.push('\n');
+    for (name, _, cells) in features {
+        let _ = write!(out, "{:<width$}", format!("[{name}]"));
+        for c in cells {
+            let _ = write!(out, "  {:<15}", feature_cell(c));
+        }
+        out.push('\n');
+    }
+    if runs.iter().any(|r| r.features.is_some()) {
+        let _ = write!(out, "{:<width$}", "[netns cookie]");
+        for r in runs {
+            let _ = write!(out, "  {:<15}", netns_cell(r));
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -173,6 +311,7 @@ pub fn matrix_markdown(runs: &[KernelRun]) -> String {
             secs(r.test_time)
         );
     }
+    out.push_str(&features_markdown(runs));
     out.push_str("\n## Details\n\n");
     for r in runs {
         for (outcome, detail, names) in not_passed(r) {
@@ -192,6 +331,69 @@ pub fn matrix_markdown(runs: &[KernelRun]) -> String {
         }
     }
     out.push_str(&format!("\n{}\n", closing_line(runs)));
+    out
+}
+
+/// The feature × kernel table in Markdown, with the kernels' answers and the degradations'
+/// effects below it.
+fn features_markdown(runs: &[KernelRun]) -> String {
+    let mut out = String::from(
+        "\n## Kernel features\n\nWhat the agent's probes found on each kernel, how an agent in a \
+         node's network namespace learns its cookie, and what it runs degraded with ",
+    );
+    let _ = writeln!(out, "`{}`.\n", record_options(runs));
+    out.push_str("| feature | since |");
+    for r in runs {
+        let _ = write!(out, " {} |", r.label);
+    }
+    out.push_str("\n|---|---|");
+    for _ in runs {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (name, since, cells) in feature_rows(runs) {
+        let _ = write!(out, "| {name} | {since} |");
+        for c in cells {
+            match c {
+                Some((false, _)) => out.push_str(" **missing** |"),
+                c => {
+                    let _ = write!(out, " {} |", feature_cell(c));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("| netns cookie | |");
+    for r in runs {
+        let _ = write!(out, " {} |", netns_cell(r));
+    }
+    out.push_str("\n| degraded | |");
+    for r in runs {
+        let _ = write!(out, " {} |", degraded_cell(r));
+    }
+    out.push_str("\n\n");
+    for r in runs {
+        let Some(f) = &r.features else {
+            let _ = writeln!(out, "- {}: the guest reported no features", r.label);
+            continue;
+        };
+        for a in f.missing() {
+            let _ = writeln!(
+                out,
+                "- {} lacks {} (Linux {}): {}",
+                r.label,
+                a.name,
+                a.since,
+                a.answer.replace('\n', " ")
+            );
+        }
+        for d in &f.degraded {
+            let _ = writeln!(out, "- {} degraded: {}: {}", r.label, d.feature, d.effect);
+        }
+        if let Some(why) = &f.refused {
+            let _ = writeln!(out, "- {} refuses {}: {}", r.label, f.options, why);
+        }
+    }
     out
 }
 
@@ -269,7 +471,9 @@ pub fn matrix_html(runs: &[KernelRun]) -> String {
             secs(r.test_time)
         );
     }
-    out.push_str("</table>\n<h2>Details</h2>\n<ul>\n");
+    out.push_str("</table>\n");
+    out.push_str(&features_html(runs));
+    out.push_str("<h2>Details</h2>\n<ul>\n");
     for r in runs {
         for (outcome, detail, names) in not_passed(r) {
             let _ = writeln!(
@@ -297,6 +501,88 @@ pub fn matrix_html(runs: &[KernelRun]) -> String {
         "</ul>\n<p><strong>{}</strong></p>\n</body></html>",
         closing_line(runs)
     );
+    out
+}
+
+/// The feature × kernel table in HTML: a missing feature's cell carries the kernel's answer as
+/// its tooltip, and the list below spells out answers and degradations.
+fn features_html(runs: &[KernelRun]) -> String {
+    let mut out = String::from("<h2>Kernel features</h2>\n");
+    let _ = writeln!(
+        out,
+        "<p>What the agent's probes found on each kernel, how an agent in a node's network \
+         namespace learns its cookie, and what it runs degraded with <code>{}</code>.</p>",
+        escape(record_options(runs))
+    );
+    out.push_str("<table>\n<tr><th>feature</th><th>since</th>");
+    for r in runs {
+        let _ = write!(out, "<th>{}</th>", escape(&r.label));
+    }
+    out.push_str("</tr>\n");
+    for (name, since, cells) in feature_rows(runs) {
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td>",
+            escape(name),
+            escape(since)
+        );
+        for c in cells {
+            match c {
+                Some((true, _)) => out.push_str("<td class=\"passed\">yes</td>"),
+                Some((false, answer)) => {
+                    let _ = write!(
+                        out,
+                        "<td class=\"unsupported\" title=\"{}\">missing</td>",
+                        escape(answer)
+                    );
+                }
+                None => out.push_str("<td class=\"none\">-</td>"),
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("<tr><td>netns cookie</td><td></td>");
+    for r in runs {
+        let _ = write!(out, "<td>{}</td>", escape(netns_cell(r)));
+    }
+    out.push_str("</tr>\n<tr><td>degraded</td><td></td>");
+    for r in runs {
+        let _ = write!(out, "<td>{}</td>", escape(&degraded_cell(r)));
+    }
+    out.push_str("</tr>\n</table>\n<ul>\n");
+    for r in runs {
+        let label = escape(&r.label);
+        let Some(f) = &r.features else {
+            let _ = writeln!(out, "<li>{label}: the guest reported no features</li>");
+            continue;
+        };
+        for a in f.missing() {
+            let _ = writeln!(
+                out,
+                "<li>{label} lacks <code>{}</code> (Linux {}): {}</li>",
+                escape(&a.name),
+                escape(&a.since),
+                escape(&a.answer)
+            );
+        }
+        for d in &f.degraded {
+            let _ = writeln!(
+                out,
+                "<li>{label} degraded: {}: {}</li>",
+                escape(&d.feature),
+                escape(&d.effect)
+            );
+        }
+        if let Some(why) = &f.refused {
+            let _ = writeln!(
+                out,
+                "<li>{label} refuses <code>{}</code>: {}</li>",
+                escape(&f.options),
+                escape(why)
+            );
+        }
+    }
+    out.push_str("</ul>\n");
     out
 }
 
@@ -333,6 +619,111 @@ mod tests {
             closing_line(&[a, b, c]),
             "1 passed, 3 failed, 1 unsupported"
         );
+    }
+
+    use crate::results::{Degradation, FeatureAnswer};
+
+    fn answer(name: &str, since: &str, missing: Option<&str>) -> FeatureAnswer {
+        FeatureAnswer {
+            name: name.into(),
+            since: since.into(),
+            present: missing.is_none(),
+            answer: missing.unwrap_or_default().into(),
+        }
+    }
+
+    /// The agent's eight probes, with `missing` answered by the kernel.
+    fn features(missing: &[(&str, &str)]) -> Vec<FeatureAnswer> {
+        [
+            ("cgroup-connect", "4.17"),
+            ("cgroup-sendmsg", "4.18"),
+            ("cgroup-recvmsg", "5.2"),
+            ("cgroup-getpeername", "5.8"),
+            ("cgroup-bind", "4.17"),
+            ("netns-cookie-helper", "5.7"),
+            ("cgroup-sock-release", "5.9"),
+            ("so-netns-cookie", "5.14"),
+        ]
+        .into_iter()
+        .map(|(n, s)| {
+            let m = missing.iter().find(|(m, _)| *m == n).map(|(_, a)| *a);
+            answer(n, s, m)
+        })
+        .collect()
+    }
+
+    /// 5.10 (no SO_NETNS_COOKIE: the BPF probe), 6.1 told to do without getpeername, and a
+    /// kernel whose guest never reported.
+    fn three_kernels() -> Vec<KernelRun> {
+        let mut k510 = run("5.10", &[("getpeername", Outcome::Passed, "")]);
+        k510.source = "linux-image-5.10.0-32-cloud-amd64".into();
+        k510.features = Some(KernelFeatures {
+            features: features(&[(
+                "so-netns-cookie",
+                "getsockopt(SO_NETNS_COOKIE): Protocol not available (os error 92)",
+            )]),
+            netns_cookie: "bpf-probe".into(),
+            options: "kubeProxyReplacement=true".into(),
+            ..KernelFeatures::default()
+        });
+        let mut k61 = run("6.1", &[("getpeername", Outcome::Passed, "")]);
+        k61.features = Some(KernelFeatures {
+            features: features(&[(
+                "cgroup-getpeername",
+                "assumed missing (LB_ASSUME_MISSING_FEATURES)",
+            )]),
+            netns_cookie: "SO_NETNS_COOKIE".into(),
+            options: "kubeProxyReplacement=true".into(),
+            degraded: vec![Degradation {
+                feature: "cgroup-getpeername (Linux 5.8)".into(),
+                effect: "getpeername() shows the backend's address instead of the service's".into(),
+            }],
+            refused: None,
+            assumed_missing: "cgroup-getpeername".into(),
+        });
+        let mut sid = run("sid", &[]);
+        sid.error = Some("the guest printed no results".into());
+        vec![k510, k61, sid]
+    }
+
+    #[test]
+    fn the_kernel_table_lists_every_probe_the_cookie_path_and_the_degradations() {
+        let runs = three_kernels();
+        let table = kernel_table(&runs[0]);
+        assert!(
+            table.contains("so-netns-cookie      5.14   MISSING: getsockopt"),
+            "{table}"
+        );
+        assert!(table.contains("netns cookie: BPF probe"), "{table}");
+        insta::assert_snapshot!("kernel_table_5_10", table);
+        insta::assert_snapshot!("kernel_table_6_1_degraded", kernel_table(&runs[1]));
+        insta::assert_snapshot!("kernel_table_unreported", kernel_table(&runs[2]));
+    }
+
+    #[test]
+    fn the_matrix_pages_show_features_beside_the_results() {
+        let runs = three_kernels();
+        let md = matrix_markdown(&runs);
+        assert!(
+            md.contains("| so-netns-cookie | 5.14 | **missing** | yes | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| netns cookie | | BPF probe | SO_NETNS_COOKIE | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| degraded | | nothing | cgroup-getpeername | - |"),
+            "{md}"
+        );
+        insta::assert_snapshot!("matrix_markdown", md);
+        insta::assert_snapshot!("matrix_text", matrix_text(&runs));
+        let html = matrix_html(&runs);
+        assert!(html.contains(
+            "<td class=\"unsupported\" title=\"getsockopt(SO_NETNS_COOKIE): Protocol not \
+             available (os error 92)\">missing</td>"
+        ));
+        insta::assert_snapshot!("matrix_html", html);
     }
 
     #[test]

@@ -7,11 +7,15 @@
 //! the whole report between [`marker::RESULTS_BEGIN`] and [`marker::RESULTS_END`] ([`parse`]):
 //! that copy is the one used when it is complete, since a kernel message printed in the middle
 //! of a streamed line can cut it.
+//!
+//! Before the first scenario the suite prints [`marker::KERNEL_FEATURES`] with what the agent's
+//! probes found on the kernel ([`KernelFeatures`]); [`Stream`] keeps it for the tables.
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::initramfs::marker;
@@ -48,6 +52,66 @@ pub struct ScenarioResult {
     /// Why it failed or is unsupported.
     #[serde(default)]
     pub detail: String,
+}
+
+/// What the agent's probes found on one kernel (`scenarios::report::KernelFeatures`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct KernelFeatures {
+    /// Every probed feature, in probe order.
+    pub features: Vec<FeatureAnswer>,
+    /// How an agent outside the initial network namespace learns its namespace's cookie:
+    /// `SO_NETNS_COOKIE`, `bpf-probe` or `none`.
+    pub netns_cookie: String,
+    /// The options the degradations are for.
+    pub options: String,
+    /// What the agent runs degraded with those options.
+    #[serde(default)]
+    pub degraded: Vec<Degradation>,
+    /// Why the agent refuses those options, when it does.
+    #[serde(default)]
+    pub refused: Option<String>,
+    /// Features the run treated as missing (`LB_ASSUME_MISSING_FEATURES`), comma-separated.
+    #[serde(default)]
+    pub assumed_missing: String,
+}
+
+/// One probed feature.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct FeatureAnswer {
+    /// Its name (`cgroup-getpeername`).
+    pub name: String,
+    /// The mainline kernel that brought it.
+    pub since: String,
+    /// Whether the kernel has it.
+    pub present: bool,
+    /// The kernel's answer when it does not.
+    #[serde(default)]
+    pub answer: String,
+}
+
+/// What runs differently without a feature.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Degradation {
+    /// The feature and the kernel that brought it, `cgroup-getpeername (Linux 5.8)`.
+    pub feature: String,
+    /// What is different without it.
+    pub effect: String,
+}
+
+impl KernelFeatures {
+    /// The features the kernel lacks.
+    pub fn missing(&self) -> impl Iterator<Item = &FeatureAnswer> {
+        self.features.iter().filter(|f| !f.present)
+    }
+
+    /// How the namespace cookie is learned, in words.
+    pub fn netns_cookie_text(&self) -> &'static str {
+        match self.netns_cookie.as_str() {
+            "SO_NETNS_COOKIE" => "SO_NETNS_COOKIE",
+            "bpf-probe" => "BPF probe (one-shot connect4 hook, bpf_get_netns_cookie)",
+            _ => "none: the agent cannot tell its namespace",
+        }
+    }
 }
 
 /// The records between the markers, sorted by scenario; an error when the guest never printed
@@ -90,6 +154,8 @@ pub enum Event {
     Started(String),
     /// A scenario ended, with how long after its start (when its start was seen).
     Finished(ScenarioResult, Option<Duration>),
+    /// The kernel's features.
+    Features(KernelFeatures),
     /// A result line that could not be read even with the line after it: a kernel message cut
     /// it. The scenario's name, when it could be read, and the text.
     Garbled(Option<String>, String),
@@ -103,34 +169,55 @@ pub struct Stream {
     running: Vec<(String, Duration)>,
     /// Finished, in the order they finished.
     finished: Vec<ScenarioResult>,
-    /// The start of a result line cut by a kernel message, waiting for its rest on the next
-    /// line.
-    pending: Option<String>,
+    /// The start of a result or features line cut by a kernel message, waiting for its rest
+    /// on the next line.
+    pending: Option<(Cut, String)>,
+    /// What the probes found, once printed.
+    features: Option<KernelFeatures>,
+}
+
+/// Which kind of line was cut.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    Result,
+    Features,
 }
 
 impl Stream {
     /// Reads one console line seen `at` (time since the guest started).
     pub fn feed(&mut self, at: Duration, line: &str) -> Option<Event> {
-        if let Some(head) = self.pending.take() {
+        if let Some((cut, head)) = self.pending.take() {
             // The kernel message ended its own line; the record's rest is this line's start.
             let joined = format!("{head}{}", line.trim_end());
-            return Some(match first_record(&joined) {
-                Some(record) => self.finish(at, record),
-                None => Event::Garbled(scenario_name(&joined), joined),
-            });
+            return Some(
+                self.complete(at, cut, &joined)
+                    .unwrap_or_else(|| match cut {
+                        Cut::Result => Event::Garbled(scenario_name(&joined), joined),
+                        Cut::Features => Event::Garbled(None, joined),
+                    }),
+            );
         }
-        if let Some(i) = line.find(marker::SCENARIO_RESULT) {
-            let json = line[i + marker::SCENARIO_RESULT.len()..].trim_start();
-            if let Some(record) = first_record(json) {
-                return Some(self.finish(at, record));
+        for (prefix, cut) in [
+            (marker::SCENARIO_RESULT, Cut::Result),
+            (marker::KERNEL_FEATURES, Cut::Features),
+        ] {
+            let Some(i) = line.find(prefix) else {
+                continue;
+            };
+            let json = line[i + prefix.len()..].trim_start();
+            if let Some(event) = self.complete(at, cut, json) {
+                return Some(event);
             }
             // A kernel message printed in the middle of the record ends this line: keep what
             // came before it and try again with the next line.
-            if let Some(cut) = kernel_message_start(json) {
-                self.pending = Some(json[..cut].to_owned());
+            if let Some(end) = kernel_message_start(json) {
+                self.pending = Some((cut, json[..end].to_owned()));
                 return None;
             }
-            return Some(Event::Garbled(scenario_name(json), json.to_owned()));
+            return Some(match cut {
+                Cut::Result => Event::Garbled(scenario_name(json), json.to_owned()),
+                Cut::Features => Event::Garbled(None, json.to_owned()),
+            });
         }
         if let Some(i) = line.find(marker::SCENARIO_START) {
             let name = line[i + marker::SCENARIO_START.len()..]
@@ -142,6 +229,18 @@ impl Stream {
             return Some(Event::Started(name));
         }
         None
+    }
+
+    /// The event of a whole `cut` record at the start of `json`, if it parses.
+    fn complete(&mut self, at: Duration, cut: Cut, json: &str) -> Option<Event> {
+        match cut {
+            Cut::Result => Some(self.finish(at, first_record(json)?)),
+            Cut::Features => {
+                let features: KernelFeatures = first_record(json)?;
+                self.features = Some(features.clone());
+                Some(Event::Features(features))
+            }
+        }
     }
 
     fn finish(&mut self, at: Duration, record: ScenarioResult) -> Event {
@@ -160,6 +259,11 @@ impl Stream {
         &self.finished
     }
 
+    /// What the agent's probes found on the kernel, if the suite printed it.
+    pub fn features(&self) -> Option<&KernelFeatures> {
+        self.features.as_ref()
+    }
+
     /// The scenarios that started and did not finish, with when each started.
     pub fn running(&self) -> &[(String, Duration)] {
         &self.running
@@ -167,9 +271,9 @@ impl Stream {
 }
 
 /// The first JSON record at the start of `text`, whatever follows it on the line.
-fn first_record(text: &str) -> Option<ScenarioResult> {
+fn first_record<T: DeserializeOwned>(text: &str) -> Option<T> {
     serde_json::Deserializer::from_str(text)
-        .into_iter::<ScenarioResult>()
+        .into_iter::<T>()
         .next()?
         .ok()
 }
@@ -348,6 +452,84 @@ mod tests {
             event,
             Some(Event::Finished(want, Some(Duration::from_secs(4))))
         );
+    }
+
+    #[test]
+    fn the_suites_features_line_is_what_the_stream_reads() {
+        use scenarios::report;
+        let line = report::features_line(&report::KernelFeatures {
+            features: vec![
+                report::FeatureAnswer {
+                    name: "cgroup-connect".into(),
+                    since: "4.17".into(),
+                    present: true,
+                    answer: String::new(),
+                },
+                report::FeatureAnswer {
+                    name: "so-netns-cookie".into(),
+                    since: "5.14".into(),
+                    present: false,
+                    answer: "getsockopt(SO_NETNS_COOKIE): ENOPROTOOPT".into(),
+                },
+            ],
+            netns_cookie: "bpf-probe".into(),
+            options: "kubeProxyReplacement=true".into(),
+            degraded: vec![lb_degradation()],
+            refused: None,
+            assumed_missing: String::new(),
+        });
+        assert!(line.starts_with(marker::KERNEL_FEATURES));
+        let mut stream = Stream::default();
+        let event = stream.feed(Duration::ZERO, line.trim_end());
+        let want = KernelFeatures {
+            features: vec![
+                FeatureAnswer {
+                    name: "cgroup-connect".into(),
+                    since: "4.17".into(),
+                    present: true,
+                    answer: String::new(),
+                },
+                FeatureAnswer {
+                    name: "so-netns-cookie".into(),
+                    since: "5.14".into(),
+                    present: false,
+                    answer: "getsockopt(SO_NETNS_COOKIE): ENOPROTOOPT".into(),
+                },
+            ],
+            netns_cookie: "bpf-probe".into(),
+            options: "kubeProxyReplacement=true".into(),
+            degraded: vec![Degradation {
+                feature: "cgroup-getpeername (Linux 5.8)".into(),
+                effect: "getpeername() shows the backend".into(),
+            }],
+            refused: None,
+            assumed_missing: String::new(),
+        };
+        assert_eq!(event, Some(Event::Features(want.clone())));
+        assert_eq!(stream.features(), Some(&want));
+        let names: Vec<&str> = want.missing().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["so-netns-cookie"]);
+    }
+
+    fn lb_degradation() -> scenarios::report::Degradation {
+        scenarios::report::Degradation {
+            feature: "cgroup-getpeername (Linux 5.8)".into(),
+            effect: "getpeername() shows the backend".into(),
+        }
+    }
+
+    #[test]
+    fn a_features_line_cut_by_a_kernel_message_is_joined_with_the_next() {
+        let mut stream = Stream::default();
+        let events = feed(
+            &mut stream,
+            "LB-KERNEL-FEATURES {\"features\":[{\"name\":\"cgroup-connect\",\"since\":\"4.17\",\"pres[   3.5] random: crng init done\n\
+             ent\":true,\"answer\":\"\"}],\"netns_cookie\":\"SO_NETNS_COOKIE\",\"options\":\"k\",\"degraded\":[],\"refused\":null,\"assumed_missing\":\"\"}\n\
+             LB-SCENARIO-START a\n",
+        );
+        assert!(matches!(&events[0], Event::Features(f) if f.features[0].present));
+        assert_eq!(stream.features().unwrap().netns_cookie, "SO_NETNS_COOKIE");
+        assert_eq!(events[1], Event::Started("a".into()));
     }
 
     #[test]

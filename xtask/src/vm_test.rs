@@ -372,6 +372,7 @@ fn boot_one(
         &expected,
         (options.timeout, &log),
     );
+    run.features = stream.features().cloned();
     Ok(run)
 }
 
@@ -524,6 +525,25 @@ fn echo_progress(label: &str, stream: &mut vm::results::Stream, at: Duration, li
             "{label}: a result line of {} was cut on the console: {text}",
             name.as_deref().unwrap_or("a scenario")
         ),
+        Some(Event::Features(f)) => {
+            let lacks: Vec<&str> = f.missing().map(|a| a.name.as_str()).collect();
+            let degraded: Vec<&str> = f.degraded.iter().map(|d| d.feature.as_str()).collect();
+            eprintln!(
+                "{label}: kernel lacks: {}; netns cookie: {}; degraded with {}: {}",
+                if lacks.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    lacks.join(", ")
+                },
+                f.netns_cookie_text(),
+                f.options,
+                match &f.refused {
+                    Some(why) => format!("refused ({why})"),
+                    None if degraded.is_empty() => "nothing".to_owned(),
+                    None => degraded.join(", "),
+                }
+            );
+        }
         Some(Event::Started(_)) | None => {}
     }
 }
