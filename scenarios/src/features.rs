@@ -187,7 +187,15 @@ mod tests {
         );
         let r = without("so-netns-cookie,netns-cookie-helper");
         assert_eq!(r.netns_cookie, "none");
-        let refused = r.refused.unwrap();
-        assert!(refused.contains("netns-cookie-helper"), "{refused}");
+        assert!(r.refused.is_none(), "{:?}", r.refused);
+        assert!(
+            r.degraded
+                .iter()
+                .all(|d| d.feature == "netns-cookie-helper (Linux 5.7)"),
+            "{:?}",
+            r.degraded
+        );
+        let refused = without("cgroup-connect").refused.unwrap();
+        assert!(refused.contains("cgroup-connect"), "{refused}");
     }
 }
