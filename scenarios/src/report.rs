@@ -58,6 +58,10 @@ pub struct Record<'a> {
     pub detail: &'a str,
 }
 
+/// What runs degraded without a feature, as the agent's plan says (re-exported for the VM
+/// runner, which reads these records back).
+pub use lb::host::features::Degradation;
+
 /// What the agent's probes found on the running kernel, printed once per run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KernelFeatures {
@@ -70,7 +74,7 @@ pub struct KernelFeatures {
     /// The options the degradations below are for.
     pub options: String,
     /// What the agent runs degraded with those options here (`lb::agent::degrade::plan`).
-    pub degraded: Vec<lb::host::features::Degradation>,
+    pub degraded: Vec<Degradation>,
     /// Why the agent refuses those options here, when it does.
     pub refused: Option<String>,
     /// The features `LB_ASSUME_MISSING_FEATURES` made the probes treat as missing, if any.
