@@ -49,6 +49,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_reverse_sk_v1 SEC(".maps");
 
+/* The reverse entry each translated socket's connect wrote (its lb_reverse_sk key), kept in the
+ * socket's own storage: it lives and dies with the socket, and sock_release and a reconnect
+ * delete exactly that entry, even once the socket has lost its destination (a failed TCP
+ * connect and connect(AF_UNSPEC) clear it). Entries of unconnected UDP sends are not kept
+ * here and age out of the LRU. The helpers exist wherever these programs load: sock_addr
+ * programs have ctx->sk and bpf_sk_storage_get/delete since Linux 5.3 (the trace events
+ * already need 5.7), cgroup sock programs bpf_sk_storage_get since 5.9, the release of
+ * sock_release itself; without sock_release the agent runs degraded as before (LRU only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__type(key, int);
+	__type(value, struct lb_sock_key);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_sk_reverse_key_v1 SEC(".maps");
+
 /* Session affinity: which backend a client last used per frontend. LRU: clients that went away
  * age out. */
 struct {

@@ -145,12 +145,33 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	return 1;
 }
 
+/* connect: the socket now goes to key's backend. Whatever its previous connect pointed it at
+ * (a reconnect) is not where it goes any more, so that entry is deleted, and key is kept in the
+ * socket's storage for the next reconnect and for sock_release. Called before the new entry is
+ * written: a reconnect to the same backend deletes, then writes, the same key. */
+static __always_inline void sock_keep_reverse_key(struct bpf_sock_addr *ctx,
+						  const struct lb_sock_key *key)
+{
+	struct lb_sock_key *kept;
+
+	kept = bpf_sk_storage_get(&lb_sk_reverse_key_v1, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!kept)
+		return; /* no memory for it: the entry is left to the LRU, as a send's is */
+	if (kept->cookie) /* a socket cookie is never 0: this socket connected before */
+		bpf_map_delete_elem(&lb_reverse_sk_v1, kept);
+	*kept = *key;
+}
+
 /* The hook wrote the translated *dst into its context: only now is the socket going there, so
- * only now is the reverse entry true (a store the hook refused leaves no entry behind). */
+ * only now is the reverse entry true (a store the hook refused leaves no entry behind).
+ * `connect` says whether the hook is connect (the socket's one destination from now on) or
+ * sendmsg (one datagram's, of which an unconnected socket may have many). */
 static __always_inline void sock_xlate_fwd_done(struct bpf_sock_addr *ctx, __u8 proto,
 						const struct lb_sock_addr *dst,
-						const struct sock_fwd *fwd)
+						const struct sock_fwd *fwd, int connect)
 {
+	if (connect)
+		sock_keep_reverse_key(ctx, &fwd->key);
 	bpf_map_update_elem(&lb_reverse_sk_v1, &fwd->key, &fwd->orig, BPF_ANY);
 	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
 }
@@ -232,33 +253,22 @@ static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 pro
 	return 1;
 }
 
-/* IPv4 hooks: the context's address as a mapped lb_sock_addr, and back. */
-/* sock_release: the socket is closing, so the reverse entry its connect made (keyed by its
- * cookie and the backend it is connected to) can never be asked for again. Deleting it keeps
- * the LRU map holding live sockets only; otherwise closed connections would fill it and
- * evict the entries of long-lived ones, whose getpeername would then show the backend.
- * Unconnected UDP sockets' entries (one per destination) are left to the LRU. */
+/* sock_release: the socket is closing, so the reverse entry its last connect made can never be
+ * asked for again. Deleting it keeps the LRU map holding live sockets only; otherwise closed
+ * connections would fill it and evict the entries of long-lived ones, whose getpeername would
+ * then show the backend. The key comes from the socket's storage, not its destination: a
+ * socket whose connect failed, or that connected to AF_UNSPEC, has lost its destination but
+ * not its entry. Sockets never translated have no storage and cost one lookup. Unconnected UDP
+ * sockets' entries (one per destination) are left to the LRU. */
 static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
 {
-	struct lb_sock_key sk = {};
+	struct lb_sock_key *kept = bpf_sk_storage_get(&lb_sk_reverse_key_v1, ctx, 0, 0);
 
-	if (ctx->family == LB_AF_INET) {
-		lb_addr_from_v4(&sk.address, ctx->dst_ip4);
-	} else if (ctx->family == LB_AF_INET6) {
-		sk.address.words[0] = ctx->dst_ip6[0];
-		sk.address.words[1] = ctx->dst_ip6[1];
-		sk.address.words[2] = ctx->dst_ip6[2];
-		sk.address.words[3] = ctx->dst_ip6[3];
-	} else {
-		return;
-	}
-	sk.port = (__be16)*(volatile __u32 *)&ctx->dst_port; /* full width, as for user_port */
-	if (sk.port == 0)
-		return; /* never connected */
-	sk.cookie = bpf_get_socket_cookie(ctx);
-	bpf_map_delete_elem(&lb_reverse_sk_v1, &sk);
+	if (kept)
+		bpf_map_delete_elem(&lb_reverse_sk_v1, kept);
 }
 
+/* IPv4 hooks: the context's address as a mapped lb_sock_addr, and back. */
 static __always_inline void sock4_load(const struct bpf_sock_addr *ctx, struct lb_sock_addr *a)
 {
 	lb_addr_from_v4(&a->address, ctx->user_ip4);

@@ -14,6 +14,9 @@ pub const LB_BACKENDS: &str = "lb_backends_v1";
 pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
 /// Socket reverse map: [`LbSockKey`] -> [`LbSockValue`].
 pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
+/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`): the [`LbSockKey`] of the reverse entry a
+/// socket's last translated connect wrote, so a reconnect and `sock_release` delete it.
+pub const LB_SK_REVERSE_KEY: &str = "lb_sk_reverse_key_v1";
 /// Session affinity: a client's netns cookie and a frontend → the backend it used last.
 pub const LB_AFFINITY: &str = "lb_affinity_v1";
 /// Session affinity's active backends: [`LbAffinityMatchKey`] -> `u8` (zero).
@@ -47,11 +50,12 @@ pub const SOCK_LB_SIZED_MAPS: [&str; 7] = [
     LB_AFFINITY_MATCH,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 16] = [
+pub const SOCK_LB_MAPS: [&str; 17] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
+    LB_SK_REVERSE_KEY,
     LB_AFFINITY,
     LB_AFFINITY_MATCH,
     LB_LOCAL_ADDRS,

@@ -251,3 +251,36 @@ fn the_shared_core_knows_no_socket_context() {
         }
     }
 }
+
+/// The socket-local storage map keeps a reverse-map key per socket: its value type in BTF must
+/// be `struct lb_sock_key`, which [`LbSockKey`] mirrors (checked above), so what the programs
+/// store there is what they delete from `lb_reverse_sk_v1`.
+#[test]
+fn the_socket_storage_holds_a_reverse_map_key() {
+    let btf = sock_lb_btf();
+    let var = btf
+        .resolve_types_by_name(LB_SK_REVERSE_KEY)
+        .unwrap()
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Var(v) => Some(v),
+            _ => None,
+        })
+        .expect("the map's variable in BTF");
+    let Type::Struct(def) = btf.resolve_chained_type(&var).unwrap() else {
+        panic!("{LB_SK_REVERSE_KEY} is not a map definition struct");
+    };
+    let value = def
+        .members
+        .iter()
+        .find(|m| btf.resolve_name(*m).unwrap() == "value")
+        .expect("a value member");
+    let Type::Ptr(ptr) = btf.resolve_chained_type(value).unwrap() else {
+        panic!("the value member is not a pointer");
+    };
+    let Type::Struct(s) = btf.resolve_chained_type(&ptr).unwrap() else {
+        panic!("the value is not a struct");
+    };
+    assert_eq!(btf.resolve_name(&s).unwrap(), "lb_sock_key");
+    assert_eq!(s.size(), size_of::<LbSockKey>());
+}

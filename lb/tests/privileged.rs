@@ -26,6 +26,8 @@ use support::{TestBpffs, TestCgroup, TestFn};
 
 #[path = "privileged/child.rs"]
 mod child;
+#[path = "privileged/lost_destination.rs"]
+mod lost_destination;
 #[path = "privileged/monitor.rs"]
 mod monitor;
 #[path = "privileged/resize.rs"]
@@ -49,7 +51,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 12] = [
+    let tests: [(&str, TestFn); 15] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -69,6 +71,18 @@ fn main() {
         (
             "sock_lb::a_translation_the_hook_cannot_store_leaves_no_reverse_entry",
             unstorable_translation,
+        ),
+        (
+            "sock_lb::a_refused_tcp_connect_leaves_no_reverse_entry_after_close",
+            lost_destination::refused_tcp_connect_leaves_no_reverse_entry,
+        ),
+        (
+            "sock_lb::a_udp_socket_disconnected_with_af_unspec_leaves_no_reverse_entry_after_close",
+            lost_destination::af_unspec_then_close_leaves_no_reverse_entry,
+        ),
+        (
+            "sock_lb::a_udp_reconnect_keeps_only_the_new_services_entry_and_none_after_close",
+            lost_destination::reconnect_keeps_only_the_new_entry,
         ),
         (
             "host::the_bpf_netns_cookie_probe_agrees_with_so_netns_cookie",

@@ -9,8 +9,8 @@
 #include "lb_sock.h"
 
 /* Forward translation (connect, sendmsg: where is the socket going). The reverse entry is
- * written only once the new destination is in the context. */
-#define SOCK_FWD_HOOK(section, name, load, store)                                          \
+ * written only once the new destination is in the context; `connect` is 1 for connect. */
+#define SOCK_FWD_HOOK(section, name, load, store, connect)                                 \
 	SEC(section)                                                                            \
 	int name(struct bpf_sock_addr *ctx)                                                     \
 	{                                                                                       \
@@ -19,7 +19,7 @@
 		__u8 proto = sock_ctx_protocol(ctx);                                            \
 		load(ctx, &dst);                                                                \
 		if (sock_xlate_fwd(ctx, proto, &dst, &fwd) && store(ctx, &dst))                 \
-			sock_xlate_fwd_done(ctx, proto, &dst, &fwd);                            \
+			sock_xlate_fwd_done(ctx, proto, &dst, &fwd, connect);                   \
 		return SYS_PROCEED;                                                             \
 	}
 
@@ -46,21 +46,21 @@
 									       : SYS_REJECT;    \
 	}
 
-SOCK_FWD_HOOK("cgroup/connect4", lb_sock4_connect, sock4_load, sock4_store)
-SOCK_FWD_HOOK("cgroup/sendmsg4", lb_sock4_sendmsg, sock4_load, sock4_store)
+SOCK_FWD_HOOK("cgroup/connect4", lb_sock4_connect, sock4_load, sock4_store, 1)
+SOCK_FWD_HOOK("cgroup/sendmsg4", lb_sock4_sendmsg, sock4_load, sock4_store, 0)
 SOCK_REV_HOOK("cgroup/recvmsg4", lb_sock4_recvmsg, sock4_load, sock4_store)
 SOCK_REV_HOOK("cgroup/getpeername4", lb_sock4_getpeername, sock4_load, sock4_store)
 
 SOCK_BIND_HOOK("cgroup/bind4", lb_sock4_bind, sock4_load)
 
-SOCK_FWD_HOOK("cgroup/connect6", lb_sock6_connect, sock6_load, sock6_store)
-SOCK_FWD_HOOK("cgroup/sendmsg6", lb_sock6_sendmsg, sock6_load, sock6_store)
+SOCK_FWD_HOOK("cgroup/connect6", lb_sock6_connect, sock6_load, sock6_store, 1)
+SOCK_FWD_HOOK("cgroup/sendmsg6", lb_sock6_sendmsg, sock6_load, sock6_store, 0)
 SOCK_REV_HOOK("cgroup/recvmsg6", lb_sock6_recvmsg, sock6_load, sock6_store)
 SOCK_REV_HOOK("cgroup/getpeername6", lb_sock6_getpeername, sock6_load, sock6_store)
 
 SOCK_BIND_HOOK("cgroup/bind6", lb_sock6_bind, sock6_load)
 
-/* Socket close: forget the socket's reverse entry (Linux 5.9). */
+/* Socket close: forget the reverse entry of the socket's last connect (Linux 5.9). */
 SEC("cgroup/sock_release")
 int lb_sock_release(struct bpf_sock *ctx)
 {

@@ -11,7 +11,7 @@
 //! and by one `iptables-restore`; the connections go to the *last* service, the end of
 //! `KUBE-SERVICES`, where iptables' linear match costs most. Variants alternate in short rounds
 //! (the order rotating), everything pinned to one CPU, so that machine noise hits all of them
-//! alike. The table ends with whether socket-LB reached 0.95 × direct at every N, judged by the
+//! alike. The table ends with whether socket-LB reached 0.98 × direct at every N, judged by the
 //! overall rate and by the paired per-round ratio. Every address is inside namespaces the bench
 //! created; the host's tables, interfaces and cgroups are not touched.
 //!
@@ -43,8 +43,9 @@ const PER_ROUND: u32 = 20;
 const ROUND_BUDGET: Duration = Duration::from_secs(1);
 /// Connections per variant before measuring, also checking every backend answers.
 const WARMUP: u32 = 600;
-/// The documents' claim, as a target: socket-LB at least this fraction of direct.
-const TARGET: f64 = 0.95;
+/// The target: socket-LB at least this fraction of direct (0.95 before; 0.98 leaves the hooks
+/// almost no fixed cost to hide behind).
+const TARGET: f64 = 0.98;
 
 /// A measured way of reaching a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use super::{BACKENDS, BACKEND_PORTS6, MISMATCHED_PORT, SERVICE_IP, SERVICE_IP6};
+use super::{lost_destination, BACKENDS, BACKEND_PORTS6, MISMATCHED_PORT, SERVICE_IP, SERVICE_IP6};
 
 /// Connections or datagrams per test: with two backends chosen at random, the chance that one
 /// is never chosen is 2^-39.
@@ -36,6 +36,9 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
         }
         "node-addrs" => node_addrs(),
         "held-tcp" => held_tcp(),
+        "tcp-refused" => tcp_refused(),
+        "udp-unspec" => udp_unspec(),
+        "udp-reconnect" => udp_reconnect(),
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
             match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
@@ -187,5 +190,70 @@ fn held_tcp() -> Result<(), Box<dyn std::error::Error>> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     println!("after {}", stream.peer_addr()?);
+    Ok(())
+}
+
+/// Connects [`lost_destination::SOCKETS`] TCP sockets to the service whose backend refuses;
+/// each is closed after the refusal. Blocking connects, as most clients make them: the kernel
+/// disconnects such a socket when the refusal arrives, which clears its destination (a
+/// non-blocking connect polled for the result keeps it).
+fn tcp_refused() -> Result<(), Box<dyn std::error::Error>> {
+    let service = SocketAddr::from((SERVICE_IP, lost_destination::REFUSED_PORT));
+    for _ in 0..lost_destination::SOCKETS {
+        match TcpStream::connect(service) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                println!("tcp-refused")
+            }
+            other => return Err(format!("expected a refusal, got {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// `connect(fd, {AF_UNSPEC})`: dissolves a UDP socket's association (std has no call for it).
+fn disconnect(socket: &UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let unspec = nix::libc::sockaddr {
+        sa_family: nix::libc::AF_UNSPEC as nix::libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    let len = std::mem::size_of::<nix::libc::sockaddr>() as nix::libc::socklen_t;
+    // SAFETY: `unspec` is a valid sockaddr of `len` bytes that outlives the call, and the
+    // descriptor belongs to `socket`, which is borrowed for the call.
+    if unsafe { nix::libc::connect(socket.as_raw_fd(), &unspec, len) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// UDP sockets connected to the service, disconnected with AF_UNSPEC, then closed.
+fn udp_unspec() -> Result<(), Box<dyn std::error::Error>> {
+    for _ in 0..lost_destination::SOCKETS {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.connect(SocketAddrV4::new(SERVICE_IP, 53))?;
+        disconnect(&socket)?;
+        if socket.peer_addr().is_ok() {
+            return Err("the socket is still connected after AF_UNSPEC".into());
+        }
+        println!("udp-unspec");
+    }
+    Ok(())
+}
+
+/// A UDP socket connected to service A (port 53), then to service B; says so and keeps the
+/// socket open until the parent writes a line.
+fn udp_reconnect() -> Result<(), Box<dyn std::error::Error>> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(SocketAddrV4::new(SERVICE_IP, 53))?;
+    socket.connect(SocketAddrV4::new(
+        SERVICE_IP,
+        lost_destination::SECOND_UDP_PORT,
+    ))?;
+    println!("udp-reconnected");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    drop(socket);
     Ok(())
 }
