@@ -27,6 +27,7 @@ use ebpf::maps::{
     LB_REVERSE_SK, LB_SERVICES, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
+use super::pin_paths::remove_if_present;
 use super::DatapathError;
 
 /// The bpffs directory, under the pin directory, of maps being replaced.
@@ -334,17 +335,8 @@ pub fn remove_migration_leftovers(pin_dir: &Path) -> Result<Vec<PathBuf>, Datapa
     let dir = pin_dir.join(MIGRATE_DIR);
     let mut removed = Vec::new();
     for name in SOCK_LB_MAPS {
-        let path = dir.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => removed.push(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DatapathError::pin(&path)(e)),
-        }
+        remove_if_present(dir.join(name), |p| std::fs::remove_file(p), &mut removed)?;
     }
-    match std::fs::remove_dir(&dir) {
-        Ok(()) => removed.push(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DatapathError::pin(&dir)(e)),
-    }
+    remove_if_present(dir, |p| std::fs::remove_dir(p), &mut removed)?;
     Ok(removed)
 }

@@ -9,6 +9,7 @@ mod kernel;
 mod migrate;
 mod monitor;
 mod netns_probe;
+mod pin_paths;
 mod removed;
 pub mod sim;
 mod sock_lb;

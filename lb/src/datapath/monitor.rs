@@ -25,6 +25,7 @@ use ebpf::maps::{LbTraceRecord, LbTraceSock, LB_EVENTS_SLOTS, LB_MONITOR, MONITO
 use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::pin_paths::remove_if_present;
 use super::DatapathError;
 
 /// The bpffs directory, under the pin directory, of the monitor slots' locks.
@@ -216,18 +217,13 @@ pub fn remove_monitor_dirs(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError
     let dir = pin_dir.join(MONITOR_DIR);
     let mut removed = Vec::new();
     for slot in 0..MONITOR_SLOTS {
-        let path = slot_dir(&dir, slot);
-        match std::fs::remove_dir(&path) {
-            Ok(()) => removed.push(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DatapathError::pin(&path)(e)),
-        }
+        remove_if_present(
+            slot_dir(&dir, slot),
+            |p| std::fs::remove_dir(p),
+            &mut removed,
+        )?;
     }
-    match std::fs::remove_dir(&dir) {
-        Ok(()) => removed.push(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DatapathError::pin(&dir)(e)),
-    }
+    remove_if_present(dir, |p| std::fs::remove_dir(p), &mut removed)?;
     Ok(removed)
 }
 
