@@ -13,6 +13,7 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "lb_core.h"
 #include "lb_trace.h"
@@ -31,6 +32,11 @@ const volatile __u64 cfg_host_netns_cookie = 0;
  * loopback is the node's) and affinity has one client per service: the documents' behaviour of
  * older kernels. With the constant 0 the verifier never reaches the helper calls. */
 const volatile __u8 cfg_netns_cookies = 1;
+/* Whether the kernel lets these programs cast their socket to a TCP or UDP IPv6 socket
+ * (bpf_skc_to_tcp6_sock/udp6_sock in socket-address programs, Linux 5.9), which is how bind6
+ * learns IPV6_V6ONLY. Off by default: with the constant 0 the verifier never reaches the
+ * helper calls, and a bind to [::] is checked as a dual-stack one. */
+const volatile __u8 cfg_sock_v6only = 0;
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
@@ -225,16 +231,39 @@ static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr 
 	return svc && (svc->flags & LB_SVC_NODE_OWNED_TYPES);
 }
 
+/* The one field of the kernel's struct sock_common that bind6 reads. CO-RE relocates the
+ * bitfield read against the running kernel's BTF (the ___lb suffix is dropped when matching),
+ * so the object does not depend on one kernel's layout. */
+struct sock_common___lb {
+	unsigned char skc_ipv6only : 1;
+} __attribute__((preserve_access_index));
+
+/* Whether the socket has IPV6_V6ONLY, so takes no IPv4 traffic. bpf_getsockopt(SOL_IPV6)
+ * answers only IPV6_TCLASS and IPV6_AUTOFLOWLABEL and struct bpf_sock has no such field, so
+ * the socket is cast to the kernel's tcp6_sock/udp6_sock (struct sock_common at offset 0 of
+ * both) and skc_ipv6only read from it. Without the casts (cfg_sock_v6only 0) every socket
+ * counts as dual-stack: a false refusal, never a port left unprotected. */
+static __always_inline int sock_is_v6only(struct bpf_sock_addr *ctx, __u8 proto)
+{
+	struct sock_common___lb *skc;
+
+	if (!cfg_sock_v6only)
+		return 0;
+	if (proto == IPPROTO_TCP)
+		skc = (void *)bpf_skc_to_tcp6_sock(ctx->sk);
+	else if (proto == IPPROTO_UDP)
+		skc = (void *)bpf_skc_to_udp6_sock(ctx->sk);
+	else
+		return 0;
+	if (!skc)
+		return 0;
+	return BPF_CORE_READ_BITFIELD(skc, skc_ipv6only);
+}
+
 /* bind: refuse, in the host namespace, a port that a NodePort, LoadBalancer or externalIP
  * service serves on that address (nodePort.bindProtection). A bind to :: also takes IPv4
- * traffic on a dual-stack socket, so it checks 0.0.0.0 too. Returns 0 to refuse (EPERM).
- *
- * A socket with IPV6_V6ONLY takes no IPv4 and should not be refused for an IPv4 frontend, but
- * the hook cannot tell: bpf_getsockopt(SOL_IPV6) answers only IPV6_TCLASS and
- * IPV6_AUTOFLOWLABEL on every kernel, and struct bpf_sock has no such field. (Reading
- * skc_ipv6only needs a BTF cast, bpf_skc_to_tcp6_sock/udp6_sock in sock_addr programs from
- * 5.10, with a CO-RE bitfield read.) Until then such a bind is refused as a dual-stack one
- * would be: a false refusal, never a port left unprotected. */
+ * traffic on a dual-stack socket, so it checks 0.0.0.0 too, unless the socket has
+ * IPV6_V6ONLY (sock_is_v6only). Returns 0 to refuse (EPERM). */
 static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 proto,
 					     const struct lb_sock_addr *local)
 {
@@ -245,7 +274,8 @@ static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 pro
 		return 1;
 	if (sock_port_is_service(proto, &local->address, local->port))
 		return 0;
-	if (lb_addr_is_wildcard(&local->address) && !lb_addr_is_v4(&local->address)) {
+	if (lb_addr_is_wildcard(&local->address) && !lb_addr_is_v4(&local->address) &&
+	    !sock_is_v6only(ctx, proto)) {
 		lb_addr_from_v4(&v4_any, 0);
 		if (sock_port_is_service(proto, &v4_any, local->port))
 			return 0;

@@ -353,6 +353,7 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
         host_netns_cookie,
         external_ip_mitigation: case.config.external_ip_mitigation,
         netns_cookies: case.config.netns_cookies,
+        sock_v6only: case.config.sock_v6only,
     };
     let mut datapath = CaseDatapath::load(
         env.bpffs.path.join(format!("case-{n}")),
@@ -404,8 +405,8 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
                 (usize::from(t.second_client), call)
             }
             Step::Bind(b) => {
-                let (protocol, local) = services.bind_at(b);
-                (0, Call::Bind(protocol, local))
+                let (protocol, local, v6only) = services.bind_at(b);
+                (0, Call::Bind(protocol, local, v6only))
             }
             Step::PeerName(k) if !replay.kept.is_empty() => {
                 let (client, index, _, _) = replay.kept[k % replay.kept.len()];
@@ -627,17 +628,21 @@ impl Replay {
             Call::TcpConnect(target) => self.forward(client, L4Protocol::Tcp, target, kernel, true),
             Call::UdpConnect(target) => self.forward(client, L4Protocol::Udp, target, kernel, true),
             Call::UdpSendTo(target) => self.forward(client, L4Protocol::Udp, target, kernel, false),
-            Call::Bind(protocol, local) => {
-                let sock = self.sock(client, protocol, kernel.cookie);
+            Call::Bind(protocol, local, v6only) => {
+                let sock = SockCall {
+                    v6only,
+                    ..self.sock(client, protocol, kernel.cookie)
+                };
                 let model = self.sim.bind(&sock, local);
                 let refused = kernel.error == Some((Stage::Bind, Errno::EPERM as i32));
                 if refused != model.is_err() {
                     return Err(format!("kernel:    {kernel}\nsimulator: bind {model:?}"));
                 }
-                self.seen.push(if refused {
-                    "bind refused"
-                } else {
-                    "bind let through"
+                self.seen.push(match (refused, v6only) {
+                    (true, false) => "bind refused",
+                    (false, false) => "bind let through",
+                    (true, true) => "v6only bind refused",
+                    (false, true) => "v6only bind let through",
                 });
                 Ok(())
             }
@@ -670,6 +675,7 @@ impl Replay {
             socket_cookie: cookie,
             cgroup_id: self.cgroup_id,
             protocol,
+            v6only: false,
         }
     }
 

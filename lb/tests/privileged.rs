@@ -172,6 +172,7 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
             host_netns_cookie: 0,
             external_ip_mitigation: true,
             netns_cookies: true,
+            sock_v6only: true,
         },
         &bpffs.path,
     )?;
@@ -386,6 +387,7 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         host_netns_cookie: 0,
         external_ip_mitigation: true,
         netns_cookies: true,
+        sock_v6only: true,
     };
     let desired = test_services();
     let first = {

@@ -22,7 +22,7 @@ use crate::spec::{Bind, Connect, HeldTransport, Open, Scenario, Serve, Transport
 use crate::trace_monitor::MonitorProcess;
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
-/// Set in a child process that binds a socket for a `bind` step: `ADDR PROTO`.
+/// Set in a child process that binds a socket for a `bind` step: `ADDR PROTO [v6only]`.
 const BIND_CHILD: &str = "LB_SCENARIO_BIND";
 
 /// How long an agent may take to program a node.
@@ -36,7 +36,10 @@ pub fn is_child() -> bool {
 /// The child's work: bind, print `ok` or the errno, exit.
 pub fn run_child() {
     let spec = std::env::var(BIND_CHILD).unwrap_or_default();
-    let (addr, proto) = spec.split_once(' ').unwrap_or((&spec, "tcp"));
+    let mut words = spec.split(' ');
+    let addr = words.next().unwrap_or_default();
+    let tcp = words.next() != Some("udp");
+    let v6only = words.next() == Some("v6only");
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -44,15 +47,39 @@ pub fn run_child() {
             return;
         }
     };
-    let result = if proto == "tcp" {
-        std::net::TcpListener::bind(addr).map(drop)
-    } else {
-        std::net::UdpSocket::bind(addr).map(drop)
-    };
-    match result {
+    match bind_socket(addr, tcp, v6only) {
         Ok(()) => println!("ok"),
-        Err(e) => println!("errno {}", e.raw_os_error().unwrap_or(0)),
+        Err(e) => println!("errno {}", e as i32),
     }
+}
+
+/// A socket of the address's family binds `addr`, with `IPV6_V6ONLY` set first when asked.
+/// The cgroup bind hooks run in bind(2) itself, so nothing after it (a TCP listen) matters.
+fn bind_socket(addr: SocketAddr, tcp: bool, v6only: bool) -> nix::Result<()> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let kind = if tcp {
+        SockType::Stream
+    } else {
+        SockType::Datagram
+    };
+    let fd = socket::socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    if tcp {
+        // As std's TcpListener::bind, which this child used before.
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    if v6only {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )
 }
 
 /// A node's agent: where it pins and records.
@@ -411,7 +438,8 @@ impl World for KernelWorld {
         } else {
             "udp"
         };
-        let mut cmd = netsim::self_command(BIND_CHILD, &format!("{} {proto}", bind.addr))?;
+        let v6only = if bind.v6only { " v6only" } else { "" };
+        let mut cmd = netsim::self_command(BIND_CHILD, &format!("{} {proto}{v6only}", bind.addr))?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -330,6 +330,7 @@ impl SimWorld {
                 } else {
                     L4Protocol::Udp
                 },
+                v6only: false,
             },
         ))
     }
@@ -459,6 +460,10 @@ impl World for SimWorld {
 
     fn bind(&mut self, bind: &Bind) -> Result<Result<(), CallError>> {
         let (node, sock) = self.call(&bind.on, bind.transport)?;
+        let sock = SockCall {
+            v6only: bind.v6only,
+            ..sock
+        };
         Ok(self.nodes[node]
             .sim
             .as_ref()

@@ -260,6 +260,10 @@ pub struct Bind {
     /// `tcp` or `udp`.
     #[serde(default)]
     pub transport: Transport,
+    /// Set `IPV6_V6ONLY` on the socket before binding (an IPv6 address only): it takes no
+    /// IPv4 traffic.
+    #[serde(default)]
+    pub v6only: bool,
 }
 
 /// What a step must show. Unset fields are not checked.
@@ -392,6 +396,13 @@ impl Scenario {
             if let Some(r) = &step.close {
                 open.remove(r.id.as_str());
             }
+            if let Some(b) = step.bind.as_ref().filter(|b| b.v6only && b.addr.is_ipv4()) {
+                anyhow::bail!(
+                    "{}: bind.v6only: IPV6_V6ONLY is for an IPv6 address, not {}",
+                    at(),
+                    b.addr
+                );
+            }
         }
         for name in scenario.requires.iter().chain(&scenario.assume_missing) {
             if lb::host::features::Feature::from_name(name).is_none() {
@@ -431,6 +442,33 @@ mod tests {
 
     const OPEN: &str =
         "  - open: {id: c1, from: n1, to: \"10.0.0.1:53\", transport: udp-connected}\n";
+
+    #[test]
+    fn v6only_goes_with_an_ipv6_bind_only() {
+        let s = load_steps(
+            "v6only",
+            "  - bind: {on: n1, addr: \"[::]:31940\", v6only: true}\n  - bind: {on: n1, addr: \"[::]:31940\"}\n",
+        )
+        .unwrap();
+        let v6only: Vec<bool> = s
+            .steps
+            .iter()
+            .map(|st| st.bind.as_ref().unwrap().v6only)
+            .collect();
+        assert_eq!(v6only, [true, false]);
+        let e = load_steps(
+            "v6only-v4",
+            "  - bind: {on: n1, addr: \"0.0.0.0:31940\", v6only: true}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                "step 1: bind.v6only: IPV6_V6ONLY is for an IPv6 address, not 0.0.0.0:31940"
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn held_sockets_open_send_and_close_by_id() {

@@ -89,6 +89,8 @@ pub struct SocketLbPlan {
     pub protocols: Protocols,
     /// The programs get network namespace cookies (`cfg_netns_cookies`).
     pub netns_cookies: bool,
+    /// bind6 reads `IPV6_V6ONLY` through the socket casts (`cfg_sock_v6only`).
+    pub sock_v6only: bool,
     /// What is degraded, in feature order.
     pub degraded: Vec<Degradation>,
 }
@@ -115,6 +117,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
             hooks,
             protocols,
             netns_cookies: features.has(Feature::NetnsCookieHelper),
+            sock_v6only: features.has(Feature::SockV6only),
             degraded,
         });
     }
@@ -150,14 +153,23 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
             "getpeername() shows the backend's address instead of the service's",
         );
     }
+    let bind_protection = config.values().node_port.bind_protection && config.node_port();
     if !features.has(Feature::CgroupBind) {
         hooks.bind = false;
-        if config.values().node_port.bind_protection && config.node_port() {
+        if bind_protection {
             degrade(
                 Feature::CgroupBind.to_string(),
                 "no bind protection: bind(2) to a NodePort port is not refused",
             );
         }
+    }
+    let sock_v6only = features.has(Feature::SockV6only);
+    if !sock_v6only && hooks.bind && bind_protection {
+        degrade(
+            Feature::SockV6only.to_string(),
+            "bind(2) to [::] with IPV6_V6ONLY is refused like a dual-stack bind for an IPv4 \
+             NodePort port",
+        );
     }
     if !features.has(Feature::CgroupSockRelease) {
         hooks.sock_release = false;
@@ -191,6 +203,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
         hooks,
         protocols,
         netns_cookies,
+        sock_v6only,
         degraded,
     })
 }
@@ -288,6 +301,38 @@ mod tests {
             err.contains("socketLB.hostNamespaceOnly=true") && err.contains("netns-cookie-helper"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn without_the_socket_casts_a_v6only_bind_is_refused_as_dual_stack_and_said_so() {
+        let kpr = config(&["kubeProxyReplacement=true"]);
+        let plan = plan(&kpr, &without("sock-v6only")).unwrap();
+        assert!(!plan.sock_v6only && plan.hooks.bind);
+        let effects: Vec<(&str, &str)> = plan
+            .degraded
+            .iter()
+            .map(|d| (d.feature.as_str(), d.effect.as_str()))
+            .collect();
+        assert_eq!(
+            effects,
+            [(
+                "sock-v6only (Linux 5.10)",
+                "bind(2) to [::] with IPV6_V6ONLY is refused like a dual-stack bind for an IPv4 \
+                 NodePort port"
+            )]
+        );
+        assert!(
+            super::plan(&kpr, &KernelFeatures::complete())
+                .unwrap()
+                .sock_v6only
+        );
+        // Nothing to degrade where nothing is protected.
+        let unprotected = config(&["kubeProxyReplacement=true", "nodePort.bindProtection=false"]);
+        let plan = super::plan(&unprotected, &without("sock-v6only")).unwrap();
+        assert!(plan.degraded.is_empty(), "{:?}", plan.degraded);
+        let plan = super::plan(&kpr, &without("sock-v6only,cgroup-bind")).unwrap();
+        let features: Vec<&str> = plan.degraded.iter().map(|d| d.feature.as_str()).collect();
+        assert_eq!(features, ["cgroup-bind (Linux 4.17)"]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn datapath_settings(
         host_netns_cookie,
         external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
         netns_cookies: plan.netns_cookies,
+        sock_v6only: plan.sock_v6only,
     }
 }
 

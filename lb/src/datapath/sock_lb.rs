@@ -43,6 +43,10 @@ pub struct SockLbConfig {
     /// The kernel gives these programs network namespace cookies (Linux 5.7); without them
     /// every socket counts as the host namespace's and affinity has one client.
     pub netns_cookies: bool,
+    /// The kernel lets these programs cast their socket to a TCP/UDP IPv6 socket (Linux
+    /// 5.10): bind6 lets a socket with `IPV6_V6ONLY` bind `[::]` on an IPv4 NodePort's port.
+    /// Without it such a bind is refused as a dual-stack one.
+    pub sock_v6only: bool,
 }
 
 /// The loaded socket-level load balancer.
@@ -104,6 +108,7 @@ impl SockLb {
         let bind_protection = u8::from(config.bind_protection);
         let external_ip_mitigation = u8::from(config.external_ip_mitigation);
         let netns_cookies = u8::from(config.netns_cookies);
+        let sock_v6only = u8::from(config.sock_v6only);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_enable_tcp", &tcp, true)
@@ -113,6 +118,7 @@ impl SockLb {
             .override_global("cfg_host_netns_cookie", &config.host_netns_cookie, true)
             .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
             .override_global("cfg_netns_cookies", &netns_cookies, true)
+            .override_global("cfg_sock_v6only", &sock_v6only, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS {
             loader.map_max_entries(map, config.map_max);

@@ -31,11 +31,15 @@ pub enum Feature {
     /// The `SO_NETNS_COOKIE` socket option (Linux 5.14): how an agent outside the initial
     /// network namespace learns its own namespace's cookie.
     SoNetnsCookie,
+    /// `bpf_skc_to_tcp6_sock`/`bpf_skc_to_udp6_sock` in socket-address programs (Linux 5.10):
+    /// how bind6 reads `IPV6_V6ONLY`, so a bind to `[::]` that takes no IPv4 is not refused
+    /// for an IPv4 NodePort.
+    SockV6only,
 }
 
 impl Feature {
     /// Every feature, in probe order.
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Feature::CgroupConnect,
         Feature::CgroupSendmsg,
         Feature::CgroupRecvmsg,
@@ -44,6 +48,7 @@ impl Feature {
         Feature::NetnsCookieHelper,
         Feature::CgroupSockRelease,
         Feature::SoNetnsCookie,
+        Feature::SockV6only,
     ];
 
     /// The name used in messages, scenario files and `ci/kernels.toml`.
@@ -57,6 +62,7 @@ impl Feature {
             Feature::NetnsCookieHelper => "netns-cookie-helper",
             Feature::CgroupSockRelease => "cgroup-sock-release",
             Feature::SoNetnsCookie => "so-netns-cookie",
+            Feature::SockV6only => "sock-v6only",
         }
     }
 
@@ -70,6 +76,7 @@ impl Feature {
             Feature::NetnsCookieHelper => "5.7",
             Feature::CgroupSockRelease => "5.9",
             Feature::SoNetnsCookie => "5.14",
+            Feature::SockV6only => "5.10",
         }
     }
 
@@ -94,6 +101,11 @@ impl Feature {
             }
             Feature::NetnsCookieHelper => sock_addr_program(attach::INET4_CONNECT, true),
             Feature::SoNetnsCookie => super::netns::so_netns_cookie().map(drop),
+            Feature::SockV6only => load(
+                BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+                attach::INET6_BIND,
+                &sock_cast_insns(BPF_FUNC_SKC_TO_TCP6_SOCK),
+            ),
         }
     }
 }
@@ -161,6 +173,7 @@ pub fn raise_memlock_limit() {
 /// `enum bpf_attach_type` values used by the probes (linux/bpf.h).
 mod attach {
     pub const INET4_BIND: u32 = 8;
+    pub const INET6_BIND: u32 = 9;
     pub const INET4_CONNECT: u32 = 10;
     pub const UDP4_SENDMSG: u32 = 14;
     pub const UDP4_RECVMSG: u32 = 19;
@@ -173,6 +186,9 @@ const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_FUNC_GET_NETNS_COOKIE: i32 = 122;
 const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
+const BPF_FUNC_SKC_TO_TCP6_SOCK: i32 = 136;
+/// `offsetof(struct bpf_sock_addr, sk)`.
+const SOCK_ADDR_SK_OFFSET: i16 = 64;
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
@@ -240,7 +256,25 @@ fn probe_insns(helper: Option<i32>) -> Vec<Insn> {
     call.into_iter().chain([MOV64_R0_1, EXIT]).collect()
 }
 
-/// Loads the program and closes it at once; `Err` holds the errno and the verifier's first line.
+/// `return 1`, after calling `helper(ctx->sk)` on a socket-address context: the socket casts
+/// take a socket, not the context, and the verifier checks the argument's type.
+fn sock_cast_insns(helper: i32) -> Vec<Insn> {
+    let load_sk = Insn {
+        code: 0x79, // BPF_LDX | BPF_MEM | BPF_DW
+        regs: 0x11, // r1 = *(u64 *)(r1 + off)
+        off: SOCK_ADDR_SK_OFFSET,
+        imm: 0,
+    };
+    let call = Insn {
+        code: 0x85,
+        regs: 0,
+        off: 0,
+        imm: helper,
+    };
+    vec![load_sk, call, MOV64_R0_1, EXIT]
+}
+
+/// Loads the program and closes it at once; `Err` holds the errno and the verifier's reason.
 fn load(prog_type: u32, expected_attach_type: u32, insns: &[Insn]) -> Result<(), String> {
     let license = c"GPL";
     let mut log = vec![0u8; 4096];
@@ -276,15 +310,7 @@ fn load(prog_type: u32, expected_attach_type: u32, insns: &[Insn]) -> Result<(),
     }
     let err = std::io::Error::last_os_error();
     let text = String::from_utf8_lossy(&log);
-    let first = text
-        .split('\0')
-        .next()
-        .unwrap_or_default()
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let first = verifier_reason(text.split('\0').next().unwrap_or_default()).to_owned();
     Err(if first.is_empty() {
         format!("the kernel refused the probe program: {err}")
     } else {
@@ -292,9 +318,33 @@ fn load(prog_type: u32, expected_attach_type: u32, insns: &[Insn]) -> Result<(),
     })
 }
 
+/// The first line of a verifier log that is not the trace of an instruction (`N: ...`, which
+/// the log level that makes it say why prints for every instruction it walks): why it refused.
+fn verifier_reason(log: &str) -> &str {
+    let is_trace = |line: &str| {
+        line.split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    log.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !is_trace(l))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusal_shown_is_the_verifier_reason_not_its_instruction_trace() {
+        let log = "0: (79) r1 = *(u64 *)(r1 +64)\n1: (85) call bpf_skc_to_tcp6_sock#136\n\
+                   unknown func bpf_skc_to_tcp6_sock#136\nprocessed 2 insns\n";
+        assert_eq!(
+            verifier_reason(log),
+            "unknown func bpf_skc_to_tcp6_sock#136"
+        );
+        assert_eq!(verifier_reason(""), "");
+    }
 
     #[test]
     fn names_round_trip() {

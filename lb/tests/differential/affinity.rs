@@ -92,6 +92,7 @@ pub fn run(env: &Env) -> Result<(), String> {
         host_netns_cookie: 0,
         external_ip_mitigation: true,
         netns_cookies: true,
+        sock_v6only: true,
     };
     let mut datapath =
         CaseDatapath::load(env.bpffs.path.join("affinity"), config, &env.cgroup.path)?;
@@ -123,6 +124,7 @@ pub fn run(env: &Env) -> Result<(), String> {
                     socket_cookie: report.cookie,
                     cgroup_id: env.cgroup_id,
                     protocol: L4Protocol::Tcp,
+                    v6only: false,
                 };
                 let pinned = sim.affinity_target(&call, target);
                 if pinned.is_some_and(|pin| pin != answer) {
@@ -178,6 +180,7 @@ pub fn run(env: &Env) -> Result<(), String> {
             socket_cookie: 0,
             cgroup_id: env.cgroup_id,
             protocol: L4Protocol::Tcp,
+            v6only: false,
         };
         for p in 0..PORTS {
             let target = SocketAddr::from((CLUSTER_IP, 80 + p));

@@ -86,6 +86,8 @@ pub struct GenConfig {
     pub external_ip_mitigation: bool,
     /// `cfg_netns_cookies`: false is how the programs run on kernels before 5.7.
     pub netns_cookies: bool,
+    /// `cfg_sock_v6only`: false is how the programs run on kernels before 5.10.
+    pub sock_v6only: bool,
     /// `cfg_host_netns_cookie`.
     pub host: HostNs,
     /// Whether the node addresses (present in the child's namespace either way) are in
@@ -164,6 +166,8 @@ pub struct BindAt {
     pub protected: bool,
     /// IPv6 rather than IPv4 (for the addresses that are not the service's own).
     pub v6: bool,
+    /// An IPv6 socket with `IPV6_V6ONLY` (an IPv4 one ignores this).
+    pub v6only: bool,
     /// Which address.
     pub addr: BindAddr,
     /// Which port.
@@ -277,6 +281,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
         proptest::bool::weighted(0.7),
         proptest::bool::weighted(0.7),
         proptest::bool::weighted(0.8),
+        proptest::bool::weighted(0.7),
         host,
         any::<bool>(),
     )
@@ -288,6 +293,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
                 bind_protection,
                 external_ip_mitigation,
                 netns_cookies,
+                sock_v6only,
                 host,
                 node_addrs_listed,
             )| GenConfig {
@@ -297,6 +303,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
                 bind_protection,
                 external_ip_mitigation,
                 netns_cookies,
+                sock_v6only,
                 host,
                 node_addrs_listed,
             },
@@ -349,17 +356,21 @@ fn step() -> impl Strategy<Value = Step> {
         0usize..8,
         proptest::bool::weighted(0.7),
         any::<bool>(),
+        any::<bool>(),
         bind_addr,
         bind_port,
     )
-        .prop_map(|(protocol, service, protected, v6, addr, port)| BindAt {
-            protocol,
-            service,
-            protected,
-            v6,
-            addr,
-            port,
-        });
+        .prop_map(
+            |(protocol, service, protected, v6, v6only, addr, port)| BindAt {
+                protocol,
+                service,
+                protected,
+                v6,
+                v6only,
+                addr,
+                port,
+            },
+        );
     let change = prop_oneof![
         Just(ChangeKind::Remove),
         Just(ChangeKind::TerminateFirst),
@@ -532,8 +543,8 @@ impl Services {
         }
     }
 
-    /// Where a bind at `b` binds, and with which protocol.
-    pub fn bind_at(&self, b: BindAt) -> (L4Protocol, SocketAddr) {
+    /// Where a bind at `b` binds, with which protocol, and whether with `IPV6_V6ONLY`.
+    pub fn bind_at(&self, b: BindAt) -> (L4Protocol, SocketAddr, bool) {
         let protected: Vec<&LbService> = self
             .list
             .iter()
@@ -570,7 +581,11 @@ impl Services {
             .protocol
             .or(service.map(|s| s.frontend.addr.protocol))
             .unwrap_or(L4Protocol::Tcp);
-        (protocol, SocketAddr::new(ip, port))
+        (
+            protocol,
+            SocketAddr::new(ip, port),
+            b.v6only && ip.is_ipv6(),
+        )
     }
 
     /// Applies `c`; returns the backend that joined, if one did (the child must listen on it).

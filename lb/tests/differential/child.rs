@@ -74,7 +74,7 @@ fn run_call(call: &Call, kept: &mut Vec<TcpStream>) -> Report {
         Call::TcpConnect(target) => tcp_connect(target, &mut report, kept),
         Call::UdpConnect(target) => udp_connect(target, &mut report),
         Call::UdpSendTo(target) => udp_send_to(target, &mut report),
-        Call::Bind(protocol, local) => bind(protocol, local, &mut report),
+        Call::Bind(protocol, local, v6only) => bind(protocol, local, v6only, &mut report),
         Call::PeerName(n) => match kept.get(n) {
             Some(stream) => cookie(stream)
                 .at(Stage::Socket)
@@ -185,9 +185,17 @@ fn receive(socket: &UdpSocket, report: &mut Report) -> Result<(), (Stage, i32)> 
     Ok(())
 }
 
-fn bind(protocol: L4Protocol, local: SocketAddr, report: &mut Report) -> Result<(), (Stage, i32)> {
+fn bind(
+    protocol: L4Protocol,
+    local: SocketAddr,
+    v6only: bool,
+    report: &mut Report,
+) -> Result<(), (Stage, i32)> {
     let (fd, cookie) = open(protocol, local)?;
     report.cookie = cookie;
+    if local.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only).at(Stage::Socket)?;
+    }
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(local)).at(Stage::Bind)
 }
 

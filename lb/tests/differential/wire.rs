@@ -22,8 +22,9 @@ pub enum Call {
     /// An unconnected UDP socket (with IP_RECVERR, so a refusal is reported) sends a datagram
     /// with sendto and receives the answer with recvfrom.
     UdpSendTo(SocketAddr),
-    /// A socket of this protocol binds to the address.
-    Bind(L4Protocol, SocketAddr),
+    /// A socket of this protocol binds to the address, with `IPV6_V6ONLY` set when the flag
+    /// says so (IPv6 addresses only).
+    Bind(L4Protocol, SocketAddr, bool),
     /// getpeername again on the `n`th socket [`Call::TcpConnect`] kept (counting from 0).
     PeerName(usize),
 }

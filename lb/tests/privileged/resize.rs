@@ -24,6 +24,7 @@ fn config(map_max: u32) -> SockLbConfig {
         host_netns_cookie: 0,
         external_ip_mitigation: true,
         netns_cookies: true,
+        sock_v6only: true,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct SimConfig {
     pub external_ip_mitigation: bool,
     /// Whether the programs get network namespace cookies (`cfg_netns_cookies`).
     pub netns_cookies: bool,
+    /// Whether bind6 reads `IPV6_V6ONLY` (`cfg_sock_v6only`).
+    pub sock_v6only: bool,
     /// The initial namespace's cookie, which the kernel answers for `bpf_get_netns_cookie(NULL)`
     /// and the programs use when `host_netns_cookie` is 0.
     pub initial_netns_cookie: u64,
@@ -51,6 +53,7 @@ impl SimConfig {
             bind_protection: config.bind_protection,
             host_netns_cookie: config.host_netns_cookie,
             netns_cookies: config.netns_cookies,
+            sock_v6only: config.sock_v6only,
             external_ip_mitigation: config.external_ip_mitigation,
             initial_netns_cookie,
         }
@@ -70,6 +73,9 @@ pub struct SockCall {
     pub cgroup_id: u64,
     /// The socket's protocol.
     pub protocol: L4Protocol,
+    /// Whether the socket has `IPV6_V6ONLY` (`skc_ipv6only`, read by bind6 through the socket
+    /// casts): an IPv6 socket that takes no IPv4.
+    pub v6only: bool,
 }
 
 /// The socket-level datapath in plain Rust: the same decisions as the kernel programs over the
@@ -279,7 +285,8 @@ impl SockSim {
     /// bind4/6 (`sock_bind_allowed`): `Err(EPERM)` when bind protection refuses `local`: in
     /// the host namespace, a port that a NodePort, LoadBalancer or externalIPs frontend serves
     /// on that address (a wildcard NodePort serves every local address); a bind to `::` also
-    /// takes IPv4 on a dual-stack socket, so `0.0.0.0` is checked too. Port 0 is always allowed.
+    /// takes IPv4 on a dual-stack socket, so `0.0.0.0` is checked too, unless the socket has
+    /// `IPV6_V6ONLY` and the programs can tell (`sock_is_v6only`). Port 0 is always allowed.
     /// `Ok` means the hook lets the bind through; the kernel may still refuse it for its own
     /// reasons (address not local, port in use).
     pub fn bind(&self, call: &SockCall, local: SocketAddr) -> Result<(), Errno> {
@@ -298,6 +305,7 @@ impl SockSim {
         }
         if addr::is_wildcard(&address)
             && !addr::is_v4(&address)
+            && !(self.config.sock_v6only && call.v6only)
             && self.port_is_service(proto, addr::v4_any(), port)
         {
             return Err(Errno::EPERM);

@@ -91,6 +91,7 @@ fn config() -> SimConfig {
         host_netns_cookie: 0,
         external_ip_mitigation: true,
         netns_cookies: true,
+        sock_v6only: true,
         initial_netns_cookie: HOST_NS,
     }
 }
@@ -105,6 +106,7 @@ fn tcp(socket_cookie: u64) -> SockCall {
         socket_cookie,
         cgroup_id: 77,
         protocol: L4Protocol::Tcp,
+        v6only: false,
     }
 }
 
@@ -642,6 +644,30 @@ fn bind_protection_refuses_nodeport_ports_on_every_node_address() {
         s.bind(&udp(1), sa("0.0.0.0:30080")),
         Ok(()),
         "the NodePort is TCP"
+    );
+}
+
+#[test]
+fn a_v6only_bind_to_the_ipv6_wildcard_is_checked_against_ipv6_frontends_only() {
+    let s = protected();
+    let v6only = SockCall {
+        v6only: true,
+        ..tcp(1)
+    };
+    assert_eq!(s.bind(&v6only, sa("[::]:30080")), Ok(()), "takes no IPv4");
+    assert_eq!(s.bind(&v6only, sa("[::]:30090")), Err(Errno::EPERM));
+    assert_eq!(s.bind(&tcp(1), sa("[::]:30080")), Err(Errno::EPERM));
+    let no_casts = SockSim::new(
+        SimConfig {
+            sock_v6only: false,
+            ..config()
+        },
+        protected().maps().clone(),
+    );
+    assert_eq!(
+        no_casts.bind(&v6only, sa("[::]:30080")),
+        Err(Errno::EPERM),
+        "without the socket casts every socket counts as dual-stack"
     );
 }
 
