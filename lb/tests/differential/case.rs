@@ -166,7 +166,8 @@ pub struct BindAt {
     pub protected: bool,
     /// IPv6 rather than IPv4 (for the addresses that are not the service's own).
     pub v6: bool,
-    /// An IPv6 socket with `IPV6_V6ONLY` (an IPv4 one ignores this).
+    /// An IPv6 socket with `IPV6_V6ONLY` (makes `v6` true, except at an IPv4 frontend's own
+    /// address, where it is ignored).
     pub v6only: bool,
     /// Which address.
     pub addr: BindAddr,
@@ -560,9 +561,11 @@ impl Services {
         } else {
             self.pick(b.service)
         };
-        let v6 = service.map_or(b.v6, |s| match b.addr {
+        // IPV6_V6ONLY means something on an IPv6 socket only, so a v6only bind is one.
+        let v6 = b.v6 || b.v6only;
+        let v6 = service.map_or(v6, |s| match b.addr {
             BindAddr::Frontend => s.frontend.addr.ip.is_ipv6(),
-            _ => b.v6,
+            _ => v6,
         });
         let ip: IpAddr = match (b.addr, service) {
             (BindAddr::Frontend, Some(s)) => s.frontend.addr.ip,
