@@ -101,11 +101,13 @@ impl Feature {
             }
             Feature::NetnsCookieHelper => sock_addr_program(attach::INET4_CONNECT, true),
             Feature::SoNetnsCookie => super::netns::so_netns_cookie().map(drop),
-            Feature::SockV6only => load(
-                BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-                attach::INET6_BIND,
-                &sock_cast_insns(BPF_FUNC_SKC_TO_TCP6_SOCK),
-            ),
+            Feature::SockV6only => kernel_btf().and_then(|()| {
+                load(
+                    BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+                    attach::INET6_BIND,
+                    &sock_cast_insns(BPF_FUNC_SKC_TO_TCP6_SOCK),
+                )
+            }),
         }
     }
 }
@@ -254,6 +256,17 @@ fn probe_insns(helper: Option<i32>) -> Vec<Insn> {
         imm,
     });
     call.into_iter().chain([MOV64_R0_1, EXIT]).collect()
+}
+
+/// Where the loader reads the running kernel's BTF.
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel's BTF is readable: the loader relocates bind6's read of `skc_ipv6only` against
+/// it (CO-RE), so the casts are of no use without it.
+fn kernel_btf() -> Result<(), String> {
+    std::fs::File::open(KERNEL_BTF).map(drop).map_err(|e| {
+        format!("no kernel BTF to relocate the socket field read against: {KERNEL_BTF}: {e}")
+    })
 }
 
 /// `return 1`, after calling `helper(ctx->sk)` on a socket-address context: the socket casts
