@@ -39,8 +39,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_reverse_nat_v1 SEC(".maps");
 
-/* What each translated socket asked for, so getpeername and recvmsg can show it. LRU: an
- * entry of a closed socket ages out instead of filling the map. */
+/* What each unconnected send asked for, per socket and destination, so recvmsg can show it.
+ * LRU: an entry of a closed socket ages out instead of filling the map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct lb_sock_key);
@@ -49,21 +49,38 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_reverse_sk_v1 SEC(".maps");
 
-/* The reverse entry each translated socket's connect wrote (its lb_reverse_sk key), kept in the
- * socket's own storage: it lives and dies with the socket, and sock_release and a reconnect
- * delete exactly that entry, even once the socket has lost its destination (a failed TCP
- * connect and connect(AF_UNSPEC) clear it). Entries of unconnected UDP sends are not kept
- * here and age out of the LRU. The helpers exist wherever these programs load: sock_addr
- * programs have ctx->sk and bpf_sk_storage_get/delete since Linux 5.3 (the trace events
- * already need 5.7), cgroup sock programs bpf_sk_storage_get since 5.9, the release of
- * sock_release itself; without sock_release the agent runs degraded as before (LRU only). */
+/* What each connected socket's translated connect did, by socket cookie: getpeername and
+ * recvmsg show the frontend from it. Keyed by the socket alone, so sock_release deletes it even
+ * once the socket lost its destination (a failed connect, connect(AF_UNSPEC)), a reconnect
+ * overwrites it, and a connect straight to an address deletes it. The map holds live sockets
+ * only, except on kernels without sock_release (before 5.9), where the LRU evicts closed
+ * sockets' entries. Per-CPU LRU lists: an entry deleted at close is the next one reused on that
+ * CPU, so the connect path touches memory that is already in cache. */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__type(key, int);
-	__type(value, struct lb_sock_key);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u64);
+	__type(value, struct lb_sock_conn);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lb_sk_reverse_key_v1 SEC(".maps");
+} lb_sock_conn_v1 SEC(".maps");
+
+/* How many lb_sock_conn entries each group of socket cookies (cookie % LB_SOCK_CONN_HINTS) may
+ * have: a counter a translated connect increments and the deletion of its entry decrements.
+ * sock_release and an untranslated connect look in lb_sock_conn only when their group's
+ * counter is not zero, so the sockets that were never translated (most of a node's) cost a
+ * read of this small, cache-warm array instead of a hash lookup in a large map. A counter may
+ * stay above the truth (a reconnect counts twice, the LRU evicts without counting down): that
+ * costs a lookup that finds nothing, never a missed deletion. */
+#define LB_SOCK_CONN_HINTS 16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, LB_SOCK_CONN_HINTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_sock_conn_hint_v1 SEC(".maps");
 
 /* Session affinity: which backend a client last used per frontend. LRU: clients that went away
  * age out. */

@@ -50,10 +50,10 @@ struct lb_sock_addr {
 	__be16 port;
 };
 
-/* A forward translation made but not applied yet: the reverse entry to remember once the hook
- * has written the new destination into its context. */
+/* A forward translation made but not applied yet: what to remember once the hook has written
+ * the new destination into its context. */
 struct sock_fwd {
-	struct lb_sock_key key;    /* the socket and the backend it goes to */
+	struct lb_sock_key key;    /* the backend it goes to (the cookie is filled in when needed) */
 	struct lb_sock_value orig; /* the frontend it asked for */
 };
 
@@ -143,7 +143,6 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	fwd->orig.address = dst->address;
 	fwd->orig.port = dst->port;
 	fwd->orig.rev_nat_index = svc->rev_nat_index;
-	fwd->key.cookie = bpf_get_socket_cookie(ctx);
 	fwd->key.address = backend->address;
 	fwd->key.port = backend->port;
 	dst->address = backend->address;
@@ -151,35 +150,97 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	return 1;
 }
 
-/* connect: the socket now goes to key's backend. Whatever its previous connect pointed it at
- * (a reconnect) is not where it goes any more, so that entry is deleted, and key is kept in the
- * socket's storage for the next reconnect and for sock_release. Called before the new entry is
- * written: a reconnect to the same backend deletes, then writes, the same key. */
-static __always_inline void sock_keep_reverse_key(struct bpf_sock_addr *ctx,
-						  const struct lb_sock_key *key)
+/* The lb_sock_conn_hint counter of the socket with this cookie (always found: an array). */
+static __always_inline __u32 *sock_conn_hint(__u64 cookie)
 {
-	struct lb_sock_key *kept;
+	__u32 index = cookie % LB_SOCK_CONN_HINTS;
 
-	kept = bpf_sk_storage_get(&lb_sk_reverse_key_v1, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!kept)
-		return; /* no memory for it: the entry is left to the LRU, as a send's is */
-	if (kept->cookie) /* a socket cookie is never 0: this socket connected before */
-		bpf_map_delete_elem(&lb_reverse_sk_v1, kept);
-	*kept = *key;
+	return bpf_map_lookup_elem(&lb_sock_conn_hint_v1, &index);
+}
+
+/* connect: the socket now goes to fwd's backend; what it asked for is kept under its cookie
+ * (a reconnect overwrites what an earlier connect kept). If the map cannot take it, the
+ * socket's getpeername shows the backend, as on a kernel without the hook. */
+static __always_inline void sock_remember_conn(struct bpf_sock_addr *ctx, const struct sock_fwd *fwd)
+{
+	struct lb_sock_conn conn = {};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 *hint = sock_conn_hint(cookie);
+
+	conn.backend = fwd->key.address;
+	conn.backend_port = fwd->key.port;
+	conn.orig = fwd->orig;
+	if (bpf_map_update_elem(&lb_sock_conn_v1, &cookie, &conn, BPF_ANY) == 0 && hint)
+		__sync_fetch_and_add(hint, 1);
+}
+
+/* Deletes what a translated connect of the socket with this cookie kept. Most sockets were
+ * never translated: their group's hint is usually zero, and then the map is not touched. */
+static __always_inline void sock_forget_conn_of(__u64 cookie)
+{
+	__u32 *hint = sock_conn_hint(cookie);
+
+	if (!hint || !*(volatile __u32 *)hint)
+		return;
+	if (bpf_map_delete_elem(&lb_sock_conn_v1, &cookie) == 0)
+		__sync_fetch_and_add(hint, -1);
+}
+
+/* connect to something that is not a service: what an earlier connect of this socket was
+ * translated to is not where it goes now. Only a socket that was connected before (it has a
+ * destination: a UDP socket connecting again) can have kept something; a TCP socket whose
+ * translated connect failed has lost its destination, and if it then connects straight to
+ * that same backend its getpeername shows the service until it closes. */
+static __always_inline void sock_forget_conn(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	volatile __u32 dst_port;
+
+	if (!sk)
+		return;
+	/* Read as the 32-bit field it was before 5.16, which those kernels require. */
+	dst_port = *(const __u32 *)&sk->dst_port;
+	if (dst_port)
+		sock_forget_conn_of(bpf_get_socket_cookie(ctx));
 }
 
 /* The hook wrote the translated *dst into its context: only now is the socket going there, so
- * only now is the reverse entry true (a store the hook refused leaves no entry behind).
- * `connect` says whether the hook is connect (the socket's one destination from now on) or
- * sendmsg (one datagram's, of which an unconnected socket may have many). */
+ * only now is what it asked for remembered (a store the hook refused leaves nothing behind).
+ * `connect` says whether the hook is connect (the socket's one destination from now on, kept
+ * by socket in lb_sock_conn) or sendmsg (one datagram's, of which an unconnected socket may
+ * have many, kept per destination in lb_reverse_sk until the LRU evicts it). */
 static __always_inline void sock_xlate_fwd_done(struct bpf_sock_addr *ctx, __u8 proto,
 						const struct lb_sock_addr *dst,
-						const struct sock_fwd *fwd, int connect)
+						struct sock_fwd *fwd, int connect)
 {
-	if (connect)
-		sock_keep_reverse_key(ctx, &fwd->key);
-	bpf_map_update_elem(&lb_reverse_sk_v1, &fwd->key, &fwd->orig, BPF_ANY);
+	if (connect) {
+		sock_remember_conn(ctx, fwd);
+	} else {
+		fwd->key.cookie = bpf_get_socket_cookie(ctx);
+		bpf_map_update_elem(&lb_reverse_sk_v1, &fwd->key, &fwd->orig, BPF_ANY);
+	}
 	lb_emit_trace(ctx, LB_TRACE_POST_XLATE_FWD, proto, &dst->address, dst->port);
+}
+
+/* What the socket asked for when it was sent to peer: its connect's translation, or an
+ * unconnected send's. NULL when it was not translated. */
+static __always_inline const struct lb_sock_value *
+sock_lookup_orig(struct bpf_sock_addr *ctx, const struct lb_sock_addr *peer)
+{
+	struct lb_sock_key sk = {};
+	const struct lb_sock_conn *conn = NULL;
+	__u32 *hint;
+
+	sk.cookie = bpf_get_socket_cookie(ctx);
+	hint = sock_conn_hint(sk.cookie);
+	if (hint && *(volatile __u32 *)hint)
+		conn = bpf_map_lookup_elem(&lb_sock_conn_v1, &sk.cookie);
+	if (conn && conn->backend_port == peer->port &&
+	    lb_addr_equal(&conn->backend, &peer->address))
+		return &conn->orig;
+	sk.address = peer->address;
+	sk.port = peer->port;
+	return bpf_map_lookup_elem(&lb_reverse_sk_v1, &sk);
 }
 
 /* recvmsg/getpeername: if this socket was translated to *peer and its service still exists,
@@ -189,17 +250,13 @@ static __always_inline int sock_xlate_rev(struct bpf_sock_addr *ctx, __u8 proto,
 {
 	const struct lb_sock_value *orig;
 	const struct lb_reverse_nat *rev;
-	struct lb_sock_key sk = {};
 	__u16 index;
 
 	if (!sock_proto_enabled(proto))
 		return 0;
 	if (cfg_host_ns_only && !sock_in_host_ns(ctx))
 		return 0;
-	sk.cookie = bpf_get_socket_cookie(ctx);
-	sk.address = peer->address;
-	sk.port = peer->port;
-	orig = bpf_map_lookup_elem(&lb_reverse_sk_v1, &sk);
+	orig = sock_lookup_orig(ctx, peer);
 	if (!orig)
 		return 0;
 	lb_emit_trace(ctx, LB_TRACE_PRE_XLATE_REV, proto, &peer->address, peer->port);
@@ -283,19 +340,14 @@ static __always_inline int sock_bind_allowed(struct bpf_sock_addr *ctx, __u8 pro
 	return 1;
 }
 
-/* sock_release: the socket is closing, so the reverse entry its last connect made can never be
- * asked for again. Deleting it keeps the LRU map holding live sockets only; otherwise closed
- * connections would fill it and evict the entries of long-lived ones, whose getpeername would
- * then show the backend. The key comes from the socket's storage, not its destination: a
- * socket whose connect failed, or that connected to AF_UNSPEC, has lost its destination but
- * not its entry. Sockets never translated have no storage and cost one lookup. Unconnected UDP
- * sockets' entries (one per destination) are left to the LRU. */
+/* sock_release: the socket is closing, so what its connect kept can never be asked for again.
+ * Deleting it keeps lb_sock_conn holding live sockets only; otherwise closed connections would
+ * fill it and evict the entries of long-lived ones, whose getpeername would then show the
+ * backend. Keyed by the socket, so a socket that lost its destination (a failed connect,
+ * connect(AF_UNSPEC)) is found too. Unconnected sends' entries are left to the LRU. */
 static __always_inline void sock_forget_reverse(struct bpf_sock *ctx)
 {
-	struct lb_sock_key *kept = bpf_sk_storage_get(&lb_sk_reverse_key_v1, ctx, 0, 0);
-
-	if (kept)
-		bpf_map_delete_elem(&lb_reverse_sk_v1, kept);
+	sock_forget_conn_of(bpf_get_socket_cookie(ctx));
 }
 
 /* IPv4 hooks: the context's address as a mapped lb_sock_addr, and back. */

@@ -107,6 +107,15 @@ struct lb_sock_value {
 	__u16 rev_nat_index;   /* frontend id, to check it still exists */
 };
 
+/* Value of lb_sock_conn, keyed by a socket cookie: where a connected socket's translated
+ * connect sent it and what it asked for. */
+struct lb_sock_conn {
+	union lb_addr backend;     /* backend address */
+	__be16 backend_port;       /* backend port */
+	__u8 pad[2];               /* explicit padding, always zero */
+	struct lb_sock_value orig; /* the frontend the socket asked for */
+};
+
 /* Key of lb_affinity: a client (its network namespace, for socket-level traffic) and a
  * frontend (sessionAffinity is per service IP and port). */
 struct lb_affinity_key {

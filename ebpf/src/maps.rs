@@ -12,11 +12,13 @@ pub const LB_SERVICES: &str = "lb_services_v1";
 pub const LB_BACKENDS: &str = "lb_backends_v1";
 /// Reverse NAT map: `u16` rev_nat_index -> [`LbReverseNat`].
 pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
-/// Socket reverse map: [`LbSockKey`] -> [`LbSockValue`].
+/// Unconnected sends' translations: [`LbSockKey`] -> [`LbSockValue`].
 pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
-/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`): the [`LbSockKey`] of the reverse entry a
-/// socket's last translated connect wrote, so a reconnect and `sock_release` delete it.
-pub const LB_SK_REVERSE_KEY: &str = "lb_sk_reverse_key_v1";
+/// Connected sockets' translations: `u64` socket cookie -> [`LbSockConn`] (per-CPU LRU).
+pub const LB_SOCK_CONN: &str = "lb_sock_conn_v1";
+/// How many [`LB_SOCK_CONN`] entries each group of socket cookies may have (`u32` counters), so
+/// that sockets never translated skip the lookup there.
+pub const LB_SOCK_CONN_HINT: &str = "lb_sock_conn_hint_v1";
 /// Session affinity: a client's netns cookie and a frontend → the backend it used last.
 pub const LB_AFFINITY: &str = "lb_affinity_v1";
 /// Session affinity's active backends: [`LbAffinityMatchKey`] -> `u8` (zero).
@@ -40,22 +42,24 @@ pub const LB_EVENTS_SLOTS: [&str; MONITOR_SLOTS] = [
 ];
 /// The maps sized by `bpf.lbMapMax` (the node-address map too: a node's addresses grow with
 /// its services where kube-proxy's IPVS device holds one per service address).
-pub const SOCK_LB_SIZED_MAPS: [&str; 7] = [
+pub const SOCK_LB_SIZED_MAPS: [&str; 8] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
+    LB_SOCK_CONN,
     LB_AFFINITY,
     LB_LOCAL_ADDRS,
     LB_AFFINITY_MATCH,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 17] = [
+pub const SOCK_LB_MAPS: [&str; 18] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
-    LB_SK_REVERSE_KEY,
+    LB_SOCK_CONN,
+    LB_SOCK_CONN_HINT,
     LB_AFFINITY,
     LB_AFFINITY_MATCH,
     LB_LOCAL_ADDRS,
@@ -70,8 +74,9 @@ pub const SOCK_LB_MAPS: [&str; 17] = [
     LB_EVENTS_SLOTS[7],
 ];
 /// Maps earlier versions pinned that no program uses any more: a new agent unpins them once
-/// its programs are attached (the single ring buffer and on/off switch of trace events).
-pub const RETIRED_MAPS: [&str; 2] = ["lb_monitor_v1", "lb_events_v1"];
+/// its programs are attached (the single ring buffer and on/off switch of trace events, the
+/// socket-local storage that held each connected socket's reverse-map key).
+pub const RETIRED_MAPS: [&str; 3] = ["lb_monitor_v1", "lb_events_v1", "lb_sk_reverse_key_v1"];
 
 /// `enum lb_scope`: the scope of a frontend ([`LbKey::scope`]).
 pub mod scope {
@@ -268,6 +273,20 @@ pub struct LbSockValue {
     pub rev_nat_index: u16,
 }
 
+/// `struct lb_sock_conn`: a connected socket's translation ([`LB_SOCK_CONN`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbSockConn {
+    /// Backend address.
+    pub backend: LbAddr,
+    /// Backend port, network order.
+    pub backend_port: u16,
+    /// Always zero.
+    pub pad: [u8; 2],
+    /// The frontend the socket asked for.
+    pub orig: LbSockValue,
+}
+
 /// Key of `lb_affinity_v1`: a client (netns cookie) and a frontend id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -404,6 +423,8 @@ unsafe impl aya::Pod for LbReverseNat {}
 unsafe impl aya::Pod for LbSockKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbSockValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbSockConn {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbAddr {}
 // SAFETY: as above.

@@ -87,6 +87,12 @@ fn rust_mirrors_match_the_objects_btf() {
     );
     assert_layout!(
         &btf,
+        "lb_sock_conn",
+        LbSockConn,
+        [backend, backend_port, pad, orig]
+    );
+    assert_layout!(
+        &btf,
         "lb_affinity_key",
         LbAffinityKey,
         [client_cookie, rev_nat_index, pad]
@@ -252,14 +258,13 @@ fn the_shared_core_knows_no_socket_context() {
     }
 }
 
-/// The socket-local storage map keeps a reverse-map key per socket: its value type in BTF must
-/// be `struct lb_sock_key`, which [`LbSockKey`] mirrors (checked above), so what the programs
-/// store there is what they delete from `lb_reverse_sk_v1`.
+/// The connected sockets' map holds `struct lb_sock_conn` values, which [`LbSockConn`] mirrors
+/// (checked above), so what the agent reads there is what the programs wrote.
 #[test]
-fn the_socket_storage_holds_a_reverse_map_key() {
+fn the_connected_sockets_map_holds_their_translations() {
     let btf = sock_lb_btf();
     let var = btf
-        .resolve_types_by_name(LB_SK_REVERSE_KEY)
+        .resolve_types_by_name(LB_SOCK_CONN)
         .unwrap()
         .into_iter()
         .find_map(|t| match t {
@@ -268,7 +273,7 @@ fn the_socket_storage_holds_a_reverse_map_key() {
         })
         .expect("the map's variable in BTF");
     let Type::Struct(def) = btf.resolve_chained_type(&var).unwrap() else {
-        panic!("{LB_SK_REVERSE_KEY} is not a map definition struct");
+        panic!("{LB_SOCK_CONN} is not a map definition struct");
     };
     let value = def
         .members
@@ -281,6 +286,6 @@ fn the_socket_storage_holds_a_reverse_map_key() {
     let Type::Struct(s) = btf.resolve_chained_type(&ptr).unwrap() else {
         panic!("the value is not a struct");
     };
-    assert_eq!(btf.resolve_name(&s).unwrap(), "lb_sock_key");
-    assert_eq!(s.size(), size_of::<LbSockKey>());
+    assert_eq!(btf.resolve_name(&s).unwrap(), "lb_sock_conn");
+    assert_eq!(s.size(), size_of::<LbSockConn>());
 }

@@ -700,7 +700,11 @@ impl Replay {
                 .position(|s| Some(canonical(*s)) == answered)
                 .unwrap_or(0)
         };
-        let to = self.sim.connect_with(&sock, target, &mut follow);
+        let to = if connected {
+            self.sim.connect_with(&sock, target, &mut follow)
+        } else {
+            self.sim.sendmsg_with(&sock, target, &mut follow)
+        };
         // Where the packets really go: the unspecified address means loopback.
         let real = match to.ip().to_canonical() {
             IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::new(
@@ -811,7 +815,7 @@ impl Replay {
             return Ok(());
         };
         let dst = SocketAddr::from((v4, v6.port()));
-        let again = self.sim.connect(sock, dst);
+        let again = self.sim.sendmsg(sock, dst);
         if again != dst {
             return Err(format!(
                 "the simulator would translate the connected send to {dst} again, to {again}: \

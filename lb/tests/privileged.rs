@@ -14,7 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 
-use ebpf::maps::{LbAddr, LbLocalAddr, LbSockKey, LbSockValue, LB_LOCAL_ADDRS, LB_REVERSE_SK};
+use ebpf::maps::{
+    LbAddr, LbLocalAddr, LbSockConn, LbSockKey, LbSockValue, LB_LOCAL_ADDRS, LB_REVERSE_SK,
+    LB_SOCK_CONN,
+};
 use lb::config::Protocols;
 use lb::datapath::{MapContents, ServiceMaps, SockLb, SockLbConfig};
 use lb::model::{
@@ -269,17 +272,26 @@ fn netns_cookie_probe() -> Result<(), Failed> {
     }
 }
 
-/// Once the child's connections are closed, the sock_release hook has deleted the reverse
-/// entries their connects made: the LRU map holds live sockets only.
+/// Once the child's sockets are closed, nothing they translated is left: sock_release deleted
+/// what each connected socket kept under its cookie (the map holds live sockets only), and no
+/// send wrote an entry (the sends here either go nowhere translated or are checked elsewhere).
 fn expect_no_reverse_entries(bpffs: &TestBpffs) -> Result<(), Failed> {
-    let path = bpffs.path.join(LB_REVERSE_SK);
-    let map = aya::maps::MapData::from_pin(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let map: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(map))?;
-    let left = map.keys().count();
-    if left != 0 {
-        return Err(format!("{left} reverse entries outlived their closed sockets").into());
+    let open = |name: &str| -> Result<aya::maps::MapData, Failed> {
+        let path = bpffs.path.join(name);
+        aya::maps::MapData::from_pin(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()).into())
+    };
+    let conns: aya::maps::HashMap<_, u64, LbSockConn> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_SOCK_CONN)?))?;
+    let sends: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_REVERSE_SK)?))?;
+    let left = (conns.keys().count(), sends.keys().count());
+    if left != (0, 0) {
+        return Err(format!(
+            "entries outlived their closed sockets: {} connected sockets', {} sends'",
+            left.0, left.1
+        )
+        .into());
     }
     Ok(())
 }

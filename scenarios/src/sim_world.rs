@@ -411,14 +411,16 @@ impl World for SimWorld {
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.sim(node)?;
-        let dst = sim.connect(&sock, call.to);
-        // The peer as netsim's client reads it: recvfrom's source on an unconnected UDP
-        // socket (the recvmsg hook), getpeername otherwise.
+        // An unconnected UDP socket's datagram goes through sendmsg; the peer as netsim's
+        // client reads it is recvfrom's source (the recvmsg hook), getpeername otherwise.
         let peer_name = if call.transport == Transport::UdpUnconnected {
-            sim.peer_name(&sock, dst)
+            let dst = sim.sendmsg(&sock, call.to);
+            (dst, sim.peer_name(&sock, dst))
         } else {
-            sim.getpeername(&sock, dst)
+            let dst = sim.connect(&sock, call.to);
+            (dst, sim.getpeername(&sock, dst))
         };
+        let (dst, peer_name) = peer_name;
         Ok(self.answer(&call.from, dst, call.transport, peer_name))
     }
 

@@ -8,8 +8,9 @@
 
 #include "lb_sock.h"
 
-/* Forward translation (connect, sendmsg: where is the socket going). The reverse entry is
- * written only once the new destination is in the context; `connect` is 1 for connect. */
+/* Forward translation (connect, sendmsg: where is the socket going). What the socket asked for
+ * is remembered only once the new destination is in the context; `connect` is 1 for connect,
+ * where a socket that goes somewhere untranslated forgets an earlier connect's translation. */
 #define SOCK_FWD_HOOK(section, name, load, store, connect)                                 \
 	SEC(section)                                                                            \
 	int name(struct bpf_sock_addr *ctx)                                                     \
@@ -20,6 +21,8 @@
 		load(ctx, &dst);                                                                \
 		if (sock_xlate_fwd(ctx, proto, &dst, &fwd) && store(ctx, &dst))                 \
 			sock_xlate_fwd_done(ctx, proto, &dst, &fwd, connect);                   \
+		else if (connect)                                                               \
+			sock_forget_conn(ctx);                                                  \
 		return SYS_PROCEED;                                                             \
 	}
 
@@ -60,7 +63,7 @@ SOCK_REV_HOOK("cgroup/getpeername6", lb_sock6_getpeername, sock6_load, sock6_sto
 
 SOCK_BIND_HOOK("cgroup/bind6", lb_sock6_bind, sock6_load)
 
-/* Socket close: forget the reverse entry of the socket's last connect (Linux 5.9). */
+/* Socket close: forget what the socket's connect kept (Linux 5.9). */
 SEC("cgroup/sock_release")
 int lb_sock_release(struct bpf_sock *ctx)
 {

@@ -175,7 +175,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
         hooks.sock_release = false;
         degrade(
             Feature::CgroupSockRelease.to_string(),
-            "closed sockets' reverse entries are left to the LRU map to evict",
+            "closed sockets' entries are left to the LRU map to evict",
         );
     }
     let netns_cookies = features.has(Feature::NetnsCookieHelper);

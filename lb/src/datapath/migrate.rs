@@ -5,7 +5,8 @@
 //!    programs keep using the map, and the name is free for a fresh one.
 //! 2. The loader creates the fresh maps and pins them by name; every entry of the old maps is
 //!    copied in before a new program is attached, so the new programs find every service,
-//!    backend, node address, socket reverse entry and affinity.
+//!    backend, node address, connected socket's translation, socket reverse entry and
+//!    affinity.
 //! 3. Once the new links are attached and the old ones detached (nothing writes the old maps
 //!    any more), what the old programs wrote meanwhile (reverse entries of sockets connected
 //!    in between, affinity) is copied too, never overwriting a newer entry, and the old pins
@@ -23,8 +24,8 @@ use aya::maps::{HashMap, Map, MapData, MapError, MapType};
 use aya::{Ebpf, Pod};
 use ebpf::maps::{
     LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbLocalAddr, LbReverseNat, LbService,
-    LbSockKey, LbSockValue, LB_AFFINITY, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT,
-    LB_REVERSE_SK, LB_SERVICES, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
+    LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT,
+    LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
 use super::pin_paths::remove_if_present;
@@ -283,6 +284,7 @@ macro_rules! by_types {
             LB_BACKENDS => $f::<u32, LbBackend>($name, $($arg),*),
             LB_REVERSE_NAT => $f::<u16, LbReverseNat>($name, $($arg),*),
             LB_REVERSE_SK => $f::<LbSockKey, LbSockValue>($name, $($arg),*),
+            LB_SOCK_CONN => $f::<u64, LbSockConn>($name, $($arg),*),
             LB_AFFINITY => $f::<LbAffinityKey, LbAffinityValue>($name, $($arg),*),
             LB_LOCAL_ADDRS => $f::<LbAddr, LbLocalAddr>($name, $($arg),*),
             _ => Ok(Default::default()),

@@ -21,5 +21,5 @@ pub use kernel::{ApplyReport, ServiceMaps};
 pub use migrate::{expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR};
 pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
-pub use removed::{canonical, reverse_key, reverse_key_socket, RemovedBackends};
+pub use removed::{canonical, reverse_key, reverse_key_of, reverse_key_socket, RemovedBackends};
 pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};

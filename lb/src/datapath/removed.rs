@@ -48,6 +48,17 @@ pub fn reverse_key(cookie: u64, backend: SocketAddr) -> ebpf::maps::LbSockKey {
     }
 }
 
+/// The `lb_reverse_sk_v1`-style key of a connected socket's `lb_sock_conn_v1` entry: the socket
+/// and the backend its connect went to.
+pub fn reverse_key_of(cookie: u64, conn: &ebpf::maps::LbSockConn) -> ebpf::maps::LbSockKey {
+    ebpf::maps::LbSockKey {
+        cookie,
+        address: conn.backend,
+        port: conn.backend_port,
+        pad: [0; 6],
+    }
+}
+
 /// `(socket cookie, backend)` of a reverse-map key, the backend in canonical form.
 pub fn reverse_key_socket(key: &ebpf::maps::LbSockKey) -> (u64, SocketAddr) {
     let ip = IpAddr::from(key.address);

@@ -11,8 +11,8 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{
-    LbAddr, LbLocalAddr, LbSockKey, LbSockValue, LB_AFFINITY_MATCH, LB_BACKENDS, LB_LOCAL_ADDRS,
-    LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, SOCK_LB_SIZED_MAPS,
+    LbAddr, LbLocalAddr, LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY_MATCH, LB_BACKENDS,
+    LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, SOCK_LB_SIZED_MAPS,
 };
 
 use super::migrate::Migration;
@@ -248,43 +248,76 @@ impl SockLb {
         ))
     }
 
-    /// `(socket cookie, backend)` of every socket the hooks translated and still remember (the
-    /// keys of `lb_reverse_sk_v1`), backends in canonical form.
+    /// `(socket cookie, backend)` of every socket the hooks translated and still remember:
+    /// connected sockets (`lb_sock_conn_v1`) and unconnected sends (the keys of
+    /// `lb_reverse_sk_v1`), backends in canonical form.
     pub fn translated_sockets(
         &mut self,
     ) -> Result<std::collections::HashSet<(u64, std::net::SocketAddr)>, DatapathError> {
-        let failed = |source| DatapathError::Map {
-            map: LB_REVERSE_SK,
-            source,
-        };
-        self.reverse_map()?
-            .keys()
-            .map(|key| Ok(super::reverse_key_socket(&key.map_err(failed)?)))
-            .collect()
+        let mut out = std::collections::HashSet::new();
+        for entry in self.conn_map()?.iter() {
+            let (cookie, conn) = entry.map_err(failed(LB_SOCK_CONN))?;
+            out.insert(super::reverse_key_socket(&super::reverse_key_of(
+                cookie, &conn,
+            )));
+        }
+        for key in self.reverse_map()?.keys() {
+            out.insert(super::reverse_key_socket(
+                &key.map_err(failed(LB_REVERSE_SK))?,
+            ));
+        }
+        Ok(out)
     }
 
-    /// Deletes the reverse entries of these `(socket cookie, backend)` pairs (sockets the agent
-    /// destroyed); entries already gone are fine.
+    /// Deletes what the hooks remember of these `(socket cookie, backend)` pairs (sockets the
+    /// agent destroyed); entries already gone are fine.
     pub fn forget_translated(
         &mut self,
         sockets: &[(u64, std::net::SocketAddr)],
     ) -> Result<(), DatapathError> {
-        let failed = |source| DatapathError::Map {
-            map: LB_REVERSE_SK,
-            source,
-        };
-        let mut map = self.reverse_map()?;
-        for (cookie, backend) in sockets {
-            match map.remove(&super::reverse_key(*cookie, *backend)) {
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) => {}
-                other => other.map_err(failed)?,
+        let gone = |r: Result<(), aya::maps::MapError>, map| match r {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) =>
+            {
+                Ok(())
             }
+            other => other.map_err(failed(map)),
+        };
+        let mut conns = self.conn_map()?;
+        for (cookie, backend) in sockets {
+            let key = super::reverse_key(*cookie, *backend);
+            let connected_there = match conns.get(cookie, 0) {
+                Ok(conn) => super::reverse_key_of(*cookie, &conn) == key,
+                Err(_) => false,
+            };
+            if connected_there {
+                gone(conns.remove(cookie), LB_SOCK_CONN)?;
+            }
+        }
+        let mut sends = self.reverse_map()?;
+        for (cookie, backend) in sockets {
+            gone(
+                sends.remove(&super::reverse_key(*cookie, *backend)),
+                LB_REVERSE_SK,
+            )?;
         }
         Ok(())
     }
 
-    /// `lb_reverse_sk_v1`: (socket cookie, backend) -> the frontend the socket asked for.
+    /// `lb_sock_conn_v1`: socket cookie -> where its connect went and what it asked for.
+    fn conn_map(&mut self) -> Result<HashMap<&mut MapData, u64, LbSockConn>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(LB_SOCK_CONN)
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: LB_SOCK_CONN,
+            })?;
+        HashMap::try_from(map).map_err(failed(LB_SOCK_CONN))
+    }
+
+    /// `lb_reverse_sk_v1`: (socket cookie, backend) -> the frontend an unconnected send asked
+    /// for.
     fn reverse_map(
         &mut self,
     ) -> Result<HashMap<&mut MapData, LbSockKey, LbSockValue>, DatapathError> {
@@ -295,10 +328,7 @@ impl SockLb {
                 kind: "map",
                 name: LB_REVERSE_SK,
             })?;
-        HashMap::try_from(map).map_err(|source| DatapathError::Map {
-            map: LB_REVERSE_SK,
-            source,
-        })
+        HashMap::try_from(map).map_err(failed(LB_REVERSE_SK))
     }
 
     /// Makes `lb_local_addrs` hold the node addresses `addrs`, in their order of priority: as
@@ -457,4 +487,9 @@ where
             program: name,
             source,
         })
+}
+
+/// The error of an access to `map`.
+fn failed(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source }
 }

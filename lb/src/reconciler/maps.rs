@@ -20,12 +20,13 @@ pub trait DatapathMaps {
     /// did not fit.
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError>;
 
-    /// `(socket cookie, backend)` of every socket the hooks translated and still remember,
-    /// backends in canonical form (IPv4 never IPv4-mapped).
+    /// `(socket cookie, backend)` of every connected UDP socket the hooks translated (and of
+    /// unconnected sends) that they still remember, backends in canonical form (IPv4 never
+    /// IPv4-mapped).
     fn translated_sockets(&mut self) -> Result<HashSet<(u64, SocketAddr)>, DatapathError>;
 
-    /// Forgets the translation of these sockets (ones the agent destroyed, whose
-    /// `sock_release` can no longer find their entries); entries already gone are fine.
+    /// Forgets the translation of these sockets (ones the agent destroyed, which their
+    /// applications may keep open for long); entries already gone are fine.
     fn forget_translated(&mut self, sockets: &[(u64, SocketAddr)]) -> Result<(), DatapathError>;
 }
 

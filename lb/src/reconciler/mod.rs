@@ -100,8 +100,8 @@ impl Reconciler {
                 let translated = maps.translated_sockets()?;
                 match sweeper.sweep(scope, &removed, &translated) {
                     Ok(destroyed) => {
-                        // The destroy disconnected them, so their sock_release cannot find
-                        // the reverse entries any more: forget them here.
+                        // Their index entries would stay until the applications close the
+                        // destroyed sockets: forget them now.
                         maps.forget_translated(&destroyed)?;
                         destroyed.len()
                     }

@@ -1,13 +1,14 @@
 //! Sockets that lost their destination: a TCP connect the backend refused (the kernel clears
-//! the destination), `connect(AF_UNSPEC)` and a reconnect elsewhere. Their reverse entries must
-//! still go with the socket (`sock_release` finds the key in the socket's storage) or with the
-//! reconnect, never be left to fill the LRU map.
+//! the destination), `connect(AF_UNSPEC)` and a reconnect elsewhere. What their connects
+//! translated must still go with the socket (a connected socket's translation lives in its
+//! storage; `sock_release` finds a UDP socket's index entry through it) or with the reconnect,
+//! never be left to fill the LRU map.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 
-use ebpf::maps::{LbSockKey, LbSockValue, LB_REVERSE_SK};
+use ebpf::maps::{LbSockConn, LbSockKey, LbSockValue, LB_REVERSE_SK, LB_SOCK_CONN};
 use lb::model::L4Protocol;
 use libtest_mimic::Failed;
 
@@ -45,16 +46,26 @@ fn setup_lost(
     Ok((lb, cgroup, bpffs))
 }
 
-/// The frontend ports (host order) of every reverse entry pinned in `bpffs`.
+/// The frontend ports (host order) of everything the hooks remember in `bpffs`: connected
+/// sockets' translations, then unconnected sends'.
 fn reverse_frontend_ports(bpffs: &TestBpffs) -> Result<Vec<u16>, Failed> {
-    let path = bpffs.path.join(LB_REVERSE_SK);
-    let map = aya::maps::MapData::from_pin(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let map: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(map))?;
-    map.iter()
-        .map(|entry| Ok(u16::from_be(entry?.1.port)))
-        .collect()
+    let open = |name: &str| -> Result<aya::maps::MapData, Failed> {
+        let path = bpffs.path.join(name);
+        aya::maps::MapData::from_pin(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()).into())
+    };
+    let conns: aya::maps::HashMap<_, u64, LbSockConn> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_SOCK_CONN)?))?;
+    let sends: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_REVERSE_SK)?))?;
+    let mut ports = Vec::new();
+    for entry in conns.iter() {
+        ports.push(u16::from_be(entry?.1.orig.port));
+    }
+    for entry in sends.iter() {
+        ports.push(u16::from_be(entry?.1.port));
+    }
+    Ok(ports)
 }
 
 fn expect_none_left(bpffs: &TestBpffs, what: &str) -> Result<(), Failed> {
@@ -69,8 +80,8 @@ fn expect_none_left(bpffs: &TestBpffs, what: &str) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Each connect to a ClusterIP whose backend refuses is translated (the entry is written),
-/// then the kernel clears the socket's destination: closing it must still delete the entry.
+/// Each connect to a ClusterIP whose backend refuses is translated, then the kernel clears the
+/// socket's destination: nothing may be left in the LRU map once it is closed.
 pub fn refused_tcp_connect_leaves_no_reverse_entry() -> Result<(), Failed> {
     let (_lb, cgroup, bpffs) = setup_lost("refused")?;
     let lines = super::run_child("tcp-refused", &cgroup.path)?;

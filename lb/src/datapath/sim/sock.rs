@@ -89,16 +89,18 @@ pub struct SockCall {
 /// without a size limit: the kernel evicts the least recently used entries when a map is full,
 /// which depends on its size and on per-CPU LRU lists, so the simulator matches the kernel only
 /// while the maps are not full (`bpf.lbMapMax` is far above what a scenario creates). The
-/// `sock_release` hook's deletion of a closed socket's reverse entry is not modelled either:
-/// an entry keyed by a closed socket's cookie is never looked up again, so it only matters
-/// through that same LRU pressure (the `reverse-nat-after-churn` scenario shows it on the
-/// kernel).
+/// `sock_release` hook's deletion of what a closed socket's connect kept is not modelled either:
+/// state keyed by a closed socket's cookie is never looked up again, so it only matters through
+/// that same LRU pressure (the `reverse-nat-after-churn` scenario shows it on the kernel).
 #[derive(Debug)]
 pub struct SockSim {
     config: SimConfig,
     maps: MapContents,
     local_addrs: BTreeSet<LbAddr>,
+    /// `lb_reverse_sk_v1`: unconnected sends' translations.
     reverse_sk: HashMap<LbSockKey, LbSockValue>,
+    /// `lb_sock_conn_v1`: each connected socket's translation, by socket cookie.
+    connected: HashMap<u64, SockConn>,
     affinity: BTreeMap<LbAffinityKey, LbAffinityValue>,
     /// `bpf_ktime_get_ns`: starts at 0 and moves only by [`SockSim::advance_clock`], where the
     /// kernel's clock moves by itself (so affinity expires only when a scenario says so).
@@ -109,6 +111,24 @@ pub struct SockSim {
     /// The hooks attached to the node's cgroup: `None` with `socketLB.enabled=false`, when
     /// the programs see no socket call; fewer than all on a kernel that lacks some.
     attached: Option<SocketHooks>,
+}
+
+/// `struct lb_sock_conn`: a connected socket's translation.
+#[derive(Clone, Copy, Debug)]
+struct SockConn {
+    backend: LbAddr,
+    backend_port: u16,
+    orig: LbSockValue,
+}
+
+/// The `lb_reverse_sk_v1` key of this socket and backend.
+fn index_key(call: &SockCall, backend: &LbAddr, port: u16) -> LbSockKey {
+    LbSockKey {
+        cookie: call.socket_cookie,
+        address: *backend,
+        port,
+        pad: [0; 6],
+    }
 }
 
 /// A frontend found by `lb_lookup_frontend`: the key it was found under (scope chosen, address
@@ -128,6 +148,7 @@ impl SockSim {
             maps,
             local_addrs: BTreeSet::new(),
             reverse_sk: HashMap::new(),
+            connected: HashMap::new(),
             affinity: BTreeMap::new(),
             now_ns: 0,
             chooser: SeededChooser::new(0),
@@ -184,10 +205,11 @@ impl SockSim {
         std::mem::take(&mut self.events)
     }
 
-    /// connect4/6 and sendmsg4/6 (`sock_xlate_fwd`): where the socket really goes when it asks
-    /// for `dst`. A fresh backend choice uses the simulator's seeded chooser.
+    /// connect4/6 (`sock_xlate_fwd`): where the socket really goes when it connects to `dst`.
+    /// The translation is kept under the socket's cookie until it connects again. A fresh
+    /// backend choice uses the simulator's seeded chooser.
     pub fn connect(&mut self, call: &SockCall, dst: SocketAddr) -> SocketAddr {
-        self.forward(call, dst, None)
+        self.forward_connect(call, dst, None)
     }
 
     /// [`SockSim::connect`] with a fresh choice made by `chooser` (affinity, when it applies,
@@ -198,7 +220,23 @@ impl SockSim {
         dst: SocketAddr,
         chooser: &mut dyn Chooser,
     ) -> SocketAddr {
-        self.forward(call, dst, Some(chooser))
+        self.forward_connect(call, dst, Some(chooser))
+    }
+
+    /// sendmsg4/6 (`sock_xlate_fwd`): where one datagram of an unconnected UDP socket (or one
+    /// sent with an explicit destination) really goes. The translation is kept per destination.
+    pub fn sendmsg(&mut self, call: &SockCall, dst: SocketAddr) -> SocketAddr {
+        self.forward_send(call, dst, None)
+    }
+
+    /// [`SockSim::sendmsg`] with a fresh choice made by `chooser`.
+    pub fn sendmsg_with(
+        &mut self,
+        call: &SockCall,
+        dst: SocketAddr,
+        chooser: &mut dyn Chooser,
+    ) -> SocketAddr {
+        self.forward_send(call, dst, Some(chooser))
     }
 
     /// The addresses a connect to `dst` may go to on a fresh (non-affinity) choice, one per
@@ -254,13 +292,17 @@ impl SockSim {
             return peer;
         }
         let (address, port) = addr::load(peer);
-        let key = LbSockKey {
-            cookie: call.socket_cookie,
-            address,
-            port,
-            pad: [0; 6],
-        };
-        let Some(orig) = self.reverse_sk.get(&key).copied() else {
+        // `sock_lookup_orig`: the connect's translation, else an unconnected send's.
+        let conn = self
+            .connected
+            .get(&call.socket_cookie)
+            .filter(|c| c.backend == address && c.backend_port == port)
+            .map(|c| c.orig);
+        let Some(orig) = conn.or_else(|| {
+            self.reverse_sk
+                .get(&index_key(call, &address, port))
+                .copied()
+        }) else {
             return peer;
         };
         self.trace(call, trace_kind::PRE_XLATE_REV, &address, port);
@@ -313,47 +355,82 @@ impl SockSim {
         Ok(())
     }
 
-    /// `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`.
-    fn forward(
+    /// The connect hook: `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`
+    /// (remembered by socket cookie), or `sock_forget_conn` when nothing was translated.
+    fn forward_connect(
         &mut self,
         call: &SockCall,
         dst: SocketAddr,
         chooser: Option<&mut dyn Chooser>,
     ) -> SocketAddr {
-        let Some(found) = self.forward_frontend(call, dst) else {
+        let Some((to, backend, orig)) = self.translate(call, dst, chooser) else {
+            // `sock_forget_conn`: an earlier connect's translation no longer holds. (The
+            // programs look only when the socket still has a destination, so a TCP socket
+            // whose translated connect failed keeps it; the simulator has no socket state to
+            // tell, and no scenario reconnects a failed socket.)
+            self.connected.remove(&call.socket_cookie);
             return dst;
         };
-        let (dst_address, dst_port) = addr::load(dst);
-        self.trace(call, trace_kind::PRE_XLATE_FWD, &dst_address, dst_port);
-        let Some(backend) = self.select_backend(call, &found, dst, chooser) else {
-            // No backend: leave the address alone, the connection fails as it would.
-            return dst;
-        };
-        // `sock_xlate_fwd_done` runs only once the hook has stored the destination.
-        let Some(to) = addr::stored(dst, &backend.address, backend.port) else {
-            return dst;
-        };
-        let sk = LbSockKey {
-            cookie: call.socket_cookie,
-            address: backend.address,
-            port: backend.port,
-            pad: [0; 6],
-        };
-        self.reverse_sk.insert(
-            sk,
-            LbSockValue {
-                address: dst_address,
-                port: dst_port,
-                rev_nat_index: found.svc.rev_nat_index,
+        // `sock_remember_conn`: a reconnect overwrites what the last connect kept.
+        self.connected.insert(
+            call.socket_cookie,
+            SockConn {
+                backend: backend.address,
+                backend_port: backend.port,
+                orig,
             },
         );
+        self.trace_forwarded(call, &backend);
+        to
+    }
+
+    /// The sendmsg hook: `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`
+    /// (remembered per destination in `lb_reverse_sk`).
+    fn forward_send(
+        &mut self,
+        call: &SockCall,
+        dst: SocketAddr,
+        chooser: Option<&mut dyn Chooser>,
+    ) -> SocketAddr {
+        let Some((to, backend, orig)) = self.translate(call, dst, chooser) else {
+            return dst;
+        };
+        self.reverse_sk
+            .insert(index_key(call, &backend.address, backend.port), orig);
+        self.trace_forwarded(call, &backend);
+        to
+    }
+
+    /// `sock_xlate_fwd` and the hook's store: where `dst` goes, the backend and what the
+    /// socket asked for; `None` when the call is left alone.
+    fn translate(
+        &mut self,
+        call: &SockCall,
+        dst: SocketAddr,
+        chooser: Option<&mut dyn Chooser>,
+    ) -> Option<(SocketAddr, LbBackend, LbSockValue)> {
+        let found = self.forward_frontend(call, dst)?;
+        let (dst_address, dst_port) = addr::load(dst);
+        self.trace(call, trace_kind::PRE_XLATE_FWD, &dst_address, dst_port);
+        // No backend: leave the address alone, the connection fails as it would.
+        let backend = self.select_backend(call, &found, dst, chooser)?;
+        // `sock_xlate_fwd_done` runs only once the hook has stored the destination.
+        let to = addr::stored(dst, &backend.address, backend.port)?;
+        let orig = LbSockValue {
+            address: dst_address,
+            port: dst_port,
+            rev_nat_index: found.svc.rev_nat_index,
+        };
+        Some((to, backend, orig))
+    }
+
+    fn trace_forwarded(&mut self, call: &SockCall, backend: &LbBackend) {
         self.trace(
             call,
             trace_kind::POST_XLATE_FWD,
             &backend.address,
             backend.port,
         );
-        to
     }
 
     /// The frontend a forward translation of `dst` uses, if the call is translated at all.
@@ -635,11 +712,19 @@ impl crate::reconciler::DatapathMaps for SockSim {
     fn translated_sockets(
         &mut self,
     ) -> Result<std::collections::HashSet<(u64, SocketAddr)>, crate::datapath::DatapathError> {
-        Ok(self
+        let connected = self.connected.iter().map(|(&cookie, c)| {
+            crate::datapath::reverse_key_socket(&LbSockKey {
+                cookie,
+                address: c.backend,
+                port: c.backend_port,
+                pad: [0; 6],
+            })
+        });
+        let sends = self
             .reverse_sk
             .keys()
-            .map(crate::datapath::reverse_key_socket)
-            .collect())
+            .map(crate::datapath::reverse_key_socket);
+        Ok(connected.chain(sends).collect())
     }
 
     fn forget_translated(
@@ -647,8 +732,15 @@ impl crate::reconciler::DatapathMaps for SockSim {
         sockets: &[(u64, SocketAddr)],
     ) -> Result<(), crate::datapath::DatapathError> {
         for &(cookie, backend) in sockets {
-            self.reverse_sk
-                .remove(&crate::datapath::reverse_key(cookie, backend));
+            let key = crate::datapath::reverse_key(cookie, backend);
+            let connected_there = self
+                .connected
+                .get(&cookie)
+                .is_some_and(|c| c.backend == key.address && c.backend_port == key.port);
+            if connected_there {
+                self.connected.remove(&cookie);
+            }
+            self.reverse_sk.remove(&key);
         }
         Ok(())
     }

@@ -66,6 +66,12 @@ impl Svc {
         self
     }
 
+    /// A UDP frontend; call before adding backends, which take its protocol.
+    fn udp(mut self) -> Self {
+        self.0.frontend.addr.protocol = L4Protocol::Udp;
+        self
+    }
+
     fn internal(mut self) -> Self {
         self.0.frontend.scope = Scope::Internal;
         self
@@ -151,6 +157,28 @@ fn connecting_to_a_clusterip_reaches_a_backend_and_getpeername_shows_the_service
     let to = s.connect(&tcp(1), sa("10.96.0.1:80"));
     assert!(set(&["127.0.0.2:8080", "127.0.0.3:8080"]).contains(&to));
     assert_eq!(s.peer_name(&tcp(1), to), sa("10.96.0.1:80"));
+}
+
+#[test]
+fn a_socket_reconnected_straight_to_the_backend_no_longer_shows_the_service() {
+    let mut s = sim(vec![web()]);
+    let to = s.connect(&tcp(1), sa("10.96.0.1:80"));
+    assert_eq!(s.peer_name(&tcp(1), to), sa("10.96.0.1:80"));
+    // The same socket connects again, to the backend's own address: no service was asked for.
+    assert_eq!(s.connect(&tcp(1), to), to);
+    assert_eq!(s.peer_name(&tcp(1), to), to);
+}
+
+#[test]
+fn an_unconnected_send_keeps_a_translation_per_destination() {
+    let mut s = sim(vec![svc("10.96.0.10:53", ServiceType::ClusterIP)
+        .udp()
+        .backend("127.0.0.2:5353")]);
+    let to = s.sendmsg(&udp(1), sa("10.96.0.10:53"));
+    assert_eq!(to, sa("127.0.0.2:5353"));
+    // A later connect elsewhere does not make the send's replies show the backend.
+    assert_eq!(s.connect(&udp(1), sa("192.0.2.7:9")), sa("192.0.2.7:9"));
+    assert_eq!(s.peer_name(&udp(1), to), sa("10.96.0.10:53"));
 }
 
 #[test]
