@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap, Map, MapData, MapError, MapType};
 use aya::{Ebpf, Pod};
 use ebpf::maps::{
-    LbAddr, LbAffinityKey, LbAffinityValue, LbBackend, LbKey, LbLocalAddr, LbReverseNat, LbService,
-    LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT,
-    LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
+    LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbKey, LbLocalAddr,
+    LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY, LB_AFFINITY_MATCH,
+    LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN,
+    SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
 use super::pin_paths::remove_if_present;
@@ -286,6 +287,7 @@ macro_rules! by_types {
             LB_REVERSE_SK => $f::<LbSockKey, LbSockValue>($name, $($arg),*),
             LB_SOCK_CONN => $f::<u64, LbSockConn>($name, $($arg),*),
             LB_AFFINITY => $f::<LbAffinityKey, LbAffinityValue>($name, $($arg),*),
+            LB_AFFINITY_MATCH => $f::<LbAffinityMatchKey, u8>($name, $($arg),*),
             LB_LOCAL_ADDRS => $f::<LbAddr, LbLocalAddr>($name, $($arg),*),
             _ => Ok(Default::default()),
         }
@@ -298,6 +300,16 @@ fn count(name: &'static str, map: &Map) -> Result<usize, DatapathError> {
 
 fn copy(name: &'static str, from: &Map, to: &mut Map) -> Result<(), DatapathError> {
     by_types!(name, copy_typed(from, to))
+}
+
+/// Whether a resize copies the map `name` (and counts it against the new size).
+#[cfg(test)]
+fn copied(name: &'static str) -> bool {
+    fn typed<K: Pod, V: Pod>(_: &'static str) -> Result<bool, DatapathError> {
+        Ok(size_of::<K>() + size_of::<V>() > 0)
+    }
+    let known: Result<bool, DatapathError> = by_types!(name, typed());
+    known.unwrap_or(false)
 }
 
 fn count_typed<K: Pod, V: Pod>(name: &'static str, map: &Map) -> Result<usize, DatapathError> {
@@ -341,4 +353,21 @@ pub fn remove_migration_leftovers(pin_dir: &Path) -> Result<Vec<PathBuf>, Datapa
     }
     remove_if_present(dir, |p| std::fs::remove_dir(p), &mut removed)?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod copy_table_tests {
+    use super::*;
+
+    /// A map `bpf.lbMapMax` sizes is replaced on a resize: one the copy table does not name
+    /// would come back empty (the connected sockets' map once did, and their getpeername showed
+    /// the backend), and its entries would not be counted against the new size.
+    #[test]
+    fn every_map_a_resize_replaces_is_copied() {
+        let missing: Vec<&str> = SOCK_LB_SIZED_MAPS
+            .into_iter()
+            .filter(|name| !copied(name))
+            .collect();
+        assert!(missing.is_empty(), "not copied on a resize: {missing:?}");
+    }
 }
