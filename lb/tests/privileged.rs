@@ -272,10 +272,9 @@ fn netns_cookie_probe() -> Result<(), Failed> {
     }
 }
 
-/// Once the child's sockets are closed, nothing they translated is left: sock_release deleted
-/// what each connected socket kept under its cookie (the map holds live sockets only), and no
-/// send wrote an entry (the sends here either go nowhere translated or are checked elsewhere).
-fn expect_no_reverse_entries(bpffs: &TestBpffs) -> Result<(), Failed> {
+/// The frontend ports (host order) of what the hooks remember in `bpffs`: of connected
+/// sockets' translations (`lb_sock_conn_v1`), and of unconnected sends' (`lb_reverse_sk_v1`).
+fn remembered_frontend_ports(bpffs: &TestBpffs) -> Result<(Vec<u16>, Vec<u16>), Failed> {
     let open = |name: &str| -> Result<aya::maps::MapData, Failed> {
         let path = bpffs.path.join(name);
         aya::maps::MapData::from_pin(&path)
@@ -285,11 +284,26 @@ fn expect_no_reverse_entries(bpffs: &TestBpffs) -> Result<(), Failed> {
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_SOCK_CONN)?))?;
     let sends: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_REVERSE_SK)?))?;
-    let left = (conns.keys().count(), sends.keys().count());
-    if left != (0, 0) {
+    let connected = conns
+        .iter()
+        .map(|entry| Ok(u16::from_be(entry?.1.orig.port)))
+        .collect::<Result<_, Failed>>()?;
+    let sent = sends
+        .iter()
+        .map(|entry| Ok(u16::from_be(entry?.1.port)))
+        .collect::<Result<_, Failed>>()?;
+    Ok((connected, sent))
+}
+
+/// Once the child's sockets are closed, nothing they translated is left: sock_release deleted
+/// what each connected socket kept under its cookie (the map holds live sockets only), and no
+/// send wrote an entry (the sends here either go nowhere translated or are checked elsewhere).
+fn expect_no_reverse_entries(bpffs: &TestBpffs) -> Result<(), Failed> {
+    let (connected, sent) = remembered_frontend_ports(bpffs)?;
+    if !(connected.is_empty() && sent.is_empty()) {
         return Err(format!(
-            "entries outlived their closed sockets: {} connected sockets', {} sends'",
-            left.0, left.1
+            "entries outlived their closed sockets: connected sockets' for frontend ports \
+             {connected:?}, sends' for {sent:?}"
         )
         .into());
     }

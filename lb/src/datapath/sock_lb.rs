@@ -306,14 +306,7 @@ impl SockLb {
 
     /// `lb_sock_conn_v1`: socket cookie -> where its connect went and what it asked for.
     fn conn_map(&mut self) -> Result<HashMap<&mut MapData, u64, LbSockConn>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(LB_SOCK_CONN)
-            .ok_or(DatapathError::Missing {
-                kind: "map",
-                name: LB_SOCK_CONN,
-            })?;
-        HashMap::try_from(map).map_err(failed(LB_SOCK_CONN))
+        self.hash_map(LB_SOCK_CONN)
     }
 
     /// `lb_reverse_sk_v1`: (socket cookie, backend) -> the frontend an unconnected send asked
@@ -321,14 +314,19 @@ impl SockLb {
     fn reverse_map(
         &mut self,
     ) -> Result<HashMap<&mut MapData, LbSockKey, LbSockValue>, DatapathError> {
+        self.hash_map(LB_REVERSE_SK)
+    }
+
+    /// The (LRU) hash map `name` of the loaded object, typed.
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, DatapathError> {
         let map = self
             .ebpf
-            .map_mut(LB_REVERSE_SK)
-            .ok_or(DatapathError::Missing {
-                kind: "map",
-                name: LB_REVERSE_SK,
-            })?;
-        HashMap::try_from(map).map_err(failed(LB_REVERSE_SK))
+            .map_mut(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })?;
+        HashMap::try_from(map).map_err(failed(name))
     }
 
     /// Makes `lb_local_addrs` hold the node addresses `addrs`, in their order of priority: as

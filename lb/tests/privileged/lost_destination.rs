@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 
-use ebpf::maps::{LbSockConn, LbSockKey, LbSockValue, LB_REVERSE_SK, LB_SOCK_CONN};
 use lb::model::L4Protocol;
 use libtest_mimic::Failed;
 
@@ -49,22 +48,8 @@ fn setup_lost(
 /// The frontend ports (host order) of everything the hooks remember in `bpffs`: connected
 /// sockets' translations, then unconnected sends'.
 fn reverse_frontend_ports(bpffs: &TestBpffs) -> Result<Vec<u16>, Failed> {
-    let open = |name: &str| -> Result<aya::maps::MapData, Failed> {
-        let path = bpffs.path.join(name);
-        aya::maps::MapData::from_pin(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()).into())
-    };
-    let conns: aya::maps::HashMap<_, u64, LbSockConn> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_SOCK_CONN)?))?;
-    let sends: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_REVERSE_SK)?))?;
-    let mut ports = Vec::new();
-    for entry in conns.iter() {
-        ports.push(u16::from_be(entry?.1.orig.port));
-    }
-    for entry in sends.iter() {
-        ports.push(u16::from_be(entry?.1.port));
-    }
+    let (mut ports, sent) = super::remembered_frontend_ports(bpffs)?;
+    ports.extend(sent);
     Ok(ports)
 }
 

@@ -209,7 +209,7 @@ impl SockSim {
     /// The translation is kept under the socket's cookie until it connects again. A fresh
     /// backend choice uses the simulator's seeded chooser.
     pub fn connect(&mut self, call: &SockCall, dst: SocketAddr) -> SocketAddr {
-        self.forward_connect(call, dst, None)
+        self.forward(call, dst, None, true)
     }
 
     /// [`SockSim::connect`] with a fresh choice made by `chooser` (affinity, when it applies,
@@ -220,13 +220,13 @@ impl SockSim {
         dst: SocketAddr,
         chooser: &mut dyn Chooser,
     ) -> SocketAddr {
-        self.forward_connect(call, dst, Some(chooser))
+        self.forward(call, dst, Some(chooser), true)
     }
 
     /// sendmsg4/6 (`sock_xlate_fwd`): where one datagram of an unconnected UDP socket (or one
     /// sent with an explicit destination) really goes. The translation is kept per destination.
     pub fn sendmsg(&mut self, call: &SockCall, dst: SocketAddr) -> SocketAddr {
-        self.forward_send(call, dst, None)
+        self.forward(call, dst, None, false)
     }
 
     /// [`SockSim::sendmsg`] with a fresh choice made by `chooser`.
@@ -236,7 +236,7 @@ impl SockSim {
         dst: SocketAddr,
         chooser: &mut dyn Chooser,
     ) -> SocketAddr {
-        self.forward_send(call, dst, Some(chooser))
+        self.forward(call, dst, Some(chooser), false)
     }
 
     /// The addresses a connect to `dst` may go to on a fresh (non-affinity) choice, one per
@@ -355,49 +355,44 @@ impl SockSim {
         Ok(())
     }
 
-    /// The connect hook: `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`
-    /// (remembered by socket cookie), or `sock_forget_conn` when nothing was translated.
-    fn forward_connect(
+    /// The connect and sendmsg hooks: `sock_xlate_fwd`, the hook's store, then
+    /// `sock_xlate_fwd_done`, which remembers a connect's translation by socket cookie and a
+    /// send's per destination; or, for a connect that is not translated, `sock_forget_conn`.
+    fn forward(
         &mut self,
         call: &SockCall,
         dst: SocketAddr,
         chooser: Option<&mut dyn Chooser>,
+        connect: bool,
     ) -> SocketAddr {
         let Some((to, backend, orig)) = self.translate(call, dst, chooser) else {
-            // `sock_forget_conn`: an earlier connect's translation no longer holds. (The
-            // programs look only when the socket still has a destination, so a TCP socket
-            // whose translated connect failed keeps it; the simulator has no socket state to
-            // tell, and no scenario reconnects a failed socket.)
-            self.connected.remove(&call.socket_cookie);
+            if connect {
+                // An earlier connect's translation no longer holds. (The programs look only
+                // when the socket still has a destination, so a TCP socket whose translated
+                // connect failed keeps it; the simulator has no socket state to tell, and no
+                // scenario reconnects a failed socket.)
+                self.connected.remove(&call.socket_cookie);
+            }
             return dst;
         };
-        // `sock_remember_conn`: a reconnect overwrites what the last connect kept.
-        self.connected.insert(
-            call.socket_cookie,
-            SockConn {
+        if connect {
+            // A reconnect overwrites what the last connect kept.
+            let conn = SockConn {
                 backend: backend.address,
                 backend_port: backend.port,
                 orig,
-            },
+            };
+            self.connected.insert(call.socket_cookie, conn);
+        } else {
+            self.reverse_sk
+                .insert(index_key(call, &backend.address, backend.port), orig);
+        }
+        self.trace(
+            call,
+            trace_kind::POST_XLATE_FWD,
+            &backend.address,
+            backend.port,
         );
-        self.trace_forwarded(call, &backend);
-        to
-    }
-
-    /// The sendmsg hook: `sock_xlate_fwd`, the hook's store, then `sock_xlate_fwd_done`
-    /// (remembered per destination in `lb_reverse_sk`).
-    fn forward_send(
-        &mut self,
-        call: &SockCall,
-        dst: SocketAddr,
-        chooser: Option<&mut dyn Chooser>,
-    ) -> SocketAddr {
-        let Some((to, backend, orig)) = self.translate(call, dst, chooser) else {
-            return dst;
-        };
-        self.reverse_sk
-            .insert(index_key(call, &backend.address, backend.port), orig);
-        self.trace_forwarded(call, &backend);
         to
     }
 
@@ -422,15 +417,6 @@ impl SockSim {
             rev_nat_index: found.svc.rev_nat_index,
         };
         Some((to, backend, orig))
-    }
-
-    fn trace_forwarded(&mut self, call: &SockCall, backend: &LbBackend) {
-        self.trace(
-            call,
-            trace_kind::POST_XLATE_FWD,
-            &backend.address,
-            backend.port,
-        );
     }
 
     /// The frontend a forward translation of `dst` uses, if the call is translated at all.
