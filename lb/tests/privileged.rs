@@ -54,7 +54,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 15] = [
+    let tests: [(&str, TestFn); 16] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -86,6 +86,10 @@ fn main() {
         (
             "sock_lb::a_udp_reconnect_keeps_only_the_new_services_entry_and_none_after_close",
             lost_destination::reconnect_keeps_only_the_new_entry,
+        ),
+        (
+            "sock_lb::a_udp_socket_reconnected_straight_to_a_backend_shows_that_backend",
+            lost_destination::reconnect_straight_to_a_backend_shows_it,
         ),
         (
             "host::the_bpf_netns_cookie_probe_agrees_with_so_netns_cookie",

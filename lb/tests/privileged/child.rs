@@ -39,6 +39,7 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
         "tcp-refused" => tcp_refused(),
         "udp-unspec" => udp_unspec(),
         "udp-reconnect" => udp_reconnect(),
+        "udp-reconnect-direct" => udp_reconnect_direct(),
         "udp-untranslated" => {
             let socket = UdpSocket::bind("127.0.0.1:0")?;
             match socket.send_to(b"ping", SocketAddrV4::new(SERVICE_IP, 53)) {
@@ -255,5 +256,21 @@ fn udp_reconnect() -> Result<(), Box<dyn std::error::Error>> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     drop(socket);
+    Ok(())
+}
+
+/// For each backend of service A (port 53), [`lost_destination::DIRECT_ROUNDS`] times: a UDP
+/// socket connected to the service, then straight to that backend; prints
+/// `udp-direct BACKEND PEER` with what getpeername shows. Some of the service connects went to
+/// the backend the socket then reconnects to.
+fn udp_reconnect_direct() -> Result<(), Box<dyn std::error::Error>> {
+    for backend in super::v4_backends(5353) {
+        for _ in 0..lost_destination::DIRECT_ROUNDS {
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            socket.connect(SocketAddrV4::new(SERVICE_IP, 53))?;
+            socket.connect(backend)?;
+            println!("udp-direct {backend} {}", socket.peer_addr()?);
+        }
+    }
     Ok(())
 }

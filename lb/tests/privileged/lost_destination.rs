@@ -22,6 +22,10 @@ const REFUSING_BACKEND: (Ipv4Addr, u16) = (Ipv4Addr::new(127, 0, 0, 2), 9);
 pub const SECOND_UDP_PORT: u16 = 55;
 /// How many sockets the child opens in the refused and AF_UNSPEC cases.
 pub const SOCKETS: usize = 3;
+/// Sockets per backend in the straight-reconnect case: each one's service connect picks the
+/// backend it then reconnects to with probability 1/backends, so with 2 backends all 20 miss
+/// it with probability 2^-20.
+pub const DIRECT_ROUNDS: usize = 10;
 
 /// The test services plus the refusing TCP service and the second UDP service.
 fn setup_lost(
@@ -125,4 +129,24 @@ pub fn reconnect_keeps_only_the_new_entry() -> Result<(), Failed> {
         return Err(format!("child udp-reconnect failed ({status})").into());
     }
     expect_none_left(&bpffs, "reconnect then close")
+}
+
+/// A UDP socket connected to the service and then straight to a backend asked for no service
+/// the second time: getpeername shows the backend, also when it is the one the service had
+/// chosen (whose translation the first connect kept: before, getpeername showed the service).
+pub fn reconnect_straight_to_a_backend_shows_it() -> Result<(), Failed> {
+    let (_lb, cgroup, bpffs) = setup_lost("direct")?;
+    let lines = super::run_child("udp-reconnect-direct", &cgroup.path)?;
+    let records = super::records(&lines, "udp-direct");
+    if records.len() != super::v4_backends(5353).len() * DIRECT_ROUNDS {
+        return Err(format!("expected one record per backend, the child said {lines:?}").into());
+    }
+    if let Some(r) = records.iter().find(|r| r[0] != r[1]) {
+        return Err(format!(
+            "a socket reconnected straight to {} shows {} through getpeername",
+            r[0], r[1]
+        )
+        .into());
+    }
+    expect_none_left(&bpffs, "direct reconnects then close")
 }
