@@ -413,14 +413,13 @@ impl World for SimWorld {
         let sim = self.sim(node)?;
         // An unconnected UDP socket's datagram goes through sendmsg; the peer as netsim's
         // client reads it is recvfrom's source (the recvmsg hook), getpeername otherwise.
-        let peer_name = if call.transport == Transport::UdpUnconnected {
+        let (dst, peer_name) = if call.transport == Transport::UdpUnconnected {
             let dst = sim.sendmsg(&sock, call.to);
             (dst, sim.peer_name(&sock, dst))
         } else {
             let dst = sim.connect(&sock, call.to);
             (dst, sim.getpeername(&sock, dst))
         };
-        let (dst, peer_name) = peer_name;
         Ok(self.answer(&call.from, dst, call.transport, peer_name))
     }
 
