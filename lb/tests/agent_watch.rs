@@ -50,14 +50,50 @@ fn main() {
 struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn new() -> std::io::Result<Self> {
-        Self::named("watch")
-    }
-
     fn named(tag: &str) -> std::io::Result<Self> {
         let path = std::env::temp_dir().join(format!("lb-agent-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(path.join("manifests"))?;
         Ok(ScratchDir(path))
+    }
+}
+
+/// A netsim node for one agent test, with its bpffs and a scratch directory holding
+/// `manifests/` (the Node object, with the node's InternalIP, already in it) and `state/`.
+/// Fields drop in order: the scratch directory and the bpffs before the node and its topology.
+struct AgentNode {
+    scratch: ScratchDir,
+    bpffs: TestBpffs,
+    node: netsim::Node,
+    topology: Topology,
+    manifests: PathBuf,
+    state_dir: PathBuf,
+    pin_dir: PathBuf,
+}
+
+impl AgentNode {
+    /// Node `tag` at `address`/24; the bpffs and scratch directory are named after it.
+    fn new(tag: &str, address: &str) -> Result<Self, Failed> {
+        let mut topology = Topology::new()?;
+        let node = topology.add_node(NodeSpec::new(tag).eth0(format!("{address}/24").parse()?))?;
+        let bpffs = TestBpffs::new(&format!("agent-{tag}"))?;
+        let scratch = ScratchDir::named(tag)?;
+        let manifests = scratch.0.join("manifests");
+        std::fs::write(
+            manifests.join("node.yaml"),
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {tag}}}\n\
+                 status: {{addresses: [{{type: InternalIP, address: {address}}}]}}\n"
+            ),
+        )?;
+        Ok(AgentNode {
+            state_dir: scratch.0.join("state"),
+            pin_dir: bpffs.path.join(lb::agent::PIN_SUBDIR),
+            manifests,
+            scratch,
+            bpffs,
+            node,
+            topology,
+        })
     }
 }
 
@@ -118,21 +154,19 @@ fn wait_programmed(pin_dir: &Path, want: &[(&str, usize)], after: &str) -> Resul
 }
 
 fn follows_the_manifest_directory() -> Result<(), Failed> {
-    let mut topology = Topology::new()?;
-    let node = topology.add_node(NodeSpec::new("watch").eth0("192.168.77.11/24".parse()?))?;
-    let bpffs = TestBpffs::new("agent-watch")?;
-    let scratch = ScratchDir::new()?;
-    let manifests = scratch.0.join("manifests");
-    let state_dir = scratch.0.join("state");
-    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+        ..
+    } = AgentNode::new("watch", "192.168.77.11")?;
     std::fs::write(
         scratch.0.join("values.yaml"),
         "kubeProxyReplacement: true\n",
-    )?;
-    std::fs::write(
-        manifests.join("node.yaml"),
-        "apiVersion: v1\nkind: Node\nmetadata: {name: watch}\n\
-         status: {addresses: [{type: InternalIP, address: 192.168.77.11}]}\n",
     )?;
     let a = manifests.join("a.yaml");
     let b = manifests.join("b.yaml");
@@ -247,17 +281,15 @@ const EXTRA_ADDRS: usize = 1200;
 /// services and the addresses that fit, exits 0, logs the full map naming it and the option,
 /// and `lbctl status` reports the count.
 fn many_node_addresses() -> Result<(), Failed> {
-    let mut topology = Topology::new()?;
-    let node = topology.add_node(NodeSpec::new("addrs").eth0("192.168.78.11/24".parse()?))?;
-    let bpffs = TestBpffs::new("agent-addrs")?;
-    let scratch = ScratchDir::named("addrs")?;
-    let manifests = scratch.0.join("manifests");
-    let state_dir = scratch.0.join("state");
-    std::fs::write(
-        manifests.join("node.yaml"),
-        "apiVersion: v1\nkind: Node\nmetadata: {name: addrs}\n\
-         status: {addresses: [{type: InternalIP, address: 192.168.78.11}]}\n",
-    )?;
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch,
+        manifests,
+        state_dir,
+        ..
+    } = AgentNode::new("addrs", "192.168.78.11")?;
     std::fs::write(
         manifests.join("a.yaml"),
         service_yaml("a", "10.96.0.10", &["10.0.1.5"]),
@@ -343,22 +375,19 @@ fn many_node_addresses() -> Result<(), Failed> {
 /// maps keeping the services; one below what they hold is refused naming the option, and the
 /// maps stay as they were.
 fn lb_map_max_on_restart() -> Result<(), Failed> {
-    let mut topology = Topology::new()?;
-    let node = topology.add_node(NodeSpec::new("resize").eth0("192.168.79.11/24".parse()?))?;
-    let bpffs = TestBpffs::new("agent-resize")?;
-    let scratch = ScratchDir::named("resize")?;
-    let manifests = scratch.0.join("manifests");
-    let state_dir = scratch.0.join("state");
-    std::fs::write(
-        manifests.join("node.yaml"),
-        "apiVersion: v1\nkind: Node\nmetadata: {name: resize}\n\
-         status: {addresses: [{type: InternalIP, address: 192.168.79.11}]}\n",
-    )?;
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("resize", "192.168.79.11")?;
     std::fs::write(
         manifests.join("a.yaml"),
         service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),
     )?;
-    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
     let run = |map_max: u32| -> Result<std::process::Output, Failed> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
         cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
@@ -465,18 +494,16 @@ fn wait_for_text(file: &Path, text: &str, what: &str) -> Result<String, Failed> 
 /// Defect 12: a second agent with the same state and pin directories waits for the first
 /// (which keeps the pins and links to itself), and adopts once the first is killed.
 fn second_agent_waits_for_the_first() -> Result<(), Failed> {
-    let mut topology = Topology::new()?;
-    let node = topology.add_node(NodeSpec::new("lock").eth0("192.168.77.12/24".parse()?))?;
-    let bpffs = TestBpffs::new("agent-lock")?;
-    let scratch = ScratchDir::named("lock")?;
-    let manifests = scratch.0.join("manifests");
-    let state_dir = scratch.0.join("state");
-    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
-    std::fs::write(
-        manifests.join("node.yaml"),
-        "apiVersion: v1\nkind: Node\nmetadata: {name: lock}\n\
-         status: {addresses: [{type: InternalIP, address: 192.168.77.12}]}\n",
-    )?;
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+        ..
+    } = AgentNode::new("lock", "192.168.77.12")?;
     std::fs::write(
         manifests.join("a.yaml"),
         service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),

@@ -249,6 +249,19 @@ fn expect_balanced(
     Ok(())
 }
 
+/// The child's TCP connections to the test service from the cgroup at `cgroup`: each answered
+/// by one of its backends, every backend used, getpeername showing the service.
+fn expect_tcp_balanced(cgroup: &Path) -> Result<(), Failed> {
+    let lines = run_child("tcp", cgroup)?;
+    expect_balanced(
+        &lines,
+        "tcp",
+        &v4_backends(8080),
+        SocketAddr::from((SERVICE_IP, 80)),
+        "getpeername",
+    )
+}
+
 /// The IPv4 backends on `port`.
 fn v4_backends(port: u16) -> Vec<SocketAddr> {
     BACKENDS
@@ -339,14 +352,7 @@ fn unstorable_translation() -> Result<(), Failed> {
 
 fn clusterip_tcp() -> Result<(), Failed> {
     let (_lb, cgroup, bpffs) = setup("tcp", BOTH)?;
-    let lines = run_child("tcp", &cgroup.path)?;
-    expect_balanced(
-        &lines,
-        "tcp",
-        &v4_backends(8080),
-        SocketAddr::from((SERVICE_IP, 80)),
-        "getpeername",
-    )?;
+    expect_tcp_balanced(&cgroup.path)?;
     expect_no_reverse_entries(&bpffs)
 }
 
@@ -380,14 +386,7 @@ fn tcp_only_protocols() -> Result<(), Failed> {
             )
         }
     }
-    let tcp = run_child("tcp", &cgroup.path)?;
-    expect_balanced(
-        &tcp,
-        "tcp",
-        &v4_backends(8080),
-        SocketAddr::from((SERVICE_IP, 80)),
-        "getpeername",
-    )
+    expect_tcp_balanced(&cgroup.path)
 }
 
 fn ipv6_clusterip_tcp() -> Result<(), Failed> {
@@ -534,12 +533,5 @@ fn many_node_addresses() -> Result<(), Failed> {
     if again.changed != 0 {
         return Err(format!("an unchanged address list rewrote entries: {again:?}").into());
     }
-    let tcp = run_child("tcp", &cgroup.path)?;
-    expect_balanced(
-        &tcp,
-        "tcp",
-        &v4_backends(8080),
-        SocketAddr::from((SERVICE_IP, 80)),
-        "getpeername",
-    )
+    expect_tcp_balanced(&cgroup.path)
 }

@@ -12,7 +12,7 @@ use lb::datapath::{ServiceMaps, SockLb, SockLbConfig};
 use libtest_mimic::Failed;
 use support::TestCgroup;
 
-use super::{expect_balanced, program, run_child, support, test_services, v4_backends, BOTH};
+use super::{expect_tcp_balanced, program, support, test_services, BOTH};
 use super::{CHILD_ROLE, SERVICE_IP};
 
 fn config(map_max: u32) -> SockLbConfig {
@@ -98,14 +98,7 @@ pub fn a_changed_lb_map_max_is_migrated() -> Result<(), Failed> {
     if !held.wait()?.success() {
         return Err("the held connection's child failed".into());
     }
-    let tcp = run_child("tcp", &cgroup.path)?;
-    expect_balanced(
-        &tcp,
-        "tcp",
-        &v4_backends(8080),
-        SocketAddr::from((SERVICE_IP, 80)),
-        "getpeername",
-    )?;
+    expect_tcp_balanced(&cgroup.path)?;
     let leftovers: Vec<_> = std::fs::read_dir(&bpffs.path)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
