@@ -97,6 +97,24 @@ impl AgentNode {
     }
 }
 
+/// `lb-agent` for `node`: its bpffs root, cgroup, manifest directory, node name and state
+/// directory, stdin closed. Each test adds its options, output and log level.
+fn lb_agent(bpffs: &TestBpffs, node: &netsim::Node, manifests: &Path, state_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    cmd.arg("--set")
+        .arg(format!("bpf.root={}", bpffs.path.display()))
+        .arg("--set")
+        .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+        .arg("--manifests")
+        .arg(manifests)
+        .arg("--node")
+        .arg(node.name())
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -175,21 +193,10 @@ fn follows_the_manifest_directory() -> Result<(), Failed> {
         service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),
     )?;
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
     cmd.arg("--values")
         .arg(scratch.0.join("values.yaml"))
-        .arg("--set")
-        .arg(format!("bpf.root={}", bpffs.path.display()))
-        .arg("--set")
-        .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
-        .arg("--manifests")
-        .arg(&manifests)
-        .arg("--node")
-        .arg("watch")
-        .arg("--state-dir")
-        .arg(&state_dir)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let mut agent = node.spawn(cmd)?;
@@ -305,23 +312,15 @@ fn many_node_addresses() -> Result<(), Failed> {
         return Err(format!("adding {EXTRA_ADDRS} addresses failed ({status})").into());
     }
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
     cmd.args([
         "--set",
         "kubeProxyReplacement=true",
         "--set",
         "bpf.lbMapMax=1024",
+        "--once",
     ])
-    .arg("--set")
-    .arg(format!("bpf.root={}", bpffs.path.display()))
-    .arg("--set")
-    .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
-    .arg("--manifests")
-    .arg(&manifests)
-    .args(["--node", "addrs", "--once", "--state-dir"])
-    .arg(&state_dir)
     .env("RUST_LOG", "warn")
-    .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let out = node.spawn(cmd)?.output(Duration::from_secs(60))?;
@@ -389,19 +388,10 @@ fn lb_map_max_on_restart() -> Result<(), Failed> {
         service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),
     )?;
     let run = |map_max: u32| -> Result<std::process::Output, Failed> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
-        cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+        let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+        cmd.args(["--set", "kubeProxyReplacement=true", "--once", "--set"])
             .arg(format!("bpf.lbMapMax={map_max}"))
-            .arg("--set")
-            .arg(format!("bpf.root={}", bpffs.path.display()))
-            .arg("--set")
-            .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
-            .arg("--manifests")
-            .arg(&manifests)
-            .args(["--node", "resize", "--once", "--state-dir"])
-            .arg(&state_dir)
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         Ok(node.spawn(cmd)?.output(Duration::from_secs(60))?)
@@ -509,17 +499,9 @@ fn second_agent_waits_for_the_first() -> Result<(), Failed> {
         service_yaml("a", "10.96.0.10", &["10.0.1.5", "10.0.1.6"]),
     )?;
     let agent = |log: &str| -> Result<netsim::Process, Failed> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
-        cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
-            .arg(format!("bpf.root={}", bpffs.path.display()))
-            .arg("--set")
-            .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
-            .arg("--manifests")
-            .arg(&manifests)
-            .args(["--node", "lock", "--state-dir"])
-            .arg(&state_dir)
+        let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+        cmd.args(["--set", "kubeProxyReplacement=true"])
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(scratch.0.join(log))?);
         Ok(node.spawn(cmd)?)
