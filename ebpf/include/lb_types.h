@@ -48,6 +48,26 @@ enum lb_trace_kind : __u8 {
 	LB_TRACE_POST_XLATE_REV = 4, /* recvmsg/getpeername, after translation */
 };
 
+/* Bits of lb_ct_entry.flags. */
+enum lb_ct_flags : __u8 {
+	LB_CT_REPLY = 1 << 0,   /* translates the replies of a flow (backend -> client) */
+	LB_CT_SNAT = 1 << 1,    /* the backend is on another node: the flow's source is the node's
+				 * and its packets are forwarded by FIB lookup and redirect */
+	LB_CT_CLOSING = 1 << 2, /* a TCP FIN or RST was seen: the entry lives LB_CT_CLOSE_SECS */
+};
+
+/* Indexes of lb_counters (per CPU, summed by lbctl): why the packet programs dropped or
+ * passed a service's packet. */
+enum lb_counter : __u8 {
+	LB_CNT_NO_BACKEND = 0,      /* service without active backends: dropped */
+	LB_CNT_SNAT_EXHAUSTED = 1,  /* no free SNAT port for the flow: dropped */
+	LB_CNT_NO_DEVICE_ADDR = 2,  /* the egress device has no address of the family: dropped */
+	LB_CNT_FIB_FAILED = 3,      /* no route to the backend or client: dropped */
+	LB_CNT_TTL_EXCEEDED = 4,    /* TTL or hop limit would reach 0 when forwarded: dropped */
+	LB_CNT_CT_FULL = 5,         /* a conntrack entry could not be written: dropped */
+	LB_CNT_MAX = 6,             /* number of counters */
+};
+
 /* An IPv6 address, or an IPv4 address mapped into IPv6. */
 union lb_addr {
 	__u8 bytes[16];   /* network order */
@@ -157,6 +177,41 @@ struct lb_trace_sock {
 	enum lb_trace_kind kind; /* LB_TRACE_* */
 	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
 	__u32 cpu;             /* CPU the hook ran on */
+};
+
+/* Key of lb_ct: a packet's addresses and ports as it arrives at the program. */
+struct lb_ct_key {
+	union lb_addr saddr;   /* source */
+	union lb_addr daddr;   /* destination */
+	__be16 sport;          /* source port */
+	__be16 dport;          /* destination port */
+	__u8 proto;            /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad[3];           /* explicit padding, always zero */
+};
+
+/* Value of lb_ct: what a packet with the key's tuple leaves with. Every flow has two entries:
+ * the original direction's (client -> frontend, rewritten to the backend) and the reply's
+ * (backend -> client or the SNAT address, rewritten to frontend -> client, LB_CT_REPLY). Each
+ * entry's rewritten tuple, reversed, is the other's key. */
+struct lb_ct_entry {
+	union lb_addr saddr;   /* new source */
+	union lb_addr daddr;   /* new destination */
+	__be16 sport;          /* new source port */
+	__be16 dport;          /* new destination port */
+	__u16 rev_nat_index;   /* the frontend's id */
+	enum lb_ct_flags flags; /* LB_CT_* */
+	__u8 pad;              /* explicit padding, always zero */
+	__u32 backend_id;      /* the backend chosen (lb_backends key) */
+	__u32 expires;         /* CLOCK_MONOTONIC second after which the entry is stale */
+};
+
+/* Value of lb_devices, keyed by a __u32 ifindex: a device that leads to other nodes and to
+ * external clients (the `devices` option), with the node's addresses on it, the source of
+ * SNATed flows that leave through it. */
+struct lb_device {
+	union lb_addr addr4;   /* IPv4 address (mapped); zero when it has none */
+	union lb_addr addr6;   /* IPv6 address; zero when it has none */
+	__u32 flags;           /* reserved, zero */
 };
 
 #endif /* LB_TYPES_H */

@@ -55,3 +55,20 @@ pub const SOCK_LB_PROGRAMS: &[(&str, &str)] = &[
 /// The `cgroup/sock_release` program of [`sock_lb_object`] (a `BPF_PROG_TYPE_CGROUP_SOCK`, not a
 /// sock_addr hook): it forgets a closing socket's reverse-translation entry.
 pub const SOCK_LB_RELEASE_PROGRAM: (&str, &str) = ("lb_sock_release", "sock_release");
+
+static NODEPORT: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/nodeport.o")),
+};
+
+/// The packet datapath: tc programs for NodePort, LoadBalancer and externalIPs frontends on
+/// the NodePort devices, with connection tracking and SNAT, over the maps shared with
+/// [`sock_lb_object`] and those of `lb_pkt_maps.h`.
+pub fn nodeport_object() -> &'static [u8] {
+    &NODEPORT.bytes
+}
+
+/// The tc programs of [`nodeport_object`]: on every NodePort device's ingress, and its egress
+/// (the replies of local backends).
+pub const NODEPORT_INGRESS_PROGRAM: &str = "lb_nodeport_ingress";
+/// See [`NODEPORT_INGRESS_PROGRAM`].
+pub const NODEPORT_EGRESS_PROGRAM: &str = "lb_nodeport_egress";

@@ -73,6 +73,19 @@ pub const SOCK_LB_MAPS: [&str; 18] = [
     LB_EVENTS_SLOTS[6],
     LB_EVENTS_SLOTS[7],
 ];
+/// Connection tracking and NAT of the packet programs: [`LbCtKey`] -> [`LbCtEntry`] (LRU).
+pub const LB_CT: &str = "lb_ct_v1";
+/// The NodePort devices: `u32` ifindex -> [`LbDevice`].
+pub const LB_DEVICES: &str = "lb_devices_v1";
+/// Drop counters of the packet programs: per-CPU `u64` per [`counter`] index.
+pub const LB_COUNTERS: &str = "lb_counters_v1";
+/// How many NodePort devices fit [`LB_DEVICES`] (`LB_DEVICES_MAX`).
+pub const DEVICES_MAX: u32 = 256;
+/// The maps only the packet programs define (`lb_pkt_maps.h`), pinned beside the shared ones.
+pub const PKT_MAPS: [&str; 3] = [LB_CT, LB_DEVICES, LB_COUNTERS];
+/// The packet programs' maps sized by `bpf.lbMapMax`.
+pub const PKT_SIZED_MAPS: [&str; 1] = [LB_CT];
+
 /// Maps earlier versions pinned that no program uses any more: a new agent unpins them once
 /// its programs are attached (the single ring buffer and on/off switch of trace events, the
 /// socket-local storage that held each connected socket's reverse-map key).
@@ -335,6 +348,102 @@ pub struct LbLocalAddr {
     pub flags: u8,
 }
 
+/// `enum lb_ct_flags`: bits of [`LbCtEntry::flags`].
+pub mod ct_flags {
+    /// `LB_CT_REPLY`: the entry translates a flow's replies.
+    pub const REPLY: u8 = 1 << 0;
+    /// `LB_CT_SNAT`: the backend is on another node; the flow is source-NATed and forwarded.
+    pub const SNAT: u8 = 1 << 1;
+    /// `LB_CT_CLOSING`: a TCP FIN or RST was seen.
+    pub const CLOSING: u8 = 1 << 2;
+}
+
+/// `enum lb_counter`: indexes of [`LB_COUNTERS`].
+pub mod counter {
+    /// `LB_CNT_NO_BACKEND`: a service without active backends.
+    pub const NO_BACKEND: u8 = 0;
+    /// `LB_CNT_SNAT_EXHAUSTED`: no free SNAT port.
+    pub const SNAT_EXHAUSTED: u8 = 1;
+    /// `LB_CNT_NO_DEVICE_ADDR`: the egress device has no address of the family.
+    pub const NO_DEVICE_ADDR: u8 = 2;
+    /// `LB_CNT_FIB_FAILED`: no route to the backend or the client.
+    pub const FIB_FAILED: u8 = 3;
+    /// `LB_CNT_TTL_EXCEEDED`: the TTL or hop limit ran out.
+    pub const TTL_EXCEEDED: u8 = 4;
+    /// `LB_CNT_CT_FULL`: a conntrack entry could not be written.
+    pub const CT_FULL: u8 = 5;
+    /// `LB_CNT_MAX`: how many counters there are.
+    pub const MAX: u8 = 6;
+}
+
+/// `struct lb_ct_key`: a packet's tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbCtKey {
+    /// Source address.
+    pub saddr: LbAddr,
+    /// Destination address.
+    pub daddr: LbAddr,
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
+/// `struct lb_ct_entry`: the tuple a packet with the key's tuple leaves with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbCtEntry {
+    /// New source address.
+    pub saddr: LbAddr,
+    /// New destination address.
+    pub daddr: LbAddr,
+    /// New source port, network order.
+    pub sport: u16,
+    /// New destination port, network order.
+    pub dport: u16,
+    /// The frontend's id.
+    pub rev_nat_index: u16,
+    /// [`ct_flags`] bits.
+    pub flags: u8,
+    /// Zero.
+    pub pad: u8,
+    /// The backend chosen.
+    pub backend_id: u32,
+    /// CLOCK_MONOTONIC second after which the entry is stale.
+    pub expires: u32,
+}
+
+impl LbCtEntry {
+    /// The key of this entry's twin: its rewritten tuple, reversed.
+    pub fn twin_key(&self, proto: u8) -> LbCtKey {
+        LbCtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// `struct lb_device`: a NodePort device's node addresses ([`LB_DEVICES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbDevice {
+    /// IPv4 address (mapped), zero without one.
+    pub addr4: LbAddr,
+    /// IPv6 address, zero without one.
+    pub addr6: LbAddr,
+    /// Zero.
+    pub flags: u32,
+}
+
 /// `enum lb_trace_kind`: kinds of [`LbTraceSock`] events, as `lbctl monitor` names them.
 pub mod trace_kind {
     /// `LB_TRACE_PRE_XLATE_FWD`: connect/sendmsg, before translation.
@@ -373,6 +482,26 @@ pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
             ("LB_BACKEND_TERMINATING", backend_state::TERMINATING),
             ("LB_BACKEND_QUARANTINED", backend_state::QUARANTINED),
             ("LB_BACKEND_MAINTENANCE", backend_state::MAINTENANCE),
+        ],
+    ),
+    (
+        "lb_ct_flags",
+        &[
+            ("LB_CT_REPLY", ct_flags::REPLY),
+            ("LB_CT_SNAT", ct_flags::SNAT),
+            ("LB_CT_CLOSING", ct_flags::CLOSING),
+        ],
+    ),
+    (
+        "lb_counter",
+        &[
+            ("LB_CNT_NO_BACKEND", counter::NO_BACKEND),
+            ("LB_CNT_SNAT_EXHAUSTED", counter::SNAT_EXHAUSTED),
+            ("LB_CNT_NO_DEVICE_ADDR", counter::NO_DEVICE_ADDR),
+            ("LB_CNT_FIB_FAILED", counter::FIB_FAILED),
+            ("LB_CNT_TTL_EXCEEDED", counter::TTL_EXCEEDED),
+            ("LB_CNT_CT_FULL", counter::CT_FULL),
+            ("LB_CNT_MAX", counter::MAX),
         ],
     ),
     (
@@ -439,6 +568,12 @@ unsafe impl aya::Pod for LbAffinityMatchKey {}
 unsafe impl aya::Pod for LbTraceSock {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbTraceRecord {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbCtKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbCtEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbDevice {}
 
 #[cfg(test)]
 mod tests {

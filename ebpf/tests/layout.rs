@@ -36,7 +36,15 @@ fn c_layout(btf: &Btf, name: &str) -> (usize, BTreeMap<String, usize>) {
 }
 
 fn sock_lb_btf() -> Btf {
-    let file = object::File::parse(ebpf::sock_lb_object()).expect("the object is ELF");
+    object_btf(ebpf::sock_lb_object())
+}
+
+fn nodeport_btf() -> Btf {
+    object_btf(ebpf::nodeport_object())
+}
+
+fn object_btf(bytes: &[u8]) -> Btf {
+    let file = object::File::parse(bytes).expect("the object is ELF");
     let section = file
         .section_by_name(".BTF")
         .expect("built with -g: has .BTF");
@@ -112,6 +120,39 @@ fn rust_mirrors_match_the_objects_btf() {
     assert_layout!(&btf, "lb_local_addr", LbLocalAddr, [flags]);
 }
 
+#[test]
+fn packet_map_mirrors_match_the_nodeport_objects_btf() {
+    let btf = nodeport_btf();
+    assert_layout!(
+        &btf,
+        "lb_ct_key",
+        LbCtKey,
+        [saddr, daddr, sport, dport, proto, pad]
+    );
+    assert_layout!(
+        &btf,
+        "lb_ct_entry",
+        LbCtEntry,
+        [
+            saddr,
+            daddr,
+            sport,
+            dport,
+            rev_nat_index,
+            flags,
+            pad,
+            backend_id,
+            expires
+        ]
+    );
+    assert_layout!(&btf, "lb_device", LbDevice, [addr4, addr6, flags]);
+    assert_eq!(
+        member_type(&btf, "lb_ct_entry", "flags"),
+        "enum lb_ct_flags",
+        "lb_ct_entry.flags"
+    );
+}
+
 /// The enum `name` of the BTF: its size and `(constant, value)` pairs.
 fn c_enum(btf: &Btf, name: &str) -> (usize, BTreeMap<String, u64>) {
     let e = btf
@@ -157,9 +198,15 @@ fn member_type(btf: &Btf, strukt: &str, field: &str) -> String {
 
 #[test]
 fn rust_constants_are_the_c_enums_of_the_objects_btf() {
-    let btf = sock_lb_btf();
+    let (sock, packet) = (sock_lb_btf(), nodeport_btf());
     for (name, constants) in C_ENUMS {
-        let (size, values) = c_enum(&btf, name);
+        // The packet programs' enums are in their object only.
+        let has_enum = |btf: &Btf| {
+            btf.resolve_types_by_name(name)
+                .is_ok_and(|types| types.iter().any(|t| matches!(t, Type::Enum(_))))
+        };
+        let btf = if has_enum(&sock) { &sock } else { &packet };
+        let (size, values) = c_enum(btf, name);
         assert_eq!(size, 1, "enum {name} is one byte, as the fields holding it");
         let rust: BTreeMap<String, u64> = constants
             .iter()
