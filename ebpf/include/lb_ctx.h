@@ -61,6 +61,12 @@ static __always_inline int ctx_l4_csum_add(lb_ctx_t *ctx, __u32 off, __s64 diff,
 	return bpf_l4_csum_replace(ctx, off, 0, diff, flags);
 }
 
+/* Makes the packet `len` bytes long (trimming or extending its end). 0 on success. */
+static __always_inline int ctx_set_len(lb_ctx_t *ctx, __u32 len)
+{
+	return bpf_skb_change_tail(ctx, len, 0);
+}
+
 /* Sends the packet out of ifindex as it is. */
 static __always_inline int ctx_redirect(__u32 ifindex)
 {

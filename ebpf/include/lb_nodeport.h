@@ -9,7 +9,8 @@
  * backend on another node gets the flow from the node's address on the device that leads to
  * it and a port of the agent's SNAT range (cfg_snat_port_*), claimed through the reply entry's
  * key so no two flows share it; the program forwards those packets, and the replies coming
- * back, itself (lb_fib.h). A frontend without active backends drops the packet.
+ * back, itself (lb_fib.h). A frontend without active backends rejects the packet with an ICMP
+ * port unreachable (lb_icmp.h), as kube-proxy does.
  *
  * lb::datapath::sim::pkt is the same in Rust; keep the two in step.
  */
@@ -20,6 +21,7 @@
 #include "lb_hash.h"
 #include "lb_ct.h"
 #include "lb_fib.h"
+#include "lb_icmp.h"
 
 /* Load-time configuration (set by the agent through the object's .rodata). */
 const volatile __u16 cfg_snat_port_min = 61000;   /* the agent's SNAT ports, host order */
@@ -156,7 +158,7 @@ static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow
 	rev_nat_index = svc->rev_nat_index;
 	if (count == 0) {
 		lb_count(LB_CNT_NO_BACKEND);
-		return LB_DROP;
+		return lb_reject(ctx, flow);
 	}
 	backend_id = lb_slot_backend(&key, lb_flow_hash(&flow->key, cfg_flow_seed) % count + 1);
 	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
