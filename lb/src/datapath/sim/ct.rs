@@ -1,5 +1,5 @@
-//! The conntrack rules of the packet programs (`nodeport.c`'s `ct_lifetime`, `ct_refresh`,
-//! `ct_new`): how long an entry lives after a packet, and what a hit changes.
+//! The conntrack rules of the packet programs (`lb_ct.h`'s `lb_ct_lifetime`,
+//! `lb_ct_refresh`, `lb_ct_init`): how long an entry lives after a packet, and what a hit changes.
 
 use std::collections::BTreeMap;
 
@@ -19,12 +19,12 @@ pub const CT_UDP_SECS: u32 = 60;
 /// The table: `lb_ct_v1`.
 pub type CtTable = BTreeMap<LbCtKey, LbCtEntry>;
 
-/// `ct_closes`: a TCP segment with FIN or RST.
+/// `lb_ct_closes`: a TCP segment with FIN or RST.
 pub(super) fn closes(p: &Parsed) -> bool {
     p.proto() == IPPROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0
 }
 
-/// `ct_lifetime`: seconds an entry lives after this packet (`closing`: the entry already has
+/// `lb_ct_lifetime`: seconds an entry lives after this packet (`closing`: the entry already has
 /// `LB_CT_CLOSING`).
 pub(super) fn lifetime(p: &Parsed, closing: bool) -> u32 {
     if closing || closes(p) {
@@ -38,7 +38,7 @@ pub(super) fn lifetime(p: &Parsed, closing: bool) -> u32 {
     }
 }
 
-/// `ct_refresh`: a packet hit the entry at `key`: its expiry moves to now + its lifetime; a
+/// `lb_ct_refresh`: a packet hit the entry at `key`: its expiry moves to now + its lifetime; a
 /// packet that closes the flow marks it closing and, the first time, its twin too (which then
 /// lives [`CT_CLOSE_SECS`] from now). Returns the entry as refreshed, `None` on a miss.
 pub(super) fn refresh(
@@ -64,7 +64,7 @@ pub(super) fn refresh(
     Some(refreshed)
 }
 
-/// `ct_new`: a new entry's expiry and closing flag for the packet that creates it.
+/// `lb_ct_init`: a new entry's expiry and closing flag for the packet that creates it.
 pub(super) fn stamp(mut entry: LbCtEntry, p: &Parsed, now: u32) -> LbCtEntry {
     entry.expires = now.wrapping_add(lifetime(p, false));
     if closes(p) {

@@ -20,6 +20,7 @@ mod chooser;
 mod ct;
 mod fib;
 mod held;
+mod icmp;
 pub mod jhash;
 mod packet;
 pub mod packet_builder;

@@ -1,4 +1,4 @@
-//! The packet programs' view of a frame (`nodeport.c`'s parsing): Ethernet, IPv4 or IPv6, TCP
+//! The packet programs' view of a frame (`lb_pkt.h`): Ethernet, IPv4 or IPv6, TCP
 //! or UDP, read and rewritten in place at fixed offsets, as the C does with `skb` loads and
 //! stores. Checksums are recomputed from scratch after a rewrite (the C updates them
 //! incrementally; on a frame whose checksums were right, both give the same bytes).
@@ -68,7 +68,7 @@ fn v6_at(pkt: &[u8], at: usize) -> LbAddr {
     a
 }
 
-/// `nodeport_parse`: the frame's headers and tuple, or `None` when the programs pass it
+/// `lb_parse`: the frame's headers and tuple, or `None` when the programs pass it
 /// untouched: not IPv4/IPv6 directly after Ethernet (VLAN tags included), an IPv4 fragment, an
 /// IPv6 extension header, neither TCP nor UDP, or too short for the headers it claims.
 pub(super) fn parse(pkt: &[u8]) -> Option<Parsed> {
@@ -141,7 +141,7 @@ pub(super) fn parse(pkt: &[u8]) -> Option<Parsed> {
     })
 }
 
-/// `nodeport_rewrite`: the frame's addresses and ports become the entry's, with the IPv4
+/// `lb_rewrite`: the frame's addresses and ports become the entry's, with the IPv4
 /// header checksum and the TCP/UDP checksum recomputed (an IPv4 UDP checksum of 0, "none",
 /// stays 0).
 pub(super) fn rewrite(pkt: &mut [u8], p: &Parsed, to: &LbCtEntry) {
@@ -161,7 +161,7 @@ pub(super) fn rewrite(pkt: &mut [u8], p: &Parsed, to: &LbCtEntry) {
     fix_l4_checksum(pkt, p);
 }
 
-/// Decrements the IPv4 TTL or IPv6 hop limit; `false` (and nothing changed) when it is 1 or 0,
+/// `lb_dec_ttl`: decrements the IPv4 TTL or IPv6 hop limit; `false` (and nothing changed) when it is 1 or 0,
 /// where forwarding would make it 0.
 pub(super) fn decrement_ttl(pkt: &mut [u8], p: &Parsed) -> bool {
     let at = ETH_HLEN + if p.v6 { 7 } else { 8 };
@@ -200,6 +200,11 @@ fn fold(mut sum: u32) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The Internet checksum of `bytes` (RFC 1071).
+pub(super) fn internet_checksum(bytes: &[u8]) -> u16 {
+    fold(sum16(0, bytes))
 }
 
 /// The IPv4 header checksum, recomputed over the header and its options.

@@ -1,6 +1,7 @@
 //! [`PktSim`]: the tc programs of `ebpf/src/bpf/nodeport.c` (`lb_nodeport_ingress`,
 //! `lb_nodeport_egress`) over the same maps, as a value driven by one method per program. The
-//! contract both follow is the header comment of `ebpf/include/lb_nodeport.h`.
+//! contract both follow is the header comment of `ebpf/include/lb_nodeport.h`, and the helpers
+//! are those of `lb_pkt.h`, `lb_ct.h`, `lb_fib.h` and `lb_icmp.h`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use ebpf::maps::{
 use super::addr;
 use super::ct::{self, CtTable};
 use super::fib::{Fib, FibQuery, FibResult};
+use super::icmp;
 use super::jhash::flow_hash;
 use super::packet::{self, Parsed};
 use crate::datapath::ct_gc;
@@ -182,7 +184,7 @@ impl PktSim {
         gone.len()
     }
 
-    /// `lb_nodeport_ingress`: a frame entering NodePort device `ifindex`.
+    /// `lb_nodeport_ingress` (`lb_nodeport_from_device`): a frame entering NodePort device `ifindex`.
     pub fn ingress(&mut self, ifindex: u32, frame: &[u8]) -> PktOutcome {
         let mut pkt = frame.to_vec();
         let verdict = self.ingress_verdict(ifindex, &mut pkt);
@@ -192,7 +194,7 @@ impl PktSim {
         }
     }
 
-    /// `lb_nodeport_egress`: a frame leaving NodePort device `ifindex`. Only the replies of
+    /// `lb_nodeport_egress` (`lb_nodeport_to_device`): a frame leaving NodePort device `ifindex`. Only the replies of
     /// local backends are translated (back to the address and port the client used).
     pub fn egress(&mut self, _ifindex: u32, frame: &[u8]) -> PktOutcome {
         let mut pkt = frame.to_vec();
@@ -209,7 +211,8 @@ impl PktSim {
         }
     }
 
-    fn ingress_verdict(&mut self, ifindex: u32, pkt: &mut [u8]) -> Verdict {
+    /// `lb_nodeport_from_device`.
+    fn ingress_verdict(&mut self, ifindex: u32, pkt: &mut Vec<u8>) -> Verdict {
         let Some(p) = packet::parse(pkt) else {
             return Verdict::Pass;
         };
@@ -227,15 +230,21 @@ impl PktSim {
         let Some(found) = self.lookup_frontend(&p.key) else {
             return Verdict::Pass;
         };
-        let types = svc_flags::NODE_PORT
-            | svc_flags::LOADBALANCER
-            | svc_flags::EXTERNAL_IP
-            | svc_flags::HOST_PORT;
-        if found.svc.flags & types == 0 && !self.config.external_clusterip {
+        if !self.serves_external(&found.svc) {
             return Verdict::Pass;
         }
         if found.svc.count == 0 {
-            return self.drop(counter::NO_BACKEND);
+            self.counters[usize::from(counter::NO_BACKEND)] += 1;
+            return match icmp::reject(pkt, &p) {
+                Some(reply) => {
+                    *pkt = reply;
+                    Verdict::Redirect {
+                        ifindex,
+                        neigh: false,
+                    }
+                }
+                None => Verdict::Drop(counter::NO_BACKEND),
+            };
         }
         let Some((backend_id, backend)) = self.select_backend(&found, &p.key) else {
             return self.drop(counter::NO_BACKEND);
@@ -263,7 +272,7 @@ impl PktSim {
         }
     }
 
-    /// `nodeport_new_local`: a new flow to a backend on this node: its two entries, and the
+    /// `lb_new_flow`'s local half: a new flow to a backend on this node: its two entries, and the
     /// packet's destination rewritten; the kernel routes it on.
     fn new_local(&mut self, pkt: &mut [u8], flow: &Flow) -> Verdict {
         let p = &flow.p;
@@ -299,7 +308,7 @@ impl PktSim {
         Verdict::Pass
     }
 
-    /// `nodeport_new_snat`: a new flow to a backend behind NodePort device `device`: a SNAT
+    /// `lb_new_snat_flow`: a new flow to a backend behind NodePort device `device`: a SNAT
     /// port claimed for its replies, the forward entry, and the packet rewritten and forwarded.
     fn new_snat(
         &mut self,
@@ -365,7 +374,7 @@ impl PktSim {
         self.forward(ifindex, pkt)
     }
 
-    /// `nodeport_fib_redirect`: a rewritten packet leaves by the FIB's answer: TTL checked and
+    /// `lb_forward`: a rewritten packet leaves by the FIB's answer: TTL checked and
     /// decremented, then redirected with the FIB's MACs, or to the neighbour subsystem when the
     /// next hop is not resolved.
     fn forward(&mut self, ifindex: u32, pkt: &mut [u8]) -> Verdict {
@@ -407,7 +416,7 @@ impl PktSim {
         Verdict::Drop(why)
     }
 
-    /// `nodeport_lookup_frontend`: the external-scope frontend at the packet's destination,
+    /// `lb_lookup_frontend(key, 0, 0)`: the external-scope frontend at the packet's destination,
     /// or, on one of the node's addresses (never loopback), the wildcard NodePort or HostPort
     /// frontend of its port.
     fn lookup_frontend(&self, key: &LbCtKey) -> Option<Found> {
@@ -439,7 +448,18 @@ impl PktSim {
         })
     }
 
-    /// `nodeport_select_backend`: the active slot the flow hash picks, and its backend.
+    /// `lb_serves_external`: NodePort, LoadBalancer, externalIPs and HostPort frontends
+    /// serve traffic from outside; ClusterIPs only with `bpf.lbExternalClusterIP`.
+    fn serves_external(&self, svc: &LbService) -> bool {
+        let types = svc_flags::NODE_PORT
+            | svc_flags::LOADBALANCER
+            | svc_flags::EXTERNAL_IP
+            | svc_flags::HOST_PORT;
+        svc.flags & types != 0
+            || (self.config.external_clusterip && svc.flags & svc_flags::CLUSTER_IP != 0)
+    }
+
+    /// `lb_slot_backend` of the slot `lb_flow_hash` picks: the active slot the flow hash picks, and its backend.
     fn select_backend(&self, found: &Found, key: &LbCtKey) -> Option<(u32, LbBackend)> {
         let h = flow_hash(key, self.config.flow_seed);
         let slot = (h % u32::from(found.svc.count)) as u16 + 1;
@@ -473,7 +493,7 @@ impl Flow {
     }
 }
 
-/// `ct_is_local_reply`: the reply entry of a flow to a local backend (egress translates it).
+/// `lb_ct_is_local_reply`: the reply entry of a flow to a local backend (egress translates it).
 fn is_local_reply(e: &LbCtEntry) -> bool {
     e.flags & ct_flags::REPLY != 0 && e.flags & ct_flags::SNAT == 0
 }

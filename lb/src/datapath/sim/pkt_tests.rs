@@ -257,13 +257,90 @@ fn nodeports_do_not_answer_on_loopback_or_foreign_addresses_at_tc() {
     assert!(sim.ct().is_empty());
 }
 
+/// The one's-complement sum of `bytes` folded: 0xffff when a checksum over them is right.
+fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 #[test]
-fn a_service_without_backends_drops_and_counts() {
+fn a_service_without_backends_rejects_with_port_unreachable_and_counts() {
     let mut sim = node(vec![svc("0.0.0.0:30080", ServiceType::NodePort)]);
-    let out = sim.ingress(ETH0, &syn(CLIENT, "192.0.2.1:30080"));
-    assert_eq!(out.verdict, Verdict::Drop(counter::NO_BACKEND));
+    let frame = syn(CLIENT, "192.0.2.1:30080");
+    let out = sim.ingress(ETH0, &frame);
+    assert_eq!(
+        out.verdict,
+        Verdict::Redirect {
+            ifindex: ETH0,
+            neigh: false
+        },
+        "back out of the device it came in on"
+    );
+    let r = &out.packet;
+    assert_eq!(
+        (&r[..6], &r[6..12]),
+        (&frame[6..12], &frame[..6]),
+        "MACs swapped"
+    );
+    assert_eq!(r.len(), 14 + 20 + 8 + 28);
+    assert_eq!((r[14], r[22], r[23]), (0x45, 64, 1), "IPv4, TTL 64, ICMP");
+    assert_eq!(
+        r[26..30],
+        [192, 0, 2, 1],
+        "from the address the client used"
+    );
+    assert_eq!(r[30..34], [203, 0, 113, 7]);
+    assert_eq!(
+        (r[34], r[35]),
+        (3, 3),
+        "destination unreachable, port unreachable"
+    );
+    assert_eq!(r[42..], frame[14..42], "the IP header and 8 bytes quoted");
+    assert_eq!((ones_sum(&r[14..34]), ones_sum(&r[34..])), (0xffff, 0xffff));
     assert_eq!(sim.counters()[usize::from(counter::NO_BACKEND)], 1);
     assert!(sim.ct().is_empty());
+}
+
+#[test]
+fn an_ipv6_client_of_a_service_without_backends_gets_icmpv6_port_unreachable() {
+    let mut sim = node(vec![svc("[::]:30080", ServiceType::NodePort)]);
+    let frame = syn(CLIENT6, "[2001:db8::1]:30080");
+    let out = sim.ingress(ETH0, &frame);
+    assert!(matches!(
+        out.verdict,
+        Verdict::Redirect {
+            ifindex: ETH0,
+            neigh: false
+        }
+    ));
+    let r = &out.packet;
+    assert_eq!(r.len(), 14 + 40 + 8 + 48);
+    assert_eq!((r[20], r[21]), (58, 64), "ICMPv6, hop limit 64");
+    assert_eq!(r[22..38], LbAddr::from(ip(NODE6)).bytes);
+    assert_eq!((r[54], r[55]), (1, 4));
+    assert_eq!(r[62..], frame[14..62]);
+    let mut pseudo = r[22..54].to_vec();
+    pseudo.extend_from_slice(&56u32.to_be_bytes());
+    pseudo.extend_from_slice(&58u32.to_be_bytes());
+    pseudo.extend_from_slice(&r[54..]);
+    assert_eq!(ones_sum(&pseudo), 0xffff);
+}
+
+#[test]
+fn a_packet_with_ipv4_options_for_a_service_without_backends_is_dropped() {
+    let mut sim = node(vec![svc("0.0.0.0:30080", ServiceType::NodePort)]);
+    let frame = PacketBuilder::tcp(sa(CLIENT), sa("192.0.2.1:30080"), tcp_flags::SYN)
+        .ipv4_options(&[1, 1, 1, 1])
+        .build();
+    let out = sim.ingress(ETH0, &frame);
+    assert_eq!(out.verdict, Verdict::Drop(counter::NO_BACKEND));
+    assert_eq!(sim.counters()[usize::from(counter::NO_BACKEND)], 1);
 }
 
 /// SNAT ports 61000..=61003.
