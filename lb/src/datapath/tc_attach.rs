@@ -117,6 +117,16 @@ pub struct TcRecord {
     /// one that was there before stays).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clsact_created: Vec<u32>,
+    /// The inode of the agent's network namespace (`/proc/self/ns/net`): the ifindexes above
+    /// mean these devices only there.
+    #[serde(default)]
+    pub netns_inode: u64,
+}
+
+/// The inode of this thread's network namespace, 0 when it cannot be read.
+pub fn current_netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
 }
 
 impl TcRecord {
@@ -144,7 +154,10 @@ impl NodePortLb {
         std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
         let old_links = tc_links(&links_dir)?;
         let generation = old_links.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
-        let mut record = TcRecord::default();
+        let mut record = TcRecord {
+            netns_inode: current_netns_inode(),
+            ..TcRecord::default()
+        };
         for device in devices {
             if mode == TcMode::Netlink {
                 let created = add_clsact(&device.name)?;
@@ -330,8 +343,22 @@ pub fn is_tc_link(path: &Path) -> bool {
 /// Removes what `record` says was attached without pins: the netlink filters, then the clsact
 /// qdiscs the agent added. (tcx links are pins under `links/`, removed with the others.)
 /// Returns one line per thing removed or found gone, for the user.
+/// Outside the agent's network namespace the ifindexes name other devices: then nothing is
+/// touched, and the lines say what was left and where to run it.
 pub fn remove_tc_attachments(record: &TcRecord) -> Result<Vec<String>, DatapathError> {
     let mut lines = Vec::new();
+    let unpinned = record.attachments.iter().any(|a| a.mode == TcMode::Netlink)
+        || !record.clsact_created.is_empty();
+    if unpinned && record.netns_inode != current_netns_inode() {
+        for device in record.devices() {
+            lines.push(format!(
+                "left the tc filters on {device}: they are in the agent's network namespace \
+                 (inode {}), not this one; run lbctl cleanup there (nsenter --net=…)",
+                record.netns_inode
+            ));
+        }
+        return Ok(lines);
+    }
     for a in record
         .attachments
         .iter()
