@@ -27,16 +27,18 @@ static __always_inline int lb_svc_has_affinity(const struct lb_service *svc)
 	return svc->flags & LB_SVC_AFFINITY;
 }
 
-/* The service at the frontend, preferring the internal-scope twin: traffic from inside the
- * cluster follows internalTrafficPolicy. */
-static __always_inline const struct lb_service *lb_lookup_service(struct lb_key *key)
+/* The service at the frontend. Traffic from inside the cluster (`internal`: a socket of the
+ * node or a pod) prefers the internal-scope twin, which follows internalTrafficPolicy; traffic
+ * entering a NodePort device from outside takes the external scope only. */
+static __always_inline const struct lb_service *lb_lookup_service(struct lb_key *key,
+								  int internal)
 {
 	const struct lb_service *svc;
 
 	key->backend_slot = 0;
 	key->scope = LB_SCOPE_EXT;
 	svc = bpf_map_lookup_elem(&lb_services_v1, key);
-	if (svc && (svc->flags & LB_SVC_TWO_SCOPES)) {
+	if (internal && svc && (svc->flags & LB_SVC_TWO_SCOPES)) {
 		key->scope = LB_SCOPE_INT;
 		svc = bpf_map_lookup_elem(&lb_services_v1, key);
 	}
@@ -46,16 +48,17 @@ static __always_inline const struct lb_service *lb_lookup_service(struct lb_key 
 /* The frontend for key, or, when key's address is one of this node's (lb_addr_is_node_local,
  * with `loopback_is_node` as there), the wildcard NodePort or HostPort frontend of its port (so
  * 127.0.0.1:NODE_PORT works in the host namespace as the node address does). key's address
- * becomes the wildcard one in that case, for the slot lookups that follow. */
-static __always_inline const struct lb_service *lb_lookup_frontend(struct lb_key *key,
-								   int loopback_is_node)
+ * becomes the wildcard one in that case, for the slot lookups that follow. `internal` as for
+ * lb_lookup_service. */
+static __always_inline const struct lb_service *
+lb_lookup_frontend(struct lb_key *key, int loopback_is_node, int internal)
 {
-	const struct lb_service *svc = lb_lookup_service(key);
+	const struct lb_service *svc = lb_lookup_service(key, internal);
 
 	if (svc || !lb_addr_is_node_local(&key->address, loopback_is_node))
 		return svc;
 	lb_addr_to_wildcard(&key->address);
-	svc = lb_lookup_service(key);
+	svc = lb_lookup_service(key, internal);
 	if (svc && !(svc->flags & LB_SVC_WILDCARD_TYPES))
 		return NULL;
 	return svc;

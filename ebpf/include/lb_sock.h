@@ -124,7 +124,7 @@ static __always_inline int sock_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 	key.dport = dst->port;
 	key.proto = proto;
 	loopback_is_node = sock_loopback_is_node(ctx, &dst->address);
-	svc = lb_lookup_frontend(&key, loopback_is_node);
+	svc = lb_lookup_frontend(&key, loopback_is_node, 1);
 	if (!svc)
 		return 0;
 	/* CVE-2020-8554: anyone who may create a Service can claim any address as an externalIP.
@@ -284,7 +284,7 @@ static __always_inline int sock_port_is_service(__u8 proto, const union lb_addr 
 	key.address = *addr;
 	key.dport = port;
 	key.proto = proto;
-	svc = lb_lookup_frontend(&key, 1);
+	svc = lb_lookup_frontend(&key, 1, 1);
 	return svc && (svc->flags & LB_SVC_NODE_OWNED_TYPES);
 }
 

@@ -172,6 +172,16 @@ impl KernelWorld {
                 },
             );
         }
+        // Hosts outside the cluster: on the segment, with neither an agent nor pods.
+        for spec in &scenario.topology.externals {
+            let mut node_spec = NodeSpec::new(&spec.name).eth0(host_net(spec.address, 24)?);
+            if let Some(v6) = spec.address6 {
+                node_spec = node_spec.eth0(host_net(v6, 64)?);
+            }
+            let host = topology.add_node(node_spec)?;
+            places.insert(spec.name.clone(), host.place().clone());
+            node_of.insert(spec.name.clone(), spec.name.clone());
+        }
         let mut servers = Vec::new();
         for (place, mut addrs, serve, identity) in serves {
             // A place's servers also answer on its loopback, as the simulator has it: a
@@ -367,9 +377,14 @@ fn answer(reply: &Reply) -> Result<Result<Answer, CallError>> {
     let peer_name = reply
         .peer
         .with_context(|| format!("no peer address: {reply:?}"))?;
+    let seen_source = reply
+        .seen_by_server()
+        .with_context(|| format!("the answer has no source address: {reply:?}"))?
+        .ip();
     Ok(Ok(Answer {
         answered_by,
         peer_name,
+        seen_source: seen_source.to_canonical(),
     }))
 }
 
@@ -382,7 +397,11 @@ impl World for KernelWorld {
         let caller_cgroup = std::fs::metadata(self.place(&call.from)?.cgroup_path())
             .context("the caller's cgroup")?
             .ino();
-        let monitor = MonitorProcess::start(&self.agents[node].state_dir)?;
+        let agent = self
+            .agents
+            .get(node)
+            .with_context(|| format!("{} runs no agent to trace", call.from))?;
+        let monitor = MonitorProcess::start(&agent.state_dir)?;
         let result = self.connect(call)?;
         let events = monitor.stop()?;
         Ok((

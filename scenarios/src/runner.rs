@@ -196,6 +196,16 @@ fn check_calls(expect: &Expect, results: &[Result<Answer, CallError>]) -> Result
             "expected one backend for every call, saw {who:?}"
         );
     }
+    if let Some(source) = expect.seen_source {
+        for a in &answers {
+            ensure!(
+                a.seen_source == source,
+                "{} saw the call come from {}, expected {source}",
+                a.answered_by,
+                a.seen_source
+            );
+        }
+    }
     if let Some(peer) = expect.peer_name {
         for a in &answers {
             ensure!(

@@ -318,6 +318,24 @@ impl SimWorld {
         Some(serves(&pod.serve).then(|| name.clone()))
     }
 
+    /// The source address of a socket of `from` sending to `dst`: loopback to loopback,
+    /// otherwise `from`'s own address of dst's family (a socket-level translation changes only
+    /// the destination, so the server sees the caller itself).
+    fn source_address(&self, from: &str, dst: IpAddr) -> IpAddr {
+        if dst.is_loopback() {
+            return dst;
+        }
+        let addresses = match self.nodes.iter().find(|n| n.name == from) {
+            Some(node) => &node.addresses,
+            None => &self.pods[from].addresses,
+        };
+        addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == dst.is_ipv4())
+            .unwrap_or(dst)
+    }
+
     fn call(&mut self, from: &str, transport: Transport) -> Result<(usize, SockCall)> {
         let (node, netns) = self.endpoint(from)?;
         self.next_socket += 1;
@@ -360,6 +378,7 @@ impl SimWorld {
             Some(Some(answered_by)) => Ok(Answer {
                 answered_by,
                 peer_name,
+                seen_source: self.source_address(from, dst.ip()),
             }),
         }
     }

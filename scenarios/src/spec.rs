@@ -68,6 +68,23 @@ pub struct Scenario {
 pub struct Topology {
     /// The nodes, each running an agent.
     pub nodes: Vec<NodeSpec>,
+    /// Hosts outside the cluster on the nodes' segment: no agent, no Kubernetes Node; the
+    /// clients of north-south traffic.
+    #[serde(default)]
+    pub externals: Vec<ExternalSpec>,
+}
+
+/// A host outside the cluster: a namespace with an `eth0` on the nodes' segment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    /// Its name, as steps' `from` uses it.
+    pub name: String,
+    /// IPv4 address of its eth0.
+    pub address: IpAddr,
+    /// IPv6 address of its eth0.
+    #[serde(default)]
+    pub address6: Option<IpAddr>,
 }
 
 /// A node: a host namespace with an `eth0` on the shared segment, running an agent.
@@ -280,6 +297,10 @@ pub struct Expect {
     /// The address the application sees as its peer (getpeername, or recvfrom's source).
     #[serde(default)]
     pub peer_name: Option<SocketAddr>,
+    /// The source address the answering server saw (the client's own address where it is
+    /// preserved, a node's where the flow was source-NATed); the port is not checked.
+    #[serde(default)]
+    pub seen_source: Option<IpAddr>,
     /// The call fails with this error: `EPERM`; `ECONNREFUSED` (refused: a reset, or ICMP port
     /// unreachable on a connected UDP socket); `timeout` (no answer before the deadline:
     /// ETIMEDOUT, EAGAIN from a receive timeout, a connect still in progress); `unreachable`

@@ -1,7 +1,7 @@
 //! What a backend must provide to replay a scenario: a world built from its topology, in
 //! which clients call, agents reconcile and restart.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lb::views::TraceSockEvent;
@@ -15,6 +15,8 @@ pub struct Answer {
     pub answered_by: String,
     /// The peer address the application sees (getpeername, or recvfrom's source).
     pub peer_name: SocketAddr,
+    /// The source address the server saw.
+    pub seen_source: IpAddr,
 }
 
 /// How a call failed, in the terms scenarios use.

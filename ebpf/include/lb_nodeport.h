@@ -1,0 +1,232 @@
+/* North-south load balancing of packets entering a NodePort device: NodePort, LoadBalancer and
+ * externalIPs frontends (and ClusterIPs with bpf.lbExternalClusterIP), HostPorts.
+ *
+ * Ingress: a packet of a tracked flow is rewritten as its conntrack entry says. A new flow to
+ * a frontend gets a backend from the flow hash, and two entries (lb_ct.h): the forward one
+ * (client -> frontend becomes client -> backend) and the reply one (backend -> client becomes
+ * frontend -> client). A local backend sees the client's address; the kernel routes the
+ * translated packet to it, and its replies are translated back at the device's egress. A
+ * backend on another node gets the flow from the node's address on the device that leads to
+ * it and a port of the agent's SNAT range (cfg_snat_port_*), claimed through the reply entry's
+ * key so no two flows share it; the program forwards those packets, and the replies coming
+ * back, itself (lb_fib.h). A frontend without active backends rejects the packet with an ICMP
+ * port unreachable (lb_icmp.h), as kube-proxy does.
+ *
+ * lb::datapath::sim::pkt is the same in Rust; keep the two in step.
+ */
+#ifndef LB_NODEPORT_H
+#define LB_NODEPORT_H
+
+#include "lb_core.h"
+#include "lb_hash.h"
+#include "lb_ct.h"
+#include "lb_fib.h"
+#include "lb_icmp.h"
+
+/* Load-time configuration (set by the agent through the object's .rodata). */
+const volatile __u16 cfg_snat_port_min = 61000;   /* the agent's SNAT ports, host order */
+const volatile __u16 cfg_snat_port_max = 65535;
+const volatile __u32 cfg_flow_seed = 0;           /* the same on every node */
+const volatile __u8 cfg_external_clusterip = 0;   /* bpf.lbExternalClusterIP */
+
+/* SNAT ports tried for a new flow before it is dropped as exhausted. */
+#define LB_SNAT_TRIES 32
+
+/* Counts a drop on this CPU. Not inlined: drops are rare, and its parameter puts enum
+ * lb_counter into the object's BTF, where the layout test checks it. */
+static __noinline void lb_count(enum lb_counter counter)
+{
+	__u32 index = counter;
+	__u64 *value = bpf_map_lookup_elem(&lb_counters_v1, &index);
+
+	if (value)
+		*value += 1;
+}
+
+/* Whether traffic from outside the node may use this frontend. */
+static __always_inline int lb_serves_external(const struct lb_service *svc)
+{
+	if (svc->flags &
+	    (LB_SVC_NODE_PORT | LB_SVC_EXTERNAL_IP | LB_SVC_LOADBALANCER | LB_SVC_HOST_PORT))
+		return 1;
+	return cfg_external_clusterip && (svc->flags & LB_SVC_CLUSTER_IP);
+}
+
+/* Sends a translated packet (now addressed as `to` says) towards its destination itself. */
+static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
+				      const struct lb_ct_entry *to)
+{
+	struct bpf_fib_lookup params = {};
+	int rc;
+
+	if (lb_dec_ttl(ctx, flow)) {
+		lb_count(LB_CNT_TTL_EXCEEDED);
+		return LB_DROP;
+	}
+	rc = lb_fib_lookup(ctx, flow, &to->saddr, to->sport, &to->daddr, to->dport, &params);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (ctx_store(ctx, 0, params.dmac, 6) || ctx_store(ctx, 6, params.smac, 6))
+			return LB_DROP;
+		return ctx_redirect(params.ifindex);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return ctx_redirect_neigh(params.ifindex);
+	lb_count(LB_CNT_FIB_FAILED);
+	return LB_DROP;
+}
+
+/* A packet of a tracked flow: refresh its entry and translate it. */
+static __always_inline int lb_apply(lb_ctx_t *ctx, const struct lb_flow *flow,
+				    struct lb_ct_entry *entry, __u32 now)
+{
+	struct lb_ct_entry to;
+
+	lb_ct_refresh(entry, flow, now);
+	to = *entry;
+	if (lb_rewrite(ctx, flow, &to))
+		return LB_DROP;
+	if (to.flags & LB_CT_SNAT)
+		return lb_forward(ctx, flow, &to);
+	return LB_PASS;
+}
+
+static __always_inline int lb_addr_is_zero(const union lb_addr *a)
+{
+	return !(a->words[0] | a->words[1] | a->words[2] | a->words[3]);
+}
+
+/* A new flow to a backend on another node, reached through device `ifindex`: source NAT to
+ * the node's address there and a free port, then forward. */
+static __always_inline int lb_new_snat_flow(lb_ctx_t *ctx, const struct lb_flow *flow,
+					    struct lb_ct_entry *fwd, struct lb_ct_entry *rev,
+					    __u32 ifindex)
+{
+	const struct lb_device *dev = bpf_map_lookup_elem(&lb_devices_v1, &ifindex);
+	__u32 range = (__u32)cfg_snat_port_max - cfg_snat_port_min + 1;
+	struct lb_ct_key reply_key = {};
+	__u32 start, i;
+
+	if (!dev || lb_addr_is_zero(flow->v6 ? &dev->addr6 : &dev->addr4)) {
+		lb_count(LB_CNT_NO_DEVICE_ADDR);
+		return LB_DROP;
+	}
+	fwd->saddr = flow->v6 ? dev->addr6 : dev->addr4;
+	fwd->flags |= LB_CT_SNAT;
+	rev->flags |= LB_CT_SNAT;
+	start = lb_flow_hash(&flow->key, cfg_flow_seed + 1) % range;
+	for (i = 0; i < LB_SNAT_TRIES; i++) {
+		fwd->sport = bpf_htons(cfg_snat_port_min + (start + i) % range);
+		lb_ct_twin_key(fwd, flow->key.proto, &reply_key);
+		/* The reply entry's key holds the port: whoever writes it first owns it. */
+		if (bpf_map_update_elem(&lb_ct_v1, &reply_key, rev, BPF_NOEXIST) == 0)
+			goto claimed;
+	}
+	lb_count(LB_CNT_SNAT_EXHAUSTED);
+	return LB_DROP;
+claimed:
+	if (bpf_map_update_elem(&lb_ct_v1, &flow->key, fwd, BPF_ANY)) {
+		bpf_map_delete_elem(&lb_ct_v1, &reply_key);
+		lb_count(LB_CNT_CT_FULL);
+		return LB_DROP;
+	}
+	if (lb_rewrite(ctx, flow, fwd))
+		return LB_DROP;
+	return lb_forward(ctx, flow, fwd);
+}
+
+/* A packet no flow tracks: if it is for a frontend served to the outside, choose a backend
+ * and start the flow; anything else passes untouched. */
+static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u32 now)
+{
+	const struct lb_service *svc;
+	const struct lb_backend *backend;
+	struct lb_ct_entry fwd = {}, rev = {};
+	struct lb_ct_key reply_key = {};
+	struct lb_key key = {};
+	__u32 backend_id, ifindex = 0;
+	__u16 count, rev_nat_index;
+
+	key.address = flow->key.daddr;
+	key.dport = flow->key.dport;
+	key.proto = flow->key.proto;
+	/* External traffic: the node's loopback is not reached through a device, and the
+	 * external scope applies (externalTrafficPolicy). */
+	svc = lb_lookup_frontend(&key, 0, 0);
+	if (!svc || !lb_serves_external(svc))
+		return LB_PASS;
+	count = svc->count;
+	rev_nat_index = svc->rev_nat_index;
+	if (count == 0) {
+		lb_count(LB_CNT_NO_BACKEND);
+		return lb_reject(ctx, flow);
+	}
+	backend_id = lb_slot_backend(&key, lb_flow_hash(&flow->key, cfg_flow_seed) % count + 1);
+	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
+	if (!backend) {
+		lb_count(LB_CNT_NO_BACKEND);
+		return LB_DROP;
+	}
+
+	fwd.saddr = flow->key.saddr;
+	fwd.sport = flow->key.sport;
+	fwd.daddr = backend->address;
+	fwd.dport = backend->port;
+	fwd.rev_nat_index = rev_nat_index;
+	fwd.backend_id = backend_id;
+	/* Replies show the address the client used, not the wildcard frontend's. */
+	rev.saddr = flow->key.daddr;
+	rev.sport = flow->key.dport;
+	rev.daddr = flow->key.saddr;
+	rev.dport = flow->key.sport;
+	rev.flags = LB_CT_REPLY;
+	rev.rev_nat_index = rev_nat_index;
+	rev.backend_id = backend_id;
+	lb_ct_init(&fwd, flow, now);
+	lb_ct_init(&rev, flow, now);
+
+	if (lb_backend_is_remote(ctx, flow, backend, &ifindex))
+		return lb_new_snat_flow(ctx, flow, &fwd, &rev, ifindex);
+
+	lb_ct_twin_key(&fwd, flow->key.proto, &reply_key);
+	if (bpf_map_update_elem(&lb_ct_v1, &reply_key, &rev, BPF_ANY) ||
+	    bpf_map_update_elem(&lb_ct_v1, &flow->key, &fwd, BPF_ANY)) {
+		lb_count(LB_CNT_CT_FULL);
+		return LB_DROP;
+	}
+	if (lb_rewrite(ctx, flow, &fwd))
+		return LB_DROP;
+	return LB_PASS;
+}
+
+/* A packet entering a NodePort device. */
+static __always_inline int lb_nodeport_from_device(lb_ctx_t *ctx)
+{
+	struct lb_flow flow = {};
+	struct lb_ct_entry *entry;
+	__u32 now;
+
+	if (lb_parse(ctx, &flow))
+		return LB_PASS;
+	now = lb_ct_now();
+	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
+	if (entry && !lb_ct_is_local_reply(entry))
+		return lb_apply(ctx, &flow, entry, now);
+	return lb_new_flow(ctx, &flow, now);
+}
+
+/* A packet leaving through a NodePort device: a local backend's reply gets its frontend's
+ * address back. */
+static __always_inline int lb_nodeport_to_device(lb_ctx_t *ctx)
+{
+	struct lb_flow flow = {};
+	struct lb_ct_entry *entry;
+
+	if (lb_parse(ctx, &flow))
+		return LB_PASS;
+	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
+	if (!entry || !lb_ct_is_local_reply(entry))
+		return LB_PASS;
+	return lb_apply(ctx, &flow, entry, lb_ct_now());
+}
+
+#endif /* LB_NODEPORT_H */
