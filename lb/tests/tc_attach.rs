@@ -3,7 +3,9 @@
 //! as tcx links (the host kernel has tcx) and, with tcx treated as missing, as netlink
 //! `cls_bpf` filters; a second agent replaces them instead of stacking a second copy; `lbctl
 //! cleanup` (run in the node's namespace) leaves the devices bare; a `devices` entry naming a
-//! device the node lacks is refused naming it.
+//! device the node lacks is refused naming it. End to end, a client outside the cluster
+//! reaches a NodePort on the node, answered by a pod on that node (which sees the client's
+//! address) and by one on another node (which sees the node's: SNAT).
 //!
 //! Without root the tests are reported as ignored, with a line saying why; under `CI=true` they
 //! fail instead, since CI must run this tier.
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use aya::programs::{tc::SchedClassifier, TcAttachType};
 use libtest_mimic::Failed;
-use netsim::{NodeSpec, Topology};
+use netsim::{ClientMode, NodeSpec, PodSpec, Proto, Topology};
 use support::{TestBpffs, TestFn};
 
 #[allow(
@@ -28,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 3] = [
+    let tests: [(&str, TestFn); 4] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -40,6 +42,10 @@ fn main() {
         (
             "tc::a_devices_entry_naming_a_missing_device_is_refused_naming_it",
             missing_device,
+        ),
+        (
+            "tc::an_outside_client_reaches_a_nodeport_served_on_the_node_and_through_snat_on_another",
+            outside_client,
         ),
     ];
     support::run_tier("tc attach", tests.into());
@@ -320,4 +326,155 @@ fn missing_device() -> Result<(), Failed> {
         }
     }
     Ok(())
+}
+
+/// A NodePort service `name` on `node_port` with one TCP backend `backend:8080` on `node`.
+fn node_port_yaml(
+    name: &str,
+    cluster_ip: &str,
+    node_port: u16,
+    backend: &str,
+    node: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  type: NodePort\n  clusterIP: {cluster_ip}\n\
+         \x20 ports: [{{port: 80, protocol: TCP, targetPort: 8080, nodePort: {node_port}}}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: {name}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+         addressType: IPv4\nports: [{{name: \"\", port: 8080, protocol: TCP}}]\nendpoints:\n\
+         \x20 - {{addresses: [{backend}], conditions: {{ready: true}}, nodeName: {node}}}\n"
+    )
+}
+
+/// `lb-agent --once` on `node1` with these manifests and extra `--set`s.
+fn agent_on(
+    node: &netsim::Node,
+    bpffs: &TestBpffs,
+    manifests: &std::path::Path,
+    state_dir: &std::path::Path,
+    sets: &[&str],
+) -> Result<(), Failed> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+        .arg(format!("bpf.root={}", bpffs.path.display()))
+        .arg("--set")
+        .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+        .arg("--manifests")
+        .arg(manifests)
+        .args(["--node", node.name(), "--once", "--state-dir"])
+        .arg(state_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = node.spawn(cmd)?.output(RUN_WITHIN)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lb-agent --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// node1 runs the agent; `local-1` is a pod on node1, `remote-1` one on node2 (no agent
+/// there: SNAT needs nothing of it); `outside` is a host on the segment with no agent. Its TCP
+/// exchanges with node1's NodePorts are answered by each pod, which sees the client's address
+/// (local) or node1's (remote, SNAT); the client sees the replies come from the NodePort.
+fn outside_client() -> Result<(), Failed> {
+    let mut topology = Topology::new()?;
+    let node1 = topology.add_node(
+        NodeSpec::new("node1")
+            .eth0("192.168.80.11/24".parse()?)
+            .pod_cidr("10.80.1.0/24".parse()?),
+    )?;
+    let node2 = topology.add_node(
+        NodeSpec::new("node2")
+            .eth0("192.168.80.12/24".parse()?)
+            .pod_cidr("10.80.2.0/24".parse()?),
+    )?;
+    let outside = topology.add_node(NodeSpec::new("outside").eth0("192.168.80.100/24".parse()?))?;
+    let local = topology.add_pod(&node1, PodSpec::new("local-1", "10.80.1.5".parse()?))?;
+    let remote = topology.add_pod(&node2, PodSpec::new("remote-1", "10.80.2.5".parse()?))?;
+    let _local_server = local.server(Proto::Tcp, "10.80.1.5:8080".parse()?, "local-1")?;
+    let _remote_server = remote.server(Proto::Tcp, "10.80.2.5:8080".parse()?, "remote-1")?;
+
+    let bpffs = TestBpffs::new("tc-e2e")?;
+    let scratch =
+        ScratchDir(std::env::temp_dir().join(format!("lb-tc-e2e-{}", std::process::id())));
+    let manifests = scratch.0.join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(
+        manifests.join("nodes.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node1}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.80.11}]}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node2}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.80.12}]}\n",
+    )?;
+    std::fs::write(
+        manifests.join("services.yaml"),
+        format!(
+            "{}---\n{}",
+            node_port_yaml("local", "10.96.80.1", 31001, "10.80.1.5", "node1"),
+            node_port_yaml("remote", "10.96.80.2", 31002, "10.80.2.5", "node2")
+        ),
+    )?;
+    let state_dir = scratch.0.join("state");
+    agent_on(&node1, &bpffs, &manifests, &state_dir, &[])?;
+
+    for (port, identity, seen) in [
+        (31001, "local-1", "192.168.80.100"),
+        (31002, "remote-1", "192.168.80.11"),
+    ] {
+        let target: std::net::SocketAddr = format!("192.168.80.11:{port}").parse()?;
+        let reply = outside.client_once(ClientMode::Tcp, target)?;
+        if reply.identity() != Some(identity) {
+            return Err(
+                format!("{target} from outside: answered {reply:?}, expected {identity}").into(),
+            );
+        }
+        let saw = reply.seen_by_server().map(|a| a.ip().to_string());
+        if saw.as_deref() != Some(seen) {
+            return Err(format!("{identity} saw the client as {saw:?}, expected {seen}").into());
+        }
+        if reply.peer != Some(target) {
+            return Err(format!(
+                "the client's peer is {:?}, expected the NodePort {target}",
+                reply.peer
+            )
+            .into());
+        }
+    }
+
+    let mut cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"));
+    cleanup
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = node1.spawn(cleanup)?.output(RUN_WITHIN)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lbctl cleanup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A scratch directory removed on drop.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
