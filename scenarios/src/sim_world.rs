@@ -304,6 +304,8 @@ impl SimWorld {
         reconciler.reconcile(
             &translation.translation.state,
             &addresses,
+            // The packet simulator's devices come with it; none are attached yet.
+            &[],
             sim,
             &mut sweeper,
         )?;
