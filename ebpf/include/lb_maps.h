@@ -103,6 +103,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_affinity_match_v1 SEC(".maps");
 
+/* loadBalancerSourceRanges: the client CIDRs each frontend flagged LB_SVC2_SOURCE_RANGES
+ * allows; the value is a reserved zero byte. Kept by the agent; an LPM trie allocates as it
+ * goes (the kernel requires BPF_F_NO_PREALLOC). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lb_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_source_ranges_v1 SEC(".maps");
+
 /* The node's own addresses, kept by the agent. A node can hold thousands (kube-proxy's IPVS
  * dummy device carries one per service address), so the agent sizes it by bpf.lbMapMax;
  * written only by the agent, so entries are allocated as they come instead of up front. */

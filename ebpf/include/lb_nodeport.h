@@ -52,6 +52,18 @@ static __always_inline int lb_serves_external(const struct lb_service *svc)
 	return cfg_external_clusterip && (svc->flags & LB_SVC_CLUSTER_IP);
 }
 
+/* Whether a frontend with loadBalancerSourceRanges lets this client in: the client's address
+ * falls in one of the frontend's CIDRs. */
+static __always_inline int lb_source_allowed(__u16 rev_nat_index, const union lb_addr *client)
+{
+	struct lb_src_range_key key = {};
+
+	key.prefixlen = 32 + 128;
+	key.rev_nat_index = rev_nat_index;
+	key.address = *client;
+	return bpf_map_lookup_elem(&lb_source_ranges_v1, &key) != NULL;
+}
+
 /* Sends a translated packet (now addressed as `to` says) towards its destination itself. */
 static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
 				      const struct lb_ct_entry *to)
@@ -158,6 +170,11 @@ static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow
 		return LB_PASS;
 	count = svc->count;
 	rev_nat_index = svc->rev_nat_index;
+	if ((svc->flags2 & LB_SVC2_SOURCE_RANGES) &&
+	    !lb_source_allowed(rev_nat_index, &flow->key.saddr)) {
+		lb_count(LB_CNT_SOURCE_RANGE);
+		return LB_DROP;
+	}
 	if (count == 0) {
 		/* kube-proxy: a Local policy without local endpoints drops; a service without any
 		 * endpoint rejects. */

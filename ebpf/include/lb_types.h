@@ -34,6 +34,12 @@ enum lb_svc_flags : __u8 {
 					   * though others have some: drop, not reject */
 };
 
+/* Bits of lb_service.flags2 (lb_service.flags is full). */
+enum lb_svc_flags2 : __u8 {
+	LB_SVC2_SOURCE_RANGES = 1 << 0, /* loadBalancerSourceRanges: external clients must match
+					 * one of the frontend's lb_source_ranges entries */
+};
+
 /* lb_backend.state: only active backends are chosen for new connections. */
 enum lb_backend_state : __u8 {
 	LB_BACKEND_ACTIVE = 0,      /* ready: takes new connections */
@@ -68,7 +74,8 @@ enum lb_counter : __u8 {
 	LB_CNT_TTL_EXCEEDED = 4,    /* TTL or hop limit would reach 0 when forwarded: dropped */
 	LB_CNT_CT_FULL = 5,         /* a conntrack entry could not be written: dropped */
 	LB_CNT_NO_LOCAL_BACKEND = 6, /* traffic policy Local, no endpoint on this node: dropped */
-	LB_CNT_MAX = 7,             /* number of counters */
+	LB_CNT_SOURCE_RANGE = 7,    /* client outside loadBalancerSourceRanges: dropped */
+	LB_CNT_MAX = 8,             /* number of counters */
 };
 
 /* An IPv6 address, or an IPv4 address mapped into IPv6. */
@@ -95,7 +102,8 @@ struct lb_service {
 	__u16 qcount;           /* slot 0: number of terminating backend slots after them */
 	__u16 rev_nat_index;    /* id of the frontend (lb_reverse_nat key, the service id) */
 	enum lb_svc_flags flags; /* LB_SVC_* bits */
-	__u8 pad;               /* explicit padding, always zero */
+	enum lb_svc_flags2 flags2; /* slot 0: LB_SVC2_* bits (this byte was padding before, always
+				    * zero, so older entries read as no bits) */
 	__u32 affinity_timeout; /* slot 0: session affinity timeout in seconds, 0 without */
 };
 
@@ -163,6 +171,16 @@ struct lb_affinity_match_key {
 	__u32 backend_id;      /* lb_backends key */
 	__u16 rev_nat_index;   /* the frontend's id */
 	__u16 pad;             /* explicit padding, always zero */
+};
+
+/* Key of lb_source_ranges, an LPM trie: a frontend and a client CIDR. The prefix length counts
+ * the bits after it: 32 for the frontend id and padding, then the CIDR's length in the 128-bit
+ * form (96 + n for an IPv4 /n). */
+struct lb_src_range_key {
+	__u32 prefixlen;       /* 32 + the CIDR's length as an IPv6-form prefix */
+	__u16 rev_nat_index;   /* the frontend's id */
+	__u16 pad;             /* explicit padding, always zero */
+	union lb_addr address; /* the CIDR's network address (IPv4 mapped) */
 };
 
 /* Value of lb_local_addrs, keyed by union lb_addr: an address of this node, where a wildcard

@@ -25,6 +25,8 @@ pub const LB_AFFINITY: &str = "lb_affinity_v1";
 pub const LB_AFFINITY_MATCH: &str = "lb_affinity_match_v1";
 /// The node's own addresses, where wildcard NodePort and HostPort frontends answer.
 pub const LB_LOCAL_ADDRS: &str = "lb_local_addrs_v1";
+/// `loadBalancerSourceRanges` (LPM trie): [`LbSrcRangeKey`] -> `u8` (zero).
+pub const LB_SOURCE_RANGES: &str = "lb_source_ranges_v1";
 /// Index 0: a bit per monitor slot that listens to trace events (`LB_MONITOR_SLOTS`).
 pub const LB_MONITOR: &str = "lb_monitor_v2";
 /// How many monitors can listen at once (`LB_MONITOR_SLOTS`).
@@ -42,7 +44,7 @@ pub const LB_EVENTS_SLOTS: [&str; MONITOR_SLOTS] = [
 ];
 /// The maps sized by `bpf.lbMapMax` (the node-address map too: a node's addresses grow with
 /// its services where kube-proxy's IPVS device holds one per service address).
-pub const SOCK_LB_SIZED_MAPS: [&str; 8] = [
+pub const SOCK_LB_SIZED_MAPS: [&str; 9] = [
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
@@ -51,9 +53,11 @@ pub const SOCK_LB_SIZED_MAPS: [&str; 8] = [
     LB_AFFINITY,
     LB_LOCAL_ADDRS,
     LB_AFFINITY_MATCH,
+    LB_SOURCE_RANGES,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 18] = [
+pub const SOCK_LB_MAPS: [&str; 19] = [
+    LB_SOURCE_RANGES,
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
@@ -97,6 +101,13 @@ pub mod scope {
     pub const EXT: u8 = 0;
     /// `LB_SCOPE_INT`: traffic from inside the cluster, when the policies differ.
     pub const INT: u8 = 1;
+}
+
+/// `enum lb_svc_flags2`: bits of [`LbService::flags2`].
+pub mod svc_flags2 {
+    /// `LB_SVC2_SOURCE_RANGES`: external clients must match one of the frontend's
+    /// [`super::LB_SOURCE_RANGES`] entries.
+    pub const SOURCE_RANGES: u8 = 1 << 0;
 }
 
 /// `enum lb_backend_state`: [`LbBackend::state`].
@@ -208,8 +219,8 @@ pub struct LbService {
     pub rev_nat_index: u16,
     /// [`svc_flags`] bits.
     pub flags: u8,
-    /// Zero.
-    pub pad: u8,
+    /// Slot 0: [`svc_flags2`] bits.
+    pub flags2: u8,
     /// Slot 0: affinity timeout in seconds, 0 without affinity.
     pub affinity_timeout: u32,
 }
@@ -344,6 +355,85 @@ impl LbAffinityMatchKey {
     }
 }
 
+/// `struct lb_src_range_key`: a frontend and a client CIDR, the key of [`LB_SOURCE_RANGES`]
+/// (an LPM trie: `prefixlen` counts the bits of what follows it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbSrcRangeKey {
+    /// 32 (frontend id and padding) + the CIDR's length as an IPv6-form prefix.
+    pub prefixlen: u32,
+    /// The frontend's id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+    /// The CIDR's network address (IPv4 mapped).
+    pub address: LbAddr,
+}
+
+/// What follows `prefixlen` in an [`LbSrcRangeKey`]: the data of aya's `lpm_trie::Key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbSrcRange {
+    /// The frontend's id.
+    pub rev_nat_index: u16,
+    /// Zero.
+    pub pad: u16,
+    /// The CIDR's network address (IPv4 mapped).
+    pub address: LbAddr,
+}
+
+impl LbSrcRangeKey {
+    /// The entry allowing `cidr` (truncated to its network) to frontend `rev_nat_index`.
+    pub fn new(rev_nat_index: u16, cidr: IpAddr, prefix: u8) -> Self {
+        let v6_prefix = match cidr {
+            IpAddr::V4(_) => 96 + u32::from(prefix.min(32)),
+            IpAddr::V6(_) => u32::from(prefix.min(128)),
+        };
+        let mut address = LbAddr::from(cidr);
+        for bit in v6_prefix..128 {
+            address.bytes[(bit / 8) as usize] &= !(0x80u8 >> (bit % 8));
+        }
+        LbSrcRangeKey {
+            prefixlen: 32 + v6_prefix,
+            rev_nat_index,
+            pad: 0,
+            address,
+        }
+    }
+
+    /// The data part, as aya's LPM trie key holds it.
+    pub fn data(&self) -> LbSrcRange {
+        LbSrcRange {
+            rev_nat_index: self.rev_nat_index,
+            pad: self.pad,
+            address: self.address,
+        }
+    }
+
+    /// The key of `prefixlen` and `data`.
+    pub fn from_parts(prefixlen: u32, data: LbSrcRange) -> Self {
+        LbSrcRangeKey {
+            prefixlen,
+            rev_nat_index: data.rev_nat_index,
+            pad: data.pad,
+            address: data.address,
+        }
+    }
+
+    /// Whether `client` falls in this CIDR of frontend `rev_nat_index` (what the trie
+    /// answers for a lookup with the full prefix length).
+    pub fn matches(&self, rev_nat_index: u16, client: LbAddr) -> bool {
+        if rev_nat_index != self.rev_nat_index {
+            return false;
+        }
+        let bits = self.prefixlen.saturating_sub(32).min(128);
+        (0..bits).all(|bit| {
+            let (byte, mask) = ((bit / 8) as usize, 0x80u8 >> (bit % 8));
+            client.bytes[byte] & mask == self.address.bytes[byte] & mask
+        })
+    }
+}
+
 /// Value of `lb_local_addrs_v1` (keyed by [`LbAddr`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -377,8 +467,10 @@ pub mod counter {
     pub const CT_FULL: u8 = 5;
     /// `LB_CNT_NO_LOCAL_BACKEND`: traffic policy `Local` and no endpoint on this node.
     pub const NO_LOCAL_BACKEND: u8 = 6;
+    /// `LB_CNT_SOURCE_RANGE`: a client outside `loadBalancerSourceRanges`.
+    pub const SOURCE_RANGE: u8 = 7;
     /// `LB_CNT_MAX`: how many counters there are.
-    pub const MAX: u8 = 7;
+    pub const MAX: u8 = 8;
 }
 
 /// `struct lb_ct_key`: a packet's tuple as it arrives.
@@ -482,6 +574,10 @@ pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
         ],
     ),
     (
+        "lb_svc_flags2",
+        &[("LB_SVC2_SOURCE_RANGES", svc_flags2::SOURCE_RANGES)],
+    ),
+    (
         "lb_backend_state",
         &[
             ("LB_BACKEND_ACTIVE", backend_state::ACTIVE),
@@ -508,6 +604,7 @@ pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
             ("LB_CNT_TTL_EXCEEDED", counter::TTL_EXCEEDED),
             ("LB_CNT_CT_FULL", counter::CT_FULL),
             ("LB_CNT_NO_LOCAL_BACKEND", counter::NO_LOCAL_BACKEND),
+            ("LB_CNT_SOURCE_RANGE", counter::SOURCE_RANGE),
             ("LB_CNT_MAX", counter::MAX),
         ],
     ),
@@ -581,6 +678,10 @@ unsafe impl aya::Pod for LbCtKey {}
 unsafe impl aya::Pod for LbCtEntry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbDevice {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbSrcRange {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbSrcRangeKey {}
 
 #[cfg(test)]
 mod tests {
@@ -594,6 +695,37 @@ mod tests {
         assert_eq!(IpAddr::from(a), v4);
         let v6: IpAddr = "fd00::10".parse().unwrap();
         assert_eq!(IpAddr::from(LbAddr::from(v6)), v6);
+    }
+
+    #[test]
+    fn source_range_keys_cover_their_cidr_only() {
+        let v4 = LbSrcRangeKey::new(7, "10.1.2.3".parse().unwrap(), 16);
+        // The prefix counts the id and padding (32) and the mapped IPv4 prefix (96 + 16).
+        assert_eq!(v4.prefixlen, 32 + 96 + 16);
+        assert_eq!(
+            IpAddr::from(v4.address),
+            "10.1.0.0".parse::<IpAddr>().unwrap()
+        );
+        let addr = |s: &str| LbAddr::from(s.parse::<IpAddr>().unwrap());
+        assert!(v4.matches(7, addr("10.1.200.9")));
+        assert!(!v4.matches(7, addr("10.2.0.1")));
+        assert!(
+            !v4.matches(8, addr("10.1.200.9")),
+            "another frontend's range"
+        );
+        assert!(
+            !v4.matches(7, addr("::a01:0203")),
+            "an IPv6 address is not mapped IPv4"
+        );
+        let v6 = LbSrcRangeKey::new(7, "2001:db8::1".parse().unwrap(), 32);
+        assert!(v6.matches(7, addr("2001:db8:ffff::5")));
+        assert!(!v6.matches(7, addr("2001:db9::5")));
+        let all = LbSrcRangeKey::new(7, "0.0.0.0".parse().unwrap(), 0);
+        assert!(all.matches(7, addr("192.0.2.1")));
+        assert!(
+            !all.matches(7, addr("2001:db8::1")),
+            "0.0.0.0/0 is IPv4 only"
+        );
     }
 
     #[test]

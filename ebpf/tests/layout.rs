@@ -80,7 +80,7 @@ fn rust_mirrors_match_the_objects_btf() {
             qcount,
             rev_nat_index,
             flags,
-            pad,
+            flags2,
             affinity_timeout
         ]
     );
@@ -118,6 +118,14 @@ fn rust_mirrors_match_the_objects_btf() {
         [backend_id, rev_nat_index, pad]
     );
     assert_layout!(&btf, "lb_local_addr", LbLocalAddr, [flags]);
+    assert_layout!(
+        &btf,
+        "lb_src_range_key",
+        LbSrcRangeKey,
+        [prefixlen, rev_nat_index, pad, address]
+    );
+    // aya's LPM key is a u32 prefix length followed by this data.
+    assert_eq!(size_of::<LbSrcRange>() + 4, size_of::<LbSrcRangeKey>());
 }
 
 #[test]
@@ -222,6 +230,7 @@ fn the_fields_holding_enum_values_are_typed_by_the_enums() {
     for (strukt, field, ty) in [
         ("lb_key", "scope", "enum lb_scope"),
         ("lb_service", "flags", "enum lb_svc_flags"),
+        ("lb_service", "flags2", "enum lb_svc_flags2"),
         ("lb_backend", "state", "enum lb_backend_state"),
         ("lb_trace_sock", "kind", "enum lb_trace_kind"),
     ] {

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ebpf::maps::{LbAffinityMatchKey, LbBackend, LbKey, LbReverseNat, LbService};
+use ebpf::maps::{
+    svc_flags2, LbAffinityMatchKey, LbBackend, LbKey, LbReverseNat, LbService, LbSrcRangeKey,
+};
 
 use super::codec::{protocol_of, scope_byte, scope_of, state_byte, state_of, ServiceFlags};
 use crate::model::{
@@ -22,6 +24,9 @@ pub struct MapContents {
     /// `lb_affinity_match_v1`: every active backend of every frontend with session affinity
     /// (the value is a reserved zero).
     pub affinity_match: BTreeMap<LbAffinityMatchKey, u8>,
+    /// `lb_source_ranges_v1`: the client CIDRs of every LoadBalancer frontend with
+    /// `loadBalancerSourceRanges` (the value is a reserved zero).
+    pub source_ranges: BTreeMap<LbSrcRangeKey, u8>,
 }
 
 /// Ids are small integers; 0 means "none" in the datapath.
@@ -159,6 +164,20 @@ impl MapContents {
                 affinity_timeout > 0,
                 svc.no_local_backends,
             );
+            // loadBalancerSourceRanges restrict external traffic to a LoadBalancer frontend.
+            let ranges = if svc.frontend.kind == ServiceType::LoadBalancer
+                && svc.frontend.scope == Scope::External
+            {
+                svc.policies.source_ranges.as_slice()
+            } else {
+                &[]
+            };
+            for cidr in ranges {
+                out.source_ranges.insert(
+                    LbSrcRangeKey::new(rev_nat_index, cidr.addr(), cidr.prefix_len()),
+                    0,
+                );
+            }
             out.services.insert(
                 key(0),
                 LbService {
@@ -166,6 +185,11 @@ impl MapContents {
                     qcount,
                     rev_nat_index,
                     flags,
+                    flags2: if ranges.is_empty() {
+                        0
+                    } else {
+                        svc_flags2::SOURCE_RANGES
+                    },
                     affinity_timeout,
                     ..LbService::default()
                 },
@@ -392,6 +416,48 @@ mod tests {
             i.flags,
             svc_flags::NODE_PORT,
             "the twin itself is looked up, it does not redirect"
+        );
+    }
+
+    #[test]
+    fn source_ranges_restrict_loadbalancer_frontends_only() {
+        let ranges: Vec<ipnet::IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+        let with = |addr: &str, kind, scope| {
+            let mut s = service(
+                addr,
+                kind,
+                scope,
+                vec![backend("10.0.0.1:80", BackendState::Active)],
+            );
+            s.policies.source_ranges = ranges.clone();
+            s
+        };
+        let lb = with("10.0.10.1:80", ServiceType::LoadBalancer, Scope::External);
+        let lb_twin = with("10.0.10.1:80", ServiceType::LoadBalancer, Scope::Internal);
+        let node_port = with("0.0.0.0:30080", ServiceType::NodePort, Scope::External);
+        let c = MapContents::build(
+            &state(vec![lb, lb_twin, node_port]),
+            &MapContents::default(),
+        )
+        .unwrap();
+        let flagged: Vec<(u16, u8)> = c
+            .services
+            .iter()
+            .filter(|(k, v)| k.backend_slot == 0 && v.flags2 & svc_flags2::SOURCE_RANGES != 0)
+            .map(|(k, _)| (k.port(), k.scope))
+            .collect();
+        // The external LoadBalancer frontend only: in-cluster traffic (the twin) and NodePorts
+        // are not restricted.
+        assert_eq!(flagged, [(80, scope::EXT)]);
+        let lb_id = c
+            .services
+            .iter()
+            .find(|(k, _)| k.backend_slot == 0 && k.scope == scope::EXT && k.port() == 80)
+            .map(|(_, v)| v.rev_nat_index)
+            .unwrap();
+        assert_eq!(
+            c.source_ranges.keys().copied().collect::<Vec<_>>(),
+            [LbSrcRangeKey::new(lb_id, "192.0.2.0".parse().unwrap(), 24)]
         );
     }
 

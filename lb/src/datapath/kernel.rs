@@ -4,11 +4,12 @@ use std::borrow::{Borrow, BorrowMut};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, Map, MapData};
 use aya::Pod;
 use ebpf::maps::{
-    scope, LbAffinityMatchKey, LbKey, LbService, LB_AFFINITY_MATCH, LB_BACKENDS, LB_REVERSE_NAT,
-    LB_SERVICES,
+    scope, LbAffinityMatchKey, LbKey, LbService, LbSrcRange, LbSrcRangeKey, LB_AFFINITY_MATCH,
+    LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES, LB_SOURCE_RANGES,
 };
 
 use super::{DatapathError, MapContents};
@@ -38,6 +39,7 @@ impl ApplyReport {
             count(&have.backends, &want.backends),
             count(&have.reverse_nat, &want.reverse_nat),
             count(&have.affinity_match, &want.affinity_match),
+            count(&have.source_ranges, &want.source_ranges),
         ];
         ApplyReport {
             written: counts.iter().map(|c| c.0).sum(),
@@ -53,6 +55,7 @@ pub struct ServiceMaps<T> {
     backends: HashMap<T, u32, ebpf::maps::LbBackend>,
     reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
     affinity_match: HashMap<T, LbAffinityMatchKey, u8>,
+    source_ranges: LpmTrie<T, LbSrcRange, u8>,
 }
 
 impl ServiceMaps<MapData> {
@@ -67,11 +70,23 @@ impl ServiceMaps<MapData> {
             HashMap::try_from(Map::HashMap(data))
                 .map_err(|source| DatapathError::Map { map: name, source })
         }
+        let ranges = MapData::from_pin(pin_dir.join(LB_SOURCE_RANGES)).map_err(|source| {
+            DatapathError::Map {
+                map: LB_SOURCE_RANGES,
+                source,
+            }
+        })?;
         Ok(ServiceMaps {
             services: open(pin_dir, LB_SERVICES)?,
             backends: open(pin_dir, LB_BACKENDS)?,
             reverse_nat: open(pin_dir, LB_REVERSE_NAT)?,
             affinity_match: open(pin_dir, LB_AFFINITY_MATCH)?,
+            source_ranges: LpmTrie::try_from(Map::LpmTrie(ranges)).map_err(|source| {
+                DatapathError::Map {
+                    map: LB_SOURCE_RANGES,
+                    source,
+                }
+            })?,
         })
     }
 }
@@ -83,12 +98,14 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
         backends: HashMap<T, u32, ebpf::maps::LbBackend>,
         reverse_nat: HashMap<T, u16, ebpf::maps::LbReverseNat>,
         affinity_match: HashMap<T, LbAffinityMatchKey, u8>,
+        source_ranges: LpmTrie<T, LbSrcRange, u8>,
     ) -> Self {
         ServiceMaps {
             services,
             backends,
             reverse_nat,
             affinity_match,
+            source_ranges,
         }
     }
 
@@ -99,6 +116,17 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
             backends: read(&self.backends, LB_BACKENDS)?,
             reverse_nat: read(&self.reverse_nat, LB_REVERSE_NAT)?,
             affinity_match: read(&self.affinity_match, LB_AFFINITY_MATCH)?,
+            source_ranges: self
+                .source_ranges
+                .iter()
+                .map(|item| {
+                    item.map(|(k, v)| (LbSrcRangeKey::from_parts(k.prefix_len(), k.data()), v))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|source| DatapathError::Map {
+                    map: LB_SOURCE_RANGES,
+                    source,
+                })?,
         })
     }
 }
@@ -112,6 +140,20 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
         let have = self.read()?;
         let mut report = ApplyReport::default();
+        // A frontend's source ranges before the head that asks for them, so no allowed client
+        // is turned away in between.
+        let failed = |source| DatapathError::Map {
+            map: LB_SOURCE_RANGES,
+            source,
+        };
+        for key in want.source_ranges.keys() {
+            if !have.source_ranges.contains_key(key) {
+                self.source_ranges
+                    .insert(&Key::new(key.prefixlen, key.data()), 0, 0)
+                    .map_err(failed)?;
+                report.written += 1;
+            }
+        }
         report.written += write_changed(
             &mut self.backends,
             LB_BACKENDS,
@@ -166,6 +208,17 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
                 .keys()
                 .filter(|k| !want.backends.contains_key(k)),
         )?;
+        for key in have.source_ranges.keys() {
+            if !want.source_ranges.contains_key(key) {
+                match self
+                    .source_ranges
+                    .remove(&Key::new(key.prefixlen, key.data()))
+                {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => report.deleted += 1,
+                    Err(source) => return Err(failed(source)),
+                }
+            }
+        }
         Ok(report)
     }
 }

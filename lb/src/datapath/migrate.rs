@@ -20,13 +20,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, Map, MapData, MapError, MapType};
+use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapType};
 use aya::{Ebpf, Pod};
 use ebpf::maps::{
     LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbKey, LbLocalAddr,
-    LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY, LB_AFFINITY_MATCH,
-    LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN,
-    SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
+    LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue, LbSrcRange, LB_AFFINITY,
+    LB_AFFINITY_MATCH, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES,
+    LB_SOCK_CONN, LB_SOURCE_RANGES, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
 use super::pin_paths::remove_if_present;
@@ -271,6 +271,7 @@ fn typed(data: MapData, map_type: u32) -> Map {
         t if t == MapType::LruHash as u32 => Map::LruHashMap(data),
         t if t == MapType::Array as u32 => Map::Array(data),
         t if t == MapType::PerfEventArray as u32 => Map::PerfEventArray(data),
+        t if t == MapType::LpmTrie as u32 => Map::LpmTrie(data),
         _ => Map::HashMap(data),
     }
 }
@@ -295,11 +296,41 @@ macro_rules! by_types {
 }
 
 fn count(name: &'static str, map: &Map) -> Result<usize, DatapathError> {
+    if name == LB_SOURCE_RANGES {
+        return count_source_ranges(map);
+    }
     by_types!(name, count_typed(map))
 }
 
 fn copy(name: &'static str, from: &Map, to: &mut Map) -> Result<(), DatapathError> {
+    if name == LB_SOURCE_RANGES {
+        return copy_source_ranges(from, to);
+    }
     by_types!(name, copy_typed(from, to))
+}
+
+fn count_source_ranges(map: &Map) -> Result<usize, DatapathError> {
+    let failed = |source| DatapathError::Map {
+        map: LB_SOURCE_RANGES,
+        source,
+    };
+    let map: LpmTrie<&MapData, LbSrcRange, u8> = LpmTrie::try_from(map).map_err(failed)?;
+    Ok(map.keys().count())
+}
+
+/// The source ranges' LPM trie, which aya types apart from hash maps.
+fn copy_source_ranges(from: &Map, to: &mut Map) -> Result<(), DatapathError> {
+    let failed = |source| DatapathError::Map {
+        map: LB_SOURCE_RANGES,
+        source,
+    };
+    let from: LpmTrie<&MapData, LbSrcRange, u8> = LpmTrie::try_from(from).map_err(failed)?;
+    let mut to: LpmTrie<&mut MapData, LbSrcRange, u8> = LpmTrie::try_from(to).map_err(failed)?;
+    for item in from.iter() {
+        let (key, value) = item.map_err(failed)?;
+        to.insert(&key, value, 0).map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Whether a resize copies the map `name` (and counts it against the new size).
@@ -307,6 +338,9 @@ fn copy(name: &'static str, from: &Map, to: &mut Map) -> Result<(), DatapathErro
 fn copied(name: &'static str) -> bool {
     fn typed<K: Pod, V: Pod>(_: &'static str) -> Result<bool, DatapathError> {
         Ok(size_of::<K>() + size_of::<V>() > 0)
+    }
+    if name == LB_SOURCE_RANGES {
+        return true;
     }
     let known: Result<bool, DatapathError> = by_types!(name, typed());
     known.unwrap_or(false)

@@ -6,13 +6,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, LpmTrie, MapData};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{
     LbAddr, LbLocalAddr, LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY_MATCH, LB_BACKENDS,
-    LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, SOCK_LB_SIZED_MAPS,
+    LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, LB_SOURCE_RANGES,
+    SOCK_LB_SIZED_MAPS,
 };
 
 use super::migrate::Migration;
@@ -229,14 +230,15 @@ impl SockLb {
 
     /// The service maps, for reading and applying [`super::MapContents`].
     pub fn service_maps(&mut self) -> Result<ServiceMaps<&mut MapData>, DatapathError> {
-        let (mut services, mut backends, mut reverse_nat, mut affinity_match) =
-            (None, None, None, None);
+        let (mut services, mut backends, mut reverse_nat, mut affinity_match, mut ranges) =
+            (None, None, None, None, None);
         for (name, map) in self.ebpf.maps_mut() {
             match name {
                 LB_SERVICES => services = Some(map),
                 LB_BACKENDS => backends = Some(map),
                 LB_REVERSE_NAT => reverse_nat = Some(map),
                 LB_AFFINITY_MATCH => affinity_match = Some(map),
+                LB_SOURCE_RANGES => ranges = Some(map),
                 _ => {}
             }
         }
@@ -249,6 +251,8 @@ impl SockLb {
                 .map_err(typed(LB_REVERSE_NAT))?,
             HashMap::try_from(affinity_match.ok_or(missing(LB_AFFINITY_MATCH))?)
                 .map_err(typed(LB_AFFINITY_MATCH))?,
+            LpmTrie::try_from(ranges.ok_or(missing(LB_SOURCE_RANGES))?)
+                .map_err(typed(LB_SOURCE_RANGES))?,
         ))
     }
 

@@ -25,6 +25,8 @@ pub struct TranslateOptions {
     pub ipv4: bool,
     /// Serve IPv6.
     pub ipv6: bool,
+    /// Enforce `loadBalancerSourceRanges` (`config.svcSourceRangeCheck`).
+    pub source_range_check: bool,
 }
 
 impl From<&AgentConfig> for TranslateOptions {
@@ -40,6 +42,7 @@ impl From<&AgentConfig> for TranslateOptions {
             session_affinity: c.session_affinity(),
             ipv4: c.ipv4(),
             ipv6: c.ipv6(),
+            source_range_check: c.values().config.svc_source_range_check,
         }
     }
 }
@@ -58,6 +61,7 @@ impl Default for TranslateOptions {
             session_affinity: true,
             ipv4: true,
             ipv6: true,
+            source_range_check: true,
         }
     }
 }

@@ -204,7 +204,13 @@ fn parse_spec(
             spec.internal_traffic_policy.as_deref(),
         ),
         session_affinity_timeout_secs: affinity(sink, spec).filter(|_| opts.session_affinity),
-        source_ranges,
+        // With the check off the ranges are still parsed (and refused when malformed), but
+        // nothing enforces them.
+        source_ranges: if opts.source_range_check {
+            source_ranges
+        } else {
+            Vec::new()
+        },
         proxy_name,
         topology_aware: false,
     };

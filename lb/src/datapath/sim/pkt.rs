@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ebpf::maps::{
-    counter, ct_flags, scope, svc_flags, LbAddr, LbBackend, LbCtEntry, LbCtKey, LbDevice, LbKey,
-    LbService,
+    counter, ct_flags, scope, svc_flags, svc_flags2, LbAddr, LbBackend, LbCtEntry, LbCtKey,
+    LbDevice, LbKey, LbService,
 };
 
 use super::addr;
@@ -244,6 +244,16 @@ impl PktSim {
         };
         if !self.serves_external(&found.svc) {
             return Verdict::Pass;
+        }
+        // `lb_source_allowed`: loadBalancerSourceRanges.
+        if found.svc.flags2 & svc_flags2::SOURCE_RANGES != 0
+            && !self
+                .maps
+                .source_ranges
+                .keys()
+                .any(|range| range.matches(found.svc.rev_nat_index, p.key.saddr))
+        {
+            return self.drop(counter::SOURCE_RANGE);
         }
         if found.svc.count == 0 {
             // kube-proxy: a Local policy without local endpoints drops, a service without any
