@@ -8,13 +8,13 @@
 #include "lb_ctx.h"
 #include "lb_nodeport.h"
 
-SEC("tc")
+SEC("classifier")
 int lb_nodeport_ingress(struct __sk_buff *skb)
 {
 	return lb_nodeport_from_device(skb);
 }
 
-SEC("tc")
+SEC("classifier")
 int lb_nodeport_egress(struct __sk_buff *skb)
 {
 	return lb_nodeport_to_device(skb);
