@@ -21,9 +21,10 @@ pub const NP1_V6: &str = "2001:db8:2::1";
 const GATEWAY: &str = "192.0.2.254";
 const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0xfe];
 
-/// Clients: on np0's segment (with neighbours) or behind the gateway.
-pub const CLIENTS_V4: [&str; 3] = ["192.0.2.100", "192.0.2.101", "203.0.113.50"];
-pub const CLIENTS_V6: [&str; 2] = ["2001:db8:1::100", "2001:db8:1::101"];
+/// Clients: on np0's segment (with neighbours), behind the gateway, or where the node has
+/// no route (their SNATed replies cannot be forwarded).
+pub const CLIENTS_V4: [&str; 4] = ["192.0.2.100", "192.0.2.101", "203.0.113.50", "198.18.0.1"];
+pub const CLIENTS_V6: [&str; 3] = ["2001:db8:1::100", "2001:db8:1::101", "3fff::50"];
 
 /// What kind of place a backend address is, for the FIB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +150,11 @@ impl Node {
                 mac(client_mac(i))
             ));
         }
-        for (i, c) in CLIENTS_V6.iter().enumerate() {
+        for (i, c) in CLIENTS_V6
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.starts_with("2001:db8:1:"))
+        {
             cmds.push(format!(
                 "ip -6 neigh add {c} lladdr {} nud permanent dev np0",
                 mac(client_mac(0x10 + i))
@@ -185,15 +190,16 @@ impl Node {
         };
         let mut fib = FibTable::new();
         for (i, c) in CLIENTS_V4.iter().enumerate() {
-            let dmac = if c.starts_with("192.") {
-                client_mac(i)
-            } else {
-                GATEWAY_MAC
-            };
-            fib = fib.route(ip(c), via(self.np0, NP0_MAC, dmac));
+            if c.starts_with("192.") {
+                fib = fib.route(ip(c), via(self.np0, NP0_MAC, client_mac(i)));
+            } else if c.starts_with("203.") {
+                fib = fib.route(ip(c), via(self.np0, NP0_MAC, GATEWAY_MAC));
+            }
         }
         for (i, c) in CLIENTS_V6.iter().enumerate() {
-            fib = fib.route(ip(c), via(self.np0, NP0_MAC, client_mac(0x10 + i)));
+            if c.starts_with("2001:db8:1:") {
+                fib = fib.route(ip(c), via(self.np0, NP0_MAC, client_mac(0x10 + i)));
+            }
         }
         for (b, w) in BACKENDS_V4.iter().chain(BACKENDS_V6.iter()) {
             let answer = match *w {
