@@ -36,7 +36,9 @@ const BACKEND_PORT: u16 = 8080;
 const PAYLOAD: &[u8] = b"0123456789abcdef";
 
 /// A service: frontend (index into [`FRONTENDS`]), port, protocol, backends (indexes into the
-/// family's backend pool), whether its last slot points at a backend that does not exist.
+/// family's backend pool), whether its last slot points at a backend that does not exist,
+/// whether it has session affinity (which packets ignore in increment 1), and an
+/// internal-scope twin's backends (which packets entering a device must never use).
 #[derive(Clone, Debug)]
 pub struct SvcSpec {
     pub frontend: usize,
@@ -44,6 +46,8 @@ pub struct SvcSpec {
     pub udp: bool,
     pub backends: Vec<usize>,
     pub dangling: bool,
+    pub affinity: bool,
+    pub twin: Option<Vec<usize>>,
 }
 
 /// What a TCP packet carries (UDP frontends get a datagram whatever this says).
@@ -154,14 +158,20 @@ fn service() -> impl Strategy<Value = SvcSpec> {
         prop::bool::weighted(0.3),
         prop::collection::vec(0usize..7, 0..4),
         prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
+        prop::option::weighted(0.15, prop::collection::vec(0usize..7, 1..3)),
     )
-        .prop_map(|(frontend, port, udp, backends, dangling)| SvcSpec {
-            frontend,
-            port,
-            udp,
-            backends,
-            dangling,
-        })
+        .prop_map(
+            |(frontend, port, udp, backends, dangling, affinity, twin)| SvcSpec {
+                frontend,
+                port,
+                udp,
+                backends,
+                dangling,
+                affinity,
+                twin,
+            },
+        )
 }
 
 pub fn case() -> impl Strategy<Value = Case> {
@@ -201,48 +211,64 @@ impl Case {
         let mut out = MapContents::default();
         let mut backend_ids: BTreeMap<(IpAddr, u8), u32> = BTreeMap::new();
         for (i, s) in self.services.iter().enumerate() {
-            let (address, flags) = FRONTENDS[s.frontend];
+            let (address, mut flags) = FRONTENDS[s.frontend];
             let proto = if s.udp { 17 } else { 6 };
-            let key = |slot| LbKey::new(ip(address), PORTS[s.port], proto, scope::EXT, slot);
-            if out.services.contains_key(&key(0)) {
+            let ext = LbKey::new(ip(address), PORTS[s.port], proto, scope::EXT, 0);
+            if out.services.contains_key(&ext) {
                 continue;
             }
+            if s.affinity {
+                flags |= svc_flags::AFFINITY;
+            }
             let rev_nat_index = i as u16 + 1;
-            let pool: Vec<&str> = if is_v6(s.frontend) {
-                BACKENDS_V6.iter().map(|b| b.0).collect()
-            } else {
-                BACKENDS_V4.iter().map(|b| b.0).collect()
-            };
-            let mut slots = Vec::new();
-            for &b in &s.backends {
-                let addr = ip(pool[b % pool.len()]);
-                let next = backend_ids.len() as u32 + 1;
-                let id = *backend_ids.entry((addr, proto)).or_insert(next);
-                out.backends
-                    .insert(id, LbBackend::new(addr, BACKEND_PORT, proto, 0));
-                slots.push(id);
-            }
-            if s.dangling && !slots.is_empty() {
-                *slots.last_mut().expect("not empty") = 999;
-            }
-            for (slot, id) in (1..).zip(&slots) {
-                out.services.insert(
-                    key(slot),
-                    LbService {
+            let mut frontend = |scope, flags, backends: &[usize], dangling| {
+                let v6 = is_v6(s.frontend);
+                let pool: Vec<&str> = if v6 {
+                    BACKENDS_V6.iter().map(|b| b.0).collect()
+                } else {
+                    BACKENDS_V4.iter().map(|b| b.0).collect()
+                };
+                let key = |slot| LbKey::new(ip(address), PORTS[s.port], proto, scope, slot);
+                let mut slots = Vec::new();
+                for &b in backends {
+                    let addr = ip(pool[b % pool.len()]);
+                    let next = backend_ids.len() as u32 + 1;
+                    let id = *backend_ids.entry((addr, proto)).or_insert(next);
+                    out.backends
+                        .insert(id, LbBackend::new(addr, BACKEND_PORT, proto, 0));
+                    slots.push(id);
+                }
+                if dangling && !slots.is_empty() {
+                    *slots.last_mut().expect("not empty") = 999;
+                }
+                for (slot, id) in (1..).zip(&slots) {
+                    let entry = LbService {
                         backend_id: *id,
                         ..LbService::default()
-                    },
-                );
-            }
-            out.services.insert(
-                key(0),
-                LbService {
+                    };
+                    out.services.insert(key(slot), entry);
+                }
+                let svc = LbService {
                     count: slots.len() as u16,
                     rev_nat_index,
                     flags,
+                    affinity_timeout: if s.affinity { 10800 } else { 0 },
                     ..LbService::default()
-                },
-            );
+                };
+                out.services.insert(key(0), svc);
+            };
+            match &s.twin {
+                None => frontend(scope::EXT, flags, &s.backends, s.dangling),
+                Some(twin) => {
+                    frontend(
+                        scope::EXT,
+                        flags | svc_flags::TWO_SCOPES,
+                        &s.backends,
+                        s.dangling,
+                    );
+                    frontend(scope::INT, flags | svc_flags::TWO_SCOPES, twin, false);
+                }
+            }
             out.reverse_nat
                 .insert(rev_nat_index, LbReverseNat::new(ip(address), PORTS[s.port]));
         }
