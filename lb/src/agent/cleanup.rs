@@ -10,8 +10,12 @@ use crate::datapath::LINKS_DIR;
 /// What was removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CleanupReport {
-    /// Pinned links removed (each detached a program).
+    /// Pinned links removed (each detached a program): the socket hooks' and the NodePort
+    /// programs' tcx links.
     pub links: Vec<PathBuf>,
+    /// The NodePort programs' netlink filters and the clsact qdiscs the agent added, each
+    /// removed (or found gone), one line each.
+    pub tc: Vec<String>,
     /// Pinned maps removed.
     pub maps: Vec<PathBuf>,
     /// The reserved port range removed from `ip_local_reserved_ports`.
@@ -27,6 +31,7 @@ impl CleanupReport {
         for l in &self.links {
             out.push(format!("detached and unpinned link {}", l.display()));
         }
+        out.extend(self.tc.iter().cloned());
         for m in &self.maps {
             out.push(format!("unpinned map {}", m.display()));
         }
@@ -43,7 +48,10 @@ impl CleanupReport {
 /// Removes what the agent recorded in `state_dir`, and anything else in its pin directory.
 pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
     let record = AgentRecord::read(state_dir)?;
-    let mut report = CleanupReport::default();
+    let mut report = CleanupReport {
+        tc: crate::datapath::remove_tc_attachments(&record.tc)?,
+        ..CleanupReport::default()
+    };
     let links_dir = record.pin_dir.join(LINKS_DIR);
     for (path, _) in crate::datapath::pinned_links(&links_dir)? {
         remove_file(&path)?;
@@ -60,6 +68,7 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
         )?);
     for name in ebpf::maps::SOCK_LB_MAPS
         .into_iter()
+        .chain(ebpf::maps::PKT_MAPS)
         .chain(ebpf::maps::RETIRED_MAPS)
     {
         let path = record.pin_dir.join(name);

@@ -40,6 +40,9 @@ pub enum AgentError {
         /// The names there are.
         known: Vec<&'static str>,
     },
+    /// A device option names a device the node lacks.
+    #[error(transparent)]
+    UnknownDevice(#[from] super::nodeport::UnknownDevice),
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {

@@ -4,9 +4,11 @@
 //! [`crate::source::Source`] fills the store, translation runs from it, the reconciler writes.
 
 mod cleanup;
+pub mod ct_gc;
 pub mod degrade;
 mod error;
 mod lock;
+pub mod nodeport;
 mod options_watch;
 mod record;
 mod run;
@@ -22,12 +24,15 @@ pub use record::{AgentRecord, DEFAULT_STATE_DIR};
 pub use run::{run, RunOptions};
 
 use crate::config::AgentConfig;
-use crate::datapath::{pinned_links, SockLb, LINKS_DIR};
+use crate::datapath::{
+    is_tc_link, pinned_links, DeviceAddrs, NodePortLb, SockLb, TcMode, TcRecord, LINKS_DIR,
+};
+use crate::host::features::Feature;
 use crate::host::sock_diag;
 use crate::host::{self, NetnsIdentity, ProcSysctls};
 use crate::k8s::DeviceSelection;
 use crate::model::DesiredState;
-use crate::reconciler::{ReconcileReport, Reconciler};
+use crate::reconciler::{KernelMaps, ReconcileReport, Reconciler};
 use udp_destroy::KernelSweeper;
 
 /// The directory under `bpf.root` where this agent pins its maps and links.
@@ -37,6 +42,8 @@ pub const PIN_SUBDIR: &str = "lb";
 #[derive(Debug)]
 pub struct Agent {
     sock_lb: SockLb,
+    /// The NodePort programs (with `nodePort.enabled`) and the devices they are attached to.
+    nodeport: Option<(NodePortLb, Vec<DeviceAddrs>)>,
     reconciler: Reconciler,
     sweeper: KernelSweeper,
     record: AgentRecord,
@@ -58,6 +65,16 @@ impl Agent {
         for d in &plan.degraded {
             tracing::warn!(feature = %d.feature, "this kernel lacks a feature: {}", d.effect);
         }
+        // Checked before anything changes: a device option naming no device refuses the start.
+        let nodeport_devices = if config.node_port() {
+            Some(nodeport::choose_devices(
+                config,
+                selection,
+                &host::host_devices()?,
+            )?)
+        } else {
+            None
+        };
         host::ensure_bpffs(config.bpf_root())?;
         let cgroup = host::ensure_cgroup2(
             &config.cgroup_root(),
@@ -97,6 +114,33 @@ impl Agent {
             Vec::new()
         };
         let previous = AgentRecord::read(state_dir).ok();
+        let previous_tc = previous.as_ref().map(|r| r.tc.clone()).unwrap_or_default();
+        let (nodeport, tc) = match nodeport_devices {
+            Some(devices) => {
+                let mut lb = NodePortLb::load(nodeport::nodeport_settings(config), &pin_dir)?;
+                let mode = if features.has(Feature::Tcx) {
+                    TcMode::Tcx
+                } else {
+                    TcMode::Netlink
+                };
+                let tc = lb.attach(&devices, mode, &previous_tc)?;
+                for d in &devices {
+                    tracing::info!(device = %d.name, ifindex = d.ifindex, %mode, "NodePort programs attached");
+                }
+                if devices.is_empty() {
+                    tracing::warn!(
+                        "no NodePort device found (none matches devices, holds a Kubernetes \
+                         address or has the default route): NodePort is served to the node \
+                         itself only"
+                    );
+                }
+                (Some((lb, devices)), tc)
+            }
+            None => {
+                detach_nodeport(&pin_dir, &previous_tc)?;
+                (None, TcRecord::default())
+            }
+        };
         let reserved_ports = setup::protect_ports(
             config,
             &mut ProcSysctls,
@@ -114,17 +158,25 @@ impl Agent {
                 );
             }
         }
+        let mut status = setup::start_status(config, &plan, selection, &udp_support);
+        if let Some((_, devices)) = &nodeport {
+            if !devices.is_empty() {
+                status.devices = devices.iter().map(|d| d.name.clone()).collect();
+            }
+        }
         let record = AgentRecord {
             pin_dir,
             cgroup: cgroup.clone(),
             links,
             reserved_ports,
-            status: setup::start_status(config, &plan, selection, &udp_support),
+            status,
             services: Default::default(),
+            tc,
         };
         record.write(state_dir)?;
         Ok(Agent {
             sock_lb,
+            nodeport,
             reconciler: Reconciler::new(setup::udp_sweep_scope(config, &plan, &udp_support)),
             sweeper: KernelSweeper {
                 cgroup_root: cgroup,
@@ -138,9 +190,20 @@ impl Agent {
     /// ids of what did not change; entries nothing wants are deleted.
     pub fn reconcile(&mut self, desired: &DesiredState) -> Result<ReconcileReport, AgentError> {
         let addrs = host::local_addresses()?;
+        let devices = match &mut self.nodeport {
+            Some((_, attached)) => {
+                refresh_addresses(attached)?;
+                attached.clone()
+            }
+            None => Vec::new(),
+        };
+        let mut maps = KernelMaps {
+            sock_lb: &mut self.sock_lb,
+            nodeport: self.nodeport.as_mut().map(|(lb, _)| lb),
+        };
         let report =
             self.reconciler
-                .reconcile(desired, &addrs, &mut self.sock_lb, &mut self.sweeper)?;
+                .reconcile(desired, &addrs, &devices, &mut maps, &mut self.sweeper)?;
         let local = report.local_addrs;
         if let Some(warning) = local.warning() {
             // Once per change of the count, not at every resync.
@@ -168,11 +231,51 @@ impl Agent {
     pub fn record(&self) -> &AgentRecord {
         &self.record
     }
+
+    /// Deletes the stale conntrack entries ([`ct_gc`]); returns how many went (none without
+    /// the NodePort programs).
+    pub fn collect_conntrack(&mut self) -> Result<usize, AgentError> {
+        match &mut self.nodeport {
+            Some((lb, _)) => Ok(ct_gc::collect(lb, ct_gc::monotonic_now())?),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Updates the addresses of the attached devices (by ifindex) to what they hold now; a device
+/// gone keeps its last addresses until the agent restarts.
+fn refresh_addresses(attached: &mut [DeviceAddrs]) -> Result<(), AgentError> {
+    let now = host::host_devices()?;
+    for device in attached.iter_mut() {
+        if let Some(h) = now.iter().find(|h| h.ifindex == device.ifindex) {
+            *device = DeviceAddrs {
+                name: device.name.clone(),
+                ..nodeport::device_addrs(h)
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Removes an earlier agent's NodePort programs from the devices (`nodePort.enabled` is off
+/// now): its tcx links and its netlink filters and qdiscs.
+fn detach_nodeport(pin_dir: &Path, previous: &TcRecord) -> Result<(), AgentError> {
+    for (path, _) in crate::datapath::tc_links(&pin_dir.join(LINKS_DIR))? {
+        std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
+        tracing::info!(link = %path.display(), "detached an earlier agent's NodePort program");
+    }
+    for line in crate::datapath::remove_tc_attachments(previous)? {
+        tracing::info!("{line}");
+    }
+    Ok(())
 }
 
 /// Unpins the socket hooks' links an earlier agent left, which detaches them.
 fn detach_socket_hooks(pin_dir: &Path) -> Result<(), AgentError> {
-    for (path, _) in pinned_links(&pin_dir.join(LINKS_DIR))? {
+    for (path, _) in pinned_links(&pin_dir.join(LINKS_DIR))?
+        .into_iter()
+        .filter(|(path, _)| !is_tc_link(path))
+    {
         std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
         tracing::info!(link = %path.display(), "detached an earlier agent's socket hook");
     }

@@ -33,6 +33,10 @@ pub struct AgentRecord {
     pub status: KprStatus,
     /// The Service (or Pod) behind each frontend id.
     pub services: BTreeMap<u16, ServiceName>,
+    /// The NodePort programs on the devices: tcx links (pinned under `links/`), or netlink
+    /// filters and the clsact qdiscs the agent added (which have no pins to find them by).
+    #[serde(default)]
+    pub tc: crate::datapath::TcRecord,
 }
 
 impl AgentRecord {

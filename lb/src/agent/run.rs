@@ -62,7 +62,16 @@ pub fn run(
     })?;
     let mut options = OptionsWatch::new(opts.values.clone(), opts.sets.clone(), config);
     let mut last_sync = Instant::now();
+    let mut last_gc = Instant::now();
     while !crate::stop::requested() {
+        if last_gc.elapsed() >= super::ct_gc::CT_GC_INTERVAL {
+            last_gc = Instant::now();
+            match agent.collect_conntrack() {
+                Ok(0) => {}
+                Ok(deleted) => info!(deleted, "deleted stale conntrack entries"),
+                Err(e) => warn!("conntrack garbage collection failed: {e}"),
+            }
+        }
         let changed = source.wait_for_change(POLL)?;
         if !changed && last_sync.elapsed() < RESYNC {
             continue;
@@ -108,6 +117,7 @@ fn reconcile(agent: &mut Agent, translation: &NodeTranslation) -> Result<(), Age
             written = report.maps.written,
             deleted = report.maps.deleted,
             local_addresses_changed = report.local_addrs.changed,
+            devices_changed = report.devices_changed,
             udp_sockets_destroyed = report.udp_sockets_destroyed,
             "maps updated"
         );

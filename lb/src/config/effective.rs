@@ -14,6 +14,13 @@ use crate::maglev::{HashSeed, TABLE_SIZES};
 /// memory per node grows past what any node has.
 pub const MAX_LB_MAP_MAX: u32 = 1 << 24;
 
+/// The source ports the NodePort programs give flows they forward to a backend on another node
+/// (SNAT). They must not be NodePorts: the node would take a reply for a service.
+pub const SNAT_PORT_RANGE: PortRange = PortRange {
+    low: 61000,
+    high: 65535,
+};
+
 /// The validated configuration the agent runs with.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -185,6 +192,11 @@ impl AgentConfig {
         self.node_port_range
     }
 
+    /// The SNAT source ports of forwarded NodePort flows ([`SNAT_PORT_RANGE`]).
+    pub fn snat_port_range(&self) -> PortRange {
+        SNAT_PORT_RANGE
+    }
+
     /// The Maglev seed.
     pub fn maglev_seed(&self) -> &HashSeed {
         &self.maglev_seed
@@ -229,6 +241,18 @@ impl AgentConfig {
         let v = &self.values;
         let lb = &v.load_balancer;
         let mode = format!("loadBalancer.mode={}", enum_name(&lb.mode));
+        if self.node_port() && self.node_port_range.overlaps(&SNAT_PORT_RANGE) {
+            errors.push(ConfigError::Conflict {
+                options: format!(
+                    "nodePort.range={} with the agent's SNAT port range {SNAT_PORT_RANGE}",
+                    self.node_port_range
+                ),
+                reason: format!(
+                    "NodePort traffic forwarded to another node leaves with a source port of                      {SNAT_PORT_RANGE}, and a reply to it must not meet a NodePort: keep                      nodePort.range below {}",
+                    SNAT_PORT_RANGE.low
+                ),
+            });
+        }
         if self.uses_dsr() && !self.node_port() {
             errors.push(ConfigError::Conflict {
                 options: format!("{mode} with NodePort handling off"),
@@ -469,6 +493,23 @@ mod tests {
             &["`maglev.tableSize`", "16383", "16381", "131071"],
         );
         assert!(config(&["maglev.tableSize=65521"]).is_ok());
+    }
+
+    #[test]
+    fn a_node_port_range_overlapping_the_snat_ports_is_refused_naming_both() {
+        let mut v = Values {
+            kube_proxy_replacement: true,
+            ..Values::default()
+        };
+        v.node_port.range = "30000,61000".into();
+        let err = AgentConfig::from_values(v.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("nodePort.range=30000-61000")
+                && err.contains("SNAT port range 61000-65535"),
+            "{err}"
+        );
+        v.node_port.range = "30000,60999".into();
+        assert!(AgentConfig::from_values(v).is_ok());
     }
 
     #[test]

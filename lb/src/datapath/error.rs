@@ -108,6 +108,16 @@ pub enum DatapathError {
         /// How many monitors can listen at once.
         slots: usize,
     },
+    /// A network device refused a program or a tc change.
+    #[error("device {device}: {what}: {detail}")]
+    Device {
+        /// The device's name.
+        device: String,
+        /// What was being done.
+        what: String,
+        /// The kernel's answer.
+        detail: String,
+    },
     /// The desired state does not fit the maps' id spaces.
     #[error(transparent)]
     Layout(#[from] super::LayoutError),

@@ -10,17 +10,26 @@ mod kernel;
 mod migrate;
 mod monitor;
 mod netns_probe;
+mod nodeport;
 mod pin_paths;
 mod removed;
 pub mod sim;
 mod sock_lb;
+mod tc_attach;
+mod tc_netlink;
 
 pub use contents::{LayoutError, ListedFrontend, MapContents};
+pub(crate) use error::source_chain;
 pub use error::DatapathError;
 pub use hooks::SocketHooks;
 pub use kernel::{ApplyReport, ServiceMaps};
 pub use migrate::{expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR};
 pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
+pub use nodeport::{DeviceAddrs, NodePortConfig, NodePortLb};
 pub use removed::{canonical, reverse_key, reverse_key_of, reverse_key_socket, RemovedBackends};
 pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};
+pub use tc_attach::{
+    is_tc_link, remove_tc_attachments, tc_links, TcAttachment, TcDirection, TcMode, TcRecord,
+    NETLINK_HANDLE, NETLINK_PRIORITY,
+};

@@ -159,7 +159,11 @@ impl SockLb {
         })?;
         let links_dir = self.pin_dir.join(LINKS_DIR);
         std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
-        let old = pinned_links(&links_dir)?;
+        // The NodePort programs' links live beside these and follow generations of their own.
+        let old: Vec<_> = pinned_links(&links_dir)?
+            .into_iter()
+            .filter(|(path, _)| !super::tc_attach::is_tc_link(path))
+            .collect();
         let generation = old.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
         let mut pinned = Vec::new();
         let pin = |name: &str, link: FdLink| -> Result<PathBuf, DatapathError> {

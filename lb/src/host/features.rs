@@ -35,11 +35,15 @@ pub enum Feature {
     /// how bind6 reads `IPV6_V6ONLY`, so a bind to `[::]` that takes no IPv4 is not refused
     /// for an IPv4 NodePort.
     SockV6only,
+    /// tcx: tc programs attached through BPF links on a device's ingress and egress (Linux
+    /// 6.6), pinnable like the socket hooks' links. Without it the NodePort programs are
+    /// attached as netlink `cls_bpf` filters on a `clsact` qdisc, which stay without pinning.
+    Tcx,
 }
 
 impl Feature {
     /// Every feature, in probe order.
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::CgroupConnect,
         Feature::CgroupSendmsg,
         Feature::CgroupRecvmsg,
@@ -49,6 +53,7 @@ impl Feature {
         Feature::CgroupSockRelease,
         Feature::SoNetnsCookie,
         Feature::SockV6only,
+        Feature::Tcx,
     ];
 
     /// The name used in messages, scenario files and `ci/kernels.toml`.
@@ -63,6 +68,7 @@ impl Feature {
             Feature::CgroupSockRelease => "cgroup-sock-release",
             Feature::SoNetnsCookie => "so-netns-cookie",
             Feature::SockV6only => "sock-v6only",
+            Feature::Tcx => "tcx",
         }
     }
 
@@ -77,6 +83,7 @@ impl Feature {
             Feature::CgroupSockRelease => "5.9",
             Feature::SoNetnsCookie => "5.14",
             Feature::SockV6only => "5.10",
+            Feature::Tcx => "6.6",
         }
     }
 
@@ -108,6 +115,7 @@ impl Feature {
                     &sock_cast_insns(BPF_FUNC_SKC_TO_TCP6_SOCK),
                 )
             }),
+            Feature::Tcx => tcx_query(),
         }
     }
 }
@@ -170,6 +178,21 @@ pub fn raise_memlock_limit() {
     };
     // SAFETY: a valid rlimit struct for the duration of the call.
     unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// Asks for the tcx programs on the loopback device's ingress (`BPF_PROG_QUERY` with
+/// `BPF_TCX_INGRESS`): a kernel without tcx refuses the attach type, one with it answers with
+/// what is attached (nothing, normally). Loopback is in every network namespace.
+fn tcx_query() -> Result<(), String> {
+    use aya::programs::{tc::SchedClassifier, TcAttachType};
+    SchedClassifier::query_tcx("lo", TcAttachType::Ingress)
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "the kernel refused a tcx query: {e}{}",
+                crate::datapath::source_chain(&e)
+            )
+        })
 }
 
 /// `enum bpf_attach_type` values used by the probes (linux/bpf.h).

@@ -6,6 +6,7 @@ mod addrs;
 pub mod cgroup_query;
 mod error;
 pub mod features;
+mod links;
 mod mounts;
 mod netns;
 pub mod pod_netns;
@@ -14,6 +15,7 @@ pub mod sock_diag;
 
 pub use addrs::{local_addresses, local_devices, node_addresses};
 pub use error::HostError;
+pub use links::{host_devices, HostDevice};
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
 pub(crate) use netns::socket_u64_option;
 pub use netns::{in_initial_netns, own_netns_cookie, NetnsIdentity};

@@ -1,29 +1,49 @@
-//! The kernel's maps behind [`DatapathMaps`]: the pinned maps of the loaded socket programs.
+//! The kernel's maps behind [`DatapathMaps`]: the pinned maps of the loaded socket programs
+//! and, when NodePort is handled at tc, those of the packet programs.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::DatapathMaps;
-use crate::datapath::{ApplyReport, DatapathError, LocalAddrsReport, MapContents, SockLb};
+use crate::datapath::{
+    ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, NodePortLb, SockLb,
+};
 
-impl DatapathMaps for SockLb {
+/// A node's loaded programs, whose maps the reconciler writes.
+#[derive(Debug)]
+pub struct KernelMaps<'a> {
+    /// The socket programs (the service maps, shared with the packet programs).
+    pub sock_lb: &'a mut SockLb,
+    /// The packet programs, when loaded (`nodePort.enabled`).
+    pub nodeport: Option<&'a mut NodePortLb>,
+}
+
+impl DatapathMaps for KernelMaps<'_> {
     fn read_services(&mut self) -> Result<MapContents, DatapathError> {
-        self.service_maps()?.read()
+        self.sock_lb.service_maps()?.read()
     }
 
     fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
-        self.service_maps()?.apply(want)
+        self.sock_lb.service_maps()?.apply(want)
     }
 
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {
-        SockLb::set_local_addresses(self, addrs)
+        self.sock_lb.set_local_addresses(addrs)
+    }
+
+    /// Without the packet programs nothing reads the device map, and it is not loaded.
+    fn set_devices(&mut self, devices: &[DeviceAddrs]) -> Result<usize, DatapathError> {
+        match self.nodeport.as_deref_mut() {
+            Some(nodeport) => nodeport.set_devices(devices),
+            None => Ok(0),
+        }
     }
 
     fn translated_sockets(&mut self) -> Result<HashSet<(u64, SocketAddr)>, DatapathError> {
-        SockLb::translated_sockets(self)
+        self.sock_lb.translated_sockets()
     }
 
     fn forget_translated(&mut self, sockets: &[(u64, SocketAddr)]) -> Result<(), DatapathError> {
-        SockLb::forget_translated(self, sockets)
+        self.sock_lb.forget_translated(sockets)
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::datapath::{ApplyReport, DatapathError, LocalAddrsReport, MapContents};
+use crate::datapath::{ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents};
 
 /// The load balancer's maps as the reconciler sees them.
 pub trait DatapathMaps {
@@ -19,6 +19,11 @@ pub trait DatapathMaps {
     /// Makes the local-address map hold `addrs` (as many as fit); says what changed and what
     /// did not fit.
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError>;
+
+    /// Makes the NodePort device map (`lb_devices_v1`) hold exactly `devices`: the devices
+    /// the packet programs are attached to, with the node's addresses on them (the SNAT
+    /// source of a flow forwarded through one). Returns how many entries changed.
+    fn set_devices(&mut self, devices: &[DeviceAddrs]) -> Result<usize, DatapathError>;
 
     /// `(socket cookie, backend)` of every connected UDP socket the hooks translated (and of
     /// unconnected sends) that they still remember, backends in canonical form (IPv4 never

@@ -5,8 +5,8 @@
 //! the connected UDP sockets still pointing at backends it removed.
 //!
 //! It works over [`DatapathMaps`] and [`UdpSocketSweeper`], which the kernel and the simulator
-//! both implement: `lb-agent` and the `sim` scenarios run this same code. The north-south maps
-//! are to be added here, once.
+//! both implement: `lb-agent` and the `sim` scenarios run this same code. The north-south
+//! maps are written here too: the NodePort devices with their addresses.
 
 mod kernel;
 mod maps;
@@ -14,12 +14,13 @@ mod maps;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+pub use kernel::KernelMaps;
 pub use maps::{DatapathMaps, UdpSocketSweeper};
 
 use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{
-    ApplyReport, DatapathError, LayoutError, ListedFrontend, LocalAddrsReport, MapContents,
-    RemovedBackends,
+    ApplyReport, DatapathError, DeviceAddrs, LayoutError, ListedFrontend, LocalAddrsReport,
+    MapContents, RemovedBackends,
 };
 use crate::model::{DesiredState, L4Protocol, ServiceName};
 
@@ -43,6 +44,8 @@ pub struct ReconcileReport {
     pub frontends: usize,
     /// What changed in the local-address map, and what did not fit.
     pub local_addrs: LocalAddrsReport,
+    /// NodePort device entries written or deleted.
+    pub devices_changed: usize,
     /// Connected UDP sockets to removed backends that were destroyed.
     pub udp_sockets_destroyed: usize,
 }
@@ -53,6 +56,7 @@ impl ReconcileReport {
         self.maps.written
             + self.maps.deleted
             + self.local_addrs.changed
+            + self.devices_changed
             + self.udp_sockets_destroyed
             > 0
     }
@@ -77,18 +81,20 @@ impl Reconciler {
         }
     }
 
-    /// Makes `maps` hold exactly `desired` with `local_addrs` as the node's addresses,
-    /// keeping the ids of what did not change; entries nothing wants are deleted. After a
+    /// Makes `maps` hold exactly `desired` with `local_addrs` as the node's addresses and
+    /// `devices` as the NodePort devices, keeping the ids of what did not change; entries nothing wants are deleted. After a
     /// removal of UDP backends, `sweeper` destroys the sockets the hooks pointed at them; a
     /// failed sweep is a warning (the maps are right, and the next removal sweeps again).
     pub fn reconcile(
         &mut self,
         desired: &DesiredState,
         local_addrs: &[IpAddr],
+        devices: &[DeviceAddrs],
         maps: &mut (impl DatapathMaps + ?Sized),
         sweeper: &mut (impl UdpSocketSweeper + ?Sized),
     ) -> Result<ReconcileReport, ReconcileError> {
         let local = maps.set_local_addresses(local_addrs)?;
+        let devices_changed = maps.set_devices(devices)?;
         let current = maps.read_services()?;
         let want = MapContents::build(desired, &current)?;
         let applied = maps.apply_services(&want)?;
@@ -119,6 +125,7 @@ impl Reconciler {
             maps: applied,
             frontends: listed.len(),
             local_addrs: local,
+            devices_changed,
             udp_sockets_destroyed,
         })
     }

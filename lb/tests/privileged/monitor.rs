@@ -42,6 +42,7 @@ impl StateDir {
             reserved_ports: None,
             status: KprStatus::new(&config, &selection),
             services: Default::default(),
+            tc: Default::default(),
         }
         .write(&dir)?;
         Ok(StateDir(dir))

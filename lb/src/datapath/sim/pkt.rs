@@ -234,6 +234,11 @@ impl PktSim {
             return Verdict::Pass;
         }
         if found.svc.count == 0 {
+            // kube-proxy: a Local policy without local endpoints drops, a service without any
+            // endpoint rejects.
+            if found.svc.flags & svc_flags::NO_LOCAL_BACKEND != 0 {
+                return self.drop(counter::NO_LOCAL_BACKEND);
+            }
             self.counters[usize::from(counter::NO_BACKEND)] += 1;
             return match icmp::reject(pkt, &p) {
                 Some(reply) => {

@@ -111,6 +111,9 @@ pub struct SockSim {
     /// The hooks attached to the node's cgroup: `None` with `socketLB.enabled=false`, when
     /// the programs see no socket call; fewer than all on a kernel that lacks some.
     attached: Option<SocketHooks>,
+    /// `lb_devices_v1`: the NodePort devices by ifindex, as the reconciler set them, for the
+    /// packet simulator.
+    devices: BTreeMap<u32, crate::datapath::DeviceAddrs>,
 }
 
 /// `struct lb_sock_conn`: a connected socket's translation.
@@ -155,6 +158,7 @@ impl SockSim {
             monitor: false,
             events: Vec::new(),
             attached: Some(SocketHooks::ALL),
+            devices: BTreeMap::new(),
         }
     }
 
@@ -179,6 +183,11 @@ impl SockSim {
     /// The maps the simulator reads.
     pub fn maps(&self) -> &MapContents {
         &self.maps
+    }
+
+    /// `lb_devices_v1`: the NodePort devices by ifindex, as the agent's reconciler set them.
+    pub fn devices(&self) -> &BTreeMap<u32, crate::datapath::DeviceAddrs> {
+        &self.devices
     }
 
     /// The agent updated `lb_local_addrs`: the node addresses where wildcard NodePort and
@@ -693,6 +702,25 @@ impl crate::reconciler::DatapathMaps for SockSim {
             found,
             capacity: u32::MAX,
         })
+    }
+
+    fn set_devices(
+        &mut self,
+        devices: &[crate::datapath::DeviceAddrs],
+    ) -> Result<usize, crate::datapath::DatapathError> {
+        let want: BTreeMap<u32, crate::datapath::DeviceAddrs> =
+            devices.iter().map(|d| (d.ifindex, d.clone())).collect();
+        let changed = want
+            .iter()
+            .filter(|(i, d)| self.devices.get(i) != Some(d))
+            .count()
+            + self
+                .devices
+                .keys()
+                .filter(|i| !want.contains_key(i))
+                .count();
+        self.devices = want;
+        Ok(changed)
     }
 
     fn translated_sockets(

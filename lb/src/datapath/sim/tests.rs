@@ -37,6 +37,7 @@ pub(super) fn svc(frontend: &str, kind: ServiceType) -> Svc {
             name: "svc".into(),
         },
         port_name: String::new(),
+        no_local_backends: false,
         backends: Vec::new(),
         policies: ServicePolicies::default(),
     })

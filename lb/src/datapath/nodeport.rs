@@ -1,0 +1,162 @@
+//! The packet datapath's loader: the tc NodePort programs (`lb_nodeport_ingress` /
+//! `lb_nodeport_egress`) with their load-time settings, over the maps the socket programs
+//! pinned (the shared ones, adopted by name) and the packet maps of `lb_pkt_maps.h`, pinned
+//! beside them. Attaching them to devices is [`super::tc_attach`]'s job.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData};
+use aya::programs::SchedClassifier;
+use aya::{Ebpf, EbpfLoader};
+use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, SOCK_LB_SIZED_MAPS};
+use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
+
+use super::sock_lb::program;
+use super::DatapathError;
+
+/// Load-time settings of the NodePort programs (the object's `cfg_*` globals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodePortConfig {
+    /// Entries of each sized map (`bpf.lbMapMax`), as the socket programs size the shared ones.
+    pub map_max: u32,
+    /// The first source port SNAT gives a flow forwarded to another node.
+    pub snat_port_min: u16,
+    /// The last one.
+    pub snat_port_max: u16,
+    /// Seeds the flow hash that picks a backend, the same on every node (derived from
+    /// `maglev.hashSeed`), so a flow entering any node picks the same backend.
+    pub flow_seed: u32,
+    /// Serve ClusterIP services to traffic entering the devices (`bpf.lbExternalClusterIP`).
+    pub external_clusterip: bool,
+}
+
+/// A NodePort device as the programs see it: its ifindex and the node's addresses on it (the
+/// SNAT source of flows forwarded through it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceAddrs {
+    /// The interface name.
+    pub name: String,
+    /// Its ifindex in the node's namespace.
+    pub ifindex: u32,
+    /// Its first global IPv4 address.
+    pub addr4: Option<Ipv4Addr>,
+    /// Its first global IPv6 address.
+    pub addr6: Option<Ipv6Addr>,
+}
+
+impl DeviceAddrs {
+    /// The `lb_devices_v1` value: the addresses, zero for a family the device lacks.
+    pub fn map_value(&self) -> LbDevice {
+        LbDevice {
+            addr4: self
+                .addr4
+                .map(|a| LbAddr::from(std::net::IpAddr::V4(a)))
+                .unwrap_or_default(),
+            addr6: self
+                .addr6
+                .map(|a| LbAddr::from(std::net::IpAddr::V6(a)))
+                .unwrap_or_default(),
+            flags: 0,
+        }
+    }
+}
+
+/// The loaded NodePort programs.
+#[derive(Debug)]
+pub struct NodePortLb {
+    pub(super) ebpf: Ebpf,
+    pub(super) pin_dir: PathBuf,
+}
+
+impl NodePortLb {
+    /// Loads the programs with `config`; maps pinned in `pin_dir` are adopted (the socket
+    /// programs load first and pin, or migrate, the shared ones), missing ones are created and
+    /// pinned there.
+    pub fn load(config: NodePortConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let external_clusterip = u8::from(config.external_clusterip);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("cfg_snat_port_min", &config.snat_port_min, true)
+            .override_global("cfg_snat_port_max", &config.snat_port_max, true)
+            .override_global("cfg_flow_seed", &config.flow_seed, true)
+            .override_global("cfg_external_clusterip", &external_clusterip, true)
+            .default_map_pin_directory(pin_dir);
+        for map in SOCK_LB_SIZED_MAPS
+            .into_iter()
+            .chain(ebpf::maps::PKT_SIZED_MAPS)
+        {
+            loader.map_max_entries(map, config.map_max);
+        }
+        let mut ebpf = loader.load(ebpf::nodeport_object())?;
+        for name in [NODEPORT_INGRESS_PROGRAM, NODEPORT_EGRESS_PROGRAM] {
+            program::<SchedClassifier>(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program {
+                    program: name,
+                    source,
+                })?;
+        }
+        Ok(NodePortLb {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+        })
+    }
+
+    /// Makes `lb_devices_v1` hold exactly `devices` (by ifindex); returns how many entries
+    /// were written or deleted.
+    pub fn set_devices(&mut self, devices: &[DeviceAddrs]) -> Result<usize, DatapathError> {
+        let failed = |source| DatapathError::Map {
+            map: LB_DEVICES,
+            source,
+        };
+        let mut map = self.hash_map::<u32, LbDevice>(LB_DEVICES)?;
+        let have: Vec<u32> = map.keys().collect::<Result<_, _>>().map_err(failed)?;
+        let mut changed = 0;
+        for ifindex in have
+            .iter()
+            .filter(|i| !devices.iter().any(|d| d.ifindex == **i))
+        {
+            map.remove(ifindex).map_err(failed)?;
+            changed += 1;
+        }
+        for device in devices {
+            let value = device.map_value();
+            if map.get(&device.ifindex, 0).ok() != Some(value) {
+                map.insert(device.ifindex, value, 0).map_err(failed)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every `lb_devices_v1` entry.
+    pub fn devices(&mut self) -> Result<Vec<(u32, LbDevice)>, DatapathError> {
+        let map = self.hash_map::<u32, LbDevice>(LB_DEVICES)?;
+        map.iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| DatapathError::Map {
+                map: LB_DEVICES,
+                source,
+            })
+    }
+
+    /// The conntrack map, `lb_ct_v1`.
+    pub fn conntrack(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, LbCtKey, LbCtEntry>, DatapathError> {
+        self.hash_map(LB_CT)
+    }
+
+    /// The (LRU) hash map `name` of the loaded object, typed.
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })?;
+        HashMap::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
+    }
+}

@@ -1,0 +1,402 @@
+//! Attaching the NodePort programs to the NodePort devices so they outlive the agent, and
+//! removing them again.
+//!
+//! With tcx (Linux 6.6) each program is a BPF link pinned as
+//! `links/<program>_<device>-<generation>` beside the socket hooks' links: a new agent attaches
+//! a new generation in front of the old one (so it takes over at once), then unpins the old,
+//! which detaches it. Without tcx each is a netlink `cls_bpf` filter on the device's `clsact`
+//! qdisc (added when missing) at a fixed priority and handle, so a restarted agent replaces
+//! its own filter in place instead of stacking a second one; such filters stay attached
+//! without pins, so the agent records them (and the qdiscs it created) for `lbctl cleanup`.
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, LinkOrder};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TcError};
+use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
+use serde::{Deserialize, Serialize};
+
+use super::nodeport::{DeviceAddrs, NodePortLb};
+use super::sock_lb::{pinned_links, program, LINKS_DIR};
+use super::tc_netlink;
+use super::DatapathError;
+
+/// The netlink filters' priority: fixed, so a restarted agent finds and replaces its own.
+pub const NETLINK_PRIORITY: u16 = 0x4c42;
+/// The netlink filters' handle (`0:1`).
+pub const NETLINK_HANDLE: u32 = 1;
+
+/// How programs are attached to devices on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcMode {
+    /// tcx BPF links, pinned (Linux 6.6).
+    Tcx,
+    /// netlink `cls_bpf` filters on a `clsact` qdisc.
+    Netlink,
+}
+
+impl std::fmt::Display for TcMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcMode::Tcx => "tcx",
+            TcMode::Netlink => "tc",
+        })
+    }
+}
+
+/// A device's ingress or egress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcDirection {
+    /// Packets arriving.
+    Ingress,
+    /// Packets leaving.
+    Egress,
+}
+
+impl TcDirection {
+    /// The program attached in this direction.
+    pub fn program(self) -> &'static str {
+        match self {
+            TcDirection::Ingress => NODEPORT_INGRESS_PROGRAM,
+            TcDirection::Egress => NODEPORT_EGRESS_PROGRAM,
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            TcDirection::Ingress => TcAttachType::Ingress,
+            TcDirection::Egress => TcAttachType::Egress,
+        }
+    }
+
+    fn parent_minor(self) -> u32 {
+        match self {
+            TcDirection::Ingress => tc_netlink::TC_H_MIN_INGRESS,
+            TcDirection::Egress => tc_netlink::TC_H_MIN_EGRESS,
+        }
+    }
+}
+
+impl std::fmt::Display for TcDirection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcDirection::Ingress => "ingress",
+            TcDirection::Egress => "egress",
+        })
+    }
+}
+
+/// One program attached to one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcAttachment {
+    /// The device's name when attached.
+    pub device: String,
+    /// Its ifindex (what cleanup goes by: a name can change).
+    pub ifindex: u32,
+    /// Ingress or egress.
+    pub direction: TcDirection,
+    /// How.
+    pub mode: TcMode,
+    /// The pinned link (tcx only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<PathBuf>,
+}
+
+/// What the agent attached to devices, kept in its record for the next agent and `lbctl
+/// cleanup`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcRecord {
+    /// Every program on every device.
+    pub attachments: Vec<TcAttachment>,
+    /// Ifindexes of the devices whose `clsact` qdisc the agent added (removed on cleanup;
+    /// one that was there before stays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clsact_created: Vec<u32>,
+    /// The inode of the agent's network namespace (`/proc/self/ns/net`): the ifindexes above
+    /// mean these devices only there.
+    #[serde(default)]
+    pub netns_inode: u64,
+}
+
+/// The inode of this thread's network namespace, 0 when it cannot be read.
+pub fn current_netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
+}
+
+impl TcRecord {
+    /// The devices with programs attached, in name order, each once.
+    pub fn devices(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.attachments.iter().map(|a| a.device.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+impl NodePortLb {
+    /// Attaches both programs to every device of `devices` in `mode`. `previous` is what an
+    /// earlier agent recorded: its netlink filters on devices no longer chosen are deleted, its
+    /// clsact qdiscs stay recorded as created, and its tcx links are unpinned once the new
+    /// ones are attached. A device that refuses is an error naming it.
+    pub fn attach(
+        &mut self,
+        devices: &[DeviceAddrs],
+        mode: TcMode,
+        previous: &TcRecord,
+    ) -> Result<TcRecord, DatapathError> {
+        let links_dir = self.pin_dir.join(LINKS_DIR);
+        std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
+        let old_links = tc_links(&links_dir)?;
+        let generation = old_links.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
+        let mut record = TcRecord {
+            netns_inode: current_netns_inode(),
+            ..TcRecord::default()
+        };
+        for device in devices {
+            if mode == TcMode::Netlink {
+                let created = add_clsact(&device.name)?;
+                if created || previous.clsact_created.contains(&device.ifindex) {
+                    record.clsact_created.push(device.ifindex);
+                }
+            }
+            for direction in [TcDirection::Ingress, TcDirection::Egress] {
+                let name = direction.program();
+                let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+                let link = match mode {
+                    TcMode::Tcx => {
+                        Some(attach_tcx(prog, device, direction, &links_dir, generation)?)
+                    }
+                    TcMode::Netlink => {
+                        attach_netlink(prog, device, direction)?;
+                        None
+                    }
+                };
+                record.attachments.push(TcAttachment {
+                    device: device.name.clone(),
+                    ifindex: device.ifindex,
+                    direction,
+                    mode,
+                    link,
+                });
+            }
+        }
+        for (path, _) in old_links {
+            std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
+        }
+        // An earlier agent's filters where this one attached nothing (a device no longer
+        // chosen, or tcx now): they would keep running the old programs.
+        for old in previous
+            .attachments
+            .iter()
+            .filter(|a| a.mode == TcMode::Netlink)
+        {
+            let kept = record.attachments.iter().any(|a| {
+                a.mode == TcMode::Netlink
+                    && a.ifindex == old.ifindex
+                    && a.direction == old.direction
+            });
+            if !kept {
+                remove_filter(old)?;
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// Attaches `prog` through a tcx link in front of any other program (an earlier agent's
+/// included) and pins it.
+fn attach_tcx(
+    prog: &mut SchedClassifier,
+    device: &DeviceAddrs,
+    direction: TcDirection,
+    links_dir: &Path,
+    generation: u64,
+) -> Result<PathBuf, DatapathError> {
+    let name = direction.program();
+    let refused = |source| device_refused(device, name, source);
+    let id = prog
+        .attach_with_options(
+            &device.name,
+            direction.attach_type(),
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )
+        .map_err(refused)?;
+    let link = FdLink::try_from(prog.take_link(id).map_err(refused)?).map_err(|e| {
+        DatapathError::Unsupported {
+            what: format!(
+                "a BPF link for program {name} on device {} ({e})",
+                device.name
+            ),
+            needs: "tcx, Linux 6.6",
+        }
+    })?;
+    let path = links_dir.join(format!("{name}_{}-{generation}", device.name));
+    link.pin(&path).map_err(|e| DatapathError::Pin {
+        path: path.clone(),
+        detail: format!("{e}{}", super::error::source_chain(&e)),
+    })?;
+    Ok(path)
+}
+
+/// Attaches `prog` as the netlink filter at [`NETLINK_PRIORITY`]/[`NETLINK_HANDLE`],
+/// replacing the one there (an earlier agent's).
+fn attach_netlink(
+    prog: &mut SchedClassifier,
+    device: &DeviceAddrs,
+    direction: TcDirection,
+) -> Result<(), DatapathError> {
+    let name = direction.program();
+    let refused = |source| device_refused(device, name, source);
+    let options = || {
+        TcAttachOptions::Netlink(NlOptions {
+            priority: NETLINK_PRIORITY,
+            handle: TcHandle::from(NETLINK_HANDLE),
+            classid: None,
+        })
+    };
+    let id = match prog.attach_with_options(&device.name, direction.attach_type(), options()) {
+        Err(e) if errno(&e) == Some(nix::libc::EEXIST) => {
+            let existing = SchedClassifierLink::attached(
+                &device.name,
+                direction.attach_type(),
+                NETLINK_PRIORITY,
+                TcHandle::from(NETLINK_HANDLE),
+                None,
+            )
+            .map_err(|e| refused(ProgramError::TcError(TcError::IoError(e))))?;
+            prog.attach_to_link(existing).map_err(refused)?
+        }
+        other => other.map_err(refused)?,
+    };
+    // The filter holds the program; dropping the link would delete the filter.
+    std::mem::forget(prog.take_link(id).map_err(refused)?);
+    Ok(())
+}
+
+/// Adds the clsact qdisc to `device`; `false` when it had one.
+fn add_clsact(device: &str) -> Result<bool, DatapathError> {
+    match aya::programs::tc::qdisc_add_clsact(device) {
+        Ok(()) => Ok(true),
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(nix::libc::EEXIST) => Ok(false),
+        Err(e) => Err(DatapathError::Device {
+            device: device.to_owned(),
+            what: "cannot add the clsact qdisc".to_owned(),
+            detail: format!("{e}{}", super::error::source_chain(&e)),
+        }),
+    }
+}
+
+/// The errno behind a netlink attach failure.
+fn errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::TcError(TcError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn device_refused(device: &DeviceAddrs, program: &'static str, e: ProgramError) -> DatapathError {
+    DatapathError::Device {
+        device: device.name.clone(),
+        what: format!("cannot attach program {program}"),
+        detail: format!("{e}{}", super::error::source_chain(&e)),
+    }
+}
+
+/// Deletes a recorded netlink filter; `false` when it was gone already.
+fn remove_filter(a: &TcAttachment) -> Result<bool, DatapathError> {
+    tc_netlink::delete_filter(
+        a.ifindex,
+        a.direction.parent_minor(),
+        NETLINK_PRIORITY,
+        NETLINK_HANDLE,
+    )
+    .map_err(|e| DatapathError::Device {
+        device: a.device.clone(),
+        what: format!("cannot delete the {} tc filter", a.direction),
+        detail: e.to_string(),
+    })
+}
+
+/// The pinned tcx links of the NodePort programs in `links_dir`, with their generation.
+pub fn tc_links(links_dir: &Path) -> Result<Vec<(PathBuf, u64)>, DatapathError> {
+    Ok(pinned_links(links_dir)?
+        .into_iter()
+        .filter(|(path, _)| is_tc_link(path))
+        .collect())
+}
+
+/// Whether a pinned link is one of the NodePort programs' (`<program>_<device>-<gen>`).
+pub fn is_tc_link(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        [NODEPORT_INGRESS_PROGRAM, NODEPORT_EGRESS_PROGRAM]
+            .iter()
+            .any(|p| n.starts_with(&format!("{p}_")))
+    })
+}
+
+/// Removes what `record` says was attached without pins: the netlink filters, then the clsact
+/// qdiscs the agent added. (tcx links are pins under `links/`, removed with the others.)
+/// Returns one line per thing removed or found gone, for the user.
+/// Outside the agent's network namespace the ifindexes name other devices: then nothing is
+/// touched, and the lines say what was left and where to run it.
+pub fn remove_tc_attachments(record: &TcRecord) -> Result<Vec<String>, DatapathError> {
+    let mut lines = Vec::new();
+    let unpinned = record.attachments.iter().any(|a| a.mode == TcMode::Netlink)
+        || !record.clsact_created.is_empty();
+    if unpinned && record.netns_inode != current_netns_inode() {
+        for device in record.devices() {
+            lines.push(format!(
+                "left the tc filters on {device}: they are in the agent's network namespace \
+                 (inode {}), not this one; run lbctl cleanup there (nsenter --net=…)",
+                record.netns_inode
+            ));
+        }
+        return Ok(lines);
+    }
+    for a in record
+        .attachments
+        .iter()
+        .filter(|a| a.mode == TcMode::Netlink)
+    {
+        lines.push(if remove_filter(a)? {
+            format!(
+                "deleted tc filter {} on {} {} (ifindex {})",
+                a.direction.program(),
+                a.device,
+                a.direction,
+                a.ifindex
+            )
+        } else {
+            format!(
+                "tc filter {} on {} {} was gone already",
+                a.direction.program(),
+                a.device,
+                a.direction
+            )
+        });
+    }
+    for &ifindex in &record.clsact_created {
+        let device = record
+            .attachments
+            .iter()
+            .find(|a| a.ifindex == ifindex)
+            .map_or_else(|| format!("ifindex {ifindex}"), |a| a.device.clone());
+        let deleted = tc_netlink::delete_clsact(ifindex).map_err(|e| DatapathError::Device {
+            device: device.clone(),
+            what: "cannot delete the clsact qdisc".to_owned(),
+            detail: e.to_string(),
+        })?;
+        if deleted {
+            lines.push(format!(
+                "deleted the clsact qdisc the agent added on {device}"
+            ));
+        }
+    }
+    Ok(lines)
+}

@@ -1,0 +1,480 @@
+//! The NodePort programs on a node's devices: `lb-agent --once` inside a netsim node with two
+//! devices (`eth0`, `eth1`) attaches `lb_nodeport_ingress` and `lb_nodeport_egress` on each,
+//! as tcx links (the host kernel has tcx) and, with tcx treated as missing, as netlink
+//! `cls_bpf` filters; a second agent replaces them instead of stacking a second copy; `lbctl
+//! cleanup` (run in the node's namespace) leaves the devices bare; a `devices` entry naming a
+//! device the node lacks is refused naming it. End to end, a client outside the cluster
+//! reaches a NodePort on the node, answered by a pod on that node (which sees the client's
+//! address) and by one on another node (which sees the node's: SNAT).
+//!
+//! Without root the tests are reported as ignored, with a line saying why; under `CI=true` they
+//! fail instead, since CI must run this tier.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use aya::programs::{tc::SchedClassifier, TcAttachType};
+use libtest_mimic::Failed;
+use netsim::{ClientMode, NodeSpec, PodSpec, Proto, Topology};
+use support::{TestBpffs, TestFn};
+
+#[allow(
+    dead_code,
+    reason = "the guards this binary does not use serve the other tiers"
+)]
+mod support;
+
+const DEVICES: [&str; 2] = ["eth0", "eth1"];
+/// How long one `lb-agent --once` or `lbctl` may take.
+const RUN_WITHIN: Duration = Duration::from_secs(60);
+
+fn main() {
+    let tests: [(&str, TestFn); 4] = [
+        (
+            "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
+            tcx_links,
+        ),
+        (
+            "tc::netlink_filters_on_every_device_are_replaced_in_place_and_removed_by_cleanup",
+            netlink_filters,
+        ),
+        (
+            "tc::a_devices_entry_naming_a_missing_device_is_refused_naming_it",
+            missing_device,
+        ),
+        (
+            "tc::an_outside_client_reaches_a_nodeport_served_on_the_node_and_through_snat_on_another",
+            outside_client,
+        ),
+    ];
+    support::run_tier("tc attach", tests.into());
+}
+
+/// A node with two devices, its bpffs and a scratch directory with the Node object; fields
+/// drop in order (scratch, bpffs, then the node and its topology).
+struct TcNode {
+    scratch: PathBuf,
+    bpffs: TestBpffs,
+    node: netsim::Node,
+    _topology: Topology,
+}
+
+impl TcNode {
+    fn new(tag: &str) -> Result<Self, Failed> {
+        let mut topology = Topology::new()?;
+        let node = topology.add_node(
+            NodeSpec::new(tag)
+                .eth0("192.168.79.11/24".parse()?)
+                .eth1("172.16.79.11/24".parse()?),
+        )?;
+        let bpffs = TestBpffs::new(&format!("tc-{tag}"))?;
+        let scratch = std::env::temp_dir().join(format!("lb-tc-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(scratch.join("manifests"))?;
+        std::fs::write(
+            scratch.join("manifests/node.yaml"),
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {tag}}}\n\
+                 status: {{addresses: [{{type: InternalIP, address: 192.168.79.11}}]}}\n"
+            ),
+        )?;
+        Ok(TcNode {
+            scratch,
+            bpffs,
+            node,
+            _topology: topology,
+        })
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.scratch.join("state")
+    }
+
+    /// `lb-agent --once` in the node with these extra `--set`s and environment.
+    fn agent_once(&self, sets: &[&str], env: &[(&str, &str)]) -> Result<Output, Failed> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+        cmd.args(["--set", "kubeProxyReplacement=true"])
+            .arg("--set")
+            .arg(format!("bpf.root={}", self.bpffs.path.display()))
+            .arg("--set")
+            .arg(format!(
+                "cgroup.hostRoot={}",
+                self.node.cgroup_path().display()
+            ))
+            .arg("--manifests")
+            .arg(self.scratch.join("manifests"))
+            .arg("--node")
+            .arg(self.node.name())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--once")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(self.node.spawn(cmd)?.output(RUN_WITHIN)?)
+    }
+
+    /// Runs the agent once and fails with its stderr unless it succeeded.
+    fn agent_ok(&self, sets: &[&str], env: &[(&str, &str)]) -> Result<(), Failed> {
+        let out = self.agent_once(sets, env)?;
+        if !out.status.success() {
+            return Err(format!(
+                "lb-agent --once exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// `lbctl cleanup` in the node's namespace; its stdout.
+    fn cleanup(&self) -> Result<String, Failed> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbctl"));
+        cmd.arg("cleanup")
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = self.node.spawn(cmd)?.output(RUN_WITHIN)?;
+        if !out.status.success() {
+            return Err(format!(
+                "lbctl cleanup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The names of the tcx programs on `device`'s hook (the kernel keeps 15 characters).
+    fn tcx_programs(&self, device: &str, hook: TcAttachType) -> Result<Vec<String>, Failed> {
+        let device = device.to_owned();
+        let (_, infos) = self
+            .node
+            .in_netns(move || SchedClassifier::query_tcx(&device, hook))?
+            .map_err(|e| format!("tcx query: {e}"))?;
+        Ok(infos
+            .iter()
+            .map(|i| i.name_as_str().unwrap_or_default().to_owned())
+            .collect())
+    }
+
+    /// `tc ARGS` in the node's namespace; its stdout.
+    fn tc(&self, args: &[&str]) -> Result<String, Failed> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let out = self
+            .node
+            .in_netns(move || Command::new("tc").args(&args).output())??;
+        if !out.status.success() {
+            return Err(format!("tc failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The bpf filters `tc filter show` lists on `device`'s `direction` hook, one line each.
+    fn netlink_filters(&self, device: &str, direction: &str) -> Result<Vec<String>, Failed> {
+        Ok(self
+            .tc(&["filter", "show", "dev", device, direction])?
+            .lines()
+            .filter(|l| l.contains(" bpf ") && l.contains("handle"))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Drop for TcNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// Each device's ingress and egress run exactly the NodePort program of that direction.
+fn expect_tcx(node: &TcNode, when: &str) -> Result<(), Failed> {
+    for device in DEVICES {
+        for (hook, want) in [
+            (TcAttachType::Ingress, "lb_nodeport_ing"),
+            (TcAttachType::Egress, "lb_nodeport_egr"),
+        ] {
+            let got = node.tcx_programs(device, hook)?;
+            if got != [want] {
+                return Err(format!(
+                    "{when}: tcx programs on {device} {hook:?}: {got:?}, expected [{want}]"
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tcx_links() -> Result<(), Failed> {
+    if lb::host::features::Feature::Tcx.probe().is_err() {
+        return Err("this kernel has no tcx; the netlink test covers it".into());
+    }
+    let node = TcNode::new("tcx")?;
+    node.agent_ok(&["devices=eth+"], &[])?;
+    expect_tcx(&node, "after the first agent")?;
+    node.agent_ok(&["devices=eth+"], &[])?;
+    expect_tcx(&node, "after a second agent")?;
+    let links = node.bpffs.path.join("lb/links");
+    let pinned: Vec<String> = std::fs::read_dir(&links)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    let tc_pins = pinned
+        .iter()
+        .filter(|n| n.starts_with("lb_nodeport_"))
+        .count();
+    if tc_pins != 4 {
+        return Err(
+            format!("pinned links after a restart: {pinned:?}, expected 4 NodePort ones").into(),
+        );
+    }
+    let report = node.cleanup()?;
+    for device in DEVICES {
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let got = node.tcx_programs(device, hook)?;
+            if !got.is_empty() {
+                return Err(format!("after cleanup, {device} {hook:?} still runs {got:?}").into());
+            }
+        }
+        if !report.contains(&format!("lb_nodeport_ingress_{device}-2")) {
+            return Err(format!("cleanup does not report {device}'s link:\n{report}").into());
+        }
+    }
+    Ok(())
+}
+
+fn netlink_filters() -> Result<(), Failed> {
+    let node = TcNode::new("nl")?;
+    let no_tcx = [("LB_ASSUME_MISSING_FEATURES", "tcx")];
+    node.agent_ok(&["devices=eth+"], &no_tcx)?;
+    let expect = |when: &str| -> Result<(), Failed> {
+        for device in DEVICES {
+            for (direction, program) in [
+                ("ingress", "lb_nodeport_ingress"),
+                ("egress", "lb_nodeport_egress"),
+            ] {
+                let filters = node.netlink_filters(device, direction)?;
+                if filters.len() != 1 || !filters[0].contains(program) {
+                    return Err(format!(
+                        "{when}: filters on {device} {direction}: {filters:?}, expected one \
+                         running {program}"
+                    )
+                    .into());
+                }
+            }
+            if node
+                .tcx_programs(device, TcAttachType::Ingress)
+                .is_ok_and(|p| !p.is_empty())
+            {
+                return Err(format!("{when}: tcx links on {device} beside the filters").into());
+            }
+        }
+        Ok(())
+    };
+    expect("after the first agent")?;
+    node.agent_ok(&["devices=eth+"], &no_tcx)?;
+    expect("after a second agent")?;
+    let report = node.cleanup()?;
+    for device in DEVICES {
+        for direction in ["ingress", "egress"] {
+            let left = node.netlink_filters(device, direction)?;
+            if !left.is_empty() {
+                return Err(format!("after cleanup, {device} {direction} keeps {left:?}").into());
+            }
+        }
+        let qdiscs = node.tc(&["qdisc", "show", "dev", device])?;
+        if qdiscs.contains("clsact") {
+            return Err(format!(
+                "after cleanup, {device} keeps the clsact qdisc the agent added:\n{qdiscs}"
+            )
+            .into());
+        }
+        if !report.contains(&format!(
+            "deleted tc filter lb_nodeport_ingress on {device} ingress"
+        )) {
+            return Err(format!("cleanup does not report {device}'s filter:\n{report}").into());
+        }
+    }
+    Ok(())
+}
+
+fn missing_device() -> Result<(), Failed> {
+    let node = TcNode::new("nodev")?;
+    let out = node.agent_once(&["devices={eth0,eth7}"], &[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Err("lb-agent started with devices naming eth7, which the node lacks".into());
+    }
+    if !stderr.contains("devices names device eth7") || !stderr.contains("eth0, eth1") {
+        return Err(
+            format!("the refusal does not name eth7 and the node's devices: {stderr}").into(),
+        );
+    }
+    for device in DEVICES {
+        if !node.tcx_programs(device, TcAttachType::Ingress)?.is_empty() {
+            return Err(format!("a refused start attached programs to {device}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A NodePort service `name` on `node_port` with one TCP backend `backend:8080` on `node`.
+fn node_port_yaml(
+    name: &str,
+    cluster_ip: &str,
+    node_port: u16,
+    backend: &str,
+    node: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  type: NodePort\n  clusterIP: {cluster_ip}\n\
+         \x20 ports: [{{port: 80, protocol: TCP, targetPort: 8080, nodePort: {node_port}}}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: {name}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\n\
+         addressType: IPv4\nports: [{{name: \"\", port: 8080, protocol: TCP}}]\nendpoints:\n\
+         \x20 - {{addresses: [{backend}], conditions: {{ready: true}}, nodeName: {node}}}\n"
+    )
+}
+
+/// `lb-agent --once` on `node1` with these manifests and extra `--set`s.
+fn agent_on(
+    node: &netsim::Node,
+    bpffs: &TestBpffs,
+    manifests: &std::path::Path,
+    state_dir: &std::path::Path,
+    sets: &[&str],
+) -> Result<(), Failed> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+        .arg(format!("bpf.root={}", bpffs.path.display()))
+        .arg("--set")
+        .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+        .arg("--manifests")
+        .arg(manifests)
+        .args(["--node", node.name(), "--once", "--state-dir"])
+        .arg(state_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = node.spawn(cmd)?.output(RUN_WITHIN)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lb-agent --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// node1 runs the agent; `local-1` is a pod on node1, `remote-1` one on node2 (no agent
+/// there: SNAT needs nothing of it); `outside` is a host on the segment with no agent. Its TCP
+/// exchanges with node1's NodePorts are answered by each pod, which sees the client's address
+/// (local) or node1's (remote, SNAT); the client sees the replies come from the NodePort.
+fn outside_client() -> Result<(), Failed> {
+    let mut topology = Topology::new()?;
+    let node1 = topology.add_node(
+        NodeSpec::new("node1")
+            .eth0("192.168.80.11/24".parse()?)
+            .pod_cidr("10.80.1.0/24".parse()?),
+    )?;
+    let node2 = topology.add_node(
+        NodeSpec::new("node2")
+            .eth0("192.168.80.12/24".parse()?)
+            .pod_cidr("10.80.2.0/24".parse()?),
+    )?;
+    let outside = topology.add_node(NodeSpec::new("outside").eth0("192.168.80.100/24".parse()?))?;
+    let local = topology.add_pod(&node1, PodSpec::new("local-1", "10.80.1.5".parse()?))?;
+    let remote = topology.add_pod(&node2, PodSpec::new("remote-1", "10.80.2.5".parse()?))?;
+    let _local_server = local.server(Proto::Tcp, "10.80.1.5:8080".parse()?, "local-1")?;
+    let _remote_server = remote.server(Proto::Tcp, "10.80.2.5:8080".parse()?, "remote-1")?;
+
+    let bpffs = TestBpffs::new("tc-e2e")?;
+    let scratch =
+        ScratchDir(std::env::temp_dir().join(format!("lb-tc-e2e-{}", std::process::id())));
+    let manifests = scratch.0.join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(
+        manifests.join("nodes.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node1}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.80.11}]}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node2}\n\
+         status: {addresses: [{type: InternalIP, address: 192.168.80.12}]}\n",
+    )?;
+    std::fs::write(
+        manifests.join("services.yaml"),
+        format!(
+            "{}---\n{}",
+            node_port_yaml("local", "10.96.80.1", 31001, "10.80.1.5", "node1"),
+            node_port_yaml("remote", "10.96.80.2", 31002, "10.80.2.5", "node2")
+        ),
+    )?;
+    let state_dir = scratch.0.join("state");
+    agent_on(&node1, &bpffs, &manifests, &state_dir, &[])?;
+
+    for (port, identity, seen) in [
+        (31001, "local-1", "192.168.80.100"),
+        (31002, "remote-1", "192.168.80.11"),
+    ] {
+        let target: std::net::SocketAddr = format!("192.168.80.11:{port}").parse()?;
+        let reply = outside.client_once(ClientMode::Tcp, target)?;
+        if reply.identity() != Some(identity) {
+            return Err(
+                format!("{target} from outside: answered {reply:?}, expected {identity}").into(),
+            );
+        }
+        let saw = reply.seen_by_server().map(|a| a.ip().to_string());
+        if saw.as_deref() != Some(seen) {
+            return Err(format!("{identity} saw the client as {saw:?}, expected {seen}").into());
+        }
+        if reply.peer != Some(target) {
+            return Err(format!(
+                "the client's peer is {:?}, expected the NodePort {target}",
+                reply.peer
+            )
+            .into());
+        }
+    }
+
+    let mut cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"));
+    cleanup
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = node1.spawn(cleanup)?.output(RUN_WITHIN)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lbctl cleanup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A scratch directory removed on drop.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
