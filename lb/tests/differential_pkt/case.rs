@@ -48,6 +48,8 @@ pub struct SvcSpec {
     pub dangling: bool,
     pub affinity: bool,
     pub twin: Option<Vec<usize>>,
+    /// `LB_SVC_NO_LOCAL_BACKEND`: traffic policy Local, no endpoint on this node.
+    pub no_local: bool,
 }
 
 /// What a TCP packet carries (UDP frontends get a datagram whatever this says).
@@ -160,9 +162,10 @@ fn service() -> impl Strategy<Value = SvcSpec> {
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
         prop::option::weighted(0.15, prop::collection::vec(0usize..7, 1..3)),
+        prop::bool::weighted(0.15),
     )
         .prop_map(
-            |(frontend, port, udp, backends, dangling, affinity, twin)| SvcSpec {
+            |(frontend, port, udp, backends, dangling, affinity, twin, no_local)| SvcSpec {
                 frontend,
                 port,
                 udp,
@@ -170,6 +173,7 @@ fn service() -> impl Strategy<Value = SvcSpec> {
                 dangling,
                 affinity,
                 twin,
+                no_local,
             },
         )
 }
@@ -219,6 +223,9 @@ impl Case {
             }
             if s.affinity {
                 flags |= svc_flags::AFFINITY;
+            }
+            if s.no_local {
+                flags |= svc_flags::NO_LOCAL_BACKEND;
             }
             let rev_nat_index = i as u16 + 1;
             let mut frontend = |scope, flags, backends: &[usize], dangling| {
