@@ -108,11 +108,15 @@ impl Node {
     pub fn build() -> Result<Node, String> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+        // bpf_fib_lookup answers FWD_DISABLED on a device that does not forward. The files
+        // under /proc/sys/net are those of the opening thread's namespace.
+        for family in ["ipv4", "ipv6"] {
+            for conf in ["all", "default"] {
+                let path = format!("/proc/sys/net/{family}/conf/{conf}/forwarding");
+                std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))?;
+            }
+        }
         let mut cmds = vec![
-            "sysctl -qw net.ipv4.conf.all.forwarding=1".to_string(),
-            "sysctl -qw net.ipv4.conf.default.forwarding=1".to_string(),
-            "sysctl -qw net.ipv6.conf.all.forwarding=1".to_string(),
-            "sysctl -qw net.ipv6.conf.default.forwarding=1".to_string(),
             "ip link set lo up".to_string(),
             format!(
                 "ip link add np0 address {} type veth peer name np0p",
