@@ -377,7 +377,11 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
         } else {
             sim.ingress(frame.ifindex, &frame.bytes)
         };
-        *seen.outcomes.entry(describe(sim_out.verdict)).or_default() += 1;
+        let outcome = match sim_out.verdict {
+            Verdict::Pass if sim_out.packet != frame.bytes => "pass-rewritten".to_string(),
+            v => describe(v),
+        };
+        *seen.outcomes.entry(outcome).or_default() += 1;
         let program = if frame.egress { "egress" } else { "ingress" };
         let context = || {
             format!(

@@ -96,7 +96,7 @@ pub enum Step {
         dress: Dress,
     },
     /// The backend's reply of a tracked flow: at np1's ingress for a remote backend, at np0's
-    /// egress for a local one (or its ingress with `wrong_way`).
+    /// egress for a local one (with `wrong_way`, the other program of the same device).
     Reply {
         flow: usize,
         kind: Kind,
@@ -421,7 +421,8 @@ impl Step {
                 );
                 let snat = e.flags & ct_flags::SNAT != 0;
                 Some(Frame {
-                    egress: !snat && !wrong_way,
+                    // The way it goes, or the other program (which must leave it alone).
+                    egress: snat == wrong_way,
                     ifindex: if snat { node.np1 } else { node.np0 },
                     bytes,
                 })
