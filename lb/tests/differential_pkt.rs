@@ -327,6 +327,35 @@ fn describe(v: Verdict) -> String {
     }
 }
 
+/// A conntrack key as a reader wants it: `proto src:port -> dst:port`.
+fn show_key(k: &LbCtKey) -> String {
+    let ip = |a: LbAddr| std::net::IpAddr::from(a);
+    format!(
+        "{} {}:{} -> {}:{}",
+        k.proto,
+        ip(k.saddr),
+        u16::from_be(k.sport),
+        ip(k.daddr),
+        u16::from_be(k.dport)
+    )
+}
+
+/// A conntrack entry as a reader wants it.
+fn show_entry(e: &LbCtEntry) -> String {
+    let ip = |a: LbAddr| std::net::IpAddr::from(a);
+    format!(
+        "{}:{} -> {}:{} flags {:#x} rev_nat {} backend {} expires {}",
+        ip(e.saddr),
+        u16::from_be(e.sport),
+        ip(e.daddr),
+        u16::from_be(e.dport),
+        e.flags,
+        e.rev_nat_index,
+        e.backend_id,
+        e.expires
+    )
+}
+
 /// Where two conntrack tables differ (`expires` within ±2 s), or `None`.
 fn ct_difference(
     kernel: &BTreeMap<LbCtKey, LbCtEntry>,
@@ -336,20 +365,36 @@ fn ct_difference(
     for (k, e) in kernel {
         match sim.get(k) {
             None => {
-                let _ = writeln!(out, "  only the kernel has {k:?} -> {e:?}");
+                let _ = writeln!(
+                    out,
+                    "  only the kernel has {}: {}",
+                    show_key(k),
+                    show_entry(e)
+                );
             }
             Some(s) => {
                 let close = (i64::from(e.expires) - i64::from(s.expires)).abs() <= 2;
                 let same = LbCtEntry { expires: 0, ..*e } == LbCtEntry { expires: 0, ..*s };
                 if !close || !same {
-                    let _ = writeln!(out, "  {k:?}\n    kernel {e:?}\n    sim    {s:?}");
+                    let _ = writeln!(
+                        out,
+                        "  {}\n    kernel {}\n    sim    {}",
+                        show_key(k),
+                        show_entry(e),
+                        show_entry(s)
+                    );
                 }
             }
         }
     }
     for (k, s) in sim {
         if !kernel.contains_key(k) {
-            let _ = writeln!(out, "  only the simulator has {k:?} -> {s:?}");
+            let _ = writeln!(
+                out,
+                "  only the simulator has {}: {}",
+                show_key(k),
+                show_entry(s)
+            );
         }
     }
     (!out.is_empty()).then_some(out)
