@@ -25,8 +25,9 @@ use crate::world::{Answer, CallError, NodeViews, Traced, World};
 /// Set in a child process that binds a socket for a `bind` step: `ADDR PROTO [v6only]`.
 const BIND_CHILD: &str = "LB_SCENARIO_BIND";
 
-/// How long an agent may take to program a node.
-const AGENT_DEADLINE: Duration = Duration::from_secs(30);
+/// How long an agent may take to program a node: a deadline, not a wait. Generous, because
+/// the VM tier emulates its CPU: verifying and attaching the tc programs there takes seconds.
+const AGENT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Whether this process is a child started for a `bind` step.
 pub fn is_child() -> bool {

@@ -1,16 +1,17 @@
 //! The demo's cluster: the netsim topology built from the [`DemoSpec`], HTTP servers in the
-//! backend pods, and an agent on every node. Taken down in order by [`Cluster::down`], or by
+//! backend pods, an agent on every node, and a host outside the cluster on the nodes'
+//! segment. Taken down in order by [`Cluster::down`], or by
 //! drop on an error path: servers, then agents (`lbctl cleanup`), then the topology (which kills
 //! what still runs in its cgroups and removes namespaces and cgroups), then the scratch
 //! directory.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use netsim::{IdentityServer, NodeSpec, Pod, PodSpec, Proto, Topology};
+use netsim::{IdentityServer, NodeSpec, Place, Pod, PodSpec, Proto, Topology};
 
 use super::agent::NodeAgent;
 use super::spec::DemoSpec;
@@ -28,12 +29,17 @@ impl Drop for Scratch {
     }
 }
 
+/// The host outside the cluster, on the nodes' segment: no agent, no Kubernetes object; the
+/// client of the NodePort from outside. Its address's last byte on the nodes' /24.
+pub const OUTSIDE: (&str, u8) = ("outside", 100);
+
 /// Everything the demo built. Fields drop in declaration order (see the module docs).
 #[derive(Debug)]
 pub struct Cluster {
     servers: Vec<IdentityServer>,
     agents: Vec<NodeAgent>,
     pods: BTreeMap<String, Pod>,
+    outside: Place,
     topology: Topology,
     scratch: Scratch,
 }
@@ -61,6 +67,14 @@ impl Cluster {
             ));
             nodes.push(node);
         }
+        let outside = outside_address(spec)?;
+        let host = topology.add_node(
+            NodeSpec::new(OUTSIDE.0).eth0(ipnet::IpNet::V4(ipnet::Ipv4Net::new(outside, 24)?)),
+        )?;
+        progress(&format!(
+            "  host {} outside the cluster (eth0 {outside}/24, no agent)",
+            OUTSIDE.0
+        ));
         let mut pods = BTreeMap::new();
         let mut servers = Vec::new();
         for def in &spec.pods {
@@ -88,6 +102,7 @@ impl Cluster {
             servers,
             agents: Vec::new(),
             pods,
+            outside: host.place().clone(),
             topology,
             scratch,
         };
@@ -142,6 +157,11 @@ impl Cluster {
         &self.topology
     }
 
+    /// The host outside the cluster.
+    pub fn outside(&self) -> &Place {
+        &self.outside
+    }
+
     /// The pod called `name`.
     pub fn pod(&self, name: &str) -> Option<&Pod> {
         self.pods.get(name)
@@ -170,4 +190,18 @@ impl Cluster {
         progress(&format!("cleaned up (topology {prefix} removed)"));
         Ok(())
     }
+}
+
+/// The outside host's address: byte [`OUTSIDE`]`.1` of the first node's /24, which no node may
+/// hold.
+fn outside_address(spec: &DemoSpec) -> Result<Ipv4Addr> {
+    let [a, b, c, _] = spec.first_node().address.octets();
+    let address = Ipv4Addr::new(a, b, c, OUTSIDE.1);
+    if let Some(node) = spec.nodes.iter().find(|n| n.address == address) {
+        anyhow::bail!(
+            "node {} has {address}, the address of the demo's host outside the cluster",
+            node.name
+        );
+    }
+    Ok(address)
 }

@@ -3,7 +3,7 @@
 //! Builds the binaries, creates the nodes and pods of `xtask/demo/manifests` with netsim (one
 //! backend pod serving HTTP on each node), starts `lb-agent` on each node, applies the nginx
 //! Service and EndpointSlice, sends requests from the node and from a pod to the ClusterIP and
-//! the NodePort, and prints `lbctl service list` and `lbctl status`. Interactively it then keeps
+//! the NodePort and from a host outside the cluster to each node's NodePort, and prints `lbctl service list` and `lbctl status`. Interactively it then keeps
 //! the topology up, printing how to poke it, until Ctrl-C; with `--check` it ends there and
 //! fails when a target was not answered by every backend. Everything it made is removed on the
 //! way out, also after an error or Ctrl-C.
@@ -180,6 +180,16 @@ fn print_how_to_poke(spec: &DemoSpec, cluster: &Cluster) {
                 pod.cgroup_path(),
                 &format!("curl -s http://{}:{}/", service.cluster_ip, service.port)
             )
+        );
+    }
+    let outside = cluster.outside();
+    for n in &spec.nodes {
+        println!(
+            "  # from the host outside the cluster, through {}\n  nsenter --net={} curl -s http://{}:{}/",
+            n.name,
+            outside.netns_path().display(),
+            n.address,
+            service.node_port
         );
     }
     if let (Some(agent), Ok(lbctl)) = (cluster.agent(&node.name), netsim::binary_path("lbctl")) {

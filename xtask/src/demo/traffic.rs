@@ -1,6 +1,7 @@
 //! The demo's requests: HTTP to the service's ClusterIP, to `127.0.0.1:NODEPORT` and to the
-//! node's address `:NODEPORT` from the first node's host namespace, and to the ClusterIP from a
-//! client pod; each several times, one line per request naming the backend that answered, then
+//! node's address `:NODEPORT` from the first node's host namespace, to the ClusterIP from a
+//! client pod, and to every node's `:NODEPORT` from the host outside the cluster (through the
+//! nodes' tc programs); each several times, one line per request naming the backend that answered, then
 //! a summary per target. A target passes when every request was answered, by every backend
 //! between them, and the client's `getpeername` gave the address it asked for (the socket
 //! hooks' reverse translation).
@@ -80,7 +81,7 @@ pub fn targets(spec: &DemoSpec, cluster: &Cluster) -> Result<Vec<Target>> {
         .ok_or_else(|| anyhow::anyhow!("the client pod is in the topology"))?;
     let service = &spec.service;
     let cluster_ip = SocketAddr::new(service.cluster_ip.into(), service.port);
-    Ok(vec![
+    Ok([
         Target {
             what: "ClusterIP",
             from: node.clone(),
@@ -101,7 +102,14 @@ pub fn targets(spec: &DemoSpec, cluster: &Cluster) -> Result<Vec<Target>> {
             from: client,
             addr: cluster_ip,
         },
-    ])
+    ]
+    .into_iter()
+    .chain(spec.nodes.iter().map(|n| Target {
+        what: "NodePort from outside the cluster",
+        from: cluster.outside().clone(),
+        addr: SocketAddr::new(n.address.into(), service.node_port),
+    }))
+    .collect())
 }
 
 /// Sends `count` HTTP requests to `target` from its place, printing one line per request.
