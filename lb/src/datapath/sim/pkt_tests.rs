@@ -636,3 +636,25 @@ fn udp_without_a_checksum_keeps_none_and_a_computed_zero_is_sent_as_ffff() {
     assert_eq!(udp_checksum(&out.packet), 0xffff);
     assert!(checksums_valid(&out.packet));
 }
+
+#[test]
+fn traffic_entering_a_device_uses_the_external_scope_never_the_internal_twin() {
+    // externalTrafficPolicy and internalTrafficPolicy differ: the twins hold other backends.
+    let lb = "198.51.100.10:80";
+    let mut sim = node(vec![
+        nodeport(LOCAL_BACKEND),
+        svc("0.0.0.0:30080", ServiceType::NodePort)
+            .internal()
+            .backend(REMOTE_BACKEND),
+        svc(lb, ServiceType::LoadBalancer).backend(LOCAL_BACKEND),
+        svc(lb, ServiceType::LoadBalancer)
+            .internal()
+            .backend(REMOTE_BACKEND),
+    ]);
+    for to in ["192.0.2.1:30080", lb] {
+        for port in 40000..40016 {
+            let out = sim.ingress(ETH0, &syn(&format!("203.0.113.7:{port}"), to));
+            assert_eq!(view(&out).dst, sa(LOCAL_BACKEND), "{to}");
+        }
+    }
+}

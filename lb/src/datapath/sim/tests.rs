@@ -73,7 +73,7 @@ impl Svc {
         self
     }
 
-    fn internal(mut self) -> Self {
+    pub(super) fn internal(mut self) -> Self {
         self.0.frontend.scope = Scope::Internal;
         self
     }
