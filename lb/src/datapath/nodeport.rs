@@ -160,3 +160,27 @@ impl NodePortLb {
         HashMap::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The loader parses the object before the kernel sees it: a section name aya does not
+    /// know (`SEC("tc")` in aya 0.14) refuses every start with NodePort on, root or not.
+    #[test]
+    fn the_nodeport_object_parses_with_both_programs_as_classifiers() {
+        let obj = aya_obj::Object::parse(ebpf::nodeport_object()).expect("nodeport.o parses");
+        for name in [
+            ebpf::NODEPORT_INGRESS_PROGRAM,
+            ebpf::NODEPORT_EGRESS_PROGRAM,
+        ] {
+            let prog = obj
+                .programs
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert!(
+                matches!(prog.section, aya_obj::ProgramSection::SchedClassifier),
+                "{name}: {:?}",
+                prog.section
+            );
+        }
+    }
+}
