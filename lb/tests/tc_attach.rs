@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 4] = [
+    let tests: [(&str, TestFn); 5] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -45,7 +45,11 @@ fn main() {
         ),
         (
             "tc::an_outside_client_reaches_a_nodeport_served_on_the_node_and_through_snat_on_another",
-            outside_client,
+            || outside_client(&[]),
+        ),
+        (
+            "tc::an_outside_client_reaches_both_backends_through_netlink_filters_too",
+            || outside_client(&[("LB_ASSUME_MISSING_FEATURES", "tcx")]),
         ),
     ];
     support::run_tier("tc attach", tests.into());
@@ -347,13 +351,13 @@ fn node_port_yaml(
     )
 }
 
-/// `lb-agent --once` on `node1` with these manifests and extra `--set`s.
+/// `lb-agent --once` on `node` with these manifests and extra environment.
 fn agent_on(
     node: &netsim::Node,
     bpffs: &TestBpffs,
     manifests: &std::path::Path,
     state_dir: &std::path::Path,
-    sets: &[&str],
+    env: &[(&str, &str)],
 ) -> Result<(), Failed> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
     cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
@@ -368,8 +372,8 @@ fn agent_on(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for set in sets {
-        cmd.args(["--set", set]);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = node.spawn(cmd)?.output(RUN_WITHIN)?;
     if !out.status.success() {
@@ -386,7 +390,8 @@ fn agent_on(
 /// there: SNAT needs nothing of it); `outside` is a host on the segment with no agent. Its TCP
 /// exchanges with node1's NodePorts are answered by each pod, which sees the client's address
 /// (local) or node1's (remote, SNAT); the client sees the replies come from the NodePort.
-fn outside_client() -> Result<(), Failed> {
+/// `env` is the agent's extra environment (tcx treated as missing: netlink filters).
+fn outside_client(env: &[(&str, &str)]) -> Result<(), Failed> {
     let mut topology = Topology::new()?;
     let node1 = topology.add_node(
         NodeSpec::new("node1")
@@ -425,7 +430,7 @@ fn outside_client() -> Result<(), Failed> {
         ),
     )?;
     let state_dir = scratch.0.join("state");
-    agent_on(&node1, &bpffs, &manifests, &state_dir, &[])?;
+    agent_on(&node1, &bpffs, &manifests, &state_dir, env)?;
 
     for (port, identity, seen) in [
         (31001, "local-1", "192.168.80.100"),
