@@ -157,6 +157,12 @@ static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow
 	count = svc->count;
 	rev_nat_index = svc->rev_nat_index;
 	if (count == 0) {
+		/* kube-proxy: a Local policy without local endpoints drops; a service without any
+		 * endpoint rejects. */
+		if (svc->flags & LB_SVC_NO_LOCAL_BACKEND) {
+			lb_count(LB_CNT_NO_LOCAL_BACKEND);
+			return LB_DROP;
+		}
 		lb_count(LB_CNT_NO_BACKEND);
 		return lb_reject(ctx, flow);
 	}

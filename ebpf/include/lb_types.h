@@ -30,6 +30,8 @@ enum lb_svc_flags : __u8 {
 	LB_SVC_HOST_PORT = 1 << 4,    /* a HostPort frontend */
 	LB_SVC_TWO_SCOPES = 1 << 5,   /* an internal-scope twin exists */
 	LB_SVC_AFFINITY = 1 << 6,     /* sessionAffinity: ClientIP */
+	LB_SVC_NO_LOCAL_BACKEND = 1 << 7, /* traffic policy Local and no endpoint on this node,
+					   * though others have some: drop, not reject */
 };
 
 /* lb_backend.state: only active backends are chosen for new connections. */
@@ -65,7 +67,8 @@ enum lb_counter : __u8 {
 	LB_CNT_FIB_FAILED = 3,      /* no route to the backend or client: dropped */
 	LB_CNT_TTL_EXCEEDED = 4,    /* TTL or hop limit would reach 0 when forwarded: dropped */
 	LB_CNT_CT_FULL = 5,         /* a conntrack entry could not be written: dropped */
-	LB_CNT_MAX = 6,             /* number of counters */
+	LB_CNT_NO_LOCAL_BACKEND = 6, /* traffic policy Local, no endpoint on this node: dropped */
+	LB_CNT_MAX = 7,             /* number of counters */
 };
 
 /* An IPv6 address, or an IPv4 address mapped into IPv6. */

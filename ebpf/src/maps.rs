@@ -127,6 +127,9 @@ pub mod svc_flags {
     pub const TWO_SCOPES: u8 = 1 << 5;
     /// Session affinity.
     pub const AFFINITY: u8 = 1 << 6;
+    /// Traffic policy `Local` and no endpoint on this node, though others have some: the
+    /// packet programs drop its traffic instead of rejecting it.
+    pub const NO_LOCAL_BACKEND: u8 = 1 << 7;
 }
 
 /// `union lb_addr`: an IPv6 address, or an IPv4 address mapped into IPv6.
@@ -372,8 +375,10 @@ pub mod counter {
     pub const TTL_EXCEEDED: u8 = 4;
     /// `LB_CNT_CT_FULL`: a conntrack entry could not be written.
     pub const CT_FULL: u8 = 5;
+    /// `LB_CNT_NO_LOCAL_BACKEND`: traffic policy `Local` and no endpoint on this node.
+    pub const NO_LOCAL_BACKEND: u8 = 6;
     /// `LB_CNT_MAX`: how many counters there are.
-    pub const MAX: u8 = 6;
+    pub const MAX: u8 = 7;
 }
 
 /// `struct lb_ct_key`: a packet's tuple as it arrives.
@@ -473,6 +478,7 @@ pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
             ("LB_SVC_HOST_PORT", svc_flags::HOST_PORT),
             ("LB_SVC_TWO_SCOPES", svc_flags::TWO_SCOPES),
             ("LB_SVC_AFFINITY", svc_flags::AFFINITY),
+            ("LB_SVC_NO_LOCAL_BACKEND", svc_flags::NO_LOCAL_BACKEND),
         ],
     ),
     (
@@ -501,6 +507,7 @@ pub const C_ENUMS: &[(&str, &[(&str, u8)])] = &[
             ("LB_CNT_FIB_FAILED", counter::FIB_FAILED),
             ("LB_CNT_TTL_EXCEEDED", counter::TTL_EXCEEDED),
             ("LB_CNT_CT_FULL", counter::CT_FULL),
+            ("LB_CNT_NO_LOCAL_BACKEND", counter::NO_LOCAL_BACKEND),
             ("LB_CNT_MAX", counter::MAX),
         ],
     ),

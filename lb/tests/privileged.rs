@@ -132,6 +132,7 @@ fn cluster_ip(ip: IpAddr, port: u16, protocol: L4Protocol, backends: &[SocketAdd
             name: format!("svc-{port}"),
         },
         port_name: String::new(),
+        no_local_backends: false,
         backends: backends
             .iter()
             .map(|b| Backend::active(L3n4Addr::new(b.ip(), b.port(), protocol)))

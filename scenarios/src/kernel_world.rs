@@ -179,6 +179,9 @@ impl KernelWorld {
                 node_spec = node_spec.eth0(host_net(v6, 64)?);
             }
             let host = topology.add_node(node_spec)?;
+            for route in &spec.routes {
+                topology.add_route(host.place(), route.to, route.via)?;
+            }
             places.insert(spec.name.clone(), host.place().clone());
             node_of.insert(spec.name.clone(), spec.name.clone());
         }

@@ -8,6 +8,7 @@ mod files;
 pub mod kernel_world;
 pub mod report;
 pub mod runner;
+pub mod sim_net;
 pub mod sim_world;
 pub mod spec;
 mod trace_monitor;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use lb::agent::degrade::{self, KernelFeatures};
 use lb::agent::setup;
 use lb::agent::udp_destroy::SweepScope;
-use lb::datapath::sim::{HeldSocket, SimConfig, SockCall, SockSim};
+use lb::datapath::sim::{HeldSocket, PktConfig, PktSim, SimConfig, SockCall, SockSim};
 use lb::datapath::{MapContents, RemovedBackends};
 use lb::host::sock_diag::Support;
 use lb::host::{HostError, Sysctls, LOCAL_PORT_RANGE, RESERVED_PORTS};
@@ -22,6 +22,7 @@ use lb::source::{ClusterStore, ManifestDir, Source};
 use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
+use crate::sim_net::{self, Net, NetExternal, NetNode, Receiver};
 use crate::spec::{Bind, Connect, Open, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
@@ -119,6 +120,15 @@ pub struct SimWorld {
     files: ScenarioFiles,
     nodes: Vec<SimNode>,
     pods: BTreeMap<String, SimPod>,
+    /// The topology as packets see it, for clients outside the cluster.
+    net: Net,
+    /// Each node's tc programs, once its agent has loaded them (`nodePort.enabled`), in the
+    /// order of `nodes`. Like pinned maps, they outlive the agent.
+    programs: Vec<Option<PktSim>>,
+    /// The next source port of an external client's socket.
+    next_client_port: u16,
+    /// The simulated clock, in seconds, as the packet programs read it.
+    now_secs: u32,
     held: BTreeMap<String, SimHeld>,
     next_socket: u64,
     /// Kernel features the agents treat as missing (the scenario's `assume_missing`).
@@ -175,10 +185,50 @@ impl SimWorld {
                 );
             }
         }
+        let net = Net {
+            nodes: scenario
+                .topology
+                .nodes
+                .iter()
+                .map(|n| NetNode {
+                    name: n.name.clone(),
+                    addresses: [Some(n.address), n.address6]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    pod_cidrs: n.pod_cidrs.clone(),
+                    pods: n
+                        .pods
+                        .iter()
+                        .map(|p| {
+                            let addrs = [Some(p.address), p.address6].into_iter().flatten();
+                            (p.name.clone(), addrs.collect())
+                        })
+                        .collect(),
+                })
+                .collect(),
+            externals: scenario
+                .topology
+                .externals
+                .iter()
+                .map(|e| NetExternal {
+                    name: e.name.clone(),
+                    routes: e.routes.iter().map(|r| (r.to, r.via)).collect(),
+                    addresses: [Some(e.address), e.address6]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                })
+                .collect(),
+        };
         let mut world = SimWorld {
             files,
+            programs: (0..nodes.len()).map(|_| None).collect(),
             nodes,
             pods,
+            net,
+            next_client_port: sim_net::FIRST_CLIENT_PORT,
+            now_secs: 0,
             held: BTreeMap::new(),
             next_socket: 1,
             assume_missing: scenario.assume_missing.join(","),
@@ -262,7 +312,72 @@ impl SimWorld {
         node.names = reconciler.service_names().clone();
         node.maps = sim.maps().clone();
         node.status = Some(status);
+        if config.node_port() {
+            let maps = node.maps.clone();
+            let fib = Box::new(self.net.fib(index));
+            let now = self.now_secs;
+            let programs = self.programs[index].get_or_insert_with(|| {
+                let mut sim = PktSim::new(PktConfig::default(), MapContents::default(), fib);
+                sim.set_now(now);
+                sim
+            });
+            programs.set_maps(maps);
+            programs.set_local_addresses(&addresses);
+            programs.set_devices(sim_net::devices(&addresses));
+        }
         Ok(())
+    }
+
+    /// A call from a host outside the cluster: its first frame carried through the nodes'
+    /// programs to whoever owns its destination then, and that one's answer carried back.
+    fn connect_external(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
+        let client_ip = self
+            .net
+            .external_address(&call.from, call.to.ip())
+            .with_context(|| format!("{} has no address of {}'s family", call.from, call.to))?;
+        let client = SocketAddr::new(client_ip, self.next_client_port);
+        self.next_client_port = self
+            .next_client_port
+            .wrapping_add(1)
+            .max(sim_net::FIRST_CLIENT_PORT);
+        let from = Receiver::External(call.from.clone());
+        let request = sim_net::request(client, call.to, call.transport);
+        let Ok((receiver, delivered)) = self.net.carry(&mut self.programs, &from, request) else {
+            return Ok(Err(CallError::TimedOut));
+        };
+        if receiver == from {
+            // Answered on the way by a node: an ICMP error.
+            let error = sim_net::client_reading(&delivered, client, call.to, call.transport)
+                .err()
+                .unwrap_or(CallError::TimedOut);
+            return Ok(Err(error));
+        }
+        let name = receiver.name(&self.net).to_owned();
+        let dst = lb::datapath::sim::packet_builder::FrameView::of(&delivered)
+            .context("a delivered request is TCP or UDP")?;
+        match self.listener(&name, dst.dst, call.transport) {
+            Some(Some(_)) => {}
+            // Nobody listens: a TCP reset or an ICMP port unreachable comes back.
+            _ if call.transport == Transport::UdpUnconnected => {
+                return Ok(Err(CallError::TimedOut))
+            }
+            _ => return Ok(Err(CallError::Refused)),
+        }
+        let answer = sim_net::answer(&delivered, call.transport)
+            .context("a delivered request is TCP or UDP")?;
+        let Ok((back_at, reply)) = self.net.carry(&mut self.programs, &receiver, answer) else {
+            return Ok(Err(CallError::TimedOut));
+        };
+        if back_at != from {
+            return Ok(Err(CallError::TimedOut));
+        }
+        Ok(
+            sim_net::client_reading(&reply, client, call.to, call.transport).map(|()| Answer {
+                answered_by: name,
+                peer_name: call.to,
+                seen_source: dst.src.ip(),
+            }),
+        )
     }
 
     /// The node index and netns cookie of a node or pod name.
@@ -430,6 +545,9 @@ impl World for SimWorld {
     }
 
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
+        if self.net.externals.iter().any(|e| e.name == call.from) {
+            return self.connect_external(call);
+        }
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.sim(node)?;
         // An unconnected UDP socket's datagram goes through sendmsg; the peer as netsim's
@@ -510,6 +628,13 @@ impl World for SimWorld {
     fn wait(&mut self, duration: Duration) -> Result<()> {
         for sim in self.nodes.iter_mut().filter_map(|n| n.sim.as_mut()) {
             sim.advance_clock(duration);
+        }
+        // The packet programs' clock moves too, and each agent's conntrack GC runs.
+        let secs = u32::try_from(duration.as_secs()).unwrap_or(u32::MAX);
+        self.now_secs = self.now_secs.saturating_add(secs);
+        for programs in self.programs.iter_mut().flatten() {
+            programs.set_now(self.now_secs);
+            programs.collect_garbage();
         }
         Ok(())
     }

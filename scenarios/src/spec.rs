@@ -85,6 +85,20 @@ pub struct ExternalSpec {
     /// IPv6 address of its eth0.
     #[serde(default)]
     pub address6: Option<IpAddr>,
+    /// Routes beyond the segment, as a router announcing LoadBalancer IPs would install:
+    /// `{to: CIDR, via: ADDRESS}` with a node's address as the next hop.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A route of an external host.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The destination.
+    pub to: ipnet::IpNet,
+    /// The next hop, an address on the segment.
+    pub via: IpAddr,
 }
 
 /// A node: a host namespace with an `eth0` on the shared segment, running an agent.

@@ -82,8 +82,9 @@ const TYPE_BITS: [(u8, ServiceType); 5] = [
 ];
 
 impl ServiceFlags {
-    /// The flags of a frontend of type `kind`, with the twin and affinity bits as given.
-    pub fn new(kind: ServiceType, two_scopes: bool, affinity: bool) -> Self {
+    /// The flags of a frontend of type `kind`, with the twin, affinity and no-local-backend
+    /// bits as given.
+    pub fn new(kind: ServiceType, two_scopes: bool, affinity: bool, no_local: bool) -> Self {
         let (bit, _) = TYPE_BITS
             .iter()
             .find(|(_, k)| *k == kind)
@@ -96,6 +97,9 @@ impl ServiceFlags {
         if affinity {
             flags |= svc_flags::AFFINITY;
         }
+        if no_local {
+            flags |= svc_flags::NO_LOCAL_BACKEND;
+        }
         ServiceFlags(flags)
     }
 
@@ -105,6 +109,11 @@ impl ServiceFlags {
             .iter()
             .find(|(bit, _)| self.0 & bit != 0)
             .map_or(ServiceType::ClusterIP, |(_, kind)| *kind)
+    }
+
+    /// `LB_SVC_NO_LOCAL_BACKEND`: traffic policy `Local` and no endpoint on this node.
+    pub fn no_local_backends(self) -> bool {
+        self.0 & svc_flags::NO_LOCAL_BACKEND != 0
     }
 
     /// `LB_SVC_TWO_SCOPES`: an internal-scope twin exists.
@@ -162,11 +171,17 @@ mod tests {
             ServiceType::ExternalIPs,
             ServiceType::HostPort,
         ] {
-            for (twins, affinity) in [(false, false), (true, false), (false, true), (true, true)] {
-                let f = ServiceFlags::new(kind, twins, affinity);
+            for bits in 0..8u8 {
+                let (twins, affinity, no_local) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+                let f = ServiceFlags::new(kind, twins, affinity, no_local);
                 assert_eq!(
-                    (f.kind(), f.two_scopes(), f.affinity()),
-                    (kind, twins, affinity)
+                    (
+                        f.kind(),
+                        f.two_scopes(),
+                        f.affinity(),
+                        f.no_local_backends()
+                    ),
+                    (kind, twins, affinity, no_local)
                 );
             }
         }

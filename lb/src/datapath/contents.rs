@@ -153,8 +153,12 @@ impl MapContents {
             }
             let two_scopes = svc.frontend.scope == Scope::External
                 && twins.contains(&(svc.frontend.addr, svc.frontend.kind));
-            let ServiceFlags(flags) =
-                ServiceFlags::new(svc.frontend.kind, two_scopes, affinity_timeout > 0);
+            let ServiceFlags(flags) = ServiceFlags::new(
+                svc.frontend.kind,
+                two_scopes,
+                affinity_timeout > 0,
+                svc.no_local_backends,
+            );
             out.services.insert(
                 key(0),
                 LbService {
@@ -316,6 +320,7 @@ mod tests {
                 name: "s".into(),
             },
             port_name: String::new(),
+            no_local_backends: false,
             backends,
             policies: ServicePolicies::default(),
         }

@@ -246,6 +246,7 @@ mod tests {
                 name: "web".into(),
             },
             port_name: String::new(),
+            no_local_backends: false,
             backends: vec![Backend::active(backend.parse::<L3n4Addr>().unwrap())],
             policies: ServicePolicies::default(),
         }

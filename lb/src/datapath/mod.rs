@@ -3,6 +3,7 @@
 
 pub mod codec;
 mod contents;
+pub mod ct_gc;
 mod error;
 mod hooks;
 mod kernel;

@@ -125,6 +125,7 @@ pub fn translate_pod(
                         ),
                         name: name.clone(),
                         port_name: cp.name.clone().unwrap_or_default(),
+                        no_local_backends: false,
                         backends: vec![backend.clone()],
                         policies: ServicePolicies::default(),
                     });

@@ -319,7 +319,7 @@ fn select_backends(
     policy: TrafficPolicy,
     node: &LocalNode,
     opts: &TranslateOptions,
-) -> (Vec<Backend>, bool) {
+) -> Selected {
     let (scoped, topology_aware) = match policy {
         TrafficPolicy::Local => (
             all.iter()
@@ -333,7 +333,27 @@ fn select_backends(
             None => (all.to_vec(), false),
         },
     };
-    (serving_terminating_fallback(scoped), topology_aware)
+    let backends = serving_terminating_fallback(scoped);
+    let usable = |b: &Backend| b.state.takes_new_connections();
+    let no_local_backends = policy == TrafficPolicy::Local
+        && !backends.iter().any(usable)
+        && serving_terminating_fallback(all.to_vec())
+            .iter()
+            .any(usable);
+    Selected {
+        backends,
+        topology_aware,
+        no_local_backends,
+    }
+}
+
+/// The backends of one scope of a service port.
+struct Selected {
+    backends: Vec<Backend>,
+    /// Narrowed by topology hints.
+    topology_aware: bool,
+    /// Narrowed by a `Local` policy to none, while other nodes have some.
+    no_local_backends: bool,
 }
 
 /// The backends hinted for this node's zone, when topology hints apply: as kube-proxy, only
@@ -397,24 +417,24 @@ fn frontends(
             let itp = svc.policies.internal_traffic_policy;
             let internal = select_backends(&all, itp, node, opts);
             let external = select_backends(&all, etp, node, opts);
-            let make = |ip: IpAddr,
-                        port_no: u16,
-                        kind: ServiceType,
-                        scope: Scope,
-                        (backends, topo): &(Vec<Backend>, bool)| LbService {
-                frontend: Frontend {
-                    addr: L3n4Addr::new(ip, port_no, port.protocol),
-                    kind,
-                    scope,
-                },
-                name: svc.name.clone(),
-                port_name: port.name.clone(),
-                backends: backends.clone(),
-                policies: ServicePolicies {
-                    topology_aware: *topo,
-                    ..svc.policies.clone()
-                },
-            };
+            let make =
+                |ip: IpAddr, port_no: u16, kind: ServiceType, scope: Scope, selected: &Selected| {
+                    LbService {
+                        frontend: Frontend {
+                            addr: L3n4Addr::new(ip, port_no, port.protocol),
+                            kind,
+                            scope,
+                        },
+                        name: svc.name.clone(),
+                        port_name: port.name.clone(),
+                        backends: selected.backends.clone(),
+                        policies: ServicePolicies {
+                            topology_aware: selected.topology_aware,
+                            ..svc.policies.clone()
+                        },
+                        no_local_backends: selected.no_local_backends,
+                    }
+                };
             let of_family = |ips: &[IpAddr]| -> Vec<IpAddr> {
                 ips.iter()
                     .copied()
@@ -608,7 +628,7 @@ mod tests {
             ..TranslateOptions::default()
         };
         select_backends(all, policy, &node(zone), &opts)
-            .0
+            .backends
             .iter()
             .map(|b| match b.addr.ip {
                 IpAddr::V4(v4) => (v4.octets()[3], b.state),
@@ -632,6 +652,29 @@ mod tests {
             };
             assert_eq!(picked(&all, policy, None), want, "{policy:?}");
         }
+    }
+
+    #[test]
+    fn local_policy_without_local_endpoints_is_told_apart_from_a_service_without_any() {
+        let opts = TranslateOptions::default();
+        let no_local = |all: &[Backend], policy| {
+            select_backends(all, policy, &node(None), &opts).no_local_backends
+        };
+        let elsewhere = [at("10.0.0.2", "n2", Active, &[])];
+        // kube-proxy drops external traffic here ("has no local endpoints")...
+        assert!(no_local(&elsewhere, TrafficPolicy::Local));
+        // ...but rejects a service that has no endpoint anywhere, whatever its policy.
+        assert!(!no_local(&[], TrafficPolicy::Local));
+        assert!(!no_local(&elsewhere, TrafficPolicy::Cluster));
+        // A serving-terminating endpoint elsewhere counts as one; a local one serves.
+        assert!(no_local(
+            &[at("10.0.0.2", "n2", Terminating, &[])],
+            TrafficPolicy::Local
+        ));
+        assert!(!no_local(
+            &[at("10.0.0.1", "n1", Terminating, &[])],
+            TrafficPolicy::Local
+        ));
     }
 
     #[test]
@@ -694,26 +737,26 @@ mod tests {
         };
         let n = node(Some("a"));
         let hinted = [backend("10.0.0.1", &["a"]), backend("10.0.0.2", &["b"])];
-        let (picked, aware) = select_backends(&hinted, TrafficPolicy::Cluster, &n, &opts);
-        assert_eq!((picked.len(), aware), (1, true));
+        let picked = select_backends(&hinted, TrafficPolicy::Cluster, &n, &opts);
+        assert_eq!((picked.backends.len(), picked.topology_aware), (1, true));
         let partly = [backend("10.0.0.1", &["a"]), backend("10.0.0.2", &[])];
         assert_eq!(
             select_backends(&partly, TrafficPolicy::Cluster, &n, &opts)
-                .0
+                .backends
                 .len(),
             2
         );
         let elsewhere = [backend("10.0.0.1", &["b"]), backend("10.0.0.2", &["c"])];
         assert_eq!(
             select_backends(&elsewhere, TrafficPolicy::Cluster, &n, &opts)
-                .0
+                .backends
                 .len(),
             2
         );
         let off = TranslateOptions::default();
         assert_eq!(
             select_backends(&hinted, TrafficPolicy::Cluster, &n, &off)
-                .0
+                .backends
                 .len(),
             2
         );

@@ -70,4 +70,9 @@ pub struct LbService {
     pub backends: Vec<Backend>,
     /// The service's policies.
     pub policies: ServicePolicies,
+    /// The frontend's traffic policy is `Local` and none of the service's endpoints is on
+    /// this node, though it has some elsewhere: its traffic is dropped here (kube-proxy's
+    /// "has no local endpoints"), where a service without any endpoint is rejected.
+    #[serde(default)]
+    pub no_local_backends: bool,
 }

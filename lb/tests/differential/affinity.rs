@@ -65,6 +65,7 @@ fn desired() -> DesiredState {
                 name: "sticky".into(),
             },
             port_name: format!("p{p}"),
+            no_local_backends: false,
             backends,
             policies,
         });

@@ -440,6 +440,7 @@ impl Services {
                         name: format!("svc-{}", out.list.len()),
                     },
                     port_name: String::new(),
+                    no_local_backends: false,
                     backends,
                     policies: policies.clone(),
                 });

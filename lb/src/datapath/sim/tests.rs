@@ -27,9 +27,9 @@ fn set(addrs: &[&str]) -> BTreeSet<SocketAddr> {
 }
 
 /// A service builder: `svc("10.96.0.1:80", ClusterIP).backend("127.0.0.2:8080")`.
-struct Svc(LbService);
+pub(super) struct Svc(LbService);
 
-fn svc(frontend: &str, kind: ServiceType) -> Svc {
+pub(super) fn svc(frontend: &str, kind: ServiceType) -> Svc {
     Svc(LbService {
         frontend: Frontend::external(frontend.parse().unwrap(), kind),
         name: ServiceName {
@@ -37,13 +37,14 @@ fn svc(frontend: &str, kind: ServiceType) -> Svc {
             name: "svc".into(),
         },
         port_name: String::new(),
+        no_local_backends: false,
         backends: Vec::new(),
         policies: ServicePolicies::default(),
     })
 }
 
 impl Svc {
-    fn backend(self, addr: &str) -> Self {
+    pub(super) fn backend(self, addr: &str) -> Self {
         self.backend_in(addr, BackendState::Active)
     }
 
@@ -67,7 +68,7 @@ impl Svc {
     }
 
     /// A UDP frontend; call before adding backends, which take its protocol.
-    fn udp(mut self) -> Self {
+    pub(super) fn udp(mut self) -> Self {
         self.0.frontend.addr.protocol = L4Protocol::Udp;
         self
     }
@@ -78,7 +79,7 @@ impl Svc {
     }
 }
 
-fn maps(services: Vec<Svc>) -> MapContents {
+pub(super) fn maps(services: Vec<Svc>) -> MapContents {
     let mut desired = DesiredState::new();
     for s in services {
         desired.insert(s.0).map_err(|_| "duplicate").unwrap();

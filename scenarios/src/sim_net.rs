@@ -1,0 +1,372 @@
+//! The network around the simulated nodes, for traffic that crosses it as packets: a client
+//! outside the cluster reaching a NodePort. Hosts on the segment (the nodes and the external
+//! hosts), pods behind their nodes, and frames carried between them through each node's
+//! simulated tc programs ([`PktSim`]), hop by hop, as netsim's namespaces and the kernel carry
+//! them on the `kernel` backend.
+//!
+//! What the kernel's stack would do around the programs is modelled here, simply: a node
+//! delivers to its own addresses and pods, and routes the rest out of `eth0` to the segment
+//! host that owns the destination or the node whose pod CIDR holds it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use lb::datapath::sim::packet_builder::{tcp_flags, FrameView, PacketBuilder};
+use lb::datapath::sim::{FibResult, FibTable, PktOutcome, PktSim, Verdict};
+
+use crate::spec::Transport;
+use crate::world::CallError;
+
+/// The ifindex of every node's `eth0` in the simulator, its one NodePort device.
+pub const ETH0: u32 = 2;
+/// Pods' host-side interfaces are numbered from here, in the node's pod order.
+const POD_VETH_BASE: u32 = 100;
+/// More hops than any path of a scenario takes: a frame still moving after them is looping.
+const MAX_HOPS: usize = 16;
+/// Source ports of the external clients' sockets, counted up from here.
+pub const FIRST_CLIENT_PORT: u16 = 40000;
+
+/// A node as the network sees it.
+#[derive(Clone, Debug)]
+pub struct NetNode {
+    /// Its name.
+    pub name: String,
+    /// Its eth0 addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Pod CIDRs the other nodes route to it.
+    pub pod_cidrs: Vec<IpNet>,
+    /// Its pods: name and addresses.
+    pub pods: Vec<(String, Vec<IpAddr>)>,
+}
+
+/// A host outside the cluster, on the segment.
+#[derive(Clone, Debug)]
+pub struct NetExternal {
+    /// Its name.
+    pub name: String,
+    /// Its eth0 addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Its routes beyond the segment: destination and next hop.
+    pub routes: Vec<(IpNet, IpAddr)>,
+}
+
+/// Who ends up with a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Receiver {
+    /// A node's own stack (one of its addresses).
+    Node(usize),
+    /// A pod, by name.
+    Pod(String),
+    /// An external host, by name.
+    External(String),
+}
+
+impl Receiver {
+    /// The name of the host or pod.
+    pub fn name<'a>(&'a self, net: &'a Net) -> &'a str {
+        match self {
+            Receiver::Node(i) => &net.nodes[*i].name,
+            Receiver::Pod(name) | Receiver::External(name) => name,
+        }
+    }
+}
+
+/// Where a frame is between hops.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// On the segment, for whoever owns its destination.
+    Segment,
+    /// Entering a node through eth0.
+    NodeIngress(usize),
+    /// In a node's stack (after its ingress program, or sent by the node or one of its pods).
+    NodeStack(usize),
+}
+
+/// A frame that reached no one: dropped by a program, or with no route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lost;
+
+/// The topology of a scenario, for packets.
+#[derive(Clone, Debug, Default)]
+pub struct Net {
+    /// The nodes, in the scenario's order.
+    pub nodes: Vec<NetNode>,
+    /// The external hosts.
+    pub externals: Vec<NetExternal>,
+}
+
+/// A made-up MAC address per host: the programs write the FIB's MACs, which nothing here
+/// reads (frames are carried by address), so they need only be distinct.
+fn mac(host: usize) -> [u8; 6] {
+    let [hi, lo] = u16::try_from(host).unwrap_or(u16::MAX).to_be_bytes();
+    [0x02, 0x00, 0x5e, 0x00, hi, lo]
+}
+
+impl Net {
+    /// What `bpf_fib_lookup` answers on node `index`: its own addresses are local, its pods
+    /// behind their veths, the segment's hosts and the other nodes' pods out of eth0.
+    pub fn fib(&self, index: usize) -> FibTable {
+        let node = &self.nodes[index];
+        let smac = mac(index);
+        let mut fib = FibTable::new();
+        for &ip in &node.addresses {
+            fib = fib.route(ip, FibResult::Local);
+        }
+        for (k, (_, addrs)) in node.pods.iter().enumerate() {
+            let veth = POD_VETH_BASE + u32::try_from(k).unwrap_or(u32::MAX - POD_VETH_BASE);
+            for &ip in addrs {
+                fib = fib.route(
+                    ip,
+                    FibResult::Forward {
+                        ifindex: veth,
+                        smac,
+                        dmac: mac(1000 + k),
+                    },
+                );
+            }
+        }
+        let out = |host: usize| FibResult::Forward {
+            ifindex: ETH0,
+            smac,
+            dmac: mac(host),
+        };
+        for (j, other) in self.nodes.iter().enumerate().filter(|(j, _)| *j != index) {
+            for &ip in &other.addresses {
+                fib = fib.route(ip, out(j));
+            }
+            for (_, addrs) in &other.pods {
+                for &ip in addrs.iter().filter(|ip| other.routes(**ip)) {
+                    fib = fib.route(ip, out(j));
+                }
+            }
+        }
+        for (k, external) in self.externals.iter().enumerate() {
+            for &ip in &external.addresses {
+                fib = fib.route(ip, out(self.nodes.len() + k));
+            }
+        }
+        fib
+    }
+
+    /// Carries `frame`, sent from `from`, until someone receives it.
+    pub fn carry(
+        &self,
+        programs: &mut [Option<PktSim>],
+        from: &Receiver,
+        mut frame: Vec<u8>,
+    ) -> Result<(Receiver, Vec<u8>), Lost> {
+        let mut at = match from {
+            Receiver::Node(i) => At::NodeStack(*i),
+            Receiver::Pod(name) => At::NodeStack(self.node_of_pod(name).ok_or(Lost)?),
+            Receiver::External(name) => self.external_first_hop(name, &frame)?,
+        };
+        for _ in 0..MAX_HOPS {
+            let dst = destination(&frame).ok_or(Lost)?;
+            at = match at {
+                At::Segment => match self.segment_owner(dst) {
+                    Some(SegmentOwner::Node(i)) => At::NodeIngress(i),
+                    Some(SegmentOwner::External(name)) => {
+                        return Ok((Receiver::External(name), frame))
+                    }
+                    None => return Err(Lost),
+                },
+                At::NodeIngress(i) => {
+                    let outcome = run(programs, i, &frame, PktSim::ingress);
+                    frame = outcome.packet;
+                    match outcome.verdict {
+                        Verdict::Pass => At::NodeStack(i),
+                        Verdict::Drop(_) => return Err(Lost),
+                        // Out of eth0 again: its egress program sees the frame too.
+                        Verdict::Redirect { .. } => self.leave(programs, i, &mut frame)?,
+                    }
+                }
+                At::NodeStack(i) => {
+                    let node = &self.nodes[i];
+                    if node.addresses.contains(&dst) {
+                        return Ok((Receiver::Node(i), frame));
+                    }
+                    if let Some((pod, _)) = node.pods.iter().find(|(_, a)| a.contains(&dst)) {
+                        return Ok((Receiver::Pod(pod.clone()), frame));
+                    }
+                    if self.segment_owner(dst).is_none() {
+                        return Err(Lost);
+                    }
+                    self.leave(programs, i, &mut frame)?
+                }
+            };
+        }
+        Err(Lost)
+    }
+
+    /// A frame leaves node `i` through eth0: its egress program runs, then the segment.
+    fn leave(
+        &self,
+        programs: &mut [Option<PktSim>],
+        i: usize,
+        frame: &mut Vec<u8>,
+    ) -> Result<At, Lost> {
+        let outcome = run(programs, i, frame, PktSim::egress);
+        *frame = outcome.packet;
+        match outcome.verdict {
+            Verdict::Drop(_) => Err(Lost),
+            Verdict::Pass | Verdict::Redirect { .. } => Ok(At::Segment),
+        }
+    }
+
+    /// Who takes a frame for `dst` off the segment: the host with that address, or the node
+    /// whose pod CIDR holds it.
+    fn segment_owner(&self, dst: IpAddr) -> Option<SegmentOwner> {
+        if let Some(i) = self.nodes.iter().position(|n| n.addresses.contains(&dst)) {
+            return Some(SegmentOwner::Node(i));
+        }
+        if let Some(e) = self.externals.iter().find(|e| e.addresses.contains(&dst)) {
+            return Some(SegmentOwner::External(e.name.clone()));
+        }
+        self.nodes
+            .iter()
+            .position(|n| n.routes(dst))
+            .map(SegmentOwner::Node)
+    }
+
+    /// Where an external host's frame goes first: to its destination on the segment, or to
+    /// the node its route names as the next hop.
+    fn external_first_hop(&self, name: &str, frame: &[u8]) -> Result<At, Lost> {
+        let dst = destination(frame).ok_or(Lost)?;
+        if self.segment_owner(dst).is_some() {
+            return Ok(At::Segment);
+        }
+        let external = self.externals.iter().find(|e| e.name == name).ok_or(Lost)?;
+        let (_, via) = external
+            .routes
+            .iter()
+            .find(|(to, _)| to.contains(&dst))
+            .ok_or(Lost)?;
+        self.nodes
+            .iter()
+            .position(|n| n.addresses.contains(via))
+            .map(At::NodeIngress)
+            .ok_or(Lost)
+    }
+
+    fn node_of_pod(&self, pod: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.pods.iter().any(|(name, _)| name == pod))
+    }
+
+    /// An external host's first address of `dst`'s family.
+    pub fn external_address(&self, name: &str, dst: IpAddr) -> Option<IpAddr> {
+        let external = self.externals.iter().find(|e| e.name == name)?;
+        external
+            .addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == dst.is_ipv4())
+    }
+}
+
+impl NetNode {
+    /// Whether one of its pod CIDRs holds `ip`.
+    fn routes(&self, ip: IpAddr) -> bool {
+        self.pod_cidrs.iter().any(|c| c.contains(&ip))
+    }
+}
+
+enum SegmentOwner {
+    Node(usize),
+    External(String),
+}
+
+/// Runs one of node `i`'s programs; a node whose agent has not loaded them passes everything.
+fn run(
+    programs: &mut [Option<PktSim>],
+    i: usize,
+    frame: &[u8],
+    program: fn(&mut PktSim, u32, &[u8]) -> PktOutcome,
+) -> PktOutcome {
+    match programs.get_mut(i).and_then(Option::as_mut) {
+        Some(sim) => program(sim, ETH0, frame),
+        None => PktOutcome {
+            verdict: Verdict::Pass,
+            packet: frame.to_vec(),
+        },
+    }
+}
+
+/// The IP destination of a frame, whatever it carries (ICMP errors too).
+fn destination(frame: &[u8]) -> Option<IpAddr> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    match ethertype {
+        0x0800 => {
+            let b: [u8; 4] = frame.get(30..34)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        0x86dd => {
+            let b: [u8; 16] = frame.get(38..54)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+/// The first frame of a call: a TCP SYN or a UDP datagram.
+pub fn request(src: SocketAddr, dst: SocketAddr, transport: Transport) -> Vec<u8> {
+    match transport {
+        Transport::Tcp => PacketBuilder::tcp(src, dst, tcp_flags::SYN).build(),
+        Transport::UdpConnected | Transport::UdpUnconnected => {
+            PacketBuilder::udp(src, dst).payload(b"hello\n").build()
+        }
+    }
+}
+
+/// What a server that received `frame` sends back: a SYN-ACK or a datagram from where it was
+/// reached to where it came from; `None` for a frame that is not TCP or UDP.
+pub fn answer(frame: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    let view = FrameView::of(frame)?;
+    Some(match transport {
+        Transport::Tcp => {
+            PacketBuilder::tcp(view.dst, view.src, tcp_flags::SYN | tcp_flags::ACK).build()
+        }
+        Transport::UdpConnected | Transport::UdpUnconnected => {
+            PacketBuilder::udp(view.dst, view.src)
+                .payload(b"id\n")
+                .build()
+        }
+    })
+}
+
+/// What the client that sent `request` to `to` makes of a frame it received: its answer
+/// (`Ok` with the server's source seen as the peer), an ICMP error (refused), or a frame it
+/// does not recognise, which it ignores (timed out).
+pub fn client_reading(
+    frame: &[u8],
+    from: SocketAddr,
+    to: SocketAddr,
+    transport: Transport,
+) -> Result<(), CallError> {
+    match FrameView::of(frame) {
+        Some(view) if view.src == to && view.dst == from => Ok(()),
+        Some(_) => Err(CallError::TimedOut),
+        // Not TCP or UDP: an ICMP error about the request. An unconnected UDP socket is not
+        // told of it.
+        None if transport == Transport::UdpUnconnected => Err(CallError::TimedOut),
+        None => Err(CallError::Refused),
+    }
+}
+
+/// `lb_devices_v1` of a node whose only NodePort device is eth0 with these addresses.
+pub fn devices(addresses: &[IpAddr]) -> std::collections::BTreeMap<u32, ebpf::maps::LbDevice> {
+    let first = |v4: bool| {
+        addresses
+            .iter()
+            .find(|a| a.is_ipv4() == v4)
+            .map(|&a| ebpf::maps::LbAddr::from(a))
+            .unwrap_or_default()
+    };
+    let device = ebpf::maps::LbDevice {
+        addr4: first(true),
+        addr6: first(false),
+        flags: 0,
+    };
+    [(ETH0, device)].into_iter().collect()
+}
