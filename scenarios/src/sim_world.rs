@@ -304,7 +304,7 @@ impl SimWorld {
         reconciler.reconcile(
             &translation.translation.state,
             &addresses,
-            // The packet simulator's devices come with it; none are attached yet.
+            // The packet simulator gets its devices below (sim_net::devices).
             &[],
             sim,
             &mut sweeper,
