@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 5] = [
+    let tests: [(&str, TestFn); 6] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -50,6 +50,10 @@ fn main() {
         (
             "tc::an_outside_client_reaches_both_backends_through_netlink_filters_too",
             || outside_client(&[("LB_ASSUME_MISSING_FEATURES", "tcx")]),
+        ),
+        (
+            "tc::conntrack_gc_deletes_expired_flows_and_keeps_one_alive_in_either_direction",
+            conntrack_gc,
         ),
     ];
     support::run_tier("tc attach", tests.into());
@@ -482,4 +486,85 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `lb_ct_v1` of freshly loaded programs holds three flows (two entries each): one expired in
+/// both directions, one whose reply entry is still alive, one alive; and a lone expired entry.
+/// The agent's collection deletes the first flow and the lone entry, and keeps the rest.
+fn conntrack_gc() -> Result<(), Failed> {
+    use ebpf::maps::{ct_flags, LbAddr, LbCtEntry, LbCtKey};
+    use lb::datapath::{NodePortConfig, NodePortLb};
+
+    let bpffs = TestBpffs::new("tc-gc")?;
+    let mut lb = NodePortLb::load(
+        NodePortConfig {
+            map_max: 1024,
+            snat_port_min: 61000,
+            snat_port_max: 65535,
+            flow_seed: 0,
+            external_clusterip: false,
+        },
+        &bpffs.path,
+    )?;
+    let now = lb::agent::ct_gc::monotonic_now();
+    let addr = |s: &str| LbAddr::from(s.parse::<std::net::IpAddr>().unwrap());
+    // Client 10.0.0.N:40000 -> 192.168.1.1:30080, backend 10.1.0.5:80: (forward, reply).
+    let flow = |client: &str, forward: u32, reply: u32| {
+        let key = |s: &str, d: &str, sp: u16, dp: u16| LbCtKey {
+            saddr: addr(s),
+            daddr: addr(d),
+            sport: sp.to_be(),
+            dport: dp.to_be(),
+            proto: 6,
+            pad: [0; 3],
+        };
+        let entry = |to: LbCtKey, flags, expires| LbCtEntry {
+            saddr: to.saddr,
+            daddr: to.daddr,
+            sport: to.sport,
+            dport: to.dport,
+            flags,
+            expires,
+            ..LbCtEntry::default()
+        };
+        [
+            (
+                key(client, "192.168.1.1", 40000, 30080),
+                entry(key(client, "10.1.0.5", 40000, 80), 0, forward),
+            ),
+            (
+                key("10.1.0.5", client, 80, 40000),
+                entry(
+                    key("192.168.1.1", client, 30080, 40000),
+                    ct_flags::REPLY,
+                    reply,
+                ),
+            ),
+        ]
+    };
+    let expired = flow("10.0.0.1", now - 20, now - 20);
+    let half = flow("10.0.0.2", now - 20, now + 100);
+    let alive = flow("10.0.0.3", now + 100, now + 100);
+    let lone = flow("10.0.0.4", now - 20, now - 20)[0];
+    {
+        let mut ct = lb.conntrack()?;
+        for (k, e) in expired.iter().chain(&half).chain(&alive).chain([&lone]) {
+            ct.insert(k, e, 0)?;
+        }
+    }
+    let deleted = lb::agent::ct_gc::collect(&mut lb, now)?;
+    let ct = lb.conntrack()?;
+    let mut left: Vec<LbCtKey> = ct.keys().collect::<Result<_, _>>()?;
+    left.sort();
+    let mut want: Vec<LbCtKey> = half.iter().chain(&alive).map(|(k, _)| *k).collect();
+    want.sort();
+    if deleted != 3 || left != want {
+        return Err(format!(
+            "collection deleted {deleted} (expected 3) and left {} entries (expected the 4 of \
+             the two live flows): {left:?}",
+            left.len()
+        )
+        .into());
+    }
+    Ok(())
 }
