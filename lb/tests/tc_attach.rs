@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 6] = [
+    let tests: [(&str, TestFn); 7] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -45,15 +45,19 @@ fn main() {
         ),
         (
             "tc::an_outside_client_reaches_a_nodeport_served_on_the_node_and_through_snat_on_another",
-            || outside_client(&[]),
+            || outside_client("tcx", &[]),
         ),
         (
             "tc::an_outside_client_reaches_both_backends_through_netlink_filters_too",
-            || outside_client(&[("LB_ASSUME_MISSING_FEATURES", "tcx")]),
+            || outside_client("netlink", &[("LB_ASSUME_MISSING_FEATURES", "tcx")]),
         ),
         (
             "tc::conntrack_gc_deletes_expired_flows_and_keeps_one_alive_in_either_direction",
             conntrack_gc,
+        ),
+        (
+            "tc::a_changed_lb_map_max_resizes_the_conntrack_table_keeping_its_flows",
+            conntrack_resize,
         ),
     ];
     support::run_tier("tc attach", tests.into());
@@ -395,7 +399,8 @@ fn agent_on(
 /// exchanges with node1's NodePorts are answered by each pod, which sees the client's address
 /// (local) or node1's (remote, SNAT); the client sees the replies come from the NodePort.
 /// `env` is the agent's extra environment (tcx treated as missing: netlink filters).
-fn outside_client(env: &[(&str, &str)]) -> Result<(), Failed> {
+/// `tag` names its bpffs and scratch directory (the variants run in parallel).
+fn outside_client(tag: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
     let mut topology = Topology::new()?;
     let node1 = topology.add_node(
         NodeSpec::new("node1")
@@ -413,9 +418,9 @@ fn outside_client(env: &[(&str, &str)]) -> Result<(), Failed> {
     let _local_server = local.server(Proto::Tcp, "10.80.1.5:8080".parse()?, "local-1")?;
     let _remote_server = remote.server(Proto::Tcp, "10.80.2.5:8080".parse()?, "remote-1")?;
 
-    let bpffs = TestBpffs::new("tc-e2e")?;
+    let bpffs = TestBpffs::new(&format!("tc-e2e-{tag}"))?;
     let scratch =
-        ScratchDir(std::env::temp_dir().join(format!("lb-tc-e2e-{}", std::process::id())));
+        ScratchDir(std::env::temp_dir().join(format!("lb-tc-e2e-{tag}-{}", std::process::id())));
     let manifests = scratch.0.join("manifests");
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(
@@ -493,19 +498,9 @@ impl Drop for ScratchDir {
 /// The agent's collection deletes the first flow and the lone entry, and keeps the rest.
 fn conntrack_gc() -> Result<(), Failed> {
     use ebpf::maps::{ct_flags, LbAddr, LbCtEntry, LbCtKey};
-    use lb::datapath::{NodePortConfig, NodePortLb};
 
     let bpffs = TestBpffs::new("tc-gc")?;
-    let mut lb = NodePortLb::load(
-        NodePortConfig {
-            map_max: 1024,
-            snat_port_min: 61000,
-            snat_port_max: 65535,
-            flow_seed: 0,
-            external_clusterip: false,
-        },
-        &bpffs.path,
-    )?;
+    let mut lb = load_nodeport(&bpffs, 1024)?;
     let now = lb::agent::ct_gc::monotonic_now();
     let addr = |s: &str| LbAddr::from(s.parse::<std::net::IpAddr>().unwrap());
     // Client 10.0.0.N:40000 -> 192.168.1.1:30080, backend 10.1.0.5:80: (forward, reply).
@@ -565,6 +560,77 @@ fn conntrack_gc() -> Result<(), Failed> {
             left.len()
         )
         .into());
+    }
+    Ok(())
+}
+
+/// The NodePort programs alone, their maps in `bpffs`, sized `map_max`.
+fn load_nodeport(bpffs: &TestBpffs, map_max: u32) -> Result<lb::datapath::NodePortLb, Failed> {
+    Ok(lb::datapath::NodePortLb::load(
+        lb::datapath::NodePortConfig {
+            map_max,
+            snat_port_min: 61000,
+            snat_port_max: 65535,
+            flow_seed: 0,
+            external_clusterip: false,
+        },
+        &bpffs.path,
+    )?)
+}
+
+/// Conntrack entries pinned with `bpf.lbMapMax=1024`, programs loaded again with 2048: the
+/// pinned `lb_ct_v1` is a fresh map of 2048 entries holding every flow, and nothing is left
+/// under `migrate/` once the new programs are attached.
+fn conntrack_resize() -> Result<(), Failed> {
+    use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LB_CT};
+
+    let bpffs = TestBpffs::new("tc-resize")?;
+    let keys: Vec<LbCtKey> = (1..=50u8)
+        .map(|i| LbCtKey {
+            saddr: LbAddr::from(std::net::IpAddr::from([10, 0, 0, i])),
+            daddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
+            sport: 40000u16.to_be(),
+            dport: 30080u16.to_be(),
+            proto: 6,
+            pad: [0; 3],
+        })
+        .collect();
+    {
+        let mut first = load_nodeport(&bpffs, 1024)?;
+        let mut ct = first.conntrack()?;
+        for key in &keys {
+            let value = LbCtEntry {
+                expires: u32::MAX,
+                ..LbCtEntry::default()
+            };
+            ct.insert(key, value, 0)?;
+        }
+    }
+    let pin = bpffs.path.join(LB_CT);
+    let size = |path: &std::path::Path| -> Result<u32, Failed> {
+        Ok(aya::maps::MapData::from_pin(path)?.info()?.max_entries())
+    };
+    if size(&pin)? != 1024 {
+        return Err(format!(
+            "the first load pinned {} entries, expected 1024",
+            size(&pin)?
+        )
+        .into());
+    }
+    let mut second = load_nodeport(&bpffs, 2048)?;
+    second.attach(&[], lb::datapath::TcMode::Tcx, &Default::default())?;
+    if size(&pin)? != 2048 {
+        return Err(format!("after a load with 2048, {LB_CT} holds {}", size(&pin)?).into());
+    }
+    let mut have: Vec<LbCtKey> = second.conntrack()?.keys().collect::<Result<_, _>>()?;
+    have.sort();
+    let mut want = keys.clone();
+    want.sort();
+    if have != want {
+        return Err(format!("{} of 50 flows survived the resize", have.len()).into());
+    }
+    if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
+        return Err("the resize left migrate/ behind".into());
     }
     Ok(())
 }

@@ -205,6 +205,11 @@ impl NodePortLb {
                 remove_filter(old)?;
             }
         }
+        // The old programs are detached: what they wrote since the load moves over, and the
+        // replaced maps go.
+        if let Some(migration) = self.migration.take() {
+            migration.finish(&mut self.ebpf)?;
+        }
         Ok(record)
     }
 }
