@@ -114,6 +114,8 @@ static __always_inline int lb_new_snat_flow(lb_ctx_t *ctx, const struct lb_flow 
 	fwd->flags |= LB_CT_SNAT;
 	rev->flags |= LB_CT_SNAT;
 	start = lb_flow_hash(&flow->key, cfg_flow_seed + 1) % range;
+	/* Unrolled: Linux 5.10's verifier takes this bounded loop for an infinite one. */
+#pragma unroll
 	for (i = 0; i < LB_SNAT_TRIES; i++) {
 		fwd->sport = bpf_htons(cfg_snat_port_min + (start + i) % range);
 		lb_ct_twin_key(fwd, flow->key.proto, &reply_key);

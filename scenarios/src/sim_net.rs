@@ -354,19 +354,19 @@ pub fn client_reading(
     }
 }
 
-/// `lb_devices_v1` of a node whose only NodePort device is eth0 with these addresses.
-pub fn devices(addresses: &[IpAddr]) -> std::collections::BTreeMap<u32, ebpf::maps::LbDevice> {
-    let first = |v4: bool| {
-        addresses
-            .iter()
-            .find(|a| a.is_ipv4() == v4)
-            .map(|&a| ebpf::maps::LbAddr::from(a))
-            .unwrap_or_default()
-    };
-    let device = ebpf::maps::LbDevice {
-        addr4: first(true),
-        addr6: first(false),
-        flags: 0,
-    };
-    [(ETH0, device)].into_iter().collect()
+/// A node's eth0 as the agent describes its NodePort device: its ifindex here and its first
+/// address of each family.
+pub fn eth0(addresses: &[IpAddr]) -> lb::datapath::DeviceAddrs {
+    lb::datapath::DeviceAddrs {
+        name: "eth0".to_owned(),
+        ifindex: ETH0,
+        addr4: addresses.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        }),
+        addr6: addresses.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        }),
+    }
 }

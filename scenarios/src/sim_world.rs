@@ -301,11 +301,16 @@ impl SimWorld {
                 .collect(),
             host_netns,
         };
+        // The node's one NodePort device, as the agent finds it on a netsim node.
+        let devices = if config.node_port() {
+            vec![sim_net::eth0(&addresses)]
+        } else {
+            Vec::new()
+        };
         reconciler.reconcile(
             &translation.translation.state,
             &addresses,
-            // The packet simulator gets its devices below (sim_net::devices).
-            &[],
+            &devices,
             sim,
             &mut sweeper,
         )?;
@@ -314,16 +319,22 @@ impl SimWorld {
         node.status = Some(status);
         if config.node_port() {
             let maps = node.maps.clone();
+            let devices = sim
+                .devices()
+                .iter()
+                .map(|(&ifindex, d)| (ifindex, d.map_value()))
+                .collect();
+            let settings = PktConfig::from(&lb::agent::nodeport::nodeport_settings(&config));
             let fib = Box::new(self.net.fib(index));
             let now = self.now_secs;
             let programs = self.programs[index].get_or_insert_with(|| {
-                let mut sim = PktSim::new(PktConfig::default(), MapContents::default(), fib);
+                let mut sim = PktSim::new(settings, MapContents::default(), fib);
                 sim.set_now(now);
                 sim
             });
             programs.set_maps(maps);
             programs.set_local_addresses(&addresses);
-            programs.set_devices(sim_net::devices(&addresses));
+            programs.set_devices(devices);
         }
         Ok(())
     }

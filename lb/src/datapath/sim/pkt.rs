@@ -41,6 +41,18 @@ pub struct PktConfig {
     pub external_clusterip: bool,
 }
 
+impl From<&crate::datapath::NodePortConfig> for PktConfig {
+    /// The settings the agent loads the programs with.
+    fn from(config: &crate::datapath::NodePortConfig) -> Self {
+        PktConfig {
+            snat_port_min: config.snat_port_min,
+            snat_port_max: config.snat_port_max,
+            flow_seed: config.flow_seed,
+            external_clusterip: config.external_clusterip,
+        }
+    }
+}
+
 impl Default for PktConfig {
     /// The programs' defaults.
     fn default() -> Self {
