@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 4] = [
+    let tests: [(&str, TestFn); 7] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -45,7 +45,19 @@ fn main() {
         ),
         (
             "tc::an_outside_client_reaches_a_nodeport_served_on_the_node_and_through_snat_on_another",
-            outside_client,
+            || outside_client("tcx", &[]),
+        ),
+        (
+            "tc::an_outside_client_reaches_both_backends_through_netlink_filters_too",
+            || outside_client("netlink", &[("LB_ASSUME_MISSING_FEATURES", "tcx")]),
+        ),
+        (
+            "tc::conntrack_gc_deletes_expired_flows_and_keeps_one_alive_in_either_direction",
+            conntrack_gc,
+        ),
+        (
+            "tc::a_changed_lb_map_max_resizes_the_conntrack_table_keeping_its_flows",
+            conntrack_resize,
         ),
     ];
     support::run_tier("tc attach", tests.into());
@@ -347,13 +359,13 @@ fn node_port_yaml(
     )
 }
 
-/// `lb-agent --once` on `node1` with these manifests and extra `--set`s.
+/// `lb-agent --once` on `node` with these manifests and extra environment.
 fn agent_on(
     node: &netsim::Node,
     bpffs: &TestBpffs,
     manifests: &std::path::Path,
     state_dir: &std::path::Path,
-    sets: &[&str],
+    env: &[(&str, &str)],
 ) -> Result<(), Failed> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
     cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
@@ -368,8 +380,8 @@ fn agent_on(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for set in sets {
-        cmd.args(["--set", set]);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = node.spawn(cmd)?.output(RUN_WITHIN)?;
     if !out.status.success() {
@@ -386,7 +398,9 @@ fn agent_on(
 /// there: SNAT needs nothing of it); `outside` is a host on the segment with no agent. Its TCP
 /// exchanges with node1's NodePorts are answered by each pod, which sees the client's address
 /// (local) or node1's (remote, SNAT); the client sees the replies come from the NodePort.
-fn outside_client() -> Result<(), Failed> {
+/// `env` is the agent's extra environment (tcx treated as missing: netlink filters).
+/// `tag` names its bpffs and scratch directory (the variants run in parallel).
+fn outside_client(tag: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
     let mut topology = Topology::new()?;
     let node1 = topology.add_node(
         NodeSpec::new("node1")
@@ -404,9 +418,9 @@ fn outside_client() -> Result<(), Failed> {
     let _local_server = local.server(Proto::Tcp, "10.80.1.5:8080".parse()?, "local-1")?;
     let _remote_server = remote.server(Proto::Tcp, "10.80.2.5:8080".parse()?, "remote-1")?;
 
-    let bpffs = TestBpffs::new("tc-e2e")?;
+    let bpffs = TestBpffs::new(&format!("tc-e2e-{tag}"))?;
     let scratch =
-        ScratchDir(std::env::temp_dir().join(format!("lb-tc-e2e-{}", std::process::id())));
+        ScratchDir(std::env::temp_dir().join(format!("lb-tc-e2e-{tag}-{}", std::process::id())));
     let manifests = scratch.0.join("manifests");
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(
@@ -425,7 +439,7 @@ fn outside_client() -> Result<(), Failed> {
         ),
     )?;
     let state_dir = scratch.0.join("state");
-    agent_on(&node1, &bpffs, &manifests, &state_dir, &[])?;
+    agent_on(&node1, &bpffs, &manifests, &state_dir, env)?;
 
     for (port, identity, seen) in [
         (31001, "local-1", "192.168.80.100"),
@@ -477,4 +491,146 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `lb_ct_v1` of freshly loaded programs holds three flows (two entries each): one expired in
+/// both directions, one whose reply entry is still alive, one alive; and a lone expired entry.
+/// The agent's collection deletes the first flow and the lone entry, and keeps the rest.
+fn conntrack_gc() -> Result<(), Failed> {
+    use ebpf::maps::{ct_flags, LbAddr, LbCtEntry, LbCtKey};
+
+    let bpffs = TestBpffs::new("tc-gc")?;
+    let mut lb = load_nodeport(&bpffs, 1024)?;
+    let now = lb::agent::ct_gc::monotonic_now();
+    let addr = |s: &str| LbAddr::from(s.parse::<std::net::IpAddr>().unwrap());
+    // Client 10.0.0.N:40000 -> 192.168.1.1:30080, backend 10.1.0.5:80: (forward, reply).
+    let flow = |client: &str, forward: u32, reply: u32| {
+        let key = |s: &str, d: &str, sp: u16, dp: u16| LbCtKey {
+            saddr: addr(s),
+            daddr: addr(d),
+            sport: sp.to_be(),
+            dport: dp.to_be(),
+            proto: 6,
+            pad: [0; 3],
+        };
+        let entry = |to: LbCtKey, flags, expires| LbCtEntry {
+            saddr: to.saddr,
+            daddr: to.daddr,
+            sport: to.sport,
+            dport: to.dport,
+            flags,
+            expires,
+            ..LbCtEntry::default()
+        };
+        [
+            (
+                key(client, "192.168.1.1", 40000, 30080),
+                entry(key(client, "10.1.0.5", 40000, 80), 0, forward),
+            ),
+            (
+                key("10.1.0.5", client, 80, 40000),
+                entry(
+                    key("192.168.1.1", client, 30080, 40000),
+                    ct_flags::REPLY,
+                    reply,
+                ),
+            ),
+        ]
+    };
+    let expired = flow("10.0.0.1", now - 20, now - 20);
+    let half = flow("10.0.0.2", now - 20, now + 100);
+    let alive = flow("10.0.0.3", now + 100, now + 100);
+    let lone = flow("10.0.0.4", now - 20, now - 20)[0];
+    {
+        let mut ct = lb.conntrack()?;
+        for (k, e) in expired.iter().chain(&half).chain(&alive).chain([&lone]) {
+            ct.insert(k, e, 0)?;
+        }
+    }
+    let deleted = lb::agent::ct_gc::collect(&mut lb, now)?;
+    let ct = lb.conntrack()?;
+    let mut left: Vec<LbCtKey> = ct.keys().collect::<Result<_, _>>()?;
+    left.sort();
+    let mut want: Vec<LbCtKey> = half.iter().chain(&alive).map(|(k, _)| *k).collect();
+    want.sort();
+    if deleted != 3 || left != want {
+        return Err(format!(
+            "collection deleted {deleted} (expected 3) and left {} entries (expected the 4 of \
+             the two live flows): {left:?}",
+            left.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The NodePort programs alone, their maps in `bpffs`, sized `map_max`.
+fn load_nodeport(bpffs: &TestBpffs, map_max: u32) -> Result<lb::datapath::NodePortLb, Failed> {
+    Ok(lb::datapath::NodePortLb::load(
+        lb::datapath::NodePortConfig {
+            map_max,
+            snat_port_min: 61000,
+            snat_port_max: 65535,
+            flow_seed: 0,
+            external_clusterip: false,
+        },
+        &bpffs.path,
+    )?)
+}
+
+/// Conntrack entries pinned with `bpf.lbMapMax=1024`, programs loaded again with 2048: the
+/// pinned `lb_ct_v1` is a fresh map of 2048 entries holding every flow, and nothing is left
+/// under `migrate/` once the new programs are attached.
+fn conntrack_resize() -> Result<(), Failed> {
+    use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LB_CT};
+
+    let bpffs = TestBpffs::new("tc-resize")?;
+    let keys: Vec<LbCtKey> = (1..=50u8)
+        .map(|i| LbCtKey {
+            saddr: LbAddr::from(std::net::IpAddr::from([10, 0, 0, i])),
+            daddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
+            sport: 40000u16.to_be(),
+            dport: 30080u16.to_be(),
+            proto: 6,
+            pad: [0; 3],
+        })
+        .collect();
+    {
+        let mut first = load_nodeport(&bpffs, 1024)?;
+        let mut ct = first.conntrack()?;
+        for key in &keys {
+            let value = LbCtEntry {
+                expires: u32::MAX,
+                ..LbCtEntry::default()
+            };
+            ct.insert(key, value, 0)?;
+        }
+    }
+    let pin = bpffs.path.join(LB_CT);
+    let size = |path: &std::path::Path| -> Result<u32, Failed> {
+        Ok(aya::maps::MapData::from_pin(path)?.info()?.max_entries())
+    };
+    if size(&pin)? != 1024 {
+        return Err(format!(
+            "the first load pinned {} entries, expected 1024",
+            size(&pin)?
+        )
+        .into());
+    }
+    let mut second = load_nodeport(&bpffs, 2048)?;
+    second.attach(&[], lb::datapath::TcMode::Tcx, &Default::default())?;
+    if size(&pin)? != 2048 {
+        return Err(format!("after a load with 2048, {LB_CT} holds {}", size(&pin)?).into());
+    }
+    let mut have: Vec<LbCtKey> = second.conntrack()?.keys().collect::<Result<_, _>>()?;
+    have.sort();
+    let mut want = keys.clone();
+    want.sort();
+    if have != want {
+        return Err(format!("{} of 50 flows survived the resize", have.len()).into());
+    }
+    if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
+        return Err("the resize left migrate/ behind".into());
+    }
+    Ok(())
 }

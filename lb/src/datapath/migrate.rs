@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapType};
 use aya::{Ebpf, Pod};
 use ebpf::maps::{
-    LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbKey, LbLocalAddr,
-    LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue, LbSrcRange, LB_AFFINITY,
-    LB_AFFINITY_MATCH, LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES,
-    LB_SOCK_CONN, LB_SOURCE_RANGES, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
+    LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbCtEntry, LbCtKey,
+    LbDevice, LbKey, LbLocalAddr, LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue,
+    LbSrcRange, LB_AFFINITY, LB_AFFINITY_MATCH, LB_BACKENDS, LB_CT, LB_DEVICES, LB_LOCAL_ADDRS,
+    LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, LB_SOURCE_RANGES, PKT_MAPS,
+    PKT_SIZED_MAPS, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
 use super::pin_paths::remove_if_present;
@@ -82,21 +83,43 @@ impl MapSpec {
 /// The maps of [`ebpf::sock_lb_object`] as this agent creates them with `map_max`
 /// (`bpf.lbMapMax`): read from the object itself, so nothing here repeats the C definitions.
 pub fn expected_specs(map_max: u32) -> Result<BTreeMap<&'static str, MapSpec>, DatapathError> {
-    let object =
-        aya_obj::Object::parse(ebpf::sock_lb_object()).map_err(|e| DatapathError::Object {
-            detail: e.to_string(),
-        })?;
+    specs_of(
+        ebpf::sock_lb_object(),
+        &SOCK_LB_MAPS,
+        &SOCK_LB_SIZED_MAPS,
+        map_max,
+    )
+}
+
+/// The maps only [`ebpf::nodeport_object`] defines (conntrack, devices, counters) as this
+/// agent creates them with `map_max`; the shared ones are the socket programs' to replace.
+pub fn expected_packet_specs(
+    map_max: u32,
+) -> Result<BTreeMap<&'static str, MapSpec>, DatapathError> {
+    specs_of(ebpf::nodeport_object(), &PKT_MAPS, &PKT_SIZED_MAPS, map_max)
+}
+
+/// The maps `names` of `object`, those in `sized` with `map_max` entries.
+fn specs_of(
+    object: &[u8],
+    names: &[&'static str],
+    sized: &[&str],
+    map_max: u32,
+) -> Result<BTreeMap<&'static str, MapSpec>, DatapathError> {
+    let object = aya_obj::Object::parse(object).map_err(|e| DatapathError::Object {
+        detail: e.to_string(),
+    })?;
     let cpus = aya::util::nr_cpus().map_err(|(path, e)| DatapathError::Pin {
         path: path.into(),
         detail: format!("reading the possible CPUs: {e}"),
     })?;
     let mut out = BTreeMap::new();
-    for name in SOCK_LB_MAPS {
+    for &name in names {
         let map = object
             .maps
             .get(name)
             .ok_or(DatapathError::Missing { kind: "map", name })?;
-        let max_entries = if SOCK_LB_SIZED_MAPS.contains(&name) {
+        let max_entries = if sized.contains(&name) {
             map_max
         } else if map.max_entries() == 0 && map.map_type() == MapType::PerfEventArray as u32 {
             u32::try_from(cpus).unwrap_or(u32::MAX) // as the loader sizes it
@@ -272,6 +295,7 @@ fn typed(data: MapData, map_type: u32) -> Map {
         t if t == MapType::Array as u32 => Map::Array(data),
         t if t == MapType::PerfEventArray as u32 => Map::PerfEventArray(data),
         t if t == MapType::LpmTrie as u32 => Map::LpmTrie(data),
+        t if t == MapType::PerCpuArray as u32 => Map::PerCpuArray(data),
         _ => Map::HashMap(data),
     }
 }
@@ -290,6 +314,8 @@ macro_rules! by_types {
             LB_AFFINITY => $f::<LbAffinityKey, LbAffinityValue>($name, $($arg),*),
             LB_AFFINITY_MATCH => $f::<LbAffinityMatchKey, u8>($name, $($arg),*),
             LB_LOCAL_ADDRS => $f::<LbAddr, LbLocalAddr>($name, $($arg),*),
+            LB_CT => $f::<LbCtKey, LbCtEntry>($name, $($arg),*),
+            LB_DEVICES => $f::<u32, LbDevice>($name, $($arg),*),
             _ => Ok(Default::default()),
         }
     };
@@ -382,7 +408,7 @@ fn copy_typed<K: Pod, V: Pod>(
 pub fn remove_migration_leftovers(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     let dir = pin_dir.join(MIGRATE_DIR);
     let mut removed = Vec::new();
-    for name in SOCK_LB_MAPS {
+    for name in SOCK_LB_MAPS.into_iter().chain(PKT_MAPS) {
         remove_if_present(dir.join(name), |p| std::fs::remove_file(p), &mut removed)?;
     }
     remove_if_present(dir, |p| std::fs::remove_dir(p), &mut removed)?;
@@ -400,6 +426,7 @@ mod copy_table_tests {
     fn every_map_a_resize_replaces_is_copied() {
         let missing: Vec<&str> = SOCK_LB_SIZED_MAPS
             .into_iter()
+            .chain(PKT_SIZED_MAPS)
             .filter(|name| !copied(name))
             .collect();
         assert!(missing.is_empty(), "not copied on a resize: {missing:?}");

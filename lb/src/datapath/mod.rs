@@ -23,7 +23,9 @@ pub(crate) use error::source_chain;
 pub use error::DatapathError;
 pub use hooks::SocketHooks;
 pub use kernel::{ApplyReport, ServiceMaps};
-pub use migrate::{expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR};
+pub use migrate::{
+    expected_packet_specs, expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR,
+};
 pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
 pub use nodeport::{DeviceAddrs, NodePortConfig, NodePortLb};

@@ -12,6 +12,7 @@ use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, SOCK_LB_SIZED_MAPS};
 use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
 
+use super::migrate::Migration;
 use super::sock_lb::program;
 use super::DatapathError;
 
@@ -67,13 +68,37 @@ impl DeviceAddrs {
 pub struct NodePortLb {
     pub(super) ebpf: Ebpf,
     pub(super) pin_dir: PathBuf,
+    /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
+    /// finished by [`NodePortLb::attach`] once the old programs are detached.
+    pub(super) migration: Option<Migration>,
 }
 
 impl NodePortLb {
     /// Loads the programs with `config`; maps pinned in `pin_dir` are adopted (the socket
     /// programs load first and pin, or migrate, the shared ones), missing ones are created and
-    /// pinned there.
+    /// pinned there. A pinned packet map of another size (`bpf.lbMapMax` changed) is replaced
+    /// by a fresh one holding the same entries, as [`super::migrate`] does for the shared maps.
     pub fn load(config: NodePortConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let want = super::migrate::expected_packet_specs(config.map_max)?;
+        let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
+        let loaded = Self::load_programs(config, pin_dir).and_then(|mut ebpf| {
+            migration.copy_into(&mut ebpf)?;
+            Ok(ebpf)
+        });
+        match loaded {
+            Ok(ebpf) => Ok(NodePortLb {
+                ebpf,
+                pin_dir: pin_dir.to_owned(),
+                migration: (!migration.is_empty()).then_some(migration),
+            }),
+            Err(e) => {
+                migration.restore();
+                Err(e)
+            }
+        }
+    }
+
+    fn load_programs(config: NodePortConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
         let external_clusterip = u8::from(config.external_clusterip);
         let mut loader = EbpfLoader::new();
         loader
@@ -97,10 +122,7 @@ impl NodePortLb {
                     source,
                 })?;
         }
-        Ok(NodePortLb {
-            ebpf,
-            pin_dir: pin_dir.to_owned(),
-        })
+        Ok(ebpf)
     }
 
     /// Makes `lb_devices_v1` hold exactly `devices` (by ifindex); returns how many entries
@@ -158,5 +180,29 @@ impl NodePortLb {
             .map_mut(name)
             .ok_or(DatapathError::Missing { kind: "map", name })?;
         HashMap::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The loader parses the object before the kernel sees it: a section name aya does not
+    /// know (`SEC("tc")` in aya 0.14) refuses every start with NodePort on, root or not.
+    #[test]
+    fn the_nodeport_object_parses_with_both_programs_as_classifiers() {
+        let obj = aya_obj::Object::parse(ebpf::nodeport_object()).expect("nodeport.o parses");
+        for name in [
+            ebpf::NODEPORT_INGRESS_PROGRAM,
+            ebpf::NODEPORT_EGRESS_PROGRAM,
+        ] {
+            let prog = obj
+                .programs
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert!(
+                matches!(prog.section, aya_obj::ProgramSection::SchedClassifier),
+                "{name}: {:?}",
+                prog.section
+            );
+        }
     }
 }

@@ -205,6 +205,17 @@ impl NodePortLb {
                 remove_filter(old)?;
             }
         }
+        // Qdiscs an earlier agent added stay this agent's to remove, whatever it attached now.
+        for &ifindex in &previous.clsact_created {
+            if !record.clsact_created.contains(&ifindex) {
+                record.clsact_created.push(ifindex);
+            }
+        }
+        // The old programs are detached: what they wrote since the load moves over, and the
+        // replaced maps go.
+        if let Some(migration) = self.migration.take() {
+            migration.finish(&mut self.ebpf)?;
+        }
         Ok(record)
     }
 }
