@@ -1,7 +1,7 @@
 /* Parsing the packets the NodePort programs handle, and rewriting their addresses and ports:
  * Ethernet, then IPv4 (options skipped) or IPv6 without extension headers, then TCP or UDP.
  * Anything else (fragments, extension headers, other protocols, a packet shorter than the
- * headers it claims) is not parsed, and the programs pass it untouched.
+ * headers or the IP length it claims) is not parsed, and the programs pass it untouched.
  */
 #ifndef LB_PKT_H
 #define LB_PKT_H
@@ -48,6 +48,9 @@ static __always_inline int lb_parse(lb_ctx_t *ctx, struct lb_flow *flow)
 			return -1;
 		if (ip.frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET))
 			return -1;
+		/* Cut short: the checksums could not be updated over what is missing. */
+		if (bpf_ntohs(ip.tot_len) > len - ETH_HLEN)
+			return -1;
 		lb_addr_from_v4(&flow->key.saddr, ip.saddr);
 		lb_addr_from_v4(&flow->key.daddr, ip.daddr);
 		flow->key.proto = ip.protocol;
@@ -57,6 +60,8 @@ static __always_inline int lb_parse(lb_ctx_t *ctx, struct lb_flow *flow)
 		struct ipv6hdr ip6;
 
 		if (ctx_load(ctx, ETH_HLEN, &ip6, sizeof(ip6)) || ip6.version != 6)
+			return -1;
+		if (sizeof(ip6) + bpf_ntohs(ip6.payload_len) > len - ETH_HLEN)
 			return -1;
 		__builtin_memcpy(flow->key.saddr.bytes, &ip6.saddr, 16);
 		__builtin_memcpy(flow->key.daddr.bytes, &ip6.daddr, 16);

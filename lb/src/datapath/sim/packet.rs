@@ -89,6 +89,10 @@ pub(super) fn parse(pkt: &[u8]) -> Option<Parsed> {
             if be16(pkt, l3 + 6) & 0x3fff != 0 {
                 return None;
             }
+            // Cut short: the IP length claims more than the frame holds.
+            if usize::from(be16(pkt, l3 + 2)) > pkt.len() - l3 {
+                return None;
+            }
             (
                 false,
                 ihl,
@@ -99,6 +103,9 @@ pub(super) fn parse(pkt: &[u8]) -> Option<Parsed> {
         }
         ETH_P_IPV6 => {
             if pkt.len() < l3 + IPV6_HLEN || pkt[l3] >> 4 != 6 {
+                return None;
+            }
+            if IPV6_HLEN + usize::from(be16(pkt, l3 + 4)) > pkt.len() - l3 {
                 return None;
             }
             (
@@ -226,12 +233,14 @@ fn l4_len(pkt: &[u8], p: &Parsed) -> usize {
     claimed.min(pkt.len() - p.l4)
 }
 
-/// The TCP or UDP checksum, recomputed over the pseudo-header and the segment. IPv4 UDP
-/// without a checksum keeps none; a UDP checksum that computes to 0 is sent as 0xffff.
+/// The TCP or UDP checksum, recomputed over the pseudo-header and the segment. UDP without a
+/// checksum keeps none, in both families as the C's `BPF_F_MARK_MANGLED_0` has it (an IPv6
+/// one is invalid, and its receiver drops it either way); a UDP checksum that computes to 0 is
+/// sent as 0xffff.
 fn fix_l4_checksum(pkt: &mut [u8], p: &Parsed) {
     let udp = p.proto() == IPPROTO_UDP;
     let at = p.l4 + if udp { 6 } else { 16 };
-    if udp && !p.v6 && pkt[at] == 0 && pkt[at + 1] == 0 {
+    if udp && pkt[at] == 0 && pkt[at + 1] == 0 {
         return;
     }
     let c = l4_checksum(pkt, p, at);

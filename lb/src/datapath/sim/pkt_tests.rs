@@ -559,6 +559,14 @@ fn truncated_packets_pass_untouched() {
         PacketBuilder::tcp(sa(CLIENT), sa("192.0.2.1:30080"), tcp_flags::SYN)
             .ipv4_options(&[1, 1, 1, 1, 1, 1, 1, 1])
             .build(),
+        // Cut inside the payload: the IP length claims more than the frame holds, and no
+        // checksum could be updated over what is missing.
+        PacketBuilder::udp(sa(CLIENT), sa("192.0.2.1:30080"))
+            .payload(b"a payload cut short")
+            .build(),
+        PacketBuilder::udp(sa("[2001:db8::7]:40000"), sa("[fd00::1]:30080"))
+            .payload(b"a payload cut short")
+            .build(),
     ];
     for frame in full {
         for len in 0..frame.len() {
@@ -624,6 +632,24 @@ fn udp_without_a_checksum_keeps_none_and_a_computed_zero_is_sent_as_ffff() {
     let out = node(services()).ingress(ETH0, &frame);
     assert_eq!(view(&out).dst, sa(LOCAL_BACKEND));
     assert_eq!(udp_checksum(&out.packet), 0);
+    // IPv6 forbids it, but the programs leave it as it came in both families
+    // (BPF_F_MARK_MANGLED_0); its receiver drops it either way.
+    let v6 = || {
+        vec![svc("[::]:30080", ServiceType::NodePort)
+            .backend("[fd00:1::5]:8080")
+            .udp()]
+    };
+    let frame = PacketBuilder::udp(sa("[2001:db8::7]:40000"), sa("[fd00::1]:30080"))
+        .no_udp_checksum()
+        .payload(b"q")
+        .build();
+    let mut sim = node(v6());
+    sim.set_local_addresses(&["fd00::1".parse().unwrap()]);
+    let out = sim.ingress(ETH0, &frame);
+    let rewritten = FrameView::of(&out.packet).expect("still a UDP datagram");
+    assert_eq!(rewritten.dst, sa("[fd00:1::5]:8080"));
+    // Ethernet, the IPv6 header, then the UDP checksum at byte 6.
+    assert_eq!(&out.packet[14 + 40 + 6..14 + 40 + 8], &[0, 0]);
 
     // A payload word equal to the checksum the rewritten datagram has with a zero payload
     // makes its sum 0xffff, so its checksum computes to 0.
