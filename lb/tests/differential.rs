@@ -132,19 +132,9 @@ fn affinity_expires() -> Result<(), Failed> {
     affinity::run(&env).map_err(Failed::from)
 }
 
-/// The run's seed: `LB_DIFFERENTIAL_SEED` when set (to replay a run), else the clock. Printed
-/// before the run starts, so even a run that hangs or is killed can be replayed.
+/// The run's seed: `LB_DIFFERENTIAL_SEED` when set (to replay a run), else the clock.
 fn seed() -> u64 {
-    let seed = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    eprintln!("differential: {SEED_ENV}={seed}");
-    seed
+    support::seed("differential", SEED_ENV)
 }
 
 fn socket_calls_agree() -> Result<(), Failed> {

@@ -73,16 +73,7 @@ fn main() {
 
 /// The run's seed: `LB_DIFFERENTIAL_PKT_SEED` when set, else the clock; printed first.
 fn seed() -> u64 {
-    let seed = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    eprintln!("differential_pkt: {SEED_ENV}={seed}");
-    seed
+    support::seed("differential_pkt", SEED_ENV)
 }
 
 fn packets_agree() -> Result<(), Failed> {

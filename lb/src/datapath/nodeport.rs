@@ -170,16 +170,11 @@ impl NodePortLb {
         self.hash_map(LB_CT)
     }
 
-    /// The (LRU) hash map `name` of the loaded object, typed.
     fn hash_map<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::Missing { kind: "map", name })?;
-        HashMap::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
+        super::sock_lb::hash_map(&mut self.ebpf, name)
     }
 }
 

@@ -325,16 +325,11 @@ impl SockLb {
         self.hash_map(LB_REVERSE_SK)
     }
 
-    /// The (LRU) hash map `name` of the loaded object, typed.
     fn hash_map<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::Missing { kind: "map", name })?;
-        HashMap::try_from(map).map_err(failed(name))
+        hash_map(&mut self.ebpf, name)
     }
 
     /// Makes `lb_local_addrs` hold the node addresses `addrs`, in their order of priority: as
@@ -493,6 +488,17 @@ where
             program: name,
             source,
         })
+}
+
+/// The (LRU) hash map `name` of a loaded object, typed.
+pub(super) fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, DatapathError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(DatapathError::Missing { kind: "map", name })?;
+    HashMap::try_from(map).map_err(failed(name))
 }
 
 /// The error of an access to `map`.

@@ -137,3 +137,20 @@ pub fn loopback_up(extra: &[&[&str]]) -> Result<(), Box<dyn std::error::Error>> 
     }
     Ok(())
 }
+
+/// A differential test's seed: the environment variable `env` when set (to replay a run), else
+/// the clock. Printed before the run starts, as `<test>: <env>=<seed>`, so even a run that
+/// hangs or is killed can be replayed.
+#[allow(dead_code)] // not every test binary that includes this module has a seed
+pub fn seed(test: &str, env: &str) -> u64 {
+    let seed = std::env::var(env)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: {env}={seed}");
+    seed
+}
