@@ -10,7 +10,9 @@
  * it and a port of the agent's SNAT range (cfg_snat_port_*), claimed through the reply entry's
  * key so no two flows share it; the program forwards those packets, and the replies coming
  * back, itself (lb_fib.h). A frontend without active backends rejects the packet with an ICMP
- * port unreachable (lb_icmp.h), as kube-proxy does.
+ * port unreachable (lb_icmp.h), as kube-proxy does, unless its traffic policy is Local and
+ * other nodes have backends (LB_SVC_NO_LOCAL_BACKEND): then the packet is dropped. A
+ * LoadBalancer frontend with loadBalancerSourceRanges drops clients outside them.
  *
  * lb::datapath::sim::pkt is the same in Rust; keep the two in step.
  */
