@@ -335,6 +335,9 @@ impl SimWorld {
             programs.set_maps(maps);
             programs.set_local_addresses(&addresses);
             programs.set_devices(devices);
+        } else {
+            // An agent without NodePort handling removes an earlier agent's programs.
+            self.programs[index] = None;
         }
         Ok(())
     }
