@@ -1,83 +1,13 @@
 /* The context layer of the packet programs: the few things they do to a packet (read and write
- * bytes, update checksums by a difference, redirect), written once per program type so the
- * datapath above it is one source. This is the tc half (struct __sk_buff), through the skb
- * helpers, which keep the kernel's checksum state right (a packet from a local socket carries a
- * partial checksum the helpers know how to update). XDP's half comes with XDP acceleration.
+ * bytes, update checksums by a difference, change its length, redirect it, hand it from XDP to
+ * tc), written once per program type so the datapath above it is one source compiled for each:
+ * lb_ctx_tc.h (struct __sk_buff) and lb_ctx_xdp.h (struct xdp_md). A program's source includes
+ * one of them before any datapath header; this file only stops a source that forgot.
+ *
+ * Both halves give: lb_ctx_t, LB_PASS, LB_DROP, ctx_len, ctx_ifindex, ctx_load, ctx_store,
+ * ctx_l3_csum_add, ctx_l3_csum_replace2, ctx_l4_csum_add, ctx_set_len, ctx_redirect,
+ * ctx_redirect_neigh, ctx_hand_to_tc and ctx_handed_over.
  */
 #ifndef LB_CTX_H
-#define LB_CTX_H
-
-#include <linux/bpf.h>
-#include <linux/pkt_cls.h>
-#include <bpf/bpf_helpers.h>
-
-typedef struct __sk_buff lb_ctx_t;
-
-#define LB_PASS TC_ACT_OK
-#define LB_DROP TC_ACT_SHOT
-
-static __always_inline __u32 ctx_len(const lb_ctx_t *ctx)
-{
-	return ctx->len;
-}
-
-/* The device the program runs on (ingress or egress). */
-static __always_inline __u32 ctx_ifindex(const lb_ctx_t *ctx)
-{
-	return ctx->ifindex;
-}
-
-/* 0 on success. */
-static __always_inline int ctx_load(const lb_ctx_t *ctx, __u32 off, void *to, __u32 len)
-{
-	return bpf_skb_load_bytes(ctx, off, to, len);
-}
-
-/* 0 on success. */
-static __always_inline int ctx_store(lb_ctx_t *ctx, __u32 off, const void *from, __u32 len)
-{
-	return bpf_skb_store_bytes(ctx, off, from, len, 0);
-}
-
-/* Adds a checksum difference (bpf_csum_diff) to the IPv4 header checksum at off. */
-static __always_inline int ctx_l3_csum_add(lb_ctx_t *ctx, __u32 off, __s64 diff)
-{
-	return bpf_l3_csum_replace(ctx, off, 0, diff, 0);
-}
-
-/* Replaces the 16-bit word `from` by `to` in the IPv4 header checksum at off. */
-static __always_inline int ctx_l3_csum_replace2(lb_ctx_t *ctx, __u32 off, __be16 from, __be16 to)
-{
-	return bpf_l3_csum_replace(ctx, off, from, to, 2);
-}
-
-/* Adds a checksum difference to the TCP/UDP checksum at off: `pseudo` when the difference is
- * in the pseudo-header (addresses), `udp` to leave a zero UDP checksum zero. */
-static __always_inline int ctx_l4_csum_add(lb_ctx_t *ctx, __u32 off, __s64 diff, int pseudo,
-					   int udp)
-{
-	__u64 flags = (pseudo ? BPF_F_PSEUDO_HDR : 0) | (udp ? BPF_F_MARK_MANGLED_0 : 0);
-
-	return bpf_l4_csum_replace(ctx, off, 0, diff, flags);
-}
-
-/* Makes the packet `len` bytes long (trimming or extending its end). 0 on success. */
-static __always_inline int ctx_set_len(lb_ctx_t *ctx, __u32 len)
-{
-	return bpf_skb_change_tail(ctx, len, 0);
-}
-
-/* Sends the packet out of ifindex as it is. */
-static __always_inline int ctx_redirect(__u32 ifindex)
-{
-	return bpf_redirect(ifindex, 0);
-}
-
-/* Sends the packet out of ifindex, the kernel resolving the next hop's link-layer address
- * (Linux 5.10). */
-static __always_inline int ctx_redirect_neigh(__u32 ifindex)
-{
-	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
-}
-
-#endif /* LB_CTX_H */
+#error "include lb_ctx_tc.h or lb_ctx_xdp.h before the datapath headers"
+#endif

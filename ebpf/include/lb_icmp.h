@@ -52,7 +52,7 @@ static __always_inline int lb_icmp_eth(lb_ctx_t *ctx, struct ethhdr *eth)
 	return 0;
 }
 
-static __always_inline int lb_reject4(lb_ctx_t *ctx, const struct lb_flow *flow)
+static __noinline int lb_reject4(lb_ctx_t *ctx, const struct lb_flow *flow)
 {
 	struct ethhdr eth;
 	struct {
@@ -79,13 +79,15 @@ static __always_inline int lb_reject4(lb_ctx_t *ctx, const struct lb_flow *flow)
 	out.icmp.code = LB_ICMP_PORT_UNREACH;
 	out.icmp.checksum = lb_csum_fold(
 		bpf_csum_diff(NULL, 0, (__be32 *)&out.icmp, sizeof(out.icmp) + sizeof(out.quote), 0));
-	if (ctx_set_len(ctx, sizeof(eth) + sizeof(out)) || ctx_store(ctx, 0, &eth, sizeof(eth)) ||
-	    ctx_store(ctx, sizeof(eth), &out, sizeof(out)))
+	/* XDP may have no room to grow the frame: then tc rejects it. */
+	if (ctx_set_len(ctx, sizeof(eth) + sizeof(out)))
+		return ctx_hand_to_tc(ctx, LB_XFER_REJECT, 0);
+	if (ctx_store(ctx, 0, &eth, sizeof(eth)) || ctx_store(ctx, sizeof(eth), &out, sizeof(out)))
 		return LB_DROP;
-	return ctx_redirect(ctx_ifindex(ctx));
+	return ctx_redirect(ctx, ctx_ifindex(ctx));
 }
 
-static __always_inline int lb_reject6(lb_ctx_t *ctx, const struct lb_flow *flow)
+static __noinline int lb_reject6(lb_ctx_t *ctx, const struct lb_flow *flow)
 {
 	struct ethhdr eth;
 	struct {
@@ -120,10 +122,12 @@ static __always_inline int lb_reject6(lb_ctx_t *ctx, const struct lb_flow *flow)
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.icmp6, sizeof(out.icmp6) + sizeof(out.quote),
 			    (__u32)sum);
 	out.icmp6.checksum = lb_csum_fold(sum);
-	if (ctx_set_len(ctx, sizeof(eth) + sizeof(out)) || ctx_store(ctx, 0, &eth, sizeof(eth)) ||
-	    ctx_store(ctx, sizeof(eth), &out, sizeof(out)))
+	/* XDP may have no room to grow the frame: then tc rejects it. */
+	if (ctx_set_len(ctx, sizeof(eth) + sizeof(out)))
+		return ctx_hand_to_tc(ctx, LB_XFER_REJECT, 0);
+	if (ctx_store(ctx, 0, &eth, sizeof(eth)) || ctx_store(ctx, sizeof(eth), &out, sizeof(out)))
 		return LB_DROP;
-	return ctx_redirect(ctx_ifindex(ctx));
+	return ctx_redirect(ctx, ctx_ifindex(ctx));
 }
 
 /* Rejects the packet: answers it with an ICMP port unreachable out of the device it came in

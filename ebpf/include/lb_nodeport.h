@@ -81,16 +81,17 @@ static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (ctx_store(ctx, 0, params.dmac, 6) || ctx_store(ctx, 6, params.smac, 6))
 			return LB_DROP;
-		return ctx_redirect(params.ifindex);
+		return ctx_redirect(ctx, params.ifindex);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return ctx_redirect_neigh(params.ifindex);
+		return ctx_redirect_neigh(ctx, params.ifindex);
 	lb_count(LB_CNT_FIB_FAILED);
 	return LB_DROP;
 }
 
-/* A packet of a tracked flow: refresh its entry and translate it. */
-static __always_inline int lb_apply(lb_ctx_t *ctx, const struct lb_flow *flow,
+/* A packet of a tracked flow: refresh its entry and translate it. Not inlined, so that its
+ * stack frame and lb_new_flow's are not one (512 bytes in all). */
+static __noinline int lb_apply(lb_ctx_t *ctx, const struct lb_flow *flow,
 				    struct lb_ct_entry *entry, __u32 now)
 {
 	struct lb_ct_entry to;
@@ -150,9 +151,13 @@ claimed:
 	return lb_forward(ctx, flow, fwd);
 }
 
+/* lb_new_flow's answer for a packet to reject: its caller calls lb_reject, so that the two
+ * large stack frames are never on the stack together (512 bytes in all). */
+#define LB_NEW_FLOW_REJECT (-2)
+
 /* A packet no flow tracks: if it is for a frontend served to the outside, choose a backend
- * and start the flow; anything else passes untouched. */
-static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u32 now)
+ * and start the flow; anything else passes untouched. Not inlined: see LB_NEW_FLOW_REJECT. */
+static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u32 now)
 {
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
@@ -185,7 +190,7 @@ static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow
 			return LB_DROP;
 		}
 		lb_count(LB_CNT_NO_BACKEND);
-		return lb_reject(ctx, flow);
+		return LB_NEW_FLOW_REJECT;
 	}
 	backend_id = lb_slot_backend(&key, lb_flow_hash(&flow->key, cfg_flow_seed) % count + 1);
 	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
@@ -225,20 +230,48 @@ static __always_inline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow
 	return LB_PASS;
 }
 
-/* A packet entering a NodePort device. */
+/* What XDP left to tc for a packet (ctx_handed_over): done with it, or the redirect or reject
+ * XDP could not do itself; -1 when it left nothing. */
+static __always_inline int lb_finish_handed_over(lb_ctx_t *ctx, struct lb_flow *flow)
+{
+	__u32 ifindex = 0;
+
+	switch (ctx_handed_over(ctx, &ifindex)) {
+	case LB_XFER_DONE:
+		return LB_PASS;
+	case LB_XFER_REDIRECT_NEIGH:
+		return ctx_redirect_neigh(ctx, ifindex);
+	case LB_XFER_REJECT:
+		if (lb_parse(ctx, flow))
+			return LB_DROP;
+		return lb_reject(ctx, flow);
+	default:
+		return -1;
+	}
+}
+
+/* A packet entering a NodePort device, at XDP or at tc. */
 static __always_inline int lb_nodeport_from_device(lb_ctx_t *ctx)
 {
 	struct lb_flow flow = {};
 	struct lb_ct_entry *entry;
 	__u32 now;
+	int rc;
 
+	rc = lb_finish_handed_over(ctx, &flow);
+	if (rc >= 0)
+		return rc;
 	if (lb_parse(ctx, &flow))
 		return LB_PASS;
 	now = lb_ct_now();
 	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
 	if (entry && !lb_ct_is_local_reply(entry))
-		return lb_apply(ctx, &flow, entry, now);
-	return lb_new_flow(ctx, &flow, now);
+		rc = lb_apply(ctx, &flow, entry, now);
+	else
+		rc = lb_new_flow(ctx, &flow, now);
+	if (rc == LB_NEW_FLOW_REJECT)
+		return lb_reject(ctx, &flow);
+	return rc == LB_PASS ? ctx_pass_decided(ctx) : rc;
 }
 
 /* A packet leaving through a NodePort device: a local backend's reply gets its frontend's

@@ -22,6 +22,7 @@
 #define LB_TCP_FIN 0x01
 #define LB_TCP_SYN 0x02
 #define LB_TCP_RST 0x04
+#define LB_TCP_FLAGS_OFF 13   /* the TCP header's byte of FIN, SYN, RST, ... */
 
 /* A parsed packet: its tuple as the conntrack key, and where its headers are. */
 struct lb_flow {
@@ -36,7 +37,7 @@ static __always_inline int lb_parse(lb_ctx_t *ctx, struct lb_flow *flow)
 {
 	__u32 len = ctx_len(ctx);
 	__be16 proto;
-	__u8 l4[14];
+	__be16 ports[2];
 	__u32 l4_len;
 
 	if (ctx_load(ctx, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
@@ -79,11 +80,15 @@ static __always_inline int lb_parse(lb_ctx_t *ctx, struct lb_flow *flow)
 		return -1;
 	if (len < flow->l4_off + l4_len)
 		return -1;
-	if (ctx_load(ctx, flow->l4_off, l4, flow->key.proto == IPPROTO_TCP ? 14 : 4))
+	/* Constant lengths: XDP copies them from the frame itself. */
+	if (ctx_load(ctx, flow->l4_off, ports, sizeof(ports)))
 		return -1;
-	__builtin_memcpy(&flow->key.sport, &l4[0], 2);
-	__builtin_memcpy(&flow->key.dport, &l4[2], 2);
-	flow->tcp_flags = flow->key.proto == IPPROTO_TCP ? l4[13] : 0;
+	flow->key.sport = ports[0];
+	flow->key.dport = ports[1];
+	flow->tcp_flags = 0;
+	if (flow->key.proto == IPPROTO_TCP &&
+	    ctx_load(ctx, flow->l4_off + LB_TCP_FLAGS_OFF, &flow->tcp_flags, 1))
+		return -1;
 	return 0;
 }
 

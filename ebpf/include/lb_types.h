@@ -235,4 +235,21 @@ struct lb_device {
 	__u32 flags;           /* reserved, zero */
 };
 
+/* What the NodePort XDP program leaves for the tc ingress program of the same device when it
+ * passes a packet on: what tc is to do with it, so tc does not look the packet up again. */
+enum lb_xfer_action {
+	LB_XFER_DONE = 1,           /* XDP decided (and translated, if it was to): pass it */
+	LB_XFER_REDIRECT_NEIGH = 2, /* translated; send it out of ifindex, resolving the neighbour */
+	LB_XFER_REJECT = 3,         /* answer it with an ICMP unreachable (XDP could not grow it) */
+};
+
+#define LB_XFER_MAGIC 0x4c420000u      /* "LB" in the high half of lb_xfer.magic */
+#define LB_XFER_MAGIC_MASK 0xffff0000u
+
+/* The packet's XDP metadata (bpf_xdp_adjust_meta), read by tc as skb->data_meta. */
+struct lb_xfer {
+	__u32 magic;           /* LB_XFER_MAGIC | enum lb_xfer_action, host order */
+	__u32 ifindex;         /* LB_XFER_REDIRECT_NEIGH: the device to leave through */
+};
+
 #endif /* LB_TYPES_H */

@@ -72,3 +72,17 @@ pub fn nodeport_object() -> &'static [u8] {
 pub const NODEPORT_INGRESS_PROGRAM: &str = "lb_nodeport_ingress";
 /// See [`NODEPORT_INGRESS_PROGRAM`].
 pub const NODEPORT_EGRESS_PROGRAM: &str = "lb_nodeport_egress";
+
+static NODEPORT_XDP: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/nodeport_xdp.o")),
+};
+
+/// The packet datapath's ingress at XDP (`loadBalancer.acceleration`): the same source as
+/// [`nodeport_object`]'s ingress program, compiled for XDP, over the same pinned maps. What it
+/// passes on carries a [`maps::LbXfer`] in its metadata for the tc ingress program.
+pub fn nodeport_xdp_object() -> &'static [u8] {
+    &NODEPORT_XDP.bytes
+}
+
+/// The XDP program of [`nodeport_xdp_object`].
+pub const NODEPORT_XDP_PROGRAM: &str = "lb_nodeport_xdp";

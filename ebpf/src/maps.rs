@@ -473,6 +473,40 @@ pub mod counter {
     pub const MAX: u8 = 8;
 }
 
+/// `struct lb_xfer`: what the XDP program leaves in a frame's metadata for the tc ingress
+/// program of the same device (8 bytes before the frame).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbXfer {
+    /// [`xfer::MAGIC`] | an [`xfer`] action, host order.
+    pub magic: u32,
+    /// [`xfer::REDIRECT_NEIGH`]: the device to leave through.
+    pub ifindex: u32,
+}
+
+impl LbXfer {
+    /// The metadata bytes as XDP writes them (native order).
+    pub fn to_bytes(self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&self.magic.to_ne_bytes());
+        out[4..].copy_from_slice(&self.ifindex.to_ne_bytes());
+        out
+    }
+}
+
+/// `enum lb_xfer_action` and the magic of [`LbXfer`].
+pub mod xfer {
+    /// `LB_XFER_MAGIC`: "LB" in the high half.
+    pub const MAGIC: u32 = 0x4c42_0000;
+    /// `LB_XFER_DONE`: XDP decided (and translated); tc passes the frame.
+    pub const DONE: u32 = 1;
+    /// `LB_XFER_REDIRECT_NEIGH`: translated; tc sends it out of the ifindex, resolving the
+    /// neighbour.
+    pub const REDIRECT_NEIGH: u32 = 2;
+    /// `LB_XFER_REJECT`: tc answers it with an ICMP unreachable.
+    pub const REJECT: u32 = 3;
+}
+
 /// `struct lb_ct_key`: a packet's tuple as it arrives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

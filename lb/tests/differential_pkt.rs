@@ -34,13 +34,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader, Pod};
 use ebpf::maps::{
     counter, ct_flags, LbAddr, LbBackend, LbCtEntry, LbCtKey, LbDevice, LbKey, LbLocalAddr,
     LbReverseNat, LbService,
 };
-use lb::datapath::sim::{PktConfig, PktSim, Verdict};
+use lb::datapath::sim::{PktConfig, PktSim, Verdict, XdpOutcome};
 use libtest_mimic::Failed;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
@@ -138,6 +138,8 @@ fn run(bpffs: &Path, seed: u64) -> Result<(), String> {
 /// One case's copy of the object, pinned in its own directory (removed on drop).
 struct Loaded {
     ebpf: Ebpf,
+    /// The XDP object over the same maps, for a case with XDP.
+    xdp: Option<Ebpf>,
     dir: std::path::PathBuf,
     ct: HashMap<MapData, LbCtKey, LbCtEntry>,
     counters: PerCpuArray<MapData, u64>,
@@ -176,6 +178,22 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
     let mut ebpf = loader
         .load(ebpf::nodeport_object())
         .map_err(|e| format!("loading nodeport.o: {e}"))?;
+    // Loaded after the tc object has pinned the maps, so it adopts them.
+    let xdp = if case.xdp {
+        let mut xdp = loader
+            .load(ebpf::nodeport_xdp_object())
+            .map_err(|e| format!("loading nodeport_xdp.o: {e}"))?;
+        let prog: &mut Xdp = xdp
+            .program_mut(ebpf::NODEPORT_XDP_PROGRAM)
+            .ok_or("no XDP program")?
+            .try_into()
+            .map_err(|e| format!("{}: {e}", ebpf::NODEPORT_XDP_PROGRAM))?;
+        prog.load()
+            .map_err(|e| format!("loading {}: {e:?}", ebpf::NODEPORT_XDP_PROGRAM))?;
+        Some(xdp)
+    } else {
+        None
+    };
     for name in [
         ebpf::NODEPORT_INGRESS_PROGRAM,
         ebpf::NODEPORT_EGRESS_PROGRAM,
@@ -229,6 +247,7 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
     let counters = PerCpuArray::try_from(counters_map).map_err(|e| format!("lb_counters: {e}"))?;
     Ok(Loaded {
         ebpf,
+        xdp,
         dir,
         ct,
         counters,
@@ -283,6 +302,38 @@ fn kernel_run(loaded: &Loaded, frame: &Frame) -> Result<(i32, Vec<u8>), String> 
         .map_err(|e| format!("test run of {name}: {e:?}"))?;
     out.truncate(result.data_size_out as usize);
     Ok((result.return_value as i32, out))
+}
+
+/// Offsets in `struct xdp_md` of `data_end` and `ingress_ifindex`; its size.
+const XDP_MD_DATA_END: usize = 4;
+const XDP_MD_INGRESS_IFINDEX: usize = 12;
+const XDP_MD_SIZE: usize = 24;
+
+/// The XDP program's answer for an ingress frame: return code, and its metadata followed by
+/// the frame (what a test run returns).
+fn kernel_run_xdp(xdp: &Ebpf, frame: &Frame) -> Result<(u32, Vec<u8>), String> {
+    let name = ebpf::NODEPORT_XDP_PROGRAM;
+    let prog: &Xdp = xdp
+        .program(name)
+        .ok_or(format!("no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut ctx = [0u8; XDP_MD_SIZE];
+    ctx[XDP_MD_DATA_END..XDP_MD_DATA_END + 4]
+        .copy_from_slice(&(frame.bytes.len() as u32).to_ne_bytes());
+    ctx[XDP_MD_INGRESS_IFINDEX..XDP_MD_INGRESS_IFINDEX + 4]
+        .copy_from_slice(&frame.ifindex.to_ne_bytes());
+    let mut out = vec![0u8; 4096];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(&frame.bytes),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        })
+        .map_err(|e| format!("test run of {name}: {e:?}"))?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out))
 }
 
 fn kernel_ct(loaded: &Loaded) -> Result<BTreeMap<LbCtKey, LbCtEntry>, String> {
@@ -407,6 +458,13 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
         };
         seen.packets += 1;
         sim.set_now(monotonic_secs());
+        if let (Some(xdp), false) = (&loaded.xdp, frame.egress) {
+            let (code, kernel_out) = kernel_run_xdp(xdp, &frame)?;
+            let sim_out = sim.xdp(frame.ifindex, &frame.bytes);
+            compare_xdp(i, step, &frame, code, &kernel_out, &sim_out, seen)?;
+            compare_state(&loaded, &sim, || format!("step {i} ({step:?}): xdp"))?;
+            continue;
+        }
         let (code, kernel_out) = kernel_run(&loaded, &frame)?;
         let sim_out = if frame.egress {
             sim.egress(frame.ifindex, &frame.bytes)
@@ -445,17 +503,70 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
                 hex(&sim_out.packet)
             ));
         }
-        if let Some(diff) = ct_difference(&kernel_ct(&loaded)?, sim.ct()) {
-            return Err(format!("{}\n  conntrack differs:\n{diff}", context()));
-        }
-        let kernel_counters = kernel_counters(&loaded)?;
-        if kernel_counters != sim.counters() {
-            return Err(format!(
-                "{}\n  counters: kernel {kernel_counters:?}, simulator {:?}",
-                context(),
-                sim.counters()
-            ));
-        }
+        compare_state(&loaded, &sim, context)?;
+    }
+    Ok(())
+}
+
+/// The XDP program's verdict and output (metadata and frame) against the simulator's.
+fn compare_xdp(
+    i: usize,
+    step: &case::Step,
+    frame: &Frame,
+    code: u32,
+    kernel_out: &[u8],
+    sim_out: &XdpOutcome,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    let sim_bytes = sim_out.meta_and_frame();
+    let outcome = match sim_out.xfer {
+        Some(x) => format!("xdp-pass-xfer-{}", x.magic & 0xffff),
+        None => format!("xdp-{:?}", sim_out.action)
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', ""),
+    };
+    *seen.outcomes.entry(outcome).or_default() += 1;
+    let context = format!(
+        "step {i} ({step:?}): xdp on ifindex {}\n  frame  {}",
+        frame.ifindex,
+        hex(&frame.bytes)
+    );
+    if code != sim_out.action.code() {
+        return Err(format!(
+            "{context}\n  verdict: kernel {code}, simulator {} ({:?})\n  kernel out {}\n  sim out    {}",
+            sim_out.action.code(),
+            sim_out.action,
+            hex(kernel_out),
+            hex(&sim_bytes)
+        ));
+    }
+    if !matches!(sim_out.action, lb::datapath::sim::XdpAction::Drop(_)) && kernel_out != sim_bytes {
+        return Err(format!(
+            "{context}\n  verdict {:?} on both, but the output differs (metadata, then frame)\n  kernel {}\n  sim    {}",
+            sim_out.action,
+            hex(kernel_out),
+            hex(&sim_bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// The conntrack map and the drop counters of the kernel against the simulator's.
+fn compare_state(
+    loaded: &Loaded,
+    sim: &PktSim,
+    context: impl Fn() -> String,
+) -> Result<(), String> {
+    if let Some(diff) = ct_difference(&kernel_ct(loaded)?, sim.ct()) {
+        return Err(format!("{}\n  conntrack differs:\n{diff}", context()));
+    }
+    let kernel_counters = kernel_counters(loaded)?;
+    if kernel_counters != sim.counters() {
+        return Err(format!(
+            "{}\n  counters: kernel {kernel_counters:?}, simulator {:?}",
+            context(),
+            sim.counters()
+        ));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "lb_ctx.h"
+#include "lb_ctx_tc.h"
 #include "lb_nodeport.h"
 
 SEC("classifier")

@@ -25,7 +25,8 @@ pub use run::{run, RunOptions};
 
 use crate::config::AgentConfig;
 use crate::datapath::{
-    is_tc_link, pinned_links, DeviceAddrs, NodePortLb, SockLb, TcMode, TcRecord, LINKS_DIR,
+    is_tc_link, is_xdp_link, pinned_links, DeviceAddrs, NodePortLb, SockLb, TcMode, TcRecord,
+    XdpState, LINKS_DIR,
 };
 use crate::host::features::Feature;
 use crate::host::sock_diag;
@@ -115,6 +116,7 @@ impl Agent {
         };
         let previous = AgentRecord::read(state_dir).ok();
         let previous_tc = previous.as_ref().map(|r| r.tc.clone()).unwrap_or_default();
+        let mut xdp_devices = Vec::new();
         let (nodeport, tc) = match nodeport_devices {
             Some(devices) => {
                 let mut lb = NodePortLb::load(nodeport::nodeport_settings(config), &pin_dir)?;
@@ -126,6 +128,19 @@ impl Agent {
                 let tc = lb.attach(&devices, mode, &previous_tc)?;
                 for d in &devices {
                     tracing::info!(device = %d.name, ifindex = d.ifindex, %mode, "NodePort programs attached");
+                }
+                // After tc, which serves every packet while a device's XDP program changes.
+                xdp_devices = match nodeport::xdp_policy(config) {
+                    Some(policy) => lb.attach_xdp(&devices, policy)?,
+                    None => {
+                        detach_xdp(&pin_dir)?;
+                        Vec::new()
+                    }
+                };
+                for d in &xdp_devices {
+                    if let XdpState::Native { .. } = d.state {
+                        tracing::info!(device = %d.device, "NodePort XDP program attached (native)");
+                    }
                 }
                 if devices.is_empty() {
                     tracing::warn!(
@@ -159,6 +174,7 @@ impl Agent {
             }
         }
         let mut status = setup::start_status(config, &plan, selection, &udp_support);
+        status.xdp_devices = xdp_devices;
         if let Some((_, devices)) = &nodeport {
             if !devices.is_empty() {
                 status.devices = devices.iter().map(|d| d.name.clone()).collect();
@@ -260,6 +276,7 @@ fn refresh_addresses(attached: &mut [DeviceAddrs]) -> Result<(), AgentError> {
 /// Removes an earlier agent's NodePort programs from the devices (`nodePort.enabled` is off
 /// now): its tcx links and its netlink filters and qdiscs.
 fn detach_nodeport(pin_dir: &Path, previous: &TcRecord) -> Result<(), AgentError> {
+    detach_xdp(pin_dir)?;
     for (path, _) in crate::datapath::tc_links(&pin_dir.join(LINKS_DIR))? {
         std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
         tracing::info!(link = %path.display(), "detached an earlier agent's NodePort program");
@@ -270,11 +287,19 @@ fn detach_nodeport(pin_dir: &Path, previous: &TcRecord) -> Result<(), AgentError
     Ok(())
 }
 
+/// Unpins an earlier agent's NodePort XDP links (acceleration is off now), which detaches them.
+fn detach_xdp(pin_dir: &Path) -> Result<(), AgentError> {
+    for path in crate::datapath::detach_xdp(&pin_dir.join(LINKS_DIR))? {
+        tracing::info!(link = %path.display(), "detached an earlier agent's NodePort XDP program");
+    }
+    Ok(())
+}
+
 /// Unpins the socket hooks' links an earlier agent left, which detaches them.
 fn detach_socket_hooks(pin_dir: &Path) -> Result<(), AgentError> {
     for (path, _) in pinned_links(&pin_dir.join(LINKS_DIR))?
         .into_iter()
-        .filter(|(path, _)| !is_tc_link(path))
+        .filter(|(path, _)| !is_tc_link(path) && !is_xdp_link(path))
     {
         std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
         tracing::info!(link = %path.display(), "detached an earlier agent's socket hook");

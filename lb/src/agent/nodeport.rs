@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use crate::config::{AgentConfig, DevicePattern};
-use crate::datapath::{DeviceAddrs, NodePortConfig};
+use crate::config::{Acceleration, AgentConfig, DevicePattern};
+use crate::datapath::{DeviceAddrs, NodePortConfig, XdpPolicy};
 use crate::host::HostDevice;
 use crate::k8s::DeviceSelection;
 use crate::maglev::HashSeed;
@@ -38,6 +38,16 @@ pub fn nodeport_settings(config: &AgentConfig) -> NodePortConfig {
         snat_port_max: snat.high,
         flow_seed: flow_seed(config.maglev_seed()),
         external_clusterip: config.values().bpf.lb_external_cluster_ip,
+        xdp: xdp_policy(config).is_some(),
+    }
+}
+
+/// How `loadBalancer.acceleration` attaches the XDP program; `None` when it is `disabled`.
+pub fn xdp_policy(config: &AgentConfig) -> Option<XdpPolicy> {
+    match config.values().load_balancer.acceleration {
+        Acceleration::Disabled => None,
+        Acceleration::Native => Some(XdpPolicy::Native),
+        Acceleration::BestEffort => Some(XdpPolicy::BestEffort),
     }
 }
 

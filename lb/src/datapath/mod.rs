@@ -17,6 +17,7 @@ pub mod sim;
 mod sock_lb;
 mod tc_attach;
 mod tc_netlink;
+mod xdp_attach;
 
 pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub(crate) use error::source_chain;
@@ -35,3 +36,4 @@ pub use tc_attach::{
     is_tc_link, remove_tc_attachments, tc_links, TcAttachment, TcDirection, TcMode, TcRecord,
     NETLINK_HANDLE, NETLINK_PRIORITY,
 };
+pub use xdp_attach::{detach_xdp, is_xdp_link, xdp_link_path, XdpDevice, XdpPolicy, XdpState};

@@ -1,16 +1,17 @@
 //! The packet datapath's loader: the tc NodePort programs (`lb_nodeport_ingress` /
-//! `lb_nodeport_egress`) with their load-time settings, over the maps the socket programs
-//! pinned (the shared ones, adopted by name) and the packet maps of `lb_pkt_maps.h`, pinned
-//! beside them. Attaching them to devices is [`super::tc_attach`]'s job.
+//! `lb_nodeport_egress`) and, with XDP acceleration, `lb_nodeport_xdp`, with their load-time
+//! settings, over the maps the socket programs pinned (the shared ones, adopted by name) and
+//! the packet maps of `lb_pkt_maps.h`, pinned beside them. Attaching them to devices is
+//! [`super::tc_attach`]'s and [`super::xdp_attach`]'s job.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
-use aya::programs::SchedClassifier;
+use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, SOCK_LB_SIZED_MAPS};
-use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
+use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM, NODEPORT_XDP_PROGRAM};
 
 use super::migrate::Migration;
 use super::sock_lb::program;
@@ -30,6 +31,8 @@ pub struct NodePortConfig {
     pub flow_seed: u32,
     /// Serve ClusterIP services to traffic entering the devices (`bpf.lbExternalClusterIP`).
     pub external_clusterip: bool,
+    /// Load the XDP program too (`loadBalancer.acceleration` is not `disabled`).
+    pub xdp: bool,
 }
 
 /// A NodePort device as the programs see it: its ifindex and the node's addresses on it (the
@@ -67,6 +70,8 @@ impl DeviceAddrs {
 #[derive(Debug)]
 pub struct NodePortLb {
     pub(super) ebpf: Ebpf,
+    /// The XDP object, when loaded ([`NodePortConfig::xdp`]).
+    pub(super) xdp: Option<Ebpf>,
     pub(super) pin_dir: PathBuf,
     /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
     /// finished by [`NodePortLb::attach`] once the old programs are detached.
@@ -83,11 +88,18 @@ impl NodePortLb {
         let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
         let loaded = Self::load_programs(config, pin_dir).and_then(|mut ebpf| {
             migration.copy_into(&mut ebpf)?;
-            Ok(ebpf)
+            // After the copy: the XDP object adopts the pinned maps the tc object now uses.
+            let xdp = if config.xdp {
+                Some(Self::load_xdp(config, pin_dir)?)
+            } else {
+                None
+            };
+            Ok((ebpf, xdp))
         });
         match loaded {
-            Ok(ebpf) => Ok(NodePortLb {
+            Ok((ebpf, xdp)) => Ok(NodePortLb {
                 ebpf,
+                xdp,
                 pin_dir: pin_dir.to_owned(),
                 migration: (!migration.is_empty()).then_some(migration),
             }),
@@ -98,7 +110,12 @@ impl NodePortLb {
         }
     }
 
-    fn load_programs(config: NodePortConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
+    /// Loads `object` with `config`'s load-time settings over the maps pinned in `pin_dir`.
+    fn load_object(
+        config: NodePortConfig,
+        pin_dir: &Path,
+        object: &[u8],
+    ) -> Result<Ebpf, DatapathError> {
         let external_clusterip = u8::from(config.external_clusterip);
         let mut loader = EbpfLoader::new();
         loader
@@ -113,7 +130,22 @@ impl NodePortLb {
         {
             loader.map_max_entries(map, config.map_max);
         }
-        let mut ebpf = loader.load(ebpf::nodeport_object())?;
+        Ok(loader.load(object)?)
+    }
+
+    fn load_xdp(config: NodePortConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
+        let mut ebpf = Self::load_object(config, pin_dir, ebpf::nodeport_xdp_object())?;
+        program::<Xdp>(&mut ebpf, NODEPORT_XDP_PROGRAM)?
+            .load()
+            .map_err(|source| DatapathError::Program {
+                program: NODEPORT_XDP_PROGRAM,
+                source,
+            })?;
+        Ok(ebpf)
+    }
+
+    fn load_programs(config: NodePortConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
+        let mut ebpf = Self::load_object(config, pin_dir, ebpf::nodeport_object())?;
         for name in [NODEPORT_INGRESS_PROGRAM, NODEPORT_EGRESS_PROGRAM] {
             program::<SchedClassifier>(&mut ebpf, name)?
                 .load()
@@ -199,5 +231,19 @@ mod tests {
                 prog.section
             );
         }
+    }
+
+    #[test]
+    fn the_xdp_object_parses_with_its_program_as_xdp() {
+        let obj = aya_obj::Object::parse(ebpf::nodeport_xdp_object()).expect("nodeport_xdp.o");
+        let prog = obj
+            .programs
+            .get(ebpf::NODEPORT_XDP_PROGRAM)
+            .expect("lb_nodeport_xdp");
+        assert!(
+            matches!(prog.section, aya_obj::ProgramSection::Xdp { .. }),
+            "{:?}",
+            prog.section
+        );
     }
 }

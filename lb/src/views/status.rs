@@ -52,6 +52,10 @@ pub struct KprStatus {
     pub nat46x64: bool,
     /// `Disabled`, `Native` or `Best-Effort`.
     pub xdp_acceleration: String,
+    /// How each NodePort device meets the XDP program: known only to a running agent, which
+    /// attached it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xdp_devices: Vec<crate::datapath::XdpDevice>,
     /// Service types handled.
     pub services: ServiceTypes,
 }
@@ -146,6 +150,7 @@ impl KprStatus {
                 Acceleration::BestEffort => "Best-Effort",
             }
             .to_owned(),
+            xdp_devices: Vec::new(),
             services: ServiceTypes {
                 cluster_ip: true,
                 node_port: config.node_port(),
@@ -239,6 +244,17 @@ impl KprStatus {
         );
         line("NAT46/64 Support", enabled(self.nat46x64).to_owned());
         line("XDP Acceleration", self.xdp_acceleration.clone());
+        for d in &self.xdp_devices {
+            line(
+                "",
+                match &d.state {
+                    crate::datapath::XdpState::Native { .. } => format!("{}: Native", d.device),
+                    crate::datapath::XdpState::Skipped { reason } => {
+                        format!("{}: tc only ({reason})", d.device)
+                    }
+                },
+            );
+        }
         out.push_str("  Services:\n");
         let s = &self.services;
         let node_port = if s.node_port {

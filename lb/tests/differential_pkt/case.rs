@@ -113,6 +113,8 @@ pub struct Case {
     pub snat_span: u16,
     pub external_clusterip: bool,
     pub np1_v6: bool,
+    /// Ingress frames meet the XDP program (`loadBalancer.acceleration`) instead of tc's.
+    pub xdp: bool,
     pub services: Vec<SvcSpec>,
     pub steps: Vec<Step>,
 }
@@ -184,16 +186,18 @@ pub fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(0u16), Just(1), Just(3), Just(4535)],
         prop::bool::weighted(0.3),
         prop::bool::weighted(0.8),
+        prop::bool::weighted(0.5),
         prop::collection::vec(service(), 1..6),
         prop::collection::vec(step(), 1..24),
     )
         .prop_map(
-            |(flow_seed, snat_span, external_clusterip, np1_v6, services, steps)| Case {
+            |(flow_seed, snat_span, external_clusterip, np1_v6, xdp, services, steps)| Case {
                 flow_seed,
                 snat_min: 61000,
                 snat_span,
                 external_clusterip,
                 np1_v6,
+                xdp,
                 services,
                 steps,
             },

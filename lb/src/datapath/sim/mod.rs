@@ -26,6 +26,7 @@ mod packet;
 pub mod packet_builder;
 mod pkt;
 mod sock;
+mod xdp;
 
 pub use chooser::{Chooser, SeededChooser};
 pub use ct::{CtTable, CT_CLOSE_SECS, CT_SYN_SECS, CT_TCP_SECS, CT_UDP_SECS};
@@ -33,6 +34,7 @@ pub use fib::{Fib, FibQuery, FibResult, FibTable};
 pub use held::HeldSocket;
 pub use pkt::{PktConfig, PktOutcome, PktSim, Verdict, SNAT_TRIES};
 pub use sock::{SimConfig, SockCall, SockSim};
+pub use xdp::{XdpAction, XdpOutcome};
 
 #[cfg(test)]
 mod pkt_tests;
