@@ -38,6 +38,7 @@ mod server;
 mod spec;
 mod tier;
 mod topology;
+mod xdp;
 
 pub use capture::{Capture, Frame};
 pub use cgroup::cgroup2_mount;

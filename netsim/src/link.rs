@@ -62,24 +62,44 @@ pub(crate) fn add_segment(fabric: (&str, &Path), segment: usize) -> Result<()> {
 }
 
 /// Connects a node to a segment: `s<segment>-<node>` on the fabric's bridge, `eth<segment>` in
-/// the node with `addrs`.
+/// the node with `addrs`. With `mtu`, both ends get it (a jumbo MTU makes a veth refuse native
+/// XDP); without, the fabric's end gets a pass-through XDP program, so frames the node's own
+/// XDP programs send back out reach the bridge. The fabric's end sends complete checksums, as
+/// a wire delivers them ([`crate::xdp`]).
 pub(crate) fn connect_node(
     fabric: (&str, &Path),
     node: (&str, &Path),
     segment: usize,
     addrs: &[IpNet],
+    mtu: Option<u32>,
 ) -> Result<()> {
     let port = format!("s{segment}-{}", node.0);
     let dev = format!("eth{segment}");
     let node_ns = open_netns(node.1)?;
     let node_fd = node_ns.as_raw_fd();
     let peer = dev.clone();
+    let pass = match mtu {
+        Some(_) => None,
+        None => Some(crate::xdp::load_pass_program()?),
+    };
+    let pass_fd = pass.as_ref().map(AsRawFd::as_raw_fd);
     with_netlink(fabric.0, fabric.1, |nl| async move {
         nl.add_veth(&port, None, &peer, node_fd).await?;
+        if let Some(mtu) = mtu {
+            nl.set_mtu(&port, mtu).await?;
+        }
+        if let Some(fd) = pass_fd {
+            nl.set_xdp(&port, fd).await?;
+        }
+        crate::xdp::disable_tx_checksum(&port)?;
         nl.enslave(&port, &bridge_name(segment)).await
     })?;
+    drop(pass);
     drop(node_ns);
     with_netlink(node.0, node.1, |nl| async move {
+        if let Some(mtu) = mtu {
+            nl.set_mtu(&dev, mtu).await?;
+        }
         nl.up(&dev).await?;
         for addr in addrs {
             nl.add_address(&dev, *addr).await?;

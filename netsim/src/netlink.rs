@@ -12,7 +12,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::AddressHeaderFlags;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkXdp};
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -119,6 +119,35 @@ impl Netlink {
             .execute()
             .await
             .map_err(self.err(format!("add veth {name} with peer {peer}")))
+    }
+
+    /// Attaches the XDP program `prog` to link `name`, in its driver.
+    pub(crate) async fn set_xdp(&self, name: &str, prog: RawFd) -> Result<()> {
+        /// `XDP_FLAGS_DRV_MODE`.
+        const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::Xdp(vec![
+                LinkXdp::Fd(prog),
+                LinkXdp::Flags(XDP_FLAGS_DRV_MODE),
+            ]))
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(self.err(format!("attach an XDP program to {name}")))
+    }
+
+    /// Sets the MTU of link `name`.
+    pub(crate) async fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name).mtu(mtu).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(self.err(format!("set the MTU of {name} to {mtu}")))
     }
 
     /// Creates a bridge `name`, up, with multicast snooping off so neighbour discovery floods.

@@ -23,6 +23,7 @@ pub struct NodeSpec {
     /// Addresses per segment: index 0 is `eth0` on the first segment, 1 is `eth1`.
     pub(crate) segments: [Vec<IpNet>; 2],
     pub(crate) pod_cidrs: Vec<IpNet>,
+    pub(crate) mtu: Option<u32>,
 }
 
 impl NodeSpec {
@@ -32,6 +33,7 @@ impl NodeSpec {
             name: name.to_owned(),
             segments: [Vec::new(), Vec::new()],
             pod_cidrs: Vec::new(),
+            mtu: None,
         }
     }
 
@@ -45,6 +47,13 @@ impl NodeSpec {
     /// Connects the node to the second segment as `eth1`, with this address.
     pub fn eth1(mut self, addr: IpNet) -> NodeSpec {
         self.segments[1].push(addr);
+        self
+    }
+
+    /// The MTU of the node's devices (and of the fabric's ends of its links), instead of
+    /// 1500.
+    pub fn mtu(mut self, mtu: u32) -> NodeSpec {
+        self.mtu = Some(mtu);
         self
     }
 

@@ -240,6 +240,7 @@ impl Topology {
                 (netns.name(), netns.path()),
                 segment,
                 addrs,
+                spec.mtu,
             )?;
         }
         let node = Node {

@@ -131,6 +131,9 @@ impl KernelWorld {
             for cidr in &spec.pod_cidrs {
                 node_spec = node_spec.pod_cidr(*cidr);
             }
+            if let Some(mtu) = spec.mtu {
+                node_spec = node_spec.mtu(mtu);
+            }
             let node = topology.add_node(node_spec)?;
             for (key, value) in &spec.sysctls {
                 let path = sysctl_path(key);

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use lb::datapath::sim::packet_builder::{tcp_flags, FrameView, PacketBuilder};
-use lb::datapath::sim::{FibResult, FibTable, PktOutcome, PktSim, Verdict};
+use lb::datapath::sim::{FibResult, FibTable, PktOutcome, PktSim, Verdict, XdpAction};
 
 use crate::spec::Transport;
 use crate::world::CallError;
@@ -25,6 +25,26 @@ const POD_VETH_BASE: u32 = 100;
 const MAX_HOPS: usize = 16;
 /// Source ports of the external clients' sockets, counted up from here.
 pub const FIRST_CLIENT_PORT: u16 = 40000;
+
+/// A node's packet programs, once its agent has loaded them.
+#[derive(Debug)]
+pub struct NodePrograms {
+    /// The tc programs and, when `xdp`, the XDP program (one datapath over the same maps).
+    pub pkt: PktSim,
+    /// Whether the XDP program runs on eth0 before tc ingress (`loadBalancer.acceleration`,
+    /// where the device took it).
+    pub xdp: bool,
+}
+
+/// Where a frame goes after a node's ingress programs.
+enum AfterIngress {
+    /// Into the node's stack.
+    Stack,
+    /// Out of eth0 by tc's redirect: the egress program sees it too.
+    Egress,
+    /// Out of eth0 by XDP: straight onto the segment, past tc.
+    Segment,
+}
 
 /// A node as the network sees it.
 #[derive(Clone, Debug)]
@@ -151,7 +171,7 @@ impl Net {
     /// Carries `frame`, sent from `from`, until someone receives it.
     pub fn carry(
         &self,
-        programs: &mut [Option<PktSim>],
+        programs: &mut [Option<NodePrograms>],
         from: &Receiver,
         mut frame: Vec<u8>,
     ) -> Result<(Receiver, Vec<u8>), Lost> {
@@ -170,16 +190,11 @@ impl Net {
                     }
                     None => return Err(Lost),
                 },
-                At::NodeIngress(i) => {
-                    let outcome = run(programs, i, &frame, PktSim::ingress);
-                    frame = outcome.packet;
-                    match outcome.verdict {
-                        Verdict::Pass => At::NodeStack(i),
-                        Verdict::Drop(_) => return Err(Lost),
-                        // Out of eth0 again: its egress program sees the frame too.
-                        Verdict::Redirect { .. } => self.leave(programs, i, &mut frame)?,
-                    }
-                }
+                At::NodeIngress(i) => match ingress(programs, i, &mut frame)? {
+                    AfterIngress::Stack => At::NodeStack(i),
+                    AfterIngress::Egress => self.leave(programs, i, &mut frame)?,
+                    AfterIngress::Segment => At::Segment,
+                },
                 At::NodeStack(i) => {
                     let node = &self.nodes[i];
                     if node.addresses.contains(&dst) {
@@ -201,7 +216,7 @@ impl Net {
     /// A frame leaves node `i` through eth0: its egress program runs, then the segment.
     fn leave(
         &self,
-        programs: &mut [Option<PktSim>],
+        programs: &mut [Option<NodePrograms>],
         i: usize,
         frame: &mut Vec<u8>,
     ) -> Result<At, Lost> {
@@ -277,15 +292,44 @@ enum SegmentOwner {
     External(String),
 }
 
-/// Runs one of node `i`'s programs; a node whose agent has not loaded them passes everything.
+/// A frame entering node `i` through eth0 meets its XDP program (when attached), then its tc
+/// ingress program (told what XDP left, when it passed the frame on).
+fn ingress(
+    programs: &mut [Option<NodePrograms>],
+    i: usize,
+    frame: &mut Vec<u8>,
+) -> Result<AfterIngress, Lost> {
+    let tc = match programs.get_mut(i).and_then(Option::as_mut) {
+        Some(p) if p.xdp => {
+            let at_xdp = p.pkt.xdp(ETH0, frame);
+            *frame = at_xdp.packet;
+            match (at_xdp.action, at_xdp.xfer) {
+                (XdpAction::Drop(_), _) => return Err(Lost),
+                (XdpAction::Tx | XdpAction::Redirect(_), _) => return Ok(AfterIngress::Segment),
+                (XdpAction::Pass, Some(xfer)) => p.pkt.ingress_handed_over(ETH0, frame, xfer),
+                (XdpAction::Pass, None) => p.pkt.ingress(ETH0, frame),
+            }
+        }
+        _ => run(programs, i, frame, PktSim::ingress),
+    };
+    *frame = tc.packet;
+    match tc.verdict {
+        Verdict::Pass => Ok(AfterIngress::Stack),
+        Verdict::Drop(_) => Err(Lost),
+        Verdict::Redirect { .. } => Ok(AfterIngress::Egress),
+    }
+}
+
+/// Runs one of node `i`'s tc programs; a node whose agent has not loaded them passes
+/// everything.
 fn run(
-    programs: &mut [Option<PktSim>],
+    programs: &mut [Option<NodePrograms>],
     i: usize,
     frame: &[u8],
     program: fn(&mut PktSim, u32, &[u8]) -> PktOutcome,
 ) -> PktOutcome {
     match programs.get_mut(i).and_then(Option::as_mut) {
-        Some(sim) => program(sim, ETH0, frame),
+        Some(p) => program(&mut p.pkt, ETH0, frame),
         None => PktOutcome {
             verdict: Verdict::Pass,
             packet: frame.to_vec(),

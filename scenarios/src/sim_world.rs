@@ -11,7 +11,9 @@ use lb::agent::degrade::{self, KernelFeatures};
 use lb::agent::setup;
 use lb::agent::udp_destroy::SweepScope;
 use lb::datapath::sim::{HeldSocket, PktConfig, PktSim, SimConfig, SockCall, SockSim};
-use lb::datapath::{MapContents, RemovedBackends};
+use lb::datapath::{
+    MapContents, RemovedBackends, XdpDevice, XdpPolicy, XdpState, REASON_MTU, VETH_XDP_MAX_MTU,
+};
 use lb::host::sock_diag::Support;
 use lb::host::{HostError, Sysctls, LOCAL_PORT_RANGE, RESERVED_PORTS};
 use lb::k8s::NodeDevice;
@@ -22,7 +24,7 @@ use lb::source::{ClusterStore, ManifestDir, Source};
 use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
-use crate::sim_net::{self, Net, NetExternal, NetNode, Receiver};
+use crate::sim_net::{self, Net, NetExternal, NetNode, NodePrograms, Receiver};
 use crate::spec::{Bind, Connect, Open, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
@@ -98,6 +100,8 @@ struct SimNode {
     /// What its agent records for `lbctl`: service names by frontend id, and its status.
     names: BTreeMap<u16, ServiceName>,
     status: Option<KprStatus>,
+    /// The MTU of its eth0, when not 1500.
+    mtu: Option<u32>,
 }
 
 /// A socket a scenario holds open, on the node whose hooks translated it.
@@ -124,7 +128,7 @@ pub struct SimWorld {
     net: Net,
     /// Each node's tc programs, once its agent has loaded them (`nodePort.enabled`), in the
     /// order of `nodes`. Like pinned maps, they outlive the agent.
-    programs: Vec<Option<PktSim>>,
+    programs: Vec<Option<NodePrograms>>,
     /// The next source port of an external client's socket.
     next_client_port: u16,
     /// The simulated clock, in seconds, as the packet programs read it.
@@ -168,6 +172,7 @@ impl SimWorld {
                 maps: MapContents::default(),
                 names: BTreeMap::new(),
                 status: None,
+                mtu: spec.mtu,
             });
             for pod in &spec.pods {
                 netns += 1;
@@ -316,6 +321,26 @@ impl SimWorld {
         )?;
         node.names = reconciler.service_names().clone();
         node.maps = sim.maps().clone();
+        let mut status = status;
+        let xdp = match lb::agent::nodeport::xdp_policy(&config) {
+            Some(policy) if config.node_port() => {
+                let state = eth0_xdp(node.mtu);
+                if let (XdpPolicy::Native, XdpState::Skipped { reason }) = (policy, &state) {
+                    bail!(
+                        "agent on {}: device eth0 refuses native XDP: {reason} \
+                         (loadBalancer.acceleration=native; best-effort leaves such devices \
+                         to tc)",
+                        node.name
+                    );
+                }
+                status.xdp_devices = vec![XdpDevice {
+                    device: "eth0".to_owned(),
+                    state: state.clone(),
+                }];
+                state == XdpState::Native
+            }
+            _ => false,
+        };
         node.status = Some(status);
         if config.node_port() {
             let maps = node.maps.clone();
@@ -328,13 +353,14 @@ impl SimWorld {
             let fib = Box::new(self.net.fib(index));
             let now = self.now_secs;
             let programs = self.programs[index].get_or_insert_with(|| {
-                let mut sim = PktSim::new(settings, MapContents::default(), fib);
-                sim.set_now(now);
-                sim
+                let mut pkt = PktSim::new(settings, MapContents::default(), fib);
+                pkt.set_now(now);
+                NodePrograms { pkt, xdp }
             });
-            programs.set_maps(maps);
-            programs.set_local_addresses(&addresses);
-            programs.set_devices(devices);
+            programs.xdp = xdp;
+            programs.pkt.set_maps(maps);
+            programs.pkt.set_local_addresses(&addresses);
+            programs.pkt.set_devices(devices);
         } else {
             // An agent without NodePort handling removes an earlier agent's programs.
             self.programs[index] = None;
@@ -647,8 +673,8 @@ impl World for SimWorld {
         let secs = u32::try_from(duration.as_secs()).unwrap_or(u32::MAX);
         self.now_secs = self.now_secs.saturating_add(secs);
         for programs in self.programs.iter_mut().flatten() {
-            programs.set_now(self.now_secs);
-            programs.collect_garbage();
+            programs.pkt.set_now(self.now_secs);
+            programs.pkt.collect_garbage();
         }
         Ok(())
     }
@@ -683,5 +709,16 @@ impl World for SimWorld {
             .iter()
             .map(|f| f.frontend.to_string())
             .collect())
+    }
+}
+
+/// How a netsim node's eth0 takes the XDP program: natively, unless its MTU leaves a veth no
+/// room for XDP's headroom, when the kernel refuses with ERANGE.
+fn eth0_xdp(mtu: Option<u32>) -> XdpState {
+    match mtu {
+        Some(mtu) if mtu > VETH_XDP_MAX_MTU => XdpState::Skipped {
+            reason: REASON_MTU.to_owned(),
+        },
+        _ => XdpState::Native,
     }
 }

@@ -125,6 +125,10 @@ pub struct NodeSpec {
     /// Pods on this node.
     #[serde(default)]
     pub pods: Vec<PodSpec>,
+    /// The MTU of its eth0 (and of the segment's end of its link), instead of 1500: above
+    /// about 3500 a veth refuses native XDP.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// A pod: a network namespace behind its node, in the node's cgroup subtree.

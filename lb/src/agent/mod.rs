@@ -138,7 +138,7 @@ impl Agent {
                     }
                 };
                 for d in &xdp_devices {
-                    if let XdpState::Native { .. } = d.state {
+                    if d.state == XdpState::Native {
                         tracing::info!(device = %d.device, "NodePort XDP program attached (native)");
                     }
                 }

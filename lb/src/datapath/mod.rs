@@ -36,4 +36,7 @@ pub use tc_attach::{
     is_tc_link, remove_tc_attachments, tc_links, TcAttachment, TcDirection, TcMode, TcRecord,
     NETLINK_HANDLE, NETLINK_PRIORITY,
 };
-pub use xdp_attach::{detach_xdp, is_xdp_link, xdp_link_path, XdpDevice, XdpPolicy, XdpState};
+pub use xdp_attach::{
+    detach_xdp, is_xdp_link, refusal, xdp_link_path, Refusal, XdpDevice, XdpPolicy, XdpState,
+    REASON_MTU, VETH_XDP_MAX_MTU,
+};

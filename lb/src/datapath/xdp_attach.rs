@@ -30,14 +30,11 @@ pub enum XdpPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "mode")]
 pub enum XdpState {
-    /// Attached in the driver; the pinned link.
-    Native {
-        /// The link's pin.
-        link: PathBuf,
-    },
+    /// Attached in the driver, its link pinned ([`xdp_link_path`]).
+    Native,
     /// Not attached (best-effort): the device is served at tc only.
     Skipped {
-        /// Why, as the kernel said.
+        /// Why, in a few words ([`refusal`]).
         reason: String,
     },
 }
@@ -77,22 +74,27 @@ impl NodePortLb {
         let mut out = Vec::new();
         for device in devices {
             let state = match attach_native(prog, device, &links_dir) {
-                Ok(link) => XdpState::Native { link },
+                Ok(()) => XdpState::Native,
                 Err(refused) if policy == XdpPolicy::BestEffort => {
                     tracing::warn!(
                         device = %device.name,
-                        "XDP acceleration skipped on this device, which is served at tc: \
-                         {refused}"
+                        "XDP acceleration skipped on this device, which is served at tc: {} ({})",
+                        refused.reason,
+                        refused.detail
                     );
-                    XdpState::Skipped { reason: refused }
+                    XdpState::Skipped {
+                        reason: refused.reason,
+                    }
                 }
                 Err(refused) => {
                     return Err(DatapathError::Device {
                         device: device.name.clone(),
-                        what: "refuses native XDP (loadBalancer.acceleration=native; \
-                               best-effort leaves such devices to tc)"
-                            .to_owned(),
-                        detail: refused,
+                        what: format!(
+                            "refuses native XDP: {} (loadBalancer.acceleration=native; \
+                             best-effort leaves such devices to tc)",
+                            refused.reason
+                        ),
+                        detail: refused.detail,
                     })
                 }
             };
@@ -105,41 +107,60 @@ impl NodePortLb {
     }
 }
 
-/// Attaches `prog` to `device` in its driver and pins the link; the error says why not.
-fn attach_native(
-    prog: &mut Xdp,
-    device: &DeviceAddrs,
-    links_dir: &Path,
-) -> Result<PathBuf, String> {
+/// Why a device has no XDP program: in a few words for `lbctl status`, and in full for the log.
+#[derive(Debug)]
+pub struct Refusal {
+    /// What the kernel's answer usually means.
+    pub reason: String,
+    /// The error itself.
+    pub detail: String,
+}
+
+/// Attaches `prog` to `device` in its driver and pins the link.
+fn attach_native(prog: &mut Xdp, device: &DeviceAddrs, links_dir: &Path) -> Result<(), Refusal> {
     let id = prog
         .attach_to_if_index(device.ifindex, XdpMode::Driver)
         .map_err(|e| refusal(&e))?;
     let link = prog.take_link(id).map_err(|e| refusal(&e))?;
-    let link = FdLink::try_from(link).map_err(|e| {
-        format!("the kernel attached it without a BPF link ({e}); XDP links need Linux 5.9")
+    let link = FdLink::try_from(link).map_err(|e| Refusal {
+        reason: "no XDP link (Linux 5.9)".to_owned(),
+        detail: format!("the kernel attached it without a BPF link: {e}"),
     })?;
     let path = xdp_link_path(links_dir, &device.name);
-    link.pin(&path)
-        .map_err(|e| format!("cannot pin its link at {}: {e}", path.display()))?;
-    Ok(path)
+    link.pin(&path).map_err(|e| Refusal {
+        reason: "its link cannot be pinned".to_owned(),
+        detail: format!("{}: {e}", path.display()),
+    })?;
+    Ok(())
 }
 
-/// The kernel's refusal in words, with what it usually means.
-fn refusal(e: &ProgramError) -> String {
-    let errno = match e {
-        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+/// The kernel's refusal, with what it usually means.
+pub fn refusal(e: &ProgramError) -> Refusal {
+    let io = match e {
+        ProgramError::SyscallError(s) => Some(&s.io_error),
         _ => None,
     };
-    let hint = match errno {
-        Some(nix::libc::EOPNOTSUPP) => ": its driver has no native XDP",
-        Some(nix::libc::ERANGE) => ": its MTU (or its veth peer's) is too large for XDP",
+    let reason = match io.and_then(std::io::Error::raw_os_error) {
+        Some(nix::libc::EOPNOTSUPP) => "no native XDP in its driver".to_owned(),
+        Some(nix::libc::ERANGE) => REASON_MTU.to_owned(),
         Some(nix::libc::EBUSY) | Some(nix::libc::EEXIST) => {
-            ": another XDP program is attached to it"
+            "another XDP program is attached".to_owned()
         }
-        _ => "",
+        _ => io.map_or_else(|| e.to_string(), ToString::to_string),
     };
-    format!("{e}{}{hint}", super::error::source_chain(e))
+    Refusal {
+        reason,
+        detail: format!("{e}{}", super::error::source_chain(e)),
+    }
 }
+
+/// The reason a veth gives when its peer's MTU leaves no room for XDP's headroom in a page
+/// ([`VETH_XDP_MAX_MTU`]).
+pub const REASON_MTU: &str = "MTU too large for XDP";
+
+/// The largest peer MTU a veth takes native XDP with, on 4 KiB pages: a page less XDP's
+/// headroom (256), the Ethernet header (14) and `struct skb_shared_info` (320).
+pub const VETH_XDP_MAX_MTU: u32 = 4096 - 256 - 14 - 320;
 
 /// Where the XDP link of `device` is pinned.
 pub fn xdp_link_path(links_dir: &Path, device: &str) -> PathBuf {

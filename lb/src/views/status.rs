@@ -248,7 +248,7 @@ impl KprStatus {
             line(
                 "",
                 match &d.state {
-                    crate::datapath::XdpState::Native { .. } => format!("{}: Native", d.device),
+                    crate::datapath::XdpState::Native => format!("{}: Native", d.device),
                     crate::datapath::XdpState::Skipped { reason } => {
                         format!("{}: tc only ({reason})", d.device)
                     }
