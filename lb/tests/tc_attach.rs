@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 7] = [
+    let tests: [(&str, TestFn); 9] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -59,6 +59,14 @@ fn main() {
             "tc::a_changed_lb_map_max_resizes_the_conntrack_table_keeping_its_flows",
             conntrack_resize,
         ),
+        (
+            "xdp::native_xdp_on_every_device_is_replaced_on_restart_detached_when_off_and_cleaned_up",
+            xdp_native,
+        ),
+        (
+            "xdp::best_effort_leaves_a_refusing_device_to_tc_and_native_refuses_naming_it",
+            xdp_refused,
+        ),
     ];
     support::run_tier("tc attach", tests.into());
 }
@@ -74,12 +82,19 @@ struct TcNode {
 
 impl TcNode {
     fn new(tag: &str) -> Result<Self, Failed> {
+        Self::with_mtu(tag, None)
+    }
+
+    /// A node whose devices have MTU `mtu` (1500 without).
+    fn with_mtu(tag: &str, mtu: Option<u32>) -> Result<Self, Failed> {
         let mut topology = Topology::new()?;
-        let node = topology.add_node(
-            NodeSpec::new(tag)
-                .eth0("192.168.79.11/24".parse()?)
-                .eth1("172.16.79.11/24".parse()?),
-        )?;
+        let mut spec = NodeSpec::new(tag)
+            .eth0("192.168.79.11/24".parse()?)
+            .eth1("172.16.79.11/24".parse()?);
+        if let Some(mtu) = mtu {
+            spec = spec.mtu(mtu);
+        }
+        let node = topology.add_node(spec)?;
         let bpffs = TestBpffs::new(&format!("tc-{tag}"))?;
         let scratch = std::env::temp_dir().join(format!("lb-tc-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(scratch.join("manifests"))?;
@@ -145,6 +160,57 @@ impl TcNode {
             .into());
         }
         Ok(())
+    }
+
+    /// `lbctl status --verbose`; its stdout.
+    fn status(&self) -> Result<String, Failed> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbctl"));
+        cmd.args(["status", "--verbose", "--state-dir"])
+            .arg(self.state_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = self.node.spawn(cmd)?.output(RUN_WITHIN)?;
+        if !out.status.success() {
+            return Err(format!(
+                "lbctl status failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The XDP program on `device` as `ip -details link` reports it: its mode (1 = in the
+    /// driver) and name; `None` without one.
+    fn xdp_program(&self, device: &str) -> Result<Option<(u64, String)>, Failed> {
+        let device = device.to_owned();
+        let out = self.node.in_netns(move || {
+            Command::new("ip")
+                .args(["-json", "-details", "link", "show", "dev", &device])
+                .output()
+        })??;
+        if !out.status.success() {
+            return Err(format!("ip link failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let Some(xdp) = links[0].get("xdp") else {
+            return Ok(None);
+        };
+        Ok(Some((
+            xdp["mode"].as_u64().unwrap_or_default(),
+            xdp["prog"]["name"].as_str().unwrap_or_default().to_owned(),
+        )))
+    }
+
+    /// The names of the pinned links.
+    fn pinned_links(&self) -> Result<Vec<String>, Failed> {
+        let links = self.bpffs.path.join("lb/links");
+        let mut names: Vec<String> = std::fs::read_dir(&links)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        Ok(names)
     }
 
     /// `lbctl cleanup` in the node's namespace; its stdout.
@@ -633,5 +699,106 @@ fn conntrack_resize() -> Result<(), Failed> {
     if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
         return Err("the resize left migrate/ behind".into());
     }
+    Ok(())
+}
+
+/// Every device runs exactly the NodePort XDP program, in its driver.
+fn expect_xdp_native(node: &TcNode, when: &str) -> Result<(), Failed> {
+    for device in DEVICES {
+        let got = node.xdp_program(device)?;
+        // The kernel keeps 15 characters of a program's name.
+        if got != Some((1, "lb_nodeport_xdp".to_owned())) {
+            return Err(format!(
+                "{when}: XDP on {device}: {got:?}, expected lb_nodeport_xdp in the driver (mode 1)"
+            )
+            .into());
+        }
+    }
+    let xdp_pins: Vec<String> = node
+        .pinned_links()?
+        .into_iter()
+        .filter(|n| n.starts_with("lb_nodeport_xdp_"))
+        .collect();
+    if xdp_pins != ["lb_nodeport_xdp_eth0", "lb_nodeport_xdp_eth1"] {
+        return Err(format!("{when}: pinned XDP links {xdp_pins:?}").into());
+    }
+    Ok(())
+}
+
+fn xdp_native() -> Result<(), Failed> {
+    let node = TcNode::new("xdp")?;
+    let native = ["devices=eth+", "loadBalancer.acceleration=native"];
+    node.agent_ok(&native, &[])?;
+    expect_xdp_native(&node, "after the first agent")?;
+    let status = node.status()?;
+    for line in [
+        "XDP Acceleration:      Native",
+        "eth0: Native",
+        "eth1: Native",
+    ] {
+        if !status.contains(line) {
+            return Err(format!("status lacks {line:?}:\n{status}").into());
+        }
+    }
+    node.agent_ok(&native, &[])?;
+    expect_xdp_native(&node, "after a second agent")?;
+    // Acceleration off: the next agent takes the programs off the devices, tc stays.
+    node.agent_ok(&["devices=eth+"], &[])?;
+    for device in DEVICES {
+        if let Some(p) = node.xdp_program(device)? {
+            return Err(format!("acceleration off, {device} still runs XDP {p:?}").into());
+        }
+    }
+    if node.pinned_links()?.iter().any(|n| n.contains("xdp")) {
+        return Err(format!("XDP links left pinned: {:?}", node.pinned_links()?).into());
+    }
+    node.agent_ok(&native, &[])?;
+    let report = node.cleanup()?;
+    for device in DEVICES {
+        if let Some(p) = node.xdp_program(device)? {
+            return Err(format!("after cleanup, {device} still runs XDP {p:?}").into());
+        }
+        if !report.contains(&format!("lb_nodeport_xdp_{device}")) {
+            return Err(format!("cleanup does not report {device}'s XDP link:\n{report}").into());
+        }
+    }
+    Ok(())
+}
+
+fn xdp_refused() -> Result<(), Failed> {
+    // A veth whose peer's MTU leaves no room for XDP's headroom in a page refuses native XDP.
+    let node = TcNode::with_mtu("xdpjumbo", Some(9000))?;
+    let out = node.agent_once(
+        &["devices=eth0", "loadBalancer.acceleration=best-effort"],
+        &[],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("best-effort refused to start: {stderr}").into());
+    }
+    if !(stderr.contains("eth0") && stderr.contains("MTU too large for XDP")) {
+        return Err(format!("no warning naming eth0 and why: {stderr}").into());
+    }
+    if let Some(p) = node.xdp_program("eth0")? {
+        return Err(format!("eth0 runs XDP {p:?} although it refused").into());
+    }
+    let has_tcx = lb::host::features::Feature::Tcx.probe().is_ok();
+    if has_tcx && node.tcx_programs("eth0", TcAttachType::Ingress)? != ["lb_nodeport_ing"] {
+        return Err("eth0 is not served at tc".into());
+    }
+    let status = node.status()?;
+    if !status.contains("eth0: tc only (MTU too large for XDP)") {
+        return Err(format!("status does not say eth0 is tc only and why:\n{status}").into());
+    }
+    let out = node.agent_once(&["devices=eth0", "loadBalancer.acceleration=native"], &[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Err("native started although eth0 refuses XDP".into());
+    }
+    if !(stderr.contains("eth0") && stderr.contains("refuses native XDP")) {
+        return Err(format!("the refusal does not name eth0: {stderr}").into());
+    }
+    eprintln!("native on a refusing device: {}", stderr.trim());
+    node.cleanup()?;
     Ok(())
 }
