@@ -30,6 +30,7 @@ const volatile __u16 cfg_snat_port_min = 61000;   /* the agent's SNAT ports, hos
 const volatile __u16 cfg_snat_port_max = 65535;
 const volatile __u32 cfg_flow_seed = 0;           /* the same on every node */
 const volatile __u8 cfg_external_clusterip = 0;   /* bpf.lbExternalClusterIP */
+const volatile __u8 cfg_external_ip_mitigation = 1; /* !bpf.disableExternalIPMitigation (pods) */
 
 /* SNAT ports tried for a new flow before it is dropped as exhausted. */
 #define LB_SNAT_TRIES 32
@@ -151,6 +152,50 @@ claimed:
 	return lb_forward(ctx, flow, fwd);
 }
 
+/* The two conntrack entries of a new flow from flow's client to backend: the forward one
+ * (client -> frontend becomes client -> backend) and the reply one (backend -> client becomes
+ * frontend -> client, the address the client used, not the wildcard frontend's). */
+static __always_inline void lb_flow_entries(const struct lb_flow *flow,
+					    const struct lb_backend *backend, __u32 backend_id,
+					    __u16 rev_nat_index, __u32 now, struct lb_ct_entry *fwd,
+					    struct lb_ct_entry *rev)
+{
+	fwd->saddr = flow->key.saddr;
+	fwd->sport = flow->key.sport;
+	fwd->daddr = backend->address;
+	fwd->dport = backend->port;
+	fwd->rev_nat_index = rev_nat_index;
+	fwd->backend_id = backend_id;
+	rev->saddr = flow->key.daddr;
+	rev->sport = flow->key.dport;
+	rev->daddr = flow->key.saddr;
+	rev->dport = flow->key.sport;
+	rev->flags = LB_CT_REPLY;
+	rev->rev_nat_index = rev_nat_index;
+	rev->backend_id = backend_id;
+	lb_ct_init(fwd, flow, now);
+	lb_ct_init(rev, flow, now);
+}
+
+/* A new flow to a backend the kernel routes to itself: both entries written, the packet's
+ * destination rewritten, passed on. */
+static __always_inline int lb_start_local_flow(lb_ctx_t *ctx, const struct lb_flow *flow,
+					       const struct lb_ct_entry *fwd,
+					       const struct lb_ct_entry *rev)
+{
+	struct lb_ct_key reply_key = {};
+
+	lb_ct_twin_key(fwd, flow->key.proto, &reply_key);
+	if (bpf_map_update_elem(&lb_ct_v1, &reply_key, rev, BPF_ANY) ||
+	    bpf_map_update_elem(&lb_ct_v1, &flow->key, fwd, BPF_ANY)) {
+		lb_count(LB_CNT_CT_FULL);
+		return LB_DROP;
+	}
+	if (lb_rewrite(ctx, flow, fwd))
+		return LB_DROP;
+	return LB_PASS;
+}
+
 /* lb_new_flow's answer for a packet to reject: its caller calls lb_reject, so that the two
  * large stack frames are never on the stack together (512 bytes in all). */
 #define LB_NEW_FLOW_REJECT (-2)
@@ -162,7 +207,6 @@ static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
 	struct lb_ct_entry fwd = {}, rev = {};
-	struct lb_ct_key reply_key = {};
 	struct lb_key key = {};
 	__u32 backend_id, ifindex = 0;
 	__u16 count, rev_nat_index;
@@ -199,35 +243,59 @@ static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u
 		return LB_DROP;
 	}
 
-	fwd.saddr = flow->key.saddr;
-	fwd.sport = flow->key.sport;
-	fwd.daddr = backend->address;
-	fwd.dport = backend->port;
-	fwd.rev_nat_index = rev_nat_index;
-	fwd.backend_id = backend_id;
-	/* Replies show the address the client used, not the wildcard frontend's. */
-	rev.saddr = flow->key.daddr;
-	rev.sport = flow->key.dport;
-	rev.daddr = flow->key.saddr;
-	rev.dport = flow->key.sport;
-	rev.flags = LB_CT_REPLY;
-	rev.rev_nat_index = rev_nat_index;
-	rev.backend_id = backend_id;
-	lb_ct_init(&fwd, flow, now);
-	lb_ct_init(&rev, flow, now);
-
+	lb_flow_entries(flow, backend, backend_id, rev_nat_index, now, &fwd, &rev);
 	if (lb_backend_is_remote(ctx, flow, backend, &ifindex))
 		return lb_new_snat_flow(ctx, flow, &fwd, &rev, ifindex);
+	return lb_start_local_flow(ctx, flow, &fwd, &rev);
+}
 
-	lb_ct_twin_key(&fwd, flow->key.proto, &reply_key);
-	if (bpf_map_update_elem(&lb_ct_v1, &reply_key, &rev, BPF_ANY) ||
-	    bpf_map_update_elem(&lb_ct_v1, &flow->key, &fwd, BPF_ANY)) {
-		lb_count(LB_CNT_CT_FULL);
+/* A packet a pod sends that no flow tracks, met on the pod's host-side interface: with
+ * socketLB.hostNamespaceOnly the socket hooks leave pods alone, and this is where their
+ * services are resolved instead ("re-enables service lookup in the tc bpf program"). The lookup
+ * is the socket hooks' for a pod: the internal scope (internalTrafficPolicy), every frontend
+ * type, the node's addresses answering for NodePorts and HostPorts (a pod's loopback is its
+ * own), an externalIP not of this node left alone while the CVE-2020-8554 mitigation is on. The
+ * flow is started as one to a local backend: only the destination changes, the kernel routes
+ * the packet on (to a pod here or another node), and the reply gets the frontend's address back
+ * on its way into the pod (lb_nodeport_to_device on the same interface's egress). A service
+ * without endpoints rejects as kube-proxy's REJECT does; a Local internalTrafficPolicy without
+ * local endpoints drops. Not inlined: see LB_NEW_FLOW_REJECT. */
+static __noinline int lb_new_pod_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u32 now)
+{
+	const struct lb_service *svc;
+	const struct lb_backend *backend;
+	struct lb_ct_entry fwd = {}, rev = {};
+	struct lb_key key = {};
+	__u32 backend_id;
+	__u16 count, rev_nat_index;
+
+	key.address = flow->key.daddr;
+	key.dport = flow->key.dport;
+	key.proto = flow->key.proto;
+	svc = lb_lookup_frontend(&key, 0, 1);
+	if (!svc)
+		return LB_PASS;
+	if (cfg_external_ip_mitigation && (svc->flags & LB_SVC_EXTERNAL_IP) &&
+	    !lb_addr_is_node_local(&flow->key.daddr, 0))
+		return LB_PASS;
+	count = svc->count;
+	rev_nat_index = svc->rev_nat_index;
+	if (count == 0) {
+		if (svc->flags & LB_SVC_NO_LOCAL_BACKEND) {
+			lb_count(LB_CNT_NO_LOCAL_BACKEND);
+			return LB_DROP;
+		}
+		lb_count(LB_CNT_NO_BACKEND);
+		return LB_NEW_FLOW_REJECT;
+	}
+	backend_id = lb_slot_backend(&key, lb_flow_hash(&flow->key, cfg_flow_seed) % count + 1);
+	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
+	if (!backend) {
+		lb_count(LB_CNT_NO_BACKEND);
 		return LB_DROP;
 	}
-	if (lb_rewrite(ctx, flow, &fwd))
-		return LB_DROP;
-	return LB_PASS;
+	lb_flow_entries(flow, backend, backend_id, rev_nat_index, now, &fwd, &rev);
+	return lb_start_local_flow(ctx, flow, &fwd, &rev);
 }
 
 /* What XDP left to tc for a packet (ctx_handed_over): done with it, or the redirect or reject
@@ -272,6 +340,27 @@ static __always_inline int lb_nodeport_from_device(lb_ctx_t *ctx)
 	if (rc == LB_NEW_FLOW_REJECT)
 		return lb_reject(ctx, &flow);
 	return rc == LB_PASS ? ctx_pass_decided(ctx) : rc;
+}
+
+/* A packet a pod sends, at tc ingress of its host-side interface (socketLB.hostNamespaceOnly):
+ * a tracked flow's packet is translated, a new flow to a service started (lb_new_pod_flow). */
+static __always_inline int lb_from_pod(lb_ctx_t *ctx)
+{
+	struct lb_flow flow = {};
+	struct lb_ct_entry *entry;
+	__u32 now;
+	int rc;
+
+	if (lb_parse(ctx, &flow))
+		return LB_PASS;
+	now = lb_ct_now();
+	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
+	if (entry && !lb_ct_is_local_reply(entry))
+		return lb_apply(ctx, &flow, entry, now);
+	rc = lb_new_pod_flow(ctx, &flow, now);
+	if (rc == LB_NEW_FLOW_REJECT)
+		return lb_reject(ctx, &flow);
+	return rc;
 }
 
 /* A packet leaving through a NodePort device: a local backend's reply gets its frontend's

@@ -72,6 +72,9 @@ pub fn nodeport_object() -> &'static [u8] {
 pub const NODEPORT_INGRESS_PROGRAM: &str = "lb_nodeport_ingress";
 /// See [`NODEPORT_INGRESS_PROGRAM`].
 pub const NODEPORT_EGRESS_PROGRAM: &str = "lb_nodeport_egress";
+/// The tc program of [`nodeport_object`] on the ingress of pods' host-side interfaces with
+/// `socketLB.hostNamespaceOnly` (their egress runs [`NODEPORT_EGRESS_PROGRAM`]).
+pub const POD_INGRESS_PROGRAM: &str = "lb_pod_ingress";
 
 static NODEPORT_XDP: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/nodeport_xdp.o")),

@@ -164,12 +164,14 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let snat_max = case.snat_min + case.snat_span;
     let external_clusterip = u8::from(case.external_clusterip);
+    let external_ip_mitigation = u8::from(case.external_ip_mitigation);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("cfg_snat_port_min", &case.snat_min, true)
         .override_global("cfg_snat_port_max", &snat_max, true)
         .override_global("cfg_flow_seed", &case.flow_seed, true)
         .override_global("cfg_external_clusterip", &external_clusterip, true)
+        .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
         .default_map_pin_directory(&dir);
     for map in ebpf::maps::SOCK_LB_SIZED_MAPS {
         loader.map_max_entries(map, 1024);
@@ -197,6 +199,7 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
     for name in [
         ebpf::NODEPORT_INGRESS_PROGRAM,
         ebpf::NODEPORT_EGRESS_PROGRAM,
+        ebpf::POD_INGRESS_PROGRAM,
     ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
@@ -261,6 +264,7 @@ fn simulator(case: &Case, node: &Node) -> PktSim {
         snat_port_max: case.snat_min + case.snat_span,
         flow_seed: case.flow_seed,
         external_clusterip: case.external_clusterip,
+        external_ip_mitigation: case.external_ip_mitigation,
     };
     let mut sim = PktSim::new(config, case.maps(), Box::new(node.fib()));
     sim.set_local_addresses(&Node::local_addrs());
@@ -277,6 +281,8 @@ fn monotonic_secs() -> u32 {
 fn kernel_run(loaded: &Loaded, frame: &Frame) -> Result<(i32, Vec<u8>), String> {
     let name = if frame.egress {
         ebpf::NODEPORT_EGRESS_PROGRAM
+    } else if frame.pod {
+        ebpf::POD_INGRESS_PROGRAM
     } else {
         ebpf::NODEPORT_INGRESS_PROGRAM
     };
@@ -458,7 +464,7 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
         };
         seen.packets += 1;
         sim.set_now(monotonic_secs());
-        if let (Some(xdp), false) = (&loaded.xdp, frame.egress) {
+        if let (Some(xdp), false, false) = (&loaded.xdp, frame.egress, frame.pod) {
             let (code, kernel_out) = kernel_run_xdp(xdp, &frame)?;
             let sim_out = sim.xdp(frame.ifindex, &frame.bytes);
             compare_xdp(i, step, &frame, code, &kernel_out, &sim_out, seen)?;
@@ -468,6 +474,8 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
         let (code, kernel_out) = kernel_run(&loaded, &frame)?;
         let sim_out = if frame.egress {
             sim.egress(frame.ifindex, &frame.bytes)
+        } else if frame.pod {
+            sim.pod_ingress(frame.ifindex, &frame.bytes)
         } else {
             sim.ingress(frame.ifindex, &frame.bytes)
         };
@@ -475,8 +483,17 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
             Verdict::Pass if sim_out.packet != frame.bytes => "pass-rewritten".to_string(),
             v => describe(v),
         };
+        let outcome = if frame.pod {
+            format!("pod-{outcome}")
+        } else {
+            outcome
+        };
         *seen.outcomes.entry(outcome).or_default() += 1;
-        let program = if frame.egress { "egress" } else { "ingress" };
+        let program = match (frame.egress, frame.pod) {
+            (true, _) => "egress",
+            (false, true) => "pod ingress",
+            (false, false) => "ingress",
+        };
         let context = || {
             format!(
                 "step {i} ({step:?}): {program} on ifindex {}\n  frame  {}",

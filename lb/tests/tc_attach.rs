@@ -640,6 +640,7 @@ fn load_nodeport(bpffs: &TestBpffs, map_max: u32) -> Result<lb::datapath::NodePo
             flow_seed: 0,
             external_clusterip: false,
             xdp: true,
+            external_ip_mitigation: true,
         },
         &bpffs.path,
     )?)
@@ -685,7 +686,7 @@ fn conntrack_resize() -> Result<(), Failed> {
         .into());
     }
     let mut second = load_nodeport(&bpffs, 2048)?;
-    second.attach(&[], lb::datapath::TcMode::Tcx, &Default::default())?;
+    second.attach(&[], &[], lb::datapath::TcMode::Tcx, &Default::default())?;
     if size(&pin)? != 2048 {
         return Err(format!("after a load with 2048, {LB_CT} holds {}", size(&pin)?).into());
     }

@@ -232,17 +232,34 @@ fn answer_http(stream: &mut TcpStream, identity: &str, peer: SocketAddr) -> std:
 fn serve_udp(socket: &UdpSocket, identity: &str, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
     loop {
-        let received = socket.recv_from(&mut buf);
+        // Not UdpSocket::recv_from: the shutdown that stops the server wakes recvfrom with no
+        // source address, which std asserts against (a panic in this thread at every stop).
+        let received = nix::sys::socket::recvfrom::<nix::sys::socket::SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut buf,
+        );
         if stop.load(Ordering::Acquire) {
             return;
         }
-        match received {
-            Ok((_, peer)) => {
-                if let Err(e) = socket.send_to(identity_line(identity, peer).as_bytes(), peer) {
-                    eprintln!("netsim-server {identity}: send to {peer}: {e}");
-                }
+        let peer = match received {
+            Ok((_, Some(from))) => from
+                .as_sockaddr_in()
+                .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+                .or_else(|| {
+                    from.as_sockaddr_in6()
+                        .map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a)))
+                }),
+            Ok((_, None)) => None,
+            Err(e) => {
+                eprintln!("netsim-server {identity}: recvfrom: {e}");
+                continue;
             }
-            Err(e) => eprintln!("netsim-server {identity}: recvfrom: {e}"),
+        };
+        let Some(peer) = peer else {
+            continue;
+        };
+        if let Err(e) = socket.send_to(identity_line(identity, peer).as_bytes(), peer) {
+            eprintln!("netsim-server {identity}: send to {peer}: {e}");
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct NodePrograms {
     /// Whether the XDP program runs on eth0 before tc ingress (`loadBalancer.acceleration`,
     /// where the device took it).
     pub xdp: bool,
+    /// Whether the pod programs run on the pods' interfaces (`socketLB.hostNamespaceOnly`):
+    /// `lb_pod_ingress` on what a pod sends, `lb_nodeport_egress` on what it receives.
+    pub pods: bool,
 }
 
 /// Where a frame goes after a node's ingress programs.
@@ -177,7 +180,20 @@ impl Net {
     ) -> Result<(Receiver, Vec<u8>), Lost> {
         let mut at = match from {
             Receiver::Node(i) => At::NodeStack(*i),
-            Receiver::Pod(name) => At::NodeStack(self.node_of_pod(name).ok_or(Lost)?),
+            Receiver::Pod(name) => {
+                let i = self.node_of_pod(name).ok_or(Lost)?;
+                if let Some(p) = pod_programs(programs, i) {
+                    let out = p.pkt.pod_ingress(self.pod_veth(i, name), &frame);
+                    frame = out.packet;
+                    match out.verdict {
+                        Verdict::Pass => {}
+                        Verdict::Drop(_) => return Err(Lost),
+                        // Rejected: the ICMP error goes back into the pod.
+                        Verdict::Redirect { .. } => return Ok((from.clone(), frame)),
+                    }
+                }
+                At::NodeStack(i)
+            }
             Receiver::External(name) => self.external_first_hop(name, &frame)?,
         };
         for _ in 0..MAX_HOPS {
@@ -201,6 +217,13 @@ impl Net {
                         return Ok((Receiver::Node(i), frame));
                     }
                     if let Some((pod, _)) = node.pods.iter().find(|(_, a)| a.contains(&dst)) {
+                        if let Some(p) = pod_programs(programs, i) {
+                            let out = p.pkt.egress(self.pod_veth(i, pod), &frame);
+                            frame = out.packet;
+                            if let Verdict::Drop(_) = out.verdict {
+                                return Err(Lost);
+                            }
+                        }
                         return Ok((Receiver::Pod(pod.clone()), frame));
                     }
                     if self.segment_owner(dst).is_none() {
@@ -263,6 +286,16 @@ impl Net {
             .ok_or(Lost)
     }
 
+    /// The ifindex of a pod's host-side interface on node `i`.
+    fn pod_veth(&self, i: usize, pod: &str) -> u32 {
+        let k = self.nodes[i]
+            .pods
+            .iter()
+            .position(|(name, _)| name == pod)
+            .unwrap_or(0);
+        POD_VETH_BASE + u32::try_from(k).unwrap_or(u32::MAX - POD_VETH_BASE)
+    }
+
     fn node_of_pod(&self, pod: &str) -> Option<usize> {
         self.nodes
             .iter()
@@ -318,6 +351,14 @@ fn ingress(
         Verdict::Drop(_) => Err(Lost),
         Verdict::Redirect { .. } => Ok(AfterIngress::Egress),
     }
+}
+
+/// Node `i`'s programs when its pods' interfaces run them.
+fn pod_programs(programs: &mut [Option<NodePrograms>], i: usize) -> Option<&mut NodePrograms> {
+    programs
+        .get_mut(i)
+        .and_then(Option::as_mut)
+        .filter(|p| p.pods)
 }
 
 /// Runs one of node `i`'s tc programs; a node whose agent has not loaded them passes

@@ -352,12 +352,14 @@ impl SimWorld {
             let settings = PktConfig::from(&lb::agent::nodeport::nodeport_settings(&config));
             let fib = Box::new(self.net.fib(index));
             let now = self.now_secs;
+            let pods = lb::agent::nodeport::balances_pods_at_tc(&config);
             let programs = self.programs[index].get_or_insert_with(|| {
                 let mut pkt = PktSim::new(settings, MapContents::default(), fib);
                 pkt.set_now(now);
-                NodePrograms { pkt, xdp }
+                NodePrograms { pkt, xdp, pods }
             });
             programs.xdp = xdp;
+            programs.pods = pods;
             programs.pkt.set_maps(maps);
             programs.pkt.set_local_addresses(&addresses);
             programs.pkt.set_devices(devices);
@@ -375,12 +377,22 @@ impl SimWorld {
             .net
             .external_address(&call.from, call.to.ip())
             .with_context(|| format!("{} has no address of {}'s family", call.from, call.to))?;
+        self.connect_by_packets(Receiver::External(call.from.clone()), client_ip, call)
+    }
+
+    /// A call carried as packets from `from` (an external host, or a pod whose interface runs
+    /// the pod programs) at `client_ip`.
+    fn connect_by_packets(
+        &mut self,
+        from: Receiver,
+        client_ip: IpAddr,
+        call: &Connect,
+    ) -> Result<Result<Answer, CallError>> {
         let client = SocketAddr::new(client_ip, self.next_client_port);
         self.next_client_port = self
             .next_client_port
             .wrapping_add(1)
             .max(sim_net::FIRST_CLIENT_PORT);
-        let from = Receiver::External(call.from.clone());
         let request = sim_net::request(client, call.to, call.transport);
         let Ok((receiver, delivered)) = self.net.carry(&mut self.programs, &from, request) else {
             return Ok(Err(CallError::TimedOut));
@@ -587,6 +599,22 @@ impl World for SimWorld {
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         if self.net.externals.iter().any(|e| e.name == call.from) {
             return self.connect_external(call);
+        }
+        // A pod whose traffic the socket hooks leave to the pod programs (hostNamespaceOnly).
+        if let Some(pod) = self.pods.get(&call.from) {
+            let at_tc = self.programs[pod.node].as_ref().is_some_and(|p| p.pods);
+            let client_ip = pod
+                .addresses
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == call.to.is_ipv4());
+            if let (true, Some(client_ip), false) = (
+                at_tc,
+                client_ip,
+                call.transport == Transport::UdpUnconnected,
+            ) {
+                return self.connect_by_packets(Receiver::Pod(call.from.clone()), client_ip, call);
+            }
         }
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.sim(node)?;

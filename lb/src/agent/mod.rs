@@ -49,6 +49,9 @@ pub struct Agent {
     sweeper: KernelSweeper,
     record: AgentRecord,
     state_dir: PathBuf,
+    /// Pods' service traffic is balanced at their interfaces ([`nodeport::balances_pods_at_tc`]),
+    /// which each pass keeps up with.
+    pods_at_tc: bool,
 }
 
 impl Agent {
@@ -125,7 +128,14 @@ impl Agent {
                 } else {
                     TcMode::Netlink
                 };
-                let tc = lb.attach(&devices, mode, &previous_tc)?;
+                let pods = pod_interfaces(nodeport::balances_pods_at_tc(config), &devices)?;
+                let tc = lb.attach(&devices, &pods, mode, &previous_tc)?;
+                if !pods.is_empty() {
+                    tracing::info!(
+                        interfaces = pods.len(),
+                        "pods' service traffic balanced at their interfaces (socketLB.hostNamespaceOnly)"
+                    );
+                }
                 for d in &devices {
                     tracing::info!(device = %d.name, ifindex = d.ifindex, %mode, "NodePort programs attached");
                 }
@@ -199,6 +209,7 @@ impl Agent {
             },
             record,
             state_dir: state_dir.to_owned(),
+            pods_at_tc: nodeport::balances_pods_at_tc(config),
         })
     }
 
@@ -213,6 +224,16 @@ impl Agent {
             }
             None => Vec::new(),
         };
+        if let Some((lb, attached)) = &mut self.nodeport {
+            let pods = pod_interfaces(self.pods_at_tc, attached)?;
+            let changed = lb.refresh_pods(&pods, &mut self.record.tc)?;
+            if changed > 0 {
+                tracing::info!(
+                    changed,
+                    "pod interfaces came or went: their programs follow"
+                );
+            }
+        }
         let mut maps = KernelMaps {
             sock_lb: &mut self.sock_lb,
             nodeport: self.nodeport.as_mut().map(|(lb, _)| lb),
@@ -256,6 +277,19 @@ impl Agent {
             None => Ok(0),
         }
     }
+}
+
+/// The pod interfaces to balance pods' traffic at (none unless
+/// [`nodeport::balances_pods_at_tc`]), the NodePort devices left out.
+fn pod_interfaces(
+    pods_at_tc: bool,
+    devices: &[DeviceAddrs],
+) -> Result<Vec<host::PodInterface>, AgentError> {
+    if !pods_at_tc {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+    Ok(host::pod_interfaces(&names)?)
 }
 
 /// Updates the addresses of the attached devices (by ifindex) to what they hold now; a device

@@ -39,7 +39,15 @@ pub fn nodeport_settings(config: &AgentConfig) -> NodePortConfig {
         flow_seed: flow_seed(config.maglev_seed()),
         external_clusterip: config.values().bpf.lb_external_cluster_ip,
         xdp: xdp_policy(config).is_some(),
+        external_ip_mitigation: !config.values().bpf.disable_external_ip_mitigation,
     }
+}
+
+/// Whether pods' service traffic is balanced per packet at their host-side interfaces: with
+/// `socketLB.hostNamespaceOnly` the socket hooks leave pods alone, and the documents' tc
+/// fallback takes over (it needs the NodePort programs loaded).
+pub fn balances_pods_at_tc(config: &AgentConfig) -> bool {
+    config.socket_lb() && config.values().socket_lb.host_namespace_only && config.node_port()
 }
 
 /// How `loadBalancer.acceleration` attaches the XDP program; `None` when it is `disabled`.

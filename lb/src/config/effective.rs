@@ -344,6 +344,13 @@ impl AgentConfig {
             warnings.push(
                 "socketLB.hostNamespaceOnly=true has no effect while socket LB is off".into(),
             );
+        } else if v.socket_lb.host_namespace_only && !self.node_port() {
+            warnings.push(
+                "socketLB.hostNamespaceOnly=true with NodePort handling off: pods' service \
+                 traffic is balanced by the tc programs, which are not loaded, so pods reach no \
+                 service"
+                    .into(),
+            );
         }
         if v.load_balancer.algorithm == super::Algorithm::Maglev && !self.node_port() {
             warnings.push(

@@ -11,7 +11,9 @@ use aya::maps::{HashMap, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, SOCK_LB_SIZED_MAPS};
-use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM, NODEPORT_XDP_PROGRAM};
+use ebpf::{
+    NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM, NODEPORT_XDP_PROGRAM, POD_INGRESS_PROGRAM,
+};
 
 use super::migrate::Migration;
 use super::sock_lb::program;
@@ -33,6 +35,9 @@ pub struct NodePortConfig {
     pub external_clusterip: bool,
     /// Load the XDP program too (`loadBalancer.acceleration` is not `disabled`).
     pub xdp: bool,
+    /// Leave a pod's packets to an externalIP that is not the node's untranslated
+    /// (`!bpf.disableExternalIPMitigation`; the pod programs of `socketLB.hostNamespaceOnly`).
+    pub external_ip_mitigation: bool,
 }
 
 /// A NodePort device as the programs see it: its ifindex and the node's addresses on it (the
@@ -76,6 +81,10 @@ pub struct NodePortLb {
     /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
     /// finished by [`NodePortLb::attach`] once the old programs are detached.
     pub(super) migration: Option<Migration>,
+    /// The generation of this agent's tcx links (set by [`NodePortLb::attach`]).
+    pub(super) generation: u64,
+    /// How [`NodePortLb::attach`] attached the programs.
+    pub(super) mode: Option<super::TcMode>,
 }
 
 impl NodePortLb {
@@ -102,6 +111,8 @@ impl NodePortLb {
                 xdp,
                 pin_dir: pin_dir.to_owned(),
                 migration: (!migration.is_empty()).then_some(migration),
+                generation: 1,
+                mode: None,
             }),
             Err(e) => {
                 migration.restore();
@@ -117,12 +128,14 @@ impl NodePortLb {
         object: &[u8],
     ) -> Result<Ebpf, DatapathError> {
         let external_clusterip = u8::from(config.external_clusterip);
+        let external_ip_mitigation = u8::from(config.external_ip_mitigation);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_snat_port_min", &config.snat_port_min, true)
             .override_global("cfg_snat_port_max", &config.snat_port_max, true)
             .override_global("cfg_flow_seed", &config.flow_seed, true)
             .override_global("cfg_external_clusterip", &external_clusterip, true)
+            .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS
             .into_iter()
@@ -146,7 +159,11 @@ impl NodePortLb {
 
     fn load_programs(config: NodePortConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
         let mut ebpf = Self::load_object(config, pin_dir, ebpf::nodeport_object())?;
-        for name in [NODEPORT_INGRESS_PROGRAM, NODEPORT_EGRESS_PROGRAM] {
+        for name in [
+            NODEPORT_INGRESS_PROGRAM,
+            NODEPORT_EGRESS_PROGRAM,
+            POD_INGRESS_PROGRAM,
+        ] {
             program::<SchedClassifier>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program {

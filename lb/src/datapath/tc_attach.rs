@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use aya::programs::links::{FdLink, LinkOrder};
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TcError};
-use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
+use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM, POD_INGRESS_PROGRAM};
 use serde::{Deserialize, Serialize};
 
 use super::nodeport::{DeviceAddrs, NodePortLb};
 use super::sock_lb::{pinned_links, program, LINKS_DIR};
 use super::tc_netlink;
 use super::DatapathError;
+use crate::host::PodInterface;
 
 /// The netlink filters' priority: fixed, so a restarted agent finds and replaces its own.
 pub const NETLINK_PRIORITY: u16 = 0x4c42;
@@ -99,6 +100,10 @@ pub struct TcAttachment {
     pub ifindex: u32,
     /// Ingress or egress.
     pub direction: TcDirection,
+    /// A pod's host-side interface (`socketLB.hostNamespaceOnly`): its ingress runs
+    /// `lb_pod_ingress`, not the NodePort program.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod: bool,
     /// How.
     pub mode: TcMode,
     /// The pinned link (tcx only).
@@ -129,6 +134,23 @@ pub fn current_netns_inode() -> u64 {
     std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
 }
 
+impl TcAttachment {
+    /// The program attached.
+    pub fn program(&self) -> &'static str {
+        program_for(self.direction, self.pod)
+    }
+}
+
+/// The program on a device's hook: the pod one at a pod interface's ingress, else the
+/// direction's NodePort program.
+fn program_for(direction: TcDirection, pod: bool) -> &'static str {
+    if pod && direction == TcDirection::Ingress {
+        POD_INGRESS_PROGRAM
+    } else {
+        direction.program()
+    }
+}
+
 impl TcRecord {
     /// The devices with programs attached, in name order, each once.
     pub fn devices(&self) -> Vec<&str> {
@@ -140,51 +162,33 @@ impl TcRecord {
 }
 
 impl NodePortLb {
-    /// Attaches both programs to every device of `devices` in `mode`. `previous` is what an
-    /// earlier agent recorded: its netlink filters on devices no longer chosen are deleted, its
-    /// clsact qdiscs stay recorded as created, and its tcx links are unpinned once the new
-    /// ones are attached. A device that refuses is an error naming it.
+    /// Attaches both programs to every device of `devices`, and the pod programs to every
+    /// interface of `pods`, in `mode`. `previous` is what an earlier agent recorded: its
+    /// netlink filters on devices no longer chosen are deleted, its clsact qdiscs stay recorded
+    /// as created, and its tcx links are unpinned once the new ones are attached. A device that
+    /// refuses is an error naming it.
     pub fn attach(
         &mut self,
         devices: &[DeviceAddrs],
+        pods: &[PodInterface],
         mode: TcMode,
         previous: &TcRecord,
     ) -> Result<TcRecord, DatapathError> {
         let links_dir = self.pin_dir.join(LINKS_DIR);
         std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
         let old_links = tc_links(&links_dir)?;
-        let generation = old_links.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
+        self.generation = old_links.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
+        self.mode = Some(mode);
         let mut record = TcRecord {
             netns_inode: current_netns_inode(),
             ..TcRecord::default()
         };
-        for device in devices {
-            if mode == TcMode::Netlink {
-                let created = add_clsact(&device.name)?;
-                if created || previous.clsact_created.contains(&device.ifindex) {
-                    record.clsact_created.push(device.ifindex);
-                }
-            }
-            for direction in [TcDirection::Ingress, TcDirection::Egress] {
-                let name = direction.program();
-                let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-                let link = match mode {
-                    TcMode::Tcx => {
-                        Some(attach_tcx(prog, device, direction, &links_dir, generation)?)
-                    }
-                    TcMode::Netlink => {
-                        attach_netlink(prog, device, direction)?;
-                        None
-                    }
-                };
-                record.attachments.push(TcAttachment {
-                    device: device.name.clone(),
-                    ifindex: device.ifindex,
-                    direction,
-                    mode,
-                    link,
-                });
-            }
+        let targets = devices
+            .iter()
+            .map(|d| (d.name.as_str(), d.ifindex, false))
+            .chain(pods.iter().map(|p| (p.name.as_str(), p.ifindex, true)));
+        for (name, ifindex, pod) in targets {
+            self.attach_device(name, ifindex, pod, previous, &mut record)?;
         }
         for (path, _) in old_links {
             std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
@@ -218,36 +222,123 @@ impl NodePortLb {
         }
         Ok(record)
     }
+
+    /// Keeps the pod programs on exactly the pod interfaces `pods` (pods come and go while
+    /// the agent runs): attaches them to new interfaces, and forgets (unpins) those of
+    /// interfaces gone. Returns how many interfaces changed.
+    pub fn refresh_pods(
+        &mut self,
+        pods: &[PodInterface],
+        record: &mut TcRecord,
+    ) -> Result<usize, DatapathError> {
+        let mut changed = 0;
+        let gone: Vec<u32> = record
+            .attachments
+            .iter()
+            .filter(|a| a.pod && !pods.iter().any(|p| p.ifindex == a.ifindex))
+            .map(|a| a.ifindex)
+            .collect();
+        for a in record
+            .attachments
+            .iter()
+            .filter(|a| gone.contains(&a.ifindex))
+        {
+            if let Some(link) = &a.link {
+                match std::fs::remove_file(link) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(DatapathError::pin(link)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        changed += gone.iter().collect::<std::collections::BTreeSet<_>>().len();
+        record.attachments.retain(|a| !gone.contains(&a.ifindex));
+        record.clsact_created.retain(|i| !gone.contains(i));
+        for pod in pods {
+            if record.attachments.iter().any(|a| a.ifindex == pod.ifindex) {
+                continue;
+            }
+            let previous = TcRecord::default();
+            self.attach_device(&pod.name, pod.ifindex, true, &previous, record)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    /// Attaches the ingress and egress programs of a NodePort device or (`pod`) a pod
+    /// interface, recording them in `record`.
+    fn attach_device(
+        &mut self,
+        name: &str,
+        ifindex: u32,
+        pod: bool,
+        previous: &TcRecord,
+        record: &mut TcRecord,
+    ) -> Result<(), DatapathError> {
+        let mode = self.mode.unwrap_or(TcMode::Netlink);
+        let links_dir = self.pin_dir.join(LINKS_DIR);
+        if mode == TcMode::Netlink {
+            let created = add_clsact(name)?;
+            if created || previous.clsact_created.contains(&ifindex) {
+                record.clsact_created.push(ifindex);
+            }
+        }
+        for direction in [TcDirection::Ingress, TcDirection::Egress] {
+            let program_name = program_for(direction, pod);
+            let prog: &mut SchedClassifier = program(&mut self.ebpf, program_name)?;
+            let link = match mode {
+                TcMode::Tcx => Some(attach_tcx(
+                    prog,
+                    program_name,
+                    name,
+                    direction,
+                    &links_dir,
+                    self.generation,
+                )?),
+                TcMode::Netlink => {
+                    attach_netlink(prog, program_name, name, direction)?;
+                    None
+                }
+            };
+            record.attachments.push(TcAttachment {
+                device: name.to_owned(),
+                ifindex,
+                direction,
+                pod,
+                mode,
+                link,
+            });
+        }
+        Ok(())
+    }
 }
 
-/// Attaches `prog` through a tcx link in front of any other program (an earlier agent's
-/// included) and pins it.
+/// Attaches `prog` (called `name`) through a tcx link in front of any other program (an
+/// earlier agent's included) and pins it.
 fn attach_tcx(
     prog: &mut SchedClassifier,
-    device: &DeviceAddrs,
+    name: &'static str,
+    device: &str,
     direction: TcDirection,
     links_dir: &Path,
     generation: u64,
 ) -> Result<PathBuf, DatapathError> {
-    let name = direction.program();
     let refused = |source| device_refused(device, name, source);
     let id = prog
         .attach_with_options(
-            &device.name,
+            device,
             direction.attach_type(),
             TcAttachOptions::TcxOrder(LinkOrder::first()),
         )
         .map_err(refused)?;
     let link = FdLink::try_from(prog.take_link(id).map_err(refused)?).map_err(|e| {
         DatapathError::Unsupported {
-            what: format!(
-                "a BPF link for program {name} on device {} ({e})",
-                device.name
-            ),
+            what: format!("a BPF link for program {name} on device {device} ({e})"),
             needs: "tcx, Linux 6.6",
         }
     })?;
-    let path = links_dir.join(format!("{name}_{}-{generation}", device.name));
+    let path = links_dir.join(format!("{name}_{device}-{generation}"));
     link.pin(&path).map_err(|e| DatapathError::Pin {
         path: path.clone(),
         detail: format!("{e}{}", super::error::source_chain(&e)),
@@ -255,14 +346,14 @@ fn attach_tcx(
     Ok(path)
 }
 
-/// Attaches `prog` as the netlink filter at [`NETLINK_PRIORITY`]/[`NETLINK_HANDLE`],
-/// replacing the one there (an earlier agent's).
+/// Attaches `prog` (called `name`) as the netlink filter at
+/// [`NETLINK_PRIORITY`]/[`NETLINK_HANDLE`], replacing the one there (an earlier agent's).
 fn attach_netlink(
     prog: &mut SchedClassifier,
-    device: &DeviceAddrs,
+    name: &'static str,
+    device: &str,
     direction: TcDirection,
 ) -> Result<(), DatapathError> {
-    let name = direction.program();
     let refused = |source| device_refused(device, name, source);
     let options = || {
         TcAttachOptions::Netlink(NlOptions {
@@ -271,10 +362,10 @@ fn attach_netlink(
             classid: None,
         })
     };
-    let id = match prog.attach_with_options(&device.name, direction.attach_type(), options()) {
+    let id = match prog.attach_with_options(device, direction.attach_type(), options()) {
         Err(e) if errno(&e) == Some(nix::libc::EEXIST) => {
             let existing = SchedClassifierLink::attached(
-                &device.name,
+                device,
                 direction.attach_type(),
                 NETLINK_PRIORITY,
                 TcHandle::from(NETLINK_HANDLE),
@@ -311,9 +402,9 @@ fn errno(e: &ProgramError) -> Option<i32> {
     }
 }
 
-fn device_refused(device: &DeviceAddrs, program: &'static str, e: ProgramError) -> DatapathError {
+fn device_refused(device: &str, program: &'static str, e: ProgramError) -> DatapathError {
     DatapathError::Device {
-        device: device.name.clone(),
+        device: device.to_owned(),
         what: format!("cannot attach program {program}"),
         detail: format!("{e}{}", super::error::source_chain(&e)),
     }
@@ -345,9 +436,13 @@ pub fn tc_links(links_dir: &Path) -> Result<Vec<(PathBuf, u64)>, DatapathError> 
 /// Whether a pinned link is one of the NodePort programs' (`<program>_<device>-<gen>`).
 pub fn is_tc_link(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-        [NODEPORT_INGRESS_PROGRAM, NODEPORT_EGRESS_PROGRAM]
-            .iter()
-            .any(|p| n.starts_with(&format!("{p}_")))
+        [
+            NODEPORT_INGRESS_PROGRAM,
+            NODEPORT_EGRESS_PROGRAM,
+            POD_INGRESS_PROGRAM,
+        ]
+        .iter()
+        .any(|p| n.starts_with(&format!("{p}_")))
     })
 }
 
@@ -378,7 +473,7 @@ pub fn remove_tc_attachments(record: &TcRecord) -> Result<Vec<String>, DatapathE
         lines.push(if remove_filter(a)? {
             format!(
                 "deleted tc filter {} on {} {} (ifindex {})",
-                a.direction.program(),
+                a.program(),
                 a.device,
                 a.direction,
                 a.ifindex
@@ -386,7 +481,7 @@ pub fn remove_tc_attachments(record: &TcRecord) -> Result<Vec<String>, DatapathE
         } else {
             format!(
                 "tc filter {} on {} {} was gone already",
-                a.direction.program(),
+                a.program(),
                 a.device,
                 a.direction
             )

@@ -9,6 +9,7 @@ pub mod features;
 mod links;
 mod mounts;
 mod netns;
+mod pod_links;
 pub mod pod_netns;
 mod ports;
 pub mod sock_diag;
@@ -19,6 +20,7 @@ pub use links::{host_devices, HostDevice};
 pub use mounts::{ensure_bpffs, ensure_cgroup2, find_mount};
 pub(crate) use netns::socket_u64_option;
 pub use netns::{in_initial_netns, own_netns_cookie, NetnsIdentity};
+pub use pod_links::{pod_interfaces, PodInterface};
 pub use ports::{
     protect_port_range, unprotect_port_range, PortRangeProtection, ProcSysctls, Sysctls,
     LOCAL_PORT_RANGE, RESERVED_PORTS,

@@ -115,6 +115,11 @@ pub struct Case {
     pub np1_v6: bool,
     /// Ingress frames meet the XDP program (`loadBalancer.acceleration`) instead of tc's.
     pub xdp: bool,
+    /// Clients are pods: their packets meet `lb_pod_ingress` on the pod's interface and the
+    /// replies its egress (`socketLB.hostNamespaceOnly`), instead of the NodePort device's.
+    pub from_pods: bool,
+    /// `cfg_external_ip_mitigation` (the pod programs).
+    pub external_ip_mitigation: bool,
     pub services: Vec<SvcSpec>,
     pub steps: Vec<Step>,
 }
@@ -186,18 +191,32 @@ pub fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(0u16), Just(1), Just(3), Just(4535)],
         prop::bool::weighted(0.3),
         prop::bool::weighted(0.8),
-        prop::bool::weighted(0.5),
+        (
+            prop::bool::weighted(0.5),
+            prop::bool::weighted(0.25),
+            any::<bool>(),
+        ),
         prop::collection::vec(service(), 1..6),
         prop::collection::vec(step(), 1..24),
     )
         .prop_map(
-            |(flow_seed, snat_span, external_clusterip, np1_v6, xdp, services, steps)| Case {
+            |(
+                flow_seed,
+                snat_span,
+                external_clusterip,
+                np1_v6,
+                (xdp, from_pods, external_ip_mitigation),
+                services,
+                steps,
+            )| Case {
                 flow_seed,
                 snat_min: 61000,
                 snat_span,
                 external_clusterip,
                 np1_v6,
                 xdp,
+                from_pods,
+                external_ip_mitigation,
                 services,
                 steps,
             },
@@ -287,10 +306,13 @@ impl Case {
     }
 }
 
-/// A frame to run: the program (ingress or egress), the device, the bytes.
+/// A frame to run: the program (ingress or egress; at ingress, a pod's or a NodePort
+/// device's), the device, the bytes.
 #[derive(Clone, Debug)]
 pub struct Frame {
     pub egress: bool,
+    /// At ingress: `lb_pod_ingress` on the pod's interface, not the NodePort device's program.
+    pub pod: bool,
     pub ifindex: u32,
     pub bytes: Vec<u8>,
 }
@@ -342,6 +364,18 @@ fn frame(src: SocketAddr, dst: SocketAddr, udp: bool, kind: Kind, dress: Dress) 
     bytes
 }
 
+impl Case {
+    /// A client's frame: into the NodePort device, or out of a pod into its interface.
+    fn client_frame(&self, node: &Node, bytes: Vec<u8>) -> Frame {
+        Frame {
+            egress: false,
+            pod: self.from_pods,
+            ifindex: if self.from_pods { node.pod } else { node.np0 },
+            bytes,
+        }
+    }
+}
+
 impl Step {
     /// The frame of this step, given the flows the simulator tracks now (`None` when the step
     /// refers to a flow and there is none).
@@ -382,11 +416,7 @@ impl Step {
                 };
                 let src = SocketAddr::new(client, CLIENT_PORTS[port % CLIENT_PORTS.len()]);
                 let bytes = frame(src, SocketAddr::new(to, PORTS[s.port]), s.udp, kind, dress);
-                Some(Frame {
-                    egress: false,
-                    ifindex: node.np0,
-                    bytes,
-                })
+                Some(case.client_frame(node, bytes))
             }
             Step::Again { flow, kind, dress } => {
                 if forward_flows.is_empty() {
@@ -400,11 +430,7 @@ impl Step {
                     kind,
                     dress,
                 );
-                Some(Frame {
-                    egress: false,
-                    ifindex: node.np0,
-                    bytes,
-                })
+                Some(case.client_frame(node, bytes))
             }
             Step::Reply {
                 flow,
@@ -424,10 +450,12 @@ impl Step {
                     dress,
                 );
                 let snat = e.flags & ct_flags::SNAT != 0;
+                let client_side = if case.from_pods { node.pod } else { node.np0 };
                 Some(Frame {
                     // The way it goes, or the other program (which must leave it alone).
                     egress: snat == wrong_way,
-                    ifindex: if snat { node.np1 } else { node.np0 },
+                    pod: case.from_pods && !snat,
+                    ifindex: if snat { node.np1 } else { client_side },
                     bytes,
                 })
             }

@@ -13,6 +13,8 @@ use ebpf::maps::{
 
 use super::addr;
 use super::ct::{self, CtTable};
+
+mod pod;
 use super::fib::{Fib, FibQuery, FibResult};
 use super::icmp;
 use super::jhash::flow_hash;
@@ -39,6 +41,9 @@ pub struct PktConfig {
     /// `cfg_external_clusterip` (`bpf.lbExternalClusterIP`): ClusterIPs answer external
     /// traffic.
     pub external_clusterip: bool,
+    /// `cfg_external_ip_mitigation` (`!bpf.disableExternalIPMitigation`): a pod's packet to an
+    /// externalIP that is not the node's stays untranslated.
+    pub external_ip_mitigation: bool,
 }
 
 impl From<&crate::datapath::NodePortConfig> for PktConfig {
@@ -49,6 +54,7 @@ impl From<&crate::datapath::NodePortConfig> for PktConfig {
             snat_port_max: config.snat_port_max,
             flow_seed: config.flow_seed,
             external_clusterip: config.external_clusterip,
+            external_ip_mitigation: config.external_ip_mitigation,
         }
     }
 }
@@ -61,6 +67,7 @@ impl Default for PktConfig {
             snat_port_max: 65535,
             flow_seed: 0,
             external_clusterip: false,
+            external_ip_mitigation: true,
         }
     }
 }
