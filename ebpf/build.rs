@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The programs, as `src/bpf/<name>.c`.
-const PROGRAMS: &[&str] = &["sock_lb", "netns_probe", "nodeport", "nodeport_xdp"];
+const PROGRAMS: &[&str] = &[
+    "sock_lb",
+    "netns_probe",
+    "nodeport",
+    "nodeport_xdp",
+    "empty",
+];
 
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -89,3 +89,18 @@ pub fn nodeport_xdp_object() -> &'static [u8] {
 
 /// The XDP program of [`nodeport_xdp_object`].
 pub const NODEPORT_XDP_PROGRAM: &str = "lb_nodeport_xdp";
+
+static EMPTY: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/empty.o")),
+};
+
+/// Programs that do nothing ([`EMPTY_XDP_PROGRAM`], [`EMPTY_TC_PROGRAM`]): the floor the
+/// NodePort bench measures the packet programs against.
+pub fn empty_object() -> &'static [u8] {
+    &EMPTY.bytes
+}
+
+/// The XDP program of [`empty_object`] (returns `XDP_PASS`).
+pub const EMPTY_XDP_PROGRAM: &str = "lb_empty_xdp";
+/// The tc program of [`empty_object`] (returns `TC_ACT_OK`).
+pub const EMPTY_TC_PROGRAM: &str = "lb_empty_tc";

@@ -23,6 +23,9 @@ pub enum Bench {
     /// Connect + first byte + close through a ClusterIP (socket-LB), straight to the backend
     /// and through kube-proxy-style iptables DNAT, for 1, 1 000 and 10 000 services. Root.
     SocketLb,
+    /// The NodePort programs' cost per packet at XDP and tc (SNAT hit, reply, miss) against
+    /// an empty program, for 1 and 10 000 services (`BPF_PROG_TEST_RUN`). Root.
+    Nodeport,
 }
 
 /// Runs the benchmark.
@@ -31,7 +34,14 @@ pub fn run(options: Options) -> Result<()> {
         Bench::Maglev => "maglev",
         Bench::MaglevDisruption => "maglev_disruption",
         Bench::SocketLb => "socket_lb",
+        Bench::Nodeport => "nodeport",
     };
+    if matches!(options.name, Bench::Nodeport) && !nix::unistd::geteuid().is_root() {
+        bail!(
+            "bench nodeport needs root: it builds a network namespace, a bpffs and BPF \
+             programs of its own; run `cargo xtask bench nodeport` as root"
+        );
+    }
     if matches!(options.name, Bench::SocketLb) {
         if !nix::unistd::geteuid().is_root() {
             bail!(
