@@ -573,6 +573,7 @@ fn load_nodeport(bpffs: &TestBpffs, map_max: u32) -> Result<lb::datapath::NodePo
             snat_port_max: 65535,
             flow_seed: 0,
             external_clusterip: false,
+            maglev_m: None,
         },
         &bpffs.path,
     )?)

@@ -282,7 +282,8 @@ impl SimWorld {
             .with_context(on_node)?;
         let plan = degrade::plan(&config, &features).with_context(on_node)?;
         let settings = setup::datapath_settings(&config, &plan, node.netns);
-        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &plan, &udp_support));
+        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &plan, &udp_support))
+            .with_maglev(lb::agent::nodeport::maglev_settings(&config));
         let status = setup::start_status(&config, &plan, &translation.selection, &udp_support);
         let (host_netns, addresses) = (node.netns, node.addresses.clone());
 

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::config::{AgentConfig, DevicePattern};
-use crate::datapath::{DeviceAddrs, NodePortConfig};
+use crate::datapath::{DeviceAddrs, MaglevSettings, NodePortConfig};
 use crate::host::HostDevice;
 use crate::k8s::DeviceSelection;
 use crate::maglev::HashSeed;
@@ -38,7 +38,24 @@ pub fn nodeport_settings(config: &AgentConfig) -> NodePortConfig {
         snat_port_max: snat.high,
         flow_seed: flow_seed(config.maglev_seed()),
         external_clusterip: config.values().bpf.lb_external_cluster_ip,
+        maglev_m: maglev_table_size(config),
     }
+}
+
+/// How the reconciler builds the Maglev tables, with `loadBalancer.algorithm=maglev`.
+pub fn maglev_settings(config: &AgentConfig) -> Option<MaglevSettings> {
+    maglev_table_size(config).map(|table_size| MaglevSettings {
+        table_size,
+        seed: *config.maglev_seed(),
+        external_clusterip: config.values().bpf.lb_external_cluster_ip,
+    })
+}
+
+/// `Some(maglev.tableSize)` with `loadBalancer.algorithm=maglev`, `None` with `random`.
+pub fn maglev_table_size(config: &AgentConfig) -> Option<u32> {
+    let values = config.values();
+    (values.load_balancer.algorithm == crate::config::Algorithm::Maglev)
+        .then_some(values.maglev.table_size)
 }
 
 /// The flow hash's seed: the three little-endian words of `maglev.hashSeed` XORed, so every

@@ -40,6 +40,7 @@ impl ApplyReport {
             count(&have.reverse_nat, &want.reverse_nat),
             count(&have.affinity_match, &want.affinity_match),
             count(&have.source_ranges, &want.source_ranges),
+            count(&have.maglev, &want.maglev),
         ];
         ApplyReport {
             written: counts.iter().map(|c| c.0).sum(),
@@ -127,6 +128,8 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
                     map: LB_SOURCE_RANGES,
                     source,
                 })?,
+            // The packet programs' map, not one of these: see `NodePortLb::maglev_tables`.
+            maglev: BTreeMap::new(),
         })
     }
 }
@@ -138,6 +141,17 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
     /// then affinity matches; deletions in the opposite order (affinity matches first, so no
     /// pinned client is sent to a backend on its way out).
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
+        self.apply_with(want, || Ok(ApplyReport::default()))
+    }
+
+    /// [`ServiceMaps::apply`], running `between` once every entry is written and before any
+    /// is deleted: where the Maglev tables are applied, so a table never names a backend that
+    /// is not written yet or already deleted.
+    pub fn apply_with(
+        &mut self,
+        want: &MapContents,
+        between: impl FnOnce() -> Result<ApplyReport, DatapathError>,
+    ) -> Result<ApplyReport, DatapathError> {
         let have = self.read()?;
         let mut report = ApplyReport::default();
         // A frontend's source ranges before the head that asks for them, so no allowed client
@@ -178,6 +192,9 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
             &have.affinity_match,
             &want.affinity_match,
         )?;
+        let tables = between()?;
+        report.written += tables.written;
+        report.deleted += tables.deleted;
         // Deletions: affinity matches and service heads first, then their slots, then what
         // nothing refers to.
         report.deleted += delete(

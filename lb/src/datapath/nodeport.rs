@@ -3,18 +3,22 @@
 //! pinned (the shared ones, adopted by name) and the packet maps of `lb_pkt_maps.h`, pinned
 //! beside them. Attaching them to devices is [`super::tc_attach`]'s job.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, Map, MapData};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
-use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, SOCK_LB_SIZED_MAPS};
+use ebpf::maps::{
+    LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, LB_MAGLEV, SOCK_LB_SIZED_MAPS,
+};
 use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
 
+use super::maglev_map::{create_pinned, maglev_value_len, MaglevMap};
 use super::migrate::Migration;
 use super::sock_lb::program;
-use super::DatapathError;
+use super::{ApplyReport, DatapathError};
 
 /// Load-time settings of the NodePort programs (the object's `cfg_*` globals).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +34,9 @@ pub struct NodePortConfig {
     pub flow_seed: u32,
     /// Serve ClusterIP services to traffic entering the devices (`bpf.lbExternalClusterIP`).
     pub external_clusterip: bool,
+    /// `Some(maglev.tableSize)` with `loadBalancer.algorithm=maglev`: new flows take their
+    /// backend from the frontend's Maglev table (`lb_maglev_v1`) of this many entries.
+    pub maglev_m: Option<u32>,
 }
 
 /// A NodePort device as the programs see it: its ifindex and the node's addresses on it (the
@@ -68,6 +75,8 @@ impl DeviceAddrs {
 pub struct NodePortLb {
     pub(super) ebpf: Ebpf,
     pub(super) pin_dir: PathBuf,
+    /// `maglev.tableSize` when the programs use Maglev tables.
+    maglev_m: Option<u32>,
     /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
     /// finished by [`NodePortLb::attach`] once the old programs are detached.
     pub(super) migration: Option<Migration>,
@@ -79,15 +88,19 @@ impl NodePortLb {
     /// pinned there. A pinned packet map of another size (`bpf.lbMapMax` changed) is replaced
     /// by a fresh one holding the same entries, as [`super::migrate`] does for the shared maps.
     pub fn load(config: NodePortConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
-        let want = super::migrate::expected_packet_specs(config.map_max)?;
+        let maglev_len = maglev_value_len(config.maglev_m);
+        let want = super::migrate::expected_packet_specs(config.map_max, maglev_len)?;
         let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
-        let loaded = Self::load_programs(config, pin_dir).and_then(|mut ebpf| {
-            migration.copy_into(&mut ebpf)?;
-            Ok(ebpf)
-        });
+        let loaded = create_pinned(pin_dir, config.map_max, maglev_len)
+            .and_then(|()| Self::load_programs(config, pin_dir))
+            .and_then(|mut ebpf| {
+                migration.copy_into(&mut ebpf)?;
+                Ok(ebpf)
+            });
         match loaded {
             Ok(ebpf) => Ok(NodePortLb {
                 ebpf,
+                maglev_m: config.maglev_m,
                 pin_dir: pin_dir.to_owned(),
                 migration: (!migration.is_empty()).then_some(migration),
             }),
@@ -100,12 +113,16 @@ impl NodePortLb {
 
     fn load_programs(config: NodePortConfig, pin_dir: &Path) -> Result<Ebpf, DatapathError> {
         let external_clusterip = u8::from(config.external_clusterip);
+        let maglev = u8::from(config.maglev_m.is_some());
+        let maglev_m = maglev_value_len(config.maglev_m);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_snat_port_min", &config.snat_port_min, true)
             .override_global("cfg_snat_port_max", &config.snat_port_max, true)
             .override_global("cfg_flow_seed", &config.flow_seed, true)
             .override_global("cfg_external_clusterip", &external_clusterip, true)
+            .override_global("cfg_maglev", &maglev, true)
+            .override_global("cfg_maglev_m", &maglev_m, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS
             .into_iter()
@@ -150,6 +167,33 @@ impl NodePortLb {
             }
         }
         Ok(changed)
+    }
+
+    /// The Maglev tables by rev_nat_index.
+    pub fn maglev_tables(&mut self) -> Result<BTreeMap<u16, Vec<u32>>, DatapathError> {
+        self.maglev_map(|map| map.read())
+    }
+
+    /// Makes `lb_maglev_v1` hold exactly `want`, writing only tables that changed.
+    pub fn apply_maglev(
+        &mut self,
+        want: &BTreeMap<u16, Vec<u32>>,
+    ) -> Result<ApplyReport, DatapathError> {
+        self.maglev_map(|map| map.apply(want))
+    }
+
+    fn maglev_map<T>(
+        &mut self,
+        f: impl FnOnce(&MaglevMap<'_>) -> Result<T, DatapathError>,
+    ) -> Result<T, DatapathError> {
+        let len = maglev_value_len(self.maglev_m);
+        match self.ebpf.map(LB_MAGLEV) {
+            Some(Map::HashMap(data)) => f(&MaglevMap::new(data, len)),
+            _ => Err(DatapathError::Missing {
+                kind: "map",
+                name: LB_MAGLEV,
+            }),
+        }
     }
 
     /// Every `lb_devices_v1` entry.

@@ -20,11 +20,23 @@ pub struct KernelMaps<'a> {
 
 impl DatapathMaps for KernelMaps<'_> {
     fn read_services(&mut self) -> Result<MapContents, DatapathError> {
-        self.sock_lb.service_maps()?.read()
+        let mut contents = self.sock_lb.service_maps()?.read()?;
+        if let Some(nodeport) = self.nodeport.as_deref_mut() {
+            contents.maglev = nodeport.maglev_tables()?;
+        }
+        Ok(contents)
     }
 
+    /// The Maglev tables are written once every backend they name is, and deleted before any
+    /// backend is (see `ServiceMaps::apply_with`).
     fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
-        self.sock_lb.service_maps()?.apply(want)
+        let nodeport = self.nodeport.as_deref_mut();
+        self.sock_lb
+            .service_maps()?
+            .apply_with(want, || match nodeport {
+                Some(nodeport) => nodeport.apply_maglev(&want.maglev),
+                None => Ok(ApplyReport::default()),
+            })
     }
 
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {

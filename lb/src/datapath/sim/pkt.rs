@@ -39,6 +39,9 @@ pub struct PktConfig {
     /// `cfg_external_clusterip` (`bpf.lbExternalClusterIP`): ClusterIPs answer external
     /// traffic.
     pub external_clusterip: bool,
+    /// `cfg_maglev` and `cfg_maglev_m`: `Some(maglev.tableSize)` when new flows take their
+    /// backend from the frontend's Maglev table ([`MapContents::maglev`]).
+    pub maglev_m: Option<u32>,
 }
 
 impl From<&crate::datapath::NodePortConfig> for PktConfig {
@@ -49,6 +52,7 @@ impl From<&crate::datapath::NodePortConfig> for PktConfig {
             snat_port_max: config.snat_port_max,
             flow_seed: config.flow_seed,
             external_clusterip: config.external_clusterip,
+            maglev_m: config.maglev_m,
         }
     }
 }
@@ -61,6 +65,7 @@ impl Default for PktConfig {
             snat_port_max: 65535,
             flow_seed: 0,
             external_clusterip: false,
+            maglev_m: None,
         }
     }
 }
@@ -486,15 +491,26 @@ impl PktSim {
             || (self.config.external_clusterip && svc.flags & svc_flags::CLUSTER_IP != 0)
     }
 
-    /// `lb_slot_backend` of the slot `lb_flow_hash` picks: the active slot the flow hash picks, and its backend.
+    /// `lb_flow_backend` with the hash `lb_flow_hash` gives, and the backend: with Maglev the
+    /// entry `h % M` of the frontend's table; without, or without a table for it yet, the
+    /// backend of the active slot `h % count + 1`.
     fn select_backend(&self, found: &Found, key: &LbCtKey) -> Option<(u32, LbBackend)> {
         let h = flow_hash(key, self.config.flow_seed);
-        let slot = (h % u32::from(found.svc.count)) as u16 + 1;
-        let slot_key = LbKey {
-            backend_slot: slot,
-            ..found.key
+        let from_table = self.config.maglev_m.and_then(|m| {
+            let table = self.maps.maglev.get(&found.svc.rev_nat_index)?;
+            table.get((h % m) as usize).copied()
+        });
+        let backend_id = match from_table {
+            Some(id) => id,
+            None => {
+                let slot = (h % u32::from(found.svc.count)) as u16 + 1;
+                let slot_key = LbKey {
+                    backend_slot: slot,
+                    ..found.key
+                };
+                self.maps.services.get(&slot_key)?.backend_id
+            }
         };
-        let backend_id = self.maps.services.get(&slot_key)?.backend_id;
         let backend = self.maps.backends.get(&backend_id)?;
         Some((backend_id, *backend))
     }
