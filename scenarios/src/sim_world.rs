@@ -23,7 +23,7 @@ use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
 use crate::sim_net::{self, Net, NetExternal, NetNode, Receiver};
-use crate::spec::{Bind, Connect, Open, Scenario, Serve, Transport};
+use crate::spec::{Bind, Connect, Open, Reroute, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
 /// A fresh network namespace's values of the sysctls the agent uses.
@@ -350,11 +350,15 @@ impl SimWorld {
             .net
             .external_address(&call.from, call.to.ip())
             .with_context(|| format!("{} has no address of {}'s family", call.from, call.to))?;
-        let client = SocketAddr::new(client_ip, self.next_client_port);
-        self.next_client_port = self
-            .next_client_port
-            .wrapping_add(1)
-            .max(sim_net::FIRST_CLIENT_PORT);
+        let port = match call.source_ports.first() {
+            Some(&port) => port,
+            None => {
+                let port = self.next_client_port;
+                self.next_client_port = port.wrapping_add(1).max(sim_net::FIRST_CLIENT_PORT);
+                port
+            }
+        };
+        let client = SocketAddr::new(client_ip, port);
         let from = Receiver::External(call.from.clone());
         let request = sim_net::request(client, call.to, call.transport);
         let Ok((receiver, delivered)) = self.net.carry(&mut self.programs, &from, request) else {
@@ -563,6 +567,13 @@ impl World for SimWorld {
         if self.net.externals.iter().any(|e| e.name == call.from) {
             return self.connect_external(call);
         }
+        if !call.source_ports.is_empty() {
+            bail!(
+                "connect.source_ports: the simulator binds source ports for clients outside the \
+                 cluster only, not {}",
+                call.from
+            );
+        }
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.sim(node)?;
         // An unconnected UDP socket's datagram goes through sendmsg; the peer as netsim's
@@ -632,6 +643,22 @@ impl World for SimWorld {
             self.files.write_objects(&self.nodes[i].name, objects)?;
             self.program(i)?;
         }
+        Ok(())
+    }
+
+    fn reroute(&mut self, reroute: &Reroute) -> Result<()> {
+        let external = self
+            .net
+            .externals
+            .iter_mut()
+            .find(|e| e.name == reroute.on)
+            .with_context(|| format!("reroute: no external host named {}", reroute.on))?;
+        let route = external
+            .routes
+            .iter_mut()
+            .find(|(to, _)| *to == reroute.to)
+            .with_context(|| format!("reroute: {} has no route to {}", reroute.on, reroute.to))?;
+        route.1 = reroute.via;
         Ok(())
     }
 
