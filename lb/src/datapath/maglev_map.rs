@@ -26,7 +26,20 @@ pub fn maglev_value_len(maglev_m: Option<u32>) -> u32 {
     maglev_m.unwrap_or(1)
 }
 
-/// Creates `lb_maglev_v1` in `pin_dir` with tables of `len` backend ids and `map_max` entries,
+/// How many tables `lb_maglev_v1` holds: `bpf.lbMapMax`, but no more than Linux before 5.11
+/// lets a hash map have. Those kernels refuse (E2BIG) a map whose buckets plus `max_entries`
+/// full-size elements come to 4 GiB or more, even without preallocation; at the default
+/// table size that is still about 65 000 tables, at the largest (131071) about 8 000.
+pub fn maglev_max_entries(map_max: u32, len: u32) -> u32 {
+    // The kernel's element: a header (under 64 bytes), the key and the value, 8-byte aligned.
+    let elem = 64 + 8 + (u64::from(len) * 4).next_multiple_of(8);
+    let buckets = u64::from(map_max).next_power_of_two() * 16;
+    let limit = u64::from(u32::MAX) - 4096 - buckets;
+    u32::try_from((limit / elem).min(u64::from(map_max))).unwrap_or(map_max)
+}
+
+/// Creates `lb_maglev_v1` in `pin_dir` with tables of `len` backend ids and room for
+/// [`maglev_max_entries`] of them,
 /// unless a map is pinned there already (a resize moved any of another shape aside first).
 pub fn create_pinned(pin_dir: &Path, map_max: u32, len: u32) -> Result<(), DatapathError> {
     let path = pin_dir.join(LB_MAGLEV);
@@ -46,7 +59,7 @@ pub fn create_pinned(pin_dir: &Path, map_max: u32, len: u32) -> Result<(), Datap
             name: LB_MAGLEV,
         })?;
     def.set_value_size(len * 4);
-    def.set_max_entries(map_max);
+    def.set_max_entries(maglev_max_entries(map_max, len));
     let map = MapData::create(def, LB_MAGLEV, None).map_err(|source| DatapathError::Map {
         map: LB_MAGLEV,
         source,
@@ -62,6 +75,7 @@ pub fn create_pinned(pin_dir: &Path, map_max: u32, len: u32) -> Result<(), Datap
 pub struct MaglevMap<'a> {
     fd: BorrowedFd<'a>,
     len: usize,
+    capacity: usize,
 }
 
 /// The `bpf_attr` of the element commands.
@@ -80,11 +94,12 @@ const BPF_MAP_DELETE_ELEM: i64 = 3;
 const BPF_MAP_GET_NEXT_KEY: i64 = 4;
 
 impl<'a> MaglevMap<'a> {
-    /// The map behind `data`, whose tables are `len` ids long.
-    pub fn new(data: &'a MapData, len: u32) -> Self {
+    /// The map behind `data`, whose tables are `len` ids long and which holds `capacity`.
+    pub fn new(data: &'a MapData, len: u32, capacity: u32) -> Self {
         MaglevMap {
             fd: data.fd().as_fd(),
             len: len as usize,
+            capacity: capacity as usize,
         }
     }
 
@@ -155,11 +170,26 @@ impl<'a> MaglevMap<'a> {
 
     /// Makes the map hold exactly `want`: tables whose content differs are replaced (one
     /// update each), those nothing wants deleted, the rest left alone. A table of another
-    /// length than the map's is refused.
+    /// length than the map's is refused. Past the map's capacity the frontends with the
+    /// highest ids get no table (a warning says how many): their flows use the slot hash.
     pub fn apply(&self, want: &BTreeMap<u16, Vec<u32>>) -> Result<ApplyReport, DatapathError> {
         let have = self.read()?;
         let mut report = ApplyReport::default();
-        for (&index, table) in want {
+        if want.len() > self.capacity {
+            tracing::warn!(
+                tables = want.len(),
+                capacity = self.capacity,
+                "more Maglev tables than lb_maglev_v1 holds: the frontends with the highest ids \
+                 balance by the flow hash over their slots instead (a smaller maglev.tableSize \
+                 fits more)"
+            );
+        }
+        let want: BTreeMap<u16, &Vec<u32>> = want
+            .iter()
+            .take(self.capacity)
+            .map(|(k, v)| (*k, v))
+            .collect();
+        for (&index, &table) in &want {
             if have.get(&index) == Some(table) {
                 continue;
             }
@@ -190,5 +220,32 @@ impl<'a> MaglevMap<'a> {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux 5.10 refused the default (16381 entries, 65536 tables: 4.3 GB of elements) with
+    /// E2BIG; the capacity keeps every size under its 4 GiB check.
+    #[test]
+    fn the_capacity_stays_under_the_old_kernels_4_gib_cost_check() {
+        for &len in crate::maglev::TABLE_SIZES.iter() {
+            for map_max in [1024, 65536, 512 * 1024] {
+                let entries = maglev_max_entries(map_max, len);
+                let cost = u64::from(entries) * (48 + 8 + u64::from(len) * 4)
+                    + u64::from(map_max).next_power_of_two() * 16;
+                assert!(cost < u64::from(u32::MAX) - 4096, "{len} x {entries}");
+                assert!(entries <= map_max);
+            }
+        }
+        assert_eq!(
+            maglev_max_entries(65536, 251),
+            65536,
+            "small tables: lbMapMax"
+        );
+        assert!(maglev_max_entries(65536, 16381) > 60_000);
+        assert!(maglev_max_entries(65536, 131071) > 8_000);
     }
 }

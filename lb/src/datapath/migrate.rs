@@ -107,6 +107,7 @@ pub fn expected_packet_specs(
     let mut specs = specs_of(ebpf::nodeport_object(), &PKT_MAPS, &PKT_SIZED_MAPS, map_max)?;
     if let Some(maglev) = specs.get_mut(LB_MAGLEV) {
         maglev.value_size = maglev_len * 4;
+        maglev.max_entries = super::maglev_map::maglev_max_entries(map_max, maglev_len);
     }
     Ok(specs)
 }

@@ -188,7 +188,16 @@ impl NodePortLb {
     ) -> Result<T, DatapathError> {
         let len = maglev_value_len(self.maglev_m);
         match self.ebpf.map(LB_MAGLEV) {
-            Some(Map::HashMap(data)) => f(&MaglevMap::new(data, len)),
+            Some(Map::HashMap(data)) => {
+                let capacity = data
+                    .info()
+                    .map_err(|source| DatapathError::Map {
+                        map: LB_MAGLEV,
+                        source,
+                    })?
+                    .max_entries();
+                f(&MaglevMap::new(data, len, capacity))
+            }
             _ => Err(DatapathError::Missing {
                 kind: "map",
                 name: LB_MAGLEV,
