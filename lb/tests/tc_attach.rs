@@ -651,7 +651,8 @@ fn conntrack_resize() -> Result<(), Failed> {
 
 /// `maglev.tableSize` is the length of every `lb_maglev_v1` value: a restart with another size
 /// (or algorithm) replaces the pinned map, which the reconciler then fills again, where it
-/// once refused to start on the layout change. Tables are written only when they change.
+/// once refused to start on the layout change. Tables are written only when they change, and
+/// deleted when nothing wants them.
 fn maglev_resize() -> Result<(), Failed> {
     use std::collections::BTreeMap;
 
@@ -671,6 +672,11 @@ fn maglev_resize() -> Result<(), Failed> {
         if first.apply_maglev(&table(251))?.written != 0 {
             return Err("an unchanged table was written again".into());
         }
+        let gone = first.apply_maglev(&BTreeMap::new())?;
+        if gone.deleted != 1 || !first.maglev_tables()?.is_empty() {
+            return Err("a table nothing wants was not deleted".into());
+        }
+        first.apply_maglev(&table(251))?;
     }
     if value_size()? != 251 * 4 {
         return Err(format!("tables of 251 ids, values of {} bytes", value_size()?).into());
