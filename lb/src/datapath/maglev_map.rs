@@ -168,28 +168,21 @@ impl<'a> MaglevMap<'a> {
         Ok(out)
     }
 
-    /// Makes the map hold exactly `want`: tables whose content differs are replaced (one
-    /// update each), those nothing wants deleted, the rest left alone. A table of another
-    /// length than the map's is refused. Past the map's capacity the frontends with the
-    /// highest ids get no table (a warning says how many): their flows use the slot hash.
-    pub fn apply(&self, want: &BTreeMap<u16, Vec<u32>>) -> Result<ApplyReport, DatapathError> {
-        let have = self.read()?;
+    /// How many tables the map holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Makes the map, holding `have`, hold exactly `want`: tables whose content differs are
+    /// replaced (one update each), those nothing wants deleted, the rest left alone. A table
+    /// of another length than the map's is refused; `want` must fit [`MaglevMap::capacity`].
+    pub fn apply(
+        &self,
+        have: &BTreeMap<u16, Vec<u32>>,
+        want: &BTreeMap<u16, Vec<u32>>,
+    ) -> Result<ApplyReport, DatapathError> {
         let mut report = ApplyReport::default();
-        if want.len() > self.capacity {
-            tracing::warn!(
-                tables = want.len(),
-                capacity = self.capacity,
-                "more Maglev tables than lb_maglev_v1 holds: the frontends with the highest ids \
-                 balance by the flow hash over their slots instead (a smaller maglev.tableSize \
-                 fits more)"
-            );
-        }
-        let want: BTreeMap<u16, &Vec<u32>> = want
-            .iter()
-            .take(self.capacity)
-            .map(|(k, v)| (*k, v))
-            .collect();
-        for (&index, &table) in &want {
+        for (&index, table) in want {
             if have.get(&index) == Some(table) {
                 continue;
             }

@@ -77,6 +77,9 @@ pub struct NodePortLb {
     pub(super) pin_dir: PathBuf,
     /// `maglev.tableSize` when the programs use Maglev tables.
     maglev_m: Option<u32>,
+    /// The tables last written to `lb_maglev_v1`, so a reconciliation does not read every
+    /// table back to find the few that changed; `None` until known.
+    maglev_written: Option<BTreeMap<u16, Vec<u32>>>,
     /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
     /// finished by [`NodePortLb::attach`] once the old programs are detached.
     pub(super) migration: Option<Migration>,
@@ -101,6 +104,7 @@ impl NodePortLb {
             Ok(ebpf) => Ok(NodePortLb {
                 ebpf,
                 maglev_m: config.maglev_m,
+                maglev_written: None,
                 pin_dir: pin_dir.to_owned(),
                 migration: (!migration.is_empty()).then_some(migration),
             }),
@@ -174,12 +178,40 @@ impl NodePortLb {
         self.maglev_map(|map| map.read())
     }
 
-    /// Makes `lb_maglev_v1` hold exactly `want`, writing only tables that changed.
+    /// Makes `lb_maglev_v1` hold exactly `want`, writing only tables that changed (compared
+    /// with what this loader last wrote; read from the map the first time, and after a failed
+    /// write). Past the map's capacity the frontends with the highest ids get no table (a
+    /// warning says how many): their flows use the slot hash.
     pub fn apply_maglev(
         &mut self,
         want: &BTreeMap<u16, Vec<u32>>,
     ) -> Result<ApplyReport, DatapathError> {
-        self.maglev_map(|map| map.apply(want))
+        let cached = self.maglev_written.take();
+        let result = self.maglev_map(|map| {
+            let have = match cached {
+                Some(have) => have,
+                None => map.read()?,
+            };
+            if want.len() > map.capacity() {
+                tracing::warn!(
+                    tables = want.len(),
+                    capacity = map.capacity(),
+                    "more Maglev tables than lb_maglev_v1 holds: the frontends with the highest \
+                     ids balance by the flow hash over their slots instead (a smaller \
+                     maglev.tableSize fits more)"
+                );
+            }
+            let fits: BTreeMap<u16, Vec<u32>> = want
+                .iter()
+                .take(map.capacity())
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let report = map.apply(&have, &fits)?;
+            Ok((report, fits))
+        });
+        let (report, written) = result?;
+        self.maglev_written = Some(written);
+        Ok(report)
     }
 
     fn maglev_map<T>(

@@ -19,12 +19,10 @@ pub struct KernelMaps<'a> {
 }
 
 impl DatapathMaps for KernelMaps<'_> {
+    /// The Maglev tables are not read here: nothing is laid out from them, and
+    /// `NodePortLb::apply_maglev` compares with what it last wrote.
     fn read_services(&mut self) -> Result<MapContents, DatapathError> {
-        let mut contents = self.sock_lb.service_maps()?.read()?;
-        if let Some(nodeport) = self.nodeport.as_deref_mut() {
-            contents.maglev = nodeport.maglev_tables()?;
-        }
-        Ok(contents)
+        self.sock_lb.service_maps()?.read()
     }
 
     /// The Maglev tables are written once every backend they name is, and deleted before any
