@@ -694,6 +694,27 @@ fn maglev_resize() -> Result<(), Failed> {
     if second.apply_maglev(&table(509))?.written != 1 || second.maglev_tables()? != table(509) {
         return Err("a 509-entry table was not written".into());
     }
+    // Frontend id 7 keeps its frontend: its table stays; it goes to another: the table goes
+    // before the new frontend's head is written.
+    let owned_by = |addr: [u8; 4]| {
+        let mut c = lb::datapath::MapContents::default();
+        c.services.insert(
+            ebpf::maps::LbKey::new(addr.into(), 80, 6, ebpf::maps::scope::EXT, 0),
+            ebpf::maps::LbService {
+                rev_nat_index: 7,
+                flags: ebpf::maps::svc_flags::NODE_PORT,
+                ..Default::default()
+            },
+        );
+        c
+    };
+    let (a, b) = (owned_by([10, 0, 0, 1]), owned_by([10, 0, 0, 2]));
+    if second.drop_reassigned_tables(&a, &a)?.deleted != 0 {
+        return Err("the table of a frontend that keeps its id was deleted".into());
+    }
+    if second.drop_reassigned_tables(&a, &b)?.deleted != 1 || !second.maglev_tables()?.is_empty() {
+        return Err("the table of an id another frontend takes stayed".into());
+    }
     drop(second);
     let mut third = load_nodeport_with(&bpffs, 1024, None)?;
     third.attach(&[], lb::datapath::TcMode::Tcx, &Default::default())?;

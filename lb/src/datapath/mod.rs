@@ -24,7 +24,7 @@ pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub(crate) use error::source_chain;
 pub use error::DatapathError;
 pub use hooks::SocketHooks;
-pub use kernel::{ApplyReport, ServiceMaps};
+pub use kernel::{ApplyPhase, ApplyReport, ServiceMaps};
 pub use maglev_tables::MaglevSettings;
 pub use migrate::{
     expected_packet_specs, expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR,

@@ -18,7 +18,7 @@ use ebpf::{NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM};
 use super::maglev_map::{create_pinned, maglev_value_len, MaglevMap};
 use super::migrate::Migration;
 use super::sock_lb::program;
-use super::{ApplyReport, DatapathError};
+use super::{ApplyReport, DatapathError, MapContents};
 
 /// Load-time settings of the NodePort programs (the object's `cfg_*` globals).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +212,40 @@ impl NodePortLb {
         let (report, written) = result?;
         self.maglev_written = Some(written);
         Ok(report)
+    }
+
+    /// Deletes, before the service maps change, the tables of frontend ids that `want` gives
+    /// to another frontend than `have` (or to none): the new frontend's head may be written
+    /// before its own table, and must not find the old one meanwhile (it falls back to the
+    /// slot hash instead).
+    pub fn drop_reassigned_tables(
+        &mut self,
+        have: &MapContents,
+        want: &MapContents,
+    ) -> Result<ApplyReport, DatapathError> {
+        let owners =
+            |c: &MapContents| -> BTreeMap<u16, (crate::model::L3n4Addr, crate::model::Scope)> {
+                c.frontends()
+                    .into_iter()
+                    .map(|f| (f.id, (f.frontend.addr, f.frontend.scope)))
+                    .collect()
+            };
+        let (before, after) = (owners(have), owners(want));
+        let current = match self.maglev_written.take() {
+            Some(tables) => tables,
+            None => self.maglev_tables()?,
+        };
+        let keep: BTreeMap<u16, Vec<u32>> = current
+            .iter()
+            .filter(|(id, _)| before.contains_key(id) && before.get(id) == after.get(id))
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        let unchanged = keep.len() == current.len();
+        self.maglev_written = Some(current);
+        if unchanged {
+            return Ok(ApplyReport::default());
+        }
+        self.apply_maglev(&keep)
     }
 
     fn maglev_map<T>(
