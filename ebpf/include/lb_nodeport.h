@@ -2,7 +2,8 @@
  * externalIPs frontends (and ClusterIPs with bpf.lbExternalClusterIP), HostPorts.
  *
  * Ingress: a packet of a tracked flow is rewritten as its conntrack entry says. A new flow to
- * a frontend gets a backend from the flow hash, and two entries (lb_ct.h): the forward one
+ * a frontend gets a backend from the flow hash (through the frontend's Maglev table with
+ * loadBalancer.algorithm=maglev, lb_flow_backend), and two entries (lb_ct.h): the forward one
  * (client -> frontend becomes client -> backend) and the reply one (backend -> client becomes
  * frontend -> client). A local backend sees the client's address; the kernel routes the
  * translated packet to it, and its replies are translated back at the device's egress. A
@@ -31,6 +32,8 @@ const volatile __u16 cfg_snat_port_max = 65535;
 const volatile __u32 cfg_flow_seed = 0;           /* the same on every node */
 const volatile __u8 cfg_external_clusterip = 0;   /* bpf.lbExternalClusterIP */
 const volatile __u8 cfg_external_ip_mitigation = 1; /* !bpf.disableExternalIPMitigation (pods) */
+const volatile __u8 cfg_maglev = 0;               /* loadBalancer.algorithm=maglev */
+const volatile __u32 cfg_maglev_m = 1;            /* maglev.tableSize: lb_maglev_v1's length */
 
 /* SNAT ports tried for a new flow before it is dropped as exhausted. */
 #define LB_SNAT_TRIES 32
@@ -200,6 +203,24 @@ static __always_inline int lb_start_local_flow(lb_ctx_t *ctx, const struct lb_fl
  * large stack frames are never on the stack together (512 bytes in all). */
 #define LB_NEW_FLOW_REJECT (-2)
 
+/* The backend id of a new flow with hash h: with Maglev, the frontend's lookup table at h % M
+ * (the same on every node with the same backends); without it, or before the agent wrote the
+ * frontend's table, the active slot h % count + 1. */
+static __always_inline __u32 lb_flow_backend(struct lb_key *key, __u16 count,
+					     __u16 rev_nat_index, __u32 h)
+{
+	if (cfg_maglev) {
+		__u32 table_key = rev_nat_index;
+		const __u32 *table = bpf_map_lookup_elem(&lb_maglev_v1, &table_key);
+		__u32 idx = h % cfg_maglev_m;
+
+		/* Linux 5.10's verifier does not bound a modulo: bound it by hand. */
+		if (table && idx < cfg_maglev_m)
+			return table[idx];
+	}
+	return lb_slot_backend(key, h % count + 1);
+}
+
 /* A packet no flow tracks: if it is for a frontend served to the outside, choose a backend
  * and start the flow; anything else passes untouched. Not inlined: see LB_NEW_FLOW_REJECT. */
 static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u32 now)
@@ -236,7 +257,8 @@ static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u
 		lb_count(LB_CNT_NO_BACKEND);
 		return LB_NEW_FLOW_REJECT;
 	}
-	backend_id = lb_slot_backend(&key, lb_flow_hash(&flow->key, cfg_flow_seed) % count + 1);
+	backend_id = lb_flow_backend(&key, count, rev_nat_index,
+				     lb_flow_hash(&flow->key, cfg_flow_seed));
 	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
 	if (!backend) {
 		lb_count(LB_CNT_NO_BACKEND);

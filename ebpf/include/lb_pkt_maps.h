@@ -35,6 +35,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_devices_v1 SEC(".maps");
 
+/* The value size the object declares for lb_maglev_v1: a placeholder. The agent creates and
+ * pins the map before loading, with a value of maglev.tableSize (cfg_maglev_m) backend ids, and
+ * the verifier checks every access against that real size. */
+#define LB_MAGLEV_PLACEHOLDER_M 251
+
+/* Maglev lookup tables (loadBalancer.algorithm=maglev): a frontend's rev_nat_index (u32) ->
+ * __u32[cfg_maglev_m] backend ids, the table crate::maglev::build_table makes over the
+ * frontend's external-scope backends. One entry per external frontend with active backends,
+ * replaced whole (one update) when its backends change. Sizes by key_size/value_size, not BTF
+ * types: the value's length is only known at load time. Sized by bpf.lbMapMax. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, LB_MAGLEV_PLACEHOLDER_M * sizeof(__u32));
+	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_maglev_v1 SEC(".maps");
+
 /* Why service packets were dropped: one u64 per enum lb_counter, per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -81,14 +81,20 @@ pub const SOCK_LB_MAPS: [&str; 19] = [
 pub const LB_CT: &str = "lb_ct_v1";
 /// The NodePort devices: `u32` ifindex -> [`LbDevice`].
 pub const LB_DEVICES: &str = "lb_devices_v1";
+/// Maglev lookup tables of the packet programs: `u32` rev_nat_index -> `[u32; M]` backend ids,
+/// M = `maglev.tableSize` (the value's size is set when the agent creates the map).
+pub const LB_MAGLEV: &str = "lb_maglev_v1";
+/// The value length (backend ids) `lb_maglev_v1` declares in the object
+/// (`LB_MAGLEV_PLACEHOLDER_M`); the agent creates the map with its own.
+pub const MAGLEV_PLACEHOLDER_M: u32 = 251;
 /// Drop counters of the packet programs: per-CPU `u64` per [`counter`] index.
 pub const LB_COUNTERS: &str = "lb_counters_v1";
 /// How many NodePort devices fit [`LB_DEVICES`] (`LB_DEVICES_MAX`).
 pub const DEVICES_MAX: u32 = 256;
 /// The maps only the packet programs define (`lb_pkt_maps.h`), pinned beside the shared ones.
-pub const PKT_MAPS: [&str; 3] = [LB_CT, LB_DEVICES, LB_COUNTERS];
+pub const PKT_MAPS: [&str; 4] = [LB_CT, LB_DEVICES, LB_MAGLEV, LB_COUNTERS];
 /// The packet programs' maps sized by `bpf.lbMapMax`.
-pub const PKT_SIZED_MAPS: [&str; 1] = [LB_CT];
+pub const PKT_SIZED_MAPS: [&str; 2] = [LB_CT, LB_MAGLEV];
 
 /// Maps earlier versions pinned that no program uses any more: a new agent unpins them once
 /// its programs are attached (the single ring buffer and on/off switch of trace events, the

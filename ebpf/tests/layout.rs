@@ -161,6 +161,24 @@ fn packet_map_mirrors_match_the_nodeport_objects_btf() {
     );
 }
 
+/// The Maglev map is sized by `key_size`/`value_size` rather than BTF types (its value's length
+/// is set at load time): its key is the `u32` rev_nat_index and its declared value
+/// [`MAGLEV_PLACEHOLDER_M`] backend ids, a hash without preallocation, as the agent creates it.
+#[test]
+fn the_maglev_map_holds_u32_backend_ids_per_u32_frontend() {
+    let obj = aya_obj::Object::parse(ebpf::nodeport_object()).expect("nodeport.o parses");
+    let map = obj.maps.get(LB_MAGLEV).expect("lb_maglev_v1 in nodeport.o");
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    assert_eq!(map.map_type(), BPF_MAP_TYPE_HASH);
+    assert_eq!(map.key_size() as usize, size_of::<u32>());
+    assert_eq!(
+        map.value_size() as usize,
+        MAGLEV_PLACEHOLDER_M as usize * size_of::<u32>()
+    );
+    assert_eq!(map.map_flags(), BPF_F_NO_PREALLOC);
+}
+
 /// The enum `name` of the BTF: its size and `(constant, value)` pairs.
 fn c_enum(btf: &Btf, name: &str) -> (usize, BTreeMap<String, u64>) {
     let e = btf

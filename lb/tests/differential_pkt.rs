@@ -7,7 +7,8 @@
 //! routes and permanent neighbours, so that `bpf_fib_lookup` finds clients, local pods, remote
 //! backends with and without a resolved neighbour, the node's own addresses and unroutable
 //! ones; the simulator gets the same answers as its FIB table. proptest generates each case's
-//! settings (flow seed, SNAT range down to one port, `bpf.lbExternalClusterIP`, whether the
+//! settings (flow seed, SNAT range down to one port, `bpf.lbExternalClusterIP`, Maglev with
+//! tables of 251 entries for most frontends and none for some, whether the
 //! second device has an IPv6 address), services (every type, wildcard and not, TCP and UDP,
 //! IPv4 and IPv6, 0-3 backends, sometimes a dangling slot) and packets: new flows from
 //! clients, more packets of tracked flows, backends' replies (at the egress of the client's
@@ -165,6 +166,7 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
     let snat_max = case.snat_min + case.snat_span;
     let external_clusterip = u8::from(case.external_clusterip);
     let external_ip_mitigation = u8::from(case.external_ip_mitigation);
+    let maglev = u8::from(case.maglev);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("cfg_snat_port_min", &case.snat_min, true)
@@ -172,6 +174,8 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
         .override_global("cfg_flow_seed", &case.flow_seed, true)
         .override_global("cfg_external_clusterip", &external_clusterip, true)
         .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
+        .override_global("cfg_maglev", &maglev, true)
+        .override_global("cfg_maglev_m", &case::MAGLEV_M, true)
         .default_map_pin_directory(&dir);
     for map in ebpf::maps::SOCK_LB_SIZED_MAPS {
         loader.map_max_entries(map, 1024);
@@ -243,6 +247,17 @@ fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, Stri
             .insert(k, v, 0)
             .map_err(|e| format!("lb_devices: {e}"))?;
     }
+    let mut tables: HashMap<MapData, u32, [u32; case::MAGLEV_M as usize]> =
+        take_hash(&mut ebpf, ebpf::maps::LB_MAGLEV)?;
+    for (k, v) in &maps.maglev {
+        let table: [u32; case::MAGLEV_M as usize] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("a table of {} entries", v.len()))?;
+        tables
+            .insert(u32::from(*k), table, 0)
+            .map_err(|e| format!("lb_maglev: {e}"))?;
+    }
     let ct = take_hash(&mut ebpf, ebpf::maps::LB_CT)?;
     let counters_map = ebpf
         .take_map(ebpf::maps::LB_COUNTERS)
@@ -265,6 +280,7 @@ fn simulator(case: &Case, node: &Node) -> PktSim {
         flow_seed: case.flow_seed,
         external_clusterip: case.external_clusterip,
         external_ip_mitigation: case.external_ip_mitigation,
+        maglev_m: case.maglev.then_some(case::MAGLEV_M),
     };
     let mut sim = PktSim::new(config, case.maps(), Box::new(node.fib()));
     sim.set_local_addresses(&Node::local_addrs());

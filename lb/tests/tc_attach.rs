@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 9] = [
+    let tests: [(&str, TestFn); 10] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -58,6 +58,10 @@ fn main() {
         (
             "tc::a_changed_lb_map_max_resizes_the_conntrack_table_keeping_its_flows",
             conntrack_resize,
+        ),
+        (
+            "tc::a_changed_maglev_table_size_replaces_the_table_map_instead_of_refusing_to_start",
+            maglev_resize,
         ),
         (
             "xdp::native_xdp_on_every_device_is_replaced_on_restart_detached_when_off_and_cleaned_up",
@@ -632,6 +636,15 @@ fn conntrack_gc() -> Result<(), Failed> {
 
 /// The NodePort programs alone, their maps in `bpffs`, sized `map_max`.
 fn load_nodeport(bpffs: &TestBpffs, map_max: u32) -> Result<lb::datapath::NodePortLb, Failed> {
+    load_nodeport_with(bpffs, map_max, None)
+}
+
+/// [`load_nodeport`] with Maglev tables of `maglev_m` entries (`None`: random).
+fn load_nodeport_with(
+    bpffs: &TestBpffs,
+    map_max: u32,
+    maglev_m: Option<u32>,
+) -> Result<lb::datapath::NodePortLb, Failed> {
     Ok(lb::datapath::NodePortLb::load(
         lb::datapath::NodePortConfig {
             map_max,
@@ -641,6 +654,7 @@ fn load_nodeport(bpffs: &TestBpffs, map_max: u32) -> Result<lb::datapath::NodePo
             external_clusterip: false,
             xdp: true,
             external_ip_mitigation: true,
+            maglev_m,
         },
         &bpffs.path,
     )?)
@@ -801,5 +815,82 @@ fn xdp_refused() -> Result<(), Failed> {
     }
     eprintln!("native on a refusing device: {}", stderr.trim());
     node.cleanup()?;
+    Ok(())
+}
+/// `maglev.tableSize` is the length of every `lb_maglev_v1` value: a restart with another size
+/// (or algorithm) replaces the pinned map, which the reconciler then fills again, where it
+/// once refused to start on the layout change. Tables are written only when they change, and
+/// deleted when nothing wants them.
+fn maglev_resize() -> Result<(), Failed> {
+    use std::collections::BTreeMap;
+
+    use ebpf::maps::LB_MAGLEV;
+
+    let bpffs = TestBpffs::new("tc-maglev")?;
+    let pin = bpffs.path.join(LB_MAGLEV);
+    let value_size =
+        || -> Result<u32, Failed> { Ok(aya::maps::MapData::from_pin(&pin)?.info()?.value_size()) };
+    let table = |m: usize| -> BTreeMap<u16, Vec<u32>> { [(7u16, vec![3u32; m])].into() };
+    {
+        let mut first = load_nodeport_with(&bpffs, 1024, Some(251))?;
+        let written = first.apply_maglev(&table(251))?.written;
+        if written != 1 || first.maglev_tables()? != table(251) {
+            return Err(format!("{written} tables written, read back differently").into());
+        }
+        if first.apply_maglev(&table(251))?.written != 0 {
+            return Err("an unchanged table was written again".into());
+        }
+        let gone = first.apply_maglev(&BTreeMap::new())?;
+        if gone.deleted != 1 || !first.maglev_tables()?.is_empty() {
+            return Err("a table nothing wants was not deleted".into());
+        }
+        first.apply_maglev(&table(251))?;
+    }
+    if value_size()? != 251 * 4 {
+        return Err(format!("tables of 251 ids, values of {} bytes", value_size()?).into());
+    }
+    let mut second = load_nodeport_with(&bpffs, 1024, Some(509))?;
+    second.attach(&[], &[], lb::datapath::TcMode::Tcx, &Default::default())?;
+    if value_size()? != 509 * 4 || !second.maglev_tables()?.is_empty() {
+        return Err(format!(
+            "after a load with 509: values of {} bytes, {} tables",
+            value_size()?,
+            second.maglev_tables()?.len()
+        )
+        .into());
+    }
+    if second.apply_maglev(&table(509))?.written != 1 || second.maglev_tables()? != table(509) {
+        return Err("a 509-entry table was not written".into());
+    }
+    // Frontend id 7 keeps its frontend: its table stays; it goes to another: the table goes
+    // before the new frontend's head is written.
+    let owned_by = |addr: [u8; 4]| {
+        let mut c = lb::datapath::MapContents::default();
+        c.services.insert(
+            ebpf::maps::LbKey::new(addr.into(), 80, 6, ebpf::maps::scope::EXT, 0),
+            ebpf::maps::LbService {
+                rev_nat_index: 7,
+                flags: ebpf::maps::svc_flags::NODE_PORT,
+                ..Default::default()
+            },
+        );
+        c
+    };
+    let (a, b) = (owned_by([10, 0, 0, 1]), owned_by([10, 0, 0, 2]));
+    if second.drop_reassigned_tables(&a, &a)?.deleted != 0 {
+        return Err("the table of a frontend that keeps its id was deleted".into());
+    }
+    if second.drop_reassigned_tables(&a, &b)?.deleted != 1 || !second.maglev_tables()?.is_empty() {
+        return Err("the table of an id another frontend takes stayed".into());
+    }
+    drop(second);
+    let mut third = load_nodeport_with(&bpffs, 1024, None)?;
+    third.attach(&[], &[], lb::datapath::TcMode::Tcx, &Default::default())?;
+    if value_size()? != 4 {
+        return Err(format!("random keeps values of {} bytes", value_size()?).into());
+    }
+    if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
+        return Err("the replacement left migrate/ behind".into());
+    }
     Ok(())
 }

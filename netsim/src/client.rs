@@ -106,10 +106,20 @@ fn errno_of(e: &std::io::Error) -> Option<i32> {
 /// One exchange with the server at `target`, from the calling process, giving up after
 /// `timeout` per blocking step.
 pub fn exchange(mode: ClientMode, target: SocketAddr, timeout: Duration) -> Reply {
+    exchange_from(mode, target, timeout, 0)
+}
+
+/// [`exchange`] from a UDP socket bound to `source_port` (0: any); TCP and HTTP ignore it.
+pub fn exchange_from(
+    mode: ClientMode,
+    target: SocketAddr,
+    timeout: Duration,
+    source_port: u16,
+) -> Reply {
     match mode {
         ClientMode::Tcp => tcp(target, timeout),
-        ClientMode::UdpConnected => udp_connected(target, timeout),
-        ClientMode::UdpUnconnected => udp_unconnected(target, timeout),
+        ClientMode::UdpConnected => udp_connected(target, timeout, source_port),
+        ClientMode::UdpUnconnected => udp_unconnected(target, timeout, source_port),
         ClientMode::Http => http(target, timeout),
     }
 }
@@ -201,24 +211,29 @@ fn http_body(response: &str) -> Result<&str, String> {
     Ok(body)
 }
 
-fn unspecified(target: SocketAddr) -> SocketAddr {
+fn unspecified(target: SocketAddr, port: u16) -> SocketAddr {
     match target {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
     }
 }
 
 pub(crate) fn udp_socket(target: SocketAddr, timeout: Duration) -> Result<UdpSocket, Reply> {
+    udp_socket_from(target, timeout, 0)
+}
+
+/// A UDP socket of `target`'s family bound to `port` (0: any).
+fn udp_socket_from(target: SocketAddr, timeout: Duration, port: u16) -> Result<UdpSocket, Reply> {
     let socket =
-        UdpSocket::bind(unspecified(target)).map_err(|e| Reply::failed("bind", &e, None))?;
+        UdpSocket::bind(unspecified(target, port)).map_err(|e| Reply::failed("bind", &e, None))?;
     socket
         .set_read_timeout(Some(timeout))
         .map_err(|e| Reply::failed("setsockopt(SO_RCVTIMEO)", &e, None))?;
     Ok(socket)
 }
 
-fn udp_connected(target: SocketAddr, timeout: Duration) -> Reply {
-    let socket = match udp_socket(target, timeout) {
+fn udp_connected(target: SocketAddr, timeout: Duration, port: u16) -> Reply {
+    let socket = match udp_socket_from(target, timeout, port) {
         Ok(s) => s,
         Err(reply) => return reply,
     };
@@ -247,8 +262,8 @@ fn udp_connected(target: SocketAddr, timeout: Duration) -> Reply {
     }
 }
 
-fn udp_unconnected(target: SocketAddr, timeout: Duration) -> Reply {
-    let socket = match udp_socket(target, timeout) {
+fn udp_unconnected(target: SocketAddr, timeout: Duration, port: u16) -> Reply {
+    let socket = match udp_socket_from(target, timeout, port) {
         Ok(s) => s,
         Err(reply) => return reply,
     };

@@ -42,7 +42,7 @@ mod xdp;
 
 pub use capture::{Capture, Frame};
 pub use cgroup::cgroup2_mount;
-pub use client::{binary_path, exchange, ClientMode, Reply};
+pub use client::{binary_path, exchange, exchange_from, ClientMode, Reply};
 pub use error::{Error, Result};
 pub use held::{HeldClient, HeldSocket};
 pub use link::{GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6};

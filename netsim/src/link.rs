@@ -165,3 +165,12 @@ pub(crate) fn add_route(ns: (&str, &Path), dest: IpNet, via: IpAddr) -> Result<(
         nl.add_route(dest, Some(via), None, false).await
     })
 }
+
+/// In the namespace, replaces the route to `dest` by one via `via`.
+pub(crate) fn replace_route(ns: (&str, &Path), dest: IpNet, via: IpAddr) -> Result<()> {
+    with_netlink(
+        ns.0,
+        ns.1,
+        |nl| async move { nl.replace_route(dest, via).await },
+    )
+}

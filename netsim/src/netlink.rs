@@ -235,6 +235,28 @@ impl Netlink {
             .map_err(self.err(what.clone()))
     }
 
+    /// Replaces the route to `dest` by one via the gateway `via` (`ip route replace`).
+    pub(crate) async fn replace_route(&self, dest: IpNet, via: IpAddr) -> Result<()> {
+        let what = format!("replace route {dest} via {via}");
+        let invalid = |e: String| Error::Socket {
+            ns: self.ns.clone(),
+            op: what.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        };
+        let builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dest.addr(), dest.prefix_len())
+            .map_err(|e| invalid(e.to_string()))?
+            .gateway(via)
+            .map_err(|e| invalid(e.to_string()))?;
+        self.handle
+            .route()
+            .add(builder.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(self.err(what.clone()))
+    }
+
     /// Adds a permanent neighbour entry: `ip` is at `mac` on the link `dev`.
     pub(crate) async fn add_neighbour(&self, dev: &str, ip: IpAddr, mac: [u8; 6]) -> Result<()> {
         let index = self.index(dev).await?;

@@ -122,6 +122,17 @@ impl Place {
     /// Runs `netsim-client` inside the namespace and cgroup: `count` exchanges with `target`,
     /// one [`Reply`] each (failures are replies with `error` set, not errors).
     pub fn client(&self, mode: ClientMode, target: SocketAddr, count: u32) -> Result<Vec<Reply>> {
+        self.client_from(mode, target, count, None)
+    }
+
+    /// [`Place::client`] from a socket bound to `source_port` (UDP modes) when given.
+    fn client_from(
+        &self,
+        mode: ClientMode,
+        target: SocketAddr,
+        count: u32,
+        source_port: Option<u16>,
+    ) -> Result<Vec<Reply>> {
         let mut cmd = Command::new(binary_path("netsim-client")?);
         cmd.args([
             mode.as_arg(),
@@ -129,10 +140,13 @@ impl Place {
             &count.to_string(),
             "--timeout-ms",
             &CLIENT_TIMEOUT.as_millis().to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        ]);
+        if let Some(port) = source_port {
+            cmd.args(["--source-port", &port.to_string()]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let process = self.spawn(cmd)?;
         // Each exchange has at most two blocking steps of CLIENT_TIMEOUT.
         let output = process.output(CLIENT_TIMEOUT * 2 * count + Duration::from_secs(5))?;
@@ -162,7 +176,18 @@ impl Place {
 
     /// One exchange with `target` by `netsim-client` in this place.
     pub fn client_once(&self, mode: ClientMode, target: SocketAddr) -> Result<Reply> {
-        let mut replies = self.client(mode, target, 1)?;
+        self.client_once_from(mode, target, None)
+    }
+
+    /// One exchange with `target` from source port `source_port` when given (a UDP mode: the
+    /// same flow can be sent again, e.g. through another node).
+    pub fn client_once_from(
+        &self,
+        mode: ClientMode,
+        target: SocketAddr,
+        source_port: Option<u16>,
+    ) -> Result<Reply> {
+        let mut replies = self.client_from(mode, target, 1, source_port)?;
         Ok(replies.remove(0))
     }
 

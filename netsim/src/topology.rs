@@ -298,6 +298,11 @@ impl Topology {
     pub fn add_route(&self, place: &Place, dest: IpNet, via: IpAddr) -> Result<()> {
         link::add_route((place.name(), place.netns_path()), dest, via)
     }
+
+    /// In `place`, points the route to `dest` at `via` instead (`ip route replace`).
+    pub fn replace_route(&self, place: &Place, dest: IpNet, via: IpAddr) -> Result<()> {
+        link::replace_route((place.name(), place.netns_path()), dest, via)
+    }
 }
 
 /// In `from`, routes each pod CIDR of `to` via `to`'s address on a segment both are on.

@@ -18,7 +18,7 @@ use netsim::{
 };
 
 use crate::files::ScenarioFiles;
-use crate::spec::{Bind, Connect, HeldTransport, Open, Scenario, Serve, Transport};
+use crate::spec::{Bind, Connect, HeldTransport, Open, Reroute, Scenario, Serve, Transport};
 use crate::trace_monitor::MonitorProcess;
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
@@ -423,9 +423,11 @@ impl World for KernelWorld {
     fn connect(&mut self, call: &Connect) -> Result<Result<Answer, CallError>> {
         // One call per invocation keeps each socket's netns cookie the place's, as the
         // simulator models it; `times` is handled by the runner.
-        let reply = self
-            .place(&call.from)?
-            .client_once(mode(call.transport), call.to)?;
+        let reply = self.place(&call.from)?.client_once_from(
+            mode(call.transport),
+            call.to,
+            call.source_ports.first().copied(),
+        )?;
         answer(&reply)
     }
 
@@ -497,6 +499,16 @@ impl World for KernelWorld {
             self.run_agent(&node)?;
         }
         Ok(())
+    }
+
+    fn reroute(&mut self, reroute: &Reroute) -> Result<()> {
+        let place = self
+            .places
+            .get(&reroute.on)
+            .with_context(|| format!("reroute: no external host named {}", reroute.on))?;
+        Ok(self
+            .topology
+            .replace_route(place, reroute.to, reroute.via)?)
     }
 
     fn restart_agent(&mut self, node: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_yaml::Value;
 
-use crate::spec::{Expect, Scenario, Step, TraceExpect, Transport};
+use crate::spec::{Connect, Expect, Scenario, Step, TraceExpect, Transport};
 use crate::world::{Answer, CallError, Traced, World};
 
 /// The Kubernetes objects a scenario's agents see: its objects plus a Node per node.
@@ -42,7 +42,14 @@ pub fn run(scenario: &Scenario, world: &mut dyn World) -> Result<()> {
 
 fn describe(step: &Step) -> String {
     if let Some(c) = &step.connect {
-        format!("{:?} from {} to {} x{}", c.transport, c.from, c.to, c.times)
+        if c.source_ports.is_empty() {
+            format!("{:?} from {} to {} x{}", c.transport, c.from, c.to, c.times)
+        } else {
+            format!(
+                "{:?} from {} ports {:?} to {}",
+                c.transport, c.from, c.source_ports, c.to
+            )
+        }
     } else if let Some(o) = &step.open {
         format!(
             "open {} ({:?} from {} to {})",
@@ -58,6 +65,8 @@ fn describe(step: &Step) -> String {
         format!("sysctl {} on {}", s.key, s.on)
     } else if !step.restart_agent.is_empty() {
         format!("restart agent on {}", step.restart_agent.join(", "))
+    } else if let Some(r) = &step.reroute {
+        format!("reroute {} on {} via {}", r.to, r.on, r.via)
     } else if let Some(s) = step.wait_seconds {
         format!("wait {s}s")
     } else if !step.apply.is_empty() || !step.delete.is_empty() {
@@ -74,6 +83,14 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
             let (result, traced) = world.connect_traced(call)?;
             results.push(result);
             check_trace(want, call.transport, &traced)?;
+        } else if !call.source_ports.is_empty() {
+            for &port in &call.source_ports {
+                let one = Connect {
+                    source_ports: vec![port],
+                    ..call.clone()
+                };
+                results.push(world.connect(&one)?);
+            }
         } else {
             for _ in 0..call.times {
                 results.push(world.connect(call)?);
@@ -121,6 +138,9 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
     }
     for node in &step.restart_agent {
         world.restart_agent(node)?;
+    }
+    if let Some(r) = &step.reroute {
+        world.reroute(r)?;
     }
     if let Some(seconds) = step.wait_seconds {
         world.wait(Duration::from_secs(seconds))?;
@@ -176,6 +196,13 @@ fn check_calls(expect: &Expect, results: &[Result<Answer, CallError>]) -> Result
     }
     let answers: Vec<&Answer> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     let who: BTreeSet<&str> = answers.iter().map(|a| a.answered_by.as_str()).collect();
+    if let Some(each) = &expect.answers {
+        let got: Vec<&str> = answers.iter().map(|a| a.answered_by.as_str()).collect();
+        ensure!(
+            got == *each,
+            "the calls were answered by {got:?} in turn, expected {each:?}"
+        );
+    }
     if let Some(allowed) = &expect.answered_by {
         let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
         ensure!(

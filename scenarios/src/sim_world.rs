@@ -25,7 +25,7 @@ use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
 use crate::sim_net::{self, Net, NetExternal, NetNode, NodePrograms, Receiver};
-use crate::spec::{Bind, Connect, Open, Scenario, Serve, Transport};
+use crate::spec::{Bind, Connect, Open, Reroute, Scenario, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
 /// A fresh network namespace's values of the sysctls the agent uses.
@@ -287,7 +287,8 @@ impl SimWorld {
             .with_context(on_node)?;
         let plan = degrade::plan(&config, &features).with_context(on_node)?;
         let settings = setup::datapath_settings(&config, &plan, node.netns);
-        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &plan, &udp_support));
+        let mut reconciler = Reconciler::new(setup::udp_sweep_scope(&config, &plan, &udp_support))
+            .with_maglev(lb::agent::nodeport::maglev_settings(&config));
         let status = setup::start_status(&config, &plan, &translation.selection, &udp_support);
         let (host_netns, addresses) = (node.netns, node.addresses.clone());
 
@@ -388,11 +389,15 @@ impl SimWorld {
         client_ip: IpAddr,
         call: &Connect,
     ) -> Result<Result<Answer, CallError>> {
-        let client = SocketAddr::new(client_ip, self.next_client_port);
-        self.next_client_port = self
-            .next_client_port
-            .wrapping_add(1)
-            .max(sim_net::FIRST_CLIENT_PORT);
+        let port = match call.source_ports.first() {
+            Some(&port) => port,
+            None => {
+                let port = self.next_client_port;
+                self.next_client_port = port.wrapping_add(1).max(sim_net::FIRST_CLIENT_PORT);
+                port
+            }
+        };
+        let client = SocketAddr::new(client_ip, port);
         let request = sim_net::request(client, call.to, call.transport);
         let Ok((receiver, delivered)) = self.net.carry(&mut self.programs, &from, request) else {
             return Ok(Err(CallError::TimedOut));
@@ -616,6 +621,13 @@ impl World for SimWorld {
                 return self.connect_by_packets(Receiver::Pod(call.from.clone()), client_ip, call);
             }
         }
+        if !call.source_ports.is_empty() {
+            bail!(
+                "connect.source_ports: the simulator binds source ports for clients outside the \
+                 cluster only, not {}",
+                call.from
+            );
+        }
         let (node, sock) = self.call(&call.from, call.transport)?;
         let sim = self.sim(node)?;
         // An unconnected UDP socket's datagram goes through sendmsg; the peer as netsim's
@@ -685,6 +697,22 @@ impl World for SimWorld {
             self.files.write_objects(&self.nodes[i].name, objects)?;
             self.program(i)?;
         }
+        Ok(())
+    }
+
+    fn reroute(&mut self, reroute: &Reroute) -> Result<()> {
+        let external = self
+            .net
+            .externals
+            .iter_mut()
+            .find(|e| e.name == reroute.on)
+            .with_context(|| format!("reroute: no external host named {}", reroute.on))?;
+        let route = external
+            .routes
+            .iter_mut()
+            .find(|(to, _)| *to == reroute.to)
+            .with_context(|| format!("reroute: {} has no route to {}", reroute.on, reroute.to))?;
+        route.1 = reroute.via;
         Ok(())
     }
 

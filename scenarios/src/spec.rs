@@ -101,6 +101,18 @@ pub struct RouteSpec {
     pub via: IpAddr,
 }
 
+/// A changed route of an external host.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reroute {
+    /// The external host.
+    pub on: String,
+    /// The destination, as in one of its `routes`.
+    pub to: ipnet::IpNet,
+    /// The new next hop, an address on the segment.
+    pub via: IpAddr,
+}
+
 /// A node: a host namespace with an `eth0` on the shared segment, running an agent.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +216,10 @@ pub struct Step {
     /// Restart the agent of these nodes.
     #[serde(default)]
     pub restart_agent: Vec<String>,
+    /// An external host's route now leads elsewhere, as when the router in front of the nodes
+    /// moves a LoadBalancer IP's next hop to another node (a node failed, ECMP rehashed).
+    #[serde(default)]
+    pub reroute: Option<Reroute>,
     /// Let this much time pass (the simulator's clock; the kernel backend really waits).
     #[serde(default)]
     pub wait_seconds: Option<u64>,
@@ -226,6 +242,11 @@ pub struct Connect {
     /// How many times (each a fresh socket).
     #[serde(default = "one")]
     pub times: usize,
+    /// One call per port, in order, each from a fresh socket bound to that source port (UDP
+    /// only, and not with `times`): the same flows again, e.g. through another node. The
+    /// worlds get one call at a time, each with its one port here.
+    #[serde(default)]
+    pub source_ports: Vec<u16>,
 }
 
 fn one() -> usize {
@@ -309,6 +330,10 @@ pub struct Expect {
     /// least once.
     #[serde(default)]
     pub answered_by: Option<Vec<String>>,
+    /// Who answered each call, in order (a connect's `source_ports` or its `times` calls):
+    /// which backend each flow reached.
+    #[serde(default)]
+    pub answers: Option<Vec<String>>,
     /// Every answer came from the same one of these.
     #[serde(default)]
     pub sticky: Option<bool>,
@@ -393,6 +418,7 @@ impl Scenario {
                 + usize::from(step.sysctl.is_some())
                 + usize::from(!step.apply.is_empty() || !step.delete.is_empty())
                 + usize::from(!step.restart_agent.is_empty())
+                + usize::from(step.reroute.is_some())
                 + usize::from(step.wait_seconds.is_some());
             if step.expect.trace.is_some() && step.connect.as_ref().is_none_or(|c| c.times != 1) {
                 anyhow::bail!(
@@ -401,6 +427,15 @@ impl Scenario {
                     i + 1
                 );
             }
+            if let Some(c) = &step.connect {
+                if !c.source_ports.is_empty() && (c.times != 1 || c.transport == Transport::Tcp) {
+                    anyhow::bail!(
+                        "{}: connect.source_ports: one UDP call per port (transport udp-connected \
+                         or udp-unconnected), without times",
+                        at()
+                    );
+                }
+            }
             if let Some(name) = &step.expect.error {
                 if let Some(why) = crate::world::CallError::unusable_name(name) {
                     anyhow::bail!("{}: expect.error: {why}", at());
@@ -408,7 +443,7 @@ impl Scenario {
             }
             if actions > 1 {
                 anyhow::bail!(
-                    "{}: one action per step (connect, open, send, close, bind, sysctl, apply/delete, restart_agent, wait_seconds)",
+                    "{}: one action per step (connect, open, send, close, bind, sysctl, apply/delete, restart_agent, reroute, wait_seconds)",
                     at()
                 );
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lb::views::TraceSockEvent;
 
-use crate::spec::{Bind, Connect, Open};
+use crate::spec::{Bind, Connect, Open, Reroute};
 
 /// What a client observed from one successful call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +127,8 @@ pub trait World {
     fn set_objects(&mut self, objects: &[serde_yaml::Value]) -> anyhow::Result<()>;
     /// Restarts a node's agent (its maps and programs stay pinned meanwhile).
     fn restart_agent(&mut self, node: &str) -> anyhow::Result<()>;
+    /// Points an external host's route elsewhere (`reroute.to` must be one of its routes).
+    fn reroute(&mut self, reroute: &Reroute) -> anyhow::Result<()>;
     /// Lets time pass.
     fn wait(&mut self, duration: Duration) -> anyhow::Result<()>;
     /// A sysctl's value in a node's namespace.

@@ -203,7 +203,8 @@ impl Agent {
         Ok(Agent {
             sock_lb,
             nodeport,
-            reconciler: Reconciler::new(setup::udp_sweep_scope(config, &plan, &udp_support)),
+            reconciler: Reconciler::new(setup::udp_sweep_scope(config, &plan, &udp_support))
+                .with_maglev(nodeport::maglev_settings(config)),
             sweeper: KernelSweeper {
                 cgroup_root: cgroup,
             },

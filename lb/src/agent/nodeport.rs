@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::config::{Acceleration, AgentConfig, DevicePattern};
-use crate::datapath::{DeviceAddrs, NodePortConfig, XdpPolicy};
+use crate::datapath::{DeviceAddrs, MaglevSettings, NodePortConfig, XdpPolicy};
 use crate::host::HostDevice;
 use crate::k8s::DeviceSelection;
 use crate::maglev::HashSeed;
@@ -40,6 +40,7 @@ pub fn nodeport_settings(config: &AgentConfig) -> NodePortConfig {
         external_clusterip: config.values().bpf.lb_external_cluster_ip,
         xdp: xdp_policy(config).is_some(),
         external_ip_mitigation: !config.values().bpf.disable_external_ip_mitigation,
+        maglev_m: maglev_table_size(config),
     }
 }
 
@@ -57,6 +58,22 @@ pub fn xdp_policy(config: &AgentConfig) -> Option<XdpPolicy> {
         Acceleration::Native => Some(XdpPolicy::Native),
         Acceleration::BestEffort => Some(XdpPolicy::BestEffort),
     }
+}
+
+/// How the reconciler builds the Maglev tables, with `loadBalancer.algorithm=maglev`.
+pub fn maglev_settings(config: &AgentConfig) -> Option<MaglevSettings> {
+    maglev_table_size(config).map(|table_size| MaglevSettings {
+        table_size,
+        seed: *config.maglev_seed(),
+        external_clusterip: config.values().bpf.lb_external_cluster_ip,
+    })
+}
+
+/// `Some(maglev.tableSize)` with `loadBalancer.algorithm=maglev`, `None` with `random`.
+pub fn maglev_table_size(config: &AgentConfig) -> Option<u32> {
+    let values = config.values();
+    (values.load_balancer.algorithm == crate::config::Algorithm::Maglev)
+        .then_some(values.maglev.table_size)
 }
 
 /// The flow hash's seed: the three little-endian words of `maglev.hashSeed` XORed, so every

@@ -27,6 +27,10 @@ pub struct MapContents {
     /// `lb_source_ranges_v1`: the client CIDRs of every LoadBalancer frontend with
     /// `loadBalancerSourceRanges` (the value is a reserved zero).
     pub source_ranges: BTreeMap<LbSrcRangeKey, u8>,
+    /// `lb_maglev_v1` (the packet programs' map): with `loadBalancer.algorithm=maglev`, the
+    /// Maglev table of every externally served frontend with active backends, by its
+    /// rev_nat_index, `maglev.tableSize` backend ids each (see [`MapContents::add_maglev_tables`]).
+    pub maglev: BTreeMap<u16, Vec<u32>>,
 }
 
 /// Ids are small integers; 0 means "none" in the datapath.

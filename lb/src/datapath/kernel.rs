@@ -40,12 +40,22 @@ impl ApplyReport {
             count(&have.reverse_nat, &want.reverse_nat),
             count(&have.affinity_match, &want.affinity_match),
             count(&have.source_ranges, &want.source_ranges),
+            count(&have.maglev, &want.maglev),
         ];
         ApplyReport {
             written: counts.iter().map(|c| c.0).sum(),
             deleted: counts.iter().map(|c| c.1).sum(),
         }
     }
+}
+
+/// When [`ServiceMaps::apply_with`] hands over to the Maglev tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyPhase {
+    /// Nothing written yet.
+    BeforeWrites,
+    /// Every entry written, none deleted yet.
+    Written,
 }
 
 /// Handles on the maps the agent keeps to describe services.
@@ -127,6 +137,8 @@ impl<T: Borrow<MapData>> ServiceMaps<T> {
                     map: LB_SOURCE_RANGES,
                     source,
                 })?,
+            // The packet programs' map, not one of these: see `NodePortLb::maglev_tables`.
+            maglev: BTreeMap::new(),
         })
     }
 }
@@ -138,8 +150,22 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
     /// then affinity matches; deletions in the opposite order (affinity matches first, so no
     /// pinned client is sent to a backend on its way out).
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
+        self.apply_with(want, |_, _| Ok(ApplyReport::default()))
+    }
+
+    /// [`ServiceMaps::apply`], calling `tables` twice with what the maps hold: with
+    /// [`ApplyPhase::BeforeWrites`] before anything is written, and with
+    /// [`ApplyPhase::Written`] once every entry is written and before any is deleted. The
+    /// Maglev tables are applied there, so a table never names a backend that is not written
+    /// yet or already deleted, and a table of a frontend id another frontend takes over is gone
+    /// before that frontend's head is written.
+    pub fn apply_with(
+        &mut self,
+        want: &MapContents,
+        mut tables: impl FnMut(ApplyPhase, &MapContents) -> Result<ApplyReport, DatapathError>,
+    ) -> Result<ApplyReport, DatapathError> {
         let have = self.read()?;
-        let mut report = ApplyReport::default();
+        let mut report = tables(ApplyPhase::BeforeWrites, &have)?;
         // A frontend's source ranges before the head that asks for them, so no allowed client
         // is turned away in between.
         let failed = |source| DatapathError::Map {
@@ -178,6 +204,9 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
             &have.affinity_match,
             &want.affinity_match,
         )?;
+        let applied = tables(ApplyPhase::Written, &have)?;
+        report.written += applied.written;
+        report.deleted += applied.deleted;
         // Deletions: affinity matches and service heads first, then their slots, then what
         // nothing refers to.
         report.deleted += delete(

@@ -12,6 +12,12 @@
 //!    in between, affinity) is copied too, never overwriting a newer entry, and the old pins
 //!    are removed, which frees the old maps.
 //!
+//! The Maglev tables (`lb_maglev_v1`) are the exception: their value is `maglev.tableSize`
+//! backend ids, so a changed table size (or algorithm) changes the layout. Such a map is moved
+//! aside like the others but nothing is copied, on a resize either: the tables are derived
+//! state, and the agent's first reconciliation writes every one of them again (until then the
+//! programs fall back to the flow hash over the active slots).
+//!
 //! A change the new maps cannot hold (more entries than the new size, for maps that are not
 //! LRU: an LRU map drops its oldest entries instead) or a layout change under the same name is
 //! refused before anything is touched, naming the option and the way out. An agent that dies
@@ -26,8 +32,8 @@ use ebpf::maps::{
     LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbCtEntry, LbCtKey,
     LbDevice, LbKey, LbLocalAddr, LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue,
     LbSrcRange, LB_AFFINITY, LB_AFFINITY_MATCH, LB_BACKENDS, LB_CT, LB_DEVICES, LB_LOCAL_ADDRS,
-    LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, LB_SOURCE_RANGES, PKT_MAPS,
-    PKT_SIZED_MAPS, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
+    LB_MAGLEV, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, LB_SOURCE_RANGES,
+    PKT_MAPS, PKT_SIZED_MAPS, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
 use super::pin_paths::remove_if_present;
@@ -91,12 +97,25 @@ pub fn expected_specs(map_max: u32) -> Result<BTreeMap<&'static str, MapSpec>, D
     )
 }
 
-/// The maps only [`ebpf::nodeport_object`] defines (conntrack, devices, counters) as this
-/// agent creates them with `map_max`; the shared ones are the socket programs' to replace.
+/// The maps only [`ebpf::nodeport_object`] defines (conntrack, devices, Maglev tables,
+/// counters) as this agent creates them with `map_max` and Maglev tables of `maglev_len`
+/// backend ids; the shared ones are the socket programs' to replace.
 pub fn expected_packet_specs(
     map_max: u32,
+    maglev_len: u32,
 ) -> Result<BTreeMap<&'static str, MapSpec>, DatapathError> {
-    specs_of(ebpf::nodeport_object(), &PKT_MAPS, &PKT_SIZED_MAPS, map_max)
+    let mut specs = specs_of(ebpf::nodeport_object(), &PKT_MAPS, &PKT_SIZED_MAPS, map_max)?;
+    if let Some(maglev) = specs.get_mut(LB_MAGLEV) {
+        maglev.value_size = maglev_len * 4;
+        maglev.max_entries = super::maglev_map::maglev_max_entries(map_max, maglev_len);
+    }
+    Ok(specs)
+}
+
+/// Whether a pinned map of another layout is replaced rather than refused: the Maglev tables,
+/// rebuilt by the reconciler whatever their length.
+fn rebuilt_not_copied(name: &str) -> bool {
+    name == LB_MAGLEV
 }
 
 /// The maps `names` of `object`, those in `sized` with `map_max` entries.
@@ -186,7 +205,7 @@ impl Migration {
             if have == *spec && !resumed {
                 continue; // adopted as it is
             }
-            if have.layout() != spec.layout() {
+            if have.layout() != spec.layout() && !rebuilt_not_copied(name) {
                 return Err(DatapathError::PinnedLayout {
                     map: name,
                     path: source.clone(),
@@ -217,7 +236,11 @@ impl Migration {
                 }
             }
             let old = typed(data, have.map_type);
-            let entries = count(name, &old)?;
+            let entries = if rebuilt_not_copied(name) {
+                0
+            } else {
+                count(name, &old)?
+            };
             if !have.is_lru() && entries > spec.max_entries as usize {
                 return Err(DatapathError::MapTooSmall {
                     map: name,
@@ -427,7 +450,7 @@ mod copy_table_tests {
         let missing: Vec<&str> = SOCK_LB_SIZED_MAPS
             .into_iter()
             .chain(PKT_SIZED_MAPS)
-            .filter(|name| !copied(name))
+            .filter(|name| !copied(name) && !rebuilt_not_copied(name))
             .collect();
         assert!(missing.is_empty(), "not copied on a resize: {missing:?}");
     }

@@ -7,6 +7,8 @@ pub mod ct_gc;
 mod error;
 mod hooks;
 mod kernel;
+mod maglev_map;
+mod maglev_tables;
 mod migrate;
 mod monitor;
 mod netns_probe;
@@ -23,7 +25,8 @@ pub use contents::{LayoutError, ListedFrontend, MapContents};
 pub(crate) use error::source_chain;
 pub use error::DatapathError;
 pub use hooks::SocketHooks;
-pub use kernel::{ApplyReport, ServiceMaps};
+pub use kernel::{ApplyPhase, ApplyReport, ServiceMaps};
+pub use maglev_tables::MaglevSettings;
 pub use migrate::{
     expected_packet_specs, expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR,
 };

@@ -4,20 +4,24 @@
 //! the packet maps of `lb_pkt_maps.h`, pinned beside them. Attaching them to devices is
 //! [`super::tc_attach`]'s and [`super::xdp_attach`]'s job.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, Map, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
-use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, SOCK_LB_SIZED_MAPS};
+use ebpf::maps::{
+    LbAddr, LbCtEntry, LbCtKey, LbDevice, LB_CT, LB_DEVICES, LB_MAGLEV, SOCK_LB_SIZED_MAPS,
+};
 use ebpf::{
     NODEPORT_EGRESS_PROGRAM, NODEPORT_INGRESS_PROGRAM, NODEPORT_XDP_PROGRAM, POD_INGRESS_PROGRAM,
 };
 
+use super::maglev_map::{create_pinned, maglev_value_len, MaglevMap};
 use super::migrate::Migration;
 use super::sock_lb::program;
-use super::DatapathError;
+use super::{ApplyReport, DatapathError, MapContents};
 
 /// Load-time settings of the NodePort programs (the object's `cfg_*` globals).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +42,9 @@ pub struct NodePortConfig {
     /// Leave a pod's packets to an externalIP that is not the node's untranslated
     /// (`!bpf.disableExternalIPMitigation`; the pod programs of `socketLB.hostNamespaceOnly`).
     pub external_ip_mitigation: bool,
+    /// `Some(maglev.tableSize)` with `loadBalancer.algorithm=maglev`: new flows take their
+    /// backend from the frontend's Maglev table (`lb_maglev_v1`) of this many entries.
+    pub maglev_m: Option<u32>,
 }
 
 /// A NodePort device as the programs see it: its ifindex and the node's addresses on it (the
@@ -78,6 +85,11 @@ pub struct NodePortLb {
     /// The XDP object, when loaded ([`NodePortConfig::xdp`]).
     pub(super) xdp: Option<Ebpf>,
     pub(super) pin_dir: PathBuf,
+    /// `maglev.tableSize` when the programs use Maglev tables.
+    maglev_m: Option<u32>,
+    /// The tables last written to `lb_maglev_v1`, so a reconciliation does not read every
+    /// table back to find the few that changed; `None` until known.
+    maglev_written: Option<BTreeMap<u16, Vec<u32>>>,
     /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
     /// finished by [`NodePortLb::attach`] once the old programs are detached.
     pub(super) migration: Option<Migration>,
@@ -93,22 +105,27 @@ impl NodePortLb {
     /// pinned there. A pinned packet map of another size (`bpf.lbMapMax` changed) is replaced
     /// by a fresh one holding the same entries, as [`super::migrate`] does for the shared maps.
     pub fn load(config: NodePortConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
-        let want = super::migrate::expected_packet_specs(config.map_max)?;
+        let maglev_len = maglev_value_len(config.maglev_m);
+        let want = super::migrate::expected_packet_specs(config.map_max, maglev_len)?;
         let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
-        let loaded = Self::load_programs(config, pin_dir).and_then(|mut ebpf| {
-            migration.copy_into(&mut ebpf)?;
-            // After the copy: the XDP object adopts the pinned maps the tc object now uses.
-            let xdp = if config.xdp {
-                Some(Self::load_xdp(config, pin_dir)?)
-            } else {
-                None
-            };
-            Ok((ebpf, xdp))
-        });
+        let loaded = create_pinned(pin_dir, config.map_max, maglev_len)
+            .and_then(|()| Self::load_programs(config, pin_dir))
+            .and_then(|mut ebpf| {
+                migration.copy_into(&mut ebpf)?;
+                // After the copy: the XDP object adopts the pinned maps the tc object now uses.
+                let xdp = if config.xdp {
+                    Some(Self::load_xdp(config, pin_dir)?)
+                } else {
+                    None
+                };
+                Ok((ebpf, xdp))
+            });
         match loaded {
             Ok((ebpf, xdp)) => Ok(NodePortLb {
                 ebpf,
                 xdp,
+                maglev_m: config.maglev_m,
+                maglev_written: None,
                 pin_dir: pin_dir.to_owned(),
                 migration: (!migration.is_empty()).then_some(migration),
                 generation: 1,
@@ -129,6 +146,8 @@ impl NodePortLb {
     ) -> Result<Ebpf, DatapathError> {
         let external_clusterip = u8::from(config.external_clusterip);
         let external_ip_mitigation = u8::from(config.external_ip_mitigation);
+        let maglev = u8::from(config.maglev_m.is_some());
+        let maglev_m = maglev_value_len(config.maglev_m);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_snat_port_min", &config.snat_port_min, true)
@@ -136,6 +155,8 @@ impl NodePortLb {
             .override_global("cfg_flow_seed", &config.flow_seed, true)
             .override_global("cfg_external_clusterip", &external_clusterip, true)
             .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
+            .override_global("cfg_maglev", &maglev, true)
+            .override_global("cfg_maglev_m", &maglev_m, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS
             .into_iter()
@@ -199,6 +220,104 @@ impl NodePortLb {
             }
         }
         Ok(changed)
+    }
+
+    /// The Maglev tables by rev_nat_index.
+    pub fn maglev_tables(&mut self) -> Result<BTreeMap<u16, Vec<u32>>, DatapathError> {
+        self.maglev_map(|map| map.read())
+    }
+
+    /// Makes `lb_maglev_v1` hold exactly `want`, writing only tables that changed (compared
+    /// with what this loader last wrote; read from the map the first time, and after a failed
+    /// write). Past the map's capacity the frontends with the highest ids get no table (a
+    /// warning says how many): their flows use the slot hash.
+    pub fn apply_maglev(
+        &mut self,
+        want: &BTreeMap<u16, Vec<u32>>,
+    ) -> Result<ApplyReport, DatapathError> {
+        let cached = self.maglev_written.take();
+        let result = self.maglev_map(|map| {
+            let have = match cached {
+                Some(have) => have,
+                None => map.read()?,
+            };
+            if want.len() > map.capacity() {
+                tracing::warn!(
+                    tables = want.len(),
+                    capacity = map.capacity(),
+                    "more Maglev tables than lb_maglev_v1 holds: the frontends with the highest \
+                     ids balance by the flow hash over their slots instead (a smaller \
+                     maglev.tableSize fits more)"
+                );
+            }
+            let fits: BTreeMap<u16, Vec<u32>> = want
+                .iter()
+                .take(map.capacity())
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let report = map.apply(&have, &fits)?;
+            Ok((report, fits))
+        });
+        let (report, written) = result?;
+        self.maglev_written = Some(written);
+        Ok(report)
+    }
+
+    /// Deletes, before the service maps change, the tables of frontend ids that `want` gives
+    /// to another frontend than `have` (or to none): the new frontend's head may be written
+    /// before its own table, and must not find the old one meanwhile (it falls back to the
+    /// slot hash instead).
+    pub fn drop_reassigned_tables(
+        &mut self,
+        have: &MapContents,
+        want: &MapContents,
+    ) -> Result<ApplyReport, DatapathError> {
+        let owners =
+            |c: &MapContents| -> BTreeMap<u16, (crate::model::L3n4Addr, crate::model::Scope)> {
+                c.frontends()
+                    .into_iter()
+                    .map(|f| (f.id, (f.frontend.addr, f.frontend.scope)))
+                    .collect()
+            };
+        let (before, after) = (owners(have), owners(want));
+        let current = match self.maglev_written.take() {
+            Some(tables) => tables,
+            None => self.maglev_tables()?,
+        };
+        let keep: BTreeMap<u16, Vec<u32>> = current
+            .iter()
+            .filter(|(id, _)| before.contains_key(id) && before.get(id) == after.get(id))
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        let unchanged = keep.len() == current.len();
+        self.maglev_written = Some(current);
+        if unchanged {
+            return Ok(ApplyReport::default());
+        }
+        self.apply_maglev(&keep)
+    }
+
+    fn maglev_map<T>(
+        &mut self,
+        f: impl FnOnce(&MaglevMap<'_>) -> Result<T, DatapathError>,
+    ) -> Result<T, DatapathError> {
+        let len = maglev_value_len(self.maglev_m);
+        match self.ebpf.map(LB_MAGLEV) {
+            Some(Map::HashMap(data)) => {
+                let capacity = data
+                    .info()
+                    .map_err(|source| DatapathError::Map {
+                        map: LB_MAGLEV,
+                        source,
+                    })?
+                    .max_entries();
+                f(&MaglevMap::new(data, len, capacity))
+            }
+            _ => Err(DatapathError::Missing {
+                kind: "map",
+                name: LB_MAGLEV,
+            }),
+        }
     }
 
     /// Every `lb_devices_v1` entry.

@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::DatapathMaps;
 use crate::datapath::{
-    ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, NodePortLb, SockLb,
+    ApplyPhase, ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, NodePortLb,
+    SockLb,
 };
 
 /// A node's loaded programs, whose maps the reconciler writes.
@@ -19,12 +20,26 @@ pub struct KernelMaps<'a> {
 }
 
 impl DatapathMaps for KernelMaps<'_> {
+    /// The Maglev tables are not read here: nothing is laid out from them, and
+    /// `NodePortLb::apply_maglev` compares with what it last wrote.
     fn read_services(&mut self) -> Result<MapContents, DatapathError> {
         self.sock_lb.service_maps()?.read()
     }
 
+    /// The Maglev tables of frontend ids that change hands go first; the others are written
+    /// once every backend they name is, and deleted before any backend is (see
+    /// `ServiceMaps::apply_with`).
     fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
-        self.sock_lb.service_maps()?.apply(want)
+        let mut nodeport = self.nodeport.as_deref_mut();
+        self.sock_lb
+            .service_maps()?
+            .apply_with(want, |phase, have| match (phase, nodeport.as_deref_mut()) {
+                (_, None) => Ok(ApplyReport::default()),
+                (ApplyPhase::BeforeWrites, Some(nodeport)) => {
+                    nodeport.drop_reassigned_tables(have, want)
+                }
+                (ApplyPhase::Written, Some(nodeport)) => nodeport.apply_maglev(&want.maglev),
+            })
     }
 
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {

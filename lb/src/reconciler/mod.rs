@@ -6,7 +6,8 @@
 //!
 //! It works over [`DatapathMaps`] and [`UdpSocketSweeper`], which the kernel and the simulator
 //! both implement: `lb-agent` and the `sim` scenarios run this same code. The north-south
-//! maps are written here too: the NodePort devices with their addresses.
+//! maps are written here too: the NodePort devices with their addresses, and the Maglev tables
+//! (with the services, in an order that never leaves a table naming a missing backend).
 
 mod kernel;
 mod maps;
@@ -20,7 +21,7 @@ pub use maps::{DatapathMaps, UdpSocketSweeper};
 use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{
     ApplyReport, DatapathError, DeviceAddrs, LayoutError, ListedFrontend, LocalAddrsReport,
-    MapContents, RemovedBackends,
+    MaglevSettings, MapContents, RemovedBackends,
 };
 use crate::model::{DesiredState, L4Protocol, ServiceName};
 
@@ -70,6 +71,8 @@ pub struct Reconciler {
     udp_sweep: Option<SweepScope>,
     /// The service behind each frontend id, as of the last reconciliation.
     names: BTreeMap<u16, ServiceName>,
+    /// With `loadBalancer.algorithm=maglev`: how the packet programs' Maglev tables are built.
+    maglev: Option<MaglevSettings>,
 }
 
 impl Reconciler {
@@ -78,7 +81,15 @@ impl Reconciler {
         Reconciler {
             udp_sweep,
             names: BTreeMap::new(),
+            maglev: None,
         }
+    }
+
+    /// This reconciler, writing a Maglev table for every externally served frontend (with
+    /// `Some`; `None` keeps the table map empty).
+    pub fn with_maglev(mut self, maglev: Option<MaglevSettings>) -> Self {
+        self.maglev = maglev;
+        self
     }
 
     /// Makes `maps` hold exactly `desired` with `local_addrs` as the node's addresses and
@@ -96,7 +107,10 @@ impl Reconciler {
         let local = maps.set_local_addresses(local_addrs)?;
         let devices_changed = maps.set_devices(devices)?;
         let current = maps.read_services()?;
-        let want = MapContents::build(desired, &current)?;
+        let mut want = MapContents::build(desired, &current)?;
+        if let Some(maglev) = &self.maglev {
+            want.add_maglev_tables(desired, maglev);
+        }
         let applied = maps.apply_services(&want)?;
         let listed = want.frontends();
         self.names = service_names(desired, &listed);

@@ -9,11 +9,17 @@ use ebpf::maps::{
 };
 use lb::datapath::sim::packet_builder::{tcp_flags, PacketBuilder};
 use lb::datapath::MapContents;
+use lb::maglev::{build_table, HashSeed, MaglevBackend};
+use lb::model::{L3n4Addr, L4Protocol};
 use proptest::prelude::*;
 
 use super::node::{
     Node, BACKENDS_V4, BACKENDS_V6, CLIENTS_V4, CLIENTS_V6, NP0_V4, NP0_V6, NP1_V4, NP1_V6,
 };
+
+/// `maglev.tableSize` of the cases with Maglev: the smallest, the length the object declares
+/// for `lb_maglev_v1`, so the map the loader creates fits.
+pub const MAGLEV_M: u32 = 251;
 
 /// Frontends a service may have: address, type flag.
 const FRONTENDS: [(&str, u8); 11] = [
@@ -112,6 +118,8 @@ pub struct Case {
     pub snat_min: u16,
     pub snat_span: u16,
     pub external_clusterip: bool,
+    /// `loadBalancer.algorithm=maglev`: tables of [`MAGLEV_M`] entries for most frontends.
+    pub maglev: bool,
     pub np1_v6: bool,
     /// Ingress frames meet the XDP program (`loadBalancer.acceleration`) instead of tc's.
     pub xdp: bool,
@@ -190,6 +198,7 @@ pub fn case() -> impl Strategy<Value = Case> {
         any::<u32>(),
         prop_oneof![Just(0u16), Just(1), Just(3), Just(4535)],
         prop::bool::weighted(0.3),
+        prop::bool::weighted(0.4),
         prop::bool::weighted(0.8),
         (
             prop::bool::weighted(0.5),
@@ -204,6 +213,7 @@ pub fn case() -> impl Strategy<Value = Case> {
                 flow_seed,
                 snat_span,
                 external_clusterip,
+                maglev,
                 np1_v6,
                 (xdp, from_pods, external_ip_mitigation),
                 services,
@@ -213,6 +223,7 @@ pub fn case() -> impl Strategy<Value = Case> {
                 snat_min: 61000,
                 snat_span,
                 external_clusterip,
+                maglev,
                 np1_v6,
                 xdp,
                 from_pods,
@@ -302,8 +313,56 @@ impl Case {
             out.reverse_nat
                 .insert(rev_nat_index, LbReverseNat::new(ip(address), PORTS[s.port]));
         }
+        if self.maglev {
+            out.maglev = maglev_tables(&out);
+        }
         out
     }
+}
+
+/// The Maglev tables of a case with Maglev: every external head with backends but every third
+/// (by rev_nat_index: those keep the slot fallback) gets the table `build_table` makes over its
+/// distinct slot ids, a dangling id included (whose entries then name no backend).
+fn maglev_tables(out: &MapContents) -> BTreeMap<u16, Vec<u32>> {
+    let mut tables = BTreeMap::new();
+    for (key, head) in &out.services {
+        if key.backend_slot != 0 || key.scope != scope::EXT || head.count == 0 {
+            continue;
+        }
+        if head.rev_nat_index % 3 == 0 {
+            continue;
+        }
+        let mut ids: Vec<u32> = (1..=head.count)
+            .filter_map(|slot| {
+                let slot_key = LbKey {
+                    backend_slot: slot,
+                    ..*key
+                };
+                Some(out.services.get(&slot_key)?.backend_id)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Stand-in addresses, one per id: the table only has to be the same on both sides.
+        let backends: Vec<MaglevBackend> = ids
+            .iter()
+            .map(|id| {
+                let addr = L3n4Addr::new(
+                    IpAddr::from([10, 255, (id >> 8) as u8, *id as u8]),
+                    80,
+                    L4Protocol::Tcp,
+                );
+                MaglevBackend::new(addr, 1)
+            })
+            .collect();
+        let table = build_table(MAGLEV_M, &HashSeed::default(), &backends)
+            .expect("a few backends fit 251 entries");
+        tables.insert(
+            head.rev_nat_index,
+            table.iter().map(|&i| ids[i as usize]).collect(),
+        );
+    }
+    tables
 }
 
 /// A frame to run: the program (ingress or egress; at ingress, a pod's or a NodePort

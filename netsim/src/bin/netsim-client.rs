@@ -1,7 +1,7 @@
-//! `netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]`: COUNT
-//! exchanges with an identity server, one JSON line each (`answer`, `local`, `peer`, `error`,
-//! `errno`). Failed exchanges are lines with `error` set; the exit code is non-zero only for
-//! bad arguments.
+//! `netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]
+//! [--source-port PORT]`: COUNT exchanges with an identity server (the UDP ones from PORT), one
+//! JSON line each (`answer`, `local`, `peer`, `error`, `errno`). Failed exchanges are lines with
+//! `error` set; the exit code is non-zero only for bad arguments.
 //!
 //! `netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]`: opens one socket, prints
 //! the first exchange's line, then reads commands on stdin, one a line: `send` makes another
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use netsim::{exchange, ClientMode, HeldSocket, Reply};
+use netsim::{exchange_from, ClientMode, HeldSocket, Reply};
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +22,14 @@ fn main() -> ExitCode {
         match args.get(i + 1).and_then(|v| v.parse().ok()) {
             Some(ms) => timeout = Duration::from_millis(ms),
             None => return usage("--timeout-ms needs a number of milliseconds"),
+        }
+        args.drain(i..i + 2);
+    }
+    let mut source_port = 0;
+    if let Some(i) = args.iter().position(|a| a == "--source-port") {
+        match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(port) => source_port = port,
+            None => return usage("--source-port needs a port number"),
         }
         args.drain(i..i + 2);
     }
@@ -54,7 +62,12 @@ fn main() -> ExitCode {
     }
     let mut stdout = std::io::stdout().lock();
     for _ in 0..count {
-        if print(&mut stdout, &exchange(mode, target, timeout)).is_err() {
+        if print(
+            &mut stdout,
+            &exchange_from(mode, target, timeout, source_port),
+        )
+        .is_err()
+        {
             return ExitCode::FAILURE;
         }
     }
@@ -98,7 +111,7 @@ fn print(out: &mut impl Write, reply: &Reply) -> std::io::Result<()> {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS]\n       netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]"
+        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS] [--source-port PORT]\n       netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]"
     );
     ExitCode::from(2)
 }

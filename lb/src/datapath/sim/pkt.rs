@@ -44,6 +44,9 @@ pub struct PktConfig {
     /// `cfg_external_ip_mitigation` (`!bpf.disableExternalIPMitigation`): a pod's packet to an
     /// externalIP that is not the node's stays untranslated.
     pub external_ip_mitigation: bool,
+    /// `cfg_maglev` and `cfg_maglev_m`: `Some(maglev.tableSize)` when new flows take their
+    /// backend from the frontend's Maglev table ([`MapContents::maglev`]).
+    pub maglev_m: Option<u32>,
 }
 
 impl From<&crate::datapath::NodePortConfig> for PktConfig {
@@ -55,6 +58,7 @@ impl From<&crate::datapath::NodePortConfig> for PktConfig {
             flow_seed: config.flow_seed,
             external_clusterip: config.external_clusterip,
             external_ip_mitigation: config.external_ip_mitigation,
+            maglev_m: config.maglev_m,
         }
     }
 }
@@ -68,6 +72,7 @@ impl Default for PktConfig {
             flow_seed: 0,
             external_clusterip: false,
             external_ip_mitigation: true,
+            maglev_m: None,
         }
     }
 }
@@ -493,17 +498,39 @@ impl PktSim {
             || (self.config.external_clusterip && svc.flags & svc_flags::CLUSTER_IP != 0)
     }
 
-    /// `lb_slot_backend` of the slot `lb_flow_hash` picks: the active slot the flow hash picks, and its backend.
+    /// `lb_flow_backend` with the hash `lb_flow_hash` gives, and the backend: with Maglev the
+    /// entry `h % M` of the frontend's table; without, or without a table for it yet, the
+    /// backend of the active slot `h % count + 1`.
     fn select_backend(&self, found: &Found, key: &LbCtKey) -> Option<(u32, LbBackend)> {
         let h = flow_hash(key, self.config.flow_seed);
+        let from_table = self.config.maglev_m.and_then(|m| {
+            let table = self.maps.maglev.get(&found.svc.rev_nat_index)?;
+            table.get((h % m) as usize).copied()
+        });
+        let backend_id = match from_table {
+            Some(id) => id,
+            None => self.slot_backend_id(found, h)?,
+        };
+        let backend = self.maps.backends.get(&backend_id)?;
+        Some((backend_id, *backend))
+    }
+
+    /// `lb_slot_backend(key, h % count + 1)`: the backend of the active slot the flow hash
+    /// picks, whatever the algorithm (a pod's flows: Maglev is for north-south traffic only).
+    fn select_slot_backend(&self, found: &Found, key: &LbCtKey) -> Option<(u32, LbBackend)> {
+        let backend_id = self.slot_backend_id(found, flow_hash(key, self.config.flow_seed))?;
+        let backend = self.maps.backends.get(&backend_id)?;
+        Some((backend_id, *backend))
+    }
+
+    /// The backend id in the slot `h % count + 1` of `found`.
+    fn slot_backend_id(&self, found: &Found, h: u32) -> Option<u32> {
         let slot = (h % u32::from(found.svc.count)) as u16 + 1;
         let slot_key = LbKey {
             backend_slot: slot,
             ..found.key
         };
-        let backend_id = self.maps.services.get(&slot_key)?.backend_id;
-        let backend = self.maps.backends.get(&backend_id)?;
-        Some((backend_id, *backend))
+        Some(self.maps.services.get(&slot_key)?.backend_id)
     }
 }
 

@@ -684,3 +684,47 @@ fn traffic_entering_a_device_uses_the_external_scope_never_the_internal_twin() {
         }
     }
 }
+
+/// With Maglev a new flow's backend is the frontend's table entry at `hash % M` (here a table
+/// that names the second backend everywhere); a frontend without a table yet, or a node
+/// balancing at random, uses the slot hash, which spreads the same flows over both.
+#[test]
+fn with_maglev_the_frontends_table_picks_the_backend_and_without_one_the_slot_hash_does() {
+    const SECOND: &str = "10.0.1.6:8080";
+    let services = || vec![nodeport(LOCAL_BACKEND).backend(SECOND)];
+    let maglev = PktConfig {
+        maglev_m: Some(251),
+        ..PktConfig::default()
+    };
+    let mut with_table = maps(services());
+    let head = with_table
+        .frontends()
+        .into_iter()
+        .find(|f| f.frontend.scope == crate::model::Scope::External)
+        .unwrap();
+    let second_id = head.backends[1].0;
+    with_table.maglev.insert(head.id, vec![second_id; 251]);
+    let answered = |sim: &mut PktSim| -> Vec<SocketAddr> {
+        (40000..40016)
+            .map(|port| {
+                let frame = syn(&format!("203.0.113.7:{port}"), &format!("{NODE4}:30080"));
+                view(&sim.ingress(ETH0, &frame)).dst
+            })
+            .collect()
+    };
+    let mut sim = node_with(maglev, services());
+    sim.set_maps(with_table.clone());
+    assert!(answered(&mut sim).iter().all(|&d| d == sa(SECOND)));
+
+    let spread = |sim: &mut PktSim| {
+        let got = answered(sim);
+        got.contains(&sa(LOCAL_BACKEND)) && got.contains(&sa(SECOND))
+    };
+    assert!(
+        spread(&mut node_with(maglev, services())),
+        "no table: slots"
+    );
+    let mut random = node(services());
+    random.set_maps(with_table);
+    assert!(spread(&mut random), "random ignores the tables");
+}

@@ -58,7 +58,7 @@ impl PktSim {
                 None => Verdict::Drop(counter::NO_BACKEND),
             };
         }
-        let Some((backend_id, backend)) = self.select_backend(&found, &p.key) else {
+        let Some((backend_id, backend)) = self.select_slot_backend(&found, &p.key) else {
             return self.drop(counter::NO_BACKEND);
         };
         let flow = Flow {
