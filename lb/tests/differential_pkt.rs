@@ -34,36 +34,28 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use aya::maps::{HashMap, MapData, PerCpuArray};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use aya::{Ebpf, EbpfLoader, Pod};
-use ebpf::maps::{
-    counter, ct_flags, LbAddr, LbBackend, LbCtEntry, LbCtKey, LbDevice, LbKey, LbLocalAddr,
-    LbReverseNat, LbService,
-};
+use ebpf::maps::{ct_flags, LbAddr, LbCtEntry, LbCtKey};
 use lb::datapath::sim::{PktConfig, PktSim, Verdict, XdpOutcome};
 use libtest_mimic::Failed;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 #[path = "differential_pkt/case.rs"]
 mod case;
+#[path = "differential_pkt/kernel.rs"]
+mod kernel;
 #[path = "differential_pkt/node.rs"]
 mod node;
 #[allow(dead_code, reason = "the socket tiers' helpers are not all used here")]
 mod support;
 
 use case::{Case, Frame};
+use kernel::{Hook, Loaded};
 use node::Node;
 
 /// Cases per run: each loads the object (about 20 ms) and runs up to 24 packets.
 const CASES: u32 = 64;
 /// Replays a run's cases.
 const SEED_ENV: &str = "LB_DIFFERENTIAL_PKT_SEED";
-/// `lb_ct_v1`'s size here: far above what a case creates, so the LRU never evicts.
-const CT_SIZE: u32 = 4096;
-/// Offsets of `ingress_ifindex` and `ifindex` in `struct __sk_buff`.
-const SKB_INGRESS_IFINDEX: usize = 36;
-const SKB_IFINDEX: usize = 40;
 
 fn main() {
     support::run_tier(
@@ -136,153 +128,33 @@ fn run(bpffs: &Path, seed: u64) -> Result<(), String> {
     }
 }
 
-/// One case's copy of the object, pinned in its own directory (removed on drop).
-struct Loaded {
-    ebpf: Ebpf,
-    /// The XDP object over the same maps, for a case with XDP.
-    xdp: Option<Ebpf>,
-    dir: std::path::PathBuf,
-    ct: HashMap<MapData, LbCtKey, LbCtEntry>,
-    counters: PerCpuArray<MapData, u64>,
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn take_hash<K: Pod, V: Pod>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<HashMap<MapData, K, V>, String> {
-    let map = ebpf.take_map(name).ok_or(format!("no map {name}"))?;
-    HashMap::try_from(map).map_err(|e| format!("{name}: {e}"))
-}
-
+/// The case's objects on the kernel, in directory `case-<n>` of the bpffs.
 fn load(case: &Case, node: &Node, bpffs: &Path, n: usize) -> Result<Loaded, String> {
-    let dir = bpffs.join(format!("case-{n}"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let snat_max = case.snat_min + case.snat_span;
-    let external_clusterip = u8::from(case.external_clusterip);
-    let external_ip_mitigation = u8::from(case.external_ip_mitigation);
-    let maglev = u8::from(case.maglev);
-    let mut loader = EbpfLoader::new();
-    loader
-        .override_global("cfg_snat_port_min", &case.snat_min, true)
-        .override_global("cfg_snat_port_max", &snat_max, true)
-        .override_global("cfg_flow_seed", &case.flow_seed, true)
-        .override_global("cfg_external_clusterip", &external_clusterip, true)
-        .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
-        .override_global("cfg_maglev", &maglev, true)
-        .override_global("cfg_maglev_m", &case::MAGLEV_M, true)
-        .default_map_pin_directory(&dir);
-    for map in ebpf::maps::SOCK_LB_SIZED_MAPS {
-        loader.map_max_entries(map, 1024);
-    }
-    loader.map_max_entries(ebpf::maps::LB_CT, CT_SIZE);
-    let mut ebpf = loader
-        .load(ebpf::nodeport_object())
-        .map_err(|e| format!("loading nodeport.o: {e}"))?;
-    // Loaded after the tc object has pinned the maps, so it adopts them.
-    let xdp = if case.xdp {
-        let mut xdp = loader
-            .load(ebpf::nodeport_xdp_object())
-            .map_err(|e| format!("loading nodeport_xdp.o: {e}"))?;
-        let prog: &mut Xdp = xdp
-            .program_mut(ebpf::NODEPORT_XDP_PROGRAM)
-            .ok_or("no XDP program")?
-            .try_into()
-            .map_err(|e| format!("{}: {e}", ebpf::NODEPORT_XDP_PROGRAM))?;
-        prog.load()
-            .map_err(|e| format!("loading {}: {e:?}", ebpf::NODEPORT_XDP_PROGRAM))?;
-        Some(xdp)
-    } else {
-        None
-    };
-    for name in [
-        ebpf::NODEPORT_INGRESS_PROGRAM,
-        ebpf::NODEPORT_EGRESS_PROGRAM,
-        ebpf::POD_INGRESS_PROGRAM,
-    ] {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(format!("no program {name}"))?
-            .try_into()
-            .map_err(|e| format!("{name}: {e}"))?;
-        prog.load().map_err(|e| format!("loading {name}: {e:?}"))?;
-    }
-    let maps = case.maps();
-    let mut services: HashMap<MapData, LbKey, LbService> =
-        take_hash(&mut ebpf, ebpf::maps::LB_SERVICES)?;
-    for (k, v) in &maps.services {
-        services
-            .insert(k, v, 0)
-            .map_err(|e| format!("lb_services: {e}"))?;
-    }
-    let mut backends: HashMap<MapData, u32, LbBackend> =
-        take_hash(&mut ebpf, ebpf::maps::LB_BACKENDS)?;
-    for (k, v) in &maps.backends {
-        backends
-            .insert(k, v, 0)
-            .map_err(|e| format!("lb_backends: {e}"))?;
-    }
-    let mut rev: HashMap<MapData, u16, LbReverseNat> =
-        take_hash(&mut ebpf, ebpf::maps::LB_REVERSE_NAT)?;
-    for (k, v) in &maps.reverse_nat {
-        rev.insert(k, v, 0)
-            .map_err(|e| format!("lb_reverse_nat: {e}"))?;
-    }
-    let mut local: HashMap<MapData, LbAddr, LbLocalAddr> =
-        take_hash(&mut ebpf, ebpf::maps::LB_LOCAL_ADDRS)?;
-    for a in Node::local_addrs() {
-        local
-            .insert(LbAddr::from(a), LbLocalAddr::default(), 0)
-            .map_err(|e| format!("lb_local_addrs: {e}"))?;
-    }
-    let mut devices: HashMap<MapData, u32, LbDevice> =
-        take_hash(&mut ebpf, ebpf::maps::LB_DEVICES)?;
-    for (k, v) in node.devices(case.np1_v6) {
-        devices
-            .insert(k, v, 0)
-            .map_err(|e| format!("lb_devices: {e}"))?;
-    }
-    let mut tables: HashMap<MapData, u32, [u32; case::MAGLEV_M as usize]> =
-        take_hash(&mut ebpf, ebpf::maps::LB_MAGLEV)?;
-    for (k, v) in &maps.maglev {
-        let table: [u32; case::MAGLEV_M as usize] = v
-            .as_slice()
-            .try_into()
-            .map_err(|_| format!("a table of {} entries", v.len()))?;
-        tables
-            .insert(u32::from(*k), table, 0)
-            .map_err(|e| format!("lb_maglev: {e}"))?;
-    }
-    let ct = take_hash(&mut ebpf, ebpf::maps::LB_CT)?;
-    let counters_map = ebpf
-        .take_map(ebpf::maps::LB_COUNTERS)
-        .ok_or("no counters map")?;
-    let counters = PerCpuArray::try_from(counters_map).map_err(|e| format!("lb_counters: {e}"))?;
-    Ok(Loaded {
-        ebpf,
-        xdp,
-        dir,
-        ct,
-        counters,
-    })
+    kernel::load(
+        &settings(case),
+        case.xdp,
+        &case.maps(),
+        &Node::local_addrs(),
+        &node.devices(case.np1_v6),
+        &bpffs.join(format!("case-{n}")),
+    )
 }
 
-/// The simulator of a case, as the kernel's maps are filled.
-fn simulator(case: &Case, node: &Node) -> PktSim {
-    let config = PktConfig {
+/// The case's load-time settings.
+fn settings(case: &Case) -> PktConfig {
+    PktConfig {
         snat_port_min: case.snat_min,
         snat_port_max: case.snat_min + case.snat_span,
         flow_seed: case.flow_seed,
         external_clusterip: case.external_clusterip,
         external_ip_mitigation: case.external_ip_mitigation,
-        maglev_m: case.maglev.then_some(case::MAGLEV_M),
-    };
-    let mut sim = PktSim::new(config, case.maps(), Box::new(node.fib()));
+        maglev_m: case.maglev.then_some(kernel::MAGLEV_M),
+    }
+}
+
+/// The simulator of a case, as the kernel's maps are filled.
+fn simulator(case: &Case, node: &Node) -> PktSim {
+    let mut sim = PktSim::new(settings(case), case.maps(), Box::new(node.fib()));
     sim.set_local_addresses(&Node::local_addrs());
     sim.set_devices(node.devices(case.np1_v6).into_iter().collect());
     sim
@@ -291,91 +163,6 @@ fn simulator(case: &Case, node: &Node) -> PktSim {
 /// CLOCK_MONOTONIC in seconds: `bpf_ktime_get_ns() / 1e9`.
 fn monotonic_secs() -> u32 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| t.tv_sec() as u32)
-}
-
-/// The kernel's answer for one frame: return code and output frame.
-fn kernel_run(loaded: &Loaded, frame: &Frame) -> Result<(i32, Vec<u8>), String> {
-    let name = if frame.egress {
-        ebpf::NODEPORT_EGRESS_PROGRAM
-    } else if frame.pod {
-        ebpf::POD_INGRESS_PROGRAM
-    } else {
-        ebpf::NODEPORT_INGRESS_PROGRAM
-    };
-    let prog: &SchedClassifier = loaded
-        .ebpf
-        .program(name)
-        .ok_or(format!("no program {name}"))?
-        .try_into()
-        .map_err(|e| format!("{name}: {e}"))?;
-    let mut ctx = [0u8; SKB_IFINDEX + 4];
-    if !frame.egress {
-        ctx[SKB_INGRESS_IFINDEX..SKB_IFINDEX].copy_from_slice(&frame.ifindex.to_ne_bytes());
-    }
-    ctx[SKB_IFINDEX..].copy_from_slice(&frame.ifindex.to_ne_bytes());
-    let mut out = vec![0u8; 2048];
-    let result = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame.bytes),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::new()
-        })
-        .map_err(|e| format!("test run of {name}: {e:?}"))?;
-    out.truncate(result.data_size_out as usize);
-    Ok((result.return_value as i32, out))
-}
-
-/// Offsets in `struct xdp_md` of `data_end` and `ingress_ifindex`; its size.
-const XDP_MD_DATA_END: usize = 4;
-const XDP_MD_INGRESS_IFINDEX: usize = 12;
-const XDP_MD_SIZE: usize = 24;
-
-/// The XDP program's answer for an ingress frame: return code, and its metadata followed by
-/// the frame (what a test run returns).
-fn kernel_run_xdp(xdp: &Ebpf, frame: &Frame) -> Result<(u32, Vec<u8>), String> {
-    let name = ebpf::NODEPORT_XDP_PROGRAM;
-    let prog: &Xdp = xdp
-        .program(name)
-        .ok_or(format!("no program {name}"))?
-        .try_into()
-        .map_err(|e| format!("{name}: {e}"))?;
-    let mut ctx = [0u8; XDP_MD_SIZE];
-    ctx[XDP_MD_DATA_END..XDP_MD_DATA_END + 4]
-        .copy_from_slice(&(frame.bytes.len() as u32).to_ne_bytes());
-    ctx[XDP_MD_INGRESS_IFINDEX..XDP_MD_INGRESS_IFINDEX + 4]
-        .copy_from_slice(&frame.ifindex.to_ne_bytes());
-    let mut out = vec![0u8; 4096];
-    let result = prog
-        .test_run(TestRunOptions {
-            data_in: Some(&frame.bytes),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::new()
-        })
-        .map_err(|e| format!("test run of {name}: {e:?}"))?;
-    out.truncate(result.data_size_out as usize);
-    Ok((result.return_value, out))
-}
-
-fn kernel_ct(loaded: &Loaded) -> Result<BTreeMap<LbCtKey, LbCtEntry>, String> {
-    loaded
-        .ct
-        .iter()
-        .map(|r| r.map_err(|e| format!("reading lb_ct: {e}")))
-        .collect()
-}
-
-fn kernel_counters(loaded: &Loaded) -> Result<[u64; counter::MAX as usize], String> {
-    let mut out = [0u64; counter::MAX as usize];
-    for (i, c) in out.iter_mut().enumerate() {
-        let values = loaded
-            .counters
-            .get(&(i as u32), 0)
-            .map_err(|e| format!("reading lb_counters[{i}]: {e}"))?;
-        *c = values.iter().sum();
-    }
-    Ok(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -480,14 +267,19 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
         };
         seen.packets += 1;
         sim.set_now(monotonic_secs());
-        if let (Some(xdp), false, false) = (&loaded.xdp, frame.egress, frame.pod) {
-            let (code, kernel_out) = kernel_run_xdp(xdp, &frame)?;
+        if loaded.has_xdp() && !frame.egress && !frame.pod {
+            let (code, kernel_out) = loaded.run(Hook::Xdp, frame.ifindex, &frame.bytes)?;
             let sim_out = sim.xdp(frame.ifindex, &frame.bytes);
-            compare_xdp(i, step, &frame, code, &kernel_out, &sim_out, seen)?;
+            compare_xdp(i, step, &frame, code as u32, &kernel_out, &sim_out, seen)?;
             compare_state(&loaded, &sim, || format!("step {i} ({step:?}): xdp"))?;
             continue;
         }
-        let (code, kernel_out) = kernel_run(&loaded, &frame)?;
+        let hook = match (frame.egress, frame.pod) {
+            (true, _) => Hook::Egress,
+            (false, true) => Hook::PodIngress,
+            (false, false) => Hook::Ingress,
+        };
+        let (code, kernel_out) = loaded.run(hook, frame.ifindex, &frame.bytes)?;
         let sim_out = if frame.egress {
             sim.egress(frame.ifindex, &frame.bytes)
         } else if frame.pod {
@@ -590,10 +382,10 @@ fn compare_state(
     sim: &PktSim,
     context: impl Fn() -> String,
 ) -> Result<(), String> {
-    if let Some(diff) = ct_difference(&kernel_ct(loaded)?, sim.ct()) {
+    if let Some(diff) = ct_difference(&loaded.ct()?, sim.ct()) {
         return Err(format!("{}\n  conntrack differs:\n{diff}", context()));
     }
-    let kernel_counters = kernel_counters(loaded)?;
+    let kernel_counters = loaded.counters()?;
     if kernel_counters != sim.counters() {
         return Err(format!(
             "{}\n  counters: kernel {kernel_counters:?}, simulator {:?}",

@@ -19,7 +19,7 @@ use super::node::{
 
 /// `maglev.tableSize` of the cases with Maglev: the smallest, the length the object declares
 /// for `lb_maglev_v1`, so the map the loader creates fits.
-pub const MAGLEV_M: u32 = 251;
+pub use super::kernel::MAGLEV_M;
 
 /// Frontends a service may have: address, type flag.
 const FRONTENDS: [(&str, u8); 11] = [

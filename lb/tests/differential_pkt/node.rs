@@ -82,7 +82,7 @@ fn client_mac(i: usize) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x01, i as u8]
 }
 
-fn remote_mac(tag: u8) -> [u8; 6] {
+pub fn remote_mac(tag: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x02, tag]
 }
 

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub use super::packet::checksums_valid;
 use super::packet::{self, ETH_HLEN};
 
 /// TCP flag bits.
@@ -305,5 +306,3 @@ impl FrameView {
         })
     }
 }
-
-pub use super::packet::checksums_valid;
