@@ -535,6 +535,62 @@ fn outside_client(tag: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
         }
     }
 
+    // lbctl explain, over the node's live maps and FIB, says what the packets above met.
+    for (port, wants) in [
+        (
+            31001,
+            &[
+                "Backend:     10.80.1.5:8080",
+                "sees the client's address",
+                "Verdict:     pass",
+            ][..],
+        ),
+        (
+            31002,
+            &[
+                "Backend:     10.80.2.5:8080",
+                "becomes 192.168.80.11:",
+                "SNAT",
+                "Verdict:     redirect out of ifindex",
+            ][..],
+        ),
+    ] {
+        let out = lbctl_explain(
+            &node1,
+            &state_dir,
+            &[
+                "--from",
+                "192.168.80.100:45000",
+                "--to",
+                &format!("192.168.80.11:{port}"),
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !wants.iter().all(|w| text.contains(w)) {
+            return Err(format!(
+                "lbctl explain of port {port} lacks {wants:?}:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+    }
+    let out = lbctl_explain(
+        &node1,
+        &state_dir,
+        &[
+            "--from",
+            "192.168.80.100:45000",
+            "--to",
+            "192.168.80.11:31002",
+            "--device",
+            "eth9",
+        ],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !stderr.contains("eth9") || !stderr.contains("eth0") {
+        return Err(format!("explain on a device the agent does not use: {stderr}").into());
+    }
+
     let mut cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"));
     cleanup
         .arg("cleanup")
@@ -893,4 +949,23 @@ fn maglev_resize() -> Result<(), Failed> {
         return Err("the replacement left migrate/ behind".into());
     }
     Ok(())
+}
+
+/// `lbctl explain ARGS` in `node`, with `--device eth0` unless ARGS name one.
+fn lbctl_explain(
+    node: &netsim::Node,
+    state_dir: &std::path::Path,
+    args: &[&str],
+) -> Result<Output, Failed> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbctl"));
+    cmd.arg("explain").args(args);
+    if !args.contains(&"--device") {
+        cmd.args(["--device", "eth0"]);
+    }
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(node.spawn(cmd)?.output(RUN_WITHIN)?)
 }

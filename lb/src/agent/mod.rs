@@ -198,6 +198,9 @@ impl Agent {
             status,
             services: Default::default(),
             tc,
+            nodeport: nodeport
+                .is_some()
+                .then(|| nodeport::nodeport_settings(config)),
         };
         record.write(state_dir)?;
         Ok(Agent {

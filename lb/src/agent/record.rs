@@ -37,6 +37,9 @@ pub struct AgentRecord {
     /// filters and the clsact qdiscs the agent added (which have no pins to find them by).
     #[serde(default)]
     pub tc: crate::datapath::TcRecord,
+    /// The NodePort programs' load-time settings (for `lbctl explain`), when loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodeport: Option<crate::datapath::NodePortConfig>,
 }
 
 impl AgentRecord {

@@ -62,6 +62,27 @@ enum Command {
         #[command(flatten)]
         state: StateDir,
     },
+    /// What the packet datapath will do with a flow entering this node: the frontend, the
+    /// backend and why, the translation and the verdict, from the simulator run over the
+    /// node's live maps and FIB (run it in the agent's network namespace).
+    Explain {
+        /// The client, ADDRESS:PORT.
+        #[arg(long)]
+        from: std::net::SocketAddr,
+        /// Where the client sends to, ADDRESS:PORT.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        /// A UDP flow (TCP without).
+        #[arg(long)]
+        udp: bool,
+        /// The device the flow enters through: a NodePort device, or a pod's interface.
+        #[arg(long)]
+        device: String,
+        #[command(flatten)]
+        state: StateDir,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Print a Maglev lookup table as JSON: {"table":[index…],"backends":[addr…]}.
     Maglev {
         /// Table size M: one of the maglev.tableSize primes.
@@ -228,6 +249,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain {
+            from,
+            to,
+            udp,
+            device,
+            state,
+            output,
+        } => {
+            let explanation = explain_flow(&state.dir, from, to, udp, &device)?;
+            print(output.format, &explanation, || explanation.render())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Maglev {
             table_size,
             seed,
@@ -238,6 +271,82 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `lbctl explain`: the node's pinned state, the entry point named `device`, the simulator.
+fn explain_flow(
+    state_dir: &Path,
+    from: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+    udp: bool,
+    device: &str,
+) -> Result<lb::views::Explanation> {
+    use lb::views::{EntryPoint, FlowSpec, NodeState};
+    let record = read_record(state_dir)?;
+    let Some(settings) = record.nodeport else {
+        anyhow::bail!(
+            "the agent did not load the packet programs (nodePort.enabled is off): no packet \
+             entering this node is balanced, so there is nothing to explain"
+        );
+    };
+    if from.is_ipv4() != to.is_ipv4() {
+        anyhow::bail!("--from {from} and --to {to} are of different families");
+    }
+    let attached = record.tc.attachments.iter().find(|a| a.device == device);
+    let entry = match attached {
+        Some(a) if a.pod => EntryPoint::Pod {
+            name: device.to_owned(),
+            ifindex: a.ifindex,
+        },
+        Some(a) => EntryPoint::Device {
+            name: device.to_owned(),
+            ifindex: a.ifindex,
+            xdp: record
+                .status
+                .xdp_devices
+                .iter()
+                .any(|d| d.device == device && d.state == lb::datapath::XdpState::Native),
+        },
+        None => {
+            let known = record.tc.devices();
+            anyhow::bail!(
+                "--device {device} is not a device the agent attached its programs to; those \
+                 are: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    };
+    let pinned =
+        lb::datapath::PinnedState::read(&record.pin_dir, settings.maglev_m, settings.map_max)?;
+    let now = lb::agent::ct_gc::monotonic_now();
+    let node = NodeState {
+        settings: lb::datapath::sim::PktConfig::from(&settings),
+        maps: pinned.maps,
+        local_addrs: pinned.local_addrs,
+        devices: pinned.devices,
+        conntrack: pinned.conntrack,
+        names: record.services.clone(),
+        now,
+    };
+    let flow = FlowSpec {
+        proto: if udp {
+            lb::model::L4Protocol::Udp
+        } else {
+            lb::model::L4Protocol::Tcp
+        },
+        src: from,
+        dst: to,
+    };
+    Ok(lb::views::explain(
+        &node,
+        Box::new(lb::host::HostFib),
+        &entry,
+        flow,
+    ))
 }
 
 /// Whether the socket hooks the agent recorded (its pinned links) are attached to its cgroup:

@@ -14,6 +14,7 @@ mod monitor;
 mod netns_probe;
 mod nodeport;
 mod pin_paths;
+mod pinned_state;
 mod removed;
 pub mod sim;
 mod sock_lb;
@@ -33,6 +34,7 @@ pub use migrate::{
 pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
 pub use nodeport::{DeviceAddrs, NodePortConfig, NodePortLb};
+pub use pinned_state::PinnedState;
 pub use removed::{canonical, reverse_key, reverse_key_of, reverse_key_socket, RemovedBackends};
 pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};
 pub use tc_attach::{

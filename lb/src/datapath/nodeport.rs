@@ -24,7 +24,8 @@ use super::sock_lb::program;
 use super::{ApplyReport, DatapathError, MapContents};
 
 /// Load-time settings of the NodePort programs (the object's `cfg_*` globals).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodePortConfig {
     /// Entries of each sized map (`bpf.lbMapMax`), as the socket programs size the shared ones.
     pub map_max: u32,

@@ -12,6 +12,8 @@ mod netns;
 mod pod_links;
 pub mod pod_netns;
 mod ports;
+mod route;
+mod rtnl;
 pub mod sock_diag;
 
 pub use addrs::{local_addresses, local_devices, node_addresses};
@@ -25,3 +27,4 @@ pub use ports::{
     protect_port_range, unprotect_port_range, PortRangeProtection, ProcSysctls, Sysctls,
     LOCAL_PORT_RANGE, RESERVED_PORTS,
 };
+pub use route::HostFib;

@@ -7,12 +7,9 @@
 //! kernel reports the peer's namespace id, `IFLA_LINK_NETNSID`) and which holds no global
 //! address; a device the node reaches other hosts through (a NodePort device) never is one.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::NLM_F_DUMP;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::HostError;
 
@@ -70,57 +67,16 @@ fn veth_to_other_namespace(link: &LinkMessage) -> Option<PodInterface> {
 }
 
 /// Every link of this namespace (`RTM_GETLINK` dump).
-fn dump_links() -> Result<Vec<LinkMessage>, HostError> {
-    let failed = |what: &str, detail: String| HostError::Unexpected {
-        what: format!("the node's links ({what})"),
-        detail,
-    };
-    let mut socket =
-        Socket::new(NETLINK_ROUTE).map_err(|e| failed("netlink socket", e.to_string()))?;
-    socket
-        .bind_auto()
-        .map_err(|e| failed("netlink bind", e.to_string()))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(|e| failed("netlink connect", e.to_string()))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = 1;
-    let mut request = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(RouteNetlinkMessage::GetLink(LinkMessage::default())),
-    );
-    request.finalize();
-    let mut buf = vec![0; request.buffer_len()];
-    request.serialize(&mut buf);
-    socket
-        .send(&buf, 0)
-        .map_err(|e| failed("send", e.to_string()))?;
-    let mut links = Vec::new();
-    let mut recv = vec![0u8; 64 * 1024];
-    loop {
-        let n = socket
-            .recv(&mut &mut recv[..], 0)
-            .map_err(|e| failed("recv", e.to_string()))?;
-        let mut offset = 0;
-        while offset < n {
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&recv[offset..n])
-                .map_err(|e| failed("decode", e.to_string()))?;
-            let len = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(links),
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(failed("dump", e.to_io().to_string()))
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                    links.push(link)
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
-        }
-    }
+pub(crate) fn dump_links() -> Result<Vec<LinkMessage>, HostError> {
+    Ok(super::rtnl::request(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_DUMP,
+        "the node's links",
+    )?
+    .into_iter()
+    .filter_map(|m| match m {
+        RouteNetlinkMessage::NewLink(link) => Some(link),
+        _ => None,
+    })
+    .collect())
 }

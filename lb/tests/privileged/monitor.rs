@@ -43,6 +43,7 @@ impl StateDir {
             status: KprStatus::new(&config, &selection),
             services: Default::default(),
             tc: Default::default(),
+            nodeport: None,
         }
         .write(&dir)?;
         Ok(StateDir(dir))
