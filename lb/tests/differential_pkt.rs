@@ -475,6 +475,7 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
             Verdict::Pass if sim_out.packet != frame.bytes => "pass-rewritten".to_string(),
             v => describe(v),
         };
+        let outcome = format!("{}{outcome}", kind_tag(step));
         *seen.outcomes.entry(outcome).or_default() += 1;
         let program = if frame.egress { "egress" } else { "ingress" };
         let context = || {
@@ -508,6 +509,14 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
     Ok(())
 }
 
+/// How the run's summary tells a step's outcomes apart: `icmp-` for ICMP errors.
+fn kind_tag(step: &case::Step) -> &'static str {
+    match step {
+        case::Step::Error { .. } => "icmp-",
+        _ => "",
+    }
+}
+
 /// The XDP program's verdict and output (metadata and frame) against the simulator's.
 fn compare_xdp(
     i: usize,
@@ -525,6 +534,7 @@ fn compare_xdp(
             .to_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', ""),
     };
+    let outcome = format!("{}{outcome}", kind_tag(step));
     *seen.outcomes.entry(outcome).or_default() += 1;
     let context = format!(
         "step {i} ({step:?}): xdp on ifindex {}\n  frame  {}",
