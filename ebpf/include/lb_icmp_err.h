@@ -111,8 +111,9 @@ static __always_inline int lb_icmp_err_parse6(lb_ctx_t *ctx, struct lb_icmp_err 
 }
 
 /* Fills err->quoted, the outer addresses and v6 from the packet; 0 when it is an ICMP error
- * this datapath translates. */
-static __always_inline int lb_icmp_err_parse(lb_ctx_t *ctx, struct lb_icmp_err *err)
+ * this datapath translates. Not inlined: its headers' copies and the translation's frame are
+ * not one (512 bytes for the whole call chain). */
+static __noinline int lb_icmp_err_parse(lb_ctx_t *ctx, struct lb_icmp_err *err)
 {
 	__be16 proto;
 

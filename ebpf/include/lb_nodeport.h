@@ -193,19 +193,19 @@ static __noinline int lb_icmp_err_forward(lb_ctx_t *ctx, const struct lb_icmp_er
 static __always_inline int lb_icmp_err_translate(lb_ctx_t *ctx, int egress)
 {
 	struct lb_icmp_err err = {};
-	struct lb_ct_key key = {};
 	const struct lb_ct_entry *e;
 	__u8 flags;
 
 	if (lb_icmp_err_parse(ctx, &err))
 		return LB_ICMP_ERR_NONE;
-	/* The twin of the quoted packet's entry: a plain lookup, the flow is not refreshed. */
-	key.saddr = err.quoted.daddr;
-	key.daddr = err.quoted.saddr;
-	key.sport = err.quoted.dport;
-	key.dport = err.quoted.sport;
-	key.proto = err.quoted.proto;
-	e = bpf_map_lookup_elem(&lb_ct_v1, &key);
+	/* The twin of the quoted packet's entry: a plain lookup, the flow is not refreshed. The
+	 * key is written where the new quoted tuple goes next (one less key on the stack). */
+	err.inner.saddr = err.quoted.daddr;
+	err.inner.daddr = err.quoted.saddr;
+	err.inner.sport = err.quoted.dport;
+	err.inner.dport = err.quoted.sport;
+	err.inner.proto = err.quoted.proto;
+	e = bpf_map_lookup_elem(&lb_ct_v1, &err.inner);
 	if (!e || (egress && !lb_ct_is_local_reply(e)))
 		return LB_ICMP_ERR_NONE;
 	/* The quoted packet as its original sender sent it: e's rewrite, reversed. */
@@ -225,17 +225,25 @@ static __always_inline int lb_icmp_err_translate(lb_ctx_t *ctx, int egress)
 	return LB_PASS;
 }
 
-/* lb_icmp_err_translate at ingress and at egress. Not inlined: their frames and the caller's
- * parse are not one (512 bytes in all). Two functions rather than a parameter: clang would
+/* lb_icmp_err_translate at ingress and at egress, with the program's verdict (a packet left
+ * alone passes, one decided on passes as decided). Not inlined: their frames and the caller's
+ * are not one (512 bytes for the whole call chain; the entry's frame must stay small for the
+ * chain through lb_new_flow on Linux 5.10). Two functions rather than a parameter: clang would
  * drop a parameter that is constant in an object, which the verifier refuses. */
 static __noinline int lb_icmp_err_ingress(lb_ctx_t *ctx)
 {
-	return lb_icmp_err_translate(ctx, 0);
+	int rc = lb_icmp_err_translate(ctx, 0);
+
+	if (rc == LB_ICMP_ERR_NONE)
+		return LB_PASS;
+	return rc == LB_PASS ? ctx_pass_decided(ctx) : rc;
 }
 
 static __noinline int lb_icmp_err_egress(lb_ctx_t *ctx)
 {
-	return lb_icmp_err_translate(ctx, 1);
+	int rc = lb_icmp_err_translate(ctx, 1);
+
+	return rc == LB_ICMP_ERR_NONE ? LB_PASS : rc;
 }
 
 /* A packet of a tracked flow: refresh its entry and translate it. Not inlined, so that its
@@ -410,12 +418,8 @@ static __always_inline int lb_nodeport_from_device(lb_ctx_t *ctx)
 	rc = lb_finish_handed_over(ctx, &flow);
 	if (rc >= 0)
 		return rc;
-	if (lb_parse(ctx, &flow)) {
-		rc = lb_icmp_err_ingress(ctx);
-		if (rc == LB_ICMP_ERR_NONE)
-			return LB_PASS;
-		return rc == LB_PASS ? ctx_pass_decided(ctx) : rc;
-	}
+	if (lb_parse(ctx, &flow))
+		return lb_icmp_err_ingress(ctx);
 	now = lb_ct_now();
 	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
 	if (entry && !lb_ct_is_local_reply(entry))
@@ -433,12 +437,9 @@ static __always_inline int lb_nodeport_to_device(lb_ctx_t *ctx)
 {
 	struct lb_flow flow = {};
 	struct lb_ct_entry *entry;
-	int rc;
 
-	if (lb_parse(ctx, &flow)) {
-		rc = lb_icmp_err_egress(ctx);
-		return rc == LB_ICMP_ERR_NONE ? LB_PASS : rc;
-	}
+	if (lb_parse(ctx, &flow))
+		return lb_icmp_err_egress(ctx);
 	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
 	if (!entry || !lb_ct_is_local_reply(entry))
 		return LB_PASS;
