@@ -113,7 +113,7 @@ static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
 
 /* Writes an ICMPv4 error's new outer and quoted addresses and quoted ports, with the outer
  * header's checksum, the quoted header's (recomputed) and the ICMP checksum over the message.
- * Not inlined, as the IPv6 half: see lb_icmp_err_translate. */
+ * Not inlined, as the IPv6 half: see lb_icmp_err_ingress. */
 static __noinline int lb_icmp_err_rewrite4(lb_ctx_t *ctx, const struct lb_icmp_err *err)
 {
 	__be32 old_outer[2] = { err->saddr.words[3], err->daddr.words[3] };
@@ -173,7 +173,7 @@ static __noinline int lb_icmp_err_rewrite6(lb_ctx_t *ctx, const struct lb_icmp_e
 }
 
 /* Forwards a translated error of a SNATed flow to its new outer destination, as the flow's
- * packets are (lb_forward). Not inlined: see lb_icmp_err_translate. */
+ * packets are (lb_forward). Not inlined: see lb_icmp_err_ingress. */
 static __noinline int lb_icmp_err_forward(lb_ctx_t *ctx, const struct lb_icmp_err *err)
 {
 	struct lb_flow flow = {};
