@@ -28,10 +28,15 @@ static __always_inline __u32 ctx_len(const lb_ctx_t *ctx)
 	return ctx->data_end - ctx->data;
 }
 
-/* The device the frame arrived on. */
+/* The device the frame arrived on. Read through a fresh copy of the pointer: clang may
+ * otherwise keep &ctx->ingress_ifindex in a register for a second read, and the verifier
+ * refuses a load through a moved context pointer. */
 static __always_inline __u32 ctx_ifindex(const lb_ctx_t *ctx)
 {
-	return ctx->ingress_ifindex;
+	const lb_ctx_t *fresh = ctx;
+
+	asm volatile("" : "+r"(fresh));
+	return fresh->ingress_ifindex;
 }
 
 /* Where len bytes at off are in the frame, NULL past its end. */
@@ -131,7 +136,7 @@ static __always_inline int ctx_set_len(lb_ctx_t *ctx, __u32 len)
  * out of another. */
 static __always_inline int ctx_redirect(lb_ctx_t *ctx, __u32 ifindex)
 {
-	if (ifindex == ctx->ingress_ifindex)
+	if (ifindex == ctx_ifindex(ctx))
 		return XDP_TX;
 	return bpf_redirect(ifindex, 0);
 }

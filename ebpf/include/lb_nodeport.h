@@ -15,6 +15,23 @@
  * other nodes have backends (LB_SVC_NO_LOCAL_BACKEND): then the packet is dropped. A
  * LoadBalancer frontend with loadBalancerSourceRanges drops clients outside them.
  *
+ * ICMP errors about a translated flow are translated back (lb_icmp_err.h says which), the
+ * rule Linux's NAT applies to them, so that path MTU discovery works through the node. Every
+ * flow has two entries: the entry at key K rewrites a packet to tuple R, and its twin's key is
+ * reverse(R). A packet this node emitted had tuple T as it left; an error about it quotes T.
+ * E = lb_ct_v1[reverse(T)] (a plain lookup: the flow is not refreshed). If there is one, the
+ * quoted tuple becomes reverse(E's rewrite) (the packet as its original sender sent it: saddr:
+ * sport = E.daddr:E.dport, daddr:dport = E.saddr:E.sport); the outer destination becomes the
+ * new quoted source (that sender); the outer source, when it is T's destination (the host the
+ * packet went to answered, e.g. a local backend's port unreachable), becomes the new quoted
+ * destination, and otherwise (a router on the way) stays. Checksums: the outer IPv4 header's,
+ * the quoted IPv4 header's, and the ICMP checksum over the message (ICMPv6: with the outer
+ * addresses of its pseudo-header); the quoted TCP/UDP checksum stays as quoted. Then, as the
+ * flow's own packets: E with LB_CT_SNAT is forwarded (lb_forward), any other passes. At
+ * ingress every entry applies; at egress only a local backend's reply entry (its own errors to
+ * an outside client, which leave from the frontend's address). Anything else, an entry
+ * missing, passes untouched.
+ *
  * lb::datapath::sim::pkt is the same in Rust; keep the two in step.
  */
 #ifndef LB_NODEPORT_H
@@ -25,6 +42,7 @@
 #include "lb_ct.h"
 #include "lb_fib.h"
 #include "lb_icmp.h"
+#include "lb_icmp_err.h"
 
 /* Load-time configuration (set by the agent through the object's .rodata). */
 const volatile __u16 cfg_snat_port_min = 61000;   /* the agent's SNAT ports, host order */
@@ -91,6 +109,145 @@ static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
 		return ctx_redirect_neigh(ctx, params.ifindex);
 	lb_count(LB_CNT_FIB_FAILED);
 	return LB_DROP;
+}
+
+/* lb_icmp_err_translate's answer when the packet is not an ICMP error it translates: the
+ * caller passes it untouched. */
+#define LB_ICMP_ERR_NONE (-1)
+
+/* Writes an ICMPv4 error's new outer and quoted addresses and quoted ports, with the outer
+ * header's checksum, the quoted header's (recomputed) and the ICMP checksum over the message.
+ * Not inlined, as the IPv6 half: see lb_icmp_err_ingress. */
+static __noinline int lb_icmp_err_rewrite4(lb_ctx_t *ctx, const struct lb_icmp_err *err)
+{
+	__be32 old_outer[2] = { err->saddr.words[3], err->daddr.words[3] };
+	__be32 new_outer[2] = { err->new_saddr.words[3], err->new_daddr.words[3] };
+	__be16 old_ports[2] = { err->quoted.sport, err->quoted.dport };
+	__be16 new_ports[2] = { err->inner.sport, err->inner.dport };
+	struct iphdr old_in, new_in;
+	__s64 diff;
+
+	diff = bpf_csum_diff(old_outer, 8, new_outer, 8, 0);
+	if (ctx_store(ctx, ETH_HLEN + offsetof(struct iphdr, saddr), new_outer, 8) ||
+	    ctx_l3_csum_add(ctx, ETH_HLEN + offsetof(struct iphdr, check), diff))
+		return -1;
+	if (ctx_load(ctx, LB_ICMP_ERR_INNER4, &old_in, sizeof(old_in)))
+		return -1;
+	new_in = old_in;
+	new_in.saddr = err->inner.saddr.words[3];
+	new_in.daddr = err->inner.daddr.words[3];
+	new_in.check = 0;
+	new_in.check =
+		lb_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&new_in, sizeof(new_in), 0));
+	/* The ICMP checksum covers the quoted header (its checksum included) and ports. */
+	diff = bpf_csum_diff((__be32 *)&old_in, sizeof(old_in), (__be32 *)&new_in, sizeof(new_in),
+			     0);
+	diff = bpf_csum_diff((__be32 *)old_ports, 4, (__be32 *)new_ports, 4, (__u32)diff);
+	if (ctx_store(ctx, LB_ICMP_ERR_INNER4, &new_in, sizeof(new_in)) ||
+	    ctx_store(ctx, LB_ICMP_ERR_PORTS4, new_ports, 4) ||
+	    ctx_l4_csum_add(ctx, LB_ICMP_ERR_ICMP4 + 2, diff, 0, 0))
+		return -1;
+	return 0;
+}
+
+/* The same for ICMPv6, whose checksum also covers the outer addresses (pseudo-header). */
+static __noinline int lb_icmp_err_rewrite6(lb_ctx_t *ctx, const struct lb_icmp_err *err)
+{
+	union lb_addr old_addrs[2] = { err->saddr, err->daddr };
+	union lb_addr new_addrs[2] = { err->new_saddr, err->new_daddr };
+	__be16 old_ports[2] = { err->quoted.sport, err->quoted.dport };
+	__be16 new_ports[2] = { err->inner.sport, err->inner.dport };
+	__s64 diff;
+
+	diff = bpf_csum_diff((__be32 *)old_addrs, 32, (__be32 *)new_addrs, 32, 0);
+	if (ctx_store(ctx, ETH_HLEN + offsetof(struct ipv6hdr, saddr), new_addrs, 32) ||
+	    ctx_l4_csum_add(ctx, LB_ICMP_ERR_ICMP6 + 2, diff, 1, 0))
+		return -1;
+	old_addrs[0] = err->quoted.saddr;
+	old_addrs[1] = err->quoted.daddr;
+	new_addrs[0] = err->inner.saddr;
+	new_addrs[1] = err->inner.daddr;
+	diff = bpf_csum_diff((__be32 *)old_addrs, 32, (__be32 *)new_addrs, 32, 0);
+	diff = bpf_csum_diff((__be32 *)old_ports, 4, (__be32 *)new_ports, 4, (__u32)diff);
+	if (ctx_store(ctx, LB_ICMP_ERR_INNER6 + offsetof(struct ipv6hdr, saddr), new_addrs, 32) ||
+	    ctx_store(ctx, LB_ICMP_ERR_PORTS6, new_ports, 4) ||
+	    ctx_l4_csum_add(ctx, LB_ICMP_ERR_ICMP6 + 2, diff, 0, 0))
+		return -1;
+	return 0;
+}
+
+/* Forwards a translated error of a SNATed flow to its new outer destination, as the flow's
+ * packets are (lb_forward). Not inlined: see lb_icmp_err_ingress. */
+static __noinline int lb_icmp_err_forward(lb_ctx_t *ctx, const struct lb_icmp_err *err)
+{
+	struct lb_flow flow = {};
+	struct lb_ct_entry to = {};
+
+	flow.v6 = err->v6;
+	flow.key.proto = err->v6 ? LB_IPPROTO_ICMPV6 : LB_IPPROTO_ICMP;
+	to.saddr = err->new_saddr;
+	to.daddr = err->new_daddr;
+	return lb_forward(ctx, &flow, &to);
+}
+
+/* An ICMP error about a packet this node translated (see the header comment): its quoted
+ * packet and outer addresses become what the original sender sent and expects, then it is
+ * forwarded as the flow's packets are (SNAT) or passed. At egress only a local backend's own
+ * errors (their entry a local reply's). LB_ICMP_ERR_NONE for a packet it leaves alone. */
+static __always_inline int lb_icmp_err_translate(lb_ctx_t *ctx, int egress)
+{
+	struct lb_icmp_err err = {};
+	const struct lb_ct_entry *e;
+	__u8 flags;
+
+	if (lb_icmp_err_parse(ctx, &err))
+		return LB_ICMP_ERR_NONE;
+	/* The twin of the quoted packet's entry: a plain lookup, the flow is not refreshed. The
+	 * key is written where the new quoted tuple goes next (one less key on the stack). */
+	err.inner.saddr = err.quoted.daddr;
+	err.inner.daddr = err.quoted.saddr;
+	err.inner.sport = err.quoted.dport;
+	err.inner.dport = err.quoted.sport;
+	err.inner.proto = err.quoted.proto;
+	e = bpf_map_lookup_elem(&lb_ct_v1, &err.inner);
+	if (!e || (egress && !lb_ct_is_local_reply(e)))
+		return LB_ICMP_ERR_NONE;
+	/* The quoted packet as its original sender sent it: e's rewrite, reversed. */
+	err.inner.saddr = e->daddr;
+	err.inner.sport = e->dport;
+	err.inner.daddr = e->saddr;
+	err.inner.dport = e->sport;
+	flags = e->flags;
+	err.new_daddr = err.inner.saddr;
+	/* The host the packet went to answers for the address the sender used; a router on
+	 * the way keeps its own. */
+	err.new_saddr = lb_addr_equal(&err.saddr, &err.quoted.daddr) ? err.inner.daddr : err.saddr;
+	if (err.v6 ? lb_icmp_err_rewrite6(ctx, &err) : lb_icmp_err_rewrite4(ctx, &err))
+		return LB_DROP;
+	if (flags & LB_CT_SNAT)
+		return lb_icmp_err_forward(ctx, &err);
+	return LB_PASS;
+}
+
+/* lb_icmp_err_translate at ingress and at egress, with the program's verdict (a packet left
+ * alone passes, one decided on passes as decided). Not inlined: their frames and the caller's
+ * are not one (512 bytes for the whole call chain; the entry's frame must stay small for the
+ * chain through lb_new_flow on Linux 5.10). Two functions rather than a parameter: clang would
+ * drop a parameter that is constant in an object, which the verifier refuses. */
+static __noinline int lb_icmp_err_ingress(lb_ctx_t *ctx)
+{
+	int rc = lb_icmp_err_translate(ctx, 0);
+
+	if (rc == LB_ICMP_ERR_NONE)
+		return LB_PASS;
+	return rc == LB_PASS ? ctx_pass_decided(ctx) : rc;
+}
+
+static __noinline int lb_icmp_err_egress(lb_ctx_t *ctx)
+{
+	int rc = lb_icmp_err_translate(ctx, 1);
+
+	return rc == LB_ICMP_ERR_NONE ? LB_PASS : rc;
 }
 
 /* A packet of a tracked flow: refresh its entry and translate it. Not inlined, so that its
@@ -352,7 +509,7 @@ static __always_inline int lb_nodeport_from_device(lb_ctx_t *ctx)
 	if (rc >= 0)
 		return rc;
 	if (lb_parse(ctx, &flow))
-		return LB_PASS;
+		return lb_icmp_err_ingress(ctx);
 	now = lb_ct_now();
 	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
 	if (entry && !lb_ct_is_local_reply(entry))
@@ -393,7 +550,7 @@ static __always_inline int lb_nodeport_to_device(lb_ctx_t *ctx)
 	struct lb_ct_entry *entry;
 
 	if (lb_parse(ctx, &flow))
-		return LB_PASS;
+		return lb_icmp_err_egress(ctx);
 	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
 	if (!entry || !lb_ct_is_local_reply(entry))
 		return LB_PASS;

@@ -60,12 +60,17 @@ static __always_inline int lb_parse(lb_ctx_t *ctx, struct lb_flow *flow)
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
-		if (ctx_load(ctx, ETH_HLEN, &ip6, sizeof(ip6)) || ip6.version != 6)
+		if (ctx_load(ctx, ETH_HLEN, &ip6, offsetof(struct ipv6hdr, saddr)) || ip6.version != 6)
 			return -1;
 		if (sizeof(ip6) + bpf_ntohs(ip6.payload_len) > len - ETH_HLEN)
 			return -1;
-		__builtin_memcpy(flow->key.saddr.bytes, &ip6.saddr, 16);
-		__builtin_memcpy(flow->key.daddr.bytes, &ip6.daddr, 16);
+		/* Each address straight from the packet into the key: no copy of the header's
+		 * in registers, which the tight frame of the programs' entry would spill. */
+		if (ctx_load(ctx, ETH_HLEN + offsetof(struct ipv6hdr, saddr), flow->key.saddr.bytes,
+			     16) ||
+		    ctx_load(ctx, ETH_HLEN + offsetof(struct ipv6hdr, daddr), flow->key.daddr.bytes,
+			     16))
+			return -1;
 		flow->key.proto = ip6.nexthdr;
 		flow->l4_off = ETH_HLEN + sizeof(ip6);
 		flow->v6 = 1;

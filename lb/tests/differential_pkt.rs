@@ -292,9 +292,9 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
             v => describe(v),
         };
         let outcome = if frame.pod {
-            format!("pod-{outcome}")
+            format!("pod-{}{outcome}", kind_tag(step))
         } else {
-            outcome
+            format!("{}{outcome}", kind_tag(step))
         };
         *seen.outcomes.entry(outcome).or_default() += 1;
         let program = match (frame.egress, frame.pod) {
@@ -333,6 +333,14 @@ fn run_case(case: &Case, node: &Node, bpffs: &Path, seen: &mut Seen) -> Result<(
     Ok(())
 }
 
+/// How the run's summary tells a step's outcomes apart: `icmp-` for ICMP errors.
+fn kind_tag(step: &case::Step) -> &'static str {
+    match step {
+        case::Step::Error { .. } => "icmp-",
+        _ => "",
+    }
+}
+
 /// The XDP program's verdict and output (metadata and frame) against the simulator's.
 fn compare_xdp(
     i: usize,
@@ -350,6 +358,7 @@ fn compare_xdp(
             .to_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', ""),
     };
+    let outcome = format!("{}{outcome}", kind_tag(step));
     *seen.outcomes.entry(outcome).or_default() += 1;
     let context = format!(
         "step {i} ({step:?}): xdp on ifindex {}\n  frame  {}",

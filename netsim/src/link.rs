@@ -117,6 +117,7 @@ pub(crate) fn connect_pod(
     pod: (&str, &Path),
     ipv4: Ipv4Addr,
     ipv6: Option<Ipv6Addr>,
+    mtu: Option<u32>,
 ) -> Result<String> {
     let veth = format!("v-{}", pod.0);
     let host_routes: Vec<IpNet> = std::iter::once(IpNet::from(IpAddr::V4(ipv4)))
@@ -129,6 +130,9 @@ pub(crate) fn connect_pod(
     with_netlink(node.0, node.1, |nl| async move {
         nl.add_veth(&node_veth, Some(GATEWAY_MAC), "eth0", pod_fd)
             .await?;
+        if let Some(mtu) = mtu {
+            nl.set_mtu(&node_veth, mtu).await?;
+        }
         nl.up(&node_veth).await?;
         for dest in routes {
             nl.add_route(dest, None, Some(&node_veth), false).await?;
@@ -137,6 +141,9 @@ pub(crate) fn connect_pod(
     })?;
     drop(pod_ns);
     with_netlink(pod.0, pod.1, |nl| async move {
+        if let Some(mtu) = mtu {
+            nl.set_mtu("eth0", mtu).await?;
+        }
         nl.up("eth0").await?;
         for addr in host_routes {
             nl.add_address("eth0", addr).await?;

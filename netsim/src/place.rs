@@ -174,6 +174,35 @@ impl Place {
         Ok(replies)
     }
 
+    /// A path MTU probe to `target` with packets of `size` bytes by `netsim-client pmtu` in
+    /// this place (see [`crate::path_mtu`]).
+    pub fn path_mtu(&self, target: SocketAddr, size: usize) -> Result<crate::PathMtu> {
+        let mut cmd = Command::new(binary_path("netsim-client")?);
+        cmd.args([
+            "pmtu",
+            &target.to_string(),
+            &size.to_string(),
+            "--timeout-ms",
+            &CLIENT_TIMEOUT.as_millis().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let process = self.spawn(cmd)?;
+        let output = process.output(CLIENT_TIMEOUT + Duration::from_secs(5))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let bad = |why: String| Error::BadOutput {
+            program: "netsim-client".into(),
+            place: self.name.clone(),
+            output: format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)),
+            why,
+        };
+        if !output.status.success() {
+            return Err(bad(format!("exited with {}", output.status)));
+        }
+        serde_json::from_str(stdout.trim()).map_err(|e| bad(format!("not a JSON probe line: {e}")))
+    }
+
     /// One exchange with `target` by `netsim-client` in this place.
     pub fn client_once(&self, mode: ClientMode, target: SocketAddr) -> Result<Reply> {
         self.client_once_from(mode, target, None)

@@ -71,6 +71,7 @@ pub struct PodSpec {
     pub(crate) name: String,
     pub(crate) ipv4: Ipv4Addr,
     pub(crate) ipv6: Option<Ipv6Addr>,
+    pub(crate) mtu: Option<u32>,
 }
 
 impl PodSpec {
@@ -80,12 +81,20 @@ impl PodSpec {
             name: name.to_owned(),
             ipv4,
             ipv6: None,
+            mtu: None,
         }
     }
 
     /// Gives the pod an IPv6 address too.
     pub fn ipv6(mut self, ipv6: Ipv6Addr) -> PodSpec {
         self.ipv6 = Some(ipv6);
+        self
+    }
+
+    /// The MTU of the pod's veth (both ends), instead of 1500: the node then answers a larger
+    /// packet it would forward to the pod with an ICMP fragmentation needed / packet too big.
+    pub fn mtu(mut self, mtu: u32) -> PodSpec {
+        self.mtu = Some(mtu);
         self
     }
 }

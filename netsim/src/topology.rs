@@ -278,6 +278,7 @@ impl Topology {
             (netns.name(), netns.path()),
             spec.ipv4,
             spec.ipv6,
+            spec.mtu,
         )?;
         let pod = Pod {
             place: Place::new(&spec.name, netns.path(), cgroup.path()),

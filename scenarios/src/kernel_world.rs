@@ -157,6 +157,9 @@ impl KernelWorld {
                 if let Some(IpAddr::V6(v6)) = pod_spec.address6 {
                     p = p.ipv6(v6);
                 }
+                if let Some(mtu) = pod_spec.mtu {
+                    p = p.mtu(mtu);
+                }
                 let pod = topology.add_pod(&node, p)?;
                 places.insert(pod_spec.name.clone(), pod.place().clone());
                 node_of.insert(pod_spec.name.clone(), spec.name.clone());
@@ -519,6 +522,14 @@ impl World for KernelWorld {
         // A scenario step that lets a timeout expire: the time passing is the point.
         std::thread::sleep(duration);
         Ok(())
+    }
+
+    fn path_mtu(&mut self, probe: &crate::spec::PmtuProbe) -> Result<u32> {
+        let seen = self.place(&probe.from)?.path_mtu(probe.to, probe.size)?;
+        match (seen.mtu, seen.error) {
+            (Some(mtu), None) => Ok(mtu),
+            (_, error) => bail!("path MTU probe from {}: {error:?}", probe.from),
+        }
     }
 
     fn sysctl(&mut self, node: &str, key: &str) -> Result<String> {

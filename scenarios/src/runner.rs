@@ -63,6 +63,11 @@ fn describe(step: &Step) -> String {
         format!("bind {:?} {} on {}", b.transport, b.addr, b.on)
     } else if let Some(s) = &step.sysctl {
         format!("sysctl {} on {}", s.key, s.on)
+    } else if let Some(p) = &step.pmtu {
+        format!(
+            "path MTU probe from {} to {} with {} bytes",
+            p.from, p.to, p.size
+        )
     } else if !step.restart_agent.is_empty() {
         format!("restart agent on {}", step.restart_agent.join(", "))
     } else if let Some(r) = &step.reroute {
@@ -120,6 +125,17 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
                 read.key,
                 read.on,
                 value.trim()
+            );
+        }
+    }
+    if let Some(probe) = &step.pmtu {
+        let mtu = world.path_mtu(probe)?;
+        if let Some(want) = step.expect.path_mtu {
+            ensure!(
+                mtu == want,
+                "the path MTU from {} to {} is {mtu}, expected {want}",
+                probe.from,
+                probe.to
             );
         }
     }

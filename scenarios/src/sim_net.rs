@@ -8,10 +8,11 @@
 //! delivers to its own addresses and pods, and routes the rest out of `eth0` to the segment
 //! host that owns the destination or the node whose pod CIDR holds it.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
-use lb::datapath::sim::packet_builder::{tcp_flags, FrameView, PacketBuilder};
+use lb::datapath::sim::packet_builder::{tcp_flags, FrameView, IcmpErrorBuilder, PacketBuilder};
 use lb::datapath::sim::{FibResult, FibTable, PktOutcome, PktSim, Verdict, XdpAction};
 
 use crate::spec::Transport;
@@ -60,6 +61,8 @@ pub struct NetNode {
     pub pod_cidrs: Vec<IpNet>,
     /// Its pods: name and addresses.
     pub pods: Vec<(String, Vec<IpAddr>)>,
+    /// The MTUs of pods' veths where they are not 1500, by pod name.
+    pub pod_mtus: BTreeMap<String, u32>,
 }
 
 /// A host outside the cluster, on the segment.
@@ -294,6 +297,33 @@ impl Net {
             .position(|(name, _)| name == pod)
             .unwrap_or(0);
         POD_VETH_BASE + u32::try_from(k).unwrap_or(u32::MAX - POD_VETH_BASE)
+    }
+
+    /// What a pod's node does with a frame it would forward to the pod over a smaller MTU
+    /// than the frame's IP length: it answers, as the kernel's forwarding does for a packet
+    /// that may not be fragmented (every probe's), with an ICMP fragmentation needed (ICMPv6
+    /// packet too big) from its own address to the frame's source, quoting it. `None` when
+    /// the frame fits.
+    pub fn too_big_for_pod(&self, pod: &str, frame: &[u8]) -> Option<(Receiver, Vec<u8>)> {
+        let i = self.node_of_pod(pod)?;
+        let mtu = *self.nodes[i].pod_mtus.get(pod)?;
+        let v6 = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) == 0x86dd;
+        let ip_len = if v6 {
+            40 + u32::from(u16::from_be_bytes([*frame.get(18)?, *frame.get(19)?]))
+        } else {
+            u32::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]))
+        };
+        if ip_len <= mtu {
+            return None;
+        }
+        let view = FrameView::of(frame)?;
+        let node = *self.nodes[i].addresses.iter().find(|a| a.is_ipv6() == v6)?;
+        let error = if v6 {
+            IcmpErrorBuilder::packet_too_big(node, view.src.ip(), frame, mtu)
+        } else {
+            IcmpErrorBuilder::frag_needed(node, view.src.ip(), frame, u16::try_from(mtu).ok()?)
+        };
+        Some((Receiver::Node(i), error.build()))
     }
 
     fn node_of_pod(&self, pod: &str) -> Option<usize> {

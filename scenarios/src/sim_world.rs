@@ -210,6 +210,11 @@ impl SimWorld {
                             (p.name.clone(), addrs.collect())
                         })
                         .collect(),
+                    pod_mtus: n
+                        .pods
+                        .iter()
+                        .filter_map(|p| Some((p.name.clone(), p.mtu?)))
+                        .collect(),
                 })
                 .collect(),
             externals: scenario
@@ -435,6 +440,50 @@ impl SimWorld {
                 seen_source: dst.src.ip(),
             }),
         )
+    }
+
+    /// A path MTU probe from a host outside the cluster: its datagram carried as a call's,
+    /// and the ICMP error a pod's node answers a datagram too big for the pod with carried
+    /// back. The probe's socket learns the error's MTU when the error reaches it about the
+    /// datagram it sent; else the MTU stays its own link's (1500).
+    fn probe_external(&mut self, probe: &crate::spec::PmtuProbe) -> Result<u32> {
+        const LINK_MTU: u32 = 1500;
+        let client_ip = self
+            .net
+            .external_address(&probe.from, probe.to.ip())
+            .with_context(|| format!("{} has no address of {}'s family", probe.from, probe.to))?;
+        let client = SocketAddr::new(client_ip, self.next_client_port);
+        self.next_client_port = self
+            .next_client_port
+            .wrapping_add(1)
+            .max(sim_net::FIRST_CLIENT_PORT);
+        let headers = if probe.to.is_ipv6() { 48 } else { 28 };
+        let payload = vec![0x5a; probe.size.saturating_sub(headers)];
+        let frame = lb::datapath::sim::packet_builder::PacketBuilder::udp(client, probe.to)
+            .payload(&payload)
+            .build();
+        let from = Receiver::External(probe.from.clone());
+        let Ok((Receiver::Pod(pod), delivered)) = self.net.carry(&mut self.programs, &from, frame)
+        else {
+            return Ok(LINK_MTU);
+        };
+        let Some((node, error)) = self.net.too_big_for_pod(&pod, &delivered) else {
+            return Ok(LINK_MTU);
+        };
+        let Ok((back_at, error)) = self.net.carry(&mut self.programs, &node, error) else {
+            return Ok(LINK_MTU);
+        };
+        let Some(view) = lb::datapath::sim::packet_builder::IcmpErrorView::of(&error) else {
+            return Ok(LINK_MTU);
+        };
+        let too_big = matches!((view.icmp_type, view.code), (3, 4) | (2, 0));
+        if back_at != from || !too_big || view.quoted_src != client || view.quoted_dst != probe.to {
+            return Ok(LINK_MTU);
+        }
+        // The MTU field: the second half of the ICMP header's second word (IPv4), or all of it.
+        let icmp = 14 + if probe.to.is_ipv6() { 40 } else { 20 };
+        let mtu = u32::from_be_bytes(error[icmp + 4..icmp + 8].try_into()?);
+        Ok(mtu.min(LINK_MTU))
     }
 
     /// The node index and netns cookie of a node or pod name.
@@ -733,6 +782,10 @@ impl World for SimWorld {
             programs.pkt.collect_garbage();
         }
         Ok(())
+    }
+
+    fn path_mtu(&mut self, probe: &crate::spec::PmtuProbe) -> Result<u32> {
+        self.probe_external(probe)
     }
 
     fn sysctl(&mut self, node: &str, key: &str) -> Result<String> {

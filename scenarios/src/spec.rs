@@ -157,6 +157,10 @@ pub struct PodSpec {
     /// Servers it runs.
     #[serde(default)]
     pub serve: Serve,
+    /// The MTU of its veth (both ends), instead of 1500: its node answers a larger packet it
+    /// would forward to the pod with an ICMP fragmentation needed (packet too big).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// Identity servers: each answers with its owner's name and the peer address it saw.
@@ -206,6 +210,9 @@ pub struct Step {
     /// Read a sysctl in a node's namespace.
     #[serde(default)]
     pub sysctl: Option<SysctlRead>,
+    /// Probe the path MTU to a destination as an application doing path MTU discovery.
+    #[serde(default)]
+    pub pmtu: Option<PmtuProbe>,
     /// Replace objects (matched by kind, namespace and name) or add them, then let the agents
     /// reconcile.
     #[serde(default)]
@@ -251,6 +258,20 @@ pub struct Connect {
 
 fn one() -> usize {
     1
+}
+
+/// A path MTU probe: a connected UDP socket with `IP_MTU_DISCOVER` = `IP_PMTUDISC_DO` sends
+/// datagrams of `size` bytes (IP packets, headers included) to `to` until a send fails with
+/// `EMSGSIZE` or the client's deadline passes, then reads its `IP_MTU` (`IPV6_MTU`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmtuProbe {
+    /// An external host (the simulator models no other).
+    pub from: String,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The IP packet size sent.
+    pub size: usize,
 }
 
 /// Transport of a held socket: one that has a connection to keep.
@@ -351,6 +372,9 @@ pub struct Expect {
     /// `EDESTADDRREQ`); or `none`.
     #[serde(default)]
     pub error: Option<String>,
+    /// After a `pmtu` probe, the path MTU the socket reports.
+    #[serde(default)]
+    pub path_mtu: Option<u32>,
     /// The sysctl read has this value (surrounding whitespace ignored).
     #[serde(default)]
     pub value: Option<String>,
@@ -416,6 +440,7 @@ impl Scenario {
                 + usize::from(step.close.is_some())
                 + usize::from(step.bind.is_some())
                 + usize::from(step.sysctl.is_some())
+                + usize::from(step.pmtu.is_some())
                 + usize::from(!step.apply.is_empty() || !step.delete.is_empty())
                 + usize::from(!step.restart_agent.is_empty())
                 + usize::from(step.reroute.is_some())
@@ -443,7 +468,7 @@ impl Scenario {
             }
             if actions > 1 {
                 anyhow::bail!(
-                    "{}: one action per step (connect, open, send, close, bind, sysctl, apply/delete, restart_agent, reroute, wait_seconds)",
+                    "{}: one action per step (connect, open, send, close, bind, sysctl, pmtu, apply/delete, restart_agent, reroute, wait_seconds)",
                     at()
                 );
             }

@@ -131,6 +131,8 @@ pub trait World {
     fn reroute(&mut self, reroute: &Reroute) -> anyhow::Result<()>;
     /// Lets time pass.
     fn wait(&mut self, duration: Duration) -> anyhow::Result<()>;
+    /// A path MTU probe from an external host: the MTU its socket reports afterwards.
+    fn path_mtu(&mut self, probe: &crate::spec::PmtuProbe) -> anyhow::Result<u32>;
     /// A sysctl's value in a node's namespace.
     fn sysctl(&mut self, node: &str, key: &str) -> anyhow::Result<String>;
     /// The frontends `lbctl service list` shows on a node.

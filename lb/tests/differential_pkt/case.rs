@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use ebpf::maps::{
     ct_flags, scope, svc_flags, LbBackend, LbCtEntry, LbKey, LbReverseNat, LbService,
 };
-use lb::datapath::sim::packet_builder::{tcp_flags, PacketBuilder};
+use lb::datapath::sim::packet_builder::{tcp_flags, IcmpErrorBuilder, PacketBuilder};
 use lb::datapath::MapContents;
 use lb::maglev::{build_table, HashSeed, MaglevBackend};
 use lb::model::{L3n4Addr, L4Protocol};
@@ -109,6 +109,45 @@ pub enum Step {
         dress: Dress,
         wrong_way: bool,
     },
+    /// An ICMP error about a packet of a tracked flow (`kind` picks the type: destination
+    /// unreachable with various codes, fragmentation needed / packet too big, time exceeded),
+    /// at the program it meets (with `wrong_way`, the other program of the same device).
+    Error {
+        flow: usize,
+        about: About,
+        kind: usize,
+        quirk: Quirk,
+        wrong_way: bool,
+    },
+}
+
+/// Which packet of a tracked flow an ICMP error quotes.
+#[derive(Clone, Copy, Debug)]
+pub enum About {
+    /// The client's packet as the node sent it on: to a remote backend from the SNAT address
+    /// (the error enters np1), or to a local backend (the pod's own error leaves through
+    /// np0's egress to the client).
+    Forward,
+    /// The reply as the node sent it to the client (the error enters np0).
+    Reply,
+}
+
+/// How an ICMP error differs from one to translate.
+#[derive(Clone, Copy, Debug)]
+pub enum Quirk {
+    None,
+    /// From a router on the way, not from the quoted packet's destination.
+    FromRouter,
+    /// Quoting a tuple no flow has (the source port off by one).
+    NoEntry,
+    /// The frame cut short (inside the quote).
+    Cut(usize),
+    /// Fewer than the quoted IP header and 8 bytes quoted.
+    ShortQuote(usize),
+    /// The quoted IPv4 header has options.
+    QuotedOptions,
+    /// An echo request / ICMPv6 echo request, not an error.
+    Echo,
 }
 
 /// One case.
@@ -156,8 +195,23 @@ fn dress() -> impl Strategy<Value = Dress> {
     ]
 }
 
+fn quirk() -> impl Strategy<Value = Quirk> {
+    prop_oneof![
+        6 => Just(Quirk::None),
+        3 => Just(Quirk::FromRouter),
+        1 => Just(Quirk::NoEntry),
+        1 => (0usize..64).prop_map(Quirk::Cut),
+        1 => (0usize..48).prop_map(Quirk::ShortQuote),
+        1 => Just(Quirk::QuotedOptions),
+        1 => Just(Quirk::Echo),
+    ]
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
+        2 => (0usize..8, prop_oneof![Just(About::Forward), Just(About::Reply)], 0usize..4, quirk(), prop::bool::weighted(0.1)).prop_map(
+            |(flow, about, kind, quirk, wrong_way)| Step::Error { flow, about, kind, quirk, wrong_way }
+        ),
         4 => (0usize..8, 0usize..8, 0usize..8, 0usize..8, kind(), dress()).prop_map(
             |(service, client, port, dst, kind, dress)| Step::New { service, client, port, dst, kind, dress }
         ),
@@ -515,6 +569,82 @@ impl Step {
                     egress: snat == wrong_way,
                     pod: case.from_pods && !snat,
                     ifindex: if snat { node.np1 } else { client_side },
+                    bytes,
+                })
+            }
+            Step::Error {
+                flow,
+                about,
+                kind,
+                quirk,
+                wrong_way,
+            } => {
+                if forward_flows.is_empty() {
+                    return None;
+                }
+                let (key, e) = forward_flows[flow % forward_flows.len()];
+                let snat = e.flags & ct_flags::SNAT != 0;
+                // The quoted packet as it left the node, and where its error comes from and
+                // goes: (quoted src, quoted dst, program is egress, device).
+                let (mut src, dst, egress, ifindex) = match about {
+                    About::Forward => (
+                        sock(e.saddr, e.sport),
+                        sock(e.daddr, e.dport),
+                        !snat,
+                        if snat { node.np1 } else { node.np0 },
+                    ),
+                    About::Reply => (
+                        sock(key.daddr, key.dport),
+                        sock(key.saddr, key.sport),
+                        false,
+                        node.np0,
+                    ),
+                };
+                if let Quirk::NoEntry = quirk {
+                    src.set_port(src.port().wrapping_add(1));
+                }
+                let v6 = src.is_ipv6();
+                let mut quoted = if key.proto == 17 {
+                    PacketBuilder::udp(src, dst)
+                } else {
+                    PacketBuilder::tcp(src, dst, tcp_flags::ACK)
+                }
+                .payload(PAYLOAD);
+                if let (Quirk::QuotedOptions, false) = (quirk, v6) {
+                    quoted = quoted.ipv4_options(&[0x94, 0x04, 0, 0]);
+                }
+                let quoted = quoted.build();
+                // From the quoted packet's destination, or a router; to its source.
+                let from = match quirk {
+                    Quirk::FromRouter if v6 => ip("2001:db8:1::fe"),
+                    Quirk::FromRouter => ip("192.0.2.254"),
+                    _ => dst.ip(),
+                };
+                let (icmp_type, code) = match (v6, quirk) {
+                    (false, Quirk::Echo) => (8, 0),
+                    (true, Quirk::Echo) => (128, 0),
+                    (false, _) => [(3, 4), (3, 3), (11, 0), (3, 1)][kind % 4],
+                    (true, _) => [(2, 0), (1, 4), (3, 0), (1, 3)][kind % 4],
+                };
+                let mut b =
+                    IcmpErrorBuilder::new(from, src.ip(), icmp_type, code, &quoted).rest(1280);
+                if let Quirk::ShortQuote(n) = quirk {
+                    b = b.quote(n % (if v6 { 48 } else { 28 }));
+                }
+                let mut bytes = b.build();
+                if let Quirk::Cut(n) = quirk {
+                    // Within the quote: the frame keeps its outer headers whole (see
+                    // Dress::Truncated).
+                    let outer = 14 + if v6 { 40 } else { 20 };
+                    bytes.truncate(outer + n % (bytes.len() - outer));
+                }
+                // A pod's flows: the error meets the pod's interface, at egress on its way
+                // into the pod, at the pod program on its way out.
+                let egress = egress != wrong_way;
+                Some(Frame {
+                    egress,
+                    pod: case.from_pods && !egress,
+                    ifindex: if case.from_pods { node.pod } else { ifindex },
                     bytes,
                 })
             }

@@ -7,6 +7,9 @@
 //! the first exchange's line, then reads commands on stdin, one a line: `send` makes another
 //! exchange on the same socket and prints its line; `close` (or the end of stdin) closes it and
 //! exits. A failed connect prints its line and exits.
+//!
+//! `netsim-client pmtu TARGET SIZE [--timeout-ms MS]`: a path MTU probe with IP packets of SIZE
+//! bytes (`netsim::path_mtu`), one JSON line (`mtu`, `emsgsize`, `error`).
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -32,6 +35,19 @@ fn main() -> ExitCode {
             None => return usage("--source-port needs a port number"),
         }
         args.drain(i..i + 2);
+    }
+    if args.first().is_some_and(|a| a == "pmtu") {
+        let (Some(Ok(target)), Some(Ok(size)), 3) = (
+            args.get(1).map(|t| t.parse::<SocketAddr>()),
+            args.get(2).map(|s| s.parse::<usize>()),
+            args.len(),
+        ) else {
+            return usage("expected pmtu TARGET SIZE");
+        };
+        let line = serde_json::to_string(&netsim::path_mtu(target, size, timeout))
+            .expect("a probe serialises");
+        println!("{line}");
+        return ExitCode::SUCCESS;
     }
     let hold = args.first().is_some_and(|a| a == "hold");
     if hold {
@@ -111,7 +127,7 @@ fn print(out: &mut impl Write, reply: &Reply) -> std::io::Result<()> {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS] [--source-port PORT]\n       netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]"
+        "netsim-client: {why}\nusage: netsim-client tcp|udp-connected|udp-unconnected|http TARGET [COUNT] [--timeout-ms MS] [--source-port PORT]\n       netsim-client hold tcp|udp-connected TARGET [--timeout-ms MS]\n       netsim-client pmtu TARGET SIZE [--timeout-ms MS]"
     );
     ExitCode::from(2)
 }

@@ -49,12 +49,12 @@ impl Parsed {
     }
 }
 
-fn be16(pkt: &[u8], at: usize) -> u16 {
+pub(super) fn be16(pkt: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([pkt[at], pkt[at + 1]])
 }
 
 /// An IPv4 address at `at`, mapped.
-fn v4_at(pkt: &[u8], at: usize) -> LbAddr {
+pub(super) fn v4_at(pkt: &[u8], at: usize) -> LbAddr {
     let mut a = LbAddr::default();
     a.bytes[10] = 0xff;
     a.bytes[11] = 0xff;
@@ -62,7 +62,8 @@ fn v4_at(pkt: &[u8], at: usize) -> LbAddr {
     a
 }
 
-fn v6_at(pkt: &[u8], at: usize) -> LbAddr {
+/// An IPv6 address at `at`.
+pub(super) fn v6_at(pkt: &[u8], at: usize) -> LbAddr {
     let mut a = LbAddr::default();
     a.bytes.copy_from_slice(&pkt[at..at + 16]);
     a
@@ -168,16 +169,16 @@ pub(super) fn rewrite(pkt: &mut [u8], p: &Parsed, to: &LbCtEntry) {
     fix_l4_checksum(pkt, p);
 }
 
-/// `lb_dec_ttl`: decrements the IPv4 TTL or IPv6 hop limit; `false` (and nothing changed) when it is 1 or 0,
-/// where forwarding would make it 0.
-pub(super) fn decrement_ttl(pkt: &mut [u8], p: &Parsed) -> bool {
-    let at = ETH_HLEN + if p.v6 { 7 } else { 8 };
+/// `lb_dec_ttl`: decrements the IPv4 TTL (header of `l3_len` bytes) or IPv6 hop limit; `false`
+/// (and nothing changed) when it is 1 or 0, where forwarding would make it 0.
+pub(super) fn decrement_ttl(pkt: &mut [u8], v6: bool, l3_len: usize) -> bool {
+    let at = ETH_HLEN + if v6 { 7 } else { 8 };
     if pkt[at] <= 1 {
         return false;
     }
     pkt[at] -= 1;
-    if !p.v6 {
-        fix_ipv4_checksum(pkt, p);
+    if !v6 {
+        fix_ipv4_header_checksum(pkt, ETH_HLEN, l3_len);
     }
     true
 }
@@ -216,9 +217,14 @@ pub(super) fn internet_checksum(bytes: &[u8]) -> u16 {
 
 /// The IPv4 header checksum, recomputed over the header and its options.
 fn fix_ipv4_checksum(pkt: &mut [u8], p: &Parsed) {
-    let l3 = ETH_HLEN;
+    fix_ipv4_header_checksum(pkt, ETH_HLEN, p.l3_len);
+}
+
+/// The checksum of the IPv4 header of `len` bytes at `l3` (an outer or a quoted one),
+/// recomputed.
+pub(super) fn fix_ipv4_header_checksum(pkt: &mut [u8], l3: usize, len: usize) {
     pkt[l3 + 10..l3 + 12].fill(0);
-    let c = fold(sum16(0, &pkt[l3..l3 + p.l3_len]));
+    let c = fold(sum16(0, &pkt[l3..l3 + len]));
     pkt[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 

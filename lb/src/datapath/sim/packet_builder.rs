@@ -306,3 +306,195 @@ impl FrameView {
         })
     }
 }
+
+/// An ICMP or ICMPv6 error frame quoting a packet, as a router or the packet's destination
+/// sends it: `IcmpErrorBuilder::frag_needed(router, client, &frame, 1400).build()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpErrorBuilder {
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    icmp_type: u8,
+    code: u8,
+    /// The ICMP header's second word (next-hop MTU, packet too big's MTU).
+    rest: u32,
+    /// The quoted packet: its IP header and what follows.
+    quoted: Vec<u8>,
+    /// How many of its bytes are quoted.
+    quote_len: usize,
+}
+
+impl IcmpErrorBuilder {
+    /// An error of this type and code from `src` to `dst` quoting the IP packet of `frame` (an
+    /// Ethernet frame without VLAN tag): its IP header, options included, and 8 bytes after
+    /// it, as RFC 792 asks (more with [`IcmpErrorBuilder::quote`]). ICMPv6 follows `src`.
+    pub fn new(src: IpAddr, dst: IpAddr, icmp_type: u8, code: u8, frame: &[u8]) -> Self {
+        let quoted = frame[ETH_HLEN..].to_vec();
+        let header = if quoted[0] >> 4 == 6 {
+            40
+        } else {
+            usize::from(quoted[0] & 0x0f) * 4
+        };
+        IcmpErrorBuilder {
+            dmac: [0x02, 0, 0, 0, 0, 0x01],
+            smac: [0x02, 0, 0, 0, 0, 0x02],
+            src,
+            dst,
+            ttl: 64,
+            icmp_type,
+            code,
+            rest: 0,
+            quote_len: (header + 8).min(quoted.len()),
+            quoted,
+        }
+    }
+
+    /// ICMP destination unreachable, fragmentation needed (type 3 code 4), with the next hop's
+    /// MTU.
+    pub fn frag_needed(src: IpAddr, dst: IpAddr, frame: &[u8], mtu: u16) -> Self {
+        Self::new(src, dst, 3, 4, frame).rest(u32::from(mtu))
+    }
+
+    /// ICMPv6 packet too big (type 2), with the MTU.
+    pub fn packet_too_big(src: IpAddr, dst: IpAddr, frame: &[u8], mtu: u32) -> Self {
+        Self::new(src, dst, 2, 0, frame).rest(mtu)
+    }
+
+    /// ICMP time exceeded in transit (type 11), or ICMPv6's (type 3).
+    pub fn time_exceeded(src: IpAddr, dst: IpAddr, frame: &[u8]) -> Self {
+        let t = if src.is_ipv6() { 3 } else { 11 };
+        Self::new(src, dst, t, 0, frame)
+    }
+
+    /// ICMP port unreachable (type 3 code 3), or ICMPv6's (type 1 code 4).
+    pub fn port_unreachable(src: IpAddr, dst: IpAddr, frame: &[u8]) -> Self {
+        if src.is_ipv6() {
+            Self::new(src, dst, 1, 4, frame)
+        } else {
+            Self::new(src, dst, 3, 3, frame)
+        }
+    }
+
+    /// The ICMP header's second word.
+    pub fn rest(mut self, rest: u32) -> Self {
+        self.rest = rest;
+        self
+    }
+
+    /// Quote `len` bytes of the packet (at most all of it).
+    pub fn quote(mut self, len: usize) -> Self {
+        self.quote_len = len.min(self.quoted.len());
+        self
+    }
+
+    /// Ethernet destination and source.
+    pub fn macs(mut self, dmac: [u8; 6], smac: [u8; 6]) -> Self {
+        self.dmac = dmac;
+        self.smac = smac;
+        self
+    }
+
+    /// IPv4 TTL or IPv6 hop limit (64 unless set).
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The frame's bytes, checksums computed.
+    pub fn build(&self) -> Vec<u8> {
+        let mut icmp = vec![self.icmp_type, self.code, 0, 0];
+        icmp.extend_from_slice(&self.rest.to_be_bytes());
+        icmp.extend_from_slice(&self.quoted[..self.quote_len]);
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dmac);
+        f.extend_from_slice(&self.smac);
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let c = packet::internet_checksum(&icmp);
+                icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                let mut ip = vec![0x45, 0];
+                ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+                ip.extend_from_slice(&[0, 0, 0, 0, self.ttl, 1, 0, 0]);
+                ip.extend_from_slice(&s.octets());
+                ip.extend_from_slice(&d.octets());
+                let c = packet::internet_checksum(&ip);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&ip);
+            }
+            (s, d) => {
+                let (s, d) = (to_v6(s).octets(), to_v6(d).octets());
+                let c = packet::transport_checksum(&s, &d, 58, &icmp);
+                icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+                f.extend_from_slice(&[58, self.ttl]);
+                f.extend_from_slice(&s);
+                f.extend_from_slice(&d);
+            }
+        }
+        f.extend_from_slice(&icmp);
+        f
+    }
+}
+
+/// What a test reads back from an ICMP error frame the programs translate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpErrorView {
+    /// Outer source and destination.
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The quoted packet's source and destination.
+    pub quoted_src: SocketAddr,
+    pub quoted_dst: SocketAddr,
+    /// Outer IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// ICMP type and code.
+    pub icmp_type: u8,
+    pub code: u8,
+}
+
+impl IcmpErrorView {
+    /// The error's fields, `None` for a frame that is not an ICMP error the programs translate.
+    pub fn of(frame: &[u8]) -> Option<Self> {
+        let err = super::icmp::parse_error(frame)?;
+        let sock = |a: ebpf::maps::LbAddr, port: u16| SocketAddr::new(a.into(), u16::from_be(port));
+        let icmp = ETH_HLEN + if err.v6 { 40 } else { 20 };
+        Some(IcmpErrorView {
+            src: err.saddr.into(),
+            dst: err.daddr.into(),
+            quoted_src: sock(err.quoted.saddr, err.quoted.sport),
+            quoted_dst: sock(err.quoted.daddr, err.quoted.dport),
+            ttl: frame[ETH_HLEN + if err.v6 { 7 } else { 8 }],
+            icmp_type: frame[icmp],
+            code: frame[icmp + 1],
+        })
+    }
+}
+
+/// Whether an ICMP error frame's checksums are right: the outer IPv4 header's, the quoted
+/// IPv4 header's, and the ICMP checksum over the message (ICMPv6: with its pseudo-header).
+/// Frames that are not such errors have none to check.
+pub fn icmp_error_checksums_valid(frame: &[u8]) -> bool {
+    let Some(err) = super::icmp::parse_error(frame) else {
+        return true;
+    };
+    let l3 = ETH_HLEN;
+    if err.v6 {
+        let end = l3 + 40 + usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]));
+        packet::transport_checksum(
+            &frame[l3 + 8..l3 + 24],
+            &frame[l3 + 24..l3 + 40],
+            58,
+            &frame[l3 + 40..end],
+        ) == 0
+    } else {
+        let end = l3 + usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+        packet::internet_checksum(&frame[l3..l3 + 20]) == 0
+            && packet::internet_checksum(&frame[l3 + 28..l3 + 48]) == 0
+            && packet::internet_checksum(&frame[l3 + 20..end]) == 0
+    }
+}

@@ -220,8 +220,16 @@ impl PktSim {
 
     /// `lb_nodeport_egress` (`lb_nodeport_to_device`): a frame leaving NodePort device `ifindex`. Only the replies of
     /// local backends are translated (back to the address and port the client used).
-    pub fn egress(&mut self, _ifindex: u32, frame: &[u8]) -> PktOutcome {
+    pub fn egress(&mut self, ifindex: u32, frame: &[u8]) -> PktOutcome {
         let mut pkt = frame.to_vec();
+        if packet::parse(&pkt).is_none() {
+            if let Some(verdict) = self.translate_icmp_error(ifindex, &mut pkt, true) {
+                return PktOutcome {
+                    verdict,
+                    packet: pkt,
+                };
+            }
+        }
         if let Some(p) = packet::parse(&pkt) {
             if self.ct.get(&p.key).is_some_and(is_local_reply) {
                 if let Some(entry) = ct::refresh(&mut self.ct, &p.key, &p, self.now) {
@@ -238,7 +246,9 @@ impl PktSim {
     /// `lb_nodeport_from_device`.
     fn ingress_verdict(&mut self, ifindex: u32, pkt: &mut Vec<u8>) -> Verdict {
         let Some(p) = packet::parse(pkt) else {
-            return Verdict::Pass;
+            return self
+                .translate_icmp_error(ifindex, pkt, false)
+                .unwrap_or(Verdict::Pass);
         };
         // A local reply's entry is egress's; at ingress it is a miss.
         if self.ct.get(&p.key).is_some_and(|e| !is_local_reply(e)) {
@@ -413,6 +423,67 @@ impl PktSim {
         self.forward(ifindex, pkt)
     }
 
+    /// The conntrack entry an ICMP error's quoted packet belongs to (see
+    /// [`PktSim::translate_icmp_error`]), with the error parsed; `None` when the program
+    /// leaves the frame alone.
+    pub(super) fn icmp_error_entry(
+        &self,
+        pkt: &[u8],
+        egress: bool,
+    ) -> Option<(icmp::IcmpErr, LbCtEntry)> {
+        let err = icmp::parse_error(pkt)?;
+        let q = err.quoted;
+        let key = LbCtKey {
+            saddr: q.daddr,
+            daddr: q.saddr,
+            sport: q.dport,
+            dport: q.sport,
+            ..q
+        };
+        let entry = *self.ct.get(&key)?;
+        if egress && !is_local_reply(&entry) {
+            return None;
+        }
+        Some((err, entry))
+    }
+
+    /// `lb_icmp_err_translate`: an ICMP error about a packet of a tracked flow gets the tuple
+    /// its original sender used, in its quote and its outer addresses, and is forwarded (SNAT)
+    /// or passed as the flow's packets are; the entry is not refreshed. `None` for a frame left
+    /// alone.
+    fn translate_icmp_error(
+        &mut self,
+        ifindex: u32,
+        pkt: &mut [u8],
+        egress: bool,
+    ) -> Option<Verdict> {
+        let (err, e) = self.icmp_error_entry(pkt, egress)?;
+        let inner = LbCtKey {
+            saddr: e.daddr,
+            daddr: e.saddr,
+            sport: e.dport,
+            dport: e.sport,
+            ..err.quoted
+        };
+        // The host the packet went to answers for the address its sender used; a router on
+        // the way keeps its own.
+        let saddr = if err.saddr == err.quoted.daddr {
+            inner.daddr
+        } else {
+            err.saddr
+        };
+        let to = icmp::ErrRewrite {
+            inner,
+            saddr,
+            daddr: inner.saddr,
+        };
+        icmp::rewrite_error(pkt, &err, &to);
+        if e.flags & ct_flags::SNAT == 0 {
+            return Some(Verdict::Pass);
+        }
+        Some(self.route(ifindex, pkt, err.v6, 20, to.saddr, to.daddr))
+    }
+
     /// `lb_forward`: a rewritten packet leaves by the FIB's answer: TTL checked and
     /// decremented, then redirected with the FIB's MACs, or to the neighbour subsystem when the
     /// next hop is not resolved.
@@ -421,13 +492,27 @@ impl PktSim {
         let Some(p) = packet::parse(pkt) else {
             return Verdict::Pass;
         };
-        if !packet::decrement_ttl(pkt, &p) {
+        self.route(ifindex, pkt, p.v6, p.l3_len, p.key.saddr, p.key.daddr)
+    }
+
+    /// [`PktSim::forward`] of any IP packet (IPv4 header of `l3_len` bytes) from `src` to
+    /// `dst`.
+    fn route(
+        &mut self,
+        ifindex: u32,
+        pkt: &mut [u8],
+        v6: bool,
+        l3_len: usize,
+        src: LbAddr,
+        dst: LbAddr,
+    ) -> Verdict {
+        if !packet::decrement_ttl(pkt, v6, l3_len) {
             return self.drop(counter::TTL_EXCEEDED);
         }
         match self.fib.lookup(&FibQuery {
-            v6: p.v6,
-            src: p.key.saddr,
-            dst: p.key.daddr,
+            v6,
+            src,
+            dst,
             ifindex,
         }) {
             FibResult::Forward {

@@ -6,7 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use ebpf::maps::{counter, ct_flags, LbAddr, LbCtKey, LbDevice};
 
-use super::packet_builder::{checksums_valid, tcp_flags, FrameView, PacketBuilder};
+use super::packet_builder::{
+    checksums_valid, icmp_error_checksums_valid, tcp_flags, FrameView, IcmpErrorBuilder,
+    IcmpErrorView, PacketBuilder,
+};
 use super::tests::{maps, svc, Svc};
 use super::{FibResult, FibTable, PktConfig, PktOutcome, PktSim, Verdict};
 use crate::model::ServiceType;
@@ -727,4 +730,179 @@ fn with_maglev_the_frontends_table_picks_the_backend_and_without_one_the_slot_ha
     let mut random = node(services());
     random.set_maps(with_table);
     assert!(spread(&mut random), "random ignores the tables");
+}
+
+/// A translated ICMP error's fields, checking on the way that its checksums are right.
+fn error_view(o: &PktOutcome) -> IcmpErrorView {
+    assert!(
+        icmp_error_checksums_valid(&o.packet),
+        "bad checksums in {:02x?}",
+        o.packet
+    );
+    IcmpErrorView::of(&o.packet).expect("an ICMP error")
+}
+
+const ROUTER: &str = "198.51.100.254";
+const TO_CLIENT: Verdict = Verdict::Redirect {
+    ifindex: ETH0,
+    neigh: false,
+};
+
+#[test]
+fn frag_needed_about_a_snatted_packet_reaches_the_client_translated() {
+    let mut sim = node(vec![nodeport(REMOTE_BACKEND).udp()]);
+    let big = PacketBuilder::udp(sa(CLIENT), sa("192.0.2.1:30080"))
+        .payload(&[7; 1400])
+        .build();
+    let out = sim.ingress(ETH0, &big);
+    assert_eq!(out.verdict, TO_CLIENT);
+    let sent = out.packet;
+    let before: Vec<_> = sim.ct().values().copied().collect();
+
+    // The backend's node cannot take it: fragmentation needed, MTU 1300.
+    sim.set_now(NOW + 30);
+    let err = IcmpErrorBuilder::frag_needed(ip("10.0.2.7"), ip(NODE4), &sent, 1300)
+        .macs(ETH0_MAC, BACKEND_MAC)
+        .build();
+    let out = sim.ingress(ETH0, &err);
+    assert_eq!(
+        out.verdict, TO_CLIENT,
+        "forwarded as the flow's replies are"
+    );
+    let v = error_view(&out);
+    assert_eq!(
+        (v.src, v.dst),
+        (ip(NODE4), ip("203.0.113.7")),
+        "from the address the client used, to the client"
+    );
+    assert_eq!(
+        (v.quoted_src, v.quoted_dst),
+        (sa(CLIENT), sa("192.0.2.1:30080")),
+        "quoting the datagram the client sent"
+    );
+    assert_eq!((v.icmp_type, v.code, v.ttl), (3, 4, 63));
+    assert_eq!(
+        &out.packet[14 + 20 + 6..14 + 20 + 8],
+        &1300u16.to_be_bytes()
+    );
+    assert_eq!(
+        (&out.packet[..6], &out.packet[6..12]),
+        (&CLIENT_MAC[..], &ETH0_MAC[..])
+    );
+    let after: Vec<_> = sim.ct().values().copied().collect();
+    assert_eq!(before, after, "an error does not refresh the flow");
+}
+
+#[test]
+fn a_routers_time_exceeded_keeps_its_source() {
+    let mut sim = node(vec![nodeport(REMOTE_BACKEND)]);
+    let sent = sim.ingress(ETH0, &syn(CLIENT, "192.0.2.1:30080")).packet;
+    let err = IcmpErrorBuilder::time_exceeded(ip(ROUTER), ip(NODE4), &sent).build();
+    let out = sim.ingress(ETH0, &err);
+    assert_eq!(out.verdict, TO_CLIENT);
+    let v = error_view(&out);
+    assert_eq!((v.src, v.dst), (ip(ROUTER), ip("203.0.113.7")));
+    assert_eq!(
+        (v.quoted_src, v.quoted_dst),
+        (sa(CLIENT), sa("192.0.2.1:30080"))
+    );
+    assert_eq!(v.icmp_type, 11);
+}
+
+#[test]
+fn a_local_backends_port_unreachable_at_egress_gets_the_frontend_address() {
+    let mut sim = node(vec![nodeport(LOCAL_BACKEND).udp()]);
+    let dgram = PacketBuilder::udp(sa(CLIENT), sa("192.0.2.1:30080"))
+        .payload(b"q")
+        .build();
+    let delivered = sim.ingress(ETH0, &dgram).packet;
+    assert_eq!(view_of(&delivered).dst, sa(LOCAL_BACKEND));
+    let err =
+        IcmpErrorBuilder::port_unreachable(ip("10.0.1.5"), ip("203.0.113.7"), &delivered).build();
+    let out = sim.egress(ETH0, &err);
+    assert_eq!(out.verdict, Verdict::Pass);
+    let v = error_view(&out);
+    assert_eq!((v.src, v.dst), (ip(NODE4), ip("203.0.113.7")));
+    assert_eq!(
+        (v.quoted_src, v.quoted_dst),
+        (sa(CLIENT), sa("192.0.2.1:30080"))
+    );
+    assert_eq!(
+        (v.icmp_type, v.code, v.ttl),
+        (3, 3, 64),
+        "the kernel routes it on"
+    );
+}
+
+fn view_of(frame: &[u8]) -> FrameView {
+    FrameView::of(frame).expect("a TCP or UDP frame")
+}
+
+#[test]
+fn an_ipv6_packet_too_big_about_a_snatted_packet_reaches_the_client_translated() {
+    let mut sim = node(vec![
+        svc("[::]:30081", ServiceType::NodePort).backend("[fd00:2::7]:8080")
+    ]);
+    let sent = sim
+        .ingress(ETH0, &syn(CLIENT6, "[2001:db8::1]:30081"))
+        .packet;
+    for from in ["fd00:2::7", "2001:db8:ee::1"] {
+        let err = IcmpErrorBuilder::packet_too_big(ip(from), ip(NODE6), &sent, 1280).build();
+        let out = sim.ingress(ETH0, &err);
+        assert_eq!(out.verdict, TO_CLIENT);
+        let v = error_view(&out);
+        let src = if from == "fd00:2::7" {
+            ip(NODE6)
+        } else {
+            ip(from)
+        };
+        assert_eq!((v.src, v.dst), (src, ip("2001:db8:ff::7")), "from {from}");
+        assert_eq!(
+            (v.quoted_src, v.quoted_dst),
+            (sa(CLIENT6), sa("[2001:db8::1]:30081"))
+        );
+        assert_eq!((v.icmp_type, v.ttl), (2, 63));
+    }
+}
+
+#[test]
+fn an_icmp_error_without_a_flow_passes_untouched() {
+    let mut sim = node(vec![nodeport(REMOTE_BACKEND)]);
+    let stranger =
+        PacketBuilder::tcp(sa("192.0.2.1:61000"), sa(REMOTE_BACKEND), tcp_flags::SYN).build();
+    let echo = IcmpErrorBuilder::new(ip(ROUTER), ip(NODE4), 8, 0, &stranger).build();
+    for err in [
+        IcmpErrorBuilder::frag_needed(ip(ROUTER), ip(NODE4), &stranger, 1300).build(),
+        echo,
+    ] {
+        let out = sim.ingress(ETH0, &err);
+        assert_eq!((out.verdict, &out.packet), (Verdict::Pass, &err));
+        let out = sim.egress(ETH0, &err);
+        assert_eq!((out.verdict, &out.packet), (Verdict::Pass, &err));
+    }
+}
+
+#[test]
+fn an_icmp_error_quoting_ipv4_options_or_cut_short_passes_untouched() {
+    let mut sim = node(vec![nodeport(REMOTE_BACKEND)]);
+    let with_options = PacketBuilder::tcp(sa(CLIENT), sa("192.0.2.1:30080"), tcp_flags::SYN)
+        .ipv4_options(&[0x94, 0x04, 0, 0])
+        .build();
+    let sent = sim.ingress(ETH0, &with_options).packet;
+    assert_eq!(view_of(&sent).src.ip(), ip(NODE4), "the flow is tracked");
+    let quoting = IcmpErrorBuilder::frag_needed(ip(ROUTER), ip(NODE4), &sent, 1300).build();
+    let out = sim.ingress(ETH0, &quoting);
+    assert_eq!((out.verdict, &out.packet), (Verdict::Pass, &quoting));
+
+    let plain = sim
+        .ingress(ETH0, &syn("203.0.113.7:40001", "192.0.2.1:30080"))
+        .packet;
+    let short = IcmpErrorBuilder::frag_needed(ip(ROUTER), ip(NODE4), &plain, 1300)
+        .quote(20 + 4)
+        .build();
+    let out = sim.ingress(ETH0, &short);
+    assert_eq!((out.verdict, &out.packet), (Verdict::Pass, &short));
+    // The same error, whole, is translated.
+    let whole = IcmpErrorBuilder::frag_needed(ip(ROUTER), ip(NODE4), &plain, 1300).build();
+    assert_eq!(sim.ingress(ETH0, &whole).verdict, TO_CLIENT);
 }

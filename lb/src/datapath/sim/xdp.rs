@@ -67,7 +67,9 @@ impl XdpOutcome {
 impl PktSim {
     /// `lb_nodeport_xdp`: a frame arriving on NodePort device `ifindex`, at XDP.
     pub fn xdp(&mut self, ifindex: u32, frame: &[u8]) -> XdpOutcome {
-        let parsed = packet::parse(frame).is_some();
+        // A frame the program decided on: one it parses, or an ICMP error it translates.
+        let parsed =
+            packet::parse(frame).is_some() || self.icmp_error_entry(frame, false).is_some();
         let PktOutcome { verdict, packet } = self.ingress(ifindex, frame);
         let handed = |action, ifindex| {
             Some(LbXfer {
