@@ -360,6 +360,19 @@ static __always_inline int lb_start_local_flow(lb_ctx_t *ctx, const struct lb_fl
  * large stack frames are never on the stack together (512 bytes in all). */
 #define LB_NEW_FLOW_REJECT (-2)
 
+/* A new flow to a frontend without active backends, as kube-proxy treats it: a Local traffic
+ * policy without local endpoints drops; a service without any endpoint rejects (the caller
+ * answers LB_NEW_FLOW_REJECT with an ICMP port unreachable). */
+static __always_inline int lb_no_backend(const struct lb_service *svc)
+{
+	if (svc->flags & LB_SVC_NO_LOCAL_BACKEND) {
+		lb_count(LB_CNT_NO_LOCAL_BACKEND);
+		return LB_DROP;
+	}
+	lb_count(LB_CNT_NO_BACKEND);
+	return LB_NEW_FLOW_REJECT;
+}
+
 /* The backend id of a new flow with hash h: with Maglev, the frontend's lookup table at h % M
  * (the same on every node with the same backends); without it, or before the agent wrote the
  * frontend's table, the active slot h % count + 1. */
@@ -404,16 +417,8 @@ static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u
 		lb_count(LB_CNT_SOURCE_RANGE);
 		return LB_DROP;
 	}
-	if (count == 0) {
-		/* kube-proxy: a Local policy without local endpoints drops; a service without any
-		 * endpoint rejects. */
-		if (svc->flags & LB_SVC_NO_LOCAL_BACKEND) {
-			lb_count(LB_CNT_NO_LOCAL_BACKEND);
-			return LB_DROP;
-		}
-		lb_count(LB_CNT_NO_BACKEND);
-		return LB_NEW_FLOW_REJECT;
-	}
+	if (count == 0)
+		return lb_no_backend(svc);
 	backend_id = lb_flow_backend(&key, count, rev_nat_index,
 				     lb_flow_hash(&flow->key, cfg_flow_seed));
 	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
@@ -459,14 +464,8 @@ static __noinline int lb_new_pod_flow(lb_ctx_t *ctx, const struct lb_flow *flow,
 		return LB_PASS;
 	count = svc->count;
 	rev_nat_index = svc->rev_nat_index;
-	if (count == 0) {
-		if (svc->flags & LB_SVC_NO_LOCAL_BACKEND) {
-			lb_count(LB_CNT_NO_LOCAL_BACKEND);
-			return LB_DROP;
-		}
-		lb_count(LB_CNT_NO_BACKEND);
-		return LB_NEW_FLOW_REJECT;
-	}
+	if (count == 0)
+		return lb_no_backend(svc);
 	backend_id = lb_slot_backend(&key, lb_flow_hash(&flow->key, cfg_flow_seed) % count + 1);
 	backend = backend_id ? bpf_map_lookup_elem(&lb_backends_v1, &backend_id) : NULL;
 	if (!backend) {

@@ -85,15 +85,24 @@ impl Netlink {
         })
     }
 
-    /// Sets the link `name` up.
-    pub(crate) async fn up(&self, name: &str) -> Result<()> {
-        let msg = LinkUnspec::new_with_name(name).up().build();
+    /// Applies a link change (`RTM_NEWLINK` on an existing link); `op` says what, in errors.
+    async fn set_link(
+        &self,
+        msg: rtnetlink::packet_route::link::LinkMessage,
+        op: String,
+    ) -> Result<()> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(self.err(format!("set {name} up")))
+            .map_err(self.err(op))
+    }
+
+    /// Sets the link `name` up.
+    pub(crate) async fn up(&self, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name).up().build();
+        self.set_link(msg, format!("set {name} up")).await
     }
 
     /// Creates a veth pair: `name` (with MAC `mac`, if given) here, and `peer` inside the
@@ -131,23 +140,15 @@ impl Netlink {
                 LinkXdp::Flags(XDP_FLAGS_DRV_MODE),
             ]))
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("attach an XDP program to {name}"))
             .await
-            .map_err(self.err(format!("attach an XDP program to {name}")))
     }
 
     /// Sets the MTU of link `name`.
     pub(crate) async fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_name(name).mtu(mtu).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("set the MTU of {name} to {mtu}"))
             .await
-            .map_err(self.err(format!("set the MTU of {name} to {mtu}")))
     }
 
     /// Creates a bridge `name`, up, with multicast snooping off so neighbour discovery floods.
@@ -168,12 +169,8 @@ impl Netlink {
             .controller(bridge_index)
             .up()
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("attach {port} to bridge {bridge}"))
             .await
-            .map_err(self.err(format!("attach {port} to bridge {bridge}")))
     }
 
     /// Adds `addr` (with its prefix length) to the link `name`, usable at once.

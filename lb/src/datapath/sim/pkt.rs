@@ -278,22 +278,7 @@ impl PktSim {
             return self.drop(counter::SOURCE_RANGE);
         }
         if found.svc.count == 0 {
-            // kube-proxy: a Local policy without local endpoints drops, a service without any
-            // endpoint rejects.
-            if found.svc.flags & svc_flags::NO_LOCAL_BACKEND != 0 {
-                return self.drop(counter::NO_LOCAL_BACKEND);
-            }
-            self.counters[usize::from(counter::NO_BACKEND)] += 1;
-            return match icmp::reject(pkt, &p) {
-                Some(reply) => {
-                    *pkt = reply;
-                    Verdict::Redirect {
-                        ifindex,
-                        neigh: false,
-                    }
-                }
-                None => Verdict::Drop(counter::NO_BACKEND),
-            };
+            return self.no_backend(ifindex, pkt, &p, &found.svc);
         }
         let Some((backend_id, backend)) = self.select_backend(&found, &p.key) else {
             return self.drop(counter::NO_BACKEND);
@@ -598,6 +583,32 @@ impl PktSim {
         };
         let backend = self.maps.backends.get(&backend_id)?;
         Some((backend_id, *backend))
+    }
+
+    /// `lb_no_backend`, then the entry's `lb_reject`: a frontend without active backends. A
+    /// Local traffic policy without local endpoints drops; a service without any endpoint
+    /// answers with an ICMP port unreachable out of the device the packet came in on.
+    fn no_backend(
+        &mut self,
+        ifindex: u32,
+        pkt: &mut Vec<u8>,
+        p: &Parsed,
+        svc: &LbService,
+    ) -> Verdict {
+        if svc.flags & svc_flags::NO_LOCAL_BACKEND != 0 {
+            return self.drop(counter::NO_LOCAL_BACKEND);
+        }
+        self.counters[usize::from(counter::NO_BACKEND)] += 1;
+        match icmp::reject(pkt, p) {
+            Some(reply) => {
+                *pkt = reply;
+                Verdict::Redirect {
+                    ifindex,
+                    neigh: false,
+                }
+            }
+            None => Verdict::Drop(counter::NO_BACKEND),
+        }
     }
 
     /// `lb_slot_backend(key, h % count + 1)`: the backend of the active slot the flow hash

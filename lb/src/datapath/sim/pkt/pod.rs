@@ -5,7 +5,7 @@
 use ebpf::maps::{counter, scope, svc_flags, LbCtKey, LbKey};
 
 use super::super::packet;
-use super::{addr, ct, icmp, is_local_reply, Flow, Found, PktOutcome, PktSim, Verdict};
+use super::{addr, ct, is_local_reply, Flow, Found, PktOutcome, PktSim, Verdict};
 
 impl PktSim {
     /// `lb_pod_ingress`: a frame a pod sends through its host-side interface `ifindex`.
@@ -43,20 +43,7 @@ impl PktSim {
             return Verdict::Pass;
         }
         if found.svc.count == 0 {
-            if found.svc.flags & svc_flags::NO_LOCAL_BACKEND != 0 {
-                return self.drop(counter::NO_LOCAL_BACKEND);
-            }
-            self.counters[usize::from(counter::NO_BACKEND)] += 1;
-            return match icmp::reject(pkt, &p) {
-                Some(reply) => {
-                    *pkt = reply;
-                    Verdict::Redirect {
-                        ifindex,
-                        neigh: false,
-                    }
-                }
-                None => Verdict::Drop(counter::NO_BACKEND),
-            };
+            return self.no_backend(ifindex, pkt, &p, &found.svc);
         }
         let Some((backend_id, backend)) = self.select_slot_backend(&found, &p.key) else {
             return self.drop(counter::NO_BACKEND);
