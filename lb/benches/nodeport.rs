@@ -142,47 +142,56 @@ fn run() -> Result<()> {
     let node = Node::build().map_err(anyhow::Error::msg)?;
     let bpffs = Bpffs::mount()?;
     let empty = load_empty()?;
-    let mut results: BTreeMap<(u32, Hook, Packet), f64> = BTreeMap::new();
+    // Every service count is loaded side by side, and every round runs every variant of
+    // every count, so that the machine's slow and fast spells hit all of them alike.
+    let mut worlds = Vec::new();
     for (i, &count) in COUNTS.iter().enumerate() {
         let dir = bpffs.0.join(format!("n{i}"));
         std::fs::create_dir_all(&dir)?;
         let world = World::load(&dir, &node, count)?;
         let frames = world.frames(&node)?;
-        let mut samples: BTreeMap<(Hook, Packet), Vec<f64>> = BTreeMap::new();
-        for round in 0..ROUNDS {
-            let mut variants: Vec<(Hook, Packet)> = [Hook::Xdp, Hook::Tc]
-                .into_iter()
-                .flat_map(|h| {
-                    [
-                        Packet::Empty,
-                        Packet::SnatHit,
-                        Packet::SnatReply,
-                        Packet::Miss,
-                    ]
-                    .map(|p| (h, p))
-                })
-                .collect();
-            let len = variants.len();
-            variants.rotate_left(round % len);
-            for (hook, packet) in variants {
-                let (frame, ifindex) = match packet {
-                    Packet::Empty | Packet::Miss => (&frames.miss, node.np0),
-                    Packet::SnatHit => (&frames.hit, node.np0),
-                    Packet::SnatReply => (&frames.reply, node.np1),
-                };
-                let ns = if packet == Packet::Empty {
-                    time_run(&empty, hook, frame, ifindex, None)?
-                } else {
-                    time_run(&world.programs, hook, frame, ifindex, Some(packet))?
-                };
-                samples.entry((hook, packet)).or_default().push(ns);
+        worlds.push((count, world, frames));
+    }
+    let mut variants: Vec<(usize, Hook, Packet)> = Vec::new();
+    for w in 0..worlds.len() {
+        for hook in [Hook::Xdp, Hook::Tc] {
+            for packet in [
+                Packet::Empty,
+                Packet::SnatHit,
+                Packet::SnatReply,
+                Packet::Miss,
+            ] {
+                variants.push((w, hook, packet));
             }
         }
-        for ((hook, packet), mut ns) in samples {
-            ns.sort_by(f64::total_cmp);
-            results.insert((count, hook, packet), ns[ns.len() / 2]);
+    }
+    let mut samples: BTreeMap<(u32, Hook, Packet), Vec<f64>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let mut order = variants.clone();
+        let len = order.len();
+        order.rotate_left(round % len);
+        for (w, hook, packet) in order {
+            let (count, world, frames) = &worlds[w];
+            let (frame, ifindex) = match packet {
+                Packet::Empty | Packet::Miss => (&frames.miss, node.np0),
+                Packet::SnatHit => (&frames.hit, node.np0),
+                Packet::SnatReply => (&frames.reply, node.np1),
+            };
+            let ns = if packet == Packet::Empty {
+                time_run(&empty, hook, frame, ifindex, None)?
+            } else {
+                time_run(&world.programs, hook, frame, ifindex, Some(packet))?
+            };
+            samples.entry((*count, hook, packet)).or_default().push(ns);
         }
     }
+    let results: BTreeMap<(u32, Hook, Packet), f64> = samples
+        .into_iter()
+        .map(|(k, mut ns)| {
+            ns.sort_by(f64::total_cmp);
+            (k, ns[ns.len() / 2])
+        })
+        .collect();
     report(&results);
     Ok(())
 }
