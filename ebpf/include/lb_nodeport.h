@@ -1,5 +1,13 @@
-/* North-south load balancing of packets entering a NodePort device: NodePort, LoadBalancer and
- * externalIPs frontends (and ClusterIPs with bpf.lbExternalClusterIP), HostPorts.
+/* Load balancing of packets: north-south, for packets entering a NodePort device (NodePort,
+ * LoadBalancer and externalIPs frontends, ClusterIPs with bpf.lbExternalClusterIP, HostPorts),
+ * and, with socketLB.hostNamespaceOnly, for what pods send (lb_from_pod, lb_new_pod_flow: the
+ * socket hooks' lookup for a pod, the flow started as one to a local backend).
+ *
+ * One source for tc (nodeport.c) and XDP (nodeport_xdp.c), written against the context layer
+ * (lb_ctx.h). At XDP, what it cannot finish (a next hop to resolve, a frame it cannot grow)
+ * and every frame it decided to pass go on to the device's tc ingress program with what is
+ * left in the frame's metadata (ctx_hand_to_tc, lb_finish_handed_over), so tc does not look
+ * them up again.
  *
  * Ingress: a packet of a tracked flow is rewritten as its conntrack entry says. A new flow to
  * a frontend gets a backend from the flow hash (through the frontend's Maglev table with
