@@ -87,6 +87,8 @@ impl NodePortLb {
                     }
                 }
                 Err(refused) => {
+                    // Nothing half-applied: the devices attached so far are let go too.
+                    detach_xdp(&links_dir)?;
                     return Err(DatapathError::Device {
                         device: device.name.clone(),
                         what: format!(
