@@ -97,7 +97,7 @@ impl NodePortLb {
                             refused.reason
                         ),
                         detail: refused.detail,
-                    })
+                    });
                 }
             };
             out.push(XdpDevice {
