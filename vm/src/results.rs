@@ -139,7 +139,12 @@ pub fn parse(lines: &[String]) -> Result<Vec<ScenarioResult>> {
         if !line.starts_with('{') {
             continue;
         }
-        let record: ScenarioResult = serde_json::from_str(line)
+        // A kernel message can also land at the end of a record's line (the serial console
+        // interleaves the guest's writes): the record is the line's first JSON value.
+        let record: ScenarioResult = serde_json::Deserializer::from_str(line)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| serde_json::from_str(line))
             .map_err(|e| anyhow::anyhow!("a result line does not parse ({e}): {line}"))?;
         results.push(record);
     }
@@ -343,6 +348,19 @@ mod tests {
         assert_eq!(r[1].detail, "step 1");
         assert_eq!(suite_exit(&console), Some(101));
         assert_eq!(totals(&r), (0, 1, 1));
+    }
+
+    #[test]
+    fn a_kernel_message_at_the_end_of_a_record_line_is_left_out() {
+        let console = lines(
+            "LB-VM-RESULTS-BEGIN\n\
+             {\"scenario\":\"a\",\"outcome\":\"passed\",\"detail\":\"\"}[  324.520304] device \
+             s0-client left promiscuous mode\n\
+             LB-VM-RESULTS-END\n",
+        );
+        let r = parse(&console).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].outcome, Outcome::Passed);
     }
 
     fn feed(stream: &mut Stream, console: &str) -> Vec<Event> {
