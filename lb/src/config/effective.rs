@@ -14,12 +14,19 @@ use crate::maglev::{HashSeed, TABLE_SIZES};
 /// memory per node grows past what any node has.
 pub const MAX_LB_MAP_MAX: u32 = 1 << 24;
 
-/// The source ports the NodePort programs give flows they forward to a backend on another node
-/// (SNAT). They must not be NodePorts: the node would take a reply for a service.
-pub const SNAT_PORT_RANGE: PortRange = PortRange {
-    low: 61000,
-    high: 65535,
-};
+/// The lowest source port the NodePort programs give a flow they forward to a backend on another
+/// node (SNAT): above Linux's default ephemeral range (`net.ipv4.ip_local_port_range`, 32768–60999),
+/// so a forwarded flow never takes the 4-tuple of the node's own connection to the backend.
+pub const SNAT_PORT_FLOOR: u16 = 61000;
+
+/// The SNAT source ports for a NodePort range: from above both the NodePort range and
+/// [`SNAT_PORT_FLOOR`] to 65535, as Cilium takes the ports above its NodePort range. They must
+/// not be NodePorts (the node would take a reply for a service), so a NodePort range reaching
+/// 65535 leaves none, and `None` says so.
+pub fn snat_port_range(node_port_range: PortRange) -> Option<PortRange> {
+    let low = node_port_range.high.checked_add(1)?.max(SNAT_PORT_FLOOR);
+    Some(PortRange { low, high: 65535 })
+}
 
 /// The validated configuration the agent runs with.
 #[derive(Clone, Debug)]
@@ -192,9 +199,14 @@ impl AgentConfig {
         self.node_port_range
     }
 
-    /// The SNAT source ports of forwarded NodePort flows ([`SNAT_PORT_RANGE`]).
+    /// The SNAT source ports of forwarded NodePort flows ([`snat_port_range`]). A configuration
+    /// whose NodePort range leaves none is refused, so this is never empty once checked; with
+    /// NodePort off it is the range of the default NodePort range.
     pub fn snat_port_range(&self) -> PortRange {
-        SNAT_PORT_RANGE
+        snat_port_range(self.node_port_range).unwrap_or(PortRange {
+            low: 65535,
+            high: 65535,
+        })
     }
 
     /// The Maglev seed.
@@ -241,16 +253,13 @@ impl AgentConfig {
         let v = &self.values;
         let lb = &v.load_balancer;
         let mode = format!("loadBalancer.mode={}", enum_name(&lb.mode));
-        if self.node_port() && self.node_port_range.overlaps(&SNAT_PORT_RANGE) {
+        if self.node_port() && snat_port_range(self.node_port_range).is_none() {
             errors.push(ConfigError::Conflict {
-                options: format!(
-                    "nodePort.range={} with the agent's SNAT port range {SNAT_PORT_RANGE}",
-                    self.node_port_range
-                ),
-                reason: format!(
-                    "NodePort traffic forwarded to another node leaves with a source port of                      {SNAT_PORT_RANGE}, and a reply to it must not meet a NodePort: keep                      nodePort.range below {}",
-                    SNAT_PORT_RANGE.low
-                ),
+                options: format!("nodePort.range={}", self.node_port_range),
+                reason: "NodePort traffic forwarded to another node leaves with a source port \
+                         above the NodePort range (and at least 61000), and this range leaves \
+                         none: end nodePort.range below 65535"
+                    .to_owned(),
             });
         }
         if self.uses_dsr() && !self.node_port() {
@@ -503,20 +512,23 @@ mod tests {
     }
 
     #[test]
-    fn a_node_port_range_overlapping_the_snat_ports_is_refused_naming_both() {
-        let mut v = Values {
-            kube_proxy_replacement: true,
-            ..Values::default()
+    fn the_snat_ports_lie_above_the_node_port_range_and_the_ephemeral_ports() {
+        let snat = |range: &str| {
+            let mut v = Values {
+                kube_proxy_replacement: true,
+                ..Values::default()
+            };
+            v.node_port.range = range.into();
+            AgentConfig::from_values(v).map(|c| c.snat_port_range().to_string())
         };
-        v.node_port.range = "30000,61000".into();
-        let err = AgentConfig::from_values(v.clone()).unwrap_err().to_string();
+        assert_eq!(snat("30000,32767").unwrap(), "61000-65535");
+        assert_eq!(snat("30000,61000").unwrap(), "61001-65535");
+        assert_eq!(snat("30000,65529").unwrap(), "65530-65535");
+        let err = snat("30000,65535").unwrap_err().to_string();
         assert!(
-            err.contains("nodePort.range=30000-61000")
-                && err.contains("SNAT port range 61000-65535"),
+            err.contains("nodePort.range=30000-65535") && err.contains("below 65535"),
             "{err}"
         );
-        v.node_port.range = "30000,60999".into();
-        assert!(AgentConfig::from_values(v).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod load;
 mod types;
 mod values;
 
-pub use effective::{AgentConfig, MAX_LB_MAP_MAX, SNAT_PORT_RANGE};
+pub use effective::{snat_port_range, AgentConfig, MAX_LB_MAP_MAX, SNAT_PORT_FLOOR};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::load_values;
 pub use types::{DevicePattern, PortRange, Protocols};
