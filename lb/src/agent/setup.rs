@@ -63,6 +63,9 @@ pub fn start_status(
     if SweepScope::for_config(config).is_some() && plan.protocols.udp {
         status.udp_socket_destroy = Some(udp_destroy.describe());
     }
+    if config.node_port() {
+        status.snat_ports = Some(config.snat_port_range().to_string());
+    }
     status
 }
 

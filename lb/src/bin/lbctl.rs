@@ -207,6 +207,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let record = read_record(&inputs.state.dir)?;
             let mut status = record.status.clone();
             status.socket_lb = socket_hooks_attached(&record)?;
+            if record.nodeport.is_some() {
+                status.drops = lb::datapath::nonzero_drops(&lb::datapath::read_drop_counters(
+                    &record.pin_dir,
+                )?);
+            }
             print_status(&status, verbose, output.format)?;
             Ok(ExitCode::SUCCESS)
         }

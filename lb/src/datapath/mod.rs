@@ -4,6 +4,7 @@
 pub mod codec;
 mod contents;
 pub mod ct_gc;
+mod drop_counters;
 mod error;
 mod hooks;
 mod kernel;
@@ -23,6 +24,7 @@ mod tc_netlink;
 mod xdp_attach;
 
 pub use contents::{LayoutError, ListedFrontend, MapContents};
+pub use drop_counters::{describe as describe_drop, nonzero_drops, read_drop_counters, DropCount};
 pub(crate) use error::source_chain;
 pub use error::DatapathError;
 pub use hooks::SocketHooks;

@@ -99,19 +99,7 @@ fn proto_name(proto: L4Protocol) -> &'static str {
 
 /// Why a packet was dropped, by `lb_counters` index.
 fn drop_reason(index: u8) -> &'static str {
-    match index {
-        counter::NO_BACKEND => "the service has no endpoints",
-        counter::SNAT_EXHAUSTED => "no SNAT port was free (the range is exhausted)",
-        counter::NO_DEVICE_ADDR => "the device towards the backend has no address of the family",
-        counter::FIB_FAILED => "no route to forward it on",
-        counter::TTL_EXCEEDED => "its TTL ran out",
-        counter::CT_FULL => "the conntrack table could not take the flow",
-        counter::NO_LOCAL_BACKEND => {
-            "the traffic policy is Local and no endpoint runs on this node"
-        }
-        counter::SOURCE_RANGE => "the client is outside the service's loadBalancerSourceRanges",
-        _ => "an unknown reason",
-    }
+    crate::datapath::describe_drop(index).1
 }
 
 /// The frontend types of a service entry, as `service list` names them.

@@ -56,6 +56,14 @@ pub struct KprStatus {
     /// attached it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xdp_devices: Vec<crate::datapath::XdpDevice>,
+    /// The SNAT source ports of forwarded NodePort flows, when the packet programs run: known
+    /// only to a running agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat_ports: Option<String>,
+    /// Packets the packet programs dropped, per reason, where any were: read from the pinned
+    /// counters when `lbctl status` runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<crate::datapath::DropCount>,
     /// Service types handled.
     pub services: ServiceTypes,
 }
@@ -151,6 +159,8 @@ impl KprStatus {
             }
             .to_owned(),
             xdp_devices: Vec::new(),
+            snat_ports: None,
+            drops: Vec::new(),
             services: ServiceTypes {
                 cluster_ip: true,
                 node_port: config.node_port(),
@@ -255,6 +265,11 @@ impl KprStatus {
                 },
             );
         }
+        // Shown only when packets were dropped, so the block reads as the documents' otherwise.
+        for (i, d) in self.drops.iter().enumerate() {
+            let label = if i == 0 { "Packet Drops" } else { "" };
+            line(label, self.drop_line(d));
+        }
         out.push_str("  Services:\n");
         let s = &self.services;
         let node_port = if s.node_port {
@@ -276,6 +291,24 @@ impl KprStatus {
             ));
         }
         out
+    }
+}
+
+impl KprStatus {
+    /// One drop counter as `status --verbose` lists it: count, name, and what it means here.
+    fn drop_line(&self, d: &crate::datapath::DropCount) -> String {
+        let meaning = (0..ebpf::maps::counter::MAX)
+            .map(crate::datapath::describe_drop)
+            .find(|(name, _)| *name == d.reason)
+            .map_or("", |(_, meaning)| meaning);
+        match (&self.snat_ports, d.reason.as_str()) {
+            (Some(ports), "snat_exhausted") => format!(
+                "{} {}: new flows found no free SNAT port in {ports} (a longer nodePort.range \
+                 leaves fewer)",
+                d.packets, d.reason
+            ),
+            _ => format!("{} {}: {meaning}", d.packets, d.reason),
+        }
     }
 }
 
