@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use lb::agent::AgentRecord;
 use lb::datapath::ServiceMaps;
 use netsim::{
@@ -564,6 +564,20 @@ impl World for KernelWorld {
             service_list: lbctl(&["service", "list"])?,
             status: lbctl(&["status", "--verbose"])?,
         })
+    }
+
+    fn drops(&mut self, node: &str) -> Result<Vec<String>> {
+        let agent = self
+            .agents
+            .get(node)
+            .with_context(|| format!("no node named {node}"))?;
+        let record = AgentRecord::read(&agent.state_dir)?;
+        ensure!(record.nodeport.is_some(), "{node} runs no packet programs");
+        let sums = lb::datapath::read_drop_counters(&record.pin_dir)?;
+        Ok(lb::datapath::nonzero_drops(&sums)
+            .into_iter()
+            .map(|d| d.reason)
+            .collect())
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

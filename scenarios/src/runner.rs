@@ -170,6 +170,19 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
             );
         }
     }
+    if let Some(want) = &step.expect.drops {
+        for (node, reasons) in want {
+            let mut have = world.drops(node)?;
+            let mut want = reasons.clone();
+            have.sort();
+            want.sort();
+            ensure!(
+                have == want,
+                "drop counters on {node}: expected {want:?} to have counted, \
+                 lbctl status shows {have:?}"
+            );
+        }
+    }
     Ok(())
 }
 

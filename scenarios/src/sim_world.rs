@@ -800,14 +800,26 @@ impl World for SimWorld {
     fn views(&mut self, node: &str) -> Result<NodeViews> {
         let (index, _) = self.endpoint(node)?;
         let node = &self.nodes[index];
+        let mut status = node.status.clone().context("node not programmed")?;
+        // What `lbctl status` reads from the pinned counters on a kernel node.
+        if let Some(programs) = &self.programs[index] {
+            status.drops = lb::datapath::nonzero_drops(&programs.pkt.counters());
+        }
         Ok(NodeViews {
             service_list: ServiceList::from_listed(&node.maps.frontends(), &node.names).render(),
-            status: node
-                .status
-                .as_ref()
-                .context("node not programmed")?
-                .render_verbose(),
+            status: status.render_verbose(),
         })
+    }
+
+    fn drops(&mut self, node: &str) -> Result<Vec<String>> {
+        let (index, _) = self.endpoint(node)?;
+        let programs = self.programs[index]
+            .as_ref()
+            .with_context(|| format!("{node} runs no packet programs"))?;
+        Ok(lb::datapath::nonzero_drops(&programs.pkt.counters())
+            .into_iter()
+            .map(|d| d.reason)
+            .collect())
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

@@ -381,6 +381,11 @@ pub struct Expect {
     /// `lbctl service list` on this node has these frontends (`ADDR:PORT[/i]` as listed).
     #[serde(default)]
     pub frontends: Option<BTreeMap<String, Vec<String>>>,
+    /// The packet programs' drop counters that have counted on this node since it started
+    /// (`lbctl status --verbose`'s `Packet Drops`, by name: `snat_exhausted`, `no_backend`, …),
+    /// exactly these, in any order; an empty list says none.
+    #[serde(default)]
+    pub drops: Option<BTreeMap<String, Vec<String>>>,
     /// With `lbctl monitor -t trace-sock` running on the caller's node during a `connect`
     /// (`times: 1`), the events of the caller's cgroup, in order; each must carry the call's
     /// protocol and one socket cookie.

@@ -137,6 +137,8 @@ pub trait World {
     fn sysctl(&mut self, node: &str, key: &str) -> anyhow::Result<String>;
     /// The frontends `lbctl service list` shows on a node.
     fn frontends(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
+    /// The names of the packet programs' drop counters that are not zero on a node.
+    fn drops(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
     /// What an operator reads on a node: `lbctl service list` and `lbctl status --verbose`.
     fn views(&mut self, node: &str) -> anyhow::Result<NodeViews>;
 }
