@@ -18,7 +18,9 @@ use netsim::{
 };
 
 use crate::files::ScenarioFiles;
-use crate::spec::{Bind, Connect, HeldTransport, Open, Reroute, Scenario, Serve, Transport};
+use crate::spec::{
+    Bind, Connect, HeldTransport, Open, Reroute, Scenario, Segment, Serve, Transport,
+};
 use crate::trace_monitor::MonitorProcess;
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
@@ -134,6 +136,9 @@ impl KernelWorld {
             if let Some(mtu) = spec.mtu {
                 node_spec = node_spec.mtu(mtu);
             }
+            if let Some(eth1) = spec.eth1 {
+                node_spec = node_spec.eth1(host_net(eth1, 24)?);
+            }
             let node = topology.add_node(node_spec)?;
             for (key, value) in &spec.sysctls {
                 let path = sysctl_path(key);
@@ -142,7 +147,9 @@ impl KernelWorld {
                     .with_context(|| format!("{} on {}", path.display(), spec.name))?;
             }
             places.insert(spec.name.clone(), node.place().clone());
-            let addrs = [Some(spec.address), spec.address6].into_iter().flatten();
+            let addrs = [Some(spec.address), spec.address6, spec.eth1]
+                .into_iter()
+                .flatten();
             serves.push((
                 node.place().clone(),
                 addrs.collect(),
@@ -181,9 +188,13 @@ impl KernelWorld {
         }
         // Hosts outside the cluster: on the segment, with neither an agent nor pods.
         for spec in &scenario.topology.externals {
-            let mut node_spec = NodeSpec::new(&spec.name).eth0(host_net(spec.address, 24)?);
+            let on_segment = |node_spec: NodeSpec, net| match spec.segment {
+                Segment::First => node_spec.eth0(net),
+                Segment::Second => node_spec.eth1(net),
+            };
+            let mut node_spec = on_segment(NodeSpec::new(&spec.name), host_net(spec.address, 24)?);
             if let Some(v6) = spec.address6 {
-                node_spec = node_spec.eth0(host_net(v6, 64)?);
+                node_spec = on_segment(node_spec, host_net(v6, 64)?);
             }
             let host = topology.add_node(node_spec)?;
             for route in &spec.routes {

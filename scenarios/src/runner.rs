@@ -262,6 +262,23 @@ fn check_calls(expect: &Expect, results: &[Result<Answer, CallError>]) -> Result
             );
         }
     }
+    if let Some(sources) = &expect.seen_sources {
+        for a in &answers {
+            let want = sources.get(&a.answered_by).with_context(|| {
+                format!(
+                    "{} answered, but seen_sources names only {:?}",
+                    a.answered_by,
+                    sources.keys().collect::<Vec<_>>()
+                )
+            })?;
+            ensure!(
+                a.seen_source == *want,
+                "{} saw the call come from {}, expected {want}",
+                a.answered_by,
+                a.seen_source
+            );
+        }
+    }
     if let Some(peer) = expect.peer_name {
         for a in &answers {
             ensure!(
@@ -364,6 +381,45 @@ mod tests {
                 assert_eq!(e.to_string(), format!("expected {other}, got {kind}"));
             }
         }
+    }
+
+    #[test]
+    fn seen_sources_checks_each_backend_against_its_own_address() {
+        let answer = |by: &str, source: [u8; 4]| {
+            Ok(Answer {
+                answered_by: by.to_owned(),
+                peer_name: "192.168.56.11:31940".parse().unwrap(),
+                seen_source: source.into(),
+            })
+        };
+        let expect = Expect {
+            seen_sources: Some(
+                [
+                    ("local".to_owned(), [192, 168, 56, 100].into()),
+                    ("remote".to_owned(), [192, 168, 56, 11].into()),
+                ]
+                .into(),
+            ),
+            ..Expect::default()
+        };
+        let good = [
+            answer("local", [192, 168, 56, 100]),
+            answer("remote", [192, 168, 56, 11]),
+        ];
+        check_calls(&expect, &good).unwrap();
+        let swapped = [answer("remote", [192, 168, 56, 100])];
+        let e = check_calls(&expect, &swapped).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "remote saw the call come from 192.168.56.100, expected 192.168.56.11"
+        );
+        let unnamed = [answer("other", [192, 168, 56, 100])];
+        let e = check_calls(&expect, &unnamed).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("other answered, but seen_sources names only"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! them on the `kernel` backend.
 //!
 //! What the kernel's stack would do around the programs is modelled here, simply: a node
-//! delivers to its own addresses and pods, and routes the rest out of `eth0` to the segment
-//! host that owns the destination or the node whose pod CIDR holds it.
+//! delivers to its own addresses and pods, and routes the rest out of the device on the
+//! segment where a host owns the destination (`eth0` on the first, `eth1` on the second) or to
+//! the node whose pod CIDR holds it (over the first).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +19,10 @@ use lb::datapath::sim::{FibResult, FibTable, PktOutcome, PktSim, Verdict, XdpAct
 use crate::spec::Transport;
 use crate::world::CallError;
 
-/// The ifindex of every node's `eth0` in the simulator, its one NodePort device.
+/// The ifindex of every node's `eth0` in the simulator, on the first segment.
 pub const ETH0: u32 = 2;
+/// The ifindex of a node's `eth1`, on the second segment, where it has one.
+pub const ETH1: u32 = 3;
 /// Pods' host-side interfaces are numbered from here, in the node's pod order.
 const POD_VETH_BASE: u32 = 100;
 /// More hops than any path of a scenario takes: a frame still moving after them is looping.
@@ -38,16 +41,19 @@ pub struct NodePrograms {
     /// Whether the pod programs run on the pods' interfaces (`socketLB.hostNamespaceOnly`):
     /// `lb_pod_ingress` on what a pod sends, `lb_nodeport_egress` on what it receives.
     pub pods: bool,
+    /// The ifindexes of the NodePort devices the programs are attached to: a frame crossing
+    /// another device of the node meets none of them.
+    pub attached: Vec<u32>,
 }
 
 /// Where a frame goes after a node's ingress programs.
 enum AfterIngress {
     /// Into the node's stack.
     Stack,
-    /// Out of eth0 by tc's redirect: the egress program sees it too.
-    Egress,
-    /// Out of eth0 by XDP: straight onto the segment, past tc.
-    Segment,
+    /// Out of this device by tc's redirect: the egress program sees it too.
+    Egress(u32),
+    /// Out of this device by XDP: straight onto its segment, past tc.
+    Segment(u32),
 }
 
 /// A node as the network sees it.
@@ -57,6 +63,8 @@ pub struct NetNode {
     pub name: String,
     /// Its eth0 addresses.
     pub addresses: Vec<IpAddr>,
+    /// Its eth1 addresses (on the second segment); empty without an eth1.
+    pub eth1: Vec<IpAddr>,
     /// Pod CIDRs the other nodes route to it.
     pub pod_cidrs: Vec<IpNet>,
     /// Its pods: name and addresses.
@@ -65,13 +73,15 @@ pub struct NetNode {
     pub pod_mtus: BTreeMap<String, u32>,
 }
 
-/// A host outside the cluster, on the segment.
+/// A host outside the cluster, on one segment.
 #[derive(Clone, Debug)]
 pub struct NetExternal {
     /// Its name.
     pub name: String,
-    /// Its eth0 addresses.
+    /// The addresses of its one device.
     pub addresses: Vec<IpAddr>,
+    /// The segment that device is on: 0 (the nodes' eth0) or 1 (their eth1).
+    pub segment: usize,
     /// Its routes beyond the segment: destination and next hop.
     pub routes: Vec<(IpNet, IpAddr)>,
 }
@@ -100,10 +110,10 @@ impl Receiver {
 /// Where a frame is between hops.
 #[derive(Clone, Copy, Debug)]
 enum At {
-    /// On the segment, for whoever owns its destination.
-    Segment,
-    /// Entering a node through eth0.
-    NodeIngress(usize),
+    /// On this segment, for whoever owns its destination there.
+    Segment(usize),
+    /// Entering a node through its device on this segment.
+    NodeIngress(usize, usize),
     /// In a node's stack (after its ingress program, or sent by the node or one of its pods).
     NodeStack(usize),
 }
@@ -130,12 +140,13 @@ fn mac(host: usize) -> [u8; 6] {
 
 impl Net {
     /// What `bpf_fib_lookup` answers on node `index`: its own addresses are local, its pods
-    /// behind their veths, the segment's hosts and the other nodes' pods out of eth0.
+    /// behind their veths, the hosts of a segment it is on out of its device there, and the
+    /// other nodes' pods out of eth0.
     pub fn fib(&self, index: usize) -> FibTable {
         let node = &self.nodes[index];
         let smac = mac(index);
         let mut fib = FibTable::new();
-        for &ip in &node.addresses {
+        for &ip in node.addresses.iter().chain(&node.eth1) {
             fib = fib.route(ip, FibResult::Local);
         }
         for (k, (_, addrs)) in node.pods.iter().enumerate() {
@@ -151,24 +162,29 @@ impl Net {
                 );
             }
         }
-        let out = |host: usize| FibResult::Forward {
-            ifindex: ETH0,
+        let out = |host: usize, segment: usize| FibResult::Forward {
+            ifindex: device_ifindex(segment),
             smac,
             dmac: mac(host),
         };
         for (j, other) in self.nodes.iter().enumerate().filter(|(j, _)| *j != index) {
-            for &ip in &other.addresses {
-                fib = fib.route(ip, out(j));
+            for segment in (0..2).filter(|&s| node.on_segment(s)) {
+                for &ip in other.segment_addresses(segment) {
+                    fib = fib.route(ip, out(j, segment));
+                }
             }
             for (_, addrs) in &other.pods {
                 for &ip in addrs.iter().filter(|ip| other.routes(**ip)) {
-                    fib = fib.route(ip, out(j));
+                    fib = fib.route(ip, out(j, 0));
                 }
             }
         }
         for (k, external) in self.externals.iter().enumerate() {
+            if !node.on_segment(external.segment) {
+                continue;
+            }
             for &ip in &external.addresses {
-                fib = fib.route(ip, out(self.nodes.len() + k));
+                fib = fib.route(ip, out(self.nodes.len() + k, external.segment));
             }
         }
         fib
@@ -202,21 +218,25 @@ impl Net {
         for _ in 0..MAX_HOPS {
             let dst = destination(&frame).ok_or(Lost)?;
             at = match at {
-                At::Segment => match self.segment_owner(dst) {
-                    Some(SegmentOwner::Node(i)) => At::NodeIngress(i),
+                At::Segment(segment) => match self.segment_owner(dst, segment) {
+                    Some(SegmentOwner::Node(i)) => At::NodeIngress(i, segment),
                     Some(SegmentOwner::External(name)) => {
                         return Ok((Receiver::External(name), frame))
                     }
                     None => return Err(Lost),
                 },
-                At::NodeIngress(i) => match ingress(programs, i, &mut frame)? {
-                    AfterIngress::Stack => At::NodeStack(i),
-                    AfterIngress::Egress => self.leave(programs, i, &mut frame)?,
-                    AfterIngress::Segment => At::Segment,
-                },
+                At::NodeIngress(i, segment) => {
+                    match ingress(programs, i, device_ifindex(segment), &mut frame)? {
+                        AfterIngress::Stack => At::NodeStack(i),
+                        AfterIngress::Egress(ifindex) => {
+                            self.leave(programs, i, segment_of(ifindex), &mut frame)?
+                        }
+                        AfterIngress::Segment(ifindex) => At::Segment(segment_of(ifindex)),
+                    }
+                }
                 At::NodeStack(i) => {
                     let node = &self.nodes[i];
-                    if node.addresses.contains(&dst) {
+                    if node.addresses.contains(&dst) || node.eth1.contains(&dst) {
                         return Ok((Receiver::Node(i), frame));
                     }
                     if let Some((pod, _)) = node.pods.iter().find(|(_, a)| a.contains(&dst)) {
@@ -229,39 +249,53 @@ impl Net {
                         }
                         return Ok((Receiver::Pod(pod.clone()), frame));
                     }
-                    if self.segment_owner(dst).is_none() {
-                        return Err(Lost);
-                    }
-                    self.leave(programs, i, &mut frame)?
+                    let segment = (0..2)
+                        .filter(|&s| node.on_segment(s))
+                        .find(|&s| self.segment_owner(dst, s).is_some())
+                        .ok_or(Lost)?;
+                    self.leave(programs, i, segment, &mut frame)?
                 }
             };
         }
         Err(Lost)
     }
 
-    /// A frame leaves node `i` through eth0: its egress program runs, then the segment.
+    /// A frame leaves node `i` through its device on `segment`: that device's egress program
+    /// runs, then the segment.
     fn leave(
         &self,
         programs: &mut [Option<NodePrograms>],
         i: usize,
+        segment: usize,
         frame: &mut Vec<u8>,
     ) -> Result<At, Lost> {
-        let outcome = run(programs, i, frame, PktSim::egress);
+        let outcome = run(programs, i, device_ifindex(segment), frame, PktSim::egress);
         *frame = outcome.packet;
         match outcome.verdict {
             Verdict::Drop(_) => Err(Lost),
-            Verdict::Pass | Verdict::Redirect { .. } => Ok(At::Segment),
+            Verdict::Pass | Verdict::Redirect { .. } => Ok(At::Segment(segment)),
         }
     }
 
-    /// Who takes a frame for `dst` off the segment: the host with that address, or the node
-    /// whose pod CIDR holds it.
-    fn segment_owner(&self, dst: IpAddr) -> Option<SegmentOwner> {
-        if let Some(i) = self.nodes.iter().position(|n| n.addresses.contains(&dst)) {
+    /// Who takes a frame for `dst` off `segment`: the host with that address there, or (on the
+    /// first segment) the node whose pod CIDR holds it.
+    fn segment_owner(&self, dst: IpAddr, segment: usize) -> Option<SegmentOwner> {
+        if let Some(i) = self
+            .nodes
+            .iter()
+            .position(|n| n.segment_addresses(segment).contains(&dst))
+        {
             return Some(SegmentOwner::Node(i));
         }
-        if let Some(e) = self.externals.iter().find(|e| e.addresses.contains(&dst)) {
+        if let Some(e) = self
+            .externals
+            .iter()
+            .find(|e| e.segment == segment && e.addresses.contains(&dst))
+        {
             return Some(SegmentOwner::External(e.name.clone()));
+        }
+        if segment != 0 {
+            return None;
         }
         self.nodes
             .iter()
@@ -269,14 +303,15 @@ impl Net {
             .map(SegmentOwner::Node)
     }
 
-    /// Where an external host's frame goes first: to its destination on the segment, or to
-    /// the node its route names as the next hop.
+    /// Where an external host's frame goes first: to its destination on its segment, or to
+    /// the node its route names as the next hop there.
     fn external_first_hop(&self, name: &str, frame: &[u8]) -> Result<At, Lost> {
         let dst = destination(frame).ok_or(Lost)?;
-        if self.segment_owner(dst).is_some() {
-            return Ok(At::Segment);
-        }
         let external = self.externals.iter().find(|e| e.name == name).ok_or(Lost)?;
+        let segment = external.segment;
+        if self.segment_owner(dst, segment).is_some() {
+            return Ok(At::Segment(segment));
+        }
         let (_, via) = external
             .routes
             .iter()
@@ -284,8 +319,8 @@ impl Net {
             .ok_or(Lost)?;
         self.nodes
             .iter()
-            .position(|n| n.addresses.contains(via))
-            .map(At::NodeIngress)
+            .position(|n| n.segment_addresses(segment).contains(via))
+            .map(|i| At::NodeIngress(i, segment))
             .ok_or(Lost)
     }
 
@@ -348,6 +383,34 @@ impl NetNode {
     fn routes(&self, ip: IpAddr) -> bool {
         self.pod_cidrs.iter().any(|c| c.contains(&ip))
     }
+
+    /// The addresses of its device on `segment` (eth0 on 0, eth1 on 1).
+    fn segment_addresses(&self, segment: usize) -> &[IpAddr] {
+        if segment == 0 {
+            &self.addresses
+        } else {
+            &self.eth1
+        }
+    }
+
+    /// Whether it has a device on `segment`.
+    fn on_segment(&self, segment: usize) -> bool {
+        segment == 0 || !self.eth1.is_empty()
+    }
+}
+
+/// The ifindex of a node's device on `segment`.
+fn device_ifindex(segment: usize) -> u32 {
+    if segment == 0 {
+        ETH0
+    } else {
+        ETH1
+    }
+}
+
+/// The segment a node's device (by ifindex) is on.
+fn segment_of(ifindex: u32) -> usize {
+    usize::from(ifindex == ETH1)
 }
 
 enum SegmentOwner {
@@ -355,31 +418,33 @@ enum SegmentOwner {
     External(String),
 }
 
-/// A frame entering node `i` through eth0 meets its XDP program (when attached), then its tc
-/// ingress program (told what XDP left, when it passed the frame on).
+/// A frame entering node `i` through device `ifindex` meets its XDP program (when attached),
+/// then its tc ingress program (told what XDP left, when it passed the frame on).
 fn ingress(
     programs: &mut [Option<NodePrograms>],
     i: usize,
+    ifindex: u32,
     frame: &mut Vec<u8>,
 ) -> Result<AfterIngress, Lost> {
     let tc = match programs.get_mut(i).and_then(Option::as_mut) {
-        Some(p) if p.xdp => {
-            let at_xdp = p.pkt.xdp(ETH0, frame);
+        Some(p) if p.xdp && p.attached.contains(&ifindex) => {
+            let at_xdp = p.pkt.xdp(ifindex, frame);
             *frame = at_xdp.packet;
             match (at_xdp.action, at_xdp.xfer) {
                 (XdpAction::Drop(_), _) => return Err(Lost),
-                (XdpAction::Tx | XdpAction::Redirect(_), _) => return Ok(AfterIngress::Segment),
-                (XdpAction::Pass, Some(xfer)) => p.pkt.ingress_handed_over(ETH0, frame, xfer),
-                (XdpAction::Pass, None) => p.pkt.ingress(ETH0, frame),
+                (XdpAction::Tx, _) => return Ok(AfterIngress::Segment(ifindex)),
+                (XdpAction::Redirect(out), _) => return Ok(AfterIngress::Segment(out)),
+                (XdpAction::Pass, Some(xfer)) => p.pkt.ingress_handed_over(ifindex, frame, xfer),
+                (XdpAction::Pass, None) => p.pkt.ingress(ifindex, frame),
             }
         }
-        _ => run(programs, i, frame, PktSim::ingress),
+        _ => run(programs, i, ifindex, frame, PktSim::ingress),
     };
     *frame = tc.packet;
     match tc.verdict {
         Verdict::Pass => Ok(AfterIngress::Stack),
         Verdict::Drop(_) => Err(Lost),
-        Verdict::Redirect { .. } => Ok(AfterIngress::Egress),
+        Verdict::Redirect { ifindex, .. } => Ok(AfterIngress::Egress(ifindex)),
     }
 }
 
@@ -391,17 +456,18 @@ fn pod_programs(programs: &mut [Option<NodePrograms>], i: usize) -> Option<&mut 
         .filter(|p| p.pods)
 }
 
-/// Runs one of node `i`'s tc programs; a node whose agent has not loaded them passes
-/// everything.
+/// Runs one of node `i`'s tc programs on device `ifindex`; a node whose agent has not
+/// loaded them, or a device they are not attached to, passes everything.
 fn run(
     programs: &mut [Option<NodePrograms>],
     i: usize,
+    ifindex: u32,
     frame: &[u8],
     program: fn(&mut PktSim, u32, &[u8]) -> PktOutcome,
 ) -> PktOutcome {
     match programs.get_mut(i).and_then(Option::as_mut) {
-        Some(p) => program(&mut p.pkt, ETH0, frame),
-        None => PktOutcome {
+        Some(p) if p.attached.contains(&ifindex) => program(&mut p.pkt, ifindex, frame),
+        _ => PktOutcome {
             verdict: Verdict::Pass,
             packet: frame.to_vec(),
         },
@@ -469,12 +535,12 @@ pub fn client_reading(
     }
 }
 
-/// A node's eth0 as the agent describes its NodePort device: its ifindex here and its first
-/// address of each family.
-pub fn eth0(addresses: &[IpAddr]) -> lb::datapath::DeviceAddrs {
+/// A node's device as the agent describes a NodePort device: its ifindex here (`eth0` or
+/// `eth1`) and its first address of each family.
+pub fn device(name: &str, addresses: &[IpAddr]) -> lb::datapath::DeviceAddrs {
     lb::datapath::DeviceAddrs {
-        name: "eth0".to_owned(),
-        ifindex: ETH0,
+        name: name.to_owned(),
+        ifindex: if name == "eth1" { ETH1 } else { ETH0 },
         addr4: addresses.iter().find_map(|a| match a {
             IpAddr::V4(v4) => Some(*v4),
             IpAddr::V6(_) => None,

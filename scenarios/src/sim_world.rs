@@ -25,7 +25,7 @@ use lb::views::{KprStatus, ServiceList, TraceSockEvent};
 
 use crate::files::ScenarioFiles;
 use crate::sim_net::{self, Net, NetExternal, NetNode, NodePrograms, Receiver};
-use crate::spec::{Bind, Connect, Open, Reroute, Scenario, Serve, Transport};
+use crate::spec::{Bind, Connect, Open, Reroute, Scenario, Segment, Serve, Transport};
 use crate::world::{Answer, CallError, NodeViews, Traced, World};
 
 /// A fresh network namespace's values of the sysctls the agent uses.
@@ -88,7 +88,10 @@ const INITIAL_NETNS: u64 = 1;
 struct SimNode {
     name: String,
     netns: u64,
+    /// Its addresses: eth0's, then eth1's.
     addresses: Vec<IpAddr>,
+    /// Its eth1's addresses, when it has a second device.
+    eth1: Vec<IpAddr>,
     serve: Serve,
     /// The sysctls the agent reads and writes.
     sysctls: BTreeMap<String, String>,
@@ -105,6 +108,14 @@ struct SimNode {
 }
 
 /// A socket a scenario holds open, on the node whose hooks translated it.
+impl SimNode {
+    /// Its eth0's addresses.
+    fn eth0_addresses(&self) -> Vec<IpAddr> {
+        let on_eth0 = |a: &&IpAddr| !self.eth1.contains(a);
+        self.addresses.iter().filter(on_eth0).copied().collect()
+    }
+}
+
 struct SimHeld {
     node: usize,
     from: String,
@@ -154,7 +165,7 @@ impl SimWorld {
         let mut netns = INITIAL_NETNS;
         for (i, spec) in scenario.topology.nodes.iter().enumerate() {
             netns += 1;
-            let addresses: Vec<IpAddr> = [Some(spec.address), spec.address6]
+            let addresses: Vec<IpAddr> = [Some(spec.address), spec.address6, spec.eth1]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -162,6 +173,7 @@ impl SimWorld {
                 name: spec.name.clone(),
                 netns,
                 addresses,
+                eth1: spec.eth1.into_iter().collect(),
                 serve: spec.serve.clone(),
                 sysctls: default_sysctls()
                     .into_iter()
@@ -201,6 +213,7 @@ impl SimWorld {
                         .into_iter()
                         .flatten()
                         .collect(),
+                    eth1: n.eth1.into_iter().collect(),
                     pod_cidrs: n.pod_cidrs.clone(),
                     pods: n
                         .pods
@@ -228,6 +241,10 @@ impl SimWorld {
                         .into_iter()
                         .flatten()
                         .collect(),
+                    segment: match e.segment {
+                        Segment::First => 0,
+                        Segment::Second => 1,
+                    },
                 })
                 .collect(),
         };
@@ -262,10 +279,17 @@ impl SimWorld {
         let synced = ManifestDir::new(&self.files.manifests(&node.name))
             .and_then(|mut source| source.sync(&mut store))
             .with_context(on_node)?;
-        let devices = vec![NodeDevice {
+        // The node's devices as the agent finds them on a netsim node.
+        let mut devices = vec![NodeDevice {
             name: "eth0".to_owned(),
-            addrs: node.addresses.clone(),
+            addrs: node.eth0_addresses(),
         }];
+        if !node.eth1.is_empty() {
+            devices.push(NodeDevice {
+                name: "eth1".to_owned(),
+                addrs: node.eth1.clone(),
+            });
+        }
         let translation =
             lb::k8s::translate_for_node(&config, &store.objects(), Some(&node.name), devices)
                 .with_context(on_node)?;
@@ -296,6 +320,19 @@ impl SimWorld {
             .with_maglev(lb::agent::nodeport::maglev_settings(&config));
         let status = setup::start_status(&config, &plan, &translation.selection, &udp_support);
         let (host_netns, addresses) = (node.netns, node.addresses.clone());
+        let nodeport_devices: Vec<_> = translation
+            .selection
+            .devices
+            .iter()
+            .map(|name| {
+                let addrs = if name == "eth1" {
+                    node.eth1.clone()
+                } else {
+                    node.eth0_addresses()
+                };
+                sim_net::device(name, &addrs)
+            })
+            .collect();
 
         let node = &mut self.nodes[index];
         setup::protect_ports(&config, &mut ModelSysctls(&mut node.sysctls), None)?;
@@ -312,9 +349,9 @@ impl SimWorld {
                 .collect(),
             host_netns,
         };
-        // The node's one NodePort device, as the agent finds it on a netsim node.
+        // The selected NodePort devices, as the agent attaches to them on a netsim node.
         let devices = if config.node_port() {
-            vec![sim_net::eth0(&addresses)]
+            nodeport_devices
         } else {
             Vec::new()
         };
@@ -330,19 +367,24 @@ impl SimWorld {
         let mut status = status;
         let xdp = match lb::agent::nodeport::xdp_policy(&config) {
             Some(policy) if config.node_port() => {
-                let state = eth0_xdp(node.mtu);
+                // netsim gives all of a node's devices its MTU, so they take XDP alike.
+                let state = device_xdp(node.mtu);
                 if let (XdpPolicy::Native, XdpState::Skipped { reason }) = (policy, &state) {
                     bail!(
-                        "agent on {}: device eth0 refuses native XDP: {reason} \
+                        "agent on {}: device {} refuses native XDP: {reason} \
                          (loadBalancer.acceleration=native; best-effort leaves such devices \
                          to tc)",
-                        node.name
+                        node.name,
+                        devices.first().map_or("eth0", |d| d.name.as_str())
                     );
                 }
-                status.xdp_devices = vec![XdpDevice {
-                    device: "eth0".to_owned(),
-                    state: state.clone(),
-                }];
+                status.xdp_devices = devices
+                    .iter()
+                    .map(|d| XdpDevice {
+                        device: d.name.clone(),
+                        state: state.clone(),
+                    })
+                    .collect();
                 state == XdpState::Native
             }
             _ => false,
@@ -350,6 +392,7 @@ impl SimWorld {
         node.status = Some(status);
         if config.node_port() {
             let maps = node.maps.clone();
+            let attached: Vec<u32> = sim.devices().keys().copied().collect();
             let devices = sim
                 .devices()
                 .iter()
@@ -362,10 +405,16 @@ impl SimWorld {
             let programs = self.programs[index].get_or_insert_with(|| {
                 let mut pkt = PktSim::new(settings, MapContents::default(), fib);
                 pkt.set_now(now);
-                NodePrograms { pkt, xdp, pods }
+                NodePrograms {
+                    pkt,
+                    xdp,
+                    pods,
+                    attached: Vec::new(),
+                }
             });
             programs.xdp = xdp;
             programs.pods = pods;
+            programs.attached = attached;
             programs.pkt.set_maps(maps);
             programs.pkt.set_local_addresses(&addresses);
             programs.pkt.set_devices(devices);
@@ -833,9 +882,9 @@ impl World for SimWorld {
     }
 }
 
-/// How a netsim node's eth0 takes the XDP program: natively, unless its MTU leaves a veth no
+/// How a netsim node's device takes the XDP program: natively, unless its MTU leaves a veth no
 /// room for XDP's headroom, when the kernel refuses with ERANGE.
-fn eth0_xdp(mtu: Option<u32>) -> XdpState {
+fn device_xdp(mtu: Option<u32>) -> XdpState {
     match mtu {
         Some(mtu) if mtu > VETH_XDP_MAX_MTU => XdpState::Skipped {
             reason: REASON_MTU.to_owned(),

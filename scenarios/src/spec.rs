@@ -85,10 +85,39 @@ pub struct ExternalSpec {
     /// IPv6 address of its eth0.
     #[serde(default)]
     pub address6: Option<IpAddr>,
+    /// The segment its one device is on: 0, the nodes' eth0 segment (the default), or 1, the
+    /// segment of the nodes' `eth1` (there the device is named eth1, and `address` is on it).
+    #[serde(default)]
+    pub segment: Segment,
     /// Routes beyond the segment, as a router announcing LoadBalancer IPs would install:
     /// `{to: CIDR, via: ADDRESS}` with a node's address as the next hop.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+}
+
+/// One of the two segments netsim joins hosts with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum Segment {
+    /// The first: every node's eth0.
+    #[default]
+    First,
+    /// The second: the eth1 of the nodes that have one.
+    Second,
+}
+
+impl TryFrom<u8> for Segment {
+    type Error = String;
+
+    fn try_from(n: u8) -> Result<Segment, String> {
+        match n {
+            0 => Ok(Segment::First),
+            1 => Ok(Segment::Second),
+            _ => Err(format!(
+                "segment {n}: accepted are 0 (the nodes' eth0) and 1 (their eth1)"
+            )),
+        }
+    }
 }
 
 /// A route of an external host.
@@ -141,6 +170,10 @@ pub struct NodeSpec {
     /// about 3500 a veth refuses native XDP.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// IPv4 address of a second device, `eth1`, on the second segment (a /24 there): a node
+    /// with two NodePort devices. Not a Kubernetes address of the Node.
+    #[serde(default)]
+    pub eth1: Option<IpAddr>,
 }
 
 /// A pod: a network namespace behind its node, in the node's cgroup subtree.
@@ -365,6 +398,12 @@ pub struct Expect {
     /// preserved, a node's where the flow was source-NATed); the port is not checked.
     #[serde(default)]
     pub seen_source: Option<IpAddr>,
+    /// Per backend, the source address it saw on every call it answered: where one call's
+    /// source is preserved and another's is source-NATed depending on the backend chosen
+    /// (externalTrafficPolicy=Cluster with a local and a remote backend). A call answered by a
+    /// backend not named here fails the check.
+    #[serde(default)]
+    pub seen_sources: Option<BTreeMap<String, IpAddr>>,
     /// The call fails with this error: `EPERM`; `ECONNREFUSED` (refused: a reset, or ICMP port
     /// unreachable on a connected UDP socket); `timeout` (no answer before the deadline:
     /// ETIMEDOUT, EAGAIN from a receive timeout, a connect still in progress); `unreachable`
@@ -570,6 +609,41 @@ mod tests {
             e.contains(
                 "step 1: bind.v6only: IPV6_V6ONLY is for an IPv6 address, not 0.0.0.0:31940"
             ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_external_is_on_segment_0_or_1_and_a_node_may_have_an_eth1() {
+        let load = |test: &str, topology: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "lb-scenario-spec-{test}-{}.yaml",
+                std::process::id()
+            ));
+            let text = format!("name: {test}\ndocument: x\ntopology: {topology}\nsteps: []\n");
+            std::fs::write(&path, text).unwrap();
+            let result = Scenario::load(&path);
+            std::fs::remove_file(&path).unwrap();
+            result
+        };
+        let s = load(
+            "segments",
+            "{nodes: [{name: n1, address: 192.168.56.11, eth1: 172.16.0.11}], externals: \
+             [{name: a, address: 192.168.56.100}, {name: b, address: 172.16.0.100, segment: 1}]}",
+        )
+        .unwrap();
+        assert_eq!(s.topology.nodes[0].eth1, Some([172, 16, 0, 11].into()));
+        let segments: Vec<Segment> = s.topology.externals.iter().map(|e| e.segment).collect();
+        assert_eq!(segments, [Segment::First, Segment::Second]);
+        let e = load(
+            "segment-2",
+            "{nodes: [{name: n1, address: 192.168.56.11}], externals: \
+             [{name: b, address: 172.16.0.100, segment: 2}]}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("segment 2: accepted are 0 (the nodes' eth0) and 1 (their eth1)"),
             "{e}"
         );
     }
