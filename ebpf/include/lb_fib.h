@@ -53,4 +53,64 @@ static __always_inline int lb_backend_is_remote(lb_ctx_t *ctx, const struct lb_f
 	return bpf_map_lookup_elem(&lb_devices_v1, ifindex) != NULL;
 }
 
+/* Most destinations whose next hop the programs remember (lb_fib_cache): backends on other
+ * nodes and the clients replies go back to. Past it the least recently used are forgotten. */
+#define LB_FIB_CACHE_SIZE 16384
+
+/* Key of lb_fib_cache: where a packet goes, and the device it came in on. */
+struct lb_fib_key {
+	union lb_addr dst;
+	__u32 ifindex;
+};
+
+/* What bpf_fib_lookup answered for a resolved next hop, and the second it answered. */
+struct lb_fib_hop {
+	__u32 ifindex;   /* the device the packet leaves by */
+	__u32 checked;   /* CLOCK_MONOTONIC second of the lookup */
+	__u8 smac[6];    /* that device's address */
+	__u8 dmac[6];    /* the next hop's */
+};
+
+/* The FIB's resolved answers of the last second, per destination and ingress device: a kernel
+ * FIB lookup costs more than all the rest of a tracked packet's work, and a flow's packets ask
+ * it the same question. Not pinned: each loaded program has its own, and a new one starts
+ * empty. The source address is not in the key: the answer is the one without policy routing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_fib_key);
+	__type(value, struct lb_fib_hop);
+	__uint(max_entries, LB_FIB_CACHE_SIZE);
+} lb_fib_cache SEC(".maps");
+
+/* Where a packet now addressed as `to` says leaves, and to which MAC: the cached answer while
+ * it is from this second (`now`), else bpf_fib_lookup's, cached when resolved. So a route or
+ * neighbour change reaches a tracked flow within a second. Returns BPF_FIB_LKUP_RET_*; on
+ * SUCCESS *hop is complete, on NO_NEIGH its ifindex is set. */
+static __always_inline int lb_fib_hop(lb_ctx_t *ctx, const struct lb_flow *flow,
+				      const struct lb_ct_entry *to, __u32 now,
+				      struct lb_fib_hop *hop)
+{
+	struct lb_fib_key key = {};
+	struct bpf_fib_lookup params = {};
+	const struct lb_fib_hop *cached;
+	int rc;
+
+	key.dst = to->daddr;
+	key.ifindex = ctx_ifindex(ctx);
+	cached = bpf_map_lookup_elem(&lb_fib_cache, &key);
+	if (cached && cached->checked == now) {
+		*hop = *cached;
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+	rc = lb_fib_lookup(ctx, flow, &to->saddr, to->sport, &to->daddr, to->dport, &params);
+	hop->ifindex = params.ifindex;
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return rc;
+	hop->checked = now;
+	__builtin_memcpy(hop->smac, params.smac, 6);
+	__builtin_memcpy(hop->dmac, params.dmac, 6);
+	bpf_map_update_elem(&lb_fib_cache, &key, hop, BPF_ANY);
+	return rc;
+}
+
 #endif /* LB_FIB_H */

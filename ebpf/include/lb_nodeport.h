@@ -119,6 +119,31 @@ static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
 	return LB_DROP;
 }
 
+/* lb_forward for a packet of a tracked flow, whose next hop is most likely the one its
+ * previous packet took: through lb_fib_cache. (A new flow's first packet asks the FIB itself:
+ * the cache's key and value would not fit the new flow's stack frame on Linux 5.10.) */
+static __always_inline int lb_forward_tracked(lb_ctx_t *ctx, const struct lb_flow *flow,
+					      const struct lb_ct_entry *to, __u32 now)
+{
+	struct lb_fib_hop hop;
+	int rc;
+
+	if (lb_dec_ttl(ctx, flow)) {
+		lb_count(LB_CNT_TTL_EXCEEDED);
+		return LB_DROP;
+	}
+	rc = lb_fib_hop(ctx, flow, to, now, &hop);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (ctx_store(ctx, 0, hop.dmac, 6) || ctx_store(ctx, 6, hop.smac, 6))
+			return LB_DROP;
+		return ctx_redirect(ctx, hop.ifindex);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return ctx_redirect_neigh(ctx, hop.ifindex);
+	lb_count(LB_CNT_FIB_FAILED);
+	return LB_DROP;
+}
+
 /* lb_icmp_err_translate's answer when the packet is not an ICMP error it translates: the
  * caller passes it untouched. */
 #define LB_ICMP_ERR_NONE (-1)
@@ -270,7 +295,7 @@ static __noinline int lb_apply(lb_ctx_t *ctx, const struct lb_flow *flow,
 	if (lb_rewrite(ctx, flow, &to))
 		return LB_DROP;
 	if (to.flags & LB_CT_SNAT)
-		return lb_forward(ctx, flow, &to);
+		return lb_forward_tracked(ctx, flow, &to, now);
 	return LB_PASS;
 }
 

@@ -129,6 +129,9 @@ pub struct PktSim {
     counters: [u64; counter::MAX as usize],
     now: u32,
     fib: Box<dyn Fib + Send>,
+    /// `lb_fib_cache`: resolved FIB answers by (destination, ingress ifindex), with the second
+    /// they were asked.
+    fib_cache: BTreeMap<(LbAddr, u32), (u32, FibResult)>,
 }
 
 /// A service frontend found for a packet: the key it was found under and its slot 0.
@@ -151,6 +154,7 @@ impl PktSim {
             counters: [0; counter::MAX as usize],
             now: 0,
             fib,
+            fib_cache: BTreeMap::new(),
         }
     }
 
@@ -257,7 +261,7 @@ impl PktSim {
             };
             packet::rewrite(pkt, &p, &entry);
             if entry.flags & ct_flags::SNAT != 0 {
-                return self.forward(ifindex, pkt);
+                return self.forward_tracked(ifindex, pkt);
             }
             return Verdict::Pass;
         }
@@ -494,12 +498,46 @@ impl PktSim {
         if !packet::decrement_ttl(pkt, v6, l3_len) {
             return self.drop(counter::TTL_EXCEEDED);
         }
-        match self.fib.lookup(&FibQuery {
+        let answer = self.fib.lookup(&FibQuery {
             v6,
             src,
             dst,
             ifindex,
-        }) {
+        });
+        self.send(pkt, answer)
+    }
+
+    /// `lb_forward_tracked`: [`PktSim::forward`] for a packet of a tracked flow, asking the FIB
+    /// through `lb_fib_cache` (an answer of this second is reused).
+    fn forward_tracked(&mut self, ifindex: u32, pkt: &mut [u8]) -> Verdict {
+        let Some(p) = packet::parse(pkt) else {
+            return Verdict::Pass;
+        };
+        if !packet::decrement_ttl(pkt, p.v6, p.l3_len) {
+            return self.drop(counter::TTL_EXCEEDED);
+        }
+        let key = (p.key.daddr, ifindex);
+        let answer = match self.fib_cache.get(&key) {
+            Some(&(checked, cached)) if checked == self.now => cached,
+            _ => {
+                let answer = self.fib.lookup(&FibQuery {
+                    v6: p.v6,
+                    src: p.key.saddr,
+                    dst: p.key.daddr,
+                    ifindex,
+                });
+                if matches!(answer, FibResult::Forward { .. }) {
+                    self.fib_cache.insert(key, (self.now, answer));
+                }
+                answer
+            }
+        };
+        self.send(pkt, answer)
+    }
+
+    /// The end of `lb_forward`: out by the FIB's answer.
+    fn send(&mut self, pkt: &mut [u8], answer: FibResult) -> Verdict {
+        match answer {
             FibResult::Forward {
                 ifindex,
                 smac,

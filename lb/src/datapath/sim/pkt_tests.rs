@@ -197,6 +197,31 @@ fn nodeport_to_a_remote_backend_is_source_natted_and_forwarded_and_so_is_the_rep
 }
 
 #[test]
+fn a_tracked_flow_follows_a_new_next_hop_from_the_next_second_on() {
+    let mut sim = node(vec![nodeport(REMOTE_BACKEND)]);
+    let first = sim.ingress(ETH0, &syn(CLIENT, "192.0.2.1:30080"));
+    assert_eq!(view(&first).dmac, BACKEND_MAC);
+    let data = seg(CLIENT, "192.0.2.1:30080", tcp_flags::ACK);
+    assert_eq!(view(&sim.ingress(ETH0, &data)).dmac, BACKEND_MAC);
+    // The backend's node moved to another MAC (a replaced NIC, a moved address).
+    const MOVED_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb2];
+    let moved = FibResult::Forward {
+        ifindex: ETH0,
+        smac: ETH0_MAC,
+        dmac: MOVED_MAC,
+    };
+    sim.set_fib(Box::new(fib().route(ip("10.0.2.7"), moved)));
+    // Within the second the flow's packets keep the next hop they were given...
+    assert_eq!(view(&sim.ingress(ETH0, &data)).dmac, BACKEND_MAC);
+    // ...a new flow asks the FIB itself...
+    let other = sim.ingress(ETH0, &syn("203.0.113.7:40001", "192.0.2.1:30080"));
+    assert_eq!(view(&other).dmac, MOVED_MAC);
+    // ...and from the next second on the tracked flow follows.
+    sim.set_now(NOW + 1);
+    assert_eq!(view(&sim.ingress(ETH0, &data)).dmac, MOVED_MAC);
+}
+
+#[test]
 fn a_remote_backend_without_a_resolved_neighbour_goes_to_the_neighbour_subsystem() {
     let mut sim = node(vec![nodeport("10.0.2.8:8080")]);
     let frame = syn(CLIENT, "192.0.2.1:30080");
