@@ -13,10 +13,17 @@
 #define LB_CT_TCP_SECS 21600    /* an established TCP flow */
 #define LB_CT_UDP_SECS 60       /* a UDP flow */
 
-/* CLOCK_MONOTONIC seconds, the clock of lb_ct_entry.expires. */
+/* Whether bpf_ktime_get_coarse_ns exists (Linux 5.11; the agent probes it). Where it does
+ * not, the call below is dead code the verifier never visits. */
+const volatile __u8 cfg_coarse_clock = 0;
+
+/* CLOCK_MONOTONIC seconds, the clock of lb_ct_entry.expires: the coarse clock (the last
+ * tick's time, a load) where there is one, as seconds do not need the clock source's read. */
 static __always_inline __u32 lb_ct_now(void)
 {
-	return bpf_ktime_get_ns() / LB_NSEC_PER_SEC;
+	__u64 ns = cfg_coarse_clock ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+
+	return ns / LB_NSEC_PER_SEC;
 }
 
 /* Whether the packet ends its TCP flow. */

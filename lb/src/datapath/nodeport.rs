@@ -149,6 +149,7 @@ impl NodePortLb {
         let external_ip_mitigation = u8::from(config.external_ip_mitigation);
         let maglev = u8::from(config.maglev_m.is_some());
         let maglev_m = maglev_value_len(config.maglev_m);
+        let coarse_clock = u8::from(crate::host::features::coarse_clock());
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_snat_port_min", &config.snat_port_min, true)
@@ -158,6 +159,7 @@ impl NodePortLb {
             .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
             .override_global("cfg_maglev", &maglev, true)
             .override_global("cfg_maglev_m", &maglev_m, true)
+            .override_global("cfg_coarse_clock", &coarse_clock, true)
             .default_map_pin_directory(pin_dir);
         for map in SOCK_LB_SIZED_MAPS
             .into_iter()

@@ -209,6 +209,8 @@ mod attach {
 const BPF_PROG_LOAD: nix::libc::c_long = 5;
 const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_FUNC_KTIME_GET_COARSE_NS: i32 = 160;
 const BPF_FUNC_GET_NETNS_COOKIE: i32 = 122;
 const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
 const BPF_FUNC_SKC_TO_TCP6_SOCK: i32 = 136;
@@ -263,6 +265,22 @@ fn sock_addr_program(attach_type: u32, netns_cookie: bool) -> Result<(), String>
         attach_type,
         &probe_insns(helper),
     )
+}
+
+/// Whether the packet programs may read the clock with `bpf_ktime_get_coarse_ns` (Linux 5.11):
+/// the tick's time, a load where `bpf_ktime_get_ns` reads the clock source. Conntrack counts
+/// in seconds, which either serves; the coarse one is cheaper per packet. Asked once.
+pub fn coarse_clock() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        raise_memlock_limit();
+        load(
+            BPF_PROG_TYPE_XDP,
+            0,
+            &probe_insns(Some(BPF_FUNC_KTIME_GET_COARSE_NS)),
+        )
+        .is_ok()
+    })
 }
 
 fn cgroup_sock_program(attach_type: u32, helper: Option<i32>) -> Result<(), String> {
