@@ -703,9 +703,11 @@ impl World for SimWorld {
         if self.net.externals.iter().any(|e| e.name == call.from) {
             return self.connect_external(call);
         }
-        // A pod whose traffic the socket hooks leave to the pod programs (hostNamespaceOnly).
+        // A pod whose traffic the socket hooks leave to the pod programs (hostNamespaceOnly);
+        // what it sends to itself (loopback, its own address) never leaves it.
         if let Some(pod) = self.pods.get(&call.from) {
-            let at_tc = self.programs[pod.node].as_ref().is_some_and(|p| p.pods);
+            let to_itself = call.to.ip().is_loopback() || pod.addresses.contains(&call.to.ip());
+            let at_tc = !to_itself && self.programs[pod.node].as_ref().is_some_and(|p| p.pods);
             let client_ip = pod
                 .addresses
                 .iter()
