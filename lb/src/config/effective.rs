@@ -278,6 +278,14 @@ impl AgentConfig {
                 ),
             });
         }
+        if v.l2_neigh_discovery.enabled == Some(true) && !self.node_port() {
+            errors.push(ConfigError::Conflict {
+                options: "l2NeighDiscovery.enabled=true with NodePort handling off".into(),
+                reason: "the neighbour entries serve the NodePort datapath's forwarding on its \
+                         devices: set kubeProxyReplacement=true or nodePort.enabled=true"
+                    .into(),
+            });
+        }
         if self.uses_dsr() && !self.node_port() {
             errors.push(ConfigError::Conflict {
                 options: format!("{mode} with NodePort handling off"),
@@ -533,6 +541,10 @@ mod tests {
         .unwrap();
         assert!(!c.l2_neigh_discovery());
         assert_eq!(c.neigh_refresh_period(), Duration::from_secs(90));
+        rejected(
+            &["l2NeighDiscovery.enabled=true"],
+            &["l2NeighDiscovery.enabled=true with NodePort handling off"],
+        );
         rejected(
             &["l2NeighDiscovery.refreshPeriod=30sec"],
             &["`l2NeighDiscovery.refreshPeriod`", "\"30sec\"", "30s, 1m"],

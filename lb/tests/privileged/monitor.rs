@@ -44,6 +44,7 @@ impl StateDir {
             services: Default::default(),
             tc: Default::default(),
             nodeport: None,
+            neighbours: Vec::new(),
         }
         .write(&dir)?;
         Ok(StateDir(dir))
