@@ -259,6 +259,9 @@ impl Neighbours {
 /// Deletes the recorded entries that are still externally learned (an entry someone else has
 /// made their own since is left); returns those deleted.
 pub fn remove(records: &[NeighbourRecord]) -> Result<Vec<NeighbourRecord>, AgentError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
     let kernel = neigh::dump_neighbours()?;
     let mut removed = Vec::new();
     for r in records {

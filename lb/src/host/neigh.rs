@@ -14,7 +14,9 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
     NeighbourState,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::rtnl;
@@ -65,8 +67,8 @@ fn family(ip: IpAddr) -> AddressFamily {
 
 /// The next hop towards `dst` out of device `oif`: the gateway of the route the kernel picks
 /// for that device (the hop on that device, for a route with several), or `dst` itself when it
-/// is on the device's link. `None` when the kernel has no such route (or picks another
-/// device), or when `dst` is local.
+/// is on the device's link. `None` when the kernel has no route towards `dst` through that
+/// device (or picks another device), or when `dst` is local.
 pub fn next_hop(dst: IpAddr, oif: u32) -> Option<IpAddr> {
     let mut message = RouteMessage::default();
     message.header.address_family = family(dst);
@@ -75,6 +77,8 @@ pub fn next_hop(dst: IpAddr, oif: u32) -> Option<IpAddr> {
         .attributes
         .push(RouteAttribute::Destination(RouteAddress::from(dst)));
     message.attributes.push(RouteAttribute::Oif(oif));
+    // Answer with the table the route was found in (0 when none was), not always main's.
+    message.header.flags = RouteFlags::LookupTable;
     let answer = match rtnl::request(RouteNetlinkMessage::GetRoute(message), 0, "a route") {
         Ok(answer) => answer,
         Err(e) => {
@@ -87,6 +91,19 @@ pub fn next_hop(dst: IpAddr, oif: u32) -> Option<IpAddr> {
         _ => None,
     })?;
     if route.header.kind != RouteType::Unicast {
+        return None;
+    }
+    // With an output interface and no route through it, the kernel answers as if `dst` were
+    // on that device's link, from no table: no packet would go that way, so no entry.
+    let table = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table));
+    if table == 0 {
         return None;
     }
     let gateway = |attrs: &[RouteAttribute]| {
