@@ -18,8 +18,8 @@ pub struct CleanupReport {
     pub tc: Vec<String>,
     /// Pinned maps removed.
     pub maps: Vec<PathBuf>,
-    /// The neighbour entries the agent pushed, deleted.
-    pub neighbours: Vec<super::neighbours::NeighbourRecord>,
+    /// The neighbour entries the agent pushed, each deleted (or left, saying why).
+    pub neighbours: Vec<String>,
     /// The reserved port range removed from `ip_local_reserved_ports`.
     pub reserved_ports: Option<String>,
     /// The agent's record and pin directory.
@@ -37,9 +37,7 @@ impl CleanupReport {
         for m in &self.maps {
             out.push(format!("unpinned map {}", m.display()));
         }
-        for n in &self.neighbours {
-            out.push(format!("deleted neighbour entry {n}"));
-        }
+        out.extend(self.neighbours.iter().cloned());
         if let Some(r) = &self.reserved_ports {
             out.push(format!("removed {r} from net.ipv4.ip_local_reserved_ports"));
         }

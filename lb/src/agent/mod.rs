@@ -217,10 +217,17 @@ impl Agent {
                      neighbours, the agent refreshes them every l2NeighDiscovery.refreshPeriod"
                 ),
             }
-            Some(neighbours::Neighbours::new(upkeep, previous_neighbours))
+            // Entries recorded in another namespace are not this agent's to adopt.
+            let adopted =
+                if previous_neighbours.netns_inode == crate::datapath::current_netns_inode() {
+                    previous_neighbours.entries
+                } else {
+                    Vec::new()
+                };
+            Some(neighbours::Neighbours::new(upkeep, adopted))
         } else {
-            for r in neighbours::remove(&previous_neighbours)? {
-                tracing::info!(entry = %r, "removed an earlier agent's neighbour entry (neighbour discovery is off)");
+            for line in neighbours::remove(&previous_neighbours)? {
+                tracing::info!("neighbour discovery is off: {line}");
             }
             None
         };
@@ -235,10 +242,12 @@ impl Agent {
             nodeport: nodeport
                 .is_some()
                 .then(|| nodeport::nodeport_settings(config)),
-            neighbours: neighbours
-                .as_ref()
-                .map(neighbours::Neighbours::kept)
-                .unwrap_or_default(),
+            neighbours: neighbours::NeighbourEntries::here(
+                neighbours
+                    .as_ref()
+                    .map(neighbours::Neighbours::kept)
+                    .unwrap_or_default(),
+            ),
         };
         record.write(state_dir)?;
         Ok(Agent {
@@ -325,7 +334,7 @@ impl Agent {
         let (ipv4, ipv6) = self.families;
         let peers = neighbours::peer_addresses(nodes, local, ipv4, ipv6);
         kept.sync(&peers, &devices)?;
-        let now = kept.kept();
+        let now = neighbours::NeighbourEntries::here(kept.kept());
         if now != self.record.neighbours {
             self.record.neighbours = now;
             self.record.write(&self.state_dir)?;

@@ -38,6 +38,32 @@ impl std::fmt::Display for NeighbourRecord {
     }
 }
 
+/// The neighbour entries an agent pushed, and the network namespace they are in (the ifindexes
+/// mean those devices only there).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NeighbourEntries {
+    /// The entries.
+    pub entries: Vec<NeighbourRecord>,
+    /// The inode of the agent's network namespace (`/proc/self/ns/net`).
+    pub netns_inode: u64,
+}
+
+impl NeighbourEntries {
+    /// `entries`, pushed in the calling thread's namespace.
+    pub fn here(entries: Vec<NeighbourRecord>) -> Self {
+        NeighbourEntries {
+            entries,
+            netns_inode: crate::datapath::current_netns_inode(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// A device the entries are kept on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeighDevice {
@@ -257,20 +283,42 @@ impl Neighbours {
 }
 
 /// Deletes the recorded entries that are still externally learned (an entry someone else has
-/// made their own since is left); returns those deleted.
-pub fn remove(records: &[NeighbourRecord]) -> Result<Vec<NeighbourRecord>, AgentError> {
-    if records.is_empty() {
+/// made their own since is left), when run in the namespace they are in; one line each for
+/// the user (none for an entry gone already).
+pub fn remove(recorded: &NeighbourEntries) -> Result<Vec<String>, AgentError> {
+    if recorded.is_empty() {
         return Ok(Vec::new());
     }
+    if recorded.netns_inode != crate::datapath::current_netns_inode() {
+        return Ok(recorded
+            .entries
+            .iter()
+            .map(|r| {
+                format!(
+                    "left neighbour entry {r}: it is in the agent's network namespace (inode \
+                     {}), not this one; run lbctl cleanup there (nsenter --net=…)",
+                    recorded.netns_inode
+                )
+            })
+            .collect());
+    }
     let kernel = neigh::dump_neighbours()?;
-    let mut removed = Vec::new();
-    for r in records {
-        if find(&kernel, r).is_some_and(|e| e.ext_learned) && neigh::delete(r.ifindex, r.next_hop)?
-        {
-            removed.push(r.clone());
+    let mut lines = Vec::new();
+    for r in &recorded.entries {
+        match find(&kernel, r) {
+            Some(e) if e.ext_learned => {
+                if neigh::delete(r.ifindex, r.next_hop)? {
+                    lines.push(format!("deleted neighbour entry {r}"));
+                }
+            }
+            Some(_) => lines.push(format!(
+                "left neighbour entry {r}: it is no longer externally learned, so no longer \
+                 the agent's"
+            )),
+            None => {}
         }
     }
-    Ok(removed)
+    Ok(lines)
 }
 
 #[cfg(test)]

@@ -41,8 +41,11 @@ pub struct AgentRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodeport: Option<crate::datapath::NodePortConfig>,
     /// The neighbour entries it pushed for the other nodes' next hops.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub neighbours: Vec<super::neighbours::NeighbourRecord>,
+    #[serde(
+        default,
+        skip_serializing_if = "super::neighbours::NeighbourEntries::is_empty"
+    )]
+    pub neighbours: super::neighbours::NeighbourEntries,
 }
 
 impl AgentRecord {

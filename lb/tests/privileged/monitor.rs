@@ -44,7 +44,7 @@ impl StateDir {
             services: Default::default(),
             tc: Default::default(),
             nodeport: None,
-            neighbours: Vec::new(),
+            neighbours: Default::default(),
         }
         .write(&dir)?;
         Ok(StateDir(dir))
