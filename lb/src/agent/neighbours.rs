@@ -306,11 +306,10 @@ pub fn remove(recorded: &NeighbourEntries) -> Result<Vec<String>, AgentError> {
     let mut lines = Vec::new();
     for r in &recorded.entries {
         match find(&kernel, r) {
-            Some(e) if e.ext_learned => {
-                if neigh::delete(r.ifindex, r.next_hop)? {
-                    lines.push(format!("deleted neighbour entry {r}"));
-                }
+            Some(e) if e.ext_learned && neigh::delete(r.ifindex, r.next_hop)? => {
+                lines.push(format!("deleted neighbour entry {r}"));
             }
+            Some(e) if e.ext_learned => {} // Gone between the dump and the delete.
             Some(_) => lines.push(format!(
                 "left neighbour entry {r}: it is no longer externally learned, so no longer \
                  the agent's"
