@@ -154,7 +154,7 @@ pub fn wanted(
 /// What one pass changes in the kernel's table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NeighPlan {
-    /// Entries to push, each with whether the kernel has an entry for it already.
+    /// Entries to push, each with whether the kernel holds it as externally learned already.
     pub push: Vec<(NeighbourRecord, bool)>,
     /// Entries of the agent's that are no longer wanted, to delete.
     pub delete: Vec<NeighbourRecord>,
@@ -192,7 +192,9 @@ pub fn plan(
             Some(e) if e.state == NeighbourState::Permanent && !kept.contains(r) => {
                 out.foreign.push(r.clone())
             }
-            found => out.push.push((r.clone(), found.is_some())),
+            found => out
+                .push
+                .push((r.clone(), found.is_some_and(|e| e.ext_learned))),
         }
     }
     for r in kept.difference(wanted) {
@@ -241,10 +243,10 @@ impl Neighbours {
             tracing::warn!(entry = %r, "a permanent neighbour entry the agent did not create is left as it is");
         }
         let mut failed = BTreeSet::new();
-        for (r, exists) in &plan.push {
+        for (r, learned) in &plan.push {
             let pushed = match self.upkeep {
                 Upkeep::Kernel => neigh::push_managed(r.ifindex, r.next_hop),
-                Upkeep::Agent(_) => neigh::push_and_resolve(r.ifindex, r.next_hop, *exists),
+                Upkeep::Agent(_) => neigh::push_and_resolve(r.ifindex, r.next_hop, *learned),
             };
             match pushed {
                 Ok(()) => {
@@ -446,7 +448,7 @@ mod tests {
             kernel(&theirs, NeighbourState::Permanent, false, false),
         ];
         let p = plan(&wanted, &kept, &table, Upkeep::Kernel);
-        assert_eq!(p.push, [(b.clone(), true)]);
+        assert_eq!(p.push, [(b.clone(), false)]);
         assert_eq!(p.delete, [gone]);
         assert!(p.foreign.is_empty());
     }

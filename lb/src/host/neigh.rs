@@ -223,12 +223,12 @@ pub fn push_managed(ifindex: u32, ip: IpAddr) -> Result<(), HostError> {
 }
 
 /// Pushes (or refreshes) an externally learned entry for `ip` on `ifindex` that the kernel
-/// re-resolves now (`NTF_USE`). `exists` says whether the entry is in the table already: a new
-/// one is first created as `NTF_EXT_LEARNED` on its own, since kernels before 5.16 drop that
-/// flag from an entry created with `NTF_USE` (the kernel refuses that first step with
-/// `EINVAL` for want of a link-layer address, but keeps the entry).
-pub fn push_and_resolve(ifindex: u32, ip: IpAddr, exists: bool) -> Result<(), HostError> {
-    if !exists {
+/// re-resolves now (`NTF_USE`). `learned` says whether the table holds it as externally learned
+/// already; if not, it is first pushed as `NTF_EXT_LEARNED` on its own, since kernels before
+/// 5.16 leave that flag off an entry `NTF_USE` creates or updates (the kernel may refuse that
+/// first step with `EINVAL` for want of a link-layer address, but sets the flag on the entry).
+pub fn push_and_resolve(ifindex: u32, ip: IpAddr, learned: bool) -> Result<(), HostError> {
+    if !learned {
         let first = neighbour(
             ifindex,
             ip,
