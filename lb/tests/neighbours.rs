@@ -2,8 +2,9 @@
 //! inside netsim node1, with node2 beside it on two segments, keeps an entry for node2's next
 //! hop on each NodePort device that has a route towards node2 — `managed extern_learn` on this
 //! kernel, resolved by the kernel to node2's MAC — follows a new route, removes the entries
-//! when node2's Node object goes, and `lbctl cleanup` removes exactly its own entries, leaving
-//! others' alone. With managed neighbours treated as missing (as before Linux 5.16) the entries
+//! when node2's Node object goes (also when it went while no agent ran: a restarted agent
+//! adopts its predecessor's entries), and `lbctl cleanup` removes exactly its own entries,
+//! leaving others' alone. With managed neighbours treated as missing (as before Linux 5.16) the entries
 //! are plain `extern_learn` and the agent itself keeps asking the kernel to re-resolve them.
 //!
 //! The entries are read with `ip -json neigh`, independently of the agent's own netlink code.
@@ -333,17 +334,37 @@ fn managed_entries() -> Result<(), Failed> {
         |t| find(t, "192.168.81.12", "eth0").is_none() && find(t, "172.16.81.12", "eth1").is_none(),
     )?;
 
-    // It comes back; others' entries sit beside the agent's: a permanent one and an
-    // externally learned one the agent never created.
+    // It comes back.
+    let both_back = |t: &[Entry]| {
+        find(t, "192.168.81.12", "eth0").is_some_and(|e| e.managed)
+            && find(t, "172.16.81.12", "eth1").is_some_and(|e| e.managed)
+    };
     std::fs::write(&node2_file, node_yaml("node2", "192.168.81.12"))?;
     wait_for(
         node1,
         "both entries back after node2's Node returned",
-        |t| {
-            find(t, "192.168.81.12", "eth0").is_some_and(|e| e.managed)
-                && find(t, "172.16.81.12", "eth1").is_some_and(|e| e.managed)
-        },
+        both_back,
     )?;
+
+    // A restarted agent adopts the entries its predecessor recorded: node2 gone while no agent
+    // ran, the new one deletes them as its own.
+    cluster.stop(agent)?;
+    std::fs::remove_file(&node2_file)?;
+    let agent = cluster.agent(&[], &[])?;
+    wait_for(
+        node1,
+        "both entries removed by a restarted agent after node2's Node went while none ran",
+        |t| find(t, "192.168.81.12", "eth0").is_none() && find(t, "172.16.81.12", "eth1").is_none(),
+    )?;
+    std::fs::write(&node2_file, node_yaml("node2", "192.168.81.12"))?;
+    wait_for(
+        node1,
+        "both entries back after node2's Node returned",
+        both_back,
+    )?;
+
+    // Others' entries sit beside the agent's: a permanent one and an externally learned one
+    // the agent never created.
     ip(
         node1,
         &[

@@ -176,9 +176,9 @@ fn pushed(e: &NeighbourEntry, upkeep: Upkeep) -> bool {
 }
 
 /// Compares the wanted entries with those the agent keeps (`kept`) and the kernel's table:
-/// a wanted entry the kernel lacks in the form `upkeep` wants is pushed, unless it is a
-/// permanent entry the agent did not create; a kept entry no longer wanted is deleted while it
-/// is still externally learned (someone else's entry by now otherwise).
+/// a wanted entry the kernel lacks in the form `upkeep` wants is pushed, unless someone made it
+/// permanent (not externally learned); a kept entry no longer wanted is deleted while it is
+/// still externally learned (someone else's entry by now otherwise).
 pub fn plan(
     wanted: &BTreeSet<NeighbourRecord>,
     kept: &BTreeSet<NeighbourRecord>,
@@ -189,7 +189,7 @@ pub fn plan(
     for r in wanted {
         match find(kernel, r) {
             Some(e) if pushed(e, upkeep) => {}
-            Some(e) if e.state == NeighbourState::Permanent && !kept.contains(r) => {
+            Some(e) if e.state == NeighbourState::Permanent && !e.ext_learned => {
                 out.foreign.push(r.clone())
             }
             found => out
@@ -258,10 +258,13 @@ impl Neighbours {
                 }
             }
         }
+        // A failed push keeps an entry the agent had (it may still be in the table), and does
+        // not claim one it did not have.
         let foreign: BTreeSet<_> = plan.foreign.into_iter().collect();
         self.kept = wanted
             .into_iter()
-            .filter(|r| !failed.contains(r) && !foreign.contains(r))
+            .filter(|r| !foreign.contains(r))
+            .filter(|r| !failed.contains(r) || self.kept.contains(r))
             .collect();
         Ok(())
     }
