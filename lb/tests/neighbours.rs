@@ -1,7 +1,7 @@
 //! Neighbour entries for the other nodes (the documents' "Neighbor Discovery"): `lb-agent`
 //! inside netsim node1, with node2 beside it on two segments, keeps an entry for node2's next
-//! hop on each NodePort device that has a route towards node2 — `managed extern_learn` on this
-//! kernel, resolved by the kernel to node2's MAC — follows a new route, removes the entries
+//! hop (IPv4 and IPv6) on each NodePort device that has a route towards node2 — `managed
+//! extern_learn` on this kernel, resolved by the kernel to node2's MAC — follows a new route, removes the entries
 //! when node2's Node object goes (also when it went while no agent ran: a restarted agent
 //! adopts its predecessor's entries), and `lbctl cleanup` removes exactly its own entries,
 //! leaving others' alone. With managed neighbours treated as missing (as before Linux 5.16) the entries
@@ -169,6 +169,15 @@ fn node_yaml(name: &str, address: &str) -> String {
     )
 }
 
+/// node2's Node object: an IPv4 and an IPv6 InternalIP on eth0.
+fn node2_yaml(net: u8) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: node2}}\n\
+         status: {{addresses: [{{type: InternalIP, address: 192.168.{net}.12}}, \
+         {{type: InternalIP, address: \"fd00:{net}::12\"}}]}}\n"
+    )
+}
+
 /// Two nodes on two segments (eth0 192.168.<net>.0/24, eth1 172.16.<net>.0/24) and node1's
 /// manifests naming both Nodes.
 struct Cluster {
@@ -185,11 +194,13 @@ impl Cluster {
         let node1 = topology.add_node(
             NodeSpec::new("node1")
                 .eth0(format!("192.168.{net}.11/24").parse()?)
+                .eth0(format!("fd00:{net}::11/64").parse()?)
                 .eth1(format!("172.16.{net}.11/24").parse()?),
         )?;
         let node2 = topology.add_node(
             NodeSpec::new("node2")
                 .eth0(format!("192.168.{net}.12/24").parse()?)
+                .eth0(format!("fd00:{net}::12/64").parse()?)
                 .eth1(format!("172.16.{net}.12/24").parse()?),
         )?;
         let bpffs = TestBpffs::new(&format!("neigh-{tag}"))?;
@@ -201,10 +212,7 @@ impl Cluster {
             manifests.join("node1.yaml"),
             node_yaml("node1", &format!("192.168.{net}.11")),
         )?;
-        std::fs::write(
-            manifests.join("node2.yaml"),
-            node_yaml("node2", &format!("192.168.{net}.12")),
-        )?;
+        std::fs::write(manifests.join("node2.yaml"), node2_yaml(net))?;
         Ok(Cluster {
             scratch,
             bpffs,
@@ -294,16 +302,27 @@ fn managed_entries() -> Result<(), Failed> {
     let (node1, node2) = (&cluster.node1, &cluster.node2);
     let eth0_mac = mac(node2, "eth0")?;
     let eth1_mac = mac(node2, "eth1")?;
-    let agent = cluster.agent(&[], &[])?;
+    // Managed on kernels that have managed neighbours (5.16+, this project's host), plain
+    // extern_learn before.
+    let managed = lb::host::features::Feature::ManagedNeighbours
+        .probe()
+        .is_ok();
+    let agent = cluster.agent(&["ipv6.enabled=true"], &[])?;
 
-    // node2's InternalIP is on eth0's link; eth1 has no route towards it, so no entry there.
+    // node2's InternalIPs are on eth0's link; eth1 has no route towards them, so no entry
+    // there.
     let managed_on_eth0 = |t: &[Entry]| {
-        find(t, "192.168.81.12", "eth0")
-            .is_some_and(|e| e.managed && e.extern_learn && e.resolved_to(&eth0_mac))
+        ["192.168.81.12", "fd00:81::12"].iter().all(|ip| {
+            find(t, ip, "eth0")
+                .is_some_and(|e| e.managed == managed && e.extern_learn && e.resolved_to(&eth0_mac))
+        })
     };
     let table = wait_for(
         node1,
-        &format!("node2's entry on eth0, managed extern_learn, resolved to {eth0_mac}"),
+        &format!(
+            "node2's IPv4 and IPv6 entries on eth0, extern_learn (managed: {managed}), \
+             resolved to {eth0_mac}"
+        ),
         managed_on_eth0,
     )?;
     if let Some(e) = table.iter().find(|e| e.dev == "eth1" && e.extern_learn) {
@@ -320,47 +339,55 @@ fn managed_entries() -> Result<(), Failed> {
         &format!("node2's next hop on eth1 (172.16.81.12, {eth1_mac}) after a route through eth1 appeared"),
         |t| {
             managed_on_eth0(t)
-                && find(t, "172.16.81.12", "eth1")
-                    .is_some_and(|e| e.managed && e.extern_learn && e.resolved_to(&eth1_mac))
+                && find(t, "172.16.81.12", "eth1").is_some_and(|e| {
+                    e.managed == managed && e.extern_learn && e.resolved_to(&eth1_mac)
+                })
         },
     )?;
 
-    // node2 leaves the cluster: both entries go.
+    // node2 leaves the cluster: its entries go.
+    let agents = [
+        ("192.168.81.12", "eth0"),
+        ("fd00:81::12", "eth0"),
+        ("172.16.81.12", "eth1"),
+    ];
+    let all_gone = |t: &[Entry]| agents.iter().all(|(ip, dev)| find(t, ip, dev).is_none());
+    let all_back = |t: &[Entry]| {
+        agents
+            .iter()
+            .all(|(ip, dev)| find(t, ip, dev).is_some_and(|e| e.extern_learn))
+    };
     let node2_file = cluster.manifests().join("node2.yaml");
     std::fs::remove_file(&node2_file)?;
     wait_for(
         node1,
-        "both entries removed after node2's Node was deleted",
-        |t| find(t, "192.168.81.12", "eth0").is_none() && find(t, "172.16.81.12", "eth1").is_none(),
+        "the entries removed after node2's Node was deleted",
+        all_gone,
     )?;
 
     // It comes back.
-    let both_back = |t: &[Entry]| {
-        find(t, "192.168.81.12", "eth0").is_some_and(|e| e.managed)
-            && find(t, "172.16.81.12", "eth1").is_some_and(|e| e.managed)
-    };
-    std::fs::write(&node2_file, node_yaml("node2", "192.168.81.12"))?;
+    std::fs::write(&node2_file, node2_yaml(81))?;
     wait_for(
         node1,
-        "both entries back after node2's Node returned",
-        both_back,
+        "the entries back after node2's Node returned",
+        all_back,
     )?;
 
     // A restarted agent adopts the entries its predecessor recorded: node2 gone while no agent
     // ran, the new one deletes them as its own.
     cluster.stop(agent)?;
     std::fs::remove_file(&node2_file)?;
-    let agent = cluster.agent(&[], &[])?;
+    let agent = cluster.agent(&["ipv6.enabled=true"], &[])?;
     wait_for(
         node1,
-        "both entries removed by a restarted agent after node2's Node went while none ran",
-        |t| find(t, "192.168.81.12", "eth0").is_none() && find(t, "172.16.81.12", "eth1").is_none(),
+        "the entries removed by a restarted agent after node2's Node went while none ran",
+        all_gone,
     )?;
-    std::fs::write(&node2_file, node_yaml("node2", "192.168.81.12"))?;
+    std::fs::write(&node2_file, node2_yaml(81))?;
     wait_for(
         node1,
-        "both entries back after node2's Node returned",
-        both_back,
+        "the entries back after node2's Node returned",
+        all_back,
     )?;
 
     // Others' entries sit beside the agent's: a permanent one and an externally learned one
@@ -398,21 +425,17 @@ fn managed_entries() -> Result<(), Failed> {
     }
 
     let report = cluster.cleanup()?;
-    for line in [
-        "deleted neighbour entry 192.168.81.12 dev eth0",
-        "deleted neighbour entry 172.16.81.12 dev eth1",
-    ] {
+    for (ip, dev) in agents {
+        let line = format!("deleted neighbour entry {ip} dev {dev}");
         if !report.lines().any(|l| l == line) {
             return Err(format!("lbctl cleanup does not say {line:?}:\n{report}").into());
         }
     }
-    if report.matches("neighbour entry").count() != 2 {
+    if report.matches("neighbour entry").count() != agents.len() {
         return Err(format!("lbctl cleanup reports other neighbour entries:\n{report}").into());
     }
     let table = neighbours(node1)?;
-    if find(&table, "192.168.81.12", "eth0").is_some()
-        || find(&table, "172.16.81.12", "eth1").is_some()
-    {
+    if !all_gone(&table) {
         return Err(format!("lbctl cleanup left the agent's entries: {table:#?}").into());
     }
     let kept_permanent = find(&table, "192.168.81.98", "eth0").is_some_and(|e| e.permanent);
