@@ -1,11 +1,13 @@
 //! Neighbour entries for the other nodes (the documents' "Neighbor Discovery"): `lb-agent`
 //! inside netsim node1, with node2 beside it on two segments, keeps an entry for node2's next
 //! hop (IPv4 and IPv6) on each NodePort device that has a route towards node2 — `managed
-//! extern_learn` on this kernel, resolved by the kernel to node2's MAC — follows a new route, removes the entries
-//! when node2's Node object goes (also when it went while no agent ran: a restarted agent
-//! adopts its predecessor's entries), and `lbctl cleanup` removes exactly its own entries,
-//! leaving others' alone. With managed neighbours treated as missing (as before Linux 5.16) the entries
-//! are plain `extern_learn` and the agent itself keeps asking the kernel to re-resolve them.
+//! extern_learn` on this kernel, resolved by the kernel to node2's MAC — follows a new route,
+//! removes the entries when node2's Node object goes (also when it went while no agent ran: a
+//! restarted agent adopts its predecessor's entries), and `lbctl cleanup` removes exactly its
+//! own entries, leaving others' alone. With managed neighbours treated as missing (as before
+//! Linux 5.16) the entries are plain `extern_learn` and the agent itself keeps asking the
+//! kernel to re-resolve them; an agent started with `l2NeighDiscovery.enabled=false` removes
+//! them.
 //!
 //! The entries are read with `ip -json neigh`, independently of the agent's own netlink code.
 //!
@@ -450,7 +452,7 @@ fn agent_refreshed_entries() -> Result<(), Failed> {
     let cluster = Cluster::new("refresh", 82)?;
     let (node1, node2) = (&cluster.node1, &cluster.node2);
     let eth0_mac = mac(node2, "eth0")?;
-    let _agent = cluster.agent(
+    let agent = cluster.agent(
         &["l2NeighDiscovery.refreshPeriod=1s"],
         &[("LB_ASSUME_MISSING_FEATURES", "managed-neigh")],
     )?;
@@ -488,5 +490,14 @@ fn agent_refreshed_entries() -> Result<(), Failed> {
     if samples < 10 {
         return Err(format!("only {samples} samples of the entry in {watch:?}").into());
     }
+
+    // Restarted with neighbour discovery off, the agent removes its predecessor's entries.
+    cluster.stop(agent)?;
+    let _agent = cluster.agent(&["l2NeighDiscovery.enabled=false"], &[])?;
+    wait_for(
+        node1,
+        "the entry removed by an agent started with l2NeighDiscovery.enabled=false",
+        |t| find(t, "192.168.82.12", "eth0").is_none(),
+    )?;
     Ok(())
 }

@@ -202,6 +202,9 @@ impl Agent {
             .as_ref()
             .map(|r| r.neighbours.clone())
             .unwrap_or_default();
+        // What the record keeps: the entries of this agent's, or an earlier agent's it could
+        // not remove.
+        let mut unremoved = neighbours::NeighbourEntries::default();
         let neighbours = if config.l2_neigh_discovery() && nodeport.is_some() {
             let upkeep = neighbours::Upkeep::choose(
                 features.has(Feature::ManagedNeighbours),
@@ -226,8 +229,21 @@ impl Agent {
                 };
             Some(neighbours::Neighbours::new(upkeep, adopted))
         } else {
-            for line in neighbours::remove(&previous_neighbours)? {
-                tracing::info!("neighbour discovery is off: {line}");
+            // A failure here leaves entries the kernel resolves and nothing uses: not worth
+            // refusing the start over; they stay recorded for `lbctl cleanup`.
+            match neighbours::remove(&previous_neighbours) {
+                Ok(lines) => {
+                    for line in lines {
+                        tracing::info!("neighbour discovery is off: {line}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "neighbour discovery is off, but an earlier agent's neighbour entries \
+                         could not be removed (lbctl cleanup will try again): {e}"
+                    );
+                    unremoved = previous_neighbours;
+                }
             }
             None
         };
@@ -242,12 +258,10 @@ impl Agent {
             nodeport: nodeport
                 .is_some()
                 .then(|| nodeport::nodeport_settings(config)),
-            neighbours: neighbours::NeighbourEntries::here(
-                neighbours
-                    .as_ref()
-                    .map(neighbours::Neighbours::kept)
-                    .unwrap_or_default(),
-            ),
+            neighbours: match &neighbours {
+                Some(n) => neighbours::NeighbourEntries::here(n.kept()),
+                None => unremoved,
+            },
         };
         record.write(state_dir)?;
         Ok(Agent {
