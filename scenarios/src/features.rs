@@ -12,11 +12,14 @@ use crate::{report, Scenario};
 /// uses (a scenario expects the complete behaviour unless it says otherwise), less those its
 /// `assume_missing` makes the agents do without, plus its own `requires`. `SO_NETNS_COOKIE` is
 /// not among them: agents learn their namespace's cookie through a BPF hook without it. Nor is
-/// tcx: without it the tc programs are attached through netlink, with the same behaviour.
+/// tcx: without it the tc programs are attached through netlink, with the same behaviour. Nor
+/// are managed neighbours: without them the agent refreshes the entries itself.
 pub fn required(scenario: &Scenario) -> Vec<Feature> {
     let mut wanted: Vec<Feature> = Feature::ALL
         .into_iter()
-        .filter(|&f| f != Feature::SoNetnsCookie && f != Feature::Tcx)
+        .filter(|&f| {
+            f != Feature::SoNetnsCookie && f != Feature::Tcx && f != Feature::ManagedNeighbours
+        })
         .filter(|f| !scenario.assume_missing.iter().any(|n| n == f.name()))
         .chain(features::required_by_agent())
         .collect();

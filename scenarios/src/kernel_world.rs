@@ -320,6 +320,30 @@ fn remove_agent(agent: &NodeAgent) -> Result<()> {
     result
 }
 
+/// The externally learned neighbour entries of the calling thread's namespace (the agent's),
+/// `IP dev DEVICE`, sorted; one the kernel has not resolved says so.
+fn agents_neighbours() -> Result<Vec<String>> {
+    let devices = lb::host::host_devices()?;
+    let mut out: Vec<String> = lb::host::neigh::dump_neighbours()?
+        .into_iter()
+        .filter(|e| e.ext_learned)
+        .map(|e| {
+            let device = devices
+                .iter()
+                .find(|d| d.ifindex == e.ifindex)
+                .map_or_else(|| format!("ifindex {}", e.ifindex), |d| d.name.clone());
+            let state = if e.resolved() {
+                String::new()
+            } else {
+                format!(" (unresolved: {})", e.state)
+            };
+            format!("{} dev {device}{state}", e.ip)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 fn lbctl_cleanup(agent: &NodeAgent) -> Result<()> {
     let output = Command::new(netsim::binary_path("lbctl")?)
         .arg("cleanup")
@@ -589,6 +613,18 @@ impl World for KernelWorld {
             .into_iter()
             .map(|d| d.reason)
             .collect())
+    }
+
+    fn neighbours(&mut self, node: &str, want: &[String]) -> Result<Vec<String>> {
+        let place = self.place(node)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let have = place.in_netns(agents_neighbours)??;
+            if have == want || std::time::Instant::now() > deadline {
+                return Ok(have);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {

@@ -183,6 +183,17 @@ fn run_step(step: &Step, world: &mut dyn World, objects: &mut Vec<Value>) -> Res
             );
         }
     }
+    if let Some(want) = &step.expect.neighbours {
+        for (node, entries) in want {
+            let mut entries = entries.clone();
+            entries.sort();
+            let have = world.neighbours(node, &entries)?;
+            ensure!(
+                have == entries,
+                "neighbour entries on {node}: expected {entries:?}, the table has {have:?}"
+            );
+        }
+    }
     Ok(())
 }
 

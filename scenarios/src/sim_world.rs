@@ -105,6 +105,8 @@ struct SimNode {
     status: Option<KprStatus>,
     /// The MTU of its eth0, when not 1500.
     mtu: Option<u32>,
+    /// The neighbour entries its agent keeps for the other nodes (`IP dev DEVICE`, sorted).
+    neighbours: Vec<String>,
 }
 
 /// A socket a scenario holds open, on the node whose hooks translated it.
@@ -185,6 +187,7 @@ impl SimWorld {
                 names: BTreeMap::new(),
                 status: None,
                 mtu: spec.mtu,
+                neighbours: Vec::new(),
             });
             for pod in &spec.pods {
                 netns += 1;
@@ -333,8 +336,10 @@ impl SimWorld {
                 sim_net::device(name, &addrs)
             })
             .collect();
+        let neighbours = modelled_neighbours(&config, &store, node);
 
         let node = &mut self.nodes[index];
+        node.neighbours = neighbours;
         setup::protect_ports(&config, &mut ModelSysctls(&mut node.sysctls), None)?;
         let sim = node.sim.get_or_insert_with(|| {
             SockSim::new(SimConfig::of(&settings, INITIAL_NETNS), Default::default())
@@ -873,6 +878,11 @@ impl World for SimWorld {
             .collect())
     }
 
+    fn neighbours(&mut self, node: &str, _want: &[String]) -> Result<Vec<String>> {
+        let (index, _) = self.endpoint(node)?;
+        Ok(self.nodes[index].neighbours.clone())
+    }
+
     fn frontends(&mut self, node: &str) -> Result<Vec<String>> {
         let (index, _) = self.endpoint(node)?;
         Ok(self.nodes[index]
@@ -882,6 +892,37 @@ impl World for SimWorld {
             .map(|f| f.frontend.to_string())
             .collect())
     }
+}
+
+/// The neighbour entries `node`'s agent keeps ([`lb::agent::neighbours`]): every node of a
+/// scenario is on eth0's segment, so another Node's address of a family eth0 has is its own
+/// next hop there.
+fn modelled_neighbours(
+    config: &lb::config::AgentConfig,
+    store: &ClusterStore,
+    node: &SimNode,
+) -> Vec<String> {
+    use lb::agent::neighbours::{peer_addresses, wanted, NeighDevice};
+    if !(config.node_port() && config.l2_neigh_discovery()) {
+        return Vec::new();
+    }
+    let peers = peer_addresses(&store.nodes(), &node.name, config.ipv4(), config.ipv6());
+    let eth0 = [NeighDevice {
+        name: "eth0".to_owned(),
+        ifindex: 1,
+    }];
+    let on_link = |dst: IpAddr, _| {
+        node.addresses
+            .iter()
+            .any(|a| a.is_ipv4() == dst.is_ipv4())
+            .then_some(dst)
+    };
+    let mut out: Vec<String> = wanted(&peers, &eth0, on_link)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    out.sort();
+    out
 }
 
 /// How a netsim node's device takes the XDP program: natively, unless its MTU leaves a veth no

@@ -425,6 +425,10 @@ pub struct Expect {
     /// exactly these, in any order; an empty list says none.
     #[serde(default)]
     pub drops: Option<BTreeMap<String, Vec<String>>>,
+    /// The neighbour entries this node's agent pushed for the other nodes' next hops
+    /// (`IP dev DEVICE`, in any order), each externally learned and resolved by the kernel.
+    #[serde(default)]
+    pub neighbours: Option<BTreeMap<String, Vec<String>>>,
     /// With `lbctl monitor -t trace-sock` running on the caller's node during a `connect`
     /// (`times: 1`), the events of the caller's cgroup, in order; each must carry the call's
     /// protocol and one socket cookie.

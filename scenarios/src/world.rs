@@ -139,6 +139,10 @@ pub trait World {
     fn frontends(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
     /// The names of the packet programs' drop counters that are not zero on a node.
     fn drops(&mut self, node: &str) -> anyhow::Result<Vec<String>>;
+    /// The neighbour entries a node's agent pushed (`IP dev DEVICE`, sorted; an entry the
+    /// kernel has not resolved says so), once they are `want` or a deadline passed: the kernel
+    /// resolves them a moment after the agent pushed them.
+    fn neighbours(&mut self, node: &str, want: &[String]) -> anyhow::Result<Vec<String>>;
     /// What an operator reads on a node: `lbctl service list` and `lbctl status --verbose`.
     fn views(&mut self, node: &str) -> anyhow::Result<NodeViews>;
 }

@@ -18,6 +18,8 @@ pub struct CleanupReport {
     pub tc: Vec<String>,
     /// Pinned maps removed.
     pub maps: Vec<PathBuf>,
+    /// The neighbour entries the agent pushed, each deleted (or left, saying why).
+    pub neighbours: Vec<String>,
     /// The reserved port range removed from `ip_local_reserved_ports`.
     pub reserved_ports: Option<String>,
     /// The agent's record and pin directory.
@@ -35,6 +37,7 @@ impl CleanupReport {
         for m in &self.maps {
             out.push(format!("unpinned map {}", m.display()));
         }
+        out.extend(self.neighbours.iter().cloned());
         if let Some(r) = &self.reserved_ports {
             out.push(format!("removed {r} from net.ipv4.ip_local_reserved_ports"));
         }
@@ -78,6 +81,7 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
         }
     }
     remove_dir(&record.pin_dir, &mut report.other)?;
+    report.neighbours = super::neighbours::remove(&record.neighbours)?;
     if let Some(range) = record.reserved_ports {
         if crate::host::unprotect_port_range(range, &mut crate::host::ProcSysctls)? {
             report.reserved_ports = Some(format!("{}-{}", range.low, range.high));

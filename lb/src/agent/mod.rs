@@ -8,6 +8,7 @@ pub mod ct_gc;
 pub mod degrade;
 mod error;
 mod lock;
+pub mod neighbours;
 pub mod nodeport;
 mod options_watch;
 mod record;
@@ -16,6 +17,8 @@ pub mod setup;
 pub mod udp_destroy;
 
 use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Node;
 
 pub use cleanup::{cleanup, CleanupReport};
 pub use error::AgentError;
@@ -52,6 +55,11 @@ pub struct Agent {
     /// Pods' service traffic is balanced at their interfaces ([`nodeport::balances_pods_at_tc`]),
     /// which each pass keeps up with.
     pods_at_tc: bool,
+    /// The neighbour entries for the other nodes (with `l2NeighDiscovery.enabled` and the
+    /// NodePort programs).
+    neighbours: Option<neighbours::Neighbours>,
+    /// The IP families the agent runs (IPv4, IPv6).
+    families: (bool, bool),
 }
 
 impl Agent {
@@ -169,7 +177,7 @@ impl Agent {
         let reserved_ports = setup::protect_ports(
             config,
             &mut ProcSysctls,
-            previous.and_then(|r| r.reserved_ports),
+            previous.as_ref().and_then(|r| r.reserved_ports),
         )?;
         let udp_support = match udp_destroy::SweepScope::for_config(config) {
             Some(_) => sock_diag::probe(),
@@ -190,6 +198,55 @@ impl Agent {
                 status.devices = devices.iter().map(|d| d.name.clone()).collect();
             }
         }
+        let previous_neighbours = previous
+            .as_ref()
+            .map(|r| r.neighbours.clone())
+            .unwrap_or_default();
+        // What the record keeps: the entries of this agent's, or an earlier agent's it could
+        // not remove.
+        let mut unremoved = neighbours::NeighbourEntries::default();
+        let neighbours = if config.l2_neigh_discovery() && nodeport.is_some() {
+            let upkeep = neighbours::Upkeep::choose(
+                features.has(Feature::ManagedNeighbours),
+                config.neigh_refresh_period(),
+            );
+            match upkeep {
+                neighbours::Upkeep::Kernel => tracing::info!(
+                    "neighbour entries for the other nodes: managed, the kernel keeps them resolved"
+                ),
+                neighbours::Upkeep::Agent(period) => tracing::info!(
+                    ?period,
+                    "neighbour entries for the other nodes: this kernel has no managed \
+                     neighbours, the agent refreshes them every l2NeighDiscovery.refreshPeriod"
+                ),
+            }
+            // Entries recorded in another namespace are not this agent's to adopt.
+            let adopted =
+                if previous_neighbours.netns_inode == crate::datapath::current_netns_inode() {
+                    previous_neighbours.entries
+                } else {
+                    Vec::new()
+                };
+            Some(neighbours::Neighbours::new(upkeep, adopted))
+        } else {
+            // A failure here leaves entries the kernel resolves and nothing uses: not worth
+            // refusing the start over; they stay recorded for `lbctl cleanup`.
+            match neighbours::remove(&previous_neighbours) {
+                Ok(lines) => {
+                    for line in lines {
+                        tracing::info!("neighbour discovery is off: {line}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "neighbour discovery is off, but an earlier agent's neighbour entries \
+                         could not be removed (lbctl cleanup will try again): {e}"
+                    );
+                    unremoved = previous_neighbours;
+                }
+            }
+            None
+        };
         let record = AgentRecord {
             pin_dir,
             cgroup: cgroup.clone(),
@@ -201,6 +258,10 @@ impl Agent {
             nodeport: nodeport
                 .is_some()
                 .then(|| nodeport::nodeport_settings(config)),
+            neighbours: match &neighbours {
+                Some(n) => neighbours::NeighbourEntries::here(n.kept()),
+                None => unremoved,
+            },
         };
         record.write(state_dir)?;
         Ok(Agent {
@@ -214,6 +275,8 @@ impl Agent {
             record,
             state_dir: state_dir.to_owned(),
             pods_at_tc: nodeport::balances_pods_at_tc(config),
+            neighbours,
+            families: (config.ipv4(), config.ipv6()),
         })
     }
 
@@ -266,6 +329,40 @@ impl Agent {
         self.record.services = self.reconciler.service_names().clone();
         self.record.write(&self.state_dir)?;
         Ok(report)
+    }
+
+    /// Keeps a neighbour entry for the next hop towards every Node of `nodes` but `local` on
+    /// each NodePort device, and none of the agent's others (nothing with neighbour discovery
+    /// off).
+    pub fn keep_neighbours(&mut self, nodes: &[Node], local: &str) -> Result<(), AgentError> {
+        let (Some(kept), Some((_, attached))) = (&mut self.neighbours, &self.nodeport) else {
+            return Ok(());
+        };
+        let devices: Vec<neighbours::NeighDevice> = attached
+            .iter()
+            .map(|d| neighbours::NeighDevice {
+                name: d.name.clone(),
+                ifindex: d.ifindex,
+            })
+            .collect();
+        let (ipv4, ipv6) = self.families;
+        let peers = neighbours::peer_addresses(nodes, local, ipv4, ipv6);
+        kept.sync(&peers, &devices)?;
+        let now = neighbours::NeighbourEntries::here(kept.kept());
+        if now != self.record.neighbours {
+            self.record.neighbours = now;
+            self.record.write(&self.state_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the kernel to re-resolve the neighbour entries when the agent's refresh is due
+    /// (only where the kernel has no managed neighbours); returns how many were refreshed.
+    pub fn refresh_neighbours(&mut self) -> usize {
+        match &mut self.neighbours {
+            Some(n) => n.refresh_if_due(std::time::Instant::now()),
+            None => 0,
+        }
     }
 
     /// What this agent recorded for `lbctl`.

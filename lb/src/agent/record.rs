@@ -1,6 +1,6 @@
 //! The agent's record of what it installed, written to its state directory: where its maps and
 //! links are pinned, which cgroup it attached to, what it reserved, its status block and the
-//! names of the services behind each frontend id. `lbctl` reads it to find the pinned maps,
+//! names of the services behind each frontend id, and the neighbour entries it pushed. `lbctl` reads it to find the pinned maps,
 //! and `lbctl cleanup` to remove exactly what the agent added.
 
 use std::collections::BTreeMap;
@@ -40,6 +40,12 @@ pub struct AgentRecord {
     /// The NodePort programs' load-time settings (for `lbctl explain`), when loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodeport: Option<crate::datapath::NodePortConfig>,
+    /// The neighbour entries it pushed for the other nodes' next hops.
+    #[serde(
+        default,
+        skip_serializing_if = "super::neighbours::NeighbourEntries::is_empty"
+    )]
+    pub neighbours: super::neighbours::NeighbourEntries,
 }
 
 impl AgentRecord {

@@ -46,6 +46,7 @@ pub fn run(
     log_translation(&first);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
     reconcile(&mut agent, &first)?;
+    keep_neighbours(&mut agent, &store, &first);
     // Said once the first reconciliation is in the maps: from here the node is served.
     info!(
         source = %source.describe(),
@@ -72,6 +73,13 @@ pub fn run(
                 Err(e) => warn!("conntrack garbage collection failed: {e}"),
             }
         }
+        let refreshed = agent.refresh_neighbours();
+        if refreshed > 0 {
+            tracing::debug!(
+                refreshed,
+                "asked the kernel to re-resolve the neighbour entries"
+            );
+        }
         let changed = source.wait_for_change(POLL)?;
         if !changed && last_sync.elapsed() < RESYNC {
             continue;
@@ -90,6 +98,7 @@ pub fn run(
                     log_translation(&translation);
                 }
                 reconcile(&mut agent, &translation)?;
+                keep_neighbours(&mut agent, &store, &translation);
             }
             Err(e) => error!("objects not applied, keeping the current state: {e}"),
         }
@@ -123,6 +132,14 @@ fn reconcile(agent: &mut Agent, translation: &NodeTranslation) -> Result<(), Age
         );
     }
     Ok(())
+}
+
+/// The neighbour entries for the store's other Nodes; a failure is logged, and the next pass
+/// tries again.
+fn keep_neighbours(agent: &mut Agent, store: &ClusterStore, translation: &NodeTranslation) {
+    if let Err(e) = agent.keep_neighbours(&store.nodes(), &translation.node.name) {
+        warn!("cannot keep the neighbour entries for the other nodes: {e}");
+    }
 }
 
 fn log_sync(report: &SyncReport) {

@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::types::{DevicePattern, PortRange, Protocols};
+use super::types::{DevicePattern, Period, PortRange, Protocols};
 use super::{
     Acceleration, ConfigError, ConfigErrors, DsrDispatch, LbMode, RoutingMode, TunnelProtocol,
     Values,
@@ -38,6 +39,7 @@ pub struct AgentConfig {
     direct_routing_device: Option<DevicePattern>,
     healthz_bind_addr: Option<SocketAddr>,
     protocols: Protocols,
+    neigh_refresh_period: Duration,
     warnings: Vec<String>,
 }
 
@@ -98,6 +100,12 @@ impl AgentConfig {
             tcp: true,
             udp: true,
         });
+        let neigh_refresh_period = parse_or::<Period>(
+            &mut errors,
+            "l2NeighDiscovery.refreshPeriod",
+            &values.l2_neigh_discovery.refresh_period,
+        )
+        .map_or(Duration::from_secs(30), |p| p.0);
         check_scalars(&values, &mut errors);
         let config = AgentConfig {
             values,
@@ -107,6 +115,7 @@ impl AgentConfig {
             direct_routing_device,
             healthz_bind_addr,
             protocols,
+            neigh_refresh_period,
             warnings: Vec::new(),
         };
         config.check_combinations(&mut errors);
@@ -130,6 +139,7 @@ impl AgentConfig {
         v.external_ips.enabled = Some(self.external_ips());
         v.host_port.enabled = Some(self.host_port());
         v.config.session_affinity = Some(self.session_affinity());
+        v.l2_neigh_discovery.enabled = Some(self.l2_neigh_discovery());
         v.maglev.hash_seed = Some(self.maglev_seed.to_string());
         v.node_port.range = format!("{},{}", self.node_port_range.low, self.node_port_range.high);
         v
@@ -172,6 +182,21 @@ impl AgentConfig {
     /// Session affinity: on by default with kube-proxy replacement, off without it.
     pub fn session_affinity(&self) -> bool {
         self.component(self.values.config.session_affinity)
+    }
+
+    /// Neighbour entries for the other nodes' next hops: on by default with the NodePort
+    /// datapath (which forwards to them), which kube-proxy replacement turns on.
+    pub fn l2_neigh_discovery(&self) -> bool {
+        self.values
+            .l2_neigh_discovery
+            .enabled
+            .unwrap_or_else(|| self.node_port())
+    }
+
+    /// How often the agent re-resolves the neighbour entries itself, where the kernel has no
+    /// managed neighbours (`l2NeighDiscovery.refreshPeriod`).
+    pub fn neigh_refresh_period(&self) -> Duration {
+        self.neigh_refresh_period
     }
 
     /// Graceful termination of terminating endpoints.
@@ -260,6 +285,14 @@ impl AgentConfig {
                          above the NodePort range (and at least 61000), and this range leaves \
                          none: end nodePort.range below 65535"
                     .to_owned(),
+            });
+        }
+        if v.l2_neigh_discovery.enabled == Some(true) && !self.node_port() {
+            errors.push(ConfigError::Conflict {
+                options: "l2NeighDiscovery.enabled=true with NodePort handling off".into(),
+                reason: "the neighbour entries serve the NodePort datapath's forwarding on its \
+                         devices: set kubeProxyReplacement=true or nodePort.enabled=true"
+                    .into(),
             });
         }
         if self.uses_dsr() && !self.node_port() {
@@ -500,6 +533,35 @@ mod tests {
             .warnings()
             .iter()
             .any(|w| w.contains("nodePort.enableHealthCheck=false")));
+    }
+
+    #[test]
+    fn neighbour_discovery_follows_node_port_and_its_period_must_be_a_duration() {
+        let c = config(&["kubeProxyReplacement=true"]).unwrap();
+        assert!(c.l2_neigh_discovery());
+        assert_eq!(c.neigh_refresh_period(), Duration::from_secs(30));
+        let c = config(&["kubeProxyReplacement=false"]).unwrap();
+        assert!(!c.l2_neigh_discovery());
+        let c = config(&[
+            "kubeProxyReplacement=true",
+            "l2NeighDiscovery.enabled=false",
+            "l2NeighDiscovery.refreshPeriod=1m30s",
+        ])
+        .unwrap();
+        assert!(!c.l2_neigh_discovery());
+        assert_eq!(c.neigh_refresh_period(), Duration::from_secs(90));
+        rejected(
+            &["l2NeighDiscovery.enabled=true"],
+            &["l2NeighDiscovery.enabled=true with NodePort handling off"],
+        );
+        rejected(
+            &["l2NeighDiscovery.refreshPeriod=30sec"],
+            &["`l2NeighDiscovery.refreshPeriod`", "\"30sec\"", "30s, 1m"],
+        );
+        rejected(
+            &["l2NeighDiscovery.refreshPeriod=0s"],
+            &["`l2NeighDiscovery.refreshPeriod`", "above zero"],
+        );
     }
 
     #[test]

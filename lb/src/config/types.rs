@@ -161,6 +161,49 @@ impl FromStr for Protocols {
     }
 }
 
+/// A period written as Go and Helm write durations: numbers with a unit each (`ms`, `s`, `m`,
+/// `h`), summed, e.g. `30s`, `1m30s`, `500ms`; it must be longer than zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period(pub std::time::Duration);
+
+impl FromStr for Period {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str =
+            "expected a duration above zero with a unit, such as 30s, 1m, 1m30s or 500ms (units: ms, s, m, h)";
+        let mut rest = s.trim();
+        let mut total = std::time::Duration::ZERO;
+        if rest.is_empty() {
+            return Err(EXPECTED);
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or(EXPECTED)?;
+            let number: u64 = rest[..digits].parse().map_err(|_| EXPECTED)?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let millis_per = match &rest[..unit_len] {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(EXPECTED),
+            };
+            rest = &rest[unit_len..];
+            let millis = number.checked_mul(millis_per).ok_or(EXPECTED)?;
+            total = total
+                .checked_add(std::time::Duration::from_millis(millis))
+                .ok_or(EXPECTED)?;
+        }
+        if total.is_zero() {
+            return Err(EXPECTED);
+        }
+        Ok(Period(total))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +232,18 @@ mod tests {
         assert!(exact.matches("eth0") && !exact.matches("eth01"));
         for bad in ["", "+", "a/b", "a b", "sixteen-chars-xx", "e+th"] {
             assert!(bad.parse::<DevicePattern>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn periods_are_go_durations_above_zero() {
+        let secs = |s: &str| s.parse::<Period>().map(|p| p.0.as_millis());
+        assert_eq!(secs("30s"), Ok(30_000));
+        assert_eq!(secs("1m30s"), Ok(90_000));
+        assert_eq!(secs("500ms"), Ok(500));
+        assert_eq!(secs("2h"), Ok(7_200_000));
+        for bad in ["", "30", "0s", "s", "-5s", "1.5s", "30 s", "3d", "1m30"] {
+            assert!(bad.parse::<Period>().is_err(), "{bad:?} accepted");
         }
     }
 

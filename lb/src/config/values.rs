@@ -61,6 +61,9 @@ pub struct Values {
     /// Keep terminating-but-serving endpoints for existing connections (graceful termination).
     #[serde(deserialize_with = "bool_or_string")]
     pub enable_k8s_terminating_endpoint: bool,
+    /// Neighbour entries for the other nodes' next hops (the documents' "Neighbor Discovery").
+    #[serde(rename = "l2NeighDiscovery")]
+    pub l2_neigh_discovery: L2NeighDiscovery,
 }
 
 impl Default for Values {
@@ -87,6 +90,7 @@ impl Default for Values {
             ipv4: Toggle::on(),
             ipv6: Toggle::off(),
             enable_k8s_terminating_endpoint: true,
+            l2_neigh_discovery: L2NeighDiscovery::default(),
         }
     }
 }
@@ -377,6 +381,29 @@ impl Default for HostServices {
     fn default() -> Self {
         HostServices {
             protocols: "tcp,udp".to_owned(),
+        }
+    }
+}
+
+/// `l2NeighDiscovery.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct L2NeighDiscovery {
+    /// Keep neighbour entries for the other nodes' next hops; unset follows NodePort handling
+    /// (the documents do it "when kube-proxy replacement is enabled").
+    #[serde(deserialize_with = "super::helm::opt_bool_or_string")]
+    pub enabled: Option<bool>,
+    /// How often the agent asks the kernel to re-resolve the entries where the kernel cannot
+    /// keep them fresh itself (no managed neighbours, before Linux 5.16): a duration such as
+    /// `30s`, `1m` or `1m30s`.
+    pub refresh_period: String,
+}
+
+impl Default for L2NeighDiscovery {
+    fn default() -> Self {
+        L2NeighDiscovery {
+            enabled: None,
+            refresh_period: "30s".to_owned(),
         }
     }
 }

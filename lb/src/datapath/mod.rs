@@ -40,8 +40,8 @@ pub use pinned_state::PinnedState;
 pub use removed::{canonical, reverse_key, reverse_key_of, reverse_key_socket, RemovedBackends};
 pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};
 pub use tc_attach::{
-    is_tc_link, remove_tc_attachments, tc_links, TcAttachment, TcDirection, TcMode, TcRecord,
-    NETLINK_HANDLE, NETLINK_PRIORITY,
+    current_netns_inode, is_tc_link, remove_tc_attachments, tc_links, TcAttachment, TcDirection,
+    TcMode, TcRecord, NETLINK_HANDLE, NETLINK_PRIORITY,
 };
 pub use xdp_attach::{
     detach_xdp, is_xdp_link, refusal, xdp_link_path, Refusal, XdpDevice, XdpPolicy, XdpState,

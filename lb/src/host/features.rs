@@ -39,11 +39,15 @@ pub enum Feature {
     /// 6.6), pinnable like the socket hooks' links. Without it the NodePort programs are
     /// attached as netlink `cls_bpf` filters on a `clsact` qdisc, which stay without pinning.
     Tcx,
+    /// Managed neighbour entries (`NTF_EXT_MANAGED`, Linux 5.16): the kernel keeps the entries
+    /// for the other nodes' next hops resolved itself. Without them the agent asks it to
+    /// re-resolve them every `l2NeighDiscovery.refreshPeriod`.
+    ManagedNeighbours,
 }
 
 impl Feature {
     /// Every feature, in probe order.
-    pub const ALL: [Feature; 10] = [
+    pub const ALL: [Feature; 11] = [
         Feature::CgroupConnect,
         Feature::CgroupSendmsg,
         Feature::CgroupRecvmsg,
@@ -54,6 +58,7 @@ impl Feature {
         Feature::SoNetnsCookie,
         Feature::SockV6only,
         Feature::Tcx,
+        Feature::ManagedNeighbours,
     ];
 
     /// The name used in messages, scenario files and `ci/kernels.toml`.
@@ -69,6 +74,7 @@ impl Feature {
             Feature::SoNetnsCookie => "so-netns-cookie",
             Feature::SockV6only => "sock-v6only",
             Feature::Tcx => "tcx",
+            Feature::ManagedNeighbours => "managed-neigh",
         }
     }
 
@@ -84,6 +90,7 @@ impl Feature {
             Feature::SoNetnsCookie => "5.14",
             Feature::SockV6only => "5.10",
             Feature::Tcx => "6.6",
+            Feature::ManagedNeighbours => "5.16",
         }
     }
 
@@ -116,6 +123,7 @@ impl Feature {
                 )
             }),
             Feature::Tcx => tcx_query(),
+            Feature::ManagedNeighbours => super::neigh::probe_managed(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the agent needs from the node it runs on: the bpffs and cgroup v2 mounts, its network
 //! namespace's cookie, the node's own addresses, the reserved local port range, and the
-//! pods' namespaces and UDP sockets (for destroying sockets connected to removed backends).
+//! pods' namespaces and UDP sockets (for destroying sockets connected to removed backends), and
+//! the neighbour entries for the other nodes' next hops.
 
 mod addrs;
 pub mod cgroup_query;
@@ -8,6 +9,7 @@ mod error;
 pub mod features;
 mod links;
 mod mounts;
+pub mod neigh;
 mod netns;
 mod pod_links;
 pub mod pod_netns;

@@ -14,9 +14,24 @@ pub(crate) fn request(
     extra_flags: u16,
     what: &str,
 ) -> Result<Vec<RouteNetlinkMessage>, HostError> {
-    let failed = |step: &str, detail: String| HostError::Unexpected {
-        what: format!("{what} ({step})"),
-        detail,
+    request_or_refusal(message, extra_flags, what).map_err(|(e, _)| e)
+}
+
+/// [`request`], with the errno the kernel refused it with (`None` when the failure was the
+/// socket's, not the kernel's answer), for callers that expect some refusals.
+pub(crate) fn request_or_refusal(
+    message: RouteNetlinkMessage,
+    extra_flags: u16,
+    what: &str,
+) -> Result<Vec<RouteNetlinkMessage>, (HostError, Option<i32>)> {
+    let failed = |step: &str, detail: String| {
+        (
+            HostError::Unexpected {
+                what: format!("{what} ({step})"),
+                detail,
+            },
+            None,
+        )
     };
     let mut socket =
         Socket::new(NETLINK_ROUTE).map_err(|e| failed("netlink socket", e.to_string()))?;
@@ -53,7 +68,10 @@ pub(crate) fn request(
                 NetlinkPayload::Error(e) => {
                     return match e.code {
                         None => Ok(out),
-                        Some(_) => Err(failed("answer", e.to_io().to_string())),
+                        Some(code) => {
+                            let (error, _) = failed("answer", e.to_io().to_string());
+                            Err((error, Some(code.get().abs())))
+                        }
                     }
                 }
                 NetlinkPayload::InnerMessage(m) => {

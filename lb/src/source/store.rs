@@ -131,6 +131,18 @@ impl ClusterStore {
         self.origins.keys().map(String::as_str)
     }
 
+    /// Every Node, origins in name order.
+    pub fn nodes(&self) -> Vec<Node> {
+        self.origins
+            .values()
+            .flatten()
+            .filter_map(|o| match o {
+                Object::Node(n) => Some((**n).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every object, by kind, origins in name order and each origin's objects in its order.
     pub fn objects(&self) -> ClusterObjects {
         let mut out = ClusterObjects::default();

@@ -44,6 +44,7 @@ impl StateDir {
             services: Default::default(),
             tc: Default::default(),
             nodeport: None,
+            neighbours: Default::default(),
         }
         .write(&dir)?;
         Ok(StateDir(dir))
