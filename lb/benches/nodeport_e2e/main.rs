@@ -191,7 +191,7 @@ fn measure(
     };
     let requests = traffic::request_loop(world.outside(), cpu, &targets, count, duration)?;
     if check {
-        if per_backend.iter().any(|&n| n == 0) {
+        if per_backend.contains(&0) {
             bail!(
                 "{}: the flood to {targets:?} reached the backends {per_backend:?} times \
                  (sent {})",
