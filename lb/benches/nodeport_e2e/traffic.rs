@@ -185,8 +185,10 @@ pub struct Flood {
     pub elapsed: Duration,
 }
 
-/// From `place`, pinned to `cpu`: sends UDP datagrams to `targets` (in turn) for `duration`,
-/// from `flows` sockets (source ports) in turn, `BATCH` per `sendmmsg`.
+/// From `place`, pinned to `cpu`: sends UDP datagrams for `duration` from `flows` sockets
+/// (source ports) in turn, `BATCH` per `sendmmsg`. Socket `k` sends to `targets[k % len]`:
+/// each flow has one destination, as each has one backend behind a service, so a batch lands
+/// on one backend whether the middle node balances it or the client addressed it.
 pub fn flood(
     place: &Place,
     cpu: usize,
@@ -225,24 +227,33 @@ fn flood_here(
         iov_base: payload.as_mut_ptr().cast(),
         iov_len: PAYLOAD,
     };
-    // SAFETY: mmsghdr is plain data; all zero is a valid empty header.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (i, m) in msgs.iter_mut().enumerate() {
-        m.msg_hdr.msg_name = std::ptr::from_ref(&addrs[i % addrs.len()])
-            .cast_mut()
-            .cast();
-        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        m.msg_hdr.msg_iov = &mut iov;
-        m.msg_hdr.msg_iovlen = 1;
-    }
+    // One batch of headers per target, every header of a batch to that target.
+    let mut batches: Vec<Vec<libc::mmsghdr>> = addrs
+        .iter()
+        .map(|addr| {
+            (0..BATCH)
+                .map(|_| {
+                    // SAFETY: mmsghdr is plain data; all zero is a valid empty header.
+                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    m.msg_hdr.msg_name = std::ptr::from_ref(addr).cast_mut().cast();
+                    m.msg_hdr.msg_namelen =
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                    m.msg_hdr.msg_iov = &mut iov;
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
     let mut sent = 0u64;
     let mut errors = 0u64;
     'send: loop {
-        for s in &sockets {
+        for (k, s) in sockets.iter().enumerate() {
             if started.elapsed() >= duration {
                 break 'send;
             }
+            let msgs = &mut batches[k % addrs.len()];
             // SAFETY: every header points at a live address of the right length and at the one
             // live iovec over `payload`; the kernel only reads them.
             let n = unsafe {
