@@ -9,8 +9,8 @@
 //! - **routing**: nothing but forwarding, the client addressing a backend directly: the limit
 //!   of this generator on this machine.
 //!
-//! For 1 and 10 000 NodePort services (TCP and UDP on each node port), sending to the last
-//! service (the end of kube-proxy's chains). Every variant has its own middle node in one
+//! For 1 and 10 000 NodePort services (TCP; the last also UDP), sending to the last service
+//! (the end of kube-proxy's chains). Every variant has its own middle node in one
 //! topology (`world.rs`), so they are measured side by side: each round runs every variant
 //! once, the order rotating, so drift of the machine hits all alike; the report gives the
 //! median over rounds and the ratios per round (median).
@@ -19,8 +19,9 @@
 //!   for [`ROUND`]; the backends' sinks count what arrives (`recvmmsg`). Both the datagrams
 //!   the generator got out and those delivered are reported.
 //! - **Requests/s**: one TCP connection after another (connect, one-byte request, one-byte
-//!   answer, close), [`REQUESTS_PER_ROUND`] of them or for [`ROUND`] if that ends first. Each is a new flow: iptables walks its chains for each,
-//!   the flood's flows only on their first packet.
+//!   answer, close), [`REQUESTS_PER_ROUND`] of them or for [`ROUND`] if that ends first.
+//!   Each is a new flow: iptables walks its chains for each, the flood's flows only on their
+//!   first packet.
 //!
 //! The generator and client run on one CPU, the backends on the other: with two CPUs
 //! everything is CPU-bound, and the sender's CPU also carries the softirq work of the whole
