@@ -24,32 +24,33 @@ pub enum Bench {
     /// and through kube-proxy-style iptables DNAT, for 1, 1 000 and 10 000 services. Root.
     SocketLb,
     /// The NodePort programs' cost per packet at XDP and tc (SNAT hit, reply, miss) against
-    /// an empty program, for 1 and 10 000 services (`BPF_PROG_TEST_RUN`). Root.
+    /// an empty program (`BPF_PROG_TEST_RUN`), then the end-to-end half (`nodeport-e2e`), for 1
+    /// and 10 000 services. Root.
     Nodeport,
+    /// NodePort packets/s and requests/s from an outside host to a backend on another node
+    /// through XDP, tc, kube-proxy-style iptables and plain routing, 1 and 10 000 services.
+    /// Root.
+    NodeportE2e,
 }
 
 /// Runs the benchmark.
 pub fn run(options: Options) -> Result<()> {
-    let target = match options.name {
-        Bench::Maglev => "maglev",
-        Bench::MaglevDisruption => "maglev_disruption",
-        Bench::SocketLb => "socket_lb",
-        Bench::Nodeport => "nodeport",
+    let targets: &[&str] = match options.name {
+        Bench::Maglev => &["maglev"],
+        Bench::MaglevDisruption => &["maglev_disruption"],
+        Bench::SocketLb => &["socket_lb"],
+        Bench::Nodeport => &["nodeport", "nodeport_e2e"],
+        Bench::NodeportE2e => &["nodeport_e2e"],
     };
-    if matches!(options.name, Bench::Nodeport) && !nix::unistd::geteuid().is_root() {
-        bail!(
-            "bench nodeport needs root: it builds a network namespace, a bpffs and BPF \
-             programs of its own; run `cargo xtask bench nodeport` as root"
-        );
-    }
-    if matches!(options.name, Bench::SocketLb) {
+    if let Some(why) = needs_root(options.name) {
         if !nix::unistd::geteuid().is_root() {
-            bail!(
-                "bench socket-lb needs root: it builds network namespaces, cgroups, a bpffs, BPF \
-                 programs and iptables rules (all of its own); run `cargo xtask bench socket-lb` \
-                 as root"
-            );
+            bail!("{why}");
         }
+    }
+    if targets
+        .iter()
+        .any(|t| matches!(*t, "socket_lb" | "nodeport_e2e"))
+    {
         crate::deps::ensure()?;
         // The agent, lbctl and netsim's helpers run beside the bench binary, in release too.
         let mut build = cargo();
@@ -64,8 +65,30 @@ pub fn run(options: Options) -> Result<()> {
         ]);
         step("build release binaries", build)?;
     }
-    let mut cmd = cargo();
-    cmd.args(["bench", "--package", "lb", "--bench", target]);
-    step(&format!("bench {target}"), cmd)?;
+    for target in targets {
+        let mut cmd = cargo();
+        cmd.args(["bench", "--package", "lb", "--bench", target]);
+        step(&format!("bench {target}"), cmd)?;
+    }
     Ok(())
+}
+
+/// Why `bench` needs root, for the benchmarks that do.
+fn needs_root(bench: Bench) -> Option<&'static str> {
+    match bench {
+        Bench::Maglev | Bench::MaglevDisruption => None,
+        Bench::SocketLb => Some(
+            "bench socket-lb needs root: it builds network namespaces, cgroups, a bpffs, BPF \
+             programs and iptables rules (all of its own); run `cargo xtask bench socket-lb` \
+             as root",
+        ),
+        Bench::Nodeport => Some(
+            "bench nodeport needs root: it builds network namespaces, bpffs, BPF programs and \
+             iptables rules of its own; run `cargo xtask bench nodeport` as root",
+        ),
+        Bench::NodeportE2e => Some(
+            "bench nodeport-e2e needs root: it builds network namespaces, BPF programs and \
+             iptables rules of its own; run `cargo xtask bench nodeport-e2e` as root",
+        ),
+    }
 }
