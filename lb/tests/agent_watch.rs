@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use lb::datapath::ServiceMaps;
 use libtest_mimic::Failed;
 use netsim::{NodeSpec, Topology};
-use support::{TestBpffs, TestFn};
+use support::{ScratchDir, TestBpffs, TestFn};
 
 #[allow(
     dead_code,
@@ -46,17 +46,6 @@ fn main() {
     support::run_tier("agent watch", tests.into());
 }
 
-/// A scratch directory removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn named(tag: &str) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("lb-agent-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(path.join("manifests"))?;
-        Ok(ScratchDir(path))
-    }
-}
-
 /// A netsim node for one agent test, with its bpffs and a scratch directory holding
 /// `manifests/` (the Node object, with the node's InternalIP, already in it) and `state/`.
 /// Fields drop in order: the scratch directory and the bpffs before the node and its topology.
@@ -76,7 +65,8 @@ impl AgentNode {
         let mut topology = Topology::new()?;
         let node = topology.add_node(NodeSpec::new(tag).eth0(format!("{address}/24").parse()?))?;
         let bpffs = TestBpffs::new(&format!("agent-{tag}"))?;
-        let scratch = ScratchDir::named(tag)?;
+        let scratch = ScratchDir::named(&format!("agent-{tag}"))?;
+        std::fs::create_dir_all(scratch.0.join("manifests"))?;
         let manifests = scratch.0.join("manifests");
         std::fs::write(
             manifests.join("node.yaml"),
@@ -113,12 +103,6 @@ fn lb_agent(bpffs: &TestBpffs, node: &netsim::Node, manifests: &Path, state_dir:
         .arg(state_dir)
         .stdin(Stdio::null());
     cmd
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A ClusterIP service `name` at `ip:80` with these endpoint addresses, as one YAML file.

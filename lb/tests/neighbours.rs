@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 use netsim::{NodeSpec, Topology};
-use support::{TestBpffs, TestFn};
+use support::{ScratchDir, TestBpffs, TestFn};
 
 #[allow(
     dead_code,
@@ -44,15 +44,6 @@ fn main() {
         ),
     ];
     support::run_tier("neighbours", tests.into());
-}
-
-/// A scratch directory removed on drop.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One neighbour entry as `ip -statistics -details -json neigh` shows it.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use aya::programs::{tc::SchedClassifier, TcAttachType};
 use libtest_mimic::Failed;
 use netsim::{ClientMode, NodeSpec, PodSpec, Proto, Topology};
-use support::{TestBpffs, TestFn};
+use support::{ScratchDir, TestBpffs, TestFn};
 
 #[allow(
     dead_code,
@@ -608,15 +608,6 @@ fn outside_client(tag: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
         .into());
     }
     Ok(())
-}
-
-/// A scratch directory removed on drop.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `lb_ct_v1` of freshly loaded programs holds three flows (two entries each): one expired in

@@ -32,6 +32,8 @@
 //! (not root, a variant delivers nothing, a backend is never reached). Every namespace,
 //! rule and program is its own and removed at the end; the host's are not touched.
 
+#[path = "../common/agent_files.rs"]
+mod agent_files;
 mod services;
 mod traffic;
 mod world;

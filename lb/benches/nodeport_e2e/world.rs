@@ -25,7 +25,7 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use netsim::{NodeSpec, Place, PodSpec, Topology};
 
+use crate::agent_files::AgentFiles;
 use crate::services::{ServiceSet, BACKEND_PORT, NODE_PORT_RANGE};
 use crate::traffic::Backends;
 
@@ -149,7 +150,7 @@ impl World {
                 )?;
             }
             let agent = matches!(variant.via, Via::Xdp | Via::Tc)
-                .then(|| AgentFiles::create(node.name(), variant.via == Via::Xdp))
+                .then(|| agent_files(node.name(), variant.via == Via::Xdp))
                 .transpose()?;
             middles.push(Middle {
                 variant,
@@ -224,7 +225,7 @@ impl World {
         let started = Instant::now();
         let what = match (&middle.agent, variant.via) {
             (Some(files), _) => {
-                files.run_agent(&middle.place, &set)?;
+                run_agent(files, &middle.place, &set)?;
                 format!("lb-agent --once programmed {} services", set.count)
             }
             (None, Via::Iptables) => {
@@ -242,105 +243,23 @@ impl World {
     }
 }
 
-/// An agent's scratch files: values, manifests, bpffs and state directory; `lbctl cleanup`
-/// and removed on drop.
-struct AgentFiles {
-    root: PathBuf,
+/// An agent's scratch files for `node`, with the values of the XDP or the tc variant.
+fn agent_files(node: &str, xdp: bool) -> Result<AgentFiles> {
+    let acceleration = if xdp { "native" } else { "disabled" };
+    AgentFiles::create(
+        &format!("nodeport-e2e-{node}"),
+        &format!(
+            "kubeProxyReplacement: true\ndevices: [eth0, eth1]\nbpf:\n  lbMapMax: {MAP_MAX}\n\
+             nodePort:\n  range: \"{NODE_PORT_RANGE}\"\n\
+             loadBalancer:\n  acceleration: {acceleration}\n"
+        ),
+    )
 }
 
-impl AgentFiles {
-    fn create(node: &str, xdp: bool) -> Result<AgentFiles> {
-        let root = std::env::temp_dir().join(format!(
-            "lb-bench-nodeport-e2e-{}-{node}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(root.join("manifests"))
-            .with_context(|| format!("creating {}", root.display()))?;
-        let files = AgentFiles { root };
-        let acceleration = if xdp { "native" } else { "disabled" };
-        std::fs::write(
-            files.values(),
-            format!(
-                "kubeProxyReplacement: true\ndevices: [eth0, eth1]\nbpf:\n  lbMapMax: {MAP_MAX}\n\
-                 nodePort:\n  range: \"{NODE_PORT_RANGE}\"\n\
-                 loadBalancer:\n  acceleration: {acceleration}\n"
-            ),
-        )?;
-        Ok(files)
-    }
-
-    fn values(&self) -> PathBuf {
-        self.root.join("values.yaml")
-    }
-    fn manifests(&self) -> PathBuf {
-        self.root.join("manifests")
-    }
-    fn bpf_root(&self) -> PathBuf {
-        self.root.join("bpf")
-    }
-    fn state_dir(&self) -> PathBuf {
-        self.root.join("state")
-    }
-
-    /// `lb-agent --once` in `node` with `set`, its socket hooks on the node's own cgroup.
-    fn run_agent(&self, node: &Place, set: &ServiceSet) -> Result<()> {
-        std::fs::write(self.manifests().join("services.yaml"), set.manifests())?;
-        let mut cmd = Command::new(netsim::binary_path("lb-agent")?);
-        cmd.arg("--values")
-            .arg(self.values())
-            .arg("--set")
-            .arg(format!("bpf.root={}", self.bpf_root().display()))
-            .arg("--set")
-            .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
-            .arg("--manifests")
-            .arg(self.manifests())
-            .arg("--node")
-            .arg(node.name())
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--once")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let output = node.spawn(cmd)?.output(PROGRAM_DEADLINE)?;
-        if !output.status.success() {
-            bail!(
-                "lb-agent in {} exited with {}: {}",
-                node.name(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for AgentFiles {
-    fn drop(&mut self) {
-        if self.state_dir().join("agent.json").exists() {
-            let ok = netsim::binary_path("lbctl").is_ok_and(|lbctl| {
-                Command::new(lbctl)
-                    .arg("cleanup")
-                    .arg("--state-dir")
-                    .arg(self.state_dir())
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            });
-            if !ok {
-                eprintln!(
-                    "warning: lbctl cleanup failed for {}",
-                    self.state_dir().display()
-                );
-            }
-        }
-        let bpf = self.bpf_root();
-        if bpf.exists() {
-            let _ = nix::mount::umount2(&bpf, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+/// `lb-agent --once` in `node` with `set`, its socket hooks on the node's own cgroup.
+fn run_agent(files: &AgentFiles, node: &Place, set: &ServiceSet) -> Result<()> {
+    files.write_manifests(&set.manifests())?;
+    files.run_once(node, node.name(), node.cgroup_path(), PROGRAM_DEADLINE)
 }
 
 /// Loads kube-proxy's rules for `set` into `node`'s `nat` table with one `iptables-restore`;

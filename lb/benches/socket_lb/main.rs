@@ -19,6 +19,8 @@
 //! cannot run (not root, a connection fails, a backend is never chosen). Arguments (such as the
 //! `--bench` cargo passes) are ignored.
 
+#[path = "../common/agent_files.rs"]
+mod agent_files;
 mod services;
 mod stats;
 mod worker;

@@ -19,7 +19,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use lb::datapath::ServiceMaps;
 use netsim::{NodeSpec, Place, PodSpec, Process, Topology};
 
+use crate::agent_files::AgentFiles;
 use crate::services::{ServiceSet, BACKEND_PORT};
 use crate::worker::{Measured, Servers};
 
@@ -103,62 +104,6 @@ impl Worker {
     }
 }
 
-/// The agent's scratch files: values, manifests, bpffs and state directory.
-struct AgentFiles {
-    root: PathBuf,
-}
-
-impl AgentFiles {
-    fn create() -> Result<AgentFiles> {
-        let root = std::env::temp_dir().join(format!("lb-bench-socket-lb-{}", std::process::id()));
-        std::fs::create_dir_all(root.join("manifests"))
-            .with_context(|| format!("creating {}", root.display()))?;
-        let files = AgentFiles { root };
-        std::fs::write(files.values(), "kubeProxyReplacement: true\n")?;
-        Ok(files)
-    }
-
-    fn values(&self) -> PathBuf {
-        self.root.join("values.yaml")
-    }
-    fn manifests(&self) -> PathBuf {
-        self.root.join("manifests")
-    }
-    fn bpf_root(&self) -> PathBuf {
-        self.root.join("bpf")
-    }
-    fn state_dir(&self) -> PathBuf {
-        self.root.join("state")
-    }
-}
-
-impl Drop for AgentFiles {
-    fn drop(&mut self) {
-        if self.state_dir().join("agent.json").exists() {
-            let ok = netsim::binary_path("lbctl").is_ok_and(|lbctl| {
-                Command::new(lbctl)
-                    .arg("cleanup")
-                    .arg("--state-dir")
-                    .arg(self.state_dir())
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            });
-            if !ok {
-                eprintln!(
-                    "warning: lbctl cleanup failed for {}",
-                    self.state_dir().display()
-                );
-            }
-        }
-        let bpf = self.bpf_root();
-        if bpf.exists() {
-            let _ = nix::mount::umount2(&bpf, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 /// The bench's world; see the module documentation.
 pub struct World {
     direct: Worker,
@@ -218,7 +163,7 @@ impl World {
             ipt,
             ipt_current: None,
             _servers: servers,
-            files: AgentFiles::create()?,
+            files: AgentFiles::create("socket-lb", "kubeProxyReplacement: true\n")?,
             node: node.place().clone(),
             sock_pod,
             backends,
@@ -273,41 +218,15 @@ impl World {
     /// hooks on `client-sock`'s cgroup; checks the pinned maps hold the set's frontends.
     /// Returns how long the agent took.
     pub fn program_socket_lb(&self, set: &ServiceSet) -> Result<Duration> {
-        let file = self.files.manifests().join("services.yaml");
-        let tmp = self.files.root.join(".services.yaml.tmp");
-        std::fs::write(&tmp, set.manifests())?;
-        std::fs::rename(&tmp, &file)?;
-        let mut cmd = Command::new(netsim::binary_path("lb-agent")?);
-        cmd.arg("--values")
-            .arg(self.files.values())
-            .arg("--set")
-            .arg(format!("bpf.root={}", self.files.bpf_root().display()))
-            .arg("--set")
-            .arg(format!(
-                "cgroup.hostRoot={}",
-                self.sock_pod.cgroup_path().display()
-            ))
-            .arg("--manifests")
-            .arg(self.files.manifests())
-            .arg("--node")
-            .arg(NODE)
-            .arg("--state-dir")
-            .arg(self.files.state_dir())
-            .arg("--once")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        self.files.write_manifests(&set.manifests())?;
         let started = Instant::now();
-        let output = self.node.spawn(cmd)?.output(AGENT_DEADLINE)?;
+        self.files.run_once(
+            &self.node,
+            NODE,
+            self.sock_pod.cgroup_path(),
+            AGENT_DEADLINE,
+        )?;
         let took = started.elapsed();
-        if !output.status.success() {
-            bail!(
-                "lb-agent exited with {}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
         let pin_dir = self.files.bpf_root().join(lb::agent::PIN_SUBDIR);
         let frontends = ServiceMaps::open_pinned(&pin_dir)?.read()?.frontends();
         if frontends.len() != set.count as usize {

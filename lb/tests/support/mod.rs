@@ -154,3 +154,29 @@ pub fn seed(test: &str, env: &str) -> u64 {
     eprintln!("{test}: {env}={seed}");
     seed
 }
+
+/// A scratch directory of a test, removed with everything in it on drop (after a failure too).
+#[allow(
+    dead_code,
+    reason = "not every test binary that includes support writes scratch files"
+)]
+pub struct ScratchDir(pub PathBuf);
+
+#[allow(
+    dead_code,
+    reason = "not every test binary that includes support writes scratch files"
+)]
+impl ScratchDir {
+    /// `<tmp>/lb-<tag>-<pid>`, created with its parents.
+    pub fn named(tag: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("lb-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
