@@ -57,8 +57,9 @@ static __always_inline int lb_backend_is_remote(lb_ctx_t *ctx, const struct lb_f
  * nodes and the clients replies go back to. Past it the least recently used are forgotten. */
 #define LB_FIB_CACHE_SIZE 16384
 
-/* Key of lb_fib_cache: where a packet goes, and the device it came in on. */
+/* Key of lb_fib_cache: a packet's addresses as it leaves, and the device it came in on. */
 struct lb_fib_key {
+	union lb_addr src;
 	union lb_addr dst;
 	__u32 ifindex;
 };
@@ -71,10 +72,13 @@ struct lb_fib_hop {
 	__u8 dmac[6];    /* the next hop's */
 };
 
-/* The FIB's resolved answers of the last second, per destination and ingress device: a kernel
- * FIB lookup costs more than all the rest of a tracked packet's work, and a flow's packets ask
- * it the same question. Not pinned: each loaded program has its own, and a new one starts
- * empty. The source address is not in the key: the answer is the one without policy routing. */
+/* The FIB's resolved answers of the last second, per source, destination and ingress device: a
+ * kernel FIB lookup costs more than all the rest of a tracked packet's work, and a flow's
+ * packets ask it the same question. Both addresses are in the key, so source routing and the
+ * default multipath hash (fib_multipath_hash_policy 0, over the addresses) get their own
+ * answers; with a hash over the ports (policy 1 and up) the flows between two addresses share
+ * the next hop of the first one asked in a second. Not pinned: each loaded program has its
+ * own, and a new one starts empty. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct lb_fib_key);
@@ -95,6 +99,7 @@ static __always_inline int lb_fib_hop(lb_ctx_t *ctx, const struct lb_flow *flow,
 	const struct lb_fib_hop *cached;
 	int rc;
 
+	key.src = to->saddr;
 	key.dst = to->daddr;
 	key.ifindex = ctx_ifindex(ctx);
 	cached = bpf_map_lookup_elem(&lb_fib_cache, &key);

@@ -129,9 +129,9 @@ pub struct PktSim {
     counters: [u64; counter::MAX as usize],
     now: u32,
     fib: Box<dyn Fib + Send>,
-    /// `lb_fib_cache`: resolved FIB answers by (destination, ingress ifindex), with the second
-    /// they were asked.
-    fib_cache: BTreeMap<(LbAddr, u32), (u32, FibResult)>,
+    /// `lb_fib_cache`: resolved FIB answers by (source, destination, ingress ifindex), with the
+    /// second they were asked.
+    fib_cache: BTreeMap<(LbAddr, LbAddr, u32), (u32, FibResult)>,
 }
 
 /// A service frontend found for a packet: the key it was found under and its slot 0.
@@ -516,7 +516,7 @@ impl PktSim {
         if !packet::decrement_ttl(pkt, p.v6, p.l3_len) {
             return self.drop(counter::TTL_EXCEEDED);
         }
-        let key = (p.key.daddr, ifindex);
+        let key = (p.key.saddr, p.key.daddr, ifindex);
         let answer = match self.fib_cache.get(&key) {
             Some(&(checked, cached)) if checked == self.now => cached,
             _ => {
