@@ -235,9 +235,20 @@ impl Neighbours {
         let wanted = wanted(peers, devices, neigh::next_hop);
         let kernel = neigh::dump_neighbours()?;
         let plan = plan(&wanted, &self.kept, &kernel, self.upkeep);
+        // A failed delete is logged and stays the agent's, to retry on the next pass; it does
+        // not keep the wanted entries from being pushed.
+        let mut undeleted = Vec::new();
         for r in &plan.delete {
-            neigh::delete(r.ifindex, r.next_hop)?;
-            tracing::info!(entry = %r, "removed the neighbour entry of a next hop no longer used");
+            match neigh::delete(r.ifindex, r.next_hop) {
+                Ok(_) => tracing::info!(
+                    entry = %r,
+                    "removed the neighbour entry of a next hop no longer used"
+                ),
+                Err(e) => {
+                    tracing::warn!(entry = %r, "cannot remove a neighbour entry (retried on the next pass): {e}");
+                    undeleted.push(r.clone());
+                }
+            }
         }
         for r in &plan.foreign {
             tracing::warn!(entry = %r, "a permanent neighbour entry the agent did not create is left as it is");
@@ -265,6 +276,7 @@ impl Neighbours {
             .into_iter()
             .filter(|r| !foreign.contains(r))
             .filter(|r| !failed.contains(r) || self.kept.contains(r))
+            .chain(undeleted)
             .collect();
         Ok(())
     }
@@ -301,8 +313,8 @@ pub fn remove(recorded: &NeighbourEntries) -> Result<Vec<String>, AgentError> {
             .map(|r| {
                 format!(
                     "left neighbour entry {r}: it is in the agent's network namespace (inode \
-                     {}), not this one; run lbctl cleanup there (nsenter --net=…)",
-                    recorded.netns_inode
+                     {}), not this one; remove it there with `ip neigh del {} dev {}`",
+                    recorded.netns_inode, r.next_hop, r.device
                 )
             })
             .collect());
