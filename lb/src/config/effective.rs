@@ -224,9 +224,9 @@ impl AgentConfig {
         self.node_port_range
     }
 
-    /// The SNAT source ports of forwarded NodePort flows ([`snat_port_range`]). A configuration
-    /// whose NodePort range leaves none is refused, so this is never empty once checked; with
-    /// NodePort off it is the range of the default NodePort range.
+    /// The SNAT source ports of forwarded NodePort flows ([`snat_port_range`] of the configured
+    /// NodePort range). With NodePort on, a range that leaves none is refused at start-up; with
+    /// it off (nothing is forwarded) such a range gives the one port 65535.
     pub fn snat_port_range(&self) -> PortRange {
         snat_port_range(self.node_port_range).unwrap_or(PortRange {
             low: 65535,

@@ -303,8 +303,8 @@ impl KprStatus {
             .map_or("", |(_, meaning)| meaning);
         match (&self.snat_ports, d.reason.as_str()) {
             (Some(ports), "snat_exhausted") => format!(
-                "{} {}: new flows found no free SNAT port in {ports} (a longer nodePort.range \
-                 leaves fewer)",
+                "{} {}: new flows found no free SNAT port in {ports} (a nodePort.range ending \
+                 above 60999 leaves fewer)",
                 d.packets, d.reason
             ),
             _ => format!("{} {}: {meaning}", d.packets, d.reason),
