@@ -35,6 +35,7 @@ mod netns;
 mod place;
 mod pmtu;
 mod process;
+mod reclaim;
 mod server;
 mod spec;
 mod tier;

@@ -141,6 +141,7 @@ impl Topology {
         let cgroup_root = cgroup2_mount().ok_or_else(|| Error::Unprivileged {
             why: "no cgroup v2 mount".into(),
         })?;
+        crate::reclaim::reclaim_dead(Path::new(RUN_ROOT), &cgroup_root);
         let prefix = unique_prefix();
         let run_dir = Path::new(RUN_ROOT).join(&prefix);
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io("create", &run_dir, e))?;

@@ -16,7 +16,7 @@ type TestFn = fn() -> Result<(), Failed>;
 fn main() {
     let args = Arguments::from_args();
     let tier = netsim::Tier::detect("netsim privileged tests");
-    let tests: [(&str, TestFn); 13] = [
+    let tests: [(&str, TestFn); 14] = [
         (
             "pods::tcp_across_nodes_answers_with_the_backend_identity",
             tcp_across_nodes,
@@ -56,6 +56,10 @@ fn main() {
         (
             "cleanup::a_failed_pod_leaves_nothing_behind",
             cleanup_after_failed_pod,
+        ),
+        (
+            "cleanup::a_new_topology_reclaims_what_a_killed_process_left",
+            reclaim_after_kill,
         ),
     ];
     let trials = tests
@@ -420,4 +424,66 @@ fn cleanup_after_failed_pod() -> Result<(), Failed> {
     let _server = t.backend.server(Proto::Tcp, target, "backend")?;
     let reply = t.client.client_once(ClientMode::Tcp, target)?;
     check_reply(&reply, "backend", t.client.ipv4().into(), target)
+}
+
+/// A topology's leftovers as a process killed by a signal leaves them (its drop never ran): a
+/// run directory holding a mounted namespace file, and a cgroup with a child cgroup and a
+/// process still in it. The pid in their names is one that has exited.
+fn reclaim_after_kill() -> Result<(), Failed> {
+    let mut gone = Command::new("true").spawn()?;
+    let pid = gone.id();
+    gone.wait()?;
+    let prefix = format!("{pid}-0-dead");
+    let run_dir = Path::new("/run/netsim").join(&prefix);
+    std::fs::create_dir_all(&run_dir)?;
+    let ns_name = format!("netsim-reclaim-{}", std::process::id());
+    let sh = |script: String| -> Result<(), Failed> {
+        let status = Command::new("sh").arg("-c").arg(&script).status()?;
+        check(status.success(), || format!("`{script}` failed"))
+    };
+    sh(format!(
+        "ip netns add {ns_name} && touch {0}/node1 && mount --bind /run/netns/{ns_name} {0}/node1 \
+         && ip netns del {ns_name}",
+        run_dir.display()
+    ))?;
+    let cgroup_root = PathBuf::from(
+        std::fs::read_to_string("/proc/self/mountinfo")?
+            .lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                post.starts_with("cgroup2 ")
+                    .then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+            })
+            .ok_or("no cgroup2 mount")?,
+    );
+    let cgroup = cgroup_root.join(format!("netsim-{prefix}"));
+    let child = cgroup.join("node1");
+    std::fs::create_dir_all(&child)?;
+    let mut sleeper = Command::new("sleep").arg("600").spawn()?;
+    std::fs::write(child.join("cgroup.procs"), sleeper.id().to_string())?;
+
+    let topo = Topology::new()?;
+    drop(topo);
+    // The reclaim killed it: it exits at once (waited for with a deadline, then killed here
+    // so a failing run leaves nothing either).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut reaped = false;
+    while std::time::Instant::now() < deadline {
+        if sleeper.try_wait()?.is_some() {
+            reaped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !reaped {
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+    check(reaped, || "the leftover process was killed".into())?;
+    check(!run_dir.exists(), || {
+        format!("{} is still there", run_dir.display())
+    })?;
+    check(!cgroup.exists(), || {
+        format!("{} is still there", cgroup.display())
+    })
 }

@@ -446,6 +446,44 @@ pub fn is_tc_link(path: &Path) -> bool {
     })
 }
 
+/// What cleanup outside the agent's network namespace leaves of `record` (the netlink filters
+/// and the clsact qdiscs the agent added), one line each with the `tc` command that removes it
+/// in that namespace: cleanup deletes the record, so a second cleanup there would not know.
+fn left_elsewhere(record: &TcRecord) -> Vec<String> {
+    let netns = record.netns_inode;
+    let device_of = |ifindex: u32| {
+        record
+            .attachments
+            .iter()
+            .find(|a| a.ifindex == ifindex)
+            .map_or_else(|| format!("(ifindex {ifindex})"), |a| a.device.clone())
+    };
+    let filters = record
+        .attachments
+        .iter()
+        .filter(|a| a.mode == TcMode::Netlink)
+        .map(|a| {
+            format!(
+                "left tc filter {} on {} {}: it is in the agent's network namespace (inode \
+                 {netns}), not this one; remove it there with `tc filter del dev {} {} pref {}`",
+                a.program(),
+                a.device,
+                a.direction,
+                a.device,
+                a.direction,
+                NETLINK_PRIORITY
+            )
+        });
+    let qdiscs = record.clsact_created.iter().map(|&ifindex| {
+        let device = device_of(ifindex);
+        format!(
+            "left the clsact qdisc on {device}: it is in the agent's network namespace (inode \
+             {netns}), not this one; remove it there with `tc qdisc del dev {device} clsact`"
+        )
+    });
+    filters.chain(qdiscs).collect()
+}
+
 /// Removes what `record` says was attached without pins: the netlink filters, then the clsact
 /// qdiscs the agent added. (tcx links are pins under `links/`, removed with the others.)
 /// Returns one line per thing removed or found gone, for the user.
@@ -456,14 +494,7 @@ pub fn remove_tc_attachments(record: &TcRecord) -> Result<Vec<String>, DatapathE
     let unpinned = record.attachments.iter().any(|a| a.mode == TcMode::Netlink)
         || !record.clsact_created.is_empty();
     if unpinned && record.netns_inode != current_netns_inode() {
-        for device in record.devices() {
-            lines.push(format!(
-                "left the tc filters on {device}: they are in the agent's network namespace \
-                 (inode {}), not this one; run lbctl cleanup there (nsenter --net=…)",
-                record.netns_inode
-            ));
-        }
-        return Ok(lines);
+        return Ok(left_elsewhere(record));
     }
     for a in record
         .attachments
@@ -505,4 +536,34 @@ pub fn remove_tc_attachments(record: &TcRecord) -> Result<Vec<String>, DatapathE
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_in_another_namespace_names_the_tc_commands_that_remove_what_it_left() {
+        let attachment = |direction| TcAttachment {
+            device: "eth0".into(),
+            ifindex: 7,
+            direction,
+            pod: false,
+            mode: TcMode::Netlink,
+            link: None,
+        };
+        let record = TcRecord {
+            attachments: vec![
+                attachment(TcDirection::Ingress),
+                attachment(TcDirection::Egress),
+            ],
+            clsact_created: vec![7],
+            netns_inode: current_netns_inode() + 1,
+        };
+        let lines = remove_tc_attachments(&record).unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("`tc filter del dev eth0 ingress pref 19522`"));
+        assert!(lines[1].contains("`tc filter del dev eth0 egress pref 19522`"));
+        assert!(lines[2].contains("`tc qdisc del dev eth0 clsact`"));
+    }
 }
