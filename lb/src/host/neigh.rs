@@ -14,9 +14,7 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
     NeighbourState,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType,
-};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::rtnl;
@@ -57,25 +55,12 @@ impl NeighbourEntry {
     }
 }
 
-fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
 /// The next hop towards `dst` out of device `oif`: the gateway of the route the kernel picks
 /// for that device (the hop on that device, for a route with several), or `dst` itself when it
 /// is on the device's link. `None` when the kernel has no route towards `dst` through that
 /// device (or picks another device), or when `dst` is local.
 pub fn next_hop(dst: IpAddr, oif: u32) -> Option<IpAddr> {
-    let mut message = RouteMessage::default();
-    message.header.address_family = family(dst);
-    message.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
-    message
-        .attributes
-        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    let mut message = super::rtnl::route_query(dst);
     message.attributes.push(RouteAttribute::Oif(oif));
     // Answer with the table the route was found in (0 when none was), not always main's.
     message.header.flags = RouteFlags::LookupTable;
@@ -184,7 +169,7 @@ fn neighbour(
     flags: NeighbourFlags,
 ) -> NeighbourMessage {
     let mut message = NeighbourMessage::default();
-    message.header.family = family(ip);
+    message.header.family = super::rtnl::family(ip);
     message.header.ifindex = ifindex;
     message.header.state = state;
     message.header.flags = flags;

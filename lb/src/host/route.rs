@@ -9,8 +9,8 @@ use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteType};
+use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::datapath::sim::{Fib, FibQuery, FibResult};
 
@@ -27,12 +27,7 @@ impl Fib for HostFib {
 /// Where the kernel sends a packet to `dst`: local, out of a device to a resolved next hop, out
 /// of a device with the next hop unresolved, or nowhere.
 fn lookup(dst: IpAddr) -> Option<FibResult> {
-    let mut message = RouteMessage::default();
-    message.header.address_family = family(dst);
-    message.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
-    message
-        .attributes
-        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    let message = super::rtnl::route_query(dst);
     let answer = super::rtnl::request(RouteNetlinkMessage::GetRoute(message), 0, "a route")
         .ok()?
         .into_iter()
@@ -66,14 +61,6 @@ fn lookup(dst: IpAddr) -> Option<FibResult> {
     }
 }
 
-fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
 fn mac(bytes: &[u8]) -> Option<[u8; 6]> {
     bytes.try_into().ok()
 }
@@ -81,7 +68,7 @@ fn mac(bytes: &[u8]) -> Option<[u8; 6]> {
 /// The link-layer address of `ip`'s neighbour entry on `ifindex`, while it is usable.
 fn neighbour_mac(ifindex: u32, ip: IpAddr) -> Option<[u8; 6]> {
     let mut message = NeighbourMessage::default();
-    message.header.family = family(ip);
+    message.header.family = super::rtnl::family(ip);
     super::rtnl::request(
         RouteNetlinkMessage::GetNeighbour(message),
         NLM_F_DUMP,

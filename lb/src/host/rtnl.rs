@@ -2,7 +2,10 @@
 //! calling thread's network namespace: what the node's link, route and neighbour queries share.
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
-use netlink_packet_route::RouteNetlinkMessage;
+use std::net::IpAddr;
+
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::HostError;
@@ -88,4 +91,25 @@ pub(crate) fn request_or_refusal(
             offset += len;
         }
     }
+}
+
+/// The netlink address family of `ip`.
+pub(crate) fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+/// An `RTM_GETROUTE` question for the host route to `dst` (a /32 or /128), without flags or
+/// an output interface: what the kernel would do with a packet to it.
+pub(crate) fn route_query(dst: IpAddr) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = family(dst);
+    message.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    message
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    message
 }
