@@ -34,6 +34,8 @@
 
 #[path = "../common/agent_files.rs"]
 mod agent_files;
+#[path = "../common/iptables.rs"]
+mod iptables;
 mod services;
 mod traffic;
 mod world;

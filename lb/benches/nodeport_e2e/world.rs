@@ -23,22 +23,19 @@
 //! differs is the middle node's work. Fields drop in order: the backends' threads, the agents'
 //! pins and files (`lbctl cleanup`), then the topology with every namespace and its rules.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ipnet::IpNet;
 use netsim::{NodeSpec, Place, PodSpec, Topology};
 
 use crate::agent_files::AgentFiles;
+use crate::iptables;
 use crate::services::{ServiceSet, BACKEND_PORT, NODE_PORT_RANGE};
 use crate::traffic::Backends;
 
 /// The iptables backend: nf_tables, Debian's default.
-const IPTABLES_RESTORE: &str = "iptables-nft-restore";
 /// How long the agent, or iptables-restore, may take to program a node.
 const PROGRAM_DEADLINE: Duration = Duration::from_secs(600);
 /// The agent's `bpf.lbMapMax`: 10 000 services have 40 000 frontends (ClusterIP, and the node
@@ -161,8 +158,8 @@ impl World {
         }
         // The request loop's client closes first and so keeps the TIME_WAIT sockets: let it
         // reuse them, from the whole port range.
-        set_sysctl(&outside, "net/ipv4/tcp_tw_reuse", "1")?;
-        set_sysctl(&outside, "net/ipv4/ip_local_port_range", "1024 65000")?;
+        iptables::set_sysctl(&outside, "net/ipv4/tcp_tw_reuse", "1")?;
+        iptables::set_sysctl(&outside, "net/ipv4/ip_local_port_range", "1024 65000")?;
         let backends = Backends::start(&places, backend_cpu)?;
         Ok(World {
             backends,
@@ -265,43 +262,7 @@ fn run_agent(files: &AgentFiles, node: &Place, set: &ServiceSet) -> Result<()> {
 /// Loads kube-proxy's rules for `set` into `node`'s `nat` table with one `iptables-restore`;
 /// returns the rule count.
 fn load_iptables(node: &Place, set: &ServiceSet) -> Result<usize> {
-    let rules = set.iptables_restore();
-    let count = rules.lines().filter(|l| l.starts_with("-A ")).count();
-    let mut cmd = Command::new(IPTABLES_RESTORE);
-    cmd.arg("-w")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut process = node.spawn(cmd)?;
-    let mut stdin = process.child_mut().stdin.take().context("stdin")?;
-    let writer = std::thread::spawn(move || stdin.write_all(rules.as_bytes()));
-    let output = process.output(PROGRAM_DEADLINE)?;
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the rule writer panicked"))?
-        .context("writing the rules to iptables-restore")?;
-    if !output.status.success() {
-        bail!(
-            "{IPTABLES_RESTORE} in {} exited with {}: {}",
-            node.name(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    // The request loop's connections would otherwise keep their conntrack entries 120 s
-    // in TIME_WAIT; the table is shared by every namespace of the machine, so keep it small.
-    set_sysctl(
-        node,
-        "net/netfilter/nf_conntrack_tcp_timeout_time_wait",
-        "1",
-    )?;
+    let count = iptables::restore(node, set.iptables_restore(), PROGRAM_DEADLINE)?;
+    iptables::shorten_time_wait(node)?;
     Ok(count)
-}
-
-/// Writes `value` to `/proc/sys/<key>` inside `place`'s namespace.
-fn set_sysctl(place: &Place, key: &str, value: &str) -> Result<()> {
-    let path = Path::new("/proc/sys").join(key);
-    place
-        .in_netns(|| std::fs::write(&path, value))?
-        .with_context(|| format!("writing {value} to {} in {}", path.display(), place.name()))
 }

@@ -21,6 +21,8 @@
 
 #[path = "../common/agent_files.rs"]
 mod agent_files;
+#[path = "../common/iptables.rs"]
+mod iptables;
 mod services;
 mod stats;
 mod worker;

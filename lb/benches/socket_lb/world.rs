@@ -19,8 +19,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::path::Path;
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -28,13 +27,13 @@ use lb::datapath::ServiceMaps;
 use netsim::{NodeSpec, Place, PodSpec, Process, Topology};
 
 use crate::agent_files::AgentFiles;
+use crate::iptables;
 use crate::services::{ServiceSet, BACKEND_PORT};
 use crate::worker::{Measured, Servers};
 
 /// Set in the client processes (`client`).
 pub const ROLE_VAR: &str = "LB_BENCH_SOCKET_LB_ROLE";
 /// The iptables backend: nf_tables, Debian's default (`iptables-legacy` also works here).
-const IPTABLES_RESTORE: &str = "iptables-nft-restore";
 /// How long the agent may take to program a node.
 const AGENT_DEADLINE: Duration = Duration::from_secs(600);
 /// How long iptables-restore may take.
@@ -249,45 +248,11 @@ impl World {
             .find(|(n, _, _)| *n == set.count)
             .map(|(_, p, _)| p.clone())
             .with_context(|| format!("no iptables pod for {} services", set.count))?;
-        let rules = set.iptables_restore();
-        let count = rules.lines().filter(|l| l.starts_with("-A ")).count();
-        let mut cmd = Command::new(IPTABLES_RESTORE);
-        cmd.arg("-w")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         let started = Instant::now();
-        let mut process = place.spawn(cmd)?;
-        let mut stdin = process.child_mut().stdin.take().context("stdin")?;
-        let writer = std::thread::spawn(move || stdin.write_all(rules.as_bytes()));
-        let output = process.output(IPTABLES_DEADLINE)?;
+        let count = iptables::restore(&place, set.iptables_restore(), IPTABLES_DEADLINE)?;
         let took = started.elapsed();
-        writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the rule writer panicked"))?
-            .context("writing the rules to iptables-restore")?;
-        if !output.status.success() {
-            bail!(
-                "{IPTABLES_RESTORE} in {} exited with {}: {}",
-                place.name(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        // Closed connections' conntrack entries would otherwise wait 120 s in TIME_WAIT; the
-        // table is shared by every namespace of the machine, so keep the bench's small.
-        set_sysctl(
-            &place,
-            Path::new("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait"),
-            "1",
-        )?;
+        iptables::shorten_time_wait(&place)?;
         self.ipt_current = Some(set.count);
         Ok((count, took))
     }
-}
-
-fn set_sysctl(place: &Place, path: &Path, value: &str) -> Result<()> {
-    place
-        .in_netns(|| std::fs::write(path, value))?
-        .with_context(|| format!("writing {value} to {} in {}", path.display(), place.name()))
 }
