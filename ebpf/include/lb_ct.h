@@ -13,16 +13,26 @@
 #define LB_CT_TCP_SECS 21600    /* an established TCP flow */
 #define LB_CT_UDP_SECS 60       /* a UDP flow */
 
+/* The kernel tick, calibrated by the agent (lb::host::jiffies): jiffies per second
+ * (CONFIG_HZ), and jiffies when CLOCK_MONOTONIC read 0. 0 Hz: not calibrated, a helper clock
+ * serves instead. bpf_jiffies64 is one load on 64-bit JITs (the verifier writes it in place of
+ * the call), where the clock helpers are calls, with return thunks as costly as a map lookup. */
+const volatile __u32 cfg_jiffies_hz = 0;
+const volatile __u64 cfg_jiffies_at_zero = 0;
 /* Whether bpf_ktime_get_coarse_ns exists (Linux 5.11; the agent probes it). Where it does
  * not, the call below is dead code the verifier never visits. */
 const volatile __u8 cfg_coarse_clock = 0;
 
-/* CLOCK_MONOTONIC seconds, the clock of lb_ct_entry.expires: the coarse clock (the last
- * tick's time, a load) where there is one, as seconds do not need the clock source's read. */
+/* CLOCK_MONOTONIC seconds, the clock of lb_ct_entry.expires: the tick where the agent
+ * calibrated it, else the coarse clock (the last tick's time) where there is one, as seconds
+ * do not need the clock source's read. */
 static __always_inline __u32 lb_ct_now(void)
 {
-	__u64 ns = cfg_coarse_clock ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
+	__u64 ns;
 
+	if (cfg_jiffies_hz)
+		return (bpf_jiffies64() - cfg_jiffies_at_zero) / cfg_jiffies_hz;
+	ns = cfg_coarse_clock ? bpf_ktime_get_coarse_ns() : bpf_ktime_get_ns();
 	return ns / LB_NSEC_PER_SEC;
 }
 
@@ -72,7 +82,7 @@ static __always_inline void lb_ct_refresh(struct lb_ct_entry *entry, const struc
 		return;
 	entry->flags |= LB_CT_CLOSING;
 	lb_ct_twin_key(entry, flow->key.proto, &twin_key);
-	twin = bpf_map_lookup_elem(&lb_ct_v1, &twin_key);
+	twin = bpf_map_lookup_elem(&lb_ct_v2, &twin_key);
 	if (twin) {
 		twin->flags |= LB_CT_CLOSING;
 		twin->expires = now + LB_CT_CLOSE_SECS;

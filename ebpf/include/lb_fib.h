@@ -53,58 +53,24 @@ static __always_inline int lb_backend_is_remote(lb_ctx_t *ctx, const struct lb_f
 	return bpf_map_lookup_elem(&lb_devices_v1, ifindex) != NULL;
 }
 
-/* Most destinations whose next hop the programs remember (lb_fib_cache): backends on other
- * nodes and the clients replies go back to. Past it the least recently used are forgotten. */
-#define LB_FIB_CACHE_SIZE 16384
-
-/* Key of lb_fib_cache: a packet's addresses as it leaves, and the device it came in on. */
-struct lb_fib_key {
-	union lb_addr src;
-	union lb_addr dst;
-	__u32 ifindex;
-};
-
-/* What bpf_fib_lookup answered for a resolved next hop, and the second it answered. */
-struct lb_fib_hop {
-	__u32 ifindex;   /* the device the packet leaves by */
-	__u32 checked;   /* CLOCK_MONOTONIC second of the lookup */
-	__u8 smac[6];    /* that device's address */
-	__u8 dmac[6];    /* the next hop's */
-};
-
-/* The FIB's resolved answers of the last second, per source, destination and ingress device: a
- * kernel FIB lookup costs more than all the rest of a tracked packet's work, and a flow's
- * packets ask it the same question. Both addresses are in the key, so source routing and the
- * default multipath hash (fib_multipath_hash_policy 0, over the addresses) get their own
- * answers; with a hash over the ports (policy 1 and up) the flows between two addresses share
- * the next hop of the first one asked in a second. Not pinned: each loaded program has its
- * own, and a new one starts empty. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct lb_fib_key);
-	__type(value, struct lb_fib_hop);
-	__uint(max_entries, LB_FIB_CACHE_SIZE);
-} lb_fib_cache SEC(".maps");
-
-/* Where a packet now addressed as `to` says leaves, and to which MAC: the cached answer while
- * it is from this second (`now`), else bpf_fib_lookup's, cached when resolved. So a route or
- * neighbour change reaches a tracked flow within a second. Returns BPF_FIB_LKUP_RET_*; on
- * SUCCESS *hop is complete, on NO_NEIGH its ifindex is set. */
-static __always_inline int lb_fib_hop(lb_ctx_t *ctx, const struct lb_flow *flow,
-				      const struct lb_ct_entry *to, __u32 now,
-				      struct lb_fib_hop *hop)
+/* Where a packet of a tracked flow, now addressed as `to` (its entry's copy) says, leaves and
+ * to which MAC: the hop its entry keeps while that is from this second (`now`), else
+ * bpf_fib_lookup's, kept in the entry when resolved. A kernel FIB lookup costs more than all
+ * the rest of a tracked packet's work, and a flow's packets ask it the same question; a route
+ * or neighbour change reaches the flow within a second. The hop is written in place, `checked`
+ * last: a packet of the same flow read on another CPU at that instant may take the old hop's
+ * device with the new one's MAC, once a second at most, and only when the flow's packets
+ * spread over CPUs. Returns BPF_FIB_LKUP_RET_*; on SUCCESS *hop is complete, on NO_NEIGH its
+ * ifindex is set. */
+static __always_inline int lb_ct_next_hop(lb_ctx_t *ctx, const struct lb_flow *flow,
+					  struct lb_ct_entry *entry, const struct lb_ct_entry *to,
+					  __u32 now, struct lb_ct_hop *hop)
 {
-	struct lb_fib_key key = {};
 	struct bpf_fib_lookup params = {};
-	const struct lb_fib_hop *cached;
 	int rc;
 
-	key.src = to->saddr;
-	key.dst = to->daddr;
-	key.ifindex = ctx_ifindex(ctx);
-	cached = bpf_map_lookup_elem(&lb_fib_cache, &key);
-	if (cached && cached->checked == now) {
-		*hop = *cached;
+	if (to->hop.checked == now && to->hop.ifindex) {
+		*hop = to->hop;
 		return BPF_FIB_LKUP_RET_SUCCESS;
 	}
 	rc = lb_fib_lookup(ctx, flow, &to->saddr, to->sport, &to->daddr, to->dport, &params);
@@ -114,7 +80,10 @@ static __always_inline int lb_fib_hop(lb_ctx_t *ctx, const struct lb_flow *flow,
 	hop->checked = now;
 	__builtin_memcpy(hop->smac, params.smac, 6);
 	__builtin_memcpy(hop->dmac, params.dmac, 6);
-	bpf_map_update_elem(&lb_fib_cache, &key, hop, BPF_ANY);
+	entry->hop.ifindex = hop->ifindex;
+	__builtin_memcpy(entry->hop.smac, hop->smac, 6);
+	__builtin_memcpy(entry->hop.dmac, hop->dmac, 6);
+	*(volatile __u32 *)&entry->hop.checked = now;
 	return rc;
 }
 

@@ -27,7 +27,7 @@
  * rule Linux's NAT applies to them, so that path MTU discovery works through the node. Every
  * flow has two entries: the entry at key K rewrites a packet to tuple R, and its twin's key is
  * reverse(R). A packet this node emitted had tuple T as it left; an error about it quotes T.
- * E = lb_ct_v1[reverse(T)] (a plain lookup: the flow is not refreshed). If there is one, the
+ * E = lb_ct_v2[reverse(T)] (a plain lookup: the flow is not refreshed). If there is one, the
  * quoted tuple becomes reverse(E's rewrite) (the packet as its original sender sent it: saddr:
  * sport = E.daddr:E.dport, daddr:dport = E.saddr:E.sport); the outer destination becomes the
  * new quoted source (that sender); the outer source, when it is T's destination (the host the
@@ -120,19 +120,20 @@ static __always_inline int lb_forward(lb_ctx_t *ctx, const struct lb_flow *flow,
 }
 
 /* lb_forward for a packet of a tracked flow, whose next hop is most likely the one its
- * previous packet took: through lb_fib_cache. (A new flow's first packet asks the FIB itself:
- * the cache's key and value would not fit the new flow's stack frame on Linux 5.10.) */
+ * previous packet took: the one its entry keeps (lb_ct_next_hop). (A new flow's first packet
+ * asks the FIB itself; its second keeps the answer.) */
 static __always_inline int lb_forward_tracked(lb_ctx_t *ctx, const struct lb_flow *flow,
+					      struct lb_ct_entry *entry,
 					      const struct lb_ct_entry *to, __u32 now)
 {
-	struct lb_fib_hop hop;
+	struct lb_ct_hop hop;
 	int rc;
 
 	if (lb_dec_ttl(ctx, flow)) {
 		lb_count(LB_CNT_TTL_EXCEEDED);
 		return LB_DROP;
 	}
-	rc = lb_fib_hop(ctx, flow, to, now, &hop);
+	rc = lb_ct_next_hop(ctx, flow, entry, to, now, &hop);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (ctx_store(ctx, 0, hop.dmac, 6) || ctx_store(ctx, 6, hop.smac, 6))
 			return LB_DROP;
@@ -242,7 +243,7 @@ static __always_inline int lb_icmp_err_translate(lb_ctx_t *ctx, int egress)
 	err.inner.sport = err.quoted.dport;
 	err.inner.dport = err.quoted.sport;
 	err.inner.proto = err.quoted.proto;
-	e = bpf_map_lookup_elem(&lb_ct_v1, &err.inner);
+	e = bpf_map_lookup_elem(&lb_ct_v2, &err.inner);
 	if (!e || (egress && !lb_ct_is_local_reply(e)))
 		return LB_ICMP_ERR_NONE;
 	/* The quoted packet as its original sender sent it: e's rewrite, reversed. */
@@ -295,7 +296,7 @@ static __noinline int lb_apply(lb_ctx_t *ctx, const struct lb_flow *flow,
 	if (lb_rewrite(ctx, flow, &to))
 		return LB_DROP;
 	if (to.flags & LB_CT_SNAT)
-		return lb_forward_tracked(ctx, flow, &to, now);
+		return lb_forward_tracked(ctx, flow, entry, &to, now);
 	return LB_PASS;
 }
 
@@ -329,20 +330,31 @@ static __always_inline int lb_new_snat_flow(lb_ctx_t *ctx, const struct lb_flow 
 		fwd->sport = bpf_htons(cfg_snat_port_min + (start + i) % range);
 		lb_ct_twin_key(fwd, flow->key.proto, &reply_key);
 		/* The reply entry's key holds the port: whoever writes it first owns it. */
-		if (bpf_map_update_elem(&lb_ct_v1, &reply_key, rev, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&lb_ct_v2, &reply_key, rev, BPF_NOEXIST) == 0)
 			goto claimed;
 	}
 	lb_count(LB_CNT_SNAT_EXHAUSTED);
 	return LB_DROP;
 claimed:
-	if (bpf_map_update_elem(&lb_ct_v1, &flow->key, fwd, BPF_ANY)) {
-		bpf_map_delete_elem(&lb_ct_v1, &reply_key);
+	if (bpf_map_update_elem(&lb_ct_v2, &flow->key, fwd, BPF_ANY)) {
+		bpf_map_delete_elem(&lb_ct_v2, &reply_key);
 		lb_count(LB_CNT_CT_FULL);
 		return LB_DROP;
 	}
 	if (lb_rewrite(ctx, flow, fwd))
 		return LB_DROP;
 	return lb_forward(ctx, flow, fwd);
+}
+
+/* This CPU's room for a new flow's entries (lb_new_entries), zeroed; NULL never in practice. */
+static __always_inline struct lb_new_entries *lb_new_entries_zeroed(void)
+{
+	__u32 zero = 0;
+	struct lb_new_entries *e = bpf_map_lookup_elem(&lb_new_entries, &zero);
+
+	if (e)
+		__builtin_memset(e, 0, sizeof(*e));
+	return e;
 }
 
 /* The two conntrack entries of a new flow from flow's client to backend: the forward one
@@ -379,8 +391,8 @@ static __always_inline int lb_start_local_flow(lb_ctx_t *ctx, const struct lb_fl
 	struct lb_ct_key reply_key = {};
 
 	lb_ct_twin_key(fwd, flow->key.proto, &reply_key);
-	if (bpf_map_update_elem(&lb_ct_v1, &reply_key, rev, BPF_ANY) ||
-	    bpf_map_update_elem(&lb_ct_v1, &flow->key, fwd, BPF_ANY)) {
+	if (bpf_map_update_elem(&lb_ct_v2, &reply_key, rev, BPF_ANY) ||
+	    bpf_map_update_elem(&lb_ct_v2, &flow->key, fwd, BPF_ANY)) {
 		lb_count(LB_CNT_CT_FULL);
 		return LB_DROP;
 	}
@@ -430,7 +442,7 @@ static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u
 {
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
-	struct lb_ct_entry fwd = {}, rev = {};
+	struct lb_new_entries *e;
 	struct lb_key key = {};
 	__u32 backend_id, ifindex = 0;
 	__u16 count, rev_nat_index;
@@ -460,10 +472,13 @@ static __noinline int lb_new_flow(lb_ctx_t *ctx, const struct lb_flow *flow, __u
 		return LB_DROP;
 	}
 
-	lb_flow_entries(flow, backend, backend_id, rev_nat_index, now, &fwd, &rev);
+	e = lb_new_entries_zeroed();
+	if (!e)
+		return LB_DROP;
+	lb_flow_entries(flow, backend, backend_id, rev_nat_index, now, &e->fwd, &e->rev);
 	if (lb_backend_is_remote(ctx, flow, backend, &ifindex))
-		return lb_new_snat_flow(ctx, flow, &fwd, &rev, ifindex);
-	return lb_start_local_flow(ctx, flow, &fwd, &rev);
+		return lb_new_snat_flow(ctx, flow, &e->fwd, &e->rev, ifindex);
+	return lb_start_local_flow(ctx, flow, &e->fwd, &e->rev);
 }
 
 /* A packet a pod sends that no flow tracks, met on the pod's host-side interface: with
@@ -481,7 +496,7 @@ static __noinline int lb_new_pod_flow(lb_ctx_t *ctx, const struct lb_flow *flow,
 {
 	const struct lb_service *svc;
 	const struct lb_backend *backend;
-	struct lb_ct_entry fwd = {}, rev = {};
+	struct lb_new_entries *e;
 	struct lb_key key = {};
 	__u32 backend_id;
 	__u16 count, rev_nat_index;
@@ -505,8 +520,11 @@ static __noinline int lb_new_pod_flow(lb_ctx_t *ctx, const struct lb_flow *flow,
 		lb_count(LB_CNT_NO_BACKEND);
 		return LB_DROP;
 	}
-	lb_flow_entries(flow, backend, backend_id, rev_nat_index, now, &fwd, &rev);
-	return lb_start_local_flow(ctx, flow, &fwd, &rev);
+	e = lb_new_entries_zeroed();
+	if (!e)
+		return LB_DROP;
+	lb_flow_entries(flow, backend, backend_id, rev_nat_index, now, &e->fwd, &e->rev);
+	return lb_start_local_flow(ctx, flow, &e->fwd, &e->rev);
 }
 
 /* What XDP left to tc for a packet (ctx_handed_over): done with it, or the redirect or reject
@@ -543,7 +561,7 @@ static __always_inline int lb_nodeport_from_device(lb_ctx_t *ctx)
 	if (lb_parse(ctx, &flow))
 		return lb_icmp_err_ingress(ctx);
 	now = lb_ct_now();
-	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
+	entry = bpf_map_lookup_elem(&lb_ct_v2, &flow.key);
 	if (entry && !lb_ct_is_local_reply(entry))
 		rc = lb_apply(ctx, &flow, entry, now);
 	else
@@ -565,7 +583,7 @@ static __always_inline int lb_from_pod(lb_ctx_t *ctx)
 	if (lb_parse(ctx, &flow))
 		return LB_PASS;
 	now = lb_ct_now();
-	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
+	entry = bpf_map_lookup_elem(&lb_ct_v2, &flow.key);
 	if (entry && !lb_ct_is_local_reply(entry))
 		return lb_apply(ctx, &flow, entry, now);
 	rc = lb_new_pod_flow(ctx, &flow, now);
@@ -583,7 +601,7 @@ static __always_inline int lb_nodeport_to_device(lb_ctx_t *ctx)
 
 	if (lb_parse(ctx, &flow))
 		return lb_icmp_err_egress(ctx);
-	entry = bpf_map_lookup_elem(&lb_ct_v1, &flow.key);
+	entry = bpf_map_lookup_elem(&lb_ct_v2, &flow.key);
 	if (!entry || !lb_ct_is_local_reply(entry))
 		return LB_PASS;
 	return lb_apply(ctx, &flow, entry, lb_ct_now());

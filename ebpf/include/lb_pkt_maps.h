@@ -16,14 +16,31 @@
 
 /* Connection tracking and NAT: a packet's tuple -> the tuple it leaves with (lb_ct_entry).
  * LRU: under pressure the least recently used flows go first; the agent deletes expired
- * entries (LB_CT_* lifetimes). Sized by bpf.lbMapMax. */
+ * entries (LB_CT_* lifetimes). Sized by bpf.lbMapMax. Version 2 added the next hop to the
+ * value; an agent finding version 1 pinned copies its entries over (lb::datapath::migrate). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct lb_ct_key);
 	__type(value, struct lb_ct_entry);
 	__uint(max_entries, LB_MAP_PLACEHOLDER_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lb_ct_v1 SEC(".maps");
+} lb_ct_v2 SEC(".maps");
+
+/* A new flow's two conntrack entries while the program builds them: off the stack, where
+ * Linux 5.10 counts the frames of the whole call chain against 512 bytes. Per CPU, one
+ * element: a program runs to its end on its CPU, and the packet programs do not interrupt each
+ * other there. Not pinned. */
+struct lb_new_entries {
+	struct lb_ct_entry fwd;  /* client -> frontend becomes ... */
+	struct lb_ct_entry rev;  /* ... and its replies */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_new_entries);
+	__uint(max_entries, 1);
+} lb_new_entries SEC(".maps");
 
 /* The NodePort devices by ifindex, with the node's addresses on them; kept by the agent. A
  * backend reached through one of them is on another node. */

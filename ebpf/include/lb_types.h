@@ -210,6 +210,15 @@ struct lb_ct_key {
 	__u8 pad[3];           /* explicit padding, always zero */
 };
 
+/* The next hop a forwarded flow's packets leave by (lb_ct_entry.hop): what bpf_fib_lookup
+ * answered for the entry's rewritten tuple, and the second it answered. ifindex 0: none yet. */
+struct lb_ct_hop {
+	__u32 ifindex;         /* the device the packets leave by */
+	__u32 checked;         /* CLOCK_MONOTONIC second of the lookup */
+	__u8 smac[6];          /* that device's address */
+	__u8 dmac[6];          /* the next hop's */
+};
+
 /* Value of lb_ct: what a packet with the key's tuple leaves with. Every flow has two entries:
  * the original direction's (client -> frontend, rewritten to the backend) and the reply's
  * (backend -> client or the SNAT address, rewritten to frontend -> client, LB_CT_REPLY). Each
@@ -224,6 +233,7 @@ struct lb_ct_entry {
 	__u8 pad;              /* explicit padding, always zero */
 	__u32 backend_id;      /* the backend chosen (lb_backends key) */
 	__u32 expires;         /* CLOCK_MONOTONIC second after which the entry is stale */
+	struct lb_ct_hop hop;  /* LB_CT_SNAT: where the last packets were forwarded */
 };
 
 /* Value of lb_devices, keyed by a __u32 ifindex: a device that leads to other nodes and to

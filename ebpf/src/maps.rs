@@ -78,7 +78,10 @@ pub const SOCK_LB_MAPS: [&str; 19] = [
     LB_EVENTS_SLOTS[7],
 ];
 /// Connection tracking and NAT of the packet programs: [`LbCtKey`] -> [`LbCtEntry`] (LRU).
-pub const LB_CT: &str = "lb_ct_v1";
+pub const LB_CT: &str = "lb_ct_v2";
+/// [`LB_CT`]'s first version, whose value had no next hop ([`LbCtEntryV1`]): an agent finding
+/// it pinned copies its flows into [`LB_CT`] and unpins it.
+pub const LB_CT_V1: &str = "lb_ct_v1";
 /// The NodePort devices: `u32` ifindex -> [`LbDevice`].
 pub const LB_DEVICES: &str = "lb_devices_v1";
 /// Maglev lookup tables of the packet programs: `u32` rev_nat_index -> `[u32; M]` backend ids,
@@ -553,6 +556,64 @@ pub struct LbCtEntry {
     pub backend_id: u32,
     /// CLOCK_MONOTONIC second after which the entry is stale.
     pub expires: u32,
+    /// [`ct_flags::SNAT`]: the next hop the flow's packets were last forwarded by.
+    pub hop: LbCtHop,
+}
+
+/// `struct lb_ct_hop`: what the FIB answered for a forwarded flow's rewritten tuple, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbCtHop {
+    /// The device the packets leave by; 0: no answer kept.
+    pub ifindex: u32,
+    /// CLOCK_MONOTONIC second of the answer: it serves for that second only.
+    pub checked: u32,
+    /// That device's MAC address.
+    pub smac: [u8; 6],
+    /// The next hop's.
+    pub dmac: [u8; 6],
+}
+
+/// `struct lb_ct_entry` of [`LB_CT_V1`]: [`LbCtEntry`] without the next hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbCtEntryV1 {
+    /// New source address.
+    pub saddr: LbAddr,
+    /// New destination address.
+    pub daddr: LbAddr,
+    /// New source port, network order.
+    pub sport: u16,
+    /// New destination port, network order.
+    pub dport: u16,
+    /// The frontend's id.
+    pub rev_nat_index: u16,
+    /// [`ct_flags`] bits.
+    pub flags: u8,
+    /// Zero.
+    pub pad: u8,
+    /// The backend chosen.
+    pub backend_id: u32,
+    /// CLOCK_MONOTONIC second after which the entry is stale.
+    pub expires: u32,
+}
+
+impl From<LbCtEntryV1> for LbCtEntry {
+    /// The same flow, with no next hop kept: its next packet asks the FIB.
+    fn from(v1: LbCtEntryV1) -> LbCtEntry {
+        LbCtEntry {
+            saddr: v1.saddr,
+            daddr: v1.daddr,
+            sport: v1.sport,
+            dport: v1.dport,
+            rev_nat_index: v1.rev_nat_index,
+            flags: v1.flags,
+            pad: v1.pad,
+            backend_id: v1.backend_id,
+            expires: v1.expires,
+            hop: LbCtHop::default(),
+        }
+    }
 }
 
 impl LbCtEntry {
@@ -716,6 +777,8 @@ unsafe impl aya::Pod for LbTraceRecord {}
 unsafe impl aya::Pod for LbCtKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbCtEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LbCtEntryV1 {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbDevice {}
 // SAFETY: as above.

@@ -150,9 +150,17 @@ fn packet_map_mirrors_match_the_nodeport_objects_btf() {
             flags,
             pad,
             backend_id,
-            expires
+            expires,
+            hop
         ]
     );
+    assert_layout!(&btf, "lb_ct_hop", LbCtHop, [ifindex, checked, smac, dmac]);
+    // lb_ct_v1's value, which no object defines any more: version 2 without its hop.
+    assert_eq!(
+        size_of::<LbCtEntryV1>(),
+        size_of::<LbCtEntry>() - size_of::<LbCtHop>()
+    );
+    assert_eq!(offset_of!(LbCtEntry, hop), size_of::<LbCtEntryV1>());
     assert_layout!(&btf, "lb_device", LbDevice, [addr4, addr6, flags]);
     assert_eq!(
         member_type(&btf, "lb_ct_entry", "flags"),

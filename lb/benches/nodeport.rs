@@ -151,6 +151,10 @@ fn run() -> Result<()> {
         bail!("needs root: it builds a network namespace, a bpffs and BPF programs of its own");
     }
     lb::host::features::raise_memlock_limit();
+    println!(
+        "bench nodeport: the programs count conntrack seconds by {}",
+        lb::datapath::PacketClock::of_this_kernel().describe()
+    );
     let node = Node::build().map_err(anyhow::Error::msg)?;
     let bpffs = Bpffs::mount()?;
     let mut empty = load_empty()?;
@@ -325,14 +329,11 @@ impl World {
     /// np0's address, each with the two remote backends.
     fn load(dir: &Path, node: &Node, count: u32) -> Result<World> {
         let map_max = (count * 3).max(1024);
-        let mut loader = EbpfLoader::new();
         // The clock the agent gives the programs on this kernel.
-        let coarse_clock = u8::from(lb::host::features::coarse_clock());
-        loader.default_map_pin_directory(dir).override_global(
-            "cfg_coarse_clock",
-            &coarse_clock,
-            true,
-        );
+        let clock = lb::datapath::PacketClock::of_this_kernel();
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(dir);
+        clock.set_globals(&mut loader);
         for map in ebpf::maps::SOCK_LB_SIZED_MAPS {
             loader.map_max_entries(map, map_max);
         }

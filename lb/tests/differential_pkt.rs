@@ -34,7 +34,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use ebpf::maps::{ct_flags, LbAddr, LbCtEntry, LbCtKey};
+use ebpf::maps::{ct_flags, LbAddr, LbCtEntry, LbCtHop, LbCtKey};
 use lb::datapath::sim::{PktConfig, PktSim, Verdict, XdpOutcome};
 use libtest_mimic::Failed;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -195,7 +195,7 @@ fn show_key(k: &LbCtKey) -> String {
 fn show_entry(e: &LbCtEntry) -> String {
     let ip = |a: LbAddr| std::net::IpAddr::from(a);
     format!(
-        "{}:{} -> {}:{} flags {:#x} rev_nat {} backend {} expires {}",
+        "{}:{} -> {}:{} flags {:#x} rev_nat {} backend {} expires {} hop {:?}",
         ip(e.saddr),
         u16::from_be(e.sport),
         ip(e.daddr),
@@ -203,11 +203,13 @@ fn show_entry(e: &LbCtEntry) -> String {
         e.flags,
         e.rev_nat_index,
         e.backend_id,
-        e.expires
+        e.expires,
+        e.hop
     )
 }
 
-/// Where two conntrack tables differ (`expires` within ±2 s), or `None`.
+/// Where two conntrack tables differ, or `None`. The seconds (`expires`, and when a next hop
+/// was kept) may differ by 2: the model reads CLOCK_MONOTONIC, the programs the kernel tick.
 fn ct_difference(
     kernel: &BTreeMap<LbCtKey, LbCtEntry>,
     sim: &BTreeMap<LbCtKey, LbCtEntry>,
@@ -224,8 +226,17 @@ fn ct_difference(
                 );
             }
             Some(s) => {
-                let close = (i64::from(e.expires) - i64::from(s.expires)).abs() <= 2;
-                let same = LbCtEntry { expires: 0, ..*e } == LbCtEntry { expires: 0, ..*s };
+                let near = |a: u32, b: u32| (i64::from(a) - i64::from(b)).abs() <= 2;
+                let close = near(e.expires, s.expires) && near(e.hop.checked, s.hop.checked);
+                let timeless = |e: &LbCtEntry| LbCtEntry {
+                    expires: 0,
+                    hop: LbCtHop {
+                        checked: 0,
+                        ..e.hop
+                    },
+                    ..*e
+                };
+                let same = timeless(e) == timeless(s);
                 if !close || !same {
                     let _ = writeln!(
                         out,

@@ -30,7 +30,7 @@ const DEVICES: [&str; 2] = ["eth0", "eth1"];
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 
 fn main() {
-    let tests: [(&str, TestFn); 10] = [
+    let tests: [(&str, TestFn); 11] = [
         (
             "tc::tcx_links_on_every_device_are_replaced_on_restart_and_removed_by_cleanup",
             tcx_links,
@@ -58,6 +58,10 @@ fn main() {
         (
             "tc::a_changed_lb_map_max_resizes_the_conntrack_table_keeping_its_flows",
             conntrack_resize,
+        ),
+        (
+            "tc::flows_of_the_first_conntrack_layout_are_taken_over_and_its_pin_removed",
+            conntrack_v1_taken_over,
         ),
         (
             "tc::a_changed_maglev_table_size_replaces_the_table_map_instead_of_refusing_to_start",
@@ -610,7 +614,7 @@ fn outside_client(tag: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
     Ok(())
 }
 
-/// `lb_ct_v1` of freshly loaded programs holds three flows (two entries each): one expired in
+/// `lb_ct_v2` of freshly loaded programs holds three flows (two entries each): one expired in
 /// both directions, one whose reply entry is still alive, one alive; and a lone expired entry.
 /// The agent's collection deletes the first flow and the lone entry, and keeps the rest.
 fn conntrack_gc() -> Result<(), Failed> {
@@ -708,7 +712,7 @@ fn load_nodeport_with(
 }
 
 /// Conntrack entries pinned with `bpf.lbMapMax=1024`, programs loaded again with 2048: the
-/// pinned `lb_ct_v1` is a fresh map of 2048 entries holding every flow, and nothing is left
+/// pinned `lb_ct_v2` is a fresh map of 2048 entries holding every flow, and nothing is left
 /// under `migrate/` once the new programs are attached.
 fn conntrack_resize() -> Result<(), Failed> {
     use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LB_CT};
@@ -760,6 +764,84 @@ fn conntrack_resize() -> Result<(), Failed> {
     }
     if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
         return Err("the resize left migrate/ behind".into());
+    }
+    Ok(())
+}
+
+/// An earlier version's `lb_ct_v1` (entries without a next hop) pinned with 50 flows: the
+/// programs load over it, every flow is in `lb_ct_v2` with the same translation and expiry and
+/// no next hop kept (its next packet asks the FIB), and once they are attached the old pin is
+/// gone and nothing is left under `migrate/`.
+fn conntrack_v1_taken_over() -> Result<(), Failed> {
+    use ebpf::maps::{LbAddr, LbCtEntry, LbCtEntryV1, LbCtKey, LB_CT, LB_CT_V1};
+
+    let bpffs = TestBpffs::new("tc-ct-v1")?;
+    let old_pin = bpffs.path.join(LB_CT_V1);
+    let flows: Vec<(LbCtKey, LbCtEntryV1)> = (1..=50u8)
+        .map(|i| {
+            let key = LbCtKey {
+                saddr: LbAddr::from(std::net::IpAddr::from([10, 0, 0, i])),
+                daddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
+                sport: 40000u16.to_be(),
+                dport: 30080u16.to_be(),
+                proto: 6,
+                pad: [0; 3],
+            };
+            let entry = LbCtEntryV1 {
+                saddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
+                daddr: LbAddr::from(std::net::IpAddr::from([10, 1, 0, i])),
+                sport: (61000 + u16::from(i)).to_be(),
+                dport: 8080u16.to_be(),
+                rev_nat_index: u16::from(i),
+                flags: ebpf::maps::ct_flags::SNAT,
+                pad: 0,
+                backend_id: u32::from(i),
+                expires: 1_000_000 + u32::from(i),
+            };
+            (key, entry)
+        })
+        .collect();
+    {
+        // The version-1 map as that agent created it: the conntrack map's definition with the
+        // shorter value.
+        let object = aya_obj::Object::parse(ebpf::nodeport_object())
+            .map_err(|e| format!("parsing nodeport.o: {e}"))?;
+        let mut def = object
+            .maps
+            .get(LB_CT)
+            .cloned()
+            .ok_or("no lb_ct in nodeport.o")?;
+        def.set_value_size(std::mem::size_of::<LbCtEntryV1>() as u32);
+        def.set_max_entries(1024);
+        // Without the object's BTF: its value type is version 2's.
+        if let aya_obj::Map::Btf(btf) = &mut def {
+            btf.def.btf_key_type_id = 0;
+            btf.def.btf_value_type_id = 0;
+        }
+        let data = aya::maps::MapData::create(def, LB_CT_V1, None)
+            .map_err(|e| format!("creating {LB_CT_V1}: {e:?}"))?;
+        data.pin(&old_pin)
+            .map_err(|e| format!("pinning {}: {e}", old_pin.display()))?;
+        let mut map: aya::maps::HashMap<_, LbCtKey, LbCtEntryV1> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
+        for (key, entry) in &flows {
+            map.insert(key, entry, 0)?;
+        }
+    }
+    let mut lb = load_nodeport(&bpffs, 1024)?;
+    lb.attach(&[], &[], lb::datapath::TcMode::Tcx, &Default::default())?;
+    let ct = lb.conntrack()?;
+    for (key, old) in &flows {
+        let have = ct.get(key, 0).map_err(|e| format!("flow {key:?}: {e}"))?;
+        if have != LbCtEntry::from(*old) || have.hop != Default::default() {
+            return Err(format!("flow {key:?}: {have:?}, expected {old:?} with no hop").into());
+        }
+    }
+    if old_pin.exists() {
+        return Err(format!("{} is still pinned", old_pin.display()).into());
+    }
+    if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
+        return Err("the takeover left migrate/ behind".into());
     }
     Ok(())
 }

@@ -73,6 +73,7 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
         .into_iter()
         .chain(ebpf::maps::PKT_MAPS)
         .chain(ebpf::maps::RETIRED_MAPS)
+        .chain(crate::datapath::PREDECESSORS.map(|(old, _)| old))
     {
         let path = record.pin_dir.join(name);
         if path.exists() {

@@ -1,4 +1,4 @@
-//! Conntrack garbage collection: every [`CT_GC_INTERVAL`] the agent deletes the `lb_ct_v1`
+//! Conntrack garbage collection: every [`CT_GC_INTERVAL`] the agent deletes the `lb_ct_v2`
 //! entries that are stale by the datapath contract's rule, [`crate::datapath::ct_gc`] (the one
 //! the simulator applies to its table): an entry past its `expires` goes, with its twin, unless
 //! the twin is still alive.

@@ -28,8 +28,8 @@ pub use run::{run, RunOptions};
 
 use crate::config::AgentConfig;
 use crate::datapath::{
-    is_tc_link, is_xdp_link, pinned_links, DeviceAddrs, NodePortLb, SockLb, TcMode, TcRecord,
-    XdpState, LINKS_DIR,
+    is_tc_link, is_xdp_link, pinned_links, DeviceAddrs, NodePortLb, PacketClock, SockLb, TcMode,
+    TcRecord, XdpState, LINKS_DIR,
 };
 use crate::host::features::Feature;
 use crate::host::sock_diag;
@@ -131,6 +131,10 @@ impl Agent {
         let (nodeport, tc) = match nodeport_devices {
             Some(devices) => {
                 let mut lb = NodePortLb::load(nodeport::nodeport_settings(config), &pin_dir)?;
+                tracing::info!(
+                    clock = %PacketClock::of_this_kernel().describe(),
+                    "packet programs count conntrack seconds by this clock"
+                );
                 let mode = if features.has(Feature::Tcx) {
                     TcMode::Tcx
                 } else {

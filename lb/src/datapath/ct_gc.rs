@@ -1,4 +1,4 @@
-//! The garbage-collection rule of the packet programs' conntrack map (`lb_ct_v1`): which
+//! The garbage-collection rule of the packet programs' conntrack map (`lb_ct_v2`): which
 //! entries the agent deletes. The programs only ever refresh an entry's `expires`; deleting is
 //! userspace's job, and the simulator applies the same rule to its table.
 
@@ -54,6 +54,7 @@ mod tests {
             pad: 0,
             backend_id: 1,
             expires,
+            hop: Default::default(),
         };
         [
             (

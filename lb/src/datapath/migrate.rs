@@ -18,6 +18,11 @@
 //! state, and the agent's first reconciliation writes every one of them again (until then the
 //! programs fall back to the flow hash over the active slots).
 //!
+//! A map whose layout a new version changed gets a new name (`lb_ct_v1` became `lb_ct_v2`
+//! when conntrack entries took their next hop): the old pin is its predecessor
+//! ([`PREDECESSORS`]), moved aside and copied across like a resized map, each entry converted
+//! to the new layout, and unpinned at the end.
+//!
 //! A change the new maps cannot hold (more entries than the new size, for maps that are not
 //! LRU: an LRU map drops its oldest entries instead) or a layout change under the same name is
 //! refused before anything is touched, naming the option and the way out. An agent that dies
@@ -29,11 +34,11 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, MapType};
 use aya::{Ebpf, Pod};
 use ebpf::maps::{
-    LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbCtEntry, LbCtKey,
-    LbDevice, LbKey, LbLocalAddr, LbReverseNat, LbService, LbSockConn, LbSockKey, LbSockValue,
-    LbSrcRange, LB_AFFINITY, LB_AFFINITY_MATCH, LB_BACKENDS, LB_CT, LB_DEVICES, LB_LOCAL_ADDRS,
-    LB_MAGLEV, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, LB_SOURCE_RANGES,
-    PKT_MAPS, PKT_SIZED_MAPS, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
+    LbAddr, LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbBackend, LbCtEntry, LbCtEntryV1,
+    LbCtKey, LbDevice, LbKey, LbLocalAddr, LbReverseNat, LbService, LbSockConn, LbSockKey,
+    LbSockValue, LbSrcRange, LB_AFFINITY, LB_AFFINITY_MATCH, LB_BACKENDS, LB_CT, LB_CT_V1,
+    LB_DEVICES, LB_LOCAL_ADDRS, LB_MAGLEV, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES,
+    LB_SOCK_CONN, LB_SOURCE_RANGES, PKT_MAPS, PKT_SIZED_MAPS, SOCK_LB_MAPS, SOCK_LB_SIZED_MAPS,
 };
 
 use super::pin_paths::remove_if_present;
@@ -43,6 +48,9 @@ use super::DatapathError;
 pub const MIGRATE_DIR: &str = "migrate";
 /// `BPF_NOEXIST`: a copy never overwrites what the new map already holds.
 const BPF_NOEXIST: u64 = 1;
+/// Maps earlier versions pinned under another name, by the name of the map that took them
+/// over in another layout: (old, new).
+pub const PREDECESSORS: [(&str, &str); 1] = [(LB_CT_V1, LB_CT)];
 
 /// What defines a map to the kernel: a pinned map is adopted only when all of it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,7 +176,10 @@ pub struct Migration {
 
 #[derive(Debug)]
 struct Moved {
+    /// The pinned map's name.
     name: &'static str,
+    /// The map that takes its entries: `name`, or its successor in a new layout.
+    into: &'static str,
     /// The old map, still used by the attached programs.
     old: Map,
     /// Its pin under `migrate/`.
@@ -251,7 +262,35 @@ impl Migration {
             }
             migration.moved.push(Moved {
                 name,
+                into: name,
                 old,
+                aside,
+                moved_here: !resumed,
+            });
+        }
+        for (old_name, new_name) in PREDECESSORS {
+            if !want.contains_key(new_name) {
+                continue;
+            }
+            let aside = aside_dir.join(old_name);
+            let resumed = aside.exists();
+            let source = if resumed {
+                aside.clone()
+            } else {
+                pin_dir.join(old_name)
+            };
+            if !source.exists() {
+                continue;
+            }
+            let data = MapData::from_pin(&source).map_err(|source| DatapathError::Map {
+                map: old_name,
+                source,
+            })?;
+            let have = MapSpec::of(&data, old_name)?;
+            migration.moved.push(Moved {
+                name: old_name,
+                into: new_name,
+                old: typed(data, have.map_type),
                 aside,
                 moved_here: !resumed,
             });
@@ -260,10 +299,18 @@ impl Migration {
             std::fs::create_dir_all(&aside_dir).map_err(DatapathError::pin(&aside_dir))?;
             let pinned = pin_dir.join(moved.name);
             std::fs::rename(&pinned, &moved.aside).map_err(DatapathError::pin(&pinned))?;
-            tracing::info!(
-                map = moved.name,
-                "replacing the pinned map: its size or flags differ from this agent's options"
-            );
+            if moved.into == moved.name {
+                tracing::info!(
+                    map = moved.name,
+                    "replacing the pinned map: its size or flags differ from this agent's options"
+                );
+            } else {
+                tracing::info!(
+                    map = moved.name,
+                    into = moved.into,
+                    "taking over the pinned map of an earlier version in the new layout"
+                );
+            }
         }
         Ok(migration)
     }
@@ -280,9 +327,9 @@ impl Migration {
     /// Copies every entry of the old maps into the loaded object's new ones.
     pub fn copy_into(&self, ebpf: &mut Ebpf) -> Result<(), DatapathError> {
         for moved in &self.moved {
-            let new = ebpf.map_mut(moved.name).ok_or(DatapathError::Missing {
+            let new = ebpf.map_mut(moved.into).ok_or(DatapathError::Missing {
                 kind: "map",
-                name: moved.name,
+                name: moved.into,
             })?;
             copy(moved.name, &moved.old, new)?;
         }
@@ -355,6 +402,9 @@ fn copy(name: &'static str, from: &Map, to: &mut Map) -> Result<(), DatapathErro
     if name == LB_SOURCE_RANGES {
         return copy_source_ranges(from, to);
     }
+    if name == LB_CT_V1 {
+        return copy_converted::<LbCtKey, LbCtEntryV1, LbCtEntry>(name, from, to);
+    }
     by_types!(name, copy_typed(from, to))
 }
 
@@ -406,9 +456,18 @@ fn copy_typed<K: Pod, V: Pod>(
     from: &Map,
     to: &mut Map,
 ) -> Result<(), DatapathError> {
+    copy_converted::<K, V, V>(name, from, to)
+}
+
+/// Copies every entry of `from` (values `Old`) into `to` (values `New`), converted.
+fn copy_converted<K: Pod, Old: Pod, New: Pod + From<Old>>(
+    name: &'static str,
+    from: &Map,
+    to: &mut Map,
+) -> Result<(), DatapathError> {
     let failed = |source| DatapathError::Map { map: name, source };
-    let from: HashMap<&MapData, K, V> = HashMap::try_from(from).map_err(failed)?;
-    let mut to: HashMap<&mut MapData, K, V> = HashMap::try_from(to).map_err(failed)?;
+    let from: HashMap<&MapData, K, Old> = HashMap::try_from(from).map_err(failed)?;
+    let mut to: HashMap<&mut MapData, K, New> = HashMap::try_from(to).map_err(failed)?;
     for item in from.iter() {
         let (key, value) = match item {
             Ok(entry) => entry,
@@ -416,7 +475,7 @@ fn copy_typed<K: Pod, V: Pod>(
             Err(MapError::KeyNotFound) => continue,
             Err(e) => return Err(failed(e)),
         };
-        match to.insert(key, value, BPF_NOEXIST) {
+        match to.insert(key, New::from(value), BPF_NOEXIST) {
             Ok(()) => {}
             Err(MapError::SyscallError(e))
                 if e.io_error.raw_os_error() == Some(nix::libc::EEXIST) => {}
@@ -431,7 +490,8 @@ fn copy_typed<K: Pod, V: Pod>(
 pub fn remove_migration_leftovers(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     let dir = pin_dir.join(MIGRATE_DIR);
     let mut removed = Vec::new();
-    for name in SOCK_LB_MAPS.into_iter().chain(PKT_MAPS) {
+    let predecessors = PREDECESSORS.into_iter().map(|(old, _)| old);
+    for name in SOCK_LB_MAPS.into_iter().chain(PKT_MAPS).chain(predecessors) {
         remove_if_present(dir.join(name), |p| std::fs::remove_file(p), &mut removed)?;
     }
     remove_if_present(dir, |p| std::fs::remove_dir(p), &mut removed)?;

@@ -32,10 +32,11 @@ pub use kernel::{ApplyPhase, ApplyReport, ServiceMaps};
 pub use maglev_tables::MaglevSettings;
 pub use migrate::{
     expected_packet_specs, expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR,
+    PREDECESSORS,
 };
 pub use monitor::{reclaim_monitor_slots, remove_monitor_dirs, TraceMonitor, MONITOR_DIR};
 pub use netns_probe::netns_cookie_through_bpf;
-pub use nodeport::{DeviceAddrs, NodePortConfig, NodePortLb};
+pub use nodeport::{DeviceAddrs, NodePortConfig, NodePortLb, PacketClock};
 pub use pinned_state::PinnedState;
 pub use removed::{canonical, reverse_key, reverse_key_of, reverse_key_socket, RemovedBackends};
 pub use sock_lb::{pinned_links, LocalAddrsReport, SockLb, SockLbConfig, LINKS_DIR};

@@ -23,6 +23,48 @@ use super::migrate::Migration;
 use super::sock_lb::program;
 use super::{ApplyReport, DatapathError, MapContents};
 
+/// The clock the packet programs count conntrack seconds by on this kernel (`lb_ct_now` in
+/// `lb_ct.h`): the calibrated tick where there is one (one load per packet), else the coarse
+/// clock helper (Linux 5.11), else `bpf_ktime_get_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketClock {
+    /// `cfg_jiffies_hz`: the calibrated tick's rate, 0 when there is none.
+    jiffies_hz: u32,
+    /// `cfg_jiffies_at_zero`: jiffies at CLOCK_MONOTONIC 0.
+    jiffies_at_zero: u64,
+    /// `cfg_coarse_clock`: `bpf_ktime_get_coarse_ns` exists.
+    coarse_clock: u8,
+}
+
+impl PacketClock {
+    /// What this kernel offers (probed and calibrated once per process).
+    pub fn of_this_kernel() -> PacketClock {
+        let tick = crate::host::features::jiffies_clock();
+        PacketClock {
+            jiffies_hz: tick.map_or(0, |t| t.hz),
+            jiffies_at_zero: tick.map_or(0, |t| t.at_zero),
+            coarse_clock: u8::from(crate::host::features::coarse_clock()),
+        }
+    }
+
+    /// Sets the clock's `cfg_*` globals on a loader of a packet object.
+    pub fn set_globals<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader
+            .override_global("cfg_jiffies_hz", &self.jiffies_hz, true)
+            .override_global("cfg_jiffies_at_zero", &self.jiffies_at_zero, true)
+            .override_global("cfg_coarse_clock", &self.coarse_clock, true);
+    }
+
+    /// How the programs read it, for the agent's log.
+    pub fn describe(&self) -> String {
+        match (self.jiffies_hz, self.coarse_clock) {
+            (0, 0) => "bpf_ktime_get_ns".to_string(),
+            (0, _) => "bpf_ktime_get_coarse_ns".to_string(),
+            (hz, _) => format!("the kernel tick ({hz} Hz)"),
+        }
+    }
+}
+
 /// Load-time settings of the NodePort programs (the object's `cfg_*` globals).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,7 +191,7 @@ impl NodePortLb {
         let external_ip_mitigation = u8::from(config.external_ip_mitigation);
         let maglev = u8::from(config.maglev_m.is_some());
         let maglev_m = maglev_value_len(config.maglev_m);
-        let coarse_clock = u8::from(crate::host::features::coarse_clock());
+        let clock = PacketClock::of_this_kernel();
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_snat_port_min", &config.snat_port_min, true)
@@ -159,8 +201,8 @@ impl NodePortLb {
             .override_global("cfg_external_ip_mitigation", &external_ip_mitigation, true)
             .override_global("cfg_maglev", &maglev, true)
             .override_global("cfg_maglev_m", &maglev_m, true)
-            .override_global("cfg_coarse_clock", &coarse_clock, true)
             .default_map_pin_directory(pin_dir);
+        clock.set_globals(&mut loader);
         for map in SOCK_LB_SIZED_MAPS
             .into_iter()
             .chain(ebpf::maps::PKT_SIZED_MAPS)
@@ -334,7 +376,7 @@ impl NodePortLb {
             })
     }
 
-    /// The conntrack map, `lb_ct_v1`.
+    /// The conntrack map, `lb_ct_v2`.
     pub fn conntrack(
         &mut self,
     ) -> Result<HashMap<&mut MapData, LbCtKey, LbCtEntry>, DatapathError> {

@@ -219,6 +219,7 @@ const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_FUNC_KTIME_GET_COARSE_NS: i32 = 160;
+const BPF_FUNC_JIFFIES64: i32 = 118;
 const BPF_FUNC_GET_NETNS_COOKIE: i32 = 122;
 const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
 const BPF_FUNC_SKC_TO_TCP6_SOCK: i32 = 136;
@@ -288,6 +289,19 @@ pub fn coarse_clock() -> bool {
             &probe_insns(Some(BPF_FUNC_KTIME_GET_COARSE_NS)),
         )
         .is_ok()
+    })
+}
+
+/// The tick clock the packet programs count conntrack seconds by (`super::jiffies`), when the
+/// kernel lets them read jiffies (`bpf_jiffies64`, Linux 5.5) and the tick can be calibrated.
+/// `None`: they keep a helper clock ([`coarse_clock`]). Asked once.
+pub fn jiffies_clock() -> Option<super::jiffies::JiffiesClock> {
+    static ANSWER: std::sync::OnceLock<Option<super::jiffies::JiffiesClock>> =
+        std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        raise_memlock_limit();
+        load(BPF_PROG_TYPE_XDP, 0, &probe_insns(Some(BPF_FUNC_JIFFIES64))).ok()?;
+        super::jiffies::clock()
     })
 }
 

@@ -1,12 +1,14 @@
 //! What the agent needs from the node it runs on: the bpffs and cgroup v2 mounts, its network
 //! namespace's cookie, the node's own addresses, the reserved local port range, and the
-//! pods' namespaces and UDP sockets (for destroying sockets connected to removed backends), and
-//! the neighbour entries for the other nodes' next hops.
+//! pods' namespaces and UDP sockets (for destroying sockets connected to removed backends), the
+//! neighbour entries for the other nodes' next hops, and the kernel tick the packet programs
+//! count seconds by.
 
 mod addrs;
 pub mod cgroup_query;
 mod error;
 pub mod features;
+pub mod jiffies;
 mod links;
 mod mounts;
 pub mod neigh;

@@ -19,7 +19,7 @@ use lb::datapath::MapContents;
 
 /// The Maglev table length the packet tests use (the smallest `maglev.tableSize`).
 pub const MAGLEV_M: u32 = 251;
-/// `lb_ct_v1`'s size here: far above what a test creates, so the LRU never evicts.
+/// `lb_ct_v2`'s size here: far above what a test creates, so the LRU never evicts.
 const CT_SIZE: u32 = 4096;
 /// Offsets of `ingress_ifindex` and `ifindex` in `struct __sk_buff`.
 const SKB_INGRESS_IFINDEX: usize = 36;
@@ -92,6 +92,9 @@ pub fn load(
     let external_clusterip = u8::from(config.external_clusterip);
     let external_ip_mitigation = u8::from(config.external_ip_mitigation);
     let maglev = u8::from(config.maglev_m.is_some());
+    // The clock the agent gives the programs on this kernel, whose seconds the model's
+    // `expires` must match.
+    let clock = lb::datapath::PacketClock::of_this_kernel();
     let mut loader = EbpfLoader::new();
     loader
         .override_global("cfg_snat_port_min", &config.snat_port_min, true)
@@ -102,6 +105,7 @@ pub fn load(
         .override_global("cfg_maglev", &maglev, true)
         .override_global("cfg_maglev_m", &MAGLEV_M, true)
         .default_map_pin_directory(dir);
+    clock.set_globals(&mut loader);
     for map in ebpf::maps::SOCK_LB_SIZED_MAPS {
         loader.map_max_entries(map, 1024);
     }

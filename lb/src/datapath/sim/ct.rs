@@ -16,7 +16,7 @@ pub const CT_TCP_SECS: u32 = 21600;
 /// A UDP flow's entries after a datagram.
 pub const CT_UDP_SECS: u32 = 60;
 
-/// The table: `lb_ct_v1`.
+/// The table: `lb_ct_v2`.
 pub type CtTable = BTreeMap<LbCtKey, LbCtEntry>;
 
 /// `lb_ct_closes`: a TCP segment with FIN or RST.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ebpf::maps::{
-    counter, ct_flags, scope, svc_flags, svc_flags2, LbAddr, LbBackend, LbCtEntry, LbCtKey,
-    LbDevice, LbKey, LbService,
+    counter, ct_flags, scope, svc_flags, svc_flags2, LbAddr, LbBackend, LbCtEntry, LbCtHop,
+    LbCtKey, LbDevice, LbKey, LbService,
 };
 
 use super::addr;
@@ -129,9 +129,6 @@ pub struct PktSim {
     counters: [u64; counter::MAX as usize],
     now: u32,
     fib: Box<dyn Fib + Send>,
-    /// `lb_fib_cache`: resolved FIB answers by (source, destination, ingress ifindex), with the
-    /// second they were asked.
-    fib_cache: BTreeMap<(LbAddr, LbAddr, u32), (u32, FibResult)>,
 }
 
 /// A service frontend found for a packet: the key it was found under and its slot 0.
@@ -154,7 +151,6 @@ impl PktSim {
             counters: [0; counter::MAX as usize],
             now: 0,
             fib,
-            fib_cache: BTreeMap::new(),
         }
     }
 
@@ -189,7 +185,7 @@ impl PktSim {
         self.now
     }
 
-    /// `lb_ct_v1`.
+    /// `lb_ct_v2`.
     pub fn ct(&self) -> &CtTable {
         &self.ct
     }
@@ -261,7 +257,7 @@ impl PktSim {
             };
             packet::rewrite(pkt, &p, &entry);
             if entry.flags & ct_flags::SNAT != 0 {
-                return self.forward_tracked(ifindex, pkt);
+                return self.forward_tracked(ifindex, pkt, &p.key, &entry);
             }
             return Verdict::Pass;
         }
@@ -507,31 +503,52 @@ impl PktSim {
         self.send(pkt, answer)
     }
 
-    /// `lb_forward_tracked`: [`PktSim::forward`] for a packet of a tracked flow, asking the FIB
-    /// through `lb_fib_cache` (an answer of this second is reused).
-    fn forward_tracked(&mut self, ifindex: u32, pkt: &mut [u8]) -> Verdict {
+    /// `lb_forward_tracked`: [`PktSim::forward`] for a packet of the tracked flow whose entry
+    /// is at `key` (`to`, as it read it), by the next hop the entry keeps while it is of this
+    /// second, else by the FIB's answer, kept in the entry when resolved (`lb_ct_next_hop`).
+    fn forward_tracked(
+        &mut self,
+        ifindex: u32,
+        pkt: &mut [u8],
+        key: &LbCtKey,
+        to: &LbCtEntry,
+    ) -> Verdict {
         let Some(p) = packet::parse(pkt) else {
             return Verdict::Pass;
         };
         if !packet::decrement_ttl(pkt, p.v6, p.l3_len) {
             return self.drop(counter::TTL_EXCEEDED);
         }
-        let key = (p.key.saddr, p.key.daddr, ifindex);
-        let answer = match self.fib_cache.get(&key) {
-            Some(&(checked, cached)) if checked == self.now => cached,
-            _ => {
-                let answer = self.fib.lookup(&FibQuery {
-                    v6: p.v6,
-                    src: p.key.saddr,
-                    dst: p.key.daddr,
-                    ifindex,
-                });
-                if matches!(answer, FibResult::Forward { .. }) {
-                    self.fib_cache.insert(key, (self.now, answer));
-                }
-                answer
+        if to.hop.checked == self.now && to.hop.ifindex != 0 {
+            let answer = FibResult::Forward {
+                ifindex: to.hop.ifindex,
+                smac: to.hop.smac,
+                dmac: to.hop.dmac,
+            };
+            return self.send(pkt, answer);
+        }
+        let answer = self.fib.lookup(&FibQuery {
+            v6: p.v6,
+            src: p.key.saddr,
+            dst: p.key.daddr,
+            ifindex,
+        });
+        if let FibResult::Forward {
+            ifindex,
+            smac,
+            dmac,
+        } = answer
+        {
+            let hop = LbCtHop {
+                ifindex,
+                checked: self.now,
+                smac,
+                dmac,
+            };
+            if let Some(entry) = self.ct.get_mut(key) {
+                entry.hop = hop;
             }
-        };
+        }
         self.send(pkt, answer)
     }
 
