@@ -10,6 +10,13 @@
 //! returns `XDP_PASS`, which hands the frame to the stack as the device's receive path would.
 //! What the middle node sends on towards the backend is counted on its backend-side device.
 //!
+//! The kernel copies the frame into a page once, when its page pool first hands the page out,
+//! and recycles pages that come back (from a freed skb, too) *as they are*: a page whose frame
+//! the middle node rewrote (NAT, a new Ethernet header, a lower TTL) comes round again
+//! rewritten, and the node would drop it (not addressed to it). So the test program is, for
+//! every variant alike, a short prefix that writes the whole frame back (15 word stores), then
+//! returns `XDP_PASS` or, for XDP, tail-calls the agent's program (whose verdict stands).
+//!
 //! aya's `TestRun` has no live-frames flag or batch size, so this speaks `bpf(2)` directly.
 
 use std::net::SocketAddrV4;
@@ -24,17 +31,25 @@ use nix::libc;
 
 use crate::traffic::{pin, PAYLOAD};
 
-/// `BPF_PROG_LOAD`, `BPF_PROG_TEST_RUN`, `BPF_PROG_GET_FD_BY_ID`.
+/// `BPF_MAP_CREATE`, `BPF_MAP_UPDATE_ELEM`, `BPF_PROG_LOAD`, `BPF_PROG_TEST_RUN`,
+/// `BPF_PROG_GET_FD_BY_ID`.
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-/// `BPF_PROG_TYPE_XDP`.
+/// `BPF_PROG_TYPE_XDP`, `BPF_MAP_TYPE_PROG_ARRAY`.
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
+/// The helper `bpf_tail_call`.
+const BPF_FUNC_TAIL_CALL: i32 = 12;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-/// `XDP_DROP`, `XDP_PASS`.
+/// `XDP_ABORTED`, `XDP_DROP`, `XDP_PASS`.
+const XDP_ABORTED: i32 = 0;
 const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
+const XDP_REDIRECT: u32 = 4;
 /// Frames the kernel runs between two flushes of the redirects and the stack's receive (its
 /// default, `NAPI_POLL_WEIGHT`, as a driver's poll).
 const BATCH_SIZE: u32 = 64;
@@ -48,11 +63,63 @@ const MIN_FORWARDED: f64 = 0.9;
 
 /// One BPF instruction.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct Insn {
     code: u8,
     regs: u8,
     off: i16,
     imm: i32,
+}
+
+impl Insn {
+    fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn {
+            code,
+            regs: (src << 4) | dst,
+            off,
+            imm,
+        }
+    }
+    /// `dst = imm` (64-bit).
+    fn mov_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0xb7, dst, 0, 0, imm)
+    }
+    /// `dst = src` (64-bit).
+    fn mov_reg(dst: u8, src: u8) -> Insn {
+        Insn::new(0xbf, dst, src, 0, 0)
+    }
+    /// `dst += imm` (64-bit).
+    fn add_imm(dst: u8, imm: i32) -> Insn {
+        Insn::new(0x07, dst, 0, 0, imm)
+    }
+    /// `dst = *(u32 *)(src + off)`.
+    fn load_word(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x61, dst, src, off, 0)
+    }
+    /// `*(u32 *)(dst + off) = imm`.
+    fn store_word(dst: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(0x62, dst, 0, off, imm)
+    }
+    /// `if dst > src goto +off` (unsigned).
+    fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
+        Insn::new(0x2d, dst, src, off, 0)
+    }
+    /// `call helper`.
+    fn call(helper: i32) -> Insn {
+        Insn::new(0x85, 0, 0, 0, helper)
+    }
+    fn exit() -> Insn {
+        Insn::new(0x95, 0, 0, 0, 0)
+    }
+    /// `dst = map` (the two halves of a 64-bit load of a map descriptor).
+    fn load_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        /// `BPF_PSEUDO_MAP_FD`.
+        const PSEUDO_MAP_FD: u8 = 1;
+        [
+            Insn::new(0x18, dst, PSEUDO_MAP_FD, 0, fd),
+            Insn::new(0, 0, 0, 0, 0),
+        ]
+    }
 }
 
 /// The head of `union bpf_attr` for `BPF_PROG_LOAD` (the kernel takes what follows as zero).
@@ -67,6 +134,9 @@ struct ProgLoadAttr {
     log_buf: u64,
     kern_version: u32,
     prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
 }
 
 /// The `test` member of `union bpf_attr` (`BPF_PROG_TEST_RUN`), up to `batch_size`.
@@ -129,23 +199,71 @@ fn owned_fd(fd: libc::c_long) -> OwnedFd {
 
 /// Loads an XDP program that returns `verdict` for every frame.
 fn load_constant_program(verdict: i32) -> Result<OwnedFd> {
-    let insns = [
-        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = verdict
-        Insn {
-            code: 0xb7,
-            regs: 0,
-            off: 0,
-            imm: verdict,
-        },
-        // BPF_JMP | BPF_EXIT
-        Insn {
-            code: 0x95,
-            regs: 0,
-            off: 0,
-            imm: 0,
-        },
+    load_program(&[Insn::mov_imm(0, verdict), Insn::exit()])
+        .with_context(|| format!("loading an XDP program returning {verdict}"))
+}
+
+/// What the restoring prefix does once the frame is written back.
+enum Then<'a> {
+    /// Returns `XDP_PASS`.
+    Pass,
+    /// Tail-calls entry 0 of this program array.
+    TailCall(&'a OwnedFd),
+}
+
+/// Loads an XDP program that writes `frame` over the frame it is given (of the same length,
+/// a multiple of 4 bytes), then does `then`; a frame of another length is dropped.
+fn load_restoring_program(frame: &[u8], then: Then) -> Result<OwnedFd> {
+    if frame.len() % 4 != 0 || frame.len() > 256 {
+        bail!(
+            "a {}-byte frame: the restoring program takes up to 256 bytes in words",
+            frame.len()
+        );
+    }
+    let len = frame.len() as i32;
+    // r6 = ctx; r2 = data; r3 = data_end; r4 = data + len; if r4 > r3 goto drop
+    let mut insns = vec![
+        Insn::mov_reg(6, 1),
+        Insn::load_word(2, 1, 0),
+        Insn::load_word(3, 1, 4),
+        Insn::mov_reg(4, 2),
+        Insn::add_imm(4, len),
     ];
+    let mut body: Vec<Insn> = frame
+        .chunks_exact(4)
+        .zip((0i16..).step_by(4))
+        .map(|(word, off)| {
+            let word = i32::from_le_bytes(word.try_into().expect("4 bytes"));
+            Insn::store_word(2, off, word)
+        })
+        .collect();
+    match then {
+        Then::Pass => body.extend([Insn::mov_imm(0, XDP_PASS), Insn::exit()]),
+        Then::TailCall(array) => {
+            body.push(Insn::mov_reg(1, 6));
+            body.extend(Insn::load_map_fd(2, array.as_raw_fd()));
+            body.extend([
+                Insn::mov_imm(3, 0),
+                Insn::call(BPF_FUNC_TAIL_CALL),
+                // Only reached when the tail call fails.
+                Insn::mov_imm(0, XDP_ABORTED),
+                Insn::exit(),
+            ]);
+        }
+    }
+    insns.push(Insn::jgt_reg(4, 3, i16::try_from(body.len())?));
+    insns.extend(body);
+    insns.extend([Insn::mov_imm(0, XDP_DROP), Insn::exit()]);
+    load_program(&insns).context("loading the frame-restoring XDP program")
+}
+
+/// Loads `insns` as a GPL XDP program for devices (`BPF_XDP`, as aya loads the agent's, so
+/// one may tail-call the other); a refusal carries the verifier's log.
+fn load_program(insns: &[Insn]) -> Result<OwnedFd> {
+    /// `BPF_XDP`.
+    const BPF_XDP: u32 = 37;
     let license = c"GPL";
+    let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
@@ -156,10 +274,65 @@ fn load_constant_program(verdict: i32) -> Result<OwnedFd> {
         log_buf: 0,
         kern_version: 0,
         prog_flags: 0,
+        prog_name: *b"lb_bench_live\0\0\0",
+        prog_ifindex: 0,
+        expected_attach_type: BPF_XDP,
     };
-    let fd = bpf(BPF_PROG_LOAD, &mut attr)
-        .with_context(|| format!("loading an XDP program returning {verdict}"))?;
-    Ok(owned_fd(fd))
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned_fd(fd)),
+        Err(e) => {
+            // Again with the verifier's log, to say why.
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            let _ = bpf(BPF_PROG_LOAD, &mut attr).map(owned_fd);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            bail!(
+                "BPF_PROG_LOAD: {e}; verifier: {}",
+                String::from_utf8_lossy(&log[..end]).trim()
+            )
+        }
+    }
+}
+
+/// A program array of one entry holding `prog`.
+fn program_array_of(prog: &OwnedFd) -> Result<OwnedFd> {
+    #[repr(C)]
+    struct MapCreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    struct MapUpdateAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let mut create = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_PROG_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    let array = owned_fd(bpf(BPF_MAP_CREATE, &mut create).context("creating a program array")?);
+    let key = 0u32;
+    let value = prog.as_raw_fd() as u32;
+    let mut update = MapUpdateAttr {
+        map_fd: array.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&key) as u64,
+        value: std::ptr::from_ref(&value) as u64,
+        flags: 0,
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut update)
+        .context("putting the agent's XDP program into a program array")?;
+    Ok(array)
 }
 
 /// A descriptor of the program with kernel id `id`.
@@ -183,6 +356,23 @@ fn program_by_id(id: u32) -> Result<OwnedFd> {
 /// One live-frames test run of `prog` over `frame`, `repeat` times, as received on
 /// `ifindex` (of the calling thread's namespace).
 fn run_live(prog: &OwnedFd, frame: &[u8], ifindex: u32, repeat: u32) -> std::io::Result<()> {
+    test_run(prog, frame, ifindex, Some(repeat)).map(drop)
+}
+
+/// `prog`'s verdict for `frame` received on `ifindex`, in an ordinary test run: nothing is
+/// sent, though the program's map updates stay.
+fn verdict(prog: &OwnedFd, frame: &[u8], ifindex: u32) -> std::io::Result<u32> {
+    test_run(prog, frame, ifindex, None)
+}
+
+/// A test run of `prog` over `frame`: live, `repeat` times, or once as a unit test; returns
+/// the (last) verdict.
+fn test_run(
+    prog: &OwnedFd,
+    frame: &[u8],
+    ifindex: u32,
+    live_repeat: Option<u32>,
+) -> std::io::Result<u32> {
     let ctx = XdpMd {
         data_end: frame.len() as u32,
         ingress_ifindex: ifindex,
@@ -192,14 +382,19 @@ fn run_live(prog: &OwnedFd, frame: &[u8], ifindex: u32, repeat: u32) -> std::io:
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
-        repeat,
+        repeat: live_repeat.unwrap_or(1),
         ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
         ctx_in: std::ptr::from_ref(&ctx) as u64,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        batch_size: BATCH_SIZE,
+        flags: if live_repeat.is_some() {
+            BPF_F_TEST_XDP_LIVE_FRAMES
+        } else {
+            0
+        },
+        batch_size: if live_repeat.is_some() { BATCH_SIZE } else { 0 },
         ..TestRunAttr::default()
     };
-    bpf(BPF_PROG_TEST_RUN, &mut attr).map(drop)
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
 }
 
 /// Whether this kernel runs XDP programs in live-frames mode: one frame through a program
@@ -291,8 +486,14 @@ fn attached_program(pin: &Path) -> Result<OwnedFd> {
 /// enter and leave.
 pub struct Generator {
     place: Place,
-    program: OwnedFd,
-    frames: Vec<Vec<u8>>,
+    /// Per flow, its frame and the program that restores it.
+    flows: Vec<(Vec<u8>, OwnedFd)>,
+    /// The program array holding the agent's program, for the XDP variant: the kernel empties
+    /// a program array when its last descriptor closes, so the generator keeps it.
+    _array: Option<OwnedFd>,
+    /// The verdict the programs should give: `XDP_REDIRECT` (the agent's, out of the other
+    /// device) or `XDP_PASS`.
+    verdict: u32,
     ingress: u32,
     egress: String,
 }
@@ -320,24 +521,36 @@ impl Generator {
         first_port: u16,
         flows: u16,
     ) -> Result<Generator> {
-        let program = match program {
-            Program::Attached(pin) => attached_program(&pin)?,
-            Program::Pass => load_constant_program(XDP_PASS)?,
+        // The agent's program, behind a program array the prefixes tail-call.
+        let array = match program {
+            Program::Attached(pin) => Some(program_array_of(&attached_program(&pin)?)?),
+            Program::Pass => None,
         };
-        let frames = (0..flows)
+        let flows = (0..flows)
             .map(|k| {
                 let src = SocketAddrV4::new(from.1, first_port + k);
                 let dst = targets[usize::from(k) % targets.len()];
-                PacketBuilder::udp(src.into(), dst.into())
+                let frame = PacketBuilder::udp(src.into(), dst.into())
                     .macs(ingress.mac, from.0.mac)
                     .payload(&[0; PAYLOAD])
-                    .build()
+                    .build();
+                let then = match &array {
+                    Some(array) => Then::TailCall(array),
+                    None => Then::Pass,
+                };
+                let program = load_restoring_program(&frame, then)?;
+                Ok((frame, program))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Generator {
             place: place.clone(),
-            program,
-            frames,
+            flows,
+            verdict: if array.is_some() {
+                XDP_REDIRECT
+            } else {
+                XDP_PASS as u32
+            },
+            _array: array,
             ingress: ingress.ifindex,
             egress: egress.to_owned(),
         })
@@ -347,7 +560,12 @@ impl Generator {
     /// counts what the egress device sent meanwhile. With `check`, fails unless nearly all
     /// were forwarded.
     pub fn run(&self, cpu: usize, duration: Duration, check: bool) -> Result<Live> {
-        let live = self.place.in_netns(|| self.run_here(cpu, duration))??;
+        let live = self.place.in_netns(|| {
+            if check {
+                self.check_verdicts(self.verdict)?;
+            }
+            self.run_here(cpu, duration)
+        })??;
         if check && (live.forwarded as f64) < MIN_FORWARDED * live.injected as f64 {
             bail!(
                 "{}: of {} frames injected on ifindex {}, {} left by {} (below {:.0} %)",
@@ -362,17 +580,31 @@ impl Generator {
         Ok(live)
     }
 
+    /// Fails unless every flow's program gives `want` for its frame (an ordinary test run).
+    fn check_verdicts(&self, want: u32) -> Result<()> {
+        for (frame, program) in &self.flows {
+            let got = verdict(program, frame, self.ingress).context("a test run")?;
+            if got != want {
+                bail!(
+                    "{}: the test program's verdict for a frame is {got}, not {want}",
+                    self.place.name()
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn run_here(&self, cpu: usize, duration: Duration) -> Result<Live> {
         pin(cpu)?;
         let before = tx_packets(&self.egress)?;
         let started = Instant::now();
         let mut injected = 0u64;
         'run: loop {
-            for frame in &self.frames {
+            for (frame, program) in &self.flows {
                 if started.elapsed() >= duration {
                     break 'run;
                 }
-                run_live(&self.program, frame, self.ingress, REPEAT).with_context(|| {
+                run_live(program, frame, self.ingress, REPEAT).with_context(|| {
                     format!("a live-frames test run on ifindex {}", self.ingress)
                 })?;
                 injected += u64::from(REPEAT);
