@@ -397,13 +397,15 @@ fn test_run(
     Ok(attr.retval)
 }
 
-/// Whether this kernel runs XDP programs in live-frames mode: one frame through a program
-/// that drops it (so nothing reaches any stack), on `place`'s loopback. `Err` says why not.
-pub fn supported(place: &Place) -> Result<()> {
-    place.in_netns(supported_here)?
+/// Whether this kernel runs XDP programs in live-frames mode: frames through a program that
+/// drops them (so nothing reaches any stack), on `place`'s loopback, from `cpu`, for
+/// `duration`. Returns the frames/s of that: the generator's own limit. `Err` says why not.
+pub fn supported(place: &Place, cpu: usize, duration: Duration) -> Result<f64> {
+    place.in_netns(|| supported_here(cpu, duration))?
 }
 
-fn supported_here() -> Result<()> {
+fn supported_here(cpu: usize, duration: Duration) -> Result<f64> {
+    pin(cpu)?;
     let drop_all = load_constant_program(XDP_DROP)?;
     let frame = PacketBuilder::udp(
         "192.0.2.1:1".parse().expect("address"),
@@ -413,12 +415,20 @@ fn supported_here() -> Result<()> {
     .build();
     let loopback = 1;
     match run_live(&drop_all, &frame, loopback, 1) {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => bail!(
             "this kernel refuses BPF_F_TEST_XDP_LIVE_FRAMES ({e}); live frames need Linux 5.18"
         ),
-        Err(e) => Err(e).context("a live-frames test run of an XDP_DROP program"),
+        Err(e) => return Err(e).context("a live-frames test run of an XDP_DROP program"),
     }
+    let started = Instant::now();
+    let mut injected = 0u64;
+    while started.elapsed() < duration {
+        run_live(&drop_all, &frame, loopback, REPEAT)
+            .context("a live-frames test run of an XDP_DROP program")?;
+        injected += u64::from(REPEAT);
+    }
+    Ok(injected as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Which XDP program the frames meet.

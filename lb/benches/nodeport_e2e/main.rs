@@ -142,7 +142,7 @@ fn run() -> Result<()> {
             took.as_secs_f64()
         );
     }
-    let generators = live_generators(&world, &variants)?;
+    let generators = live_generators(&world, &variants, sender_cpu)?;
     for (&v, generator) in variants.iter().zip(&generators) {
         let r = measure(&world, v, generator.as_ref(), sender_cpu, WARMUP, true)?;
         eprintln!(
@@ -182,10 +182,20 @@ fn run() -> Result<()> {
 
 /// A live-frames generator per variant, or none at all (said on stderr, with why) when this
 /// kernel cannot run them; the rest of the bench runs either way.
-fn live_generators(world: &World, variants: &[Variant]) -> Result<Vec<Option<live::Generator>>> {
-    if let Err(e) = live::supported(world.outside()) {
-        eprintln!("nodeport-e2e: LIVE FRAMES CANNOT RUN, their half is left out: {e:#}");
-        return Ok(variants.iter().map(|_| None).collect());
+fn live_generators(
+    world: &World,
+    variants: &[Variant],
+    cpu: usize,
+) -> Result<Vec<Option<live::Generator>>> {
+    match live::supported(world.outside(), cpu, WARMUP) {
+        Ok(rate) => eprintln!(
+            "nodeport-e2e: live frames: the generator alone (an XDP_DROP program) runs \
+             {rate:.0} frames/s"
+        ),
+        Err(e) => {
+            eprintln!("nodeport-e2e: LIVE FRAMES CANNOT RUN, their half is left out: {e:#}");
+            return Ok(variants.iter().map(|_| None).collect());
+        }
     }
     let flows = u16::try_from(FLOWS).expect("a few flows");
     variants
