@@ -32,6 +32,7 @@ use netsim::{NodeSpec, Place, PodSpec, Topology};
 
 use crate::agent_files::AgentFiles;
 use crate::iptables;
+use crate::live::{self, Generator, Program};
 use crate::services::{ServiceSet, BACKEND_PORT, NODE_PORT_RANGE};
 use crate::traffic::Backends;
 
@@ -232,6 +233,41 @@ impl World {
             (None, _) => "nothing to program".to_owned(),
         };
         Ok((what, started.elapsed()))
+    }
+
+    /// A live-frames generator for `variant`'s node: frames from the outside host to
+    /// [`World::targets`], one flow per source port from `first_port`, injected on the node's
+    /// `eth0` and counted leaving by its `eth1`. The XDP variant's frames meet the program the
+    /// agent attached to `eth0`; every other variant's go to the stack (`XDP_PASS`).
+    pub fn live_generator(
+        &self,
+        variant: Variant,
+        first_port: u16,
+        flows: u16,
+    ) -> Result<Generator> {
+        let middle = self.middle(variant)?;
+        let program = match (&middle.agent, variant.via) {
+            (Some(files), Via::Xdp) => Program::Attached(lb::datapath::xdp_link_path(
+                &files
+                    .bpf_root()
+                    .join(lb::agent::PIN_SUBDIR)
+                    .join(lb::datapath::LINKS_DIR),
+                "eth0",
+            )),
+            _ => Program::Pass,
+        };
+        let outside = live::device(&self.outside, "eth0")?;
+        let ingress = live::device(&middle.place, "eth0")?;
+        Generator::new(
+            &middle.place,
+            program,
+            (outside, OUTSIDE_IP),
+            ingress,
+            "eth1",
+            &self.targets(variant)?,
+            first_port,
+            flows,
+        )
     }
 
     /// The topology's prefix, for messages.
