@@ -195,6 +195,29 @@ impl Topology {
             .map(|f| Place::new(f.netns.name(), f.netns.path(), self.cgroup.path()))
     }
 
+    /// Makes the fabric's end of `node`'s link on `segment` (`s<segment>-<node>`) a sink that
+    /// drops every frame the node sends there (`sink`), or the pass-through end it was
+    /// (`!sink`): a bench that measures what a node forwards can take everything past the node
+    /// off its CPU. The node's device still counts what it sent (a veth counts the frames its
+    /// peer's XDP program took). Only for nodes built without a jumbo MTU, whose fabric end runs
+    /// XDP.
+    pub fn set_fabric_sink(&self, node: &str, segment: usize, sink: bool) -> Result<()> {
+        let fabric = self.fabric.as_ref().ok_or_else(|| Error::Topology {
+            what: "no fabric yet: no node has joined a segment",
+            name: node.to_owned(),
+        })?;
+        let program = if sink {
+            crate::xdp::load_drop_program()?
+        } else {
+            crate::xdp::load_pass_program()?
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&program);
+        let port = format!("s{segment}-{node}");
+        crate::netlink::with_netlink(fabric.netns.name(), fabric.netns.path(), |nl| async move {
+            nl.set_xdp(&port, fd).await
+        })
+    }
+
     fn check_new_name(&self, name: &str) -> Result<()> {
         if self.nodes().any(|n| n.name() == name) || self.pods().any(|p| p.name() == name) {
             return Err(Error::Topology {

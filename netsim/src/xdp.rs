@@ -1,4 +1,5 @@
-//! A pass-through XDP program for the fabric's ends of the nodes' links.
+//! A pass-through XDP program for the fabric's ends of the nodes' links (and a dropping one,
+//! for a bench that wants a link's far end to take frames and go no further).
 //!
 //! A veth hands a frame sent by XDP (`XDP_TX`, or `XDP_REDIRECT` into it) only to a peer whose
 //! receive path runs in NAPI, and that is on only while the peer has an XDP program (or, from
@@ -14,7 +15,8 @@ use crate::error::{Error, Result};
 const BPF_PROG_LOAD: libc::c_long = 5;
 /// `BPF_PROG_TYPE_XDP`.
 const BPF_PROG_TYPE_XDP: u32 = 6;
-/// `XDP_PASS`.
+/// `XDP_DROP`, `XDP_PASS`.
+const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
 
 /// One BPF instruction.
@@ -42,13 +44,23 @@ struct ProgLoadAttr {
 
 /// Loads `r0 = XDP_PASS; exit`; the returned descriptor holds the program.
 pub(crate) fn load_pass_program() -> Result<OwnedFd> {
+    load_verdict_program(XDP_PASS)
+}
+
+/// Loads `r0 = XDP_DROP; exit`.
+pub(crate) fn load_drop_program() -> Result<OwnedFd> {
+    load_verdict_program(XDP_DROP)
+}
+
+/// Loads `r0 = verdict; exit`.
+fn load_verdict_program(verdict: i32) -> Result<OwnedFd> {
     let insns = [
-        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = XDP_PASS
+        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = verdict
         Insn {
             code: 0xb7,
             regs: 0,
             off: 0,
-            imm: XDP_PASS,
+            imm: verdict,
         },
         // BPF_JMP | BPF_EXIT
         Insn {
@@ -82,7 +94,7 @@ pub(crate) fn load_pass_program() -> Result<OwnedFd> {
     };
     if fd < 0 {
         return Err(Error::Topology {
-            what: "cannot load the pass-through XDP program",
+            what: "cannot load the fabric's XDP program",
             name: std::io::Error::last_os_error().to_string(),
         });
     }

@@ -284,9 +284,12 @@ fn measure(
     let secs = |d: Duration| d.as_secs_f64();
     let (live_injected_pps, live_forwarded_pps) = match generator {
         Some(g) => {
+            world.sink_backend_side(v, true)?;
             let live = g
                 .run(cpu, duration, check)
-                .with_context(|| format!("{}: live frames", name(v)))?;
+                .with_context(|| format!("{}: live frames", name(v)));
+            world.sink_backend_side(v, false)?;
+            let live = live?;
             (
                 live.injected as f64 / secs(live.elapsed),
                 live.forwarded as f64 / secs(live.elapsed),

@@ -188,6 +188,18 @@ impl World {
             .with_context(|| format!("no node for {variant:?}"))
     }
 
+    /// Makes the fabric's end of `variant`'s backend-side link (its `eth1`) drop every frame the
+    /// node forwards there (`sink`), or pass them on to the backend node again (`!sink`): the
+    /// live-frames measurement then costs the injecting CPU the middle node's work and no more
+    /// (a veth delivers on the sending CPU, so the bridge, the backend node and the sockets
+    /// would otherwise run there too). The node's `eth1` still counts what it forwarded.
+    pub fn sink_backend_side(&self, variant: Variant, sink: bool) -> Result<()> {
+        let middle = self.middle(variant)?;
+        self.topology
+            .set_fabric_sink(middle.place.name(), 1, sink)
+            .with_context(|| format!("{variant:?}: the fabric's end of eth1 (sink {sink})"))
+    }
+
     /// `count` services on `variant`'s node, over this world's backends.
     fn service_set(&self, middle: &Middle) -> ServiceSet {
         ServiceSet {
