@@ -711,23 +711,26 @@ fn load_nodeport_with(
     )?)
 }
 
+/// The conntrack key of client 10.0.0.`i`'s TCP flow to NodePort 192.168.1.1:30080.
+fn client_flow(i: u8) -> ebpf::maps::LbCtKey {
+    ebpf::maps::LbCtKey {
+        saddr: ebpf::maps::LbAddr::from(std::net::IpAddr::from([10, 0, 0, i])),
+        daddr: ebpf::maps::LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
+        sport: 40000u16.to_be(),
+        dport: 30080u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    }
+}
+
 /// Conntrack entries pinned with `bpf.lbMapMax=1024`, programs loaded again with 2048: the
 /// pinned `lb_ct_v2` is a fresh map of 2048 entries holding every flow, and nothing is left
 /// under `migrate/` once the new programs are attached.
 fn conntrack_resize() -> Result<(), Failed> {
-    use ebpf::maps::{LbAddr, LbCtEntry, LbCtKey, LB_CT};
+    use ebpf::maps::{LbCtEntry, LbCtKey, LB_CT};
 
     let bpffs = TestBpffs::new("tc-resize")?;
-    let keys: Vec<LbCtKey> = (1..=50u8)
-        .map(|i| LbCtKey {
-            saddr: LbAddr::from(std::net::IpAddr::from([10, 0, 0, i])),
-            daddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
-            sport: 40000u16.to_be(),
-            dport: 30080u16.to_be(),
-            proto: 6,
-            pad: [0; 3],
-        })
-        .collect();
+    let keys: Vec<LbCtKey> = (1..=50u8).map(client_flow).collect();
     {
         let mut first = load_nodeport(&bpffs, 1024)?;
         let mut ct = first.conntrack()?;
@@ -779,14 +782,7 @@ fn conntrack_v1_taken_over() -> Result<(), Failed> {
     let old_pin = bpffs.path.join(LB_CT_V1);
     let flows: Vec<(LbCtKey, LbCtEntryV1)> = (1..=50u8)
         .map(|i| {
-            let key = LbCtKey {
-                saddr: LbAddr::from(std::net::IpAddr::from([10, 0, 0, i])),
-                daddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
-                sport: 40000u16.to_be(),
-                dport: 30080u16.to_be(),
-                proto: 6,
-                pad: [0; 3],
-            };
+            let key = client_flow(i);
             let entry = LbCtEntryV1 {
                 saddr: LbAddr::from(std::net::IpAddr::from([192, 168, 1, 1])),
                 daddr: LbAddr::from(std::net::IpAddr::from([10, 1, 0, i])),
