@@ -27,8 +27,10 @@
 //!   the middle node's outside-facing device with `BPF_PROG_TEST_RUN` in live-frames mode
 //!   (`live.rs`), for [`ROUND`]: the XDP variant's meet the agent's attached XDP program,
 //!   the others' an `XDP_PASS` program that hands them to the stack; what leaves the node's
-//!   backend-side device is counted. No sender stack or first bridge stands in front of the
-//!   middle node, so the middle node's share of the CPU is larger than in the flood. Frames
+//!   backend-side device is counted, where the fabric's end drops them for the run
+//!   ([`World::sink_backend_side`]). No sender stack or first bridge stands in front of the
+//!   middle node and nothing after it runs on its CPU, and the rate is by the kernel's own time
+//!   for the frames (not the test runs' setup), so this measures the middle node. Frames
 //!   injected and forwarded per second are both reported; a variant forwarding under 90 % of
 //!   them in the warm-up is an error. A kernel without live frames (before 5.18) leaves this
 //!   part out, saying so.
