@@ -54,7 +54,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 16] = [
+    let tests: [(&str, TestFn); 17] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -118,6 +118,10 @@ fn main() {
         (
             "maps::a_lb_map_max_too_small_for_the_entries_is_refused_naming_the_option",
             resize::a_too_small_lb_map_max_is_refused,
+        ),
+        (
+            "sock_lb::replaced_and_removed_links_are_off_the_cgroup_when_the_call_returns",
+            links_leave_the_cgroup_at_once,
         ),
     ];
     support::run_tier("privileged", tests.into());
@@ -407,6 +411,51 @@ fn ipv6_clusterip_tcp() -> Result<(), Failed> {
 /// Maps pinned by one agent are found by the next: nothing is rewritten when nothing changed,
 /// ids stay, and a removed backend removes exactly its entries. `lbctl`'s read-only view of the
 /// pinned maps sees the same.
+/// The attach types that hold a program on `cgroup` more than once: after a generation swap
+/// each hook must hold exactly one (the new generation's), after a detach none.
+fn programs_per_hook(cgroup: &Path) -> Result<std::collections::BTreeMap<String, usize>, Failed> {
+    let mut count = std::collections::BTreeMap::new();
+    for p in lb::host::cgroup_query::attached_programs(cgroup)? {
+        *count.entry(p.attach_type.to_owned()).or_insert(0) += 1;
+    }
+    Ok(count)
+}
+
+/// A second `attach` (a restarted agent's new generation) leaves one program per hook as soon
+/// as it returns, and detaching every pinned link leaves none: nothing waits for bpffs to drop
+/// its reference, which happens later (after an RCU grace period, then a workqueue).
+fn links_leave_the_cgroup_at_once() -> Result<(), Failed> {
+    let (mut lb, cgroup, bpffs) = setup("links-at-once", BOTH)?;
+    let first = programs_per_hook(&cgroup.path)?;
+    if first.is_empty() || first.values().any(|&n| n != 1) {
+        return Err(format!("after the first attach: {first:?}").into());
+    }
+    for round in 0..20 {
+        lb.attach(&cgroup.path)?;
+        let now = programs_per_hook(&cgroup.path)?;
+        if now != first {
+            return Err(format!(
+                "right after generation swap {round}, the hooks hold {now:?}, expected {first:?}"
+            )
+            .into());
+        }
+    }
+    let links = lb::datapath::pinned_links(&bpffs.path.join(lb::datapath::LINKS_DIR))?;
+    if links.len() != first.len() {
+        return Err(format!("{} links pinned for {} hooks", links.len(), first.len()).into());
+    }
+    for (path, _) in links {
+        if lb::datapath::detach_and_unpin(&path)? != lb::datapath::Unpinned::Removed {
+            return Err(format!("{} was not there to remove", path.display()).into());
+        }
+    }
+    let left = programs_per_hook(&cgroup.path)?;
+    if !left.is_empty() {
+        return Err(format!("right after detaching every link, the hooks hold {left:?}").into());
+    }
+    Ok(())
+}
+
 fn restart_adopts_pinned_maps() -> Result<(), Failed> {
     let bpffs = TestBpffs::new("restart")?;
     let config = SockLbConfig {

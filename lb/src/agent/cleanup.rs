@@ -1,6 +1,6 @@
 //! `lbctl cleanup`: removing everything an agent installed, so the node can go back to
-//! kube-proxy. Unpinning a link detaches its program; unpinning a map frees it once no program
-//! uses it.
+//! kube-proxy. Each pinned link is detached before its pin goes, so its program is off the
+//! hook when cleanup reports it; unpinning a map frees it once no program uses it.
 
 use std::path::{Path, PathBuf};
 
@@ -57,8 +57,9 @@ pub fn cleanup(state_dir: &Path) -> Result<CleanupReport, AgentError> {
     };
     let links_dir = record.pin_dir.join(LINKS_DIR);
     for (path, _) in crate::datapath::pinned_links(&links_dir)? {
-        remove_file(&path)?;
-        report.links.push(path);
+        if crate::datapath::detach_and_unpin(&path)? == crate::datapath::Unpinned::Removed {
+            report.links.push(path);
+        }
     }
     remove_dir(&links_dir, &mut report.other)?;
     report

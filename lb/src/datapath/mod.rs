@@ -8,6 +8,7 @@ mod drop_counters;
 mod error;
 mod hooks;
 mod kernel;
+mod link_detach;
 mod maglev_map;
 mod maglev_tables;
 mod migrate;
@@ -29,6 +30,7 @@ pub(crate) use error::source_chain;
 pub use error::DatapathError;
 pub use hooks::SocketHooks;
 pub use kernel::{ApplyPhase, ApplyReport, ServiceMaps};
+pub use link_detach::{detach_and_unpin, Unpinned};
 pub use maglev_tables::MaglevSettings;
 pub use migrate::{
     expected_packet_specs, expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR,

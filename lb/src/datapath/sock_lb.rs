@@ -208,7 +208,7 @@ impl SockLb {
             pinned.push(pin(name, link)?);
         }
         for (path, _) in old {
-            std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
+            super::detach_and_unpin(&path)?;
         }
         // Maps only the detached programs used (an earlier version's) go with them.
         for name in ebpf::maps::RETIRED_MAPS {

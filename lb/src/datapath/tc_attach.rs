@@ -191,7 +191,7 @@ impl NodePortLb {
             self.attach_device(name, ifindex, pod, previous, &mut record)?;
         }
         for (path, _) in old_links {
-            std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
+            super::detach_and_unpin(&path)?;
         }
         // An earlier agent's filters where this one attached nothing (a device no longer
         // chosen, or tcx now): they would keep running the old programs.
@@ -244,12 +244,7 @@ impl NodePortLb {
             .filter(|a| gone.contains(&a.ifindex))
         {
             if let Some(link) = &a.link {
-                match std::fs::remove_file(link) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(DatapathError::pin(link)(e))
-                    }
-                    _ => {}
-                }
+                super::detach_and_unpin(link)?;
             }
         }
         changed += gone.iter().collect::<std::collections::BTreeSet<_>>().len();

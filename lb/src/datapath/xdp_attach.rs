@@ -181,8 +181,7 @@ pub fn is_xdp_link(path: &Path) -> bool {
 pub fn detach_xdp(links_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     let mut removed = Vec::new();
     for (path, _) in pinned_links(links_dir)? {
-        if is_xdp_link(&path) {
-            std::fs::remove_file(&path).map_err(DatapathError::pin(&path))?;
+        if is_xdp_link(&path) && super::detach_and_unpin(&path)? == super::Unpinned::Removed {
             removed.push(path);
         }
     }
