@@ -1,6 +1,11 @@
-/* The context layer's tc half (struct __sk_buff; see lb_ctx.h), through the skb helpers,
- * which keep the kernel's checksum state right (a packet from a local socket carries a partial
- * checksum the helpers know how to update).
+/* The context layer's tc half (struct __sk_buff; see lb_ctx.h). Loads and stores go straight
+ * to the packet where the headers are in its linear part (they are, for what veth and the
+ * stack hand to tc), each access checked against data_end, and through bpf_skb_load_bytes /
+ * bpf_skb_store_bytes otherwise: a helper call costs as much as the whole access here. A store
+ * changes bytes only, as bpf_skb_store_bytes without flags does; the checksums are updated by
+ * the skb helpers, which keep the kernel's checksum state right (a packet from a local socket
+ * carries a partial checksum they know how to update, and tc cannot read which state it is in).
+ * Writing the packet makes the verifier unclone a cloned skb first, as the store helper does.
  */
 #ifndef LB_CTX_H
 #define LB_CTX_H
@@ -28,15 +33,47 @@ static __always_inline __u32 ctx_ifindex(const lb_ctx_t *ctx)
 	return ctx->ifindex;
 }
 
-/* 0 on success. */
+/* The furthest offset a direct access starts at: headers only, and a bound the verifier needs
+ * for an offset it cannot know. Past it the helpers do the access. */
+#define LB_TC_MAX_OFF 512
+
+/* Where len bytes at off are in the packet's linear part, NULL when they are not (past its
+ * end, or in paged data). */
+static __always_inline void *ctx_linear_at(const lb_ctx_t *ctx, __u32 off, __u32 len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	void *at;
+
+	if (off > LB_TC_MAX_OFF)
+		return NULL;
+	at = data + off;
+	if (at + len > end)
+		return NULL;
+	return at;
+}
+
+/* 0 on success. len is a constant at every caller. */
 static __always_inline int ctx_load(const lb_ctx_t *ctx, __u32 off, void *to, __u32 len)
 {
+	void *at = ctx_linear_at(ctx, off, len);
+
+	if (at) {
+		__builtin_memcpy(to, at, len);
+		return 0;
+	}
 	return bpf_skb_load_bytes(ctx, off, to, len);
 }
 
-/* 0 on success. */
+/* 0 on success. len is a constant at every caller. */
 static __always_inline int ctx_store(lb_ctx_t *ctx, __u32 off, const void *from, __u32 len)
 {
+	void *at = ctx_linear_at(ctx, off, len);
+
+	if (at) {
+		__builtin_memcpy(at, from, len);
+		return 0;
+	}
 	return bpf_skb_store_bytes(ctx, off, from, len, 0);
 }
 
