@@ -417,7 +417,7 @@ fn refresh_addresses(attached: &mut [DeviceAddrs]) -> Result<(), AgentError> {
 fn detach_nodeport(pin_dir: &Path, previous: &TcRecord) -> Result<(), AgentError> {
     detach_xdp(pin_dir)?;
     for (path, _) in crate::datapath::tc_links(&pin_dir.join(LINKS_DIR))? {
-        std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
+        crate::datapath::detach_and_unpin(&path)?;
         tracing::info!(link = %path.display(), "detached an earlier agent's NodePort program");
     }
     for line in crate::datapath::remove_tc_attachments(previous)? {
@@ -426,7 +426,7 @@ fn detach_nodeport(pin_dir: &Path, previous: &TcRecord) -> Result<(), AgentError
     Ok(())
 }
 
-/// Unpins an earlier agent's NodePort XDP links (acceleration is off now), which detaches them.
+/// Detaches and unpins an earlier agent's NodePort XDP links (acceleration is off now).
 fn detach_xdp(pin_dir: &Path) -> Result<(), AgentError> {
     for path in crate::datapath::detach_xdp(&pin_dir.join(LINKS_DIR))? {
         tracing::info!(link = %path.display(), "detached an earlier agent's NodePort XDP program");
@@ -434,13 +434,13 @@ fn detach_xdp(pin_dir: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Unpins the socket hooks' links an earlier agent left, which detaches them.
+/// Detaches and unpins the socket hooks' links an earlier agent left.
 fn detach_socket_hooks(pin_dir: &Path) -> Result<(), AgentError> {
     for (path, _) in pinned_links(&pin_dir.join(LINKS_DIR))?
         .into_iter()
         .filter(|(path, _)| !is_tc_link(path) && !is_xdp_link(path))
     {
-        std::fs::remove_file(&path).map_err(AgentError::io(&path))?;
+        crate::datapath::detach_and_unpin(&path)?;
         tracing::info!(link = %path.display(), "detached an earlier agent's socket hook");
     }
     Ok(())
