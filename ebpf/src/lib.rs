@@ -94,8 +94,9 @@ static EMPTY: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/empty.o")),
 };
 
-/// Programs that do nothing ([`EMPTY_XDP_PROGRAM`], [`EMPTY_TC_PROGRAM`]): the floor the
-/// NodePort bench measures the packet programs against.
+/// Programs that do nothing ([`EMPTY_XDP_PROGRAM`], [`EMPTY_TC_PROGRAM`],
+/// [`EMPTY_SOCK_PROGRAMS`], [`EMPTY_SOCK_RELEASE_PROGRAM`]): the floors the NodePort and
+/// socket-LB benches measure the real programs against.
 pub fn empty_object() -> &'static [u8] {
     &EMPTY.bytes
 }
@@ -104,3 +105,20 @@ pub fn empty_object() -> &'static [u8] {
 pub const EMPTY_XDP_PROGRAM: &str = "lb_empty_xdp";
 /// The tc program of [`empty_object`] (returns `TC_ACT_OK`).
 pub const EMPTY_TC_PROGRAM: &str = "lb_empty_tc";
+/// The cgroup sock_addr programs of [`empty_object`] (each lets the call go on unchanged), on
+/// the same hooks as [`SOCK_LB_PROGRAMS`]: the socket-LB bench's floor.
+pub const EMPTY_SOCK_PROGRAMS: &[(&str, &str)] = &[
+    ("lb_empty_connect4", "connect4"),
+    ("lb_empty_sendmsg4", "sendmsg4"),
+    ("lb_empty_recvmsg4", "recvmsg4"),
+    ("lb_empty_getpeername4", "getpeername4"),
+    ("lb_empty_bind4", "bind4"),
+    ("lb_empty_connect6", "connect6"),
+    ("lb_empty_sendmsg6", "sendmsg6"),
+    ("lb_empty_recvmsg6", "recvmsg6"),
+    ("lb_empty_getpeername6", "getpeername6"),
+    ("lb_empty_bind6", "bind6"),
+];
+/// The `cgroup/sock_release` program of [`empty_object`], as [`SOCK_LB_RELEASE_PROGRAM`]'s
+/// floor.
+pub const EMPTY_SOCK_RELEASE_PROGRAM: &str = "lb_empty_sock_release";

@@ -3,6 +3,8 @@
 //!
 //! - **direct**: to a backend's address from a pod with neither hooks nor rules (the limit);
 //! - **direct, hooked**: the same from the pod under the socket-LB hooks (the hooks' miss path);
+//! - **direct, empty hooks**: the same from a pod whose cgroup has programs that do nothing on
+//!   the same hooks: the kernel's hook machinery alone, the floor of the two above;
 //! - **socket-LB**: to a ClusterIP from that pod; the `connect` hook rewrites the address;
 //! - **iptables**: to the same ClusterIP from a pod whose `nat` table holds the rules
 //!   kube-proxy's iptables mode writes for the same services (nf_tables backend).
@@ -55,13 +57,15 @@ const TARGET: f64 = 0.98;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
     Direct,
+    DirectEmptyHooks,
     DirectHooked,
     SocketLb,
     Iptables,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant::Direct,
+    Variant::DirectEmptyHooks,
     Variant::DirectHooked,
     Variant::SocketLb,
     Variant::Iptables,
@@ -71,6 +75,7 @@ impl Variant {
     fn label(self) -> &'static str {
         match self {
             Variant::Direct => "direct to backend (limit)",
+            Variant::DirectEmptyHooks => "direct, empty-hooks pod",
             Variant::DirectHooked => "direct, socket-LB pod",
             Variant::SocketLb => "ClusterIP via socket-LB",
             Variant::Iptables => "ClusterIP via iptables",
@@ -80,6 +85,7 @@ impl Variant {
     fn client(self) -> Client {
         match self {
             Variant::Direct => Client::Direct,
+            Variant::DirectEmptyHooks => Client::EmptyHooks,
             Variant::DirectHooked | Variant::SocketLb => Client::Sock,
             Variant::Iptables => Client::Iptables,
         }
@@ -123,8 +129,8 @@ fn run() -> Result<()> {
     eprintln!("socket-lb: clients, servers and everything they start run on CPU {cpu}");
     let mut world = World::new(&COUNTS)?;
     eprintln!(
-        "socket-lb: topology up (node n1; pods client-direct, client-sock, ipt-N for each N, \
-         backend-1..3); iptables backend nf_tables"
+        "socket-lb: topology up (node n1; pods client-direct, client-empty, client-sock, ipt-N \
+         for each N, backend-1..3); iptables backend nf_tables"
     );
     let mut rows = Vec::new();
     for count in COUNTS {
@@ -227,6 +233,7 @@ fn print_table(rows: &[Row]) {
         "services", "variant", "connects", "connects/s", "p50 µs", "p99 µs", "vs direct", "paired"
     );
     let mut held = Vec::new();
+    let mut floor = Vec::new();
     for row in rows {
         let direct = rows
             .iter()
@@ -248,8 +255,15 @@ fn print_table(rows: &[Row]) {
         if row.variant == Variant::SocketLb {
             held.push((row.services, ratio, row.summary.paired));
         }
+        if row.variant == Variant::DirectEmptyHooks {
+            floor.push(format!("N={}: {:.3}", row.services, row.summary.paired));
+        }
     }
     println!();
+    println!(
+        "the hooks' machinery alone (programs that do nothing on the same hooks), paired: {}",
+        floor.join(", ")
+    );
     verdict(
         "connects/s ÷ direct's",
         held.iter().map(|&(n, r, _)| (n, r)),

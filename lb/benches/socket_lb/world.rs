@@ -5,6 +5,8 @@
 //! - `client-direct` has nothing between it and the backends: the limit.
 //! - `client-sock`'s cgroup carries the socket-LB hooks (the agent's `cgroup.hostRoot`), and
 //!   its namespace has no iptables rules.
+//! - `client-empty`'s cgroup carries programs that do nothing on the same hooks: the kernel's
+//!   hook machinery alone, the floor any socket-LB program pays.
 //! - `ipt-N` has kube-proxy's rules for N services in its namespace's `nat` table, and no
 //!   hooks. One pod per service count: through DNAT the client's initial sequence number and
 //!   timestamp offset are derived from the ClusterIP, so a source port reused towards another
@@ -50,6 +52,8 @@ pub enum Client {
     Direct,
     /// Under the socket-LB hooks.
     Sock,
+    /// Under programs that do nothing, on the socket-LB hooks.
+    EmptyHooks,
     /// Behind kube-proxy's iptables rules for the service count last programmed.
     Iptables,
 }
@@ -107,6 +111,9 @@ impl Worker {
 pub struct World {
     direct: Worker,
     sock: Worker,
+    empty: Worker,
+    /// The empty programs, attached to `client-empty`'s cgroup while this lives.
+    _empty_hooks: aya::Ebpf,
     /// Per service count: its pod and client.
     ipt: Vec<(u32, Place, Worker)>,
     /// The service count iptables was last programmed for.
@@ -134,6 +141,8 @@ impl World {
         };
         let direct_pod = pod(&mut topology, "client-direct", 2)?.place().clone();
         let sock_pod = pod(&mut topology, "client-sock", 3)?.place().clone();
+        let empty_pod = pod(&mut topology, "client-empty", 4)?.place().clone();
+        let empty_hooks = attach_empty_hooks(empty_pod.cgroup_path())?;
         let mut ipt = Vec::new();
         for (&count, last) in counts.iter().zip(20..) {
             let name = format!("ipt-{count}");
@@ -159,6 +168,8 @@ impl World {
         Ok(World {
             direct: Worker::start(&direct_pod, "client-direct")?,
             sock: Worker::start(&sock_pod, "client-sock")?,
+            empty: Worker::start(&empty_pod, "client-empty")?,
+            _empty_hooks: empty_hooks,
             ipt,
             ipt_current: None,
             _servers: servers,
@@ -200,6 +211,7 @@ impl World {
         match client {
             Client::Direct => &mut self.direct,
             Client::Sock => &mut self.sock,
+            Client::EmptyHooks => &mut self.empty,
             Client::Iptables => {
                 let current = self.ipt_current;
                 &mut self
@@ -255,4 +267,31 @@ impl World {
         self.ipt_current = Some(set.count);
         Ok((count, took))
     }
+}
+
+/// Loads the programs that do nothing and attaches each to its hook on `cgroup`, the same
+/// hooks the agent attaches to; they stay attached while the returned object lives.
+fn attach_empty_hooks(cgroup: &std::path::Path) -> Result<aya::Ebpf> {
+    use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
+    let mut ebpf = aya::EbpfLoader::new().load(ebpf::empty_object())?;
+    let dir = std::fs::File::open(cgroup)
+        .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+    for (name, _) in ebpf::EMPTY_SOCK_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        prog.load()?;
+        prog.attach(&dir, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name}"))?;
+    }
+    let name = ebpf::EMPTY_SOCK_RELEASE_PROGRAM;
+    let prog: &mut CgroupSock = ebpf
+        .program_mut(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(&dir, CgroupAttachMode::Single)
+        .with_context(|| format!("attaching {name}"))?;
+    Ok(ebpf)
 }
