@@ -231,4 +231,17 @@ mod tests {
         );
         assert!(err.contains("in use"), "{err}");
     }
+
+    #[test]
+    fn an_address_not_on_this_node_is_an_error_naming_the_option_and_address() {
+        // TEST-NET-1 (RFC 5737): assigned to no host.
+        let addr: SocketAddr = "192.0.2.1:10256".parse().unwrap();
+        let health = Arc::new(Health::new(HEALTH_TIMEOUT, Arc::new(Stopped)));
+        let err = HealthServer::start(addr, health).unwrap_err().to_string();
+        assert!(
+            err.starts_with("kubeProxyReplacementHealthzBindAddr=192.0.2.1:10256: cannot listen"),
+            "{err}"
+        );
+        assert!(err.contains("assign requested address"), "{err}");
+    }
 }

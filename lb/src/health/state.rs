@@ -74,9 +74,10 @@ impl HealthState {
     }
 
     /// Whether no change has waited for [`HealthState::timeout`] or longer at `now`. Starting up
-    /// with nothing queued is healthy. (kube-proxy since 1.30 also calls a change queued before
-    /// the very first update healthy however long it waits; here the first programming counts
-    /// like any other, so an agent stuck on it is restarted by its liveness probe.)
+    /// with nothing queued is healthy. (Recent kube-proxy releases also call a change queued
+    /// before the very first update healthy however long it waits, as older ones did not; here
+    /// the first programming counts like any other, so an agent stuck on it is restarted by its
+    /// liveness probe.)
     pub fn healthy(&self, now: SystemTime) -> bool {
         match self.oldest_queued {
             None => true,
