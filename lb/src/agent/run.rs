@@ -1,6 +1,8 @@
 //! `lb-agent`'s loop: sync the source into the store, translate for this node, start the agent
 //! on the first result, then reconcile after every change (and every [`RESYNC`] anyway, so
-//! changed node addresses and anything else that touched the maps are corrected).
+//! changed node addresses and anything else that touched the maps are corrected). Each change
+//! received, each reconcile done and this node's Node are reported to [`crate::health`], which
+//! serves them on `kubeProxyReplacementHealthzBindAddr`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
