@@ -1,6 +1,7 @@
 //! The running agent follows its manifest directory: `lb-agent` (not `--once`) inside a netsim
 //! node programs a new file, an edited file and a removed file within moments, exits cleanly on
-//! SIGTERM leaving the datapath in place, and `lbctl cleanup` then removes it.
+//! SIGTERM leaving the datapath in place, and `lbctl cleanup` then removes it. Its `/healthz`
+//! and `/livez` server follows this node's Node object, and a taken address stops it at start.
 //!
 //! Without root the test is reported as ignored, with a line saying why; under `CI=true` it
 //! fails instead, since CI must run this tier.
@@ -25,7 +26,7 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 4] = [
+    let tests: [(&str, TestFn); 6] = [
         (
             "agent::follows_new_edited_and_removed_manifest_files",
             follows_the_manifest_directory,
@@ -41,6 +42,14 @@ fn main() {
         (
             "agent::second_agent_waits_for_the_first_then_adopts",
             second_agent_waits_for_the_first,
+        ),
+        (
+            "agent::healthz_and_livez_follow_the_node_object",
+            healthz_follows_the_node,
+        ),
+        (
+            "agent::healthz_address_in_use_is_refused_naming_the_option",
+            healthz_address_in_use,
         ),
     ];
     support::run_tier("agent watch", tests.into());
@@ -574,6 +583,213 @@ fn second_agent_waits_for_the_first() -> Result<(), Failed> {
         )
         .into());
     }
+    drop(topology);
+    Ok(())
+}
+
+/// Where the health tests' agents serve `/healthz`, inside their node's namespace.
+const HEALTHZ_ADDR: &str = "127.0.0.1:10256";
+
+/// `GET path` over HTTP/1.1 to [`HEALTHZ_ADDR`] from inside `node`'s namespace: the status code
+/// and the body, or why there was no answer (the server not listening yet, say).
+fn http_get(node: &netsim::Node, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let path = path.to_owned();
+    let answer = node
+        .in_netns(move || -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect(HEALTHZ_ADDR)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: {HEALTHZ_ADDR}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP/1.1 response: {answer:?}"))?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers: {answer:?}"))?;
+    let head = head.to_ascii_lowercase();
+    for header in [
+        "content-type: application/json",
+        "x-content-type-options: nosniff",
+    ] {
+        if !head.contains(&format!("\r\n{header}\r\n")) {
+            return Err(format!("no {header:?} header: {answer:?}"));
+        }
+    }
+    Ok((status, body.to_owned()))
+}
+
+/// Waits until `path` answers `status` with `nodeEligible` (in `/healthz`'s body) as `eligible`,
+/// or fails with the last answer.
+fn wait_health(
+    node: &netsim::Node,
+    path: &str,
+    status: u16,
+    eligible: Option<bool>,
+    after: &str,
+) -> Result<serde_json::Value, Failed> {
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let last = match http_get(node, path) {
+            Ok((code, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(json) if code == status && json["nodeEligible"].as_bool() == eligible => {
+                    return Ok(json);
+                }
+                Ok(_) => format!("{code} {body}"),
+                Err(e) => format!("{code} with a body that is not JSON ({e}): {body:?}"),
+            },
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{PROGRAMMED_WITHIN:?} after {after}, {path} answers {last}, expected {status}"
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `lb-agent` with `kubeProxyReplacementHealthzBindAddr`: `/healthz` and `/livez` answer 200
+/// once it runs; the autoscaler's taint on this node's Node, and then deleting the Node, turn
+/// `/healthz` to 503 with `nodeEligible: false` while `/livez` stays 200.
+fn healthz_follows_the_node() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("health", "192.168.80.11")?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5"]),
+    )?;
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+        .arg(format!(
+            "kubeProxyReplacementHealthzBindAddr={HEALTHZ_ADDR}"
+        ))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut agent = node.spawn(cmd)?;
+    wait_programmed(&pin_dir, &[("10.96.0.10:80", 1)], "the agent started")?;
+    let body = wait_health(&node, "/healthz", 200, Some(true), "the agent started")?;
+    if body["healthy"] != true || body["lastUpdated"] != body["currentTime"] {
+        return Err(format!("a healthy /healthz answered {body}").into());
+    }
+    wait_health(&node, "/livez", 200, None, "the agent started")?;
+
+    let node_yaml = manifests.join("node.yaml");
+    let plain = std::fs::read_to_string(&node_yaml)?;
+    std::fs::write(
+        &node_yaml,
+        format!(
+            "{plain}spec: {{taints: [{{key: ToBeDeletedByClusterAutoscaler, \
+             value: '1796284800', effect: NoSchedule}}]}}\n"
+        ),
+    )?;
+    wait_health(
+        &node,
+        "/healthz",
+        503,
+        Some(false),
+        "the autoscaler's taint",
+    )?;
+    std::fs::write(&node_yaml, &plain)?;
+    wait_health(&node, "/healthz", 200, Some(true), "the taint was removed")?;
+
+    std::fs::remove_file(&node_yaml)?;
+    let body = wait_health(&node, "/healthz", 503, Some(false), "the Node was deleted")?;
+    if body["healthy"] != true {
+        return Err(format!("the agent itself should stay healthy: {body}").into());
+    }
+    let body = wait_health(&node, "/livez", 200, None, "the Node was deleted")?;
+    if body["healthy"] != true {
+        return Err(format!("/livez answered {body}").into());
+    }
+
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
+    }
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// With `kubeProxyReplacementHealthzBindAddr` on a port already taken, `lb-agent` refuses to
+/// start naming the option and the address, leaving nothing pinned; `--once` starts no server,
+/// so it runs.
+fn healthz_address_in_use() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("hzbind", "192.168.81.11")?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5"]),
+    )?;
+    let _taken = node.in_netns(|| std::net::TcpListener::bind(HEALTHZ_ADDR))??;
+    let run = |once: bool| -> Result<std::process::Output, Failed> {
+        let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+        cmd.args(["--set", "kubeProxyReplacement=true", "--set"])
+            .arg(format!(
+                "kubeProxyReplacementHealthzBindAddr={HEALTHZ_ADDR}"
+            ))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if once {
+            cmd.arg("--once");
+        }
+        Ok(node.spawn(cmd)?.output(Duration::from_secs(60))?)
+    };
+
+    let out = run(false)?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let named = format!("kubeProxyReplacementHealthzBindAddr={HEALTHZ_ADDR}: cannot listen");
+    if out.status.success() || !log.contains(&named) {
+        return Err(format!(
+            "a taken address was not refused clearly ({}): {log}",
+            out.status
+        )
+        .into());
+    }
+    if !programmed(&pin_dir).is_empty() {
+        return Err("the refused agent programmed the maps".into());
+    }
+
+    let out = run(true)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lb-agent --once with a taken health address exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
     drop(topology);
     Ok(())
 }

@@ -43,6 +43,9 @@ pub enum AgentError {
     /// A device option names a device the node lacks.
     #[error(transparent)]
     UnknownDevice(#[from] super::nodeport::UnknownDevice),
+    /// The `/healthz` server could not start.
+    #[error(transparent)]
+    Health(#[from] crate::health::HealthServerError),
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {

@@ -24,7 +24,7 @@ pub use cleanup::{cleanup, CleanupReport};
 pub use error::AgentError;
 pub use lock::{AgentLock, Holder, LOCK_FILE};
 pub use record::{AgentRecord, DEFAULT_STATE_DIR};
-pub use run::{run, RunOptions};
+pub use run::{run, RunOptions, RESYNC};
 
 use crate::config::AgentConfig;
 use crate::datapath::{

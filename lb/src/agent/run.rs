@@ -1,8 +1,11 @@
 //! `lb-agent`'s loop: sync the source into the store, translate for this node, start the agent
 //! on the first result, then reconcile after every change (and every [`RESYNC`] anyway, so
-//! changed node addresses and anything else that touched the maps are corrected).
+//! changed node addresses and anything else that touched the maps are corrected). Each change
+//! received, each reconcile done and this node's Node are reported to [`crate::health`], which
+//! serves them on `kubeProxyReplacementHealthzBindAddr`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -10,6 +13,7 @@ use tracing::{error, info, warn};
 use super::options_watch::OptionsWatch;
 use super::{Agent, AgentError};
 use crate::config::AgentConfig;
+use crate::health::{self, Health, HealthServer, SystemClock, HEALTH_TIMEOUT};
 use crate::k8s::{self, NodeTranslation};
 use crate::source::{ClusterStore, Source, SyncReport};
 
@@ -40,12 +44,18 @@ pub fn run(
     source: &mut dyn Source,
     opts: &RunOptions,
 ) -> Result<(), AgentError> {
+    // Listening before anything is loaded, so a bad address stops the agent before it touches
+    // the node; the first sync counts as a change waiting to be programmed.
+    let health = start_health(config, opts)?;
+    health.queued();
     let mut store = ClusterStore::default();
     log_sync(&source.sync(&mut store)?);
+    health.set_node_eligible(this_node_eligible(&store, opts));
     let first = translate(config, &store, opts)?;
     log_translation(&first);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
     reconcile(&mut agent, &first)?;
+    health.updated();
     keep_neighbours(&mut agent, &store, &first);
     // Said once the first reconciliation is in the maps: from here the node is served.
     info!(
@@ -81,6 +91,9 @@ pub fn run(
             );
         }
         let changed = source.wait_for_change(POLL)?;
+        if changed {
+            health.queued();
+        }
         if !changed && last_sync.elapsed() < RESYNC {
             continue;
         }
@@ -89,22 +102,52 @@ pub fn run(
             error!("{complaint}");
         }
         let report = source.sync(&mut store)?;
+        if report.changed {
+            // A periodic resync that found changed objects has work to program too.
+            health.queued();
+        }
         if changed {
             log_sync(&report);
         }
+        health.set_node_eligible(this_node_eligible(&store, opts));
         match translate(config, &store, opts) {
             Ok(translation) => {
                 if changed {
                     log_translation(&translation);
                 }
                 reconcile(&mut agent, &translation)?;
+                health.updated();
                 keep_neighbours(&mut agent, &store, &translation);
+            }
+            Err(AgentError::NodeNotFound(e)) => {
+                // Nothing can be programmed for a node whose Node is gone, and waiting longer
+                // will not change that: every change is handled, and `nodeEligible: false`
+                // tells load balancers, as kube-proxy does when its Node is deleted.
+                health.updated();
+                error!("objects not applied, keeping the current state: {e}");
             }
             Err(e) => error!("objects not applied, keeping the current state: {e}"),
         }
     }
     info!("stopping; the datapath stays attached (lbctl cleanup removes it)");
     Ok(())
+}
+
+/// The shared health state, and its server listening on `kubeProxyReplacementHealthzBindAddr`
+/// when that is set and the agent keeps running (not `--once`). Without a server the state is
+/// still kept: it is cheap, and the loop need not ask whether anyone reads it.
+fn start_health(config: &AgentConfig, opts: &RunOptions) -> Result<Arc<Health>, AgentError> {
+    let health = Arc::new(Health::new(HEALTH_TIMEOUT, Arc::new(SystemClock)));
+    if let (Some(addr), false) = (config.healthz_bind_addr(), opts.once) {
+        let server = HealthServer::start(addr, Arc::clone(&health))?;
+        info!(address = %server.local_addr(), "serving /healthz and /livez");
+    }
+    Ok(health)
+}
+
+/// Whether this node's Node, as the store holds it now, may receive traffic.
+fn this_node_eligible(store: &ClusterStore, opts: &RunOptions) -> bool {
+    health::node_eligible(&store.nodes(), opts.node.as_deref())
 }
 
 /// The store's objects translated for this node with its devices now.

@@ -1,0 +1,17 @@
+//! The kube-proxy-replacement health server (`kubeProxyReplacementHealthzBindAddr`): `/healthz`
+//! and `/livez` answered as kube-proxy's `healthzBindAddress` server answers them, so load
+//! balancers' health checks and kubelet probes written for kube-proxy work unchanged.
+//!
+//! [`HealthState`] is the pure logic the agent loop feeds (a change queued, the maps updated,
+//! this node's eligibility); [`Health`] shares it with the server under a [`Clock`];
+//! [`respond`] turns a request's path into the answer; [`HealthServer`] serves it over HTTP.
+
+mod node;
+mod response;
+mod server;
+mod state;
+
+pub use node::node_eligible;
+pub use response::{respond, Answer, Endpoint};
+pub use server::{HealthServer, HealthServerError};
+pub use state::{Clock, Health, HealthState, SystemClock, HEALTH_TIMEOUT};
