@@ -73,16 +73,18 @@ impl HealthState {
         self.node_eligible = eligible;
     }
 
-    /// Whether no change has waited for [`HealthState::timeout`] or longer at `now`. Starting up
-    /// with nothing queued is healthy. (Recent kube-proxy releases also call a change queued
-    /// before the very first update healthy however long it waits, as older ones did not; here
-    /// the first programming counts like any other, so an agent stuck on it is restarted by its
-    /// liveness probe.)
+    /// Whether no change has waited for [`HealthState::timeout`] or longer at `now`. Until the
+    /// first update the agent is starting up, which is healthy however long it takes, as in
+    /// kube-proxy (its health server only judges proxiers that have updated once): a start
+    /// that is slow on a large cluster must not get the agent restarted by its liveness probe,
+    /// over and over.
     pub fn healthy(&self, now: SystemTime) -> bool {
-        match self.oldest_queued {
-            None => true,
+        match (self.last_updated, self.oldest_queued) {
+            (None, _) | (_, None) => true,
             // A clock stepped back makes the wait zero, not an error.
-            Some(queued) => now.duration_since(queued).unwrap_or_default() < self.timeout,
+            (Some(_), Some(queued)) => {
+                now.duration_since(queued).unwrap_or_default() < self.timeout
+            }
         }
     }
 
@@ -173,8 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn the_first_programming_is_starting_up_however_long_it_takes() {
+        let mut s = HealthState::new(TIMEOUT);
+        s.queued(at(0));
+        assert!(s.healthy(at(600)));
+        s.updated(at(601));
+        s.queued(at(700));
+        assert!(
+            !s.healthy(at(720)),
+            "after the first update a change may wait 20 s"
+        );
+    }
+
+    #[test]
     fn a_queued_change_is_healthy_until_it_has_waited_the_timeout() {
         let mut s = HealthState::new(TIMEOUT);
+        s.updated(at(0));
         s.queued(at(0));
         assert!(s.healthy(at(0)));
         assert!(s.healthy(at(19)));
@@ -194,6 +210,7 @@ mod tests {
     #[test]
     fn later_changes_do_not_restart_the_wait_of_an_earlier_one() {
         let mut s = HealthState::new(TIMEOUT);
+        s.updated(at(0));
         s.queued(at(0));
         s.queued(at(15));
         assert!(!s.healthy(at(21)), "the change queued at 0 has waited 21 s");
@@ -212,6 +229,7 @@ mod tests {
     #[test]
     fn a_clock_stepped_back_counts_as_no_wait() {
         let mut s = HealthState::new(TIMEOUT);
+        s.updated(at(0));
         s.queued(at(100));
         assert!(s.healthy(at(50)));
     }
