@@ -865,7 +865,7 @@ fn wait_service_health(
 }
 
 /// `lb-agent` serves a LoadBalancer service's `healthCheckNodePort` (eTP=Local) on the node's
-/// addresses: 200 with one local ready endpoint, 503 once the manifest makes it not ready,
+/// addresses in both families: 200 with one local ready endpoint, 503 once the manifest makes it not ready,
 /// and the port closed (connection refused) once the service is deleted.
 fn health_check_node_port() -> Result<(), Failed> {
     let AgentNode {
@@ -893,6 +893,11 @@ fn health_check_node_port() -> Result<(), Failed> {
     });
     if body != want {
         return Err(format!("the health check answered {body}, expected {want}").into());
+    }
+    // `[::]` too: the port answers over IPv6, though the agent serves only IPv4 services.
+    match http_get_at(&node, "[::1]:31999", "/") {
+        Ok((200, _, _)) => {}
+        other => return Err(format!("[::1]:31999 answered {other:?}, expected 200").into()),
     }
 
     std::fs::write(&web, local_lb_yaml("hcnp", false))?;

@@ -161,7 +161,7 @@ fn start_service_health(
     if !(config.node_port() && config.values().node_port.enable_health_check) {
         return Ok(None);
     }
-    ServiceHealthServers::start(Arc::clone(health), config.ipv4(), config.ipv6())
+    ServiceHealthServers::start(Arc::clone(health))
         .map(Some)
         .map_err(|e| AgentError::State {
             path: PathBuf::from("/proc/self"),

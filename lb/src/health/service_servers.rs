@@ -61,16 +61,15 @@ pub struct ServiceHealthServers {
 }
 
 impl ServiceHealthServers {
-    /// No servers yet; ports will be opened on `0.0.0.0` when `ipv4` and `[::]` when `ipv6`
-    /// (all of the node's addresses, as kube-proxy listens), on a new thread.
-    pub fn start(health: Arc<Health>, ipv4: bool, ipv6: bool) -> std::io::Result<Self> {
-        let addresses = [
-            (ipv4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            (ipv6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        ]
-        .into_iter()
-        .filter_map(|(on, addr)| on.then_some(addr))
-        .collect();
+    /// No servers yet; ports will be opened on `0.0.0.0` and `[::]`, all of the node's
+    /// addresses in both families whatever families the agent serves, as kube-proxy listens
+    /// (Go's wildcard listener is dual-stack); `[::]` is left out on a kernel without IPv6.
+    /// The servers run on a new thread.
+    pub fn start(health: Arc<Health>) -> std::io::Result<Self> {
+        let mut addresses = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+        if ipv6_supported() {
+            addresses.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        }
         Self::start_on(health, addresses)
     }
 
@@ -182,10 +181,14 @@ impl ServiceHealthServers {
     }
 
     /// Stops `running`'s accept loops and connections and waits until their sockets are
-    /// closed, so the port can be opened again at once.
+    /// closed, so the port can be opened again at once. Called from inside an async runtime
+    /// (where it must not block) it does not wait: the sockets close moments later.
     fn close(&self, running: Running) {
         for task in &running.tasks {
             task.abort();
+        }
+        if Handle::try_current().is_ok() {
+            return;
         }
         for task in running.tasks {
             // An aborted task ends as cancelled once its sockets are dropped; that is the
@@ -203,6 +206,18 @@ impl Drop for ServiceHealthServers {
             }
         }
     }
+}
+
+/// Whether this kernel makes IPv6 sockets (not when built without IPv6 or booted with
+/// `ipv6.disable=1`).
+fn ipv6_supported() -> bool {
+    socket::socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .is_ok()
 }
 
 /// A listening TCP socket on `addr`, non-blocking, with `SO_REUSEADDR` (as Go's listeners, so
