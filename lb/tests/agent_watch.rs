@@ -2,7 +2,8 @@
 //! node programs a new file, an edited file and a removed file within moments, exits cleanly on
 //! SIGTERM leaving the datapath in place, and `lbctl cleanup` then removes it. Its `/healthz`
 //! and `/livez` server follows this node's Node object, and a taken address stops it at start.
-//! A LoadBalancer service's `healthCheckNodePort` follows its local endpoints and goes with it.
+//! A LoadBalancer service's `healthCheckNodePort` follows its local endpoints and goes with it,
+//! and a port taken by another process is logged and opened on a later pass.
 //!
 //! Without root the test is reported as ignored, with a line saying why; under `CI=true` it
 //! fails instead, since CI must run this tier.
@@ -27,7 +28,7 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 7] = [
+    let tests: [(&str, TestFn); 8] = [
         (
             "agent::follows_new_edited_and_removed_manifest_files",
             follows_the_manifest_directory,
@@ -55,6 +56,10 @@ fn main() {
         (
             "agent::health_check_node_port_follows_the_local_endpoints_and_the_service",
             health_check_node_port,
+        ),
+        (
+            "agent::a_taken_health_check_node_port_is_logged_and_retried",
+            health_check_node_port_taken,
         ),
     ];
     support::run_tier("agent watch", tests.into());
@@ -919,6 +924,65 @@ fn health_check_node_port() -> Result<(), Failed> {
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
+    }
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// A `healthCheckNodePort` another process holds does not stop `lb-agent`: it programs the
+/// service, logs the service and the port, and serves the port on a later pass once it is free.
+fn health_check_node_port_taken() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("hctaken", "192.168.82.11")?;
+    std::fs::write(manifests.join("web.yaml"), local_lb_yaml("hctaken", true))?;
+    let taken = node.in_netns(|| std::net::TcpListener::bind("0.0.0.0:31999"))??;
+    let log_path = scratch.0.join("agent.log");
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?);
+    let mut agent = node.spawn(cmd)?;
+    wait_programmed(
+        &pin_dir,
+        &[
+            ("10.96.0.20:80", 1),
+            ("0.0.0.0:30080", 1),
+            ("0.0.0.0:30080/i", 1),
+            ("192.168.82.11:30080", 1),
+            ("192.168.82.11:30080/i", 1),
+        ],
+        "the agent started",
+    )?;
+    let named = "service shop/web: cannot serve its healthCheckNodePort 31999 on 0.0.0.0:31999";
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let log = std::fs::read_to_string(&log_path)?;
+        if log.contains(named) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the taken port was not logged as {named:?}: {log}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(taken);
+    // The next pass (at most a resync period away) opens it.
+    wait_service_health(&node, 200, 1, "the port was freed")?;
 
     let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
