@@ -2,6 +2,8 @@
 //! node programs a new file, an edited file and a removed file within moments, exits cleanly on
 //! SIGTERM leaving the datapath in place, and `lbctl cleanup` then removes it. Its `/healthz`
 //! and `/livez` server follows this node's Node object, and a taken address stops it at start.
+//! A LoadBalancer service's `healthCheckNodePort` follows its local endpoints and goes with it,
+//! and a port taken by another process is logged and opened on a later pass.
 //!
 //! Without root the test is reported as ignored, with a line saying why; under `CI=true` it
 //! fails instead, since CI must run this tier.
@@ -26,7 +28,7 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 6] = [
+    let tests: [(&str, TestFn); 8] = [
         (
             "agent::follows_new_edited_and_removed_manifest_files",
             follows_the_manifest_directory,
@@ -50,6 +52,14 @@ fn main() {
         (
             "agent::healthz_address_in_use_is_refused_naming_the_option",
             healthz_address_in_use,
+        ),
+        (
+            "agent::health_check_node_port_follows_the_local_endpoints_and_the_service",
+            health_check_node_port,
+        ),
+        (
+            "agent::a_taken_health_check_node_port_is_logged_and_retried",
+            health_check_node_port_taken,
         ),
     ];
     support::run_tier("agent watch", tests.into());
@@ -593,15 +603,26 @@ const HEALTHZ_ADDR: &str = "127.0.0.1:10256";
 /// `GET path` over HTTP/1.1 to [`HEALTHZ_ADDR`] from inside `node`'s namespace: the status code
 /// and the body, or why there was no answer (the server not listening yet, say).
 fn http_get(node: &netsim::Node, path: &str) -> Result<(u16, String), String> {
+    http_get_at(node, HEALTHZ_ADDR, path).map(|(status, _head, body)| (status, body))
+}
+
+/// `GET path` over HTTP/1.1 to `addr` from inside `node`'s namespace: the status code, the
+/// headers (lower case) and the body, or why there was no answer. Every answer must carry the
+/// JSON content type and `nosniff`.
+fn http_get_at(
+    node: &netsim::Node,
+    addr: &str,
+    path: &str,
+) -> Result<(u16, String, String), String> {
     use std::io::{Read, Write};
-    let path = path.to_owned();
+    let (addr, path) = (addr.to_owned(), path.to_owned());
     let answer = node
         .in_netns(move || -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect(HEALTHZ_ADDR)?;
+            let mut stream = std::net::TcpStream::connect(&addr)?;
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(
                 stream,
-                "GET {path} HTTP/1.1\r\nHost: {HEALTHZ_ADDR}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
             )?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
@@ -626,7 +647,7 @@ fn http_get(node: &netsim::Node, path: &str) -> Result<(u16, String), String> {
             return Err(format!("no {header:?} header: {answer:?}"));
         }
     }
-    Ok((status, body.to_owned()))
+    Ok((status, head, body.to_owned()))
 }
 
 /// Waits until `path` answers `status` with `nodeEligible` (in `/healthz`'s body) as `eligible`,
@@ -788,6 +809,186 @@ fn healthz_address_in_use() -> Result<(), Failed> {
             String::from_utf8_lossy(&out.stderr)
         )
         .into());
+    }
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// The health check node port of the test service, on the node's own address.
+const HC_ADDR: &str = "192.168.82.11:31999";
+
+/// A LoadBalancer service `web` with `externalTrafficPolicy: Local` and
+/// `healthCheckNodePort: 31999`, and one endpoint on node `node` that is `ready` or not.
+fn local_lb_yaml(node: &str, ready: bool) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+         spec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.20\n  externalTrafficPolicy: Local\n  \
+         healthCheckNodePort: 31999\n  ports: [{{port: 80, nodePort: 30080, protocol: TCP}}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: web-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{{name: \"\", port: 8080, protocol: TCP}}]\nendpoints:\n\
+         - {{addresses: [10.0.1.5], nodeName: {node}, conditions: {{ready: {ready}}}}}\n"
+    )
+}
+
+/// Waits until [`HC_ADDR`] answers `status` with `localEndpoints` and the weight header both
+/// `local`, or fails with the last answer.
+fn wait_service_health(
+    node: &netsim::Node,
+    status: u16,
+    local: u64,
+    after: &str,
+) -> Result<serde_json::Value, Failed> {
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let last = match http_get_at(node, HC_ADDR, "/any/path") {
+            Ok((code, head, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(json)
+                    if code == status
+                        && json["localEndpoints"] == local
+                        && head.contains(&format!(
+                            "\r\nx-load-balancing-endpoint-weight: {local}\r\n"
+                        )) =>
+                {
+                    return Ok(json);
+                }
+                Ok(_) => format!("{code} {head:?} {body}"),
+                Err(e) => format!("{code} with a body that is not JSON ({e}): {body:?}"),
+            },
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{PROGRAMMED_WITHIN:?} after {after}, {HC_ADDR} answers {last}, expected {status} \
+                 with {local} local endpoints"
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `lb-agent` serves a LoadBalancer service's `healthCheckNodePort` (eTP=Local) on the node's
+/// addresses in both families: 200 with one local ready endpoint, 503 once the manifest makes it not ready,
+/// and the port closed (connection refused) once the service is deleted.
+fn health_check_node_port() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir: _pin_dir,
+    } = AgentNode::new("hcnp", "192.168.82.11")?;
+    let web = manifests.join("web.yaml");
+    std::fs::write(&web, local_lb_yaml("hcnp", true))?;
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut agent = node.spawn(cmd)?;
+    let body = wait_service_health(&node, 200, 1, "the agent started")?;
+    let want = serde_json::json!({
+        "service": {"namespace": "shop", "name": "web"},
+        "localEndpoints": 1,
+        "serviceProxyHealthy": true,
+    });
+    if body != want {
+        return Err(format!("the health check answered {body}, expected {want}").into());
+    }
+    // `[::]` too: the port answers over IPv6, though the agent serves only IPv4 services.
+    match http_get_at(&node, "[::1]:31999", "/") {
+        Ok((200, _, _)) => {}
+        other => return Err(format!("[::1]:31999 answered {other:?}, expected 200").into()),
+    }
+
+    std::fs::write(&web, local_lb_yaml("hcnp", false))?;
+    wait_service_health(&node, 503, 0, "the endpoint became not ready")?;
+
+    std::fs::remove_file(&web)?;
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let connected = node.in_netns(|| std::net::TcpStream::connect(HC_ADDR).map(drop))?;
+        match connected {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other if Instant::now() > deadline => {
+                return Err(format!(
+                    "{PROGRAMMED_WITHIN:?} after the service was deleted, connecting to \
+                     {HC_ADDR} gives {other:?}, expected connection refused"
+                )
+                .into());
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
+    }
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// A `healthCheckNodePort` another process holds does not stop `lb-agent`: it programs the
+/// service, logs the service and the port, and serves the port on a later pass once it is free.
+fn health_check_node_port_taken() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("hctaken", "192.168.82.11")?;
+    std::fs::write(manifests.join("web.yaml"), local_lb_yaml("hctaken", true))?;
+    let taken = node.in_netns(|| std::net::TcpListener::bind("0.0.0.0:31999"))??;
+    let log_path = scratch.0.join("agent.log");
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?);
+    let mut agent = node.spawn(cmd)?;
+    wait_programmed(
+        &pin_dir,
+        &[
+            ("10.96.0.20:80", 1),
+            ("0.0.0.0:30080", 1),
+            ("0.0.0.0:30080/i", 1),
+            ("192.168.82.11:30080", 1),
+            ("192.168.82.11:30080/i", 1),
+        ],
+        "the agent started",
+    )?;
+    let named = "service shop/web: cannot serve its healthCheckNodePort 31999 on 0.0.0.0:31999";
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let log = std::fs::read_to_string(&log_path)?;
+        if log.contains(named) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the taken port was not logged as {named:?}: {log}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(taken);
+    // The next pass (at most a resync period away) opens it.
+    wait_service_health(&node, 200, 1, "the port was freed")?;
+
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
     }
     lbctl(&["cleanup", "--state-dir"], &state_dir)?;
     drop(topology);

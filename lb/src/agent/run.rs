@@ -2,7 +2,8 @@
 //! on the first result, then reconcile after every change (and every [`RESYNC`] anyway, so
 //! changed node addresses and anything else that touched the maps are corrected). Each change
 //! received, each reconcile done and this node's Node are reported to [`crate::health`], which
-//! serves them on `kubeProxyReplacementHealthzBindAddr`.
+//! serves them on `kubeProxyReplacementHealthzBindAddr`; each translation's health checks are
+//! served on their services' `healthCheckNodePort`s (`nodePort.enableHealthCheck`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use tracing::{error, info, warn};
 use super::options_watch::OptionsWatch;
 use super::{Agent, AgentError};
 use crate::config::AgentConfig;
-use crate::health::{self, Health, HealthServer, SystemClock, HEALTH_TIMEOUT};
+use crate::health::{
+    self, Health, HealthServer, ServiceHealthServers, SystemClock, HEALTH_TIMEOUT,
+};
 use crate::k8s::{self, NodeTranslation};
 use crate::source::{ClusterStore, Source, SyncReport};
 
@@ -67,6 +70,8 @@ pub fn run(
     if opts.once {
         return Ok(());
     }
+    let mut node_port_checks = start_service_health(config, &health)?;
+    serve_health_checks(&mut node_port_checks, &first);
     crate::stop::install_handlers().map_err(|e| AgentError::State {
         path: PathBuf::from("/proc/self"),
         detail: format!("cannot install signal handlers: {e}"),
@@ -117,6 +122,7 @@ pub fn run(
                 }
                 reconcile(&mut agent, &translation)?;
                 health.updated();
+                serve_health_checks(&mut node_port_checks, &translation);
                 keep_neighbours(&mut agent, &store, &translation);
             }
             Err(AgentError::NodeNotFound(e)) => {
@@ -143,6 +149,33 @@ fn start_health(config: &AgentConfig, opts: &RunOptions) -> Result<Arc<Health>, 
         info!(address = %server.local_addr(), "serving /healthz and /livez");
     }
     Ok(health)
+}
+
+/// The servers of the services' `healthCheckNodePort`s, when NodePort handling and
+/// `nodePort.enableHealthCheck` are on (the caller does not ask with `--once`). Their answers
+/// follow `health`.
+fn start_service_health(
+    config: &AgentConfig,
+    health: &Arc<Health>,
+) -> Result<Option<ServiceHealthServers>, AgentError> {
+    if !(config.node_port() && config.values().node_port.enable_health_check) {
+        return Ok(None);
+    }
+    ServiceHealthServers::start(Arc::clone(health))
+        .map(Some)
+        .map_err(|e| AgentError::State {
+            path: PathBuf::from("/proc/self"),
+            detail: format!("cannot start the health check node port servers: {e}"),
+        })
+}
+
+/// Opens, updates and closes the health check node port servers after `translation`; a port
+/// that cannot be opened is logged and tried again on the next pass.
+fn serve_health_checks(servers: &mut Option<ServiceHealthServers>, translation: &NodeTranslation) {
+    let Some(servers) = servers else { return };
+    for e in servers.sync(&translation.translation.health_checks) {
+        error!("{e}");
+    }
 }
 
 /// Whether this node's Node, as the store holds it now, may receive traffic.

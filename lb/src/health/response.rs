@@ -42,6 +42,8 @@ pub struct Answer {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// The `X-Load-Balancing-Endpoint-Weight` header: only a service health check sends it.
+    pub endpoint_weight: Option<usize>,
 }
 
 /// The body of `/healthz` and `/livez`, fields in kube-proxy's order.
@@ -68,6 +70,7 @@ pub fn respond(state: &HealthState, now: SystemTime, path: &str) -> Answer {
             status: 404,
             content_type: "text/plain; charset=utf-8",
             body: "404 page not found\n".to_owned(),
+            endpoint_weight: None,
         };
     };
     let healthy = state.healthy(now);
@@ -87,6 +90,7 @@ pub fn respond(state: &HealthState, now: SystemTime, path: &str) -> Answer {
         status: if ok { 200 } else { 503 },
         content_type: "application/json",
         body: serde_json::to_string(&body).expect("a struct of strings and booleans serializes"),
+        endpoint_weight: None,
     }
 }
 

@@ -14,9 +14,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use super::{respond, Health};
+use super::{respond, Answer, Health};
+
+/// The header weighted load balancers read a node's share from (the local endpoint count).
+const ENDPOINT_WEIGHT: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-load-balancing-endpoint-weight");
 
 /// How long a client may take to send its request headers before the connection is closed,
 /// so idle or slow connections cannot pile up.
@@ -67,7 +72,13 @@ impl HealthServer {
             .map_err(start)?;
         std::thread::Builder::new()
             .name("healthz".into())
-            .spawn(move || runtime.block_on(serve(listener, health)))
+            .spawn(move || {
+                let respond: Responder = Arc::new(move |path: &str| {
+                    let (state, now) = health.snapshot();
+                    respond(&state, now, path)
+                });
+                runtime.block_on(serve(listener, respond))
+            })
             .map_err(start)?;
         Ok(HealthServer { local_addr })
     }
@@ -78,8 +89,13 @@ impl HealthServer {
     }
 }
 
-/// Accepts connections until the process exits, each served on its own task.
-async fn serve(listener: std::net::TcpListener, health: Arc<Health>) {
+/// What a server answers a request's path with, computed at once (nothing in it waits).
+pub(super) type Responder = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
+
+/// Accepts connections on `listener` until the task is dropped, each served on a task of its
+/// own with `respond`. The connections' tasks belong to this one, so dropping it (aborting the
+/// task) closes the listening socket and every connection at once, freeing the port.
+pub(super) async fn serve(listener: std::net::TcpListener, respond: Responder) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -87,6 +103,7 @@ async fn serve(listener: std::net::TcpListener, health: Arc<Health>) {
             return;
         }
     };
+    let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -97,10 +114,14 @@ async fn serve(listener: std::net::TcpListener, health: Arc<Health>) {
                 continue;
             }
         };
-        let health = Arc::clone(&health);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                std::future::ready(Ok::<_, Infallible>(answer(&health, &req)))
+        // Forget the connections that have ended, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+        let respond = Arc::clone(&respond);
+        connections.spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(http_response(respond(
+                    req.uri().path(),
+                ))))
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -114,16 +135,16 @@ async fn serve(listener: std::net::TcpListener, health: Arc<Health>) {
     }
 }
 
-/// The HTTP response for `req`, computed at once (nothing here waits).
-fn answer(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (state, now) = health.snapshot();
-    let a = respond(&state, now, req.uri().path());
+/// `a` as an HTTP response.
+fn http_response(a: Answer) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(a.body)));
-    *response.status_mut() =
-        StatusCode::from_u16(a.status).expect("respond gives only 200, 404 and 503");
+    *response.status_mut() = StatusCode::from_u16(a.status).expect("answers are 200, 404 or 503");
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Some(weight) = a.endpoint_weight {
+        headers.insert(ENDPOINT_WEIGHT, HeaderValue::from(weight));
+    }
     response
 }
 

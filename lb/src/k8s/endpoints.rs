@@ -1,6 +1,6 @@
 //! EndpointSlices into backends: conditions to backend states, ports matched by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -160,6 +160,31 @@ fn endpoint_state(
     } else {
         None
     }
+}
+
+/// The addresses of the endpoints of `slices` on the node `node_name` that are ready, in the
+/// families `families`: kube-proxy's `LocalReadyEndpoints`, which counts by address (a pod
+/// listening on two ports of the service is one endpoint) over every port of the service, and
+/// leaves terminating endpoints out even while they still serve, so a node left with only
+/// terminating endpoints fails its health check and load balancers drain it. Endpoints are
+/// counted through the slice's ports, as kube-proxy sees them, so a slice without a port adds
+/// none.
+pub fn local_ready_addresses(
+    slices: &[&ParsedSlice],
+    node_name: &str,
+    families: &[IpFamily],
+) -> BTreeSet<IpAddr> {
+    if node_name.is_empty() {
+        // The local node is unknown: no endpoint is known to be on it.
+        return BTreeSet::new();
+    }
+    slices
+        .iter()
+        .filter(|s| families.contains(&s.family) && !s.ports.is_empty())
+        .flat_map(|s| &s.endpoints)
+        .filter(|ep| ep.state == BackendState::Active && ep.node_name.as_deref() == Some(node_name))
+        .map(|ep| ep.ip)
+        .collect()
 }
 
 /// The backends of `slices` for one service port and family, deduplicated by address (an

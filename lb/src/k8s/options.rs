@@ -27,6 +27,8 @@ pub struct TranslateOptions {
     pub ipv6: bool,
     /// Enforce `loadBalancerSourceRanges` (`config.svcSourceRangeCheck`).
     pub source_range_check: bool,
+    /// Serve `healthCheckNodePort`s: NodePort handling on and `nodePort.enableHealthCheck`.
+    pub health_check_node_ports: bool,
 }
 
 impl From<&AgentConfig> for TranslateOptions {
@@ -43,6 +45,7 @@ impl From<&AgentConfig> for TranslateOptions {
             ipv4: c.ipv4(),
             ipv6: c.ipv6(),
             source_range_check: c.values().config.svc_source_range_check,
+            health_check_node_ports: c.node_port() && c.values().node_port.enable_health_check,
         }
     }
 }
@@ -62,6 +65,7 @@ impl Default for TranslateOptions {
             ipv4: true,
             ipv6: true,
             source_range_check: true,
+            health_check_node_ports: true,
         }
     }
 }

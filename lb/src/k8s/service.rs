@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use super::endpoints::{backends_for, ParsedSlice};
 use super::error::{ErrorSink, ObjectRef, TranslateError};
 use super::fields::{self, ParsedProtocol};
+use super::health_check::{health_check_of, HealthCheck};
 use super::translate::LocalNode;
 use super::TranslateOptions;
 use crate::model::{
@@ -23,8 +24,8 @@ pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-
 /// What became of a Service.
 #[derive(Debug)]
 pub enum ServiceOutcome {
-    /// Its frontends.
-    Programmed(Vec<LbService>),
+    /// Its frontends, and its health check server when it needs one.
+    Programmed(Vec<LbService>, Option<HealthCheck>),
     /// Not ours to program: headless, ExternalName, or another proxy's.
     Ignored(String),
 }
@@ -38,6 +39,8 @@ struct ParsedService {
     external_ips: Vec<IpAddr>,
     lb_ingress: Vec<IpAddr>,
     policies: ServicePolicies,
+    /// `spec.healthCheckNodePort`, when set to a port.
+    health_check_node_port: Option<u16>,
 }
 
 struct ParsedPort {
@@ -111,9 +114,18 @@ pub fn translate_service(
             ));
         }
     }
-    Ok(ServiceOutcome::Programmed(frontends(
-        &parsed, slices, node, opts,
-    )))
+    let health_check = health_check_of(
+        parsed.health_check_node_port,
+        &parsed.kind,
+        parsed.policies.external_traffic_policy,
+        slices,
+        node,
+        opts,
+    );
+    Ok(ServiceOutcome::Programmed(
+        frontends(&parsed, slices, node, opts),
+        health_check,
+    ))
 }
 
 fn proxy_name_of(svc: &Service) -> Option<String> {
@@ -214,11 +226,25 @@ fn parse_spec(
         proxy_name,
         topology_aware: false,
     };
+    let health_check_node_port = match spec.health_check_node_port {
+        None | Some(0) => None,
+        Some(raw) => {
+            let port = u16::try_from(raw).ok();
+            if port.is_none() {
+                warnings.push(format!(
+                    "{object}: spec.healthCheckNodePort {raw} is not a port (1 to 65535); no \
+                     health check server is started for it"
+                ));
+            }
+            port
+        }
+    };
     ParsedService {
         name: ServiceName {
             namespace: object.namespace.clone(),
             name: object.name.clone(),
         },
+        health_check_node_port,
         kind,
         cluster_ips,
         ports,
@@ -547,11 +573,11 @@ mod tests {
         ));
         assert!(matches!(
             outcome(&plain, &default),
-            Ok(ServiceOutcome::Programmed(_))
+            Ok(ServiceOutcome::Programmed(..))
         ));
         assert!(matches!(
             outcome(&labelled, &named),
-            Ok(ServiceOutcome::Programmed(_))
+            Ok(ServiceOutcome::Programmed(..))
         ));
         assert!(matches!(
             outcome(&plain, &named),
@@ -562,7 +588,8 @@ mod tests {
     #[test]
     fn session_affinity_defaults_to_three_hours_and_follows_the_switch() {
         let s = svc(json!({}), json!({"sessionAffinity": "ClientIP"}));
-        let Ok(ServiceOutcome::Programmed(fe)) = outcome(&s, &TranslateOptions::default()) else {
+        let Ok(ServiceOutcome::Programmed(fe, _)) = outcome(&s, &TranslateOptions::default())
+        else {
             panic!()
         };
         assert_eq!(fe[0].policies.session_affinity_timeout_secs, Some(10800));
@@ -570,7 +597,7 @@ mod tests {
             session_affinity: false,
             ..TranslateOptions::default()
         };
-        let Ok(ServiceOutcome::Programmed(fe)) = outcome(&s, &off) else {
+        let Ok(ServiceOutcome::Programmed(fe, _)) = outcome(&s, &off) else {
             panic!()
         };
         assert_eq!(fe[0].policies.session_affinity_timeout_secs, None);
@@ -592,7 +619,7 @@ mod tests {
             json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 9, "protocol": "SCTP"}]}),
         );
         let mut warnings = Vec::new();
-        let Ok(ServiceOutcome::Programmed(fe)) = translate_service(
+        let Ok(ServiceOutcome::Programmed(fe, _)) = translate_service(
             &s,
             &[],
             &node(None),

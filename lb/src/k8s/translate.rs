@@ -9,6 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{parse_slice, ParsedSlice};
 use super::error::{ObjectRef, TranslateError};
+use super::health_check::HealthChecks;
 use super::hostport::translate_pod;
 use super::node::{DeviceSelection, NodeContext};
 use super::service::{translate_service, ServiceOutcome};
@@ -39,6 +40,8 @@ pub struct Translation {
     pub warnings: Vec<String>,
     /// Objects that are not this agent's to program (headless, ExternalName, other proxies).
     pub ignored: Vec<String>,
+    /// The `healthCheckNodePort` servers this node runs, with what they report.
+    pub health_checks: HealthChecks,
 }
 
 /// The local node as translation uses it: name, zone and NodePort addresses per family.
@@ -103,7 +106,12 @@ pub fn translate(
             .map(|v| v.iter().collect())
             .unwrap_or_default();
         match translate_service(svc, &own, node, opts, &mut out.warnings) {
-            Ok(ServiceOutcome::Programmed(services)) => insert_all(&mut out, object, services),
+            Ok(ServiceOutcome::Programmed(services, health_check)) => {
+                if let Some(check) = health_check {
+                    out.health_checks.insert(key, check);
+                }
+                insert_all(&mut out, object, services);
+            }
             Ok(ServiceOutcome::Ignored(why)) => out.ignored.push(why),
             Err(errors) => out.errors.extend(errors),
         }
