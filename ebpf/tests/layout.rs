@@ -99,6 +99,7 @@ fn rust_mirrors_match_the_objects_btf() {
         LbSockConn,
         [backend, backend_port, pad, orig]
     );
+    assert_layout!(&btf, "lb_sock_conn_slot", LbSockConnSlot, [cookie, conn]);
     assert_layout!(
         &btf,
         "lb_affinity_key",
