@@ -207,13 +207,17 @@ static __always_inline int sock_slot_store(__u64 cookie, const struct lb_sock_co
 #endif
 }
 
-/* Frees the socket's slot if it holds it. Returns 1 when it did. */
+/* Frees the socket's slot if it holds it. Returns 1 when it did. Only this socket ever writes
+ * its own cookie into a slot, so a plain read that finds another value is final: most closing
+ * sockets were never translated, and they only read the slot, never take its cache line for
+ * writing as the exchange would. */
 static __always_inline int sock_slot_free(__u64 cookie)
 {
 #ifdef LB_BPF_ATOMICS
 	struct lb_sock_conn_slot *slot = sock_conn_slot(cookie);
 
-	return slot && __sync_val_compare_and_swap(&slot->cookie, cookie, 0) == cookie;
+	return slot && *(volatile __u64 *)&slot->cookie == cookie &&
+	       __sync_val_compare_and_swap(&slot->cookie, cookie, 0) == cookie;
 #else
 	return 0;
 #endif
