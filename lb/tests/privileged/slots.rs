@@ -62,13 +62,15 @@ fn kept_where(bpffs: &TestBpffs, cookie: u64) -> Result<Option<bool>, Failed> {
 
 /// With one slot for all sockets: the first connection takes it, the second overflows into
 /// the hash map, both show the service; closing the first frees the slot (its cookie field is
-/// zero, no claim left), a third connection takes it again, and the second still shows the
-/// service. Once the child exits, nothing is left in either.
+/// zero, no claim left), a third connection takes it again; the agent lists the live two
+/// (`translated_sockets`, what the UDP sweep reads) and forgets the third's slot
+/// (`forget_translated`) without touching the second, which still shows the service. Once the
+/// child exits, nothing is left in either.
 pub fn sockets_sharing_a_slot() -> Result<(), Failed> {
     if let Err(e) = lb::host::features::Feature::BpfAtomics.probe() {
         return Err(format!("this kernel has no BPF atomics, which the slots need: {e}").into());
     }
-    let (_lb, cgroup, bpffs) = setup_with_slots("slot-share", BOTH, 1)?;
+    let (mut lb, cgroup, bpffs) = setup_with_slots("slot-share", BOTH, 1)?;
     let mut child = support::sandboxed_child(CHILD_ROLE, "slot-sharing", &cgroup.path)?
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -114,6 +116,29 @@ pub fn sockets_sharing_a_slot() -> Result<(), Failed> {
     shows_service(&d, "d")?;
     if kept_where(&bpffs, d.cookie)? != Some(true) {
         return Err("a socket connecting after the close did not get the freed slot".into());
+    }
+    // What the agent reads before destroying sockets, and forgets after: both stores.
+    let translated = lb.translated_sockets()?;
+    let mut cookies: Vec<u64> = translated.iter().map(|(cookie, _)| *cookie).collect();
+    cookies.sort_unstable();
+    let mut want = vec![b.cookie, d.cookie];
+    want.sort_unstable();
+    if cookies != want {
+        return Err(format!(
+            "the agent reads translated sockets {translated:?}, want cookies {want:?}"
+        )
+        .into());
+    }
+    let d_pair: Vec<_> = translated
+        .into_iter()
+        .filter(|(cookie, _)| *cookie == d.cookie)
+        .collect();
+    lb.forget_translated(&d_pair)?;
+    if kept_where(&bpffs, d.cookie)? != None {
+        return Err("the agent's forgetting left the slot's translation".into());
+    }
+    if kept_where(&bpffs, b.cookie)? != Some(false) {
+        return Err("forgetting one socket touched another's translation".into());
     }
 
     stdin.write_all(b"report b\n")?;
