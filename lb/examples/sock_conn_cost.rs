@@ -107,7 +107,7 @@ fn main() -> Result<(), Error> {
         for (name, (ns0, n0)) in &before {
             let (ns1, n1) = after[name];
             let calls = n1 - n0;
-            let per = if calls == 0 { 0 } else { (ns1 - ns0) / calls };
+            let per = (ns1 - ns0).checked_div(calls).unwrap_or(0);
             line.push_str(&format!("  {name} {per} ns ({calls} runs)"));
         }
         println!("{line}");

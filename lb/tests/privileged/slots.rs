@@ -134,7 +134,7 @@ pub fn sockets_sharing_a_slot() -> Result<(), Failed> {
         .filter(|(cookie, _)| *cookie == d.cookie)
         .collect();
     lb.forget_translated(&d_pair)?;
-    if kept_where(&bpffs, d.cookie)? != None {
+    if kept_where(&bpffs, d.cookie)?.is_some() {
         return Err("the agent's forgetting left the slot's translation".into());
     }
     if kept_where(&bpffs, b.cookie)? != Some(false) {
