@@ -263,7 +263,7 @@ static __always_inline void sock_remember_conn(struct bpf_sock_addr *ctx, const 
 	conn.backend_port = fwd->key.port;
 	conn.orig = fwd->orig;
 	if (sock_slot_store(cookie, &conn)) {
-		/* An earlier connect, when the slot was taken, may have left an entry there. */
+		/* An earlier connect, when the slot was taken, may have left an entry in the map. */
 		sock_forget_conn_entry(cookie);
 		return;
 	}
