@@ -32,14 +32,32 @@ fn main() {
     for name in PROGRAMS {
         let source = root.join("src/bpf").join(format!("{name}.c"));
         println!("cargo:rerun-if-changed={}", source.display());
-        compile(&clang, &source, &include, &out.join(format!("{name}.o")));
+        compile(
+            &clang,
+            &source,
+            &include,
+            &out.join(format!("{name}.o")),
+            &[],
+        );
     }
+    // The socket programs once more for kernels with BPF atomic compare-and-exchange (Linux
+    // 5.12): a kernel without it refuses the object for the instructions alone, even where a
+    // load-time setting would skip them, so the atomic path is a build of its own.
+    let source = root.join("src/bpf/sock_lb.c");
+    compile(
+        &clang,
+        &source,
+        &include,
+        &out.join("sock_lb_atomics.o"),
+        &["-mcpu=v3", "-DLB_BPF_ATOMICS"],
+    );
 }
 
-fn compile(clang: &str, source: &Path, include: &Path, object: &Path) {
+fn compile(clang: &str, source: &Path, include: &Path, object: &Path, extra: &[&str]) {
     let arch_include = format!("/usr/include/{}-linux-gnu", multiarch());
     let output = Command::new(clang)
         .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
+        .args(extra)
         .arg("-I")
         .arg(include)
         .arg("-I")

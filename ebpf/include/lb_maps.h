@@ -82,6 +82,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_sock_conn_hint_v1 SEC(".maps");
 
+/* Connected sockets' translations in a fixed array indexed by socket cookie, in front of
+ * lb_sock_conn. The kernel hands out socket cookies in per-CPU runs of consecutive numbers,
+ * so connection after connection lands in neighbouring, cache-warm slots, where the hash map
+ * lands each connect and each close in a random bucket of a large table (measured: a connect
+ * costs about half as much). A socket whose slot another live socket holds uses lb_sock_conn
+ * instead. Claiming and freeing a slot takes BPF atomic compare-and-exchange (Linux 5.12):
+ * only the programs built for it (sock_lb_atomics.o) touch this map; elsewhere it stays
+ * empty. A power of two, never resized: not sized by bpf.lbMapMax. */
+#define LB_SOCK_CONN_SLOTS 65536
+/* The top bit of a slot's cookie: a connect is writing the slot. Cookies never reach it. */
+#define LB_SOCK_SLOT_CLAIMED (1ULL << 63)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_sock_conn_slot);
+	__uint(max_entries, LB_SOCK_CONN_SLOTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_sock_conn_slots_v1 SEC(".maps");
+
 /* Session affinity: which backend a client last used per frontend. LRU: clients that went away
  * age out. */
 struct {

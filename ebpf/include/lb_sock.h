@@ -37,6 +37,12 @@ const volatile __u8 cfg_netns_cookies = 1;
  * learns IPV6_V6ONLY. Off by default: with the constant 0 the verifier never reaches the
  * helper calls, and a bind to [::] is checked as a dual-stack one. */
 const volatile __u8 cfg_sock_v6only = 0;
+#ifdef LB_BPF_ATOMICS
+/* How many slots of lb_sock_conn_slots connect uses: a power of two up to LB_SOCK_CONN_SLOTS
+ * (tests use fewer, so that live sockets share slots), or 0 for lb_sock_conn alone. Only in
+ * the build for kernels with BPF atomics (sock_lb_atomics.o); the other build has no slots. */
+const volatile __u32 cfg_sock_conn_slots = LB_SOCK_CONN_SLOTS;
+#endif
 
 #define SYS_REJECT 0
 #define SYS_PROCEED 1
@@ -158,25 +164,82 @@ static __always_inline __u32 *sock_conn_hint(__u64 cookie)
 	return bpf_map_lookup_elem(&lb_sock_conn_hint_v1, &index);
 }
 
-/* connect: the socket now goes to fwd's backend; what it asked for is kept under its cookie
- * (a reconnect overwrites what an earlier connect kept). If the map cannot take it, the
- * socket's getpeername shows the backend, as on a kernel without the hook. */
-static __always_inline void sock_remember_conn(struct bpf_sock_addr *ctx, const struct sock_fwd *fwd)
+/* The slot of lb_sock_conn_slots the socket with this cookie would use; NULL in the build
+ * without atomics or with no slots in use. */
+static __always_inline struct lb_sock_conn_slot *sock_conn_slot(__u64 cookie)
 {
-	struct lb_sock_conn conn = {};
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u32 *hint = sock_conn_hint(cookie);
+#ifdef LB_BPF_ATOMICS
+	__u32 index;
 
-	conn.backend = fwd->key.address;
-	conn.backend_port = fwd->key.port;
-	conn.orig = fwd->orig;
-	if (bpf_map_update_elem(&lb_sock_conn_v1, &cookie, &conn, BPF_ANY) == 0 && hint)
-		__sync_fetch_and_add(hint, 1);
+	if (!cfg_sock_conn_slots)
+		return NULL;
+	index = cookie & (cfg_sock_conn_slots - 1);
+	return bpf_map_lookup_elem(&lb_sock_conn_slots_v1, &index);
+#else
+	return NULL;
+#endif
 }
 
-/* Deletes what a translated connect of the socket with this cookie kept. Most sockets were
- * never translated: their group's hint is usually zero, and then the map is not touched. */
-static __always_inline void sock_forget_conn_of(__u64 cookie)
+/* Keeps conn in the socket's slot when the slot is free or already the socket's (a UDP socket
+ * connecting again). Returns 0 when another live socket holds it. The claim (compare-and-
+ * exchange to the cookie with LB_SOCK_SLOT_CLAIMED) makes the slot this socket's before conn
+ * is written; the exchange that publishes the bare cookie is fully ordered, so no reader sees
+ * the cookie before conn, on arm64 either. */
+static __always_inline int sock_slot_store(__u64 cookie, const struct lb_sock_conn *conn)
+{
+#ifdef LB_BPF_ATOMICS
+	struct lb_sock_conn_slot *slot = sock_conn_slot(cookie);
+	__u64 old;
+
+	if (!slot)
+		return 0;
+	old = __sync_val_compare_and_swap(&slot->cookie, 0, cookie | LB_SOCK_SLOT_CLAIMED);
+	if (old == cookie)
+		old = __sync_val_compare_and_swap(&slot->cookie, cookie,
+						  cookie | LB_SOCK_SLOT_CLAIMED) == cookie ? 0 : 1;
+	if (old)
+		return 0;
+	slot->conn = *conn;
+	__sync_lock_test_and_set(&slot->cookie, cookie);
+	return 1;
+#else
+	return 0;
+#endif
+}
+
+/* Frees the socket's slot if it holds it. Returns 1 when it did. Only this socket ever writes
+ * its own cookie into a slot, so a plain read that finds another value is final: most closing
+ * sockets were never translated, and they only read the slot, never take its cache line for
+ * writing as the exchange would. */
+static __always_inline int sock_slot_free(__u64 cookie)
+{
+#ifdef LB_BPF_ATOMICS
+	struct lb_sock_conn_slot *slot = sock_conn_slot(cookie);
+
+	return slot && *(volatile __u64 *)&slot->cookie == cookie &&
+	       __sync_val_compare_and_swap(&slot->cookie, cookie, 0) == cookie;
+#else
+	return 0;
+#endif
+}
+
+/* The translation the socket's slot holds, if the slot is the socket's: the cookie is read
+ * with a fully ordered operation, so conn is read after it. */
+static __always_inline const struct lb_sock_conn *sock_slot_lookup(__u64 cookie)
+{
+#ifdef LB_BPF_ATOMICS
+	struct lb_sock_conn_slot *slot = sock_conn_slot(cookie);
+
+	if (slot && __sync_fetch_and_add(&slot->cookie, 0) == cookie)
+		return &slot->conn;
+#endif
+	return NULL;
+}
+
+/* Deletes what a translated connect of the socket with this cookie kept in lb_sock_conn. Most
+ * sockets never had an entry there: their group's hint is usually zero, and then the map is
+ * not touched. */
+static __always_inline void sock_forget_conn_entry(__u64 cookie)
 {
 	__u32 *hint = sock_conn_hint(cookie);
 
@@ -184,6 +247,37 @@ static __always_inline void sock_forget_conn_of(__u64 cookie)
 		return;
 	if (bpf_map_delete_elem(&lb_sock_conn_v1, &cookie) == 0)
 		__sync_fetch_and_add(hint, -1);
+}
+
+/* connect: the socket now goes to fwd's backend; what it asked for is kept under its cookie
+ * (a reconnect overwrites what an earlier connect kept): in its slot when it can have it, else
+ * in lb_sock_conn. If neither can take it, the socket's getpeername shows the backend, as on a
+ * kernel without the hook. */
+static __always_inline void sock_remember_conn(struct bpf_sock_addr *ctx, const struct sock_fwd *fwd)
+{
+	struct lb_sock_conn conn = {};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 *hint;
+
+	conn.backend = fwd->key.address;
+	conn.backend_port = fwd->key.port;
+	conn.orig = fwd->orig;
+	if (sock_slot_store(cookie, &conn)) {
+		/* An earlier connect, when the slot was taken, may have left an entry in the map. */
+		sock_forget_conn_entry(cookie);
+		return;
+	}
+	hint = sock_conn_hint(cookie);
+	if (bpf_map_update_elem(&lb_sock_conn_v1, &cookie, &conn, BPF_ANY) == 0 && hint)
+		__sync_fetch_and_add(hint, 1);
+}
+
+/* Deletes what a translated connect of the socket with this cookie kept, in its slot or in
+ * lb_sock_conn. */
+static __always_inline void sock_forget_conn_of(__u64 cookie)
+{
+	if (!sock_slot_free(cookie))
+		sock_forget_conn_entry(cookie);
 }
 
 /* connect to something that is not a service: what an earlier connect of this socket was
@@ -232,7 +326,8 @@ sock_lookup_orig(struct bpf_sock_addr *ctx, const struct lb_sock_addr *peer)
 	__u32 *hint;
 
 	sk.cookie = bpf_get_socket_cookie(ctx);
-	hint = sock_conn_hint(sk.cookie);
+	conn = sock_slot_lookup(sk.cookie);
+	hint = conn ? NULL : sock_conn_hint(sk.cookie);
 	if (hint && *(volatile __u32 *)hint)
 		conn = bpf_map_lookup_elem(&lb_sock_conn_v1, &sk.cookie);
 	if (conn && conn->backend_port == peer->port &&

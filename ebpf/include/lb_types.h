@@ -147,6 +147,14 @@ struct lb_sock_conn {
 	struct lb_sock_value orig; /* the frontend the socket asked for */
 };
 
+/* Value of lb_sock_conn_slots: one connected socket's translation in the slot its cookie picks
+ * (cookie % the slots in use). cookie is 0 while the slot is free; with its top bit set
+ * (LB_SOCK_SLOT_CLAIMED) a connect is writing conn and no reader may use it. */
+struct lb_sock_conn_slot {
+	__u64 cookie;              /* the socket that holds the slot, 0 when free */
+	struct lb_sock_conn conn;  /* its translation, valid while cookie is the socket's */
+};
+
 /* Key of lb_affinity: a client (its network namespace, for socket-level traffic) and a
  * frontend (sessionAffinity is per service IP and port). */
 struct lb_affinity_key {

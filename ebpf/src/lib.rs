@@ -22,6 +22,18 @@ pub fn sock_lb_object() -> &'static [u8] {
     &SOCK_LB.bytes
 }
 
+static SOCK_LB_ATOMICS: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/sock_lb_atomics.o")),
+};
+
+/// [`sock_lb_object`] built for kernels with BPF atomic compare-and-exchange (Linux 5.12): the
+/// same programs and maps, whose connect keeps a connected socket's translation in the slot
+/// array `lb_sock_conn_slots_v1` when it can (`cfg_sock_conn_slots` slots in use). Older
+/// kernels refuse its instructions, even unreached, so they load [`sock_lb_object`].
+pub fn sock_lb_atomics_object() -> &'static [u8] {
+    &SOCK_LB_ATOMICS.bytes
+}
+
 static NETNS_PROBE: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/netns_probe.o")),
 };

@@ -16,6 +16,15 @@ pub const LB_REVERSE_NAT: &str = "lb_reverse_nat_v1";
 pub const LB_REVERSE_SK: &str = "lb_reverse_sk_v1";
 /// Connected sockets' translations: `u64` socket cookie -> [`LbSockConn`] (per-CPU LRU).
 pub const LB_SOCK_CONN: &str = "lb_sock_conn_v1";
+/// Connected sockets' translations in slots indexed by socket cookie, in front of
+/// [`LB_SOCK_CONN`]: `u32` slot -> [`LbSockConnSlot`] (an array of [`SOCK_CONN_SLOTS`], used
+/// only by [`crate::sock_lb_atomics_object`]'s programs).
+pub const LB_SOCK_CONN_SLOTS: &str = "lb_sock_conn_slots_v1";
+/// The entries of [`LB_SOCK_CONN_SLOTS`] (`LB_SOCK_CONN_SLOTS`), a power of two.
+pub const SOCK_CONN_SLOTS: u32 = 65536;
+/// The bit of [`LbSockConnSlot::cookie`] set while a connect writes the slot
+/// (`LB_SOCK_SLOT_CLAIMED`).
+pub const SOCK_SLOT_CLAIMED: u64 = 1 << 63;
 /// How many [`LB_SOCK_CONN`] entries each group of socket cookies may have (`u32` counters), so
 /// that sockets never translated skip the lookup there.
 pub const LB_SOCK_CONN_HINT: &str = "lb_sock_conn_hint_v1";
@@ -56,13 +65,14 @@ pub const SOCK_LB_SIZED_MAPS: [&str; 9] = [
     LB_SOURCE_RANGES,
 ];
 /// Every map of the socket-level programs, all pinned by name in the agent's bpffs directory.
-pub const SOCK_LB_MAPS: [&str; 19] = [
+pub const SOCK_LB_MAPS: [&str; 20] = [
     LB_SOURCE_RANGES,
     LB_SERVICES,
     LB_BACKENDS,
     LB_REVERSE_NAT,
     LB_REVERSE_SK,
     LB_SOCK_CONN,
+    LB_SOCK_CONN_SLOTS,
     LB_SOCK_CONN_HINT,
     LB_AFFINITY,
     LB_AFFINITY_MATCH,
@@ -321,6 +331,29 @@ pub struct LbSockConn {
     pub pad: [u8; 2],
     /// The frontend the socket asked for.
     pub orig: LbSockValue,
+}
+
+/// `struct lb_sock_conn_slot`: a slot of [`LB_SOCK_CONN_SLOTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbSockConnSlot {
+    /// The socket holding the slot; 0 when free, with [`SOCK_SLOT_CLAIMED`] while written.
+    pub cookie: u64,
+    /// Its translation, valid while `cookie` is the socket's.
+    pub conn: LbSockConn,
+}
+
+impl LbSockConnSlot {
+    /// The slot a socket with this cookie uses when `slots` (a power of two) are in use.
+    pub fn index(cookie: u64, slots: u32) -> u32 {
+        (cookie & u64::from(slots.saturating_sub(1))) as u32
+    }
+
+    /// The socket's cookie and translation, when the slot holds a published one.
+    pub fn held(&self) -> Option<(u64, LbSockConn)> {
+        (self.cookie != 0 && self.cookie & SOCK_SLOT_CLAIMED == 0)
+            .then_some((self.cookie, self.conn))
+    }
 }
 
 /// Key of `lb_affinity_v1`: a client (netns cookie) and a frontend id.
@@ -759,6 +792,8 @@ unsafe impl aya::Pod for LbSockKey {}
 unsafe impl aya::Pod for LbSockValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbSockConn {}
+// SAFETY: as above (a u64 then a 40-byte, 4-aligned struct: no padding).
+unsafe impl aya::Pod for LbSockConnSlot {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LbAddr {}
 // SAFETY: as above.

@@ -99,6 +99,7 @@ fn rust_mirrors_match_the_objects_btf() {
         LbSockConn,
         [backend, backend_port, pad, orig]
     );
+    assert_layout!(&btf, "lb_sock_conn_slot", LbSockConnSlot, [cookie, conn]);
     assert_layout!(
         &btf,
         "lb_affinity_key",
@@ -302,24 +303,48 @@ fn the_address_union_is_sixteen_bytes() {
 }
 
 #[test]
-fn every_named_map_and_program_is_in_the_object() {
-    let file = object::File::parse(ebpf::sock_lb_object()).unwrap();
-    let symbols: Vec<String> = file
-        .symbols()
-        .filter_map(|s| object::ObjectSymbol::name(&s).ok().map(str::to_owned))
-        .collect();
-    for name in SOCK_LB_MAPS {
-        assert!(
-            symbols.iter().any(|s| s == name),
-            "map {name} missing from {symbols:?}"
-        );
+fn every_named_map_and_program_is_in_both_builds() {
+    for object in [ebpf::sock_lb_object(), ebpf::sock_lb_atomics_object()] {
+        let file = object::File::parse(object).unwrap();
+        let symbols: Vec<String> = file
+            .symbols()
+            .filter_map(|s| object::ObjectSymbol::name(&s).ok().map(str::to_owned))
+            .collect();
+        for name in SOCK_LB_MAPS {
+            assert!(
+                symbols.iter().any(|s| s == name),
+                "map {name} missing from {symbols:?}"
+            );
+        }
+        for (program, _) in ebpf::SOCK_LB_PROGRAMS
+            .iter()
+            .chain([&ebpf::SOCK_LB_RELEASE_PROGRAM])
+        {
+            assert!(
+                symbols.iter().any(|s| s == program),
+                "program {program} missing"
+            );
+        }
     }
-    for (program, _) in ebpf::SOCK_LB_PROGRAMS {
-        assert!(
-            symbols.iter().any(|s| s == program),
-            "program {program} missing"
-        );
+}
+
+/// The slot count the agent loads (`SOCK_CONN_SLOTS`) is the array's size in the object, and
+/// only the build for atomics has the setting that turns the slots on.
+#[test]
+fn the_slot_array_has_the_slots_the_agent_uses() {
+    for object in [ebpf::sock_lb_object(), ebpf::sock_lb_atomics_object()] {
+        let obj = aya_obj::Object::parse(object).unwrap();
+        let map = obj.maps.get(LB_SOCK_CONN_SLOTS).expect("the slot array");
+        assert_eq!(map.max_entries(), SOCK_CONN_SLOTS);
+        assert!(SOCK_CONN_SLOTS.is_power_of_two());
     }
+    let has_setting = |object: &[u8]| {
+        let file = object::File::parse(object).unwrap();
+        file.symbols()
+            .any(|s| object::ObjectSymbol::name(&s) == Ok("cfg_sock_conn_slots"))
+    };
+    assert!(has_setting(ebpf::sock_lb_atomics_object()));
+    assert!(!has_setting(ebpf::sock_lb_object()));
 }
 
 /// The tc and XDP programs include the load-balancing core without the socket code: nothing in

@@ -344,6 +344,7 @@ fn run_case(case: &Case, env: &Env) -> Result<(), String> {
         external_ip_mitigation: case.config.external_ip_mitigation,
         netns_cookies: case.config.netns_cookies,
         sock_v6only: case.config.sock_v6only,
+        conn_slots: case.config.conn_slots,
     };
     let mut datapath = CaseDatapath::load(
         env.bpffs.path.join(format!("case-{n}")),

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use ebpf::maps::{
-    LbAddr, LbLocalAddr, LbSockConn, LbSockKey, LbSockValue, LB_LOCAL_ADDRS, LB_REVERSE_SK,
-    LB_SOCK_CONN,
+    LbAddr, LbLocalAddr, LbSockConn, LbSockConnSlot, LbSockKey, LbSockValue, LB_LOCAL_ADDRS,
+    LB_REVERSE_SK, LB_SOCK_CONN, LB_SOCK_CONN_SLOTS, SOCK_CONN_SLOTS,
 };
 use lb::config::Protocols;
 use lb::datapath::{MapContents, ServiceMaps, SockLb, SockLbConfig};
@@ -35,6 +35,8 @@ mod lost_destination;
 mod monitor;
 #[path = "privileged/resize.rs"]
 mod resize;
+#[path = "privileged/slots.rs"]
+mod slots;
 mod support;
 
 /// Set in the child process to the role it plays.
@@ -54,7 +56,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 17] = [
+    let tests: [(&str, TestFn); 18] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -90,6 +92,10 @@ fn main() {
         (
             "sock_lb::a_udp_socket_reconnected_straight_to_a_backend_shows_that_backend",
             lost_destination::reconnect_straight_to_a_backend_shows_it,
+        ),
+        (
+            "sock_lb::sockets_sharing_a_slot_are_each_translated_and_a_closed_sockets_slot_is_free",
+            slots::sockets_sharing_a_slot,
         ),
         (
             "host::the_bpf_netns_cookie_probe_agrees_with_so_netns_cookie",
@@ -173,6 +179,16 @@ fn program(lb: &mut SockLb, desired: &DesiredState) -> Result<lb::datapath::Appl
 /// The programs loaded with maps pinned in a fresh bpffs, attached to a fresh cgroup, with the
 /// test's services written.
 fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBpffs), Failed> {
+    setup_with_slots(test, protocols, SOCK_CONN_SLOTS)
+}
+
+/// [`setup`] with `conn_slots` slots of `lb_sock_conn_slots_v1` in use (0: the programs built
+/// without atomics, as on kernels before 5.12).
+fn setup_with_slots(
+    test: &str,
+    protocols: Protocols,
+    conn_slots: u32,
+) -> Result<(SockLb, TestCgroup, TestBpffs), Failed> {
     let cgroup = TestCgroup::new(test)?;
     let bpffs = TestBpffs::new(test)?;
     let mut lb = SockLb::load(
@@ -185,6 +201,7 @@ fn setup(test: &str, protocols: Protocols) -> Result<(SockLb, TestCgroup, TestBp
             external_ip_mitigation: true,
             netns_cookies: true,
             sock_v6only: true,
+            conn_slots,
         },
         &bpffs.path,
     )?;
@@ -294,22 +311,63 @@ fn netns_cookie_probe() -> Result<(), Failed> {
     }
 }
 
+/// A pinned map of `bpffs`.
+fn open_pinned(bpffs: &TestBpffs, name: &str) -> Result<aya::maps::MapData, Failed> {
+    let path = bpffs.path.join(name);
+    aya::maps::MapData::from_pin(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()).into())
+}
+
+/// Connected sockets' translations as pinned in `bpffs`.
+#[derive(Debug, Default)]
+struct ConnTranslations {
+    /// `(slot, its cookie field, translation)` of every slot of `lb_sock_conn_slots_v1` that
+    /// is not free (a claimed, unpublished one too: its cookie has the claim bit).
+    slots: Vec<(u32, u64, LbSockConn)>,
+    /// `(cookie, translation)` of every `lb_sock_conn_v1` entry.
+    entries: Vec<(u64, LbSockConn)>,
+}
+
+impl ConnTranslations {
+    fn read(bpffs: &TestBpffs) -> Result<Self, Failed> {
+        let slots: aya::maps::Array<_, LbSockConnSlot> = aya::maps::Array::try_from(
+            aya::maps::Map::Array(open_pinned(bpffs, LB_SOCK_CONN_SLOTS)?),
+        )?;
+        let conns: aya::maps::HashMap<_, u64, LbSockConn> = aya::maps::HashMap::try_from(
+            aya::maps::Map::LruHashMap(open_pinned(bpffs, LB_SOCK_CONN)?),
+        )?;
+        let mut out = ConnTranslations::default();
+        for (index, slot) in (0..).zip(slots.iter()) {
+            let slot = slot?;
+            if slot.cookie != 0 {
+                out.slots.push((index, slot.cookie, slot.conn));
+            }
+        }
+        for entry in conns.iter() {
+            out.entries.push(entry?);
+        }
+        Ok(out)
+    }
+
+    /// The frontend ports (host order) of all of them.
+    fn frontend_ports(&self) -> Vec<u16> {
+        let slots = self.slots.iter().map(|(_, _, conn)| conn);
+        let entries = self.entries.iter().map(|(_, conn)| conn);
+        slots
+            .chain(entries)
+            .map(|c| u16::from_be(c.orig.port))
+            .collect()
+    }
+}
+
 /// The frontend ports (host order) of what the hooks remember in `bpffs`: of connected
-/// sockets' translations (`lb_sock_conn_v1`), and of unconnected sends' (`lb_reverse_sk_v1`).
+/// sockets' translations (`lb_sock_conn_slots_v1` and `lb_sock_conn_v1`), and of unconnected
+/// sends' (`lb_reverse_sk_v1`).
 fn remembered_frontend_ports(bpffs: &TestBpffs) -> Result<(Vec<u16>, Vec<u16>), Failed> {
-    let open = |name: &str| -> Result<aya::maps::MapData, Failed> {
-        let path = bpffs.path.join(name);
-        aya::maps::MapData::from_pin(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()).into())
-    };
-    let conns: aya::maps::HashMap<_, u64, LbSockConn> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_SOCK_CONN)?))?;
-    let sends: aya::maps::HashMap<_, LbSockKey, LbSockValue> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(open(LB_REVERSE_SK)?))?;
-    let connected = conns
-        .iter()
-        .map(|entry| Ok(u16::from_be(entry?.1.orig.port)))
-        .collect::<Result<_, Failed>>()?;
+    let sends: aya::maps::HashMap<_, LbSockKey, LbSockValue> = aya::maps::HashMap::try_from(
+        aya::maps::Map::LruHashMap(open_pinned(bpffs, LB_REVERSE_SK)?),
+    )?;
+    let connected = ConnTranslations::read(bpffs)?.frontend_ports();
     let sent = sends
         .iter()
         .map(|entry| Ok(u16::from_be(entry?.1.port)))
@@ -467,6 +525,7 @@ fn restart_adopts_pinned_maps() -> Result<(), Failed> {
         external_ip_mitigation: true,
         netns_cookies: true,
         sock_v6only: true,
+        conn_slots: SOCK_CONN_SLOTS,
     };
     let desired = test_services();
     let first = {

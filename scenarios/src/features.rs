@@ -13,12 +13,17 @@ use crate::{report, Scenario};
 /// `assume_missing` makes the agents do without, plus its own `requires`. `SO_NETNS_COOKIE` is
 /// not among them: agents learn their namespace's cookie through a BPF hook without it. Nor is
 /// tcx: without it the tc programs are attached through netlink, with the same behaviour. Nor
-/// are managed neighbours: without them the agent refreshes the entries itself.
+/// are managed neighbours: without them the agent refreshes the entries itself. Nor are BPF
+/// atomics: without them the agent loads the socket programs built without the slot array,
+/// which keep connected sockets' translations in the hash map alone, with the same behaviour.
 pub fn required(scenario: &Scenario) -> Vec<Feature> {
     let mut wanted: Vec<Feature> = Feature::ALL
         .into_iter()
         .filter(|&f| {
-            f != Feature::SoNetnsCookie && f != Feature::Tcx && f != Feature::ManagedNeighbours
+            f != Feature::SoNetnsCookie
+                && f != Feature::Tcx
+                && f != Feature::ManagedNeighbours
+                && f != Feature::BpfAtomics
         })
         .filter(|f| !scenario.assume_missing.iter().any(|n| n == f.name()))
         .chain(features::required_by_agent())

@@ -91,6 +91,10 @@ pub struct SocketLbPlan {
     pub netns_cookies: bool,
     /// bind6 reads `IPV6_V6ONLY` through the socket casts (`cfg_sock_v6only`).
     pub sock_v6only: bool,
+    /// The programs built for BPF atomics are loaded, which keep connected sockets'
+    /// translations in slots (`lb_sock_conn_slots_v1`). Without them the hash map alone holds
+    /// them: the same behaviour at a higher cost per connect and close, so not a degradation.
+    pub bpf_atomics: bool,
     /// What is degraded, in feature order.
     pub degraded: Vec<Degradation>,
 }
@@ -118,6 +122,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
             protocols,
             netns_cookies: features.has(Feature::NetnsCookieHelper),
             sock_v6only: features.has(Feature::SockV6only),
+            bpf_atomics: features.has(Feature::BpfAtomics),
             degraded,
         });
     }
@@ -204,6 +209,7 @@ pub fn plan(config: &AgentConfig, features: &KernelFeatures) -> Result<SocketLbP
         protocols,
         netns_cookies,
         sock_v6only,
+        bpf_atomics: features.has(Feature::BpfAtomics),
         degraded,
     })
 }

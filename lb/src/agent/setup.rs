@@ -29,6 +29,11 @@ pub fn datapath_settings(
         external_ip_mitigation: !values.bpf.disable_external_ip_mitigation,
         netns_cookies: plan.netns_cookies,
         sock_v6only: plan.sock_v6only,
+        conn_slots: if plan.bpf_atomics {
+            ebpf::maps::SOCK_CONN_SLOTS
+        } else {
+            0
+        },
     }
 }
 

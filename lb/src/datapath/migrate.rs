@@ -514,4 +514,15 @@ mod copy_table_tests {
             .collect();
         assert!(missing.is_empty(), "not copied on a resize: {missing:?}");
     }
+
+    /// Both builds of the socket programs pin the same maps in the same directory: an agent
+    /// that loads the other build (another kernel's probe answer) must find them as its own.
+    #[test]
+    fn both_builds_of_the_socket_programs_define_the_same_maps() {
+        let specs = |object| specs_of(object, &SOCK_LB_MAPS, &SOCK_LB_SIZED_MAPS, 1024).unwrap();
+        assert_eq!(
+            specs(ebpf::sock_lb_object()),
+            specs(ebpf::sock_lb_atomics_object())
+        );
+    }
 }

@@ -11,9 +11,9 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ebpf::maps::{
-    LbAddr, LbLocalAddr, LbSockConn, LbSockKey, LbSockValue, LB_AFFINITY_MATCH, LB_BACKENDS,
-    LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN, LB_SOURCE_RANGES,
-    SOCK_LB_SIZED_MAPS,
+    LbAddr, LbLocalAddr, LbSockConn, LbSockConnSlot, LbSockKey, LbSockValue, LB_AFFINITY_MATCH,
+    LB_BACKENDS, LB_LOCAL_ADDRS, LB_REVERSE_NAT, LB_REVERSE_SK, LB_SERVICES, LB_SOCK_CONN,
+    LB_SOCK_CONN_SLOTS, LB_SOURCE_RANGES, SOCK_LB_SIZED_MAPS,
 };
 
 use super::migrate::Migration;
@@ -48,6 +48,12 @@ pub struct SockLbConfig {
     /// 5.10): bind6 lets a socket with `IPV6_V6ONLY` bind `[::]` on an IPv4 NodePort's port.
     /// Without it such a bind is refused as a dual-stack one.
     pub sock_v6only: bool,
+    /// How many slots of `lb_sock_conn_slots_v1` connect keeps connected sockets'
+    /// translations in (a power of two, at most [`ebpf::maps::SOCK_CONN_SLOTS`]; more are
+    /// taken as that): the kernel has BPF atomics (Linux 5.12) and the programs built for them
+    /// are loaded. 0: the programs without atomics, which keep them in `lb_sock_conn_v1`
+    /// alone. The agent uses every slot; tests use fewer so that live sockets share one.
+    pub conn_slots: u32,
 }
 
 /// The loaded socket-level load balancer.
@@ -56,6 +62,8 @@ pub struct SockLb {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     hooks: SocketHooks,
+    /// How many slots of `lb_sock_conn_slots_v1` the programs use (0: none).
+    conn_slots: u32,
     /// Pinned maps being replaced by ones of the configured size, finished by
     /// [`SockLb::attach`].
     migration: Option<Migration>,
@@ -89,6 +97,7 @@ impl SockLb {
                 ebpf,
                 pin_dir: pin_dir.to_owned(),
                 hooks,
+                conn_slots: config.conn_slots.min(ebpf::maps::SOCK_CONN_SLOTS),
                 migration: (!migration.is_empty()).then_some(migration),
             }),
             Err(e) => {
@@ -110,6 +119,7 @@ impl SockLb {
         let external_ip_mitigation = u8::from(config.external_ip_mitigation);
         let netns_cookies = u8::from(config.netns_cookies);
         let sock_v6only = u8::from(config.sock_v6only);
+        let conn_slots = config.conn_slots.min(ebpf::maps::SOCK_CONN_SLOTS);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("cfg_enable_tcp", &tcp, true)
@@ -124,7 +134,13 @@ impl SockLb {
         for map in SOCK_LB_SIZED_MAPS {
             loader.map_max_entries(map, config.map_max);
         }
-        let mut ebpf = loader.load(ebpf::sock_lb_object())?;
+        let object = if conn_slots > 0 {
+            loader.override_global("cfg_sock_conn_slots", &conn_slots, true);
+            ebpf::sock_lb_atomics_object()
+        } else {
+            ebpf::sock_lb_object()
+        };
+        let mut ebpf = loader.load(object)?;
         for (name, _) in ebpf::SOCK_LB_PROGRAMS
             .iter()
             .filter(|(_, attach)| hooks.includes(attach))
@@ -257,12 +273,22 @@ impl SockLb {
     }
 
     /// `(socket cookie, backend)` of every socket the hooks translated and still remember:
-    /// connected sockets (`lb_sock_conn_v1`) and unconnected sends (the keys of
-    /// `lb_reverse_sk_v1`), backends in canonical form.
+    /// connected sockets (`lb_sock_conn_slots_v1` and `lb_sock_conn_v1`) and unconnected sends
+    /// (the keys of `lb_reverse_sk_v1`), backends in canonical form. The slots are read one
+    /// by one (65 536 lookups, tens of milliseconds): this runs only when UDP backends went.
     pub fn translated_sockets(
         &mut self,
     ) -> Result<std::collections::HashSet<(u64, std::net::SocketAddr)>, DatapathError> {
         let mut out = std::collections::HashSet::new();
+        if self.conn_slots > 0 {
+            for slot in self.slot_map()?.iter() {
+                if let Some((cookie, conn)) = slot.map_err(failed(LB_SOCK_CONN_SLOTS))?.held() {
+                    out.insert(super::reverse_key_socket(&super::reverse_key_of(
+                        cookie, &conn,
+                    )));
+                }
+            }
+        }
         for entry in self.conn_map()?.iter() {
             let (cookie, conn) = entry.map_err(failed(LB_SOCK_CONN))?;
             out.insert(super::reverse_key_socket(&super::reverse_key_of(
@@ -278,7 +304,10 @@ impl SockLb {
     }
 
     /// Deletes what the hooks remember of these `(socket cookie, backend)` pairs (sockets the
-    /// agent destroyed); entries already gone are fine.
+    /// agent destroyed); entries already gone are fine. A slot is cleared by a plain write,
+    /// not the programs' compare-and-exchange: should the destroyed socket close and another
+    /// claim the slot between this read and write, that socket's getpeername shows its
+    /// backend (the translation stays right).
     pub fn forget_translated(
         &mut self,
         sockets: &[(u64, std::net::SocketAddr)],
@@ -291,6 +320,23 @@ impl SockLb {
             }
             other => other.map_err(failed(map)),
         };
+        if self.conn_slots > 0 {
+            let slots = self.conn_slots;
+            let mut map = self.slot_map()?;
+            for (cookie, backend) in sockets {
+                let index = LbSockConnSlot::index(*cookie, slots);
+                let slot = map.get(&index, 0).map_err(failed(LB_SOCK_CONN_SLOTS))?;
+                let held_there = slot.held().is_some_and(|(held, conn)| {
+                    held == *cookie
+                        && super::reverse_key_of(held, &conn)
+                            == super::reverse_key(*cookie, *backend)
+                });
+                if held_there {
+                    map.set(index, LbSockConnSlot::default(), 0)
+                        .map_err(failed(LB_SOCK_CONN_SLOTS))?;
+                }
+            }
+        }
         let mut conns = self.conn_map()?;
         for (cookie, backend) in sockets {
             let key = super::reverse_key(*cookie, *backend);
@@ -315,6 +361,20 @@ impl SockLb {
     /// `lb_sock_conn_v1`: socket cookie -> where its connect went and what it asked for.
     fn conn_map(&mut self) -> Result<HashMap<&mut MapData, u64, LbSockConn>, DatapathError> {
         self.hash_map(LB_SOCK_CONN)
+    }
+
+    /// `lb_sock_conn_slots_v1`: slot -> the socket holding it and its translation.
+    fn slot_map(
+        &mut self,
+    ) -> Result<aya::maps::Array<&mut MapData, LbSockConnSlot>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(LB_SOCK_CONN_SLOTS)
+            .ok_or(DatapathError::Missing {
+                kind: "map",
+                name: LB_SOCK_CONN_SLOTS,
+            })?;
+        aya::maps::Array::try_from(map).map_err(failed(LB_SOCK_CONN_SLOTS))
     }
 
     /// `lb_reverse_sk_v1`: (socket cookie, backend) -> the frontend an unconnected send asked

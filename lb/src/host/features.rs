@@ -43,11 +43,17 @@ pub enum Feature {
     /// for the other nodes' next hops resolved itself. Without them the agent asks it to
     /// re-resolve them every `l2NeighDiscovery.refreshPeriod`.
     ManagedNeighbours,
+    /// BPF atomic compare-and-exchange and exchange (`BPF_CMPXCHG`/`BPF_XCHG`, Linux 5.12):
+    /// how connect claims a slot of `lb_sock_conn_slots_v1` for a connected socket's
+    /// translation. Without it the agent loads the socket programs built without atomics,
+    /// which keep every translation in the hash map `lb_sock_conn_v1` (a slower connect and
+    /// close, the same behaviour).
+    BpfAtomics,
 }
 
 impl Feature {
     /// Every feature, in probe order.
-    pub const ALL: [Feature; 11] = [
+    pub const ALL: [Feature; 12] = [
         Feature::CgroupConnect,
         Feature::CgroupSendmsg,
         Feature::CgroupRecvmsg,
@@ -59,6 +65,7 @@ impl Feature {
         Feature::SockV6only,
         Feature::Tcx,
         Feature::ManagedNeighbours,
+        Feature::BpfAtomics,
     ];
 
     /// The name used in messages, scenario files and `ci/kernels.toml`.
@@ -75,6 +82,7 @@ impl Feature {
             Feature::SockV6only => "sock-v6only",
             Feature::Tcx => "tcx",
             Feature::ManagedNeighbours => "managed-neigh",
+            Feature::BpfAtomics => "bpf-atomics",
         }
     }
 
@@ -91,6 +99,7 @@ impl Feature {
             Feature::SockV6only => "5.10",
             Feature::Tcx => "6.6",
             Feature::ManagedNeighbours => "5.16",
+            Feature::BpfAtomics => "5.12",
         }
     }
 
@@ -124,6 +133,11 @@ impl Feature {
             }),
             Feature::Tcx => tcx_query(),
             Feature::ManagedNeighbours => super::neigh::probe_managed(),
+            Feature::BpfAtomics => load(
+                BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+                attach::INET4_CONNECT,
+                &cmpxchg_insns(),
+            ),
         }
     }
 }
@@ -319,6 +333,37 @@ fn probe_insns(helper: Option<i32>) -> Vec<Insn> {
         imm,
     });
     call.into_iter().chain([MOV64_R0_1, EXIT]).collect()
+}
+
+/// `return 1`, after a compare-and-exchange (`BPF_ATOMIC | BPF_DW`, `BPF_CMPXCHG`) on a stack
+/// slot: a kernel before 5.12 refuses the instruction itself ("reserved fields"), wherever it
+/// points, so the stack serves as well as a map value and the probe needs no map.
+fn cmpxchg_insns() -> Vec<Insn> {
+    let zero_slot = Insn {
+        code: 0x7a, // BPF_ST | BPF_MEM | BPF_DW: *(u64 *)(r10 - 8) = 0
+        regs: 0x0a,
+        off: -8,
+        imm: 0,
+    };
+    let expect_zero = Insn {
+        code: 0xb7, // r0 = 0: what cmpxchg compares with
+        regs: 0,
+        off: 0,
+        imm: 0,
+    };
+    let new_value = Insn {
+        code: 0xb7, // r1 = 1
+        regs: 0x01,
+        off: 0,
+        imm: 1,
+    };
+    let cmpxchg = Insn {
+        code: 0xdb, // BPF_STX | BPF_ATOMIC | BPF_DW
+        regs: 0x1a, // src r1, dst r10
+        off: -8,
+        imm: 0xf1, // BPF_CMPXCHG
+    };
+    vec![zero_slot, expect_zero, new_value, cmpxchg, MOV64_R0_1, EXIT]
 }
 
 /// Where the loader reads the running kernel's BTF.

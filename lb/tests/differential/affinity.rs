@@ -94,6 +94,7 @@ pub fn run(env: &Env) -> Result<(), String> {
         external_ip_mitigation: true,
         netns_cookies: true,
         sock_v6only: true,
+        conn_slots: ebpf::maps::SOCK_CONN_SLOTS,
     };
     let mut datapath =
         CaseDatapath::load(env.bpffs.path.join("affinity"), config, &env.cgroup.path)?;

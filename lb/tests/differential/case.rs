@@ -90,6 +90,9 @@ pub struct GenConfig {
     pub sock_v6only: bool,
     /// `cfg_host_netns_cookie`.
     pub host: HostNs,
+    /// `cfg_sock_conn_slots`: 0 is the build without atomics (kernels before 5.12), 1 makes
+    /// every live socket after the first keep its translation in `lb_sock_conn_v1`.
+    pub conn_slots: u32,
     /// Whether the node addresses (present in the child's namespace either way) are in
     /// `lb_local_addrs`.
     pub node_addrs_listed: bool,
@@ -275,6 +278,12 @@ fn config() -> impl Strategy<Value = GenConfig> {
         3 => Just(HostNs::Child),
         1 => Just(HostNs::Other),
     ];
+    let conn_slots = prop_oneof![
+        1 => Just(0),
+        2 => Just(1),
+        1 => Just(4),
+        2 => Just(ebpf::maps::SOCK_CONN_SLOTS),
+    ];
     (
         proptest::bool::weighted(0.85),
         proptest::bool::weighted(0.85),
@@ -285,6 +294,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
         proptest::bool::weighted(0.7),
         host,
         any::<bool>(),
+        conn_slots,
     )
         .prop_map(
             |(
@@ -297,6 +307,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
                 sock_v6only,
                 host,
                 node_addrs_listed,
+                conn_slots,
             )| GenConfig {
                 tcp,
                 udp,
@@ -307,6 +318,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
                 sock_v6only,
                 host,
                 node_addrs_listed,
+                conn_slots,
             },
         )
 }

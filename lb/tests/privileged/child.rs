@@ -36,6 +36,7 @@ fn run_role(role: &str) -> Result<(), Box<dyn std::error::Error>> {
         }
         "node-addrs" => node_addrs(),
         "held-tcp" => held_tcp(),
+        "slot-sharing" => slot_sharing(),
         "tcp-refused" => tcp_refused(),
         "udp-unspec" => udp_unspec(),
         "udp-reconnect" => udp_reconnect(),
@@ -191,6 +192,66 @@ fn held_tcp() -> Result<(), Box<dyn std::error::Error>> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     println!("after {}", stream.peer_addr()?);
+    Ok(())
+}
+
+/// The kernel's cookie of a socket (`SO_COOKIE`), what the hooks key its translation by.
+fn socket_cookie(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: the descriptor is open for the call; cookie and len are valid for writes of the
+    // size passed.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            socket.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// Two TCP connections to the service held open, then the first closed and a third made,
+/// each step after a line on stdin, so the parent can look at the maps in between. Prints
+/// `socket NAME COOKIE PEER` for each (getpeername), `closed a`, and at the end `socket b ...`
+/// again: the second socket's getpeername after the others came and went.
+fn slot_sharing() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    for ip in BACKENDS {
+        serve_identity_tcp(SocketAddr::from((ip, 8080)))?;
+    }
+    let service = SocketAddr::from((SERVICE_IP, 80));
+    let report = |name: &str, stream: &TcpStream| -> Result<(), Box<dyn std::error::Error>> {
+        println!(
+            "socket {name} {} {}",
+            socket_cookie(stream)?,
+            stream.peer_addr()?
+        );
+        std::io::stdout().flush()?;
+        Ok(())
+    };
+    let wait = || -> std::io::Result<()> {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(drop)
+    };
+    let a = TcpStream::connect_timeout(&service, TIMEOUT)?;
+    let b = TcpStream::connect_timeout(&service, TIMEOUT)?;
+    report("a", &a)?;
+    report("b", &b)?;
+    wait()?;
+    drop(a);
+    println!("closed a");
+    std::io::stdout().flush()?;
+    wait()?;
+    let d = TcpStream::connect_timeout(&service, TIMEOUT)?;
+    report("d", &d)?;
+    wait()?;
+    report("b", &b)?;
     Ok(())
 }
 

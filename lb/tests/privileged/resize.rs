@@ -25,6 +25,7 @@ fn config(map_max: u32) -> SockLbConfig {
         external_ip_mitigation: true,
         netns_cookies: true,
         sock_v6only: true,
+        conn_slots: ebpf::maps::SOCK_CONN_SLOTS,
     }
 }
 
