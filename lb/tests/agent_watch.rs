@@ -244,12 +244,7 @@ fn follows_the_manifest_directory() -> Result<(), Failed> {
         }
     }
 
-    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    let status = agent.wait_timeout(Duration::from_secs(10))?;
-    if !status.success() {
-        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
-    }
+    stop_with_sigterm(&mut agent, "lb-agent")?;
     if programmed(&pin_dir) != BTreeMap::from([("10.96.0.10:80".to_owned(), 1)]) {
         return Err("the datapath did not stay in place after the agent exited".into());
     }
@@ -263,6 +258,18 @@ fn follows_the_manifest_directory() -> Result<(), Failed> {
         return Err(format!("lbctl cleanup left programs attached:\n{tree}").into());
     }
     drop(topology);
+    Ok(())
+}
+
+/// Sends `agent` SIGTERM and waits (10 s at most) for it to exit cleanly, as an operator's
+/// `systemctl stop` or a pod deletion would; `who` names it in the failure.
+fn stop_with_sigterm(agent: &mut netsim::Process, who: &str) -> Result<(), Failed> {
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("{who} exited with {status} on SIGTERM").into());
+    }
     Ok(())
 }
 
@@ -575,12 +582,7 @@ fn second_agent_waits_for_the_first() -> Result<(), Failed> {
         );
     }
 
-    let pid = nix::unistd::Pid::from_raw(second.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    let status = second.wait_timeout(Duration::from_secs(10))?;
-    if !status.success() {
-        return Err(format!("the second lb-agent exited with {status} on SIGTERM").into());
-    }
+    stop_with_sigterm(&mut second, "the second lb-agent")?;
     let cleanup = Command::new(env!("CARGO_BIN_EXE_lbctl"))
         .arg("cleanup")
         .arg("--state-dir")
@@ -743,12 +745,7 @@ fn healthz_follows_the_node() -> Result<(), Failed> {
         return Err(format!("/livez answered {body}").into());
     }
 
-    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    let status = agent.wait_timeout(Duration::from_secs(10))?;
-    if !status.success() {
-        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
-    }
+    stop_with_sigterm(&mut agent, "lb-agent")?;
     lbctl(&["cleanup", "--state-dir"], &state_dir)?;
     drop(topology);
     Ok(())
@@ -925,12 +922,7 @@ fn health_check_node_port() -> Result<(), Failed> {
         }
     }
 
-    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    let status = agent.wait_timeout(Duration::from_secs(10))?;
-    if !status.success() {
-        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
-    }
+    stop_with_sigterm(&mut agent, "lb-agent")?;
     lbctl(&["cleanup", "--state-dir"], &state_dir)?;
     drop(topology);
     Ok(())
@@ -984,12 +976,7 @@ fn health_check_node_port_taken() -> Result<(), Failed> {
     // The next pass (at most a resync period away) opens it.
     wait_service_health(&node, 200, 1, "the port was freed")?;
 
-    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-    let status = agent.wait_timeout(Duration::from_secs(10))?;
-    if !status.success() {
-        return Err(format!("lb-agent exited with {status} on SIGTERM").into());
-    }
+    stop_with_sigterm(&mut agent, "lb-agent")?;
     lbctl(&["cleanup", "--state-dir"], &state_dir)?;
     drop(topology);
     Ok(())

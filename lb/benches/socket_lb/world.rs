@@ -277,21 +277,26 @@ fn attach_empty_hooks(cgroup: &std::path::Path) -> Result<aya::Ebpf> {
     let dir = std::fs::File::open(cgroup)
         .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
     for (name, _) in ebpf::EMPTY_SOCK_PROGRAMS {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .with_context(|| format!("no program {name}"))?
-            .try_into()?;
+        let prog: &mut CgroupSockAddr = empty_program(&mut ebpf, name)?;
         prog.load()?;
         prog.attach(&dir, CgroupAttachMode::Single)
             .with_context(|| format!("attaching {name}"))?;
     }
     let name = ebpf::EMPTY_SOCK_RELEASE_PROGRAM;
-    let prog: &mut CgroupSock = ebpf
-        .program_mut(name)
-        .with_context(|| format!("no program {name}"))?
-        .try_into()?;
+    let prog: &mut CgroupSock = empty_program(&mut ebpf, name)?;
     prog.load()?;
     prog.attach(&dir, CgroupAttachMode::Single)
         .with_context(|| format!("attaching {name}"))?;
     Ok(ebpf)
+}
+
+/// The program `name` of the empty object, as the program type `P` its hook needs.
+fn empty_program<'a, P>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()?)
 }
