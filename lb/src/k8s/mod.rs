@@ -4,6 +4,7 @@
 //! yields errors naming the object, the field and the value, and is left out; the others are
 //! programmed.
 
+mod access;
 mod endpoints;
 mod error;
 mod fields;
@@ -16,6 +17,7 @@ mod options;
 mod service;
 mod translate;
 
+pub use access::{ApiAccess, API_ACCESS};
 pub use endpoints::SERVICE_NAME_LABEL;
 pub use error::{ObjectRef, TranslateError};
 pub use for_node::{translate_for_node, NodeNotFound, NodeTranslation};
