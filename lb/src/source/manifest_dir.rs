@@ -90,6 +90,14 @@ impl Source for ManifestDir {
         }
         for file in &files {
             let mut loaded = manifests::load_file(file);
+            if vanished(&loaded) {
+                // Removed between the listing and the read: a deletion, not an error (its own
+                // inotify event follows and finds nothing more to do).
+                report.changed |= store.apply(Change::Forget {
+                    origin: origin(file),
+                });
+                continue;
+            }
             let incomplete = !loaded.incomplete.is_empty();
             report.errors.append(&mut loaded.errors);
             report.skipped_kinds.append(&mut loaded.skipped_kinds);
@@ -125,6 +133,15 @@ impl Source for ManifestDir {
 
 fn origin(file: &Path) -> String {
     file.display().to_string()
+}
+
+/// Whether reading the file failed only because it no longer exists.
+fn vanished(loaded: &manifests::Manifests) -> bool {
+    matches!(
+        loaded.errors.as_slice(),
+        [manifests::ManifestError::Read { source, .. }]
+            if source.kind() == std::io::ErrorKind::NotFound
+    )
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed};
 
+#[allow(dead_code, reason = "only the tiers that run lb-agent itself use it")]
+pub mod agent;
+
 /// A privileged test.
 pub type TestFn = fn() -> Result<(), Failed>;
 

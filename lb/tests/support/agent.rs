@@ -1,0 +1,87 @@
+//! What the tiers that run `lb-agent` itself share: a netsim node with its bpffs, manifest
+//! directory and state directory, the agent's command line for it, and a clean stop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use libtest_mimic::Failed;
+use netsim::{NodeSpec, Topology};
+
+use super::{ScratchDir, TestBpffs};
+
+/// A netsim node for one agent test, with its bpffs and a scratch directory holding
+/// `manifests/` (the Node object, with the node's InternalIP, already in it) and `state/`.
+/// Fields drop in order: the scratch directory and the bpffs before the node and its topology.
+pub struct AgentNode {
+    pub scratch: ScratchDir,
+    pub bpffs: TestBpffs,
+    pub node: netsim::Node,
+    pub topology: Topology,
+    pub manifests: PathBuf,
+    pub state_dir: PathBuf,
+    pub pin_dir: PathBuf,
+}
+
+impl AgentNode {
+    /// Node `tag` at `address`/24; the bpffs and scratch directory are named after it.
+    pub fn new(tag: &str, address: &str) -> Result<Self, Failed> {
+        let mut topology = Topology::new()?;
+        let node = topology.add_node(NodeSpec::new(tag).eth0(format!("{address}/24").parse()?))?;
+        let bpffs = TestBpffs::new(&format!("agent-{tag}"))?;
+        let scratch = ScratchDir::named(&format!("agent-{tag}"))?;
+        std::fs::create_dir_all(scratch.0.join("manifests"))?;
+        let manifests = scratch.0.join("manifests");
+        std::fs::write(
+            manifests.join("node.yaml"),
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {tag}}}\n\
+                 status: {{addresses: [{{type: InternalIP, address: {address}}}]}}\n"
+            ),
+        )?;
+        Ok(AgentNode {
+            state_dir: scratch.0.join("state"),
+            pin_dir: bpffs.path.join(lb::agent::PIN_SUBDIR),
+            manifests,
+            scratch,
+            bpffs,
+            node,
+            topology,
+        })
+    }
+}
+
+/// `lb-agent` for `node`: its bpffs root, cgroup, manifest directory, node name and state
+/// directory, stdin closed. Each test adds its options, output and log level.
+pub fn lb_agent(
+    bpffs: &TestBpffs,
+    node: &netsim::Node,
+    manifests: &Path,
+    state_dir: &Path,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    cmd.arg("--set")
+        .arg(format!("bpf.root={}", bpffs.path.display()))
+        .arg("--set")
+        .arg(format!("cgroup.hostRoot={}", node.cgroup_path().display()))
+        .arg("--manifests")
+        .arg(manifests)
+        .arg("--node")
+        .arg(node.name())
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Sends `agent` SIGTERM and waits (10 s at most) for it to exit cleanly, as an operator's
+/// `systemctl stop` or a pod deletion would; `who` names it in the failure.
+pub fn stop_with_sigterm(agent: &mut netsim::Process, who: &str) -> Result<(), Failed> {
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_timeout(Duration::from_secs(10))?;
+    if !status.success() {
+        return Err(format!("{who} exited with {status} on SIGTERM").into());
+    }
+    Ok(())
+}
