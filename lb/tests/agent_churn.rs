@@ -3,7 +3,8 @@
 //! and removed — and when the changes stop its maps hold exactly what Kubernetes' rules say the
 //! final objects mean, with no entry left over from an earlier state (the documents' known issue
 //! of backend entries leaked by a deletion racing endpoint updates). The same holds when the agent
-//! is SIGKILLed in the middle of the churn and started again while the churn goes on.
+//! is SIGKILLed in the middle of the churn and started again while the churn goes on. And a
+//! service that does not fit `bpf.lbMapMax` is refused by name while the others keep working.
 //!
 //! The expected frontends come from the test's own model of the objects, by Kubernetes' rules
 //! (a service port's backends are the ready endpoints of its slices, at the slice port of the
@@ -40,7 +41,7 @@ const SLICE_SUFFIXES: [char; 2] = ['a', 'b'];
 const ENDPOINT_POOL: u8 = 24;
 
 fn main() {
-    let tests: [(&str, TestFn); 2] = [
+    let tests: [(&str, TestFn); 3] = [
         (
             "churn::random_service_and_slice_changes_leave_exactly_the_desired_entries",
             churn_converges,
@@ -48,6 +49,10 @@ fn main() {
         (
             "churn::an_agent_killed_mid_churn_restarts_and_leaves_exactly_the_desired_entries",
             churn_across_a_kill,
+        ),
+        (
+            "churn::a_full_map_refuses_the_new_service_by_name_and_keeps_the_others",
+            full_map,
         ),
     ];
     support::run_tier("agent churn", tests.into());
@@ -475,4 +480,106 @@ fn churn_across_a_kill() -> Result<(), Failed> {
         &log,
     )?;
     stop_with_sigterm(&mut agent, "lb-agent")
+}
+
+/// With `bpf.lbMapMax=8`, two services of one frontend and two backends each (6 entries of the
+/// service map) fit and a third does not: it is refused with an error naming it and the option,
+/// the two keep their entries, and once one of them is deleted the third is programmed.
+fn full_map() -> Result<(), Failed> {
+    let node = AgentNode::new("full", "192.168.80.11")?;
+    let log = node.scratch.0.join("agent.log");
+    let mut cluster = Cluster::default();
+    let two_backends = |svc: usize| Slice {
+        ports: vec![("http", "TCP", 8080)],
+        endpoints: vec![
+            (format!("10.0.9.{}", 2 * svc + 1), true),
+            (format!("10.0.9.{}", 2 * svc + 2), true),
+        ],
+    };
+    let http = vec![ServicePort {
+        name: "http",
+        protocol: "TCP",
+        port: 80,
+    }];
+    let churn = Churn::new(&node.manifests, 0);
+    for svc in [1, 2] {
+        churn.write(&service_file(svc), &service_yaml(svc, &http))?;
+        churn.write(
+            &slice_file(svc, 'a'),
+            &slice_yaml(svc, 'a', &two_backends(svc)),
+        )?;
+        cluster.services.insert(svc, http.clone());
+        cluster.slices.insert((svc, 'a'), two_backends(svc));
+    }
+    let mut cmd = lb_agent(&node.bpffs, &node.node, &node.manifests, &node.state_dir);
+    cmd.args([
+        "--set",
+        "kubeProxyReplacement=true",
+        "--set",
+        "bpf.lbMapMax=8",
+    ])
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log)?);
+    let mut agent = node.node.spawn(cmd)?;
+    with_log(
+        wait_converged(&node.pin_dir, &cluster, "two services"),
+        &log,
+    )?;
+    let before = ServiceMaps::open_pinned(&node.pin_dir)?.read()?;
+
+    // The third does not fit: it is named, and nothing else moves.
+    churn.write(&slice_file(3, 'a'), &slice_yaml(3, 'a', &two_backends(3)))?;
+    churn.write(&service_file(3), &service_yaml(3, &http))?;
+    let refusal = wait_for_log(
+        &log,
+        "service default/svc-3 not programmed: map lb_services_v1 is full (8 entries, bpf.lbMapMax)",
+    )?;
+    let after = ServiceMaps::open_pinned(&node.pin_dir)?.read()?;
+    if after != before {
+        return Err(format!(
+            "the maps changed when a service did not fit ({refusal}):\nbefore {before:?}\nafter {after:?}"
+        )
+        .into());
+    }
+    with_log(
+        wait_converged(&node.pin_dir, &cluster, "a refused third service"),
+        &log,
+    )?;
+
+    // Room again: the third is programmed.
+    churn.remove(&service_file(1))?;
+    cluster.services.remove(&1);
+    cluster.services.insert(3, http.clone());
+    cluster.slices.insert((3, 'a'), two_backends(3));
+    with_log(
+        wait_converged(
+            &node.pin_dir,
+            &cluster,
+            "the deletion of one of the first two",
+        ),
+        &log,
+    )?;
+    wait_for_log(&log, "the maps have room again: service programmed")?;
+    stop_with_sigterm(&mut agent, "lb-agent")
+}
+
+/// Waits until the agent's log has a line containing `text` and returns it, or fails with the
+/// log's end.
+fn wait_for_log(log: &Path, text: &str) -> Result<String, Failed> {
+    let deadline = Instant::now() + CONVERGED_WITHIN;
+    loop {
+        let have = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = have.lines().find(|l| l.contains(text)) {
+            return Ok(line.to_owned());
+        }
+        if Instant::now() > deadline {
+            return with_log(
+                Err(format!("{CONVERGED_WITHIN:?} without the agent logging {text:?}").into()),
+                log,
+            )
+            .map(|()| String::new());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

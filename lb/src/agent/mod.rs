@@ -60,6 +60,8 @@ pub struct Agent {
     neighbours: Option<neighbours::Neighbours>,
     /// The IP families the agent runs (IPv4, IPv6).
     families: (bool, bool),
+    /// The services the last pass left out because the maps were full, each logged once.
+    not_programmed: Vec<crate::reconciler::NotProgrammed>,
 }
 
 impl Agent {
@@ -281,6 +283,7 @@ impl Agent {
             pods_at_tc: nodeport::balances_pods_at_tc(config),
             neighbours,
             families: (config.ipv4(), config.ipv6()),
+            not_programmed: Vec::new(),
         })
     }
 
@@ -330,9 +333,30 @@ impl Agent {
             ),
             Err(e) => tracing::warn!("cannot check for monitors that are gone: {e}"),
         }
+        self.log_not_programmed(&report.not_programmed);
         self.record.services = self.reconciler.service_names().clone();
         self.record.write(&self.state_dir)?;
         Ok(report)
+    }
+
+    /// Logs each service the maps have no room for once, when it is first left out, and says
+    /// when one that was left out is programmed after all.
+    fn log_not_programmed(&mut self, now: &[crate::reconciler::NotProgrammed]) {
+        for refused in now {
+            if !self
+                .not_programmed
+                .iter()
+                .any(|n| n.service == refused.service)
+            {
+                tracing::error!("{refused}");
+            }
+        }
+        for earlier in &self.not_programmed {
+            if !now.iter().any(|n| n.service == earlier.service) {
+                tracing::info!(service = %earlier.service, "the maps have room again: service programmed");
+            }
+        }
+        self.not_programmed = now.to_vec();
     }
 
     /// Keeps a neighbour entry for the next hop towards every Node of `nodes` but `local` on

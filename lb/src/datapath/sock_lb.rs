@@ -392,6 +392,28 @@ impl SockLb {
         hash_map(&mut self.ebpf, name)
     }
 
+    /// How many entries the service map holds at most (`bpf.lbMapMax`; the other service
+    /// maps are the same size).
+    pub fn service_capacity(&self) -> Result<usize, DatapathError> {
+        let failed = |source| DatapathError::Map {
+            map: LB_SERVICES,
+            source,
+        };
+        let map = self.ebpf.map(LB_SERVICES).ok_or(DatapathError::Missing {
+            kind: "map",
+            name: LB_SERVICES,
+        })?;
+        match map {
+            aya::maps::Map::HashMap(data) => {
+                Ok(data.info().map_err(failed)?.max_entries() as usize)
+            }
+            _ => Err(DatapathError::Missing {
+                kind: "hash map",
+                name: LB_SERVICES,
+            }),
+        }
+    }
+
     /// Makes `lb_local_addrs` hold the node addresses `addrs`, in their order of priority: as
     /// many as the map holds (`bpf.lbMapMax`). Those beyond are left out and counted in the
     /// report rather than failing: NodePorts on the programmed addresses, loopback and every

@@ -42,6 +42,10 @@ impl DatapathMaps for KernelMaps<'_> {
             })
     }
 
+    fn service_capacity(&mut self) -> Result<usize, DatapathError> {
+        self.sock_lb.service_capacity()
+    }
+
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {
         self.sock_lb.set_local_addresses(addrs)
     }

@@ -16,6 +16,10 @@ pub trait DatapathMaps {
     /// which a lookup running meanwhile never follows a reference to a missing entry.
     fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError>;
 
+    /// How many entries each service map holds at most (`bpf.lbMapMax`: the service, backend,
+    /// reverse NAT, affinity-match, source-range and Maglev maps are all that size).
+    fn service_capacity(&mut self) -> Result<usize, DatapathError>;
+
     /// Makes the local-address map hold `addrs` (as many as fit); says what changed and what
     /// did not fit.
     fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError>;

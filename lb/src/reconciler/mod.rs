@@ -9,12 +9,14 @@
 //! maps are written here too: the NodePort devices with their addresses, and the Maglev tables
 //! (with the services, in an order that never leaves a table naming a missing backend).
 
+mod fit;
 mod kernel;
 mod maps;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+pub use fit::NotProgrammed;
 pub use kernel::KernelMaps;
 pub use maps::{DatapathMaps, UdpSocketSweeper};
 
@@ -37,7 +39,7 @@ pub enum ReconcileError {
 }
 
 /// What one reconciliation did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
     /// Map entries written and deleted.
     pub maps: ApplyReport,
@@ -49,6 +51,8 @@ pub struct ReconcileReport {
     pub devices_changed: usize,
     /// Connected UDP sockets to removed backends that were destroyed.
     pub udp_sockets_destroyed: usize,
+    /// Services left out because the maps are full (`bpf.lbMapMax`), in name order.
+    pub not_programmed: Vec<NotProgrammed>,
 }
 
 impl ReconcileReport {
@@ -107,11 +111,18 @@ impl Reconciler {
         let local = maps.set_local_addresses(local_addrs)?;
         let devices_changed = maps.set_devices(devices)?;
         let current = maps.read_services()?;
-        let mut want = MapContents::build(desired, &current)?;
-        if let Some(maglev) = &self.maglev {
-            want.add_maglev_tables(desired, maglev);
+        let capacity = maps.service_capacity()?;
+        let (mut want, mut not_programmed) = self.fitted(desired, &current, capacity)?;
+        let mut applied = maps.apply_services(&want)?;
+        if !not_programmed.is_empty() && applied.deleted > 0 {
+            // Services left out for room that entries deleted just now have freed: once more,
+            // from what the maps hold now.
+            let (again, left_out) = self.fitted(desired, &want, capacity)?;
+            let more = maps.apply_services(&again)?;
+            applied.written += more.written;
+            applied.deleted += more.deleted;
+            (want, not_programmed) = (again, left_out);
         }
-        let applied = maps.apply_services(&want)?;
         let listed = want.frontends();
         self.names = service_names(desired, &listed);
         let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
@@ -141,7 +152,36 @@ impl Reconciler {
             local_addrs: local,
             devices_changed,
             udp_sockets_destroyed,
+            not_programmed,
         })
+    }
+
+    /// What to write over `current`: `desired` laid out, or as much of it as fits maps of
+    /// `capacity` entries, with the services left out.
+    fn fitted(
+        &self,
+        desired: &DesiredState,
+        current: &MapContents,
+        capacity: usize,
+    ) -> Result<(MapContents, Vec<NotProgrammed>), ReconcileError> {
+        let want = self.lay_out(desired, current)?;
+        match fit::fit(desired, current, &want, capacity) {
+            None => Ok((want, Vec::new())),
+            Some((fitting, left_out)) => Ok((self.lay_out(&fitting, current)?, left_out)),
+        }
+    }
+
+    /// `desired` laid out over `current`, with the Maglev tables when they are built.
+    fn lay_out(
+        &self,
+        desired: &DesiredState,
+        current: &MapContents,
+    ) -> Result<MapContents, ReconcileError> {
+        let mut want = MapContents::build(desired, current)?;
+        if let Some(maglev) = &self.maglev {
+            want.add_maglev_tables(desired, maglev);
+        }
+        Ok(want)
     }
 
     /// The service (or pod) behind each frontend id, for `lbctl service list`.

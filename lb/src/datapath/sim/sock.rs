@@ -42,6 +42,8 @@ pub struct SimConfig {
     /// The initial namespace's cookie, which the kernel answers for `bpf_get_netns_cookie(NULL)`
     /// and the programs use when `host_netns_cookie` is 0.
     pub initial_netns_cookie: u64,
+    /// Entries of each service map (`bpf.lbMapMax`).
+    pub map_max: u32,
 }
 
 impl SimConfig {
@@ -56,6 +58,7 @@ impl SimConfig {
             sock_v6only: config.sock_v6only,
             external_ip_mitigation: config.external_ip_mitigation,
             initial_netns_cookie,
+            map_max: config.map_max,
         }
     }
 }
@@ -685,6 +688,11 @@ impl crate::reconciler::DatapathMaps for SockSim {
         let report = crate::datapath::ApplyReport::between(&self.maps, want);
         self.maps = want.clone();
         Ok(report)
+    }
+
+    /// The simulator's maps are as large as the agent's options make the kernel's.
+    fn service_capacity(&mut self) -> Result<usize, crate::datapath::DatapathError> {
+        Ok(self.config.map_max as usize)
     }
 
     fn set_local_addresses(

@@ -100,6 +100,7 @@ fn config() -> SimConfig {
         netns_cookies: true,
         sock_v6only: true,
         initial_netns_cookie: HOST_NS,
+        map_max: crate::config::DEFAULT_LB_MAP_MAX,
     }
 }
 
