@@ -112,7 +112,7 @@ pub fn run(options: Options) -> Result<()> {
         ),
         (
             "kernel (privileged)",
-            "in the test step: lb/tests/{privileged,sock_diag,agent_watch,agent_churn,deploy_capabilities,differential,differential_pkt,fixtures_pkt,tc_attach,neighbours}.rs, netsim/tests, scenarios kernel::*",
+            "in the test step: lb/tests/{privileged,sock_diag,agent_watch,agent_churn,agent_restart,deploy_capabilities,differential,differential_pkt,fixtures_pkt,tc_attach,neighbours}.rs, netsim/tests, scenarios kernel::*",
         ),
         ("vm (kernel matrix)", vm_tier.as_str()),
     ] {
