@@ -12,6 +12,9 @@ use kube::Config;
 
 use crate::source::SourceError;
 
+/// Where a pod's service account token, CA and namespace are mounted.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 /// How to reach the API server.
 #[derive(Clone, Debug, Default)]
 pub struct ApiConnection {
@@ -56,7 +59,7 @@ impl ApiConnection {
         };
         let in_cluster_error = match in_cluster {
             Ok(config) => return Ok((config, "in-cluster service account".into())),
-            Err(e) => e,
+            Err(e) => self.in_cluster_problem(&e),
         };
         let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config"));
         if let Some(path) = home.as_deref().filter(|p| p.exists()) {
@@ -64,11 +67,25 @@ impl ApiConnection {
         }
         Err(api_error(format!(
             "no API server configuration found: --kubeconfig not given, KUBECONFIG not set, \
-             not in a cluster ({in_cluster_error}), and no {}",
+             {in_cluster_error}, and no {}",
             home.map_or("~/.kube/config (HOME unset)".into(), |p| p
                 .display()
                 .to_string())
         )))
+    }
+
+    /// Why in-cluster configuration failed, in the terms a user can check.
+    fn in_cluster_problem(&self, error: &dyn std::fmt::Display) -> String {
+        if self.service_host.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            return "not in a cluster: KUBERNETES_SERVICE_HOST is not set and neither is \
+                    k8sServiceHost"
+                .into();
+        }
+        let token = Path::new(SERVICE_ACCOUNT_DIR).join("token");
+        if !token.exists() {
+            return format!("no service account token at {}", token.display());
+        }
+        format!("in-cluster configuration from {SERVICE_ACCOUNT_DIR}: {error}")
     }
 
     /// `https://HOST:PORT/`, each part from the options where set, else from `current`.
