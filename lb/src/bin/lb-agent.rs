@@ -87,7 +87,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         (None, Some(node)) => SourceWanted::Api { node: node.clone() },
         (None, None) => bail!(
             "watching the Kubernetes API needs this node's name: give --node NAME or set \
-             NODE_NAME (a DaemonSet sets it from spec.nodeName), or use --manifests DIR"
+             NODE_NAME (a DaemonSet sets it from spec.nodeName), or use --manifests DIR, or \
+             --dry-run to check the options"
         ),
     };
     // One agent per node: wait here, before anything touches the datapath, for another agent
