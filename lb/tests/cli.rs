@@ -202,12 +202,36 @@ fn dry_run_reports_every_error_at_once() {
 }
 
 #[test]
-fn agent_without_a_source_says_what_to_give() {
-    let out = agent(&[]);
+fn agent_without_a_node_name_says_what_to_give() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-agent"))
+        .env_remove("NODE_NAME")
+        .output()
+        .expect("binary runs");
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("--manifests DIR"), "{err}");
-    assert!(err.contains("--dry-run"), "{err}");
+    for hint in ["--node NAME", "NODE_NAME", "--manifests DIR", "--dry-run"] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+}
+
+#[test]
+fn agent_with_a_missing_kubeconfig_names_it_before_touching_the_node() {
+    let state = std::env::temp_dir().join(format!("lb-cli-kubeconfig-{}", std::process::id()));
+    let out = agent(&[
+        "--node",
+        "n1",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_dir_all(&state);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Kubernetes API: --kubeconfig /nonexistent/kubeconfig"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! `lb-agent`: programs the node's eBPF load balancer from Services and EndpointSlices.
 //!
-//! The source today is a directory of Kubernetes YAML (`--manifests`), followed with inotify;
-//! the API-server watch comes later. The loop itself is [`lb::agent::run`]. Programs and maps are pinned, so they keep working after
-//! the agent exits; `lbctl cleanup` removes them.
+//! The objects come from the Kubernetes API server (watched; `--kubeconfig`, `KUBECONFIG` or
+//! the pod's service account, with `k8sServiceHost`/`k8sServicePort` for the address), or from a
+//! directory of Kubernetes YAML (`--manifests`, followed with inotify). The loop itself is
+//! [`lb::agent::run`]. Programs and maps are pinned, so they keep working after the agent exits;
+//! `lbctl cleanup` removes them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lb::agent::{RunOptions, DEFAULT_STATE_DIR};
-use lb::source::ManifestDir;
+use lb::source::{ApiConnection, ApiSource, ManifestDir, Source};
 use tracing::{error, warn};
 
 /// The node agent of the eBPF service load balancer.
@@ -27,10 +29,15 @@ struct Cli {
     #[arg(long)]
     dry_run: bool,
     /// Program the Kubernetes YAML (Service, EndpointSlice, Pod, Node) in this directory and
-    /// follow changes to it.
-    #[arg(long, value_name = "DIR")]
+    /// follow changes to it, instead of watching the API server.
+    #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
     manifests: Option<PathBuf>,
-    /// This node's name in the manifests (default: the only Node there).
+    /// The kubeconfig file to reach the API server with (default: KUBECONFIG, then the pod's
+    /// service account, then ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name: required with the API server; with --manifests, the only Node there
+    /// by default.
     #[arg(long, env = "NODE_NAME")]
     node: Option<String>,
     /// Where the agent records what it installed, for lbctl.
@@ -39,6 +46,14 @@ struct Cli {
     /// Program once and exit (the datapath stays in place).
     #[arg(long)]
     once: bool,
+}
+
+/// Where the objects come from.
+enum SourceWanted {
+    /// `--manifests DIR`.
+    Manifests(PathBuf),
+    /// The API server, for this node.
+    Api { node: String },
 }
 
 fn main() -> ExitCode {
@@ -67,11 +82,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         print!("# effective configuration\n{yaml}");
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(dir) = &cli.manifests else {
-        bail!(
-            "no source of services: give --manifests DIR (the Kubernetes API watch is not built \
-             yet), or --dry-run to check the options"
-        );
+    let wanted = match (&cli.manifests, &cli.node) {
+        (Some(dir), _) => SourceWanted::Manifests(dir.clone()),
+        (None, Some(node)) => SourceWanted::Api { node: node.clone() },
+        (None, None) => bail!(
+            "watching the Kubernetes API needs this node's name: give --node NAME or set \
+             NODE_NAME (a DaemonSet sets it from spec.nodeName), or use --manifests DIR, or \
+             --dry-run to check the options"
+        ),
     };
     // One agent per node: wait here, before anything touches the datapath, for another agent
     // with this state directory to exit; then read the options again, so an agent that waited
@@ -83,10 +101,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    let mut source = ManifestDir::new(dir)?;
+    let mut source: Box<dyn Source> = match wanted {
+        SourceWanted::Manifests(dir) => Box::new(ManifestDir::new(&dir)?),
+        SourceWanted::Api { node } => {
+            let values = config.values();
+            let connection = ApiConnection {
+                kubeconfig: cli.kubeconfig.clone(),
+                service_host: values.k8s_service_host.clone(),
+                service_port: values.k8s_service_port,
+            };
+            Box::new(ApiSource::connect(connection, &node)?)
+        }
+    };
     lb::agent::run(
         &config,
-        &mut source,
+        source.as_mut(),
         &RunOptions {
             values: cli.values,
             sets: cli.sets,

@@ -24,5 +24,5 @@ pub use for_node::{translate_for_node, NodeNotFound, NodeTranslation};
 pub use health_check::{HealthCheck, HealthChecks};
 pub use node::{DeviceSelection, K8sAddressType, NodeContext, NodeDevice, ZONE_LABEL};
 pub use options::TranslateOptions;
-pub use service::SERVICE_PROXY_NAME_LABEL;
+pub use service::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 pub use translate::{translate, ClusterObjects, LocalNode, Translation};

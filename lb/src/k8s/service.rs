@@ -21,6 +21,11 @@ use crate::model::{
 /// Label that hands a Service to a named proxy instead of the default one.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
+/// Label that marks a Service as headless for proxies whatever its clusterIP: kube-proxy
+/// selects Services with `!service.kubernetes.io/headless`, so one carrying it (any value) is
+/// not programmed.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
 /// What became of a Service.
 #[derive(Debug)]
 pub enum ServiceOutcome {
@@ -65,6 +70,11 @@ pub fn translate_service(
             "{object}: {SERVICE_PROXY_NAME_LABEL}={:?} is not this proxy's name {:?}",
             proxy_name.unwrap_or_default(),
             opts.service_proxy_name
+        )));
+    }
+    if has_label(svc, HEADLESS_LABEL) {
+        return Ok(ServiceOutcome::Ignored(format!(
+            "{object}: labelled {HEADLESS_LABEL}"
         )));
     }
     let mut sink = ErrorSink::new(object.clone());
@@ -126,6 +136,13 @@ pub fn translate_service(
         frontends(&parsed, slices, node, opts),
         health_check,
     ))
+}
+
+fn has_label(svc: &Service, label: &str) -> bool {
+    svc.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(label))
 }
 
 fn proxy_name_of(svc: &Service) -> Option<String> {
@@ -582,6 +599,23 @@ mod tests {
         assert!(matches!(
             outcome(&plain, &named),
             Ok(ServiceOutcome::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn the_headless_label_keeps_a_service_out_whatever_its_value() {
+        let opts = TranslateOptions::default();
+        for value in ["", "true"] {
+            let labelled = svc(json!({"labels": {HEADLESS_LABEL: value}}), json!({}));
+            match outcome(&labelled, &opts) {
+                Ok(ServiceOutcome::Ignored(why)) => assert!(why.contains(HEADLESS_LABEL), "{why}"),
+                other => panic!("{value:?}: {other:?}"),
+            }
+        }
+        let other_label = svc(json!({"labels": {"app": "web"}}), json!({}));
+        assert!(matches!(
+            outcome(&other_label, &opts),
+            Ok(ServiceOutcome::Programmed(..))
         ));
     }
 

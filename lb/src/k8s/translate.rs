@@ -166,3 +166,54 @@ fn insert_all(out: &mut Translation, object: ObjectRef, services: Vec<LbService>
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::{DeviceSelection, NodeContext, HEADLESS_LABEL};
+    use crate::source::{Change, ClusterStore, Object};
+    use serde_json::json;
+
+    fn service(labels: serde_json::Value) -> Object {
+        Object::Service(Box::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "default", "labels": labels},
+                "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}
+            }))
+            .unwrap(),
+        ))
+    }
+
+    fn programmed(store: &ClusterStore) -> usize {
+        let node = LocalNode::new(
+            &NodeContext {
+                name: "n1".into(),
+                ..NodeContext::default()
+            },
+            &DeviceSelection {
+                devices: vec![],
+                direct_routing: None,
+                patterns_matched_nothing: false,
+            },
+        );
+        translate(&store.objects(), &node, &TranslateOptions::default())
+            .state
+            .services()
+            .count()
+    }
+
+    #[test]
+    fn adding_and_removing_the_headless_label_is_followed_live() {
+        let mut store = ClusterStore::default();
+        let upsert = |labels| Change::Upsert {
+            origin: "api/Service".into(),
+            object: service(labels),
+        };
+        store.apply(upsert(json!({"app": "web"})));
+        assert_eq!(programmed(&store), 1);
+        store.apply(upsert(json!({"app": "web", HEADLESS_LABEL: ""})));
+        assert_eq!(programmed(&store), 0, "labelled headless: not programmed");
+        store.apply(upsert(json!({"app": "web"})));
+        assert_eq!(programmed(&store), 1, "label removed: programmed again");
+    }
+}

@@ -1,14 +1,16 @@
 //! Sources of Kubernetes objects: each delivers the objects it knows and their changes into a
 //! [`ClusterStore`], from which the agent translates what to program. The manifest directory
-//! ([`ManifestDir`]) is one source; the API-server watch is to be another behind the same
-//! [`Source`] interface.
+//! ([`ManifestDir`]) is one source, the API server's watch ([`ApiSource`]) the other, both
+//! behind the same [`Source`] interface.
 
+mod api;
 mod manifest_dir;
 mod store;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use api::{ApiConnection, ApiSource};
 pub use manifest_dir::ManifestDir;
 pub use store::{Change, ClusterStore, Object, ObjectKey};
 
@@ -55,6 +57,12 @@ pub enum SourceError {
     /// The manifest directory cannot be listed.
     #[error(transparent)]
     Manifests(ManifestError),
+    /// The Kubernetes API server cannot be reached or watched.
+    #[error("Kubernetes API: {detail}")]
+    Api {
+        /// What was tried and what failed.
+        detail: String,
+    },
 }
 
 impl Object {

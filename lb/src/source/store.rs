@@ -37,16 +37,29 @@ pub struct ObjectKey {
 impl Object {
     /// Its kind, namespace and name.
     pub fn key(&self) -> ObjectKey {
-        let (kind, meta): (&'static str, &ObjectMeta) = match self {
-            Object::Service(o) => ("Service", &o.metadata),
-            Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
-            Object::Node(o) => ("Node", &o.metadata),
-            Object::Pod(o) => ("Pod", &o.metadata),
-        };
+        let (kind, meta) = self.kind_and_meta();
         ObjectKey {
             kind,
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Whether its key is `key`, without copying its names: a watch event looks its object up
+    /// among all of an origin's (10 000 Services), so this runs that often per event.
+    pub fn has_key(&self, key: &ObjectKey) -> bool {
+        let (kind, meta) = self.kind_and_meta();
+        kind == key.kind
+            && meta.name.as_deref().unwrap_or_default() == key.name
+            && meta.namespace.as_deref().unwrap_or_default() == key.namespace
+    }
+
+    fn kind_and_meta(&self) -> (&'static str, &ObjectMeta) {
+        match self {
+            Object::Service(o) => ("Service", &o.metadata),
+            Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+            Object::Node(o) => ("Node", &o.metadata),
+            Object::Pod(o) => ("Pod", &o.metadata),
         }
     }
 }
@@ -102,7 +115,7 @@ impl ClusterStore {
             Change::Upsert { origin, object } => {
                 let objects = self.origins.entry(origin).or_default();
                 let key = object.key();
-                match objects.iter_mut().find(|o| o.key() == key) {
+                match objects.iter_mut().find(|o| o.has_key(&key)) {
                     Some(existing) if *existing == object => false,
                     Some(existing) => {
                         *existing = object;
@@ -117,7 +130,7 @@ impl ClusterStore {
             Change::Delete { origin, key } => match self.origins.get_mut(&origin) {
                 Some(objects) => {
                     let before = objects.len();
-                    objects.retain(|o| o.key() != key);
+                    objects.retain(|o| !o.has_key(&key));
                     objects.len() != before
                 }
                 None => false,

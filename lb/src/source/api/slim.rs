@@ -1,0 +1,162 @@
+//! What the store keeps of an object from the API server: the fields translation reads, and
+//! nothing else. `managedFields` and annotations (translation reads none) are often the larger
+//! part of a Service or EndpointSlice; a Node's image list and a Pod's containers' environment,
+//! mounts and probes are larger still. Dropping them keeps the agent small at 10 000 services.
+
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Node, NodeStatus, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{PodStatus, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::source::Object;
+
+/// The metadata translation and the store read: identity, labels, deletion, owner-free.
+fn slim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+/// A Service as the store keeps it.
+pub fn service(mut svc: Service) -> Option<Object> {
+    slim_meta(&mut svc.metadata);
+    Some(Object::Service(Box::new(svc)))
+}
+
+/// An EndpointSlice as the store keeps it.
+pub fn endpoint_slice(mut slice: EndpointSlice) -> Option<Object> {
+    slim_meta(&mut slice.metadata);
+    Some(Object::EndpointSlice(Box::new(slice)))
+}
+
+/// A Node as the store keeps it: metadata (labels for the zone), spec (taints for
+/// eligibility) and its addresses.
+pub fn node(mut node: Node) -> Option<Object> {
+    slim_meta(&mut node.metadata);
+    node.status = node.status.map(|s| NodeStatus {
+        addresses: s.addresses,
+        ..NodeStatus::default()
+    });
+    Some(Object::Node(Box::new(node)))
+}
+
+/// A Pod as the store keeps it, or `None` when no container declares a hostPort: only those
+/// pods are translated (into HostPort frontends).
+pub fn pod(pod: Pod) -> Option<Object> {
+    let Pod {
+        mut metadata,
+        spec,
+        status,
+    } = pod;
+    let spec = spec?;
+    let containers: Vec<Container> = spec
+        .containers
+        .into_iter()
+        .filter_map(|c| {
+            let ports: Vec<ContainerPort> = c
+                .ports
+                .into_iter()
+                .flatten()
+                .filter(|p| p.host_port.is_some_and(|hp| hp != 0))
+                .collect();
+            (!ports.is_empty()).then(|| Container {
+                name: c.name,
+                ports: Some(ports),
+                ..Container::default()
+            })
+        })
+        .collect();
+    if containers.is_empty() {
+        return None;
+    }
+    slim_meta(&mut metadata);
+    metadata.labels = None;
+    Some(Object::Pod(Box::new(Pod {
+        metadata,
+        spec: Some(PodSpec {
+            containers,
+            node_name: spec.node_name,
+            host_network: spec.host_network,
+            ..PodSpec::default()
+        }),
+        status: status.map(|s| PodStatus {
+            phase: s.phase,
+            pod_ip: s.pod_ip,
+            pod_ips: s.pod_ips,
+            ..PodStatus::default()
+        }),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod_with(ports: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default",
+                         "annotations": {"a": "b"}, "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"nodeName": "node-a", "containers": [
+                {"name": "app", "image": "nginx", "env": [{"name": "X", "value": "1"}],
+                 "ports": ports}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.5",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_without_a_host_port_is_not_kept() {
+        assert_eq!(pod(pod_with(json!([{"containerPort": 80}]))), None);
+        assert_eq!(pod(pod_with(json!(null))), None);
+        assert_eq!(
+            pod(pod_with(json!([{"containerPort": 80, "hostPort": 0}]))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_host_port_pod_keeps_what_translation_reads_and_nothing_more() {
+        let Some(Object::Pod(kept)) = pod(pod_with(json!([
+            {"containerPort": 80, "hostPort": 8080, "name": "web"},
+            {"containerPort": 9090}
+        ]))) else {
+            panic!("a hostPort pod is kept");
+        };
+        let kept = serde_json::to_value(&kept).unwrap();
+        assert_eq!(
+            kept,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "node-a", "containers": [
+                    {"name": "app", "ports": [
+                        {"containerPort": 80, "hostPort": 8080, "name": "web"}]}]},
+                "status": {"phase": "Running", "podIP": "10.1.0.5"}
+            })
+        );
+    }
+
+    #[test]
+    fn services_lose_managed_fields_and_annotations_but_keep_labels() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default",
+                         "labels": {"service.kubernetes.io/headless": ""},
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"clusterIP": "10.0.0.1"}
+        }))
+        .unwrap();
+        let Some(Object::Service(kept)) = service(svc) else {
+            panic!("services are kept");
+        };
+        let meta = serde_json::to_value(&kept.metadata).unwrap();
+        assert_eq!(
+            meta,
+            json!({"name": "web", "namespace": "default",
+                   "labels": {"service.kubernetes.io/headless": ""}})
+        );
+    }
+}
