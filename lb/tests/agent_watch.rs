@@ -4,7 +4,8 @@
 //! and `/livez` server follows this node's Node object, and a taken address stops it at start.
 //! A LoadBalancer service's `healthCheckNodePort` follows its local endpoints and goes with it,
 //! and a port taken by another process is logged and opened on a later pass. Its `/metrics`
-//! (`prometheus.enabled`) follows the services, backends, syncs and terminating endpoints.
+//! (`prometheus.enabled`) follows the services, backends, syncs and terminating endpoints, and
+//! a taken `prometheus.port` stops it at start.
 //!
 //! Without root the test is reported as ignored, with a line saying why; under `CI=true` it
 //! fails instead, since CI must run this tier.
@@ -29,7 +30,7 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 9] = [
+    let tests: [(&str, TestFn); 10] = [
         (
             "agent::follows_new_edited_and_removed_manifest_files",
             follows_the_manifest_directory,
@@ -65,6 +66,10 @@ fn main() {
         (
             "agent::metrics_follow_the_manifests_and_count_terminating_endpoints_once",
             metrics_follow_the_manifests,
+        ),
+        (
+            "agent::metrics_port_in_use_is_refused_naming_the_option",
+            metrics_port_in_use,
         ),
     ];
     support::run_tier("agent watch", tests.into());
@@ -1191,6 +1196,47 @@ fn metrics_follow_the_manifests() -> Result<(), Failed> {
 
     stop_with_sigterm(&mut agent, "lb-agent")?;
     lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// With `prometheus.port` taken, `lb-agent` refuses to start naming the option and the
+/// address, before it pins or programs anything.
+fn metrics_port_in_use() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("metbind", "192.168.84.11")?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5"]),
+    )?;
+    let _taken = node.in_netns(|| std::net::TcpListener::bind(("::", METRICS_PORT)))??;
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true"])
+        .args(["--set", "prometheus.enabled=true", "--set"])
+        .arg(format!("prometheus.port={METRICS_PORT}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let out = node.spawn(cmd)?.output(Duration::from_secs(60))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let named = format!("prometheus.port={METRICS_PORT}: cannot listen on [::]:{METRICS_PORT}");
+    if out.status.success() || !log.contains(&named) {
+        return Err(format!(
+            "a taken metrics port was not refused clearly ({}): {log}",
+            out.status
+        )
+        .into());
+    }
+    if pin_dir.exists() || !programmed(&pin_dir).is_empty() {
+        return Err("the refused agent pinned or programmed the maps".into());
+    }
     drop(topology);
     Ok(())
 }
