@@ -1130,8 +1130,13 @@ fn metrics_follow_the_manifests() -> Result<(), Failed> {
             ("lb_sync_proxy_rules_duration_seconds_count", &|v| v >= 1.0),
             ("lb_sync_proxy_rules_last_timestamp_seconds", &|v| v > 1.7e9),
             ("lb_k8s_terminating_endpoints_events_total", &is(0.0)),
-            ("lb_bpf_map_capacity{map=\"lb_services_v1\"}", &is(65536.0)),
-            ("lb_bpf_map_entries{map=\"lb_services_v1\"}", &|v| v >= 1.0),
+            (
+                "lb_bpf_map_capacity{map_name=\"lb_services_v1\"}",
+                &is(65536.0),
+            ),
+            ("lb_bpf_map_entries{map_name=\"lb_services_v1\"}", &|v| {
+                v >= 1.0
+            }),
             ("lb_nodeport_snat_ports", &is(0.0)),
         ],
         "the agent started",

@@ -56,7 +56,7 @@ struct KindLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MapLabel {
-    map: String,
+    map_name: String,
 }
 
 /// The agent's metrics, shared (in an `Arc`) between the loop, which reports, and the server,
@@ -249,7 +249,7 @@ impl Metrics {
         match crate::datapath::map_usage(&pin_dir) {
             Ok(usage) => {
                 for map in usage {
-                    let label = MapLabel { map: map.name };
+                    let label = MapLabel { map_name: map.name };
                     self.map_entries
                         .get_or_create(&label)
                         .set(map.entries as i64);
