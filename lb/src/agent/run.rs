@@ -243,7 +243,7 @@ fn reconcile(
 ) -> Result<(), AgentError> {
     let report = agent
         .reconcile(&translation.translation.state)
-        .inspect_err(|_| metrics.errors(ErrorKind::Reconcile, 1))?;
+        .inspect_err(|e| metrics.errors(ErrorKind::of_reconcile(e), 1))?;
     if report.changed_anything() {
         info!(
             frontends = report.frontends,

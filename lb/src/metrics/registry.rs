@@ -33,17 +33,41 @@ pub enum ErrorKind {
     Sync,
     /// A reconciliation that failed writing the maps.
     Reconcile,
+    /// A reconciliation the kernel refused because a map was full (`bpf.lbMapMax`).
+    MapFull,
     /// A map that could not be read for `lb_bpf_map_entries` at a scrape.
     MapRead,
 }
 
 impl ErrorKind {
+    /// The kind of a failed reconciliation: [`ErrorKind::MapFull`] when somewhere in its chain
+    /// the kernel refused an entry for want of room (`E2BIG` from a full hash map, `ENOSPC` from
+    /// a full LPM trie), otherwise [`ErrorKind::Reconcile`].
+    pub fn of_reconcile(error: &(dyn std::error::Error + 'static)) -> Self {
+        let full = |e: &std::io::Error| {
+            matches!(e.raw_os_error(), Some(nix::libc::E2BIG | nix::libc::ENOSPC))
+        };
+        let mut next = Some(error);
+        while let Some(e) = next {
+            let io = e.downcast_ref::<std::io::Error>().or_else(|| {
+                e.downcast_ref::<aya::sys::SyscallError>()
+                    .map(|s| &s.io_error)
+            });
+            if io.is_some_and(full) {
+                return ErrorKind::MapFull;
+            }
+            next = e.source();
+        }
+        ErrorKind::Reconcile
+    }
+
     fn label(self) -> &'static str {
         match self {
             ErrorKind::Source => "source",
             ErrorKind::Translation => "translation",
             ErrorKind::Sync => "sync",
             ErrorKind::Reconcile => "reconcile",
+            ErrorKind::MapFull => "map_full",
             ErrorKind::MapRead => "map_read",
         }
     }
@@ -133,7 +157,7 @@ impl Metrics {
         let errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "errors",
-            "Errors by kind: source, translation, sync, reconcile, map_read",
+            "Errors by kind: source, translation, sync, reconcile, map_full, map_read",
             errors.clone(),
         );
         let map_entries = Family::<MapLabel, Gauge>::default();
@@ -445,6 +469,33 @@ mod tests {
         assert_eq!(
             sample(&text, "lb_sync_proxy_rules_duration_seconds_count"),
             Some(2.0)
+        );
+    }
+
+    #[test]
+    fn a_reconcile_error_from_a_full_map_is_map_full() {
+        let refused = |errno: i32| {
+            crate::agent::AgentError::Reconcile(crate::reconciler::ReconcileError::Datapath(
+                crate::datapath::DatapathError::Map {
+                    map: "lb_services_v1",
+                    source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_update_elem",
+                        io_error: std::io::Error::from_raw_os_error(errno),
+                    }),
+                },
+            ))
+        };
+        assert_eq!(
+            ErrorKind::of_reconcile(&refused(nix::libc::E2BIG)),
+            ErrorKind::MapFull
+        );
+        assert_eq!(
+            ErrorKind::of_reconcile(&refused(nix::libc::ENOSPC)),
+            ErrorKind::MapFull
+        );
+        assert_eq!(
+            ErrorKind::of_reconcile(&refused(nix::libc::EPERM)),
+            ErrorKind::Reconcile
         );
     }
 
