@@ -61,12 +61,19 @@ pub fn run(
     health.set_node_eligible(this_node_eligible(&store, opts));
     let pass = Instant::now();
     let first = translate(config, &store, opts)?;
+    let translated_in = pass.elapsed();
     log_translation(&first, &metrics);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
+    // The pass is translation and reconciliation, as later ones: loading the datapath is not.
+    let pass = Instant::now();
     reconcile(&mut agent, &first, &metrics)?;
     health.updated();
     metrics.set_pin_dir(agent.record().pin_dir.clone());
-    metrics.synced(pass.elapsed(), &first.translation.state, SystemTime::now());
+    metrics.synced(
+        translated_in + pass.elapsed(),
+        &first.translation.state,
+        SystemTime::now(),
+    );
     keep_neighbours(&mut agent, &store, &first);
     // Said once the first reconciliation is in the maps: from here the node is served.
     info!(
