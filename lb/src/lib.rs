@@ -10,6 +10,7 @@ pub mod health;
 pub mod host;
 pub mod k8s;
 pub mod maglev;
+pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod reconciler;

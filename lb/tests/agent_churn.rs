@@ -517,7 +517,11 @@ fn full_map() -> Result<(), Failed> {
         "kubeProxyReplacement=true",
         "--set",
         "bpf.lbMapMax=8",
+        "--set",
+        "prometheus.enabled=true",
     ])
+    .arg("--set")
+    .arg(format!("prometheus.port={}", support::agent::METRICS_PORT))
     .env("RUST_LOG", "info")
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(&log)?);
@@ -546,6 +550,12 @@ fn full_map() -> Result<(), Failed> {
         wait_converged(&node.pin_dir, &cluster, "a refused third service"),
         &log,
     )?;
+    // Counted once, however many passes the refusal lasts.
+    let metrics = support::agent::scrape(&node.node)?;
+    let full = support::agent::sample(&metrics, "lb_errors_total{kind=\"map_full\"}");
+    if full != Some(1.0) {
+        return Err(format!("lb_errors_total{{kind=\"map_full\"}} is {full:?}, expected 1").into());
+    }
 
     // Room again: the third is programmed.
     churn.remove(&service_file(1))?;

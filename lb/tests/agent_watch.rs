@@ -3,7 +3,9 @@
 //! SIGTERM leaving the datapath in place, and `lbctl cleanup` then removes it. Its `/healthz`
 //! and `/livez` server follows this node's Node object, and a taken address stops it at start.
 //! A LoadBalancer service's `healthCheckNodePort` follows its local endpoints and goes with it,
-//! and a port taken by another process is logged and opened on a later pass.
+//! and a port taken by another process is logged and opened on a later pass. Its `/metrics`
+//! (`prometheus.enabled`) follows the services, backends, syncs and terminating endpoints, and
+//! a taken `prometheus.port` stops it at start.
 //!
 //! Without root the test is reported as ignored, with a line saying why; under `CI=true` it
 //! fails instead, since CI must run this tier.
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use lb::datapath::ServiceMaps;
 use libtest_mimic::Failed;
-use support::agent::{lb_agent, stop_with_sigterm, AgentNode};
+use support::agent::{lb_agent, sample, scrape, stop_with_sigterm, AgentNode, METRICS_PORT};
 use support::TestFn;
 
 #[allow(
@@ -28,7 +30,7 @@ mod support;
 const PROGRAMMED_WITHIN: Duration = Duration::from_secs(15);
 
 fn main() {
-    let tests: [(&str, TestFn); 8] = [
+    let tests: [(&str, TestFn); 10] = [
         (
             "agent::follows_new_edited_and_removed_manifest_files",
             follows_the_manifest_directory,
@@ -60,6 +62,14 @@ fn main() {
         (
             "agent::a_taken_health_check_node_port_is_logged_and_retried",
             health_check_node_port_taken,
+        ),
+        (
+            "agent::metrics_follow_the_manifests_and_count_terminating_endpoints_once",
+            metrics_follow_the_manifests,
+        ),
+        (
+            "agent::metrics_port_in_use_is_refused_naming_the_option",
+            metrics_port_in_use,
         ),
     ];
     support::run_tier("agent watch", tests.into());
@@ -907,6 +917,219 @@ fn health_check_node_port_taken() -> Result<(), Failed> {
 
     stop_with_sigterm(&mut agent, "lb-agent")?;
     lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// Scrapes until every `(sample, test)` holds, or fails with the last scrape.
+fn wait_metrics(
+    node: &netsim::Node,
+    want: &[(&str, &dyn Fn(f64) -> bool)],
+    after: &str,
+) -> Result<String, Failed> {
+    let deadline = Instant::now() + PROGRAMMED_WITHIN;
+    loop {
+        let last = match scrape(node) {
+            Ok(text) => {
+                let off: Vec<String> = want
+                    .iter()
+                    .filter(|(name, ok)| !sample(&text, name).is_some_and(ok))
+                    .map(|(name, _)| format!("{name} = {:?}", sample(&text, name)))
+                    .collect();
+                if off.is_empty() {
+                    return Ok(text);
+                }
+                format!("{}\n{text}", off.join(", "))
+            }
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(format!("{PROGRAMMED_WITHIN:?} after {after}, /metrics: {last}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Service `name` at `ip:80` whose one EndpointSlice has these (address, terminating)
+/// endpoints and, with `trigger`, the EndpointSlice controller's trigger-time annotation.
+fn metrics_service_yaml(
+    name: &str,
+    ip: &str,
+    endpoints: &[(&str, bool)],
+    trigger: Option<&str>,
+) -> String {
+    let endpoints: String = endpoints
+        .iter()
+        .map(|(a, terminating)| {
+            format!(
+                "  - {{addresses: [{a}], conditions: {{ready: {}, serving: true, \
+                 terminating: {terminating}}}}}\n",
+                !terminating
+            )
+        })
+        .collect();
+    let annotations = trigger.map_or_else(String::new, |t| {
+        format!("  annotations: {{endpoints.kubernetes.io/last-change-trigger-time: '{t}'}}\n")
+    });
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  type: ClusterIP\n  clusterIP: {ip}\n  ports: [{{port: 80, protocol: TCP}}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: {name}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\n{annotations}\
+         addressType: IPv4\nports: [{{name: \"\", port: 80, protocol: TCP}}]\nendpoints:\n{endpoints}"
+    )
+}
+
+/// `lb-agent` with `prometheus.enabled`: `/metrics` shows the programmed services and
+/// backends, a sync per change in the duration histogram, the network programming latency of
+/// a slice changed after the start (from its trigger-time annotation), the maps' use, and one
+/// terminating event when an endpoint turns terminating, not again on later changes.
+fn metrics_follow_the_manifests() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("metrics", "192.168.83.11")?;
+    let a = manifests.join("a.yaml");
+    let a_serving = [("10.0.1.5", false), ("10.0.1.6", false)];
+    std::fs::write(
+        &a,
+        metrics_service_yaml("a", "10.96.0.10", &a_serving, None),
+    )?;
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true"])
+        .args(["--set", "prometheus.enabled=true", "--set"])
+        .arg(format!("prometheus.port={METRICS_PORT}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut agent = node.spawn(cmd)?;
+    wait_programmed(&pin_dir, &[("10.96.0.10:80", 2)], "the agent started")?;
+    let is = |want: f64| move |v: f64| v == want;
+    let text = wait_metrics(
+        &node,
+        &[
+            ("lb_services", &is(1.0)),
+            ("lb_backends", &is(2.0)),
+            ("lb_sync_proxy_rules_duration_seconds_count", &|v| v >= 1.0),
+            ("lb_sync_proxy_rules_last_timestamp_seconds", &|v| v > 1.7e9),
+            ("lb_k8s_terminating_endpoints_events_total", &is(0.0)),
+            (
+                "lb_bpf_map_capacity{map_name=\"lb_services_v1\"}",
+                &is(65536.0),
+            ),
+            ("lb_bpf_map_entries{map_name=\"lb_services_v1\"}", &|v| {
+                v >= 1.0
+            }),
+            ("lb_nodeport_snat_ports", &is(0.0)),
+        ],
+        "the agent started",
+    )?;
+    let syncs = sample(&text, "lb_sync_proxy_rules_duration_seconds_count").unwrap_or(0.0);
+
+    // A new service whose slice the controller stamped now: one latency observation.
+    let now = lb::metrics::LAST_CHANGE_TRIGGER_TIME;
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let stamp = k8s_openapi::jiff::Timestamp::new(
+        since_epoch.as_secs() as i64,
+        since_epoch.subsec_nanos() as i32,
+    )?
+    .to_string();
+    let b = manifests.join("b.yaml");
+    std::fs::write(
+        &b,
+        metrics_service_yaml("b", "10.96.0.11", &[("10.0.1.7", false)], Some(&stamp)),
+    )?;
+    wait_metrics(
+        &node,
+        &[
+            ("lb_services", &is(2.0)),
+            ("lb_backends", &is(3.0)),
+            ("lb_sync_proxy_rules_duration_seconds_count", &|v| v > syncs),
+            ("lb_network_programming_duration_seconds_count", &is(1.0)),
+            // Seconds at most, from a stamp taken just before the file was written.
+            ("lb_network_programming_duration_seconds_sum", &|v| v < 15.0),
+        ],
+        &format!("service b was added with {now}: {stamp}"),
+    )?;
+
+    // One endpoint of a turns terminating: one event.
+    let a_terminating = [("10.0.1.5", true), ("10.0.1.6", false)];
+    std::fs::write(
+        &a,
+        metrics_service_yaml("a", "10.96.0.10", &a_terminating, None),
+    )?;
+    wait_metrics(
+        &node,
+        &[("lb_k8s_terminating_endpoints_events_total", &is(1.0))],
+        "an endpoint of a turned terminating",
+    )?;
+    // Another change, programmed, does not count the terminating endpoint again.
+    std::fs::write(
+        &b,
+        metrics_service_yaml(
+            "b",
+            "10.96.0.11",
+            &[("10.0.1.7", false), ("10.0.1.8", false)],
+            None,
+        ),
+    )?;
+    wait_metrics(
+        &node,
+        &[
+            ("lb_backends", &is(4.0)),
+            ("lb_k8s_terminating_endpoints_events_total", &is(1.0)),
+        ],
+        "service b got a second endpoint",
+    )?;
+
+    stop_with_sigterm(&mut agent, "lb-agent")?;
+    lbctl(&["cleanup", "--state-dir"], &state_dir)?;
+    drop(topology);
+    Ok(())
+}
+
+/// With `prometheus.port` taken, `lb-agent` refuses to start naming the option and the
+/// address, before it pins or programs anything.
+fn metrics_port_in_use() -> Result<(), Failed> {
+    let AgentNode {
+        topology,
+        node,
+        bpffs,
+        scratch: _scratch,
+        manifests,
+        state_dir,
+        pin_dir,
+    } = AgentNode::new("metbind", "192.168.84.11")?;
+    std::fs::write(
+        manifests.join("a.yaml"),
+        service_yaml("a", "10.96.0.10", &["10.0.1.5"]),
+    )?;
+    let _taken = node.in_netns(|| std::net::TcpListener::bind(("::", METRICS_PORT)))??;
+    let mut cmd = lb_agent(&bpffs, &node, &manifests, &state_dir);
+    cmd.args(["--set", "kubeProxyReplacement=true"])
+        .args(["--set", "prometheus.enabled=true", "--set"])
+        .arg(format!("prometheus.port={METRICS_PORT}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let out = node.spawn(cmd)?.output(Duration::from_secs(60))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let named = format!("prometheus.port={METRICS_PORT}: cannot listen on [::]:{METRICS_PORT}");
+    if out.status.success() || !log.contains(&named) {
+        return Err(format!(
+            "a taken metrics port was not refused clearly ({}): {log}",
+            out.status
+        )
+        .into());
+    }
+    if pin_dir.exists() || !programmed(&pin_dir).is_empty() {
+        return Err("the refused agent pinned or programmed the maps".into());
+    }
     drop(topology);
     Ok(())
 }

@@ -539,6 +539,26 @@ fn outside_client(tag: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
         }
     }
 
+    // The metrics' readings of the same maps: two flows of two entries each in conntrack, and
+    // one SNAT port, the remote flow's.
+    let pin_dir = bpffs.path.join(lb::agent::PIN_SUBDIR);
+    let ct = lb::datapath::map_usage(&pin_dir)?
+        .into_iter()
+        .find(|m| m.name == ebpf::maps::LB_CT);
+    if ct.as_ref().map(|m| m.entries) != Some(4) {
+        return Err(format!(
+            "after two flows, {} holds {ct:?}, expected 4 entries",
+            ebpf::maps::LB_CT
+        )
+        .into());
+    }
+    let snat = lb::datapath::snat_ports_in_use(&pin_dir)?;
+    if snat != Some(1) {
+        return Err(
+            format!("after one forwarded flow, SNAT ports in use: {snat:?}, expected 1").into(),
+        );
+    }
+
     // lbctl explain, over the node's live maps and FIB, says what the packets above met.
     for (port, wants) in [
         (

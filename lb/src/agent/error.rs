@@ -46,6 +46,9 @@ pub enum AgentError {
     /// The `/healthz` server could not start.
     #[error(transparent)]
     Health(#[from] crate::health::HealthServerError),
+    /// The metrics server cannot listen on `prometheus.port`.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsServerError),
     /// The agent's state file could not be read or written.
     #[error("{}: {detail}", path.display())]
     State {

@@ -62,6 +62,8 @@ pub struct Agent {
     families: (bool, bool),
     /// The services the last pass left out because the maps were full, each logged once.
     not_programmed: Vec<crate::reconciler::NotProgrammed>,
+    /// How many of those the last pass refused for the first time.
+    fresh_refusals: usize,
 }
 
 impl Agent {
@@ -284,6 +286,7 @@ impl Agent {
             neighbours,
             families: (config.ipv4(), config.ipv6()),
             not_programmed: Vec::new(),
+            fresh_refusals: 0,
         })
     }
 
@@ -333,7 +336,7 @@ impl Agent {
             ),
             Err(e) => tracing::warn!("cannot check for monitors that are gone: {e}"),
         }
-        self.log_not_programmed(&report.not_programmed);
+        self.fresh_refusals = self.log_not_programmed(&report.not_programmed);
         self.record.services = self.reconciler.service_names().clone();
         self.record.write(&self.state_dir)?;
         Ok(report)
@@ -341,22 +344,35 @@ impl Agent {
 
     /// Logs each service the maps have no room for once, when it is first left out, and says
     /// when one that was left out is programmed after all.
-    fn log_not_programmed(&mut self, now: &[crate::reconciler::NotProgrammed]) {
+    /// Returns how many were left out for the first time.
+    fn log_not_programmed(&mut self, now: &[crate::reconciler::NotProgrammed]) -> usize {
+        let known = |list: &[crate::reconciler::NotProgrammed], name| {
+            list.iter()
+                .any(|n: &crate::reconciler::NotProgrammed| &n.service == name)
+        };
+        let mut fresh = 0;
         for refused in now {
-            if !self
-                .not_programmed
-                .iter()
-                .any(|n| n.service == refused.service)
-            {
+            if !known(&self.not_programmed, &refused.service) {
                 tracing::error!("{refused}");
+                fresh += 1;
             }
         }
         for earlier in &self.not_programmed {
-            if !now.iter().any(|n| n.service == earlier.service) {
-                tracing::info!(service = %earlier.service, "the maps have room again: service programmed");
+            if !known(now, &earlier.service) {
+                tracing::info!(
+                    service = %earlier.service,
+                    "the maps have room again: service programmed"
+                );
             }
         }
         self.not_programmed = now.to_vec();
+        fresh
+    }
+
+    /// How many services the last [`Agent::reconcile`] left out for lack of room that the
+    /// one before had not (each refusal counts once, not at every resync).
+    pub fn fresh_refusals(&self) -> usize {
+        self.fresh_refusals
     }
 
     /// Keeps a neighbour entry for the next hop towards every Node of `nodes` but `local` on

@@ -3,11 +3,12 @@
 //! changed node addresses and anything else that touched the maps are corrected). Each change
 //! received, each reconcile done and this node's Node are reported to [`crate::health`], which
 //! serves them on `kubeProxyReplacementHealthzBindAddr`; each translation's health checks are
-//! served on their services' `healthCheckNodePort`s (`nodePort.enableHealthCheck`).
+//! served on their services' `healthCheckNodePort`s (`nodePort.enableHealthCheck`). The same
+//! events feed [`crate::metrics`], served on `prometheus.port` with `prometheus.enabled`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{error, info, warn};
 
@@ -18,6 +19,7 @@ use crate::health::{
     self, Health, HealthServer, ServiceHealthServers, SystemClock, HEALTH_TIMEOUT,
 };
 use crate::k8s::{self, NodeTranslation};
+use crate::metrics::{ErrorKind, Metrics, MetricsServer};
 use crate::source::{ClusterStore, Source, SyncReport};
 
 /// How often the maps are checked against the source even without a change.
@@ -50,15 +52,28 @@ pub fn run(
     // Listening before anything is loaded, so a bad address stops the agent before it touches
     // the node; the first sync counts as a change waiting to be programmed.
     let health = start_health(config, opts)?;
+    let metrics = start_metrics(config, opts)?;
     health.queued();
     let mut store = ClusterStore::default();
-    log_sync(&source.sync(&mut store)?);
+    let report = source.sync(&mut store)?;
+    store_synced(&metrics, &report, &store);
+    log_sync(&report, &metrics);
     health.set_node_eligible(this_node_eligible(&store, opts));
+    let pass = Instant::now();
     let first = translate(config, &store, opts)?;
-    log_translation(&first);
+    let translated_in = pass.elapsed();
+    log_translation(&first, &metrics);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
-    reconcile(&mut agent, &first)?;
+    // The pass is translation and reconciliation, as later ones: loading the datapath is not.
+    let pass = Instant::now();
+    reconcile(&mut agent, &first, &metrics)?;
     health.updated();
+    metrics.set_pin_dir(agent.record().pin_dir.clone());
+    metrics.synced(
+        translated_in + pass.elapsed(),
+        &first.translation.state,
+        SystemTime::now(),
+    );
     keep_neighbours(&mut agent, &store, &first);
     // Said once the first reconciliation is in the maps: from here the node is served.
     info!(
@@ -111,17 +126,24 @@ pub fn run(
             // A periodic resync that found changed objects has work to program too.
             health.queued();
         }
+        store_synced(&metrics, &report, &store);
         if changed {
-            log_sync(&report);
+            log_sync(&report, &metrics);
         }
         health.set_node_eligible(this_node_eligible(&store, opts));
+        let pass = Instant::now();
         match translate(config, &store, opts) {
             Ok(translation) => {
                 if changed {
-                    log_translation(&translation);
+                    log_translation(&translation, &metrics);
                 }
-                reconcile(&mut agent, &translation)?;
+                reconcile(&mut agent, &translation, &metrics)?;
                 health.updated();
+                metrics.synced(
+                    pass.elapsed(),
+                    &translation.translation.state,
+                    SystemTime::now(),
+                );
                 serve_health_checks(&mut node_port_checks, &translation);
                 keep_neighbours(&mut agent, &store, &translation);
             }
@@ -130,9 +152,13 @@ pub fn run(
                 // will not change that: every change is handled, and `nodeEligible: false`
                 // tells load balancers, as kube-proxy does when its Node is deleted.
                 health.updated();
+                metrics.errors(ErrorKind::Sync, 1);
                 error!("objects not applied, keeping the current state: {e}");
             }
-            Err(e) => error!("objects not applied, keeping the current state: {e}"),
+            Err(e) => {
+                metrics.errors(ErrorKind::Sync, 1);
+                error!("objects not applied, keeping the current state: {e}");
+            }
         }
     }
     info!("stopping; the datapath stays attached (lbctl cleanup removes it)");
@@ -149,6 +175,29 @@ fn start_health(config: &AgentConfig, opts: &RunOptions) -> Result<Arc<Health>, 
         info!(address = %server.local_addr(), "serving /healthz and /livez");
     }
     Ok(health)
+}
+
+/// The shared metrics, and their server listening on `prometheus.port` when
+/// `prometheus.enabled` is on and the agent keeps running (not `--once`). As with health, the
+/// metrics are kept without a server.
+fn start_metrics(config: &AgentConfig, opts: &RunOptions) -> Result<Arc<Metrics>, AgentError> {
+    let metrics = Arc::new(Metrics::new(
+        SystemTime::now(),
+        config.graceful_termination(),
+    ));
+    if let (Some(port), false) = (config.prometheus_port(), opts.once) {
+        let server = MetricsServer::start(port, Arc::clone(&metrics))?;
+        info!(address = %server.local_addr(), "serving /metrics");
+    }
+    Ok(metrics)
+}
+
+/// Tells `metrics` the store's EndpointSlices when a sync changed them (a resync that found
+/// nothing new tells nothing, so no transition is counted twice).
+fn store_synced(metrics: &Metrics, report: &SyncReport, store: &ClusterStore) {
+    if report.changed {
+        metrics.slices_changed(&store.objects().endpoint_slices);
+    }
 }
 
 /// The servers of the services' `healthCheckNodePort`s, when NodePort handling and
@@ -194,8 +243,15 @@ fn translate(
         .map_err(AgentError::NodeNotFound)
 }
 
-fn reconcile(agent: &mut Agent, translation: &NodeTranslation) -> Result<(), AgentError> {
-    let report = agent.reconcile(&translation.translation.state)?;
+fn reconcile(
+    agent: &mut Agent,
+    translation: &NodeTranslation,
+    metrics: &Metrics,
+) -> Result<(), AgentError> {
+    let report = agent
+        .reconcile(&translation.translation.state)
+        .inspect_err(|e| metrics.errors(ErrorKind::of_reconcile(e), 1))?;
+    metrics.errors(ErrorKind::MapFull, agent.fresh_refusals());
     if report.changed_anything() {
         info!(
             frontends = report.frontends,
@@ -218,7 +274,8 @@ fn keep_neighbours(agent: &mut Agent, store: &ClusterStore, translation: &NodeTr
     }
 }
 
-fn log_sync(report: &SyncReport) {
+fn log_sync(report: &SyncReport, metrics: &Metrics) {
+    metrics.errors(ErrorKind::Source, report.errors.len());
     for e in &report.errors {
         warn!("error: {e}");
     }
@@ -230,7 +287,8 @@ fn log_sync(report: &SyncReport) {
     }
 }
 
-fn log_translation(translation: &NodeTranslation) {
+fn log_translation(translation: &NodeTranslation, metrics: &Metrics) {
+    metrics.errors(ErrorKind::Translation, translation.translation.errors.len());
     for e in &translation.translation.errors {
         warn!("error: {e}");
     }

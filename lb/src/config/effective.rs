@@ -254,6 +254,14 @@ impl AgentConfig {
         self.healthz_bind_addr
     }
 
+    /// The port of the `/metrics` server, when `prometheus.enabled` is on.
+    pub fn prometheus_port(&self) -> Option<u16> {
+        self.values
+            .prometheus
+            .enabled
+            .then_some(self.values.prometheus.port)
+    }
+
     /// Protocols the socket hooks translate.
     pub fn protocols(&self) -> Protocols {
         self.protocols
@@ -437,6 +445,13 @@ fn check_scalars(v: &Values, errors: &mut Vec<ConfigError>) {
             "expected a port from 1 to 65535 (kubeadm's default is 6443)",
         ));
     }
+    if v.prometheus.port == 0 {
+        errors.push(ConfigError::invalid(
+            "prometheus.port",
+            0,
+            "expected a port from 1 to 65535 (Cilium's default is 9962)",
+        ));
+    }
     if let Some(host) = &v.k8s_service_host {
         if host.is_empty() || host.contains(['/', ' ']) {
             errors.push(ConfigError::invalid(
@@ -501,6 +516,26 @@ mod tests {
         );
         assert!(c.values().config.svc_source_range_check);
         assert_eq!(c.healthz_bind_addr(), None);
+        assert_eq!(c.prometheus_port(), None, "metrics are off by default");
+        assert_eq!(c.values().prometheus.port, 9962);
+    }
+
+    #[test]
+    fn prometheus_takes_a_port_and_names_it_when_bad() {
+        let c = config(&["prometheus.enabled=true"]).unwrap();
+        assert_eq!(c.prometheus_port(), Some(9962));
+        let c = config(&["prometheus.enabled=true", "prometheus.port=19962"]).unwrap();
+        assert_eq!(c.prometheus_port(), Some(19962));
+        rejected(&["prometheus.port=0"], &["`prometheus.port`", "1 to 65535"]);
+        rejected(
+            &["prometheus.port=http"],
+            &["`prometheus.port`", "1 to 65535", "9962"],
+        );
+        rejected(
+            &["prometheus.port=70000"],
+            &["`prometheus.port`", "1 to 65535"],
+        );
+        rejected(&["prometheus.enabled=maybe"], &["prometheus.enabled"]);
     }
 
     #[test]

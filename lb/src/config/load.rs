@@ -129,6 +129,9 @@ fn accepted_text(key: &str) -> Option<String> {
             "expected a whole number from 1 to {}",
             super::MAX_LB_MAP_MAX
         ),
+        "prometheus.port" => {
+            "expected a port from 1 to 65535 (Cilium's default is 9962)".to_owned()
+        }
         "k8sServicePort" => {
             "expected a port from 1 to 65535 (kubeadm's default is 6443)".to_owned()
         }

@@ -64,6 +64,8 @@ pub struct Values {
     /// Neighbour entries for the other nodes' next hops (the documents' "Neighbor Discovery").
     #[serde(rename = "l2NeighDiscovery")]
     pub l2_neigh_discovery: L2NeighDiscovery,
+    /// The Prometheus metrics endpoint (`/metrics`).
+    pub prometheus: Prometheus,
 }
 
 impl Default for Values {
@@ -91,6 +93,7 @@ impl Default for Values {
             ipv6: Toggle::off(),
             enable_k8s_terminating_endpoint: true,
             l2_neigh_discovery: L2NeighDiscovery::default(),
+            prometheus: Prometheus::default(),
         }
     }
 }
@@ -404,6 +407,29 @@ impl Default for L2NeighDiscovery {
         L2NeighDiscovery {
             enabled: None,
             refresh_period: "30s".to_owned(),
+        }
+    }
+}
+
+/// Cilium's agent metrics port, `prometheus.port`'s default.
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 9962;
+
+/// `prometheus.*`: the agent's metrics, as Cilium's chart names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Prometheus {
+    /// Serve `GET /metrics` (Prometheus/OpenMetrics text) on every address of the node.
+    #[serde(deserialize_with = "bool_or_string")]
+    pub enabled: bool,
+    /// The TCP port of `/metrics`.
+    pub port: u16,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            enabled: false,
+            port: DEFAULT_PROMETHEUS_PORT,
         }
     }
 }

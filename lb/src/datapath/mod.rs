@@ -11,6 +11,7 @@ mod kernel;
 mod link_detach;
 mod maglev_map;
 mod maglev_tables;
+mod map_usage;
 mod migrate;
 mod monitor;
 mod netns_probe;
@@ -32,6 +33,7 @@ pub use hooks::SocketHooks;
 pub use kernel::{ApplyPhase, ApplyReport, ServiceMaps};
 pub use link_detach::{detach_and_unpin, Unpinned};
 pub use maglev_tables::MaglevSettings;
+pub use map_usage::{map_usage, snat_ports_in_use, MapUsage};
 pub use migrate::{
     expected_packet_specs, expected_specs, remove_migration_leftovers, MapSpec, MIGRATE_DIR,
     PREDECESSORS,

@@ -19,6 +19,7 @@ mod state;
 
 pub use node::node_eligible;
 pub use response::{respond, Answer, Endpoint};
+pub(crate) use server::{serve_on_thread, Responder};
 pub use server::{HealthServer, HealthServerError};
 pub use service_check::service_answer;
 pub use service_servers::{ServiceHealthServers, ServicePortError};

@@ -1,6 +1,7 @@
 //! [`HealthServer`]: HTTP/1.1 on `kubeProxyReplacementHealthzBindAddr`, answering from the shared
 //! [`Health`] on a thread of its own with a one-thread tokio runtime, so the agent's loop never
-//! waits on a client.
+//! waits on a client. [`serve_on_thread`] is that server without its answers, which the
+//! metrics server shares.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -63,23 +64,11 @@ impl HealthServer {
         let bind = |source| HealthServerError::Bind { addr, source };
         let start = |source| HealthServerError::Start { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
-        listener.set_nonblocking(true).map_err(start)?;
-        let local_addr = listener.local_addr().map_err(start)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(start)?;
-        std::thread::Builder::new()
-            .name("healthz".into())
-            .spawn(move || {
-                let respond: Responder = Arc::new(move |path: &str| {
-                    let (state, now) = health.snapshot();
-                    respond(&state, now, path)
-                });
-                runtime.block_on(serve(listener, respond))
-            })
-            .map_err(start)?;
+        let respond: Responder = Arc::new(move |path: &str| {
+            let (state, now) = health.snapshot();
+            respond(&state, now, path)
+        });
+        let local_addr = serve_on_thread("healthz", listener, respond).map_err(start)?;
         Ok(HealthServer { local_addr })
     }
 
@@ -89,8 +78,28 @@ impl HealthServer {
     }
 }
 
+/// Serves `listener` with `respond` on a new thread named `name`, with a one-thread tokio
+/// runtime of its own, until the process exits; returns the address it listens on. The
+/// listener is bound by the caller, so a bad address is the caller's start-up error.
+pub(crate) fn serve_on_thread(
+    name: &str,
+    listener: std::net::TcpListener,
+    respond: Responder,
+) -> std::io::Result<SocketAddr> {
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(serve(listener, respond)))?;
+    Ok(local_addr)
+}
+
 /// What a server answers a request's path with, computed at once (nothing in it waits).
-pub(super) type Responder = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
+pub(crate) type Responder = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
 
 /// Accepts connections on `listener` until the task is dropped, each served on a task of its
 /// own with `respond`. The connections' tasks belong to this one, so dropping it (aborting the
@@ -99,7 +108,7 @@ pub(super) async fn serve(listener: std::net::TcpListener, respond: Responder) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            warn!("health server stopped: cannot register its socket: {e}");
+            warn!("HTTP server stopped: cannot register its socket: {e}");
             return;
         }
     };
@@ -109,7 +118,7 @@ pub(super) async fn serve(listener: std::net::TcpListener, respond: Responder) {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors and the like: pause rather than spin.
-                warn!("health server cannot accept a connection: {e}");
+                warn!("HTTP server cannot accept a connection: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -129,7 +138,7 @@ pub(super) async fn serve(listener: std::net::TcpListener, respond: Responder) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {
-                debug!(%peer, "health connection ended: {e}");
+                debug!(%peer, "HTTP connection ended: {e}");
             }
         });
     }

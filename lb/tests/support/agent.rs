@@ -85,3 +85,44 @@ pub fn stop_with_sigterm(agent: &mut netsim::Process, who: &str) -> Result<(), F
     }
     Ok(())
 }
+
+/// Where the metrics test's agent serves `/metrics` inside its node's namespace (Cilium's
+/// port: the namespace is the test's own, so nothing else holds it).
+pub const METRICS_PORT: u16 = 9962;
+
+/// The `/metrics` text from inside `node`'s namespace, or why there was none. The answer must
+/// be 200 in the OpenMetrics text format.
+pub fn scrape(node: &netsim::Node) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let answer = node
+        .in_netns(|| -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                stream,
+                "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers: {answer:?}"))?;
+    let head = head.to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200 ")
+        || !head.contains("\r\ncontent-type: application/openmetrics-text;")
+    {
+        return Err(format!("not a 200 OpenMetrics answer: {head:?}"));
+    }
+    Ok(body.to_owned())
+}
+
+/// The value of the sample `name` (with its labels, as printed) in `text`.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}

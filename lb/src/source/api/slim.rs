@@ -1,5 +1,6 @@
 //! What the store keeps of an object from the API server: the fields translation reads, and
-//! nothing else. `managedFields` and annotations (translation reads none) are often the larger
+//! nothing else. `managedFields` and annotations (translation reads none; the metrics read one
+//! of an EndpointSlice's) are often the larger
 //! part of a Service or EndpointSlice; a Node's image list and a Pod's containers' environment,
 //! mounts and probes are larger still. Dropping them keeps the agent small at 10 000 services.
 
@@ -24,9 +25,16 @@ pub fn service(mut svc: Service) -> Option<Object> {
     Some(Object::Service(Box::new(svc)))
 }
 
-/// An EndpointSlice as the store keeps it.
+/// An EndpointSlice as the store keeps it: of its annotations only the last change's trigger
+/// time, from which the network-programming latency is measured (as kube-proxy does).
 pub fn endpoint_slice(mut slice: EndpointSlice) -> Option<Object> {
+    let trigger = slice
+        .metadata
+        .annotations
+        .as_mut()
+        .and_then(|a| a.remove_entry(crate::metrics::LAST_CHANGE_TRIGGER_TIME));
     slim_meta(&mut slice.metadata);
+    slice.metadata.annotations = trigger.map(|(k, v)| std::iter::once((k, v)).collect());
     Some(Object::EndpointSlice(Box::new(slice)))
 }
 
@@ -105,6 +113,31 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_slice_keeps_only_its_trigger_time_annotation() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "s-1", "namespace": "default",
+                         "annotations": {"a": "b",
+                                         "endpoints.kubernetes.io/last-change-trigger-time":
+                                             "2026-12-03T12:00:00Z"}},
+            "addressType": "IPv4", "endpoints": []
+        }))
+        .unwrap();
+        let Some(Object::EndpointSlice(kept)) = endpoint_slice(slice) else {
+            panic!("a slice is kept");
+        };
+        assert_eq!(
+            kept.metadata.annotations,
+            Some(
+                [(
+                    crate::metrics::LAST_CHANGE_TRIGGER_TIME.to_owned(),
+                    "2026-12-03T12:00:00Z".to_owned()
+                )]
+                .into()
+            )
+        );
     }
 
     #[test]
