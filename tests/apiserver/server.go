@@ -27,7 +27,7 @@ import (
 	genericrequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
-	"k8s.io/apiserver/pkg/server/options"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/apiserver/pkg/util/compatibility"
 	restclient "k8s.io/client-go/rest"
@@ -63,7 +63,7 @@ func run(o options) error {
 	cfg := genericapiserver.NewRecommendedConfig(codecs)
 	cfg.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
 
-	serving := options.NewSecureServingOptions()
+	serving := genericoptions.NewSecureServingOptions()
 	serving.BindAddress = net.ParseIP("127.0.0.1")
 	serving.BindPort = port
 	serving.Listener = ln
@@ -88,7 +88,7 @@ func run(o options) error {
 	cfg.Authorization.Authorizer = authorizerfactory.NewAlwaysAllowAuthorizer()
 	genericapiserver.AuthorizeClientBearerToken(cfg.LoopbackClientConfig, &cfg.Authentication, &cfg.Authorization)
 
-	etcdOpts := options.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry",
+	etcdOpts := genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry",
 		codecs.LegacyCodec(corev1.SchemeGroupVersion, discoveryv1.SchemeGroupVersion)))
 	etcdOpts.StorageConfig.Transport.ServerList = []string{etcdURL}
 	etcdOpts.StorageConfig.CompactionInterval = o.compactionInterval
@@ -171,6 +171,10 @@ func startEtcd(dir string) (*embed.Etcd, string, error) {
 	cfg.ListenPeerUrls = []url.URL{peer}
 	cfg.AdvertisePeerUrls = []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// etcd tells watchers its revision every second even when their keys do not change, so
+	// the watch cache's resourceVersion follows writes to other resources and bookmarks
+	// carry it (etcd's default is ten minutes).
+	cfg.ExperimentalWatchProgressNotifyInterval = time.Second
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, "", err

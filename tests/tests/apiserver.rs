@@ -125,20 +125,31 @@ fn kubectl_apply_then_get_shows_resource_versions_and_server_side_apply_works() 
 }
 
 #[test]
-fn a_watch_with_bookmarks_receives_a_bookmark() -> Result<()> {
+fn a_watch_with_bookmarks_receives_a_bookmark_when_other_resources_change() -> Result<()> {
     let server = ApiServer::start()?;
     let kubectl = server.kubectl();
     kubectl.apply(SERVICE, &[])?;
-    let list = kubectl.get_json(&["services"])?;
+    let list: Value = serde_json::from_str(&kubectl.run(
+        &["get", "--raw", "/api/v1/namespaces/default/services"],
+        None,
+    )?)?;
     let rv = resource_version(&list)?;
-    // The server sends a bookmark ahead of the watch's timeout.
     let mut watch = kubectl.watch(&format!(
-        "/api/v1/namespaces/default/services?watch=1&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=4"
+        "/api/v1/namespaces/default/services?watch=1&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=6"
     ))?;
-    let bookmark = watch.until("BOOKMARK", Instant::now() + Duration::from_secs(30))?;
+    // The server sends a bookmark ahead of the watch's timeout (6 s) when the store has moved
+    // past the watch's start. A write elsewhere moves the store's resourceVersion past the watch's start; the services
+    // watch learns it from a bookmark, with no service event.
+    kubectl.apply(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n",
+        &[],
+    )?;
+    let node_rv = resource_version(&kubectl.get_json(&["node", "node-a"])?)?;
+    let event = watch.next(Instant::now() + Duration::from_secs(90))?;
+    assert_eq!(event["type"], "BOOKMARK", "{event}");
     ensure!(
-        resource_version(&bookmark["object"])? >= rv,
-        "bookmark behind the watch's start: {bookmark}"
+        resource_version(&event["object"])? >= node_rv,
+        "bookmark behind the node's write at {node_rv}: {event}"
     );
     Ok(())
 }
@@ -168,5 +179,18 @@ fn a_watch_from_a_compacted_resource_version_is_gone() -> Result<()> {
     let error = watch.until("ERROR", Instant::now() + Duration::from_secs(30))?;
     assert_eq!(error["object"]["code"], 410, "{error}");
     assert_eq!(error["object"]["reason"], "Expired", "{error}");
+    // A list at exactly that version goes to etcd, which compacted it.
+    let (ok, _, err) = kubectl.output(
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/services?resourceVersion={old}&resourceVersionMatch=Exact"),
+        ],
+        None,
+    )?;
+    ensure!(
+        !ok && err.contains("Expired"),
+        "a list at compacted {old}: {err}"
+    );
     Ok(())
 }

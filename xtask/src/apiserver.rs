@@ -155,6 +155,7 @@ fn fetch(root: &Path) -> Result<Tree> {
             std::fs::remove_dir_all(&dir)?;
         }
         let unpacked = dir.join("root");
+        std::fs::create_dir_all(&unpacked)?;
         for (i, deb) in debs.iter().enumerate() {
             if i % 50 == 0 {
                 eprintln!("==> apiserver: unpacking {}/{}", i + 1, debs.len());
@@ -263,7 +264,9 @@ fn compile(root: &Path, tree: &Tree, built: &Built) -> Result<()> {
     let started = Instant::now();
     let mut go = Command::new(goroot.join("bin/go"));
     go_env(&mut go);
-    go.args(["build", "-v", "-trimpath", "-o"])
+    go.args(["build", "-v", "-trimpath", "-ldflags"])
+        .arg(version_ldflags(&tree.dir)?)
+        .arg("-o")
         .arg(&built.server)
         .arg(".");
     go_build_with_progress(&mut go)?;
@@ -279,6 +282,33 @@ fn compile(root: &Path, tree: &Tree, built: &Built) -> Result<()> {
     std::fs::remove_dir_all(&gopath)?;
     std::fs::write(built.ready_marker(), "")?;
     Ok(())
+}
+
+/// The `-X` flags that give the server the Kubernetes version its library is (k8s.io/apiserver
+/// 0.36.4 is Kubernetes 1.36.4), which `kubectl version` parses and discovery reports.
+fn version_ldflags(tree: &Path) -> Result<String> {
+    let listing = std::fs::read_to_string(tree.join("packages"))?;
+    let version = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("golang-k8s-apiserver-dev "))
+        .context("golang-k8s-apiserver-dev is not in the package set")?;
+    kube_version(version).with_context(|| {
+        format!("golang-k8s-apiserver-dev {version} is not a 0.MINOR.PATCH Debian version")
+    })
+}
+
+/// `0.36.4-2` (Debian's version of k8s.io/apiserver) to the linker flags for v1.36.4.
+fn kube_version(debian: &str) -> Option<String> {
+    let upstream = debian.split(['-', '+', '~']).next()?;
+    let mut parts = upstream.split('.');
+    let (zero, minor, patch) = (parts.next()?, parts.next()?, parts.next()?);
+    if zero != "0" || minor.parse::<u32>().is_err() || patch.parse::<u32>().is_err() {
+        return None;
+    }
+    let pkg = "k8s.io/component-base/version";
+    Some(format!(
+        "-X {pkg}.gitVersion=v1.{minor}.{patch} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={minor}"
+    ))
 }
 
 fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
@@ -317,4 +347,22 @@ fn go_build_with_progress(cmd: &mut Command) -> Result<()> {
         bail!("go build failed ({status}) after {compiled} packages");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_version_maps_to_kubernetes() {
+        assert_eq!(
+            kube_version("0.36.4-2").as_deref(),
+            Some(
+                "-X k8s.io/component-base/version.gitVersion=v1.36.4 \
+                 -X k8s.io/component-base/version.gitMajor=1 \
+                 -X k8s.io/component-base/version.gitMinor=36"
+            )
+        );
+        assert_eq!(kube_version("1.2.3-1"), None);
+    }
 }
