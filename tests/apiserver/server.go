@@ -18,7 +18,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/user"
@@ -272,5 +271,3 @@ func withCodec(c *restclient.Config) *restclient.Config {
 	c.NegotiatedSerializer = codecs.WithoutConversion()
 	return c
 }
-
-var _ runtime.Object = &corev1.Service{}

@@ -102,6 +102,7 @@ pub fn ensure(refresh: bool) -> Result<Built> {
         return Ok(built);
     }
     compile(&root, &tree, &built)?;
+    remove_others(&root.join("build"), &built.dir)?;
     eprintln!(
         "==> apiserver: built in {:.1} s: {}",
         started.elapsed().as_secs_f64(),
@@ -179,7 +180,21 @@ fn fetch(root: &Path) -> Result<Tree> {
         );
     }
     std::fs::write(build::current_tree_file(root), &id)?;
+    remove_others(&root.join("tree"), &dir)?;
     Ok(Tree { id, dir })
+}
+
+/// Removes every entry of `parent` but `keep`: builds and package sets that are no longer
+/// current (they are hundreds of megabytes).
+fn remove_others(parent: &Path, keep: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(parent)? {
+        let path = entry?.path();
+        if path != keep {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The Go toolchain's root in the unpacked tree (`usr/lib/go-1.NN`, the newest).
@@ -262,6 +277,14 @@ fn compile(root: &Path, tree: &Tree, built: &Built) -> Result<()> {
         "==> apiserver: go build (a few minutes the first time; progress in packages compiled)"
     );
     let started = Instant::now();
+    let mut list = Command::new(goroot.join("bin/go"));
+    go_env(&mut list);
+    let total = list
+        .args(["list", "-deps", "."])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).lines().count());
     let mut go = Command::new(goroot.join("bin/go"));
     go_env(&mut go);
     go.args(["build", "-v", "-trimpath", "-ldflags"])
@@ -269,7 +292,7 @@ fn compile(root: &Path, tree: &Tree, built: &Built) -> Result<()> {
         .arg("-o")
         .arg(&built.server)
         .arg(".");
-    go_build_with_progress(&mut go)?;
+    go_build_with_progress(&mut go, total)?;
     eprintln!(
         "==> apiserver: go build ok in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -319,27 +342,29 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `go build -v` with its package lines counted into a progress line every 50 packages;
-/// everything else it prints (errors) is shown as is.
-fn go_build_with_progress(cmd: &mut Command) -> Result<()> {
+/// `go build -v` with its package lines counted into a progress line every 50 packages (out
+/// of `total`, the program's packages, when known; packages in Go's cache are not compiled
+/// again); everything else it prints (errors) is shown as is.
+fn go_build_with_progress(cmd: &mut Command, total: Option<usize>) -> Result<()> {
     let mut child = cmd
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run go build")?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut compiled = 0usize;
-    let mut errors = Vec::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.context("reading go build's output")?;
         let is_package = !line.contains(' ') && !line.starts_with('#');
         if is_package {
             compiled += 1;
             if compiled % 50 == 0 {
-                eprintln!("    {compiled} packages compiled");
+                match total {
+                    Some(total) => eprintln!("    {compiled}/{total} packages compiled"),
+                    None => eprintln!("    {compiled} packages compiled"),
+                }
             }
         } else {
             eprintln!("{line}");
-            errors.push(line);
         }
     }
     let status = child.wait().context("waiting for go build")?;
