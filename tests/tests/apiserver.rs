@@ -1,6 +1,7 @@
 //! The test API server behaves as Kubernetes' does where lb's agent and the end-to-end tests
 //! depend on it, driven with Debian's kubectl: apply (client- and server-side), the status
-//! subresource, resourceVersions, watch bookmarks and 410 Gone after compaction.
+//! subresources, resourceVersions, watch bookmarks, 410 Gone after compaction, and every kind
+//! it serves.
 //!
 //! They need `cargo xtask apiserver` to have run; without it they fail naming that command.
 
@@ -192,5 +193,61 @@ fn a_watch_from_a_compacted_resource_version_is_gone() -> Result<()> {
         !ok && err.contains("Expired"),
         "a list at compacted {old}: {err}"
     );
+    Ok(())
+}
+
+#[test]
+fn pods_nodes_and_namespaces_are_served_with_their_status() -> Result<()> {
+    let server = ApiServer::start()?;
+    let kubectl = server.kubectl();
+    kubectl.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: shop, labels: {app: web}}\n\
+         spec:\n  nodeName: node-a\n  containers: [{name: web, image: nginx}]\n",
+        &[],
+    )?;
+    kubectl.run(
+        &[
+            "patch",
+            "pod",
+            "web-0",
+            "-n",
+            "shop",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running","podIP":"10.1.0.5"}}"#,
+        ],
+        None,
+    )?;
+    kubectl.run(
+        &[
+            "patch",
+            "node",
+            "node-a",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"addresses":[{"type":"InternalIP","address":"192.168.1.10"}]}}"#,
+        ],
+        None,
+    )?;
+    let pods = kubectl.get_json(&["pods", "-A", "-l", "app=web"])?;
+    let pod = &pods["items"][0];
+    assert_eq!(pod["metadata"]["namespace"], "shop");
+    assert_eq!(pod["status"]["podIP"], "10.1.0.5");
+    assert_eq!(pod["spec"]["nodeName"], "node-a");
+    let node = kubectl.get_json(&["node", "node-a"])?;
+    assert_eq!(node["status"]["addresses"][0]["address"], "192.168.1.10");
+    let namespaces = kubectl.get_json(&["namespaces"])?;
+    let mut names: Vec<&str> = namespaces["items"]
+        .as_array()
+        .context("no namespace items")?
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["default", "kube-system", "shop"]);
     Ok(())
 }
