@@ -35,6 +35,7 @@ import (
 	"lbtest/apiserver/openapi"
 )
 
+// options are the command line's settings.
 type options struct {
 	dataDir            string
 	token              string
@@ -42,6 +43,7 @@ type options struct {
 	readyFile          string
 }
 
+// run starts etcd and the API server and serves until SIGTERM or SIGINT.
 func run(o options) error {
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return err
