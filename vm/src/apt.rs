@@ -189,6 +189,114 @@ impl AptRepo {
     }
 }
 
+impl AptRepo {
+    /// The names of `roots` and every package they depend on, recursively (`Depends` and
+    /// `Pre-Depends` only; virtual packages left out), sorted.
+    pub fn closure(&self, roots: &[&str]) -> Result<Vec<String>> {
+        let out = self
+            .command("apt-cache")
+            .args([
+                "depends",
+                "--recurse",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+            ])
+            .args(roots)
+            .output()
+            .context("cannot run apt-cache")?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache depends {} in {}: {}",
+                roots.join(" "),
+                self.suite,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('<'))
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The candidate version of each of `packages`, in the same order.
+    pub fn versions(&self, packages: &[String]) -> Result<Vec<(String, String)>> {
+        let out = self
+            .command("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .args(packages)
+            .output()
+            .context("cannot run apt-cache")?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache show in {}: {}",
+                self.suite,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut found = std::collections::BTreeMap::new();
+        for record in text.split("\n\n") {
+            let field = |name: &str| record.lines().find_map(|l| l.strip_prefix(name));
+            if let (Some(p), Some(v)) = (field("Package: "), field("Version: ")) {
+                found.entry(p.to_owned()).or_insert_with(|| v.to_owned());
+            }
+        }
+        packages
+            .iter()
+            .map(|p| {
+                let v = found
+                    .get(p)
+                    .with_context(|| format!("{p} has no version in {}", self.suite))?;
+                Ok((p.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// `apt-get download` of every `package=version` in one run into `dir` (apt shows its
+    /// progress), checked against the suite's signed index; returns the `.deb` files.
+    pub fn download_all(&self, packages: &[(String, String)], dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        eprintln!(
+            "lb-vm: apt-get download of {} packages ({})",
+            packages.len(),
+            self.suite
+        );
+        let status = self
+            .command("apt-get")
+            .args(["-q", "download"])
+            .args(packages.iter().map(|(p, v)| format!("{p}={v}")))
+            .current_dir(dir)
+            .status()
+            .context("cannot run apt-get")?;
+        if !status.success() {
+            bail!("apt-get download failed: {status}");
+        }
+        let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+            .collect();
+        debs.sort();
+        if debs.len() < packages.len() {
+            bail!(
+                "apt-get download left {} .deb files in {} for {} packages",
+                debs.len(),
+                dir.display(),
+                packages.len()
+            );
+        }
+        Ok(debs)
+    }
+}
+
 /// The host apt's `Acquire::Check-Valid-Until` and `Acquire::Check-Date` settings, carried
 /// over so the private set-up accepts the same mirror the host does (a mirror that serves a
 /// snapshot of the archive has Release files past their Valid-Until date, and a host set up

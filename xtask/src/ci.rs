@@ -6,13 +6,15 @@
 //! The VM tier (`vm_test::run_ci`) then boots the `ci = true` kernels of `ci/kernels.toml`
 //! and runs the scenarios' kernel backend in each; it needs root (it installs qemu and fetches
 //! kernels into the cache): without root it is reported as not run, and under `CI=true` that
-//! fails. After the tests, `cargo xtask demo --check` runs (root only).
+//! fails. After the tests, `cargo xtask demo --check` runs (root only). Before the test step,
+//! `cargo xtask apiserver` builds (or finds cached) the API server the end-to-end tests use.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::apiserver;
 use crate::cmd::{cargo, step, test_step, TestCounts};
 use crate::deps;
 use crate::vm_test;
@@ -44,6 +46,11 @@ pub fn run(options: Options) -> Result<()> {
         ]);
         timings.push(("clippy", step("clippy", clippy)?));
     }
+    // The end-to-end tests (`tests/`, package e2e) run against the test API server; a clean
+    // clone fetches and builds it here, later runs find it in the cache.
+    let started = std::time::Instant::now();
+    apiserver::ensure(false).context("building the test API server")?;
+    timings.push(("test API server (build/cache)", started.elapsed()));
     let mut counts = TestCounts::default();
     let mut tests = cargo();
     // Benches are harness-less binaries that measure; they run under `cargo xtask bench`.
@@ -113,6 +120,10 @@ pub fn run(options: Options) -> Result<()> {
         (
             "kernel (privileged)",
             "in the test step: lb/tests/{privileged,sock_diag,agent_watch,agent_churn,agent_restart,deploy_capabilities,differential,differential_pkt,fixtures_pkt,tc_attach,neighbours}.rs, netsim/tests, scenarios kernel::*",
+        ),
+        (
+            "end-to-end (API server)",
+            "in the test step: tests/tests/apiserver.rs (kubectl against the test API server)",
         ),
         ("vm (kernel matrix)", vm_tier.as_str()),
     ] {

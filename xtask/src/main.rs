@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apiserver;
 mod bench;
 mod ci;
 mod cmd;
@@ -21,6 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The end-to-end tests' API server (built from Debian's packaged k8s.io/apiserver
+    /// source) and kubectl, fetched and built into a cache outside the clone.
+    Apiserver(apiserver::Options),
     /// The README's test command: format check, clippy, and every test tier that exists.
     Ci(ci::Options),
     /// Benchmarks, reported as figures and ratios against a reference run side by side.
@@ -34,6 +38,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Apiserver(options) => apiserver::run(options),
         Command::Ci(options) => ci::run(options),
         Command::Bench(options) => bench::run(options),
         Command::Demo(options) => demo::run(options),

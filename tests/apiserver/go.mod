@@ -1,0 +1,3 @@
+module lbtest/apiserver
+
+go 1.24
