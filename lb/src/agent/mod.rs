@@ -114,11 +114,18 @@ impl Agent {
         };
         let pin_dir = config.bpf_root().join(PIN_SUBDIR);
         std::fs::create_dir_all(&pin_dir).map_err(AgentError::io(&pin_dir))?;
-        let mut sock_lb = SockLb::load_hooks(
-            setup::datapath_settings(config, &plan, netns.cookie_for_bpf()),
-            plan.hooks,
-            &pin_dir,
-        )?;
+        let settings = setup::datapath_settings(config, &plan, netns.cookie_for_bpf());
+        if settings.conn_slots > 0 {
+            tracing::info!(
+                slots = settings.conn_slots,
+                "connected sockets' translations in a slot array (the kernel has BPF atomics)"
+            );
+        } else {
+            tracing::info!(
+                "connected sockets' translations in a hash map only (no BPF atomics: Linux 5.12)"
+            );
+        }
+        let mut sock_lb = SockLb::load_hooks(settings, plan.hooks, &pin_dir)?;
         let links = if setup::attaches_socket_hooks(config) {
             sock_lb.attach(&cgroup)?
         } else {
