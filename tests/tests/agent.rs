@@ -503,6 +503,19 @@ fn follows_kubectl_changes_inner() -> Result<()> {
     stream.check(&allowed)
 }
 
+/// What the agent logs when a request to the API server fails (`lb/src/source/api/watch.rs`).
+const API_WARNING: &str = "Kubernetes API:";
+
+/// How many failed API requests the agent has logged so far.
+fn api_warnings(cluster: &Cluster) -> usize {
+    cluster
+        .agent
+        .log()
+        .lines()
+        .filter(|l| l.contains(API_WARNING))
+        .count()
+}
+
 fn api_server_restart() -> Result<(), Failed> {
     api_server_restart_inner().map_err(failed)
 }
@@ -521,9 +534,14 @@ fn api_server_restart_inner() -> Result<()> {
 
     // The agent loses the server (its connections are cut while the server restarts); the
     // pinned datapath serves on meanwhile.
+    let warned = api_warnings(&cluster);
     cluster.agent.forward().cut();
     cluster.server.restart()?;
     stream.wait_for_flows(FLOWS, "while the agent had no API server")?;
+    cluster
+        .agent
+        .wait_for_log(API_WARNING, warned + 1, WITHIN)
+        .context("the agent never noticed it had lost the server")?;
     cluster.agent.forward().reconnect(&cluster.server)?;
 
     // A change made after the restart reaches the datapath: the agent reconnected.
@@ -619,6 +637,7 @@ fn watch_gap_deletion_inner() -> Result<()> {
 
     // Cut the agent off, delete one service while it cannot see it, and compact the history
     // so its watch cannot resume: it must re-list and find the service gone.
+    let warned = api_warnings(&cluster);
     cluster.agent.forward().cut();
     cluster.kubectl_run(&["delete", "service", "gone"])?;
     cluster.kubectl_run(&["delete", "endpointslices.discovery.k8s.io", "gone-1"])?;
@@ -629,6 +648,10 @@ fn watch_gap_deletion_inner() -> Result<()> {
     // The watch cache keeps recent events in memory; a restart starts it from etcd.
     cluster.server.restart()?;
     stream.wait_for_flows(FLOWS, "during the gap")?;
+    cluster
+        .agent
+        .wait_for_log(API_WARNING, warned + 1, WITHIN)
+        .context("the agent never noticed the gap")?;
     cluster.agent.forward().reconnect(&cluster.server)?;
 
     wait_unanswered(client, &gone, "the service deleted during the gap")?;
