@@ -32,6 +32,10 @@ pub const API_PORT: u16 = 6443;
 /// How long the agent may take to log that its datapath is ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
+/// The agent's `RUST_LOG`: info, and the API watches' debug lines (`listing`, `listed` with
+/// each kind and count, `listing again` after 410 Gone), so a test can see a re-list.
+pub const LOG_LEVELS: &str = "info,lb::source::api::watch=debug";
+
 /// What the agent logs once its first sync is programmed (`lb/src/agent/run.rs`).
 pub const READY_LINE: &str = "datapath ready";
 
@@ -257,7 +261,7 @@ impl ApiAgent {
                 self.place.cgroup_path().display()
             ))
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", LOG_LEVELS)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

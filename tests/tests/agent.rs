@@ -610,6 +610,17 @@ fn pinned(cluster: &Cluster) -> Result<(BTreeSet<String>, BTreeSet<u32>, BTreeSe
     Ok((addrs, used, all))
 }
 
+/// How many complete Service lists the agent has logged (its first, and each re-list).
+fn service_lists(cluster: &Cluster) -> usize {
+    cluster
+        .agent
+        .log()
+        .lines()
+        // The fields may be wrapped in colour codes: match the message and the kind's value.
+        .filter(|l| l.contains("listed") && l.contains(r#""Service""#))
+        .count()
+}
+
 fn watch_gap_deletion_inner() -> Result<()> {
     let net = 95;
     let kept_ip = format!("10.96.{net}.10");
@@ -638,6 +649,7 @@ fn watch_gap_deletion_inner() -> Result<()> {
     // Cut the agent off, delete one service while it cannot see it, and compact the history
     // so its watch cannot resume: it must re-list and find the service gone.
     let warned = api_warnings(&cluster);
+    let lists_before = service_lists(&cluster);
     cluster.agent.forward().cut();
     cluster.kubectl_run(&["delete", "service", "gone"])?;
     cluster.kubectl_run(&["delete", "endpointslices.discovery.k8s.io", "gone-1"])?;
@@ -654,6 +666,19 @@ fn watch_gap_deletion_inner() -> Result<()> {
         .context("the agent never noticed the gap")?;
     cluster.agent.forward().reconnect(&cluster.server)?;
 
+    wait_until("the agent's re-list of Services after the gap", || {
+        let now = service_lists(&cluster);
+        (now > lists_before).then_some(()).ok_or(format!(
+            "{now} Service lists logged, as before the gap; the agent's list lines:\n{}",
+            cluster
+                .agent
+                .log()
+                .lines()
+                .filter(|l| l.contains("list"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    })?;
     wait_unanswered(client, &gone, "the service deleted during the gap")?;
     wait_until("the pinned maps after the re-list", || {
         let (addrs, used, all) = pinned(&cluster).map_err(|e| format!("{e:#}"))?;
