@@ -393,21 +393,26 @@ fn wait_answered(
 }
 
 /// Waits until a new connection from `place` to `target` is not answered (refused,
-/// unreachable or timed out: nothing serves it any more).
-fn wait_unanswered(place: &netsim::Place, target: &str, phase: &str) -> Result<()> {
+/// unreachable or timed out: nothing serves it any more); the reply that was not answered.
+fn wait_unanswered(place: &netsim::Place, target: &str, phase: &str) -> Result<Reply> {
     let target: SocketAddr = target.parse()?;
+    let mut unanswered = None;
     wait_until(phase, || {
         let reply = place
             .client_once(ClientMode::Tcp, target)
             .map_err(|e| e.to_string())?;
         match reply.identity() {
-            None => Ok(()),
+            None => {
+                unanswered = Some(reply);
+                Ok(())
+            }
             Some(id) => Err(format!(
                 "{target} from {} still answered by {id}",
                 place.name()
             )),
         }
-    })
+    })?;
+    unanswered.context("no reply")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -456,10 +461,10 @@ fn follows_kubectl_changes_inner() -> Result<()> {
     cluster.apply(&web(8000, None, "", &["b2"]))?;
     let moved = format!("{}:8000", cluster.cluster_ip(10));
     wait_answered(client, &moved, &["b2"], "the service on its new port")?;
-    wait_unanswered(client, &front, "the old port after the port change")?;
+    let _ = wait_unanswered(client, &front, "the old port after the port change")?;
     cluster.apply(&web(80, None, "", &["b2"]))?;
     wait_answered(client, &front, &["b2"], "the port changed back")?;
-    wait_unanswered(client, &moved, "the second port after the change back")?;
+    let _ = wait_unanswered(client, &moved, "the second port after the change back")?;
     allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
     stream.wait_for_flows(FLOWS, "after the port change")?;
 
@@ -475,7 +480,11 @@ fn follows_kubectl_changes_inner() -> Result<()> {
         "the NodePort from another node",
     )?;
     cluster.apply(&web(80, None, "", &["b2"]))?;
-    wait_unanswered(outside, &node_port, "the NodePort after the type went back")?;
+    let reply = wait_unanswered(outside, &node_port, "the NodePort after the type went back")?;
+    // Nothing listens on the node port: the node's own stack refuses the connection.
+    if reply.errno != Some(nix::libc::ECONNREFUSED) {
+        bail!("the NodePort after the type went back: not refused: {reply:?}");
+    }
     stream.wait_for_flows(FLOWS, "after the type changes")?;
 
     // The service-proxy-name label hands the service to another proxy; removing it brings it
@@ -483,7 +492,7 @@ fn follows_kubectl_changes_inner() -> Result<()> {
     let start = Instant::now();
     let label = "service.kubernetes.io/service-proxy-name";
     cluster.kubectl_run(&["label", "service", "web", &format!("{label}=other-proxy")])?;
-    wait_unanswered(client, &front, "the service labelled for another proxy")?;
+    let _ = wait_unanswered(client, &front, "the service labelled for another proxy")?;
     cluster.kubectl_run(&["label", "service", "web", &format!("{label}-")])?;
     wait_answered(client, &front, &["b2"], "the label removed")?;
     allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
@@ -493,7 +502,7 @@ fn follows_kubectl_changes_inner() -> Result<()> {
     let start = Instant::now();
     cluster.kubectl_run(&["delete", "service", "web"])?;
     cluster.kubectl_run(&["delete", "endpointslices.discovery.k8s.io", "web-1"])?;
-    wait_unanswered(client, &front, "the service deleted")?;
+    let _ = wait_unanswered(client, &front, "the service deleted")?;
     cluster.apply(&web(80, None, "", &["b1", "b3"]))?;
     wait_answered(client, &front, &["b1", "b3"], "the service recreated")?;
     allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
@@ -679,7 +688,7 @@ fn watch_gap_deletion_inner() -> Result<()> {
                 .join("\n")
         ))
     })?;
-    wait_unanswered(client, &gone, "the service deleted during the gap")?;
+    let _ = wait_unanswered(client, &gone, "the service deleted during the gap")?;
     wait_until("the pinned maps after the re-list", || {
         let (addrs, used, all) = pinned(&cluster).map_err(|e| format!("{e:#}"))?;
         let kept = format!("{kept_ip}:80");
