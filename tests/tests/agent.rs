@@ -1,7 +1,8 @@
 //! `lb-agent` watching a real API server from a netsim node, changed with kubectl under
 //! traffic: what a user of the cluster sees (which backends answer, which addresses stop
 //! answering) follows each change, no new connection fails except where the change says it
-//! must, and the agent survives an API server restart, a watch gap and its own SIGKILL.
+//! must, and the agent survives an API server restart, a watch gap and its own SIGKILL (an
+//! established connection included).
 //!
 //! A privileged tier: without root (or netns, bpffs, cgroup v2) the tests are reported as
 //! ignored with a line saying why; under `CI=true` they fail instead. They need the test API
@@ -20,7 +21,7 @@ use e2e::agent::ApiAgent;
 use e2e::{ApiServer, Kubectl};
 use lb::datapath::ServiceMaps;
 use libtest_mimic::{Arguments, Failed};
-use netsim::{ClientMode, NodeSpec, PodSpec, Proto, Reply, Topology};
+use netsim::{ClientMode, HeldClient, NodeSpec, PodSpec, Proto, Reply, Topology};
 
 /// How long any one wait for the agent or the traffic may take.
 const WITHIN: Duration = Duration::from_secs(30);
@@ -358,6 +359,40 @@ impl FlowStream {
     }
 }
 
+/// A TCP connection from the client pod opened before a disruption, to show established
+/// connections survive it.
+struct Held {
+    client: HeldClient,
+    identity: String,
+}
+
+impl Held {
+    /// Opens it to `target`; `identity` must answer.
+    fn open(cluster: &Cluster, target: &str, identity: &str) -> Result<Held> {
+        let (client, reply) =
+            HeldClient::open(cluster.client.place(), ClientMode::Tcp, target.parse()?)?;
+        if reply.identity() != Some(identity) {
+            bail!("a held connection to {target}: {reply:?}, not {identity}");
+        }
+        Ok(Held {
+            client,
+            identity: identity.to_owned(),
+        })
+    }
+
+    /// Sends on it once more: the same backend must answer.
+    fn still_answers(&mut self, phase: &str) -> Result<()> {
+        let reply = self.client.send()?;
+        if reply.identity() != Some(self.identity.as_str()) {
+            bail!(
+                "{phase}: an established connection to {} broke: {reply:?}",
+                self.identity
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Polls `condition` until it holds or [`WITHIN`] passes; the error names `phase` and the
 /// condition's last word.
 fn wait_until(phase: &str, mut condition: impl FnMut() -> Result<(), String>) -> Result<()> {
@@ -538,6 +573,7 @@ fn api_server_restart_inner() -> Result<()> {
         &service("web", &ip, 80, None, "", &[format!("10.{net}.1.9")]),
     )?;
     let front = format!("{ip}:80");
+    let mut held = Held::open(&cluster, &front, "b1")?;
     let stream = cluster.stream(&front)?;
     stream.wait_for_flows(FLOWS, "before the restart")?;
 
@@ -564,6 +600,7 @@ fn api_server_restart_inner() -> Result<()> {
         &[cluster.backend_ip("b1"), cluster.backend_ip("b2")],
     ))?;
     stream.wait_for_backends(t, &["b1", "b2"], "a change after the server restarted")?;
+    held.still_answers("after the API server's restart")?;
     stream.check(&[])
 }
 
@@ -579,7 +616,9 @@ fn agent_restart_inner() -> Result<()> {
         net,
         &service("web", &ip, 80, None, "", &[format!("10.{net}.1.9")]),
     )?;
-    let stream = cluster.stream(&format!("{ip}:80"))?;
+    let front = format!("{ip}:80");
+    let mut held = Held::open(&cluster, &front, "b1")?;
+    let stream = cluster.stream(&front)?;
     stream.wait_for_flows(FLOWS, "before the kill")?;
 
     cluster.agent.kill()?;
@@ -595,6 +634,7 @@ fn agent_restart_inner() -> Result<()> {
     let t = Instant::now();
     cluster.agent.start_again()?;
     stream.wait_for_backends(t, &["b1", "b2"], "the change made while the agent was down")?;
+    held.still_answers("after the agent's restart")?;
     stream.check(&[])
 }
 
