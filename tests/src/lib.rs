@@ -3,8 +3,10 @@
 //! Debian has no kube-apiserver binary, so `cargo xtask apiserver` builds a small one
 //! (`tests/apiserver/`, Go) on Kubernetes' server library as Debian packages it, and fetches
 //! Debian's `kubectl`; [`build`] says where they are. [`ApiServer`] runs one for a test and
-//! [`Kubectl`] drives it the way an operator would.
+//! [`Kubectl`] drives it the way an operator would; [`agent::ApiAgent`] runs `lb-agent` on a
+//! netsim node watching it.
 
+pub mod agent;
 pub mod build;
 mod server;
 

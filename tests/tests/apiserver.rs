@@ -1,7 +1,7 @@
 //! The test API server behaves as Kubernetes' does where lb's agent and the end-to-end tests
 //! depend on it, driven with Debian's kubectl: apply (client- and server-side), the status
-//! subresources, resourceVersions, watch bookmarks, 410 Gone after compaction, and every kind
-//! it serves.
+//! subresources, resourceVersions, watch bookmarks, 410 Gone after compaction, pods selected
+//! by `spec.nodeName`, and every kind it serves.
 //!
 //! They need `cargo xtask apiserver` to have run; without it they fail naming that command.
 
@@ -249,5 +249,39 @@ fn pods_nodes_and_namespaces_are_served_with_their_status() -> Result<()> {
         .collect();
     names.sort();
     assert_eq!(names, ["default", "kube-system", "shop"]);
+    Ok(())
+}
+
+#[test]
+fn pods_are_selected_by_node_name_as_the_agent_lists_them() -> Result<()> {
+    let server = ApiServer::start()?;
+    let kubectl = server.kubectl();
+    let pod = |name: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  nodeName: {node}\n  containers: [{{name: c, image: nginx}}]\n"
+        )
+    };
+    kubectl.apply(
+        &format!("{}---\n{}", pod("a-0", "node-a"), pod("b-0", "node-b")),
+        &[],
+    )?;
+    let on_a = kubectl.get_json(&["pods", "--field-selector", "spec.nodeName=node-a"])?;
+    let names: Vec<&str> = on_a["items"]
+        .as_array()
+        .context("no pod items")?
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a-0"]);
+    // A field the real server does not index is refused, naming the ones it does.
+    let (ok, _, err) = kubectl.output(
+        &["get", "pods", "--field-selector", "spec.hostname=x"],
+        None,
+    )?;
+    ensure!(
+        !ok && err.contains("spec.nodeName"),
+        "an unknown field selector: {err}"
+    );
     Ok(())
 }

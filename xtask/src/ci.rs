@@ -123,7 +123,7 @@ pub fn run(options: Options) -> Result<()> {
         ),
         (
             "end-to-end (API server)",
-            "in the test step: tests/tests/apiserver.rs (kubectl against the test API server)",
+            "in the test step: tests/tests/{apiserver,agent}.rs (kubectl against the test API server; lb-agent on netsim nodes watching it, privileged)",
         ),
         ("vm (kernel matrix)", vm_tier.as_str()),
     ] {
