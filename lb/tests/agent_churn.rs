@@ -550,12 +550,8 @@ fn full_map() -> Result<(), Failed> {
         wait_converged(&node.pin_dir, &cluster, "a refused third service"),
         &log,
     )?;
-    // Counted once, however many passes the refusal lasts.
-    let metrics = support::agent::scrape(&node.node)?;
-    let full = support::agent::sample(&metrics, "lb_errors_total{kind=\"map_full\"}");
-    if full != Some(1.0) {
-        return Err(format!("lb_errors_total{{kind=\"map_full\"}} is {full:?}, expected 1").into());
-    }
+    // Counted once (the counter moves just after the refusal's log line).
+    wait_for_map_full_count(&node.node, 1.0)?;
 
     // Room again: the third is programmed.
     churn.remove(&service_file(1))?;
@@ -571,6 +567,8 @@ fn full_map() -> Result<(), Failed> {
         &log,
     )?;
     wait_for_log(&log, "the maps have room again: service programmed")?;
+    // However many passes the refusal lasted, it counted once.
+    wait_for_map_full_count(&node.node, 1.0)?;
     stop_with_sigterm(&mut agent, "lb-agent")
 }
 
@@ -591,5 +589,22 @@ fn wait_for_log(log: &Path, text: &str) -> Result<String, Failed> {
             .map(|()| String::new());
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `/metrics` shows `lb_errors_total{kind="map_full"}` at `want`, or fails with
+/// the value it last showed.
+fn wait_for_map_full_count(node: &netsim::Node, want: f64) -> Result<(), Failed> {
+    const SAMPLE: &str = "lb_errors_total{kind=\"map_full\"}";
+    let deadline = Instant::now() + CONVERGED_WITHIN;
+    loop {
+        let have = support::agent::scrape(node).map(|text| support::agent::sample(&text, SAMPLE));
+        if matches!(have, Ok(Some(v)) if v == want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{SAMPLE} is {have:?}, expected {want}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

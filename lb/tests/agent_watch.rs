@@ -555,22 +555,7 @@ fn http_get_at(
     addr: &str,
     path: &str,
 ) -> Result<(u16, String, String), String> {
-    use std::io::{Read, Write};
-    let (addr, path) = (addr.to_owned(), path.to_owned());
-    let answer = node
-        .in_netns(move || -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect(&addr)?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let answer = support::agent::http_get_raw(node, addr, path)?;
     let status = answer
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))

@@ -93,21 +93,7 @@ pub const METRICS_PORT: u16 = 9962;
 /// The `/metrics` text from inside `node`'s namespace, or why there was none. The answer must
 /// be 200 in the OpenMetrics text format.
 pub fn scrape(node: &netsim::Node) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let answer = node
-        .in_netns(|| -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                stream,
-                "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let answer = http_get_raw(node, &format!("127.0.0.1:{METRICS_PORT}"), "/metrics")?;
     let (head, body) = answer
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("no end of headers: {answer:?}"))?;
@@ -125,4 +111,24 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
+}
+
+/// The raw answer to `GET path` over HTTP/1.1 to `addr` from inside `node`'s namespace
+/// (`Connection: close`, read to the end), or why there was none.
+pub fn http_get_raw(node: &netsim::Node, addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    node.in_netns(move || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
