@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/registry/generic"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/names"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 )
@@ -32,6 +35,9 @@ type resource struct {
 	// copyStatus sets obj's status to from's (a zero `from` clears it); copySpec the spec.
 	copyStatus func(obj, from runtime.Object)
 	copySpec   func(obj, from runtime.Object)
+	// attrs gives the labels and the fields a field selector may name (nil: the object
+	// metadata's name and namespace only).
+	attrs storage.AttrFunc
 }
 
 var resources = []resource{
@@ -57,6 +63,7 @@ var resources = []resource{
 		plural: "pods", singular: "pod", shortNames: []string{"po"}, namespaced: true,
 		newObj:  func() runtime.Object { return &corev1.Pod{} },
 		newList: func() runtime.Object { return &corev1.PodList{} },
+		attrs:   podAttrs,
 		copyStatus: func(o, from runtime.Object) {
 			o.(*corev1.Pod).Status = *from.(*corev1.Pod).Status.DeepCopy()
 		},
@@ -80,6 +87,17 @@ var resources = []resource{
 		newObj:  func() runtime.Object { return &corev1.Namespace{} },
 		newList: func() runtime.Object { return &corev1.NamespaceList{} },
 	},
+}
+
+// podAttrs adds `spec.nodeName` to the fields a pod list or watch may select on, as the real
+// server does (kubelet and kube-proxy-like agents watch only their node's pods).
+func podAttrs(obj runtime.Object) (labels.Set, fields.Set, error) {
+	pod := obj.(*corev1.Pod)
+	return labels.Set(pod.Labels), fields.Set{
+		"metadata.name":      pod.Name,
+		"metadata.namespace": pod.Namespace,
+		"spec.nodeName":      pod.Spec.NodeName,
+	}, nil
 }
 
 // defaultService fills the Service fields the real server defaults and a load balancer reads.
@@ -229,7 +247,7 @@ func newStorage(res resource, optsGetter generic.RESTOptionsGetter) (map[string]
 		ResetFieldsStrategy:       main,
 		TableConvertor:            rest.NewDefaultTableConvertor(gr),
 	}
-	if err := s.CompleteWithOptions(&generic.StoreOptions{RESTOptions: optsGetter}); err != nil {
+	if err := s.CompleteWithOptions(&generic.StoreOptions{RESTOptions: optsGetter, AttrFunc: res.attrs}); err != nil {
 		return nil, nil, err
 	}
 	out := map[string]rest.Storage{res.plural: &store{Store: s, shortNames: res.shortNames}}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,6 +36,15 @@ func init() {
 	scheme.AddKnownTypes(schema.GroupVersion{Group: discoveryv1.GroupName, Version: runtime.APIVersionInternal},
 		&discoveryv1.EndpointSlice{}, &discoveryv1.EndpointSliceList{},
 	)
+	// Pods may be selected by node, as kube-apiserver allows.
+	utilruntime.Must(scheme.AddFieldLabelConversionFunc(corev1.SchemeGroupVersion.WithKind("Pod"),
+		func(label, value string) (string, string, error) {
+			switch label {
+			case "metadata.name", "metadata.namespace", "spec.nodeName":
+				return label, value, nil
+			}
+			return "", "", fmt.Errorf("%q is not a known field selector: only \"metadata.name\", \"metadata.namespace\", \"spec.nodeName\"", label)
+		}))
 	// The unversioned meta types every API server answers with (Status, discovery documents).
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 	scheme.AddUnversionedTypes(schema.GroupVersion{Group: "", Version: "v1"},
