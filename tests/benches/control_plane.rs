@@ -168,8 +168,6 @@ fn run_size(count: usize, agent_bin: &Path) -> Result<SizeResult> {
         }
         let cold_start = started.elapsed();
         let peak_rss_kib = proc_status(pid, "VmHWM")?;
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let (listed_after, ready_after) = log_marks(&log, started_wall);
         eprintln!(
             "control-plane: {count} services: programmed {:.3} s after the agent started",
             cold_start.as_secs_f64()
@@ -198,6 +196,9 @@ fn run_size(count: usize, agent_bin: &Path) -> Result<SizeResult> {
             )?;
             latencies.push(accepted.elapsed());
         }
+        // Read now: the agent logs `datapath ready` only after the maps are written.
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let (listed_after, ready_after) = log_marks(&log, started_wall);
         // A second for the allocator to give back what the changes' passes freed.
         std::thread::sleep(Duration::from_secs(1));
         let rss_after_kib = proc_status(pid, "VmRSS")?;
