@@ -31,6 +31,11 @@ pub enum Bench {
     /// through XDP, tc, kube-proxy-style iptables and plain routing, 1 and 10 000 services.
     /// Root.
     NodeportE2e,
+    /// Through the test API server: the time from a change's write to the maps holding it
+    /// (p50/p99), the cold start of 10 000 services x 10 backends and lb-agent's peak RSS, for
+    /// 10 and 10 000 services. Root; the test API server must be built (`cargo xtask apiserver`;
+    /// the bench names it when it is not).
+    ControlPlane,
 }
 
 /// Runs the benchmark.
@@ -41,6 +46,7 @@ pub fn run(options: Options) -> Result<()> {
         Bench::SocketLb => &["socket_lb"],
         Bench::Nodeport => &["nodeport", "nodeport_e2e"],
         Bench::NodeportE2e => &["nodeport_e2e"],
+        Bench::ControlPlane => &["control_plane"],
     };
     if let Some(why) = needs_root(options.name) {
         if !nix::unistd::geteuid().is_root() {
@@ -49,7 +55,7 @@ pub fn run(options: Options) -> Result<()> {
     }
     if targets
         .iter()
-        .any(|t| matches!(*t, "socket_lb" | "nodeport_e2e"))
+        .any(|t| matches!(*t, "socket_lb" | "nodeport_e2e" | "control_plane"))
     {
         crate::deps::ensure()?;
         // The agent, lbctl and netsim's helpers run beside the bench binary, in release too.
@@ -66,8 +72,14 @@ pub fn run(options: Options) -> Result<()> {
         step("build release binaries", build)?;
     }
     for target in targets {
+        // The control-plane bench lives with the API server's tests, in the e2e crate.
+        let package = if *target == "control_plane" {
+            "e2e"
+        } else {
+            "lb"
+        };
         let mut cmd = cargo();
-        cmd.args(["bench", "--package", "lb", "--bench", target]);
+        cmd.args(["bench", "--package", package, "--bench", target]);
         step(&format!("bench {target}"), cmd)?;
     }
     Ok(())
@@ -89,6 +101,11 @@ fn needs_root(bench: Bench) -> Option<&'static str> {
         Bench::NodeportE2e => Some(
             "bench nodeport-e2e needs root: it builds network namespaces, BPF programs and \
              iptables rules of its own; run `cargo xtask bench nodeport-e2e` as root",
+        ),
+        Bench::ControlPlane => Some(
+            "bench control-plane needs root: it builds a network namespace, a cgroup, a bpffs \
+             and BPF programs of its own for lb-agent; run `cargo xtask bench control-plane` \
+             as root",
         ),
     }
 }

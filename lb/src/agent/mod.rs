@@ -297,6 +297,12 @@ impl Agent {
         })
     }
 
+    /// Makes the next pass read the service maps back from the kernel (the periodic resync
+    /// does, so what it finds there is put right; other passes trust what the last wrote).
+    pub fn reread_maps(&mut self) {
+        self.reconciler.reread_maps();
+    }
+
     /// Makes the maps hold exactly `desired` (and the node's current addresses), keeping the
     /// ids of what did not change; entries nothing wants are deleted.
     pub fn reconcile(&mut self, desired: &DesiredState) -> Result<ReconcileReport, AgentError> {

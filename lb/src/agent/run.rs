@@ -118,6 +118,9 @@ pub fn run(
             continue;
         }
         last_sync = Instant::now();
+        if !changed {
+            agent.reread_maps();
+        }
         if let Some(complaint) = options.check() {
             error!("{complaint}");
         }

@@ -29,16 +29,22 @@ impl DatapathMaps for KernelMaps<'_> {
     /// The Maglev tables of frontend ids that change hands go first; the others are written
     /// once every backend they name is, and deleted before any backend is (see
     /// `ServiceMaps::apply_with`).
-    fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError> {
+    fn apply_services(
+        &mut self,
+        have: &MapContents,
+        want: &MapContents,
+    ) -> Result<ApplyReport, DatapathError> {
         let mut nodeport = self.nodeport.as_deref_mut();
         self.sock_lb
             .service_maps()?
-            .apply_with(want, |phase, have| match (phase, nodeport.as_deref_mut()) {
-                (_, None) => Ok(ApplyReport::default()),
-                (ApplyPhase::BeforeWrites, Some(nodeport)) => {
-                    nodeport.drop_reassigned_tables(have, want)
+            .apply_over(have, want, |phase, have| {
+                match (phase, nodeport.as_deref_mut()) {
+                    (_, None) => Ok(ApplyReport::default()),
+                    (ApplyPhase::BeforeWrites, Some(nodeport)) => {
+                        nodeport.drop_reassigned_tables(have, want)
+                    }
+                    (ApplyPhase::Written, Some(nodeport)) => nodeport.apply_maglev(&want.maglev),
                 }
-                (ApplyPhase::Written, Some(nodeport)) => nodeport.apply_maglev(&want.maglev),
             })
     }
 

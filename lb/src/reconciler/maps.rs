@@ -13,8 +13,14 @@ pub trait DatapathMaps {
     fn read_services(&mut self) -> Result<MapContents, DatapathError>;
 
     /// Makes the service, backend and reverse NAT maps hold exactly `want`, in an order in
-    /// which a lookup running meanwhile never follows a reference to a missing entry.
-    fn apply_services(&mut self, want: &MapContents) -> Result<ApplyReport, DatapathError>;
+    /// which a lookup running meanwhile never follows a reference to a missing entry. `have`
+    /// is what they hold now (as [`DatapathMaps::read_services`] returned it, or the `want` of
+    /// the last apply), so they are not read again.
+    fn apply_services(
+        &mut self,
+        have: &MapContents,
+        want: &MapContents,
+    ) -> Result<ApplyReport, DatapathError>;
 
     /// How many entries each service map holds at most (`bpf.lbMapMax`: the service, backend,
     /// reverse NAT, affinity-match, source-range and Maglev maps are all that size).

@@ -77,6 +77,10 @@ pub struct Reconciler {
     names: BTreeMap<u16, ServiceName>,
     /// With `loadBalancer.algorithm=maglev`: how the packet programs' Maglev tables are built.
     maglev: Option<MaglevSettings>,
+    /// What the service maps hold after the last pass, so the next one need not read them
+    /// back (at 10 000 services that read is most of a single change's time). `None` at first,
+    /// after a pass that failed and after [`Reconciler::reread_maps`]: then they are read.
+    held: Option<MapContents>,
 }
 
 impl Reconciler {
@@ -86,7 +90,15 @@ impl Reconciler {
             udp_sweep,
             names: BTreeMap::new(),
             maglev: None,
+            held: None,
         }
+    }
+
+    /// Makes the next pass read the service maps from the kernel rather than trust what the
+    /// last one wrote (the agent asks at its periodic resync, so a map changed behind its back
+    /// is put right as before).
+    pub fn reread_maps(&mut self) {
+        self.held = None;
     }
 
     /// This reconciler, writing a Maglev table for every externally served frontend (with
@@ -110,15 +122,19 @@ impl Reconciler {
     ) -> Result<ReconcileReport, ReconcileError> {
         let local = maps.set_local_addresses(local_addrs)?;
         let devices_changed = maps.set_devices(devices)?;
-        let current = maps.read_services()?;
+        // Taken: a pass that fails on the way leaves it unknown, and the next one reads.
+        let current = match self.held.take() {
+            Some(held) => held,
+            None => maps.read_services()?,
+        };
         let capacity = maps.service_capacity()?;
         let (mut want, mut not_programmed) = self.fitted(desired, &current, capacity)?;
-        let mut applied = maps.apply_services(&want)?;
+        let mut applied = maps.apply_services(&current, &want)?;
         if !not_programmed.is_empty() && applied.deleted > 0 {
             // Services left out for room that entries deleted just now have freed: once more,
             // from what the maps hold now.
             let (again, left_out) = self.fitted(desired, &want, capacity)?;
-            let more = maps.apply_services(&again)?;
+            let more = maps.apply_services(&want, &again)?;
             applied.written += more.written;
             applied.deleted += more.deleted;
             (want, not_programmed) = (again, left_out);
@@ -146,9 +162,14 @@ impl Reconciler {
             }
             _ => 0,
         };
+        let frontends = listed.len();
+        // The maps hold `want` now; the Maglev tables are the packet programs' map, which
+        // `read_services` leaves out too.
+        want.maglev = BTreeMap::new();
+        self.held = Some(want);
         Ok(ReconcileReport {
             maps: applied,
-            frontends: listed.len(),
+            frontends,
             local_addrs: local,
             devices_changed,
             udp_sockets_destroyed,

@@ -681,8 +681,11 @@ impl crate::reconciler::DatapathMaps for SockSim {
         Ok(self.maps.clone())
     }
 
+    /// The simulator compares with its own maps: `have` is what the reconciler believes they
+    /// hold, and a scenario checks that belief by what the maps then answer.
     fn apply_services(
         &mut self,
+        _have: &MapContents,
         want: &MapContents,
     ) -> Result<crate::datapath::ApplyReport, crate::datapath::DatapathError> {
         let report = crate::datapath::ApplyReport::between(&self.maps, want);
