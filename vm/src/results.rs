@@ -133,23 +133,39 @@ pub fn parse(lines: &[String]) -> Result<Vec<ScenarioResult>> {
         );
     };
     let mut results = Vec::new();
-    for line in &lines[begin + 1..begin + 1 + len] {
+    let mut report = lines[begin + 1..begin + 1 + len].iter().map(|l| l.trim());
+    while let Some(line) = report.next() {
         // Kernel messages can land between the records; records are whole lines of JSON.
-        let line = line.trim();
         if !line.starts_with('{') {
             continue;
         }
-        // A kernel message can also land at the end of a record's line (the serial console
-        // interleaves the guest's writes): the record is the line's first JSON value.
-        let record: ScenarioResult = serde_json::Deserializer::from_str(line)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| serde_json::from_str(line))
-            .map_err(|e| anyhow::anyhow!("a result line does not parse ({e}): {line}"))?;
+        let record = match first_json_value::<ScenarioResult>(line) {
+            Ok(record) => record,
+            // A kernel message printed in the middle of a record ends the console line; the
+            // record's rest starts the next one.
+            Err(e) => match kernel_message_start(line) {
+                Some(cut) => {
+                    let joined = format!("{}{}", &line[..cut], report.next().unwrap_or(""));
+                    first_json_value(&joined).map_err(|e| {
+                        anyhow::anyhow!("a result line does not parse ({e}): {joined}")
+                    })?
+                }
+                None => bail!("a result line does not parse ({e}): {line}"),
+            },
+        };
         results.push(record);
     }
     results.sort_by(|a, b| a.scenario.cmp(&b.scenario));
     Ok(results)
+}
+
+/// The first JSON value of `line`: a kernel message can also land at the end of a record's
+/// line (the serial console interleaves the guest's writes).
+fn first_json_value<T: DeserializeOwned>(line: &str) -> serde_json::Result<T> {
+    serde_json::Deserializer::from_str(line)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| serde_json::from_str(line))
 }
 
 /// What one console line said about the suite's progress.
@@ -361,6 +377,26 @@ mod tests {
         let r = parse(&console).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].outcome, Outcome::Passed);
+    }
+
+    #[test]
+    fn a_record_cut_by_a_kernel_message_is_joined_with_its_rest_on_the_next_line() {
+        // As the serial console gave it in a CI run: the message ends the record's line.
+        let console = lines(
+            "LB-VM-RESULTS-BEGIN\n\
+             {\"scenario\":\"a\",\"outcome\":\"passed\",\"d[  450.921003] device s0-client \
+             left promiscuous mode\n\
+             etail\":\"\"}\n\
+             {\"scenario\":\"b\",\"outcome\":\"failed\",\"detail\":\"step 1\"}\n\
+             LB-VM-RESULTS-END\n",
+        );
+        let r = parse(&console).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].scenario.as_str(), r[0].outcome),
+            ("a", Outcome::Passed)
+        );
+        assert_eq!(r[1].detail, "step 1");
     }
 
     fn feed(stream: &mut Stream, console: &str) -> Vec<Event> {
