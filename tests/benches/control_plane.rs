@@ -106,7 +106,9 @@ fn run_size(count: usize, agent_bin: &Path) -> Result<SizeResult> {
     let node = topology.add_node(
         netsim::NodeSpec::new(&format!("cp{count}")).eth0(format!("{NODE_ADDRESS}/24").parse()?),
     )?;
-    let bpffs = Bpffs::mount(&format!("cp{count}"))?;
+    let bpffs = e2e::agent::Bpffs::mount(
+        std::env::temp_dir().join(format!("lb-bench-bpffs-{}-cp{count}", std::process::id())),
+    )?;
     let scratch = tempfile::Builder::new()
         .prefix("lb-bench-control-plane-")
         .tempdir()?;
@@ -455,34 +457,4 @@ fn print_report(results: &[SizeResult]) {
         );
     }
     println!("Targets: p99 single change < 10 ms; 10 000 services in < 1 s; RSS < 100 MiB.");
-}
-
-/// A bpffs of the bench's own, unmounted on drop.
-struct Bpffs {
-    path: PathBuf,
-}
-
-impl Bpffs {
-    fn mount(tag: &str) -> Result<Bpffs> {
-        let path =
-            std::env::temp_dir().join(format!("lb-bench-bpffs-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        nix::mount::mount(
-            Some("bpf"),
-            &path,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .with_context(|| format!("mounting a bpffs at {}", path.display()))?;
-        Ok(Bpffs { path })
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        if nix::mount::umount(&self.path).is_ok() {
-            let _ = std::fs::remove_dir(&self.path);
-        }
-    }
 }

@@ -162,14 +162,16 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Both);
 }
 
-/// A bpffs mounted for one agent; unmounted on drop.
+/// A bpffs mounted for one agent (or bench); unmounted on drop.
 #[derive(Debug)]
-struct Bpffs {
-    path: PathBuf,
+pub struct Bpffs {
+    /// Where it is mounted.
+    pub path: PathBuf,
 }
 
 impl Bpffs {
-    fn mount(path: PathBuf) -> Result<Bpffs> {
+    /// Mounts a bpffs at `path`, creating the directory.
+    pub fn mount(path: PathBuf) -> Result<Bpffs> {
         std::fs::create_dir_all(&path)?;
         nix::mount::mount(
             Some("bpf"),
