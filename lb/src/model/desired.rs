@@ -1,6 +1,7 @@
 //! The desired state: every frontend the node should serve.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -19,9 +20,13 @@ fn key(frontend: &Frontend) -> FrontendKey {
 /// Translation adds frontends in a fixed order (service, port, family, then cluster IP,
 /// wildcard, node addresses in device order, ingress IPs, external IPs), so offline renderings
 /// number them the way the documents' examples do.
+///
+/// Services are shared ([`Arc`]): a translation that reuses an unchanged service's frontends
+/// from the last one hands the same allocation on, and the reconciler knows by the pointer,
+/// without comparing backends, that the frontend did not change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    services: Vec<LbService>,
+    services: Vec<Arc<LbService>>,
     index: BTreeMap<FrontendKey, usize>,
 }
 
@@ -33,8 +38,13 @@ impl DesiredState {
 
     /// Adds `service`, or returns the service already holding its address and scope.
     pub fn insert(&mut self, service: LbService) -> Result<(), &LbService> {
+        self.insert_shared(Arc::new(service))
+    }
+
+    /// [`DesiredState::insert`] of a service shared with an earlier state.
+    pub fn insert_shared(&mut self, service: Arc<LbService>) -> Result<(), &LbService> {
         if let Some(&at) = self.index.get(&key(&service.frontend)) {
-            return Err(&self.services[at]);
+            return Err(&*self.services[at]);
         }
         self.index
             .insert(key(&service.frontend), self.services.len());
@@ -44,6 +54,13 @@ impl DesiredState {
 
     /// The service at `frontend`'s address and scope (of whatever type).
     pub fn get(&self, frontend: &Frontend) -> Option<&LbService> {
+        self.index
+            .get(&key(frontend))
+            .map(|&at| &*self.services[at])
+    }
+
+    /// The shared service at `frontend`'s address and scope.
+    pub fn get_shared(&self, frontend: &Frontend) -> Option<&Arc<LbService>> {
         self.index.get(&key(frontend)).map(|&at| &self.services[at])
     }
 
@@ -54,6 +71,11 @@ impl DesiredState {
 
     /// All services in the order added.
     pub fn services(&self) -> impl Iterator<Item = &LbService> {
+        self.services.iter().map(|s| &**s)
+    }
+
+    /// All services in the order added, shared.
+    pub fn shared_services(&self) -> impl Iterator<Item = &Arc<LbService>> {
         self.services.iter()
     }
 
@@ -70,6 +92,6 @@ impl DesiredState {
 
 impl Serialize for DesiredState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(&self.services)
+        serializer.collect_seq(self.services())
     }
 }
