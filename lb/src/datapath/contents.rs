@@ -74,9 +74,10 @@ impl MapContents {
         let wanted: BTreeSet<FrontendId> = desired.services().map(frontend_id).collect();
         frontend_ids.retain(|k, _| wanted.contains(k));
         let mut next_frontend = Allocator::new(frontend_ids.values().map(|&i| u32::from(i)));
+        // Backends no frontend places in a slot get no entry, and give up their ids.
         let wanted_backends: BTreeSet<L3n4Addr> = desired
             .services()
-            .flat_map(|s| s.backends.iter().map(|b| b.addr))
+            .flat_map(|s| slot_order(s).into_iter().map(|b| b.addr))
             .collect();
         backend_ids.retain(|addr, _| wanted_backends.contains(addr));
         let mut next_backend = Allocator::new(backend_ids.values().copied());
@@ -101,107 +102,14 @@ impl MapContents {
                     index
                 }
             };
-            // Active backends first, then the terminating ones (kept for their flows only).
-            let mut ordered: Vec<&crate::model::Backend> = svc
-                .backends
-                .iter()
-                .filter(|b| b.state.takes_new_connections())
-                .collect();
-            let active = ordered.len();
-            ordered.extend(
-                svc.backends
-                    .iter()
-                    .filter(|b| b.state == BackendState::Terminating),
-            );
-            let too_many = || LayoutError::TooManyBackends {
-                frontend: svc.frontend.to_string(),
-                count: ordered.len(),
-                max: usize::from(u16::MAX) - 1,
-            };
-            let count = u16::try_from(active).map_err(|_| too_many())?;
-            let qcount = u16::try_from(ordered.len() - active).map_err(|_| too_many())?;
-            if ordered.len() >= usize::from(u16::MAX) {
-                return Err(too_many());
-            }
-            let scope = scope_byte(svc.frontend.scope);
-            let key = |slot| {
-                LbKey::new(
-                    svc.frontend.addr.ip,
-                    svc.frontend.addr.port,
-                    svc.frontend.addr.protocol.number(),
-                    scope,
-                    slot,
-                )
-            };
-            let affinity_timeout = svc.policies.session_affinity_timeout_secs.unwrap_or(0);
-            for (slot, b) in (1..).zip(&ordered) {
-                let backend_id = *backend_ids
-                    .entry(b.addr)
-                    .or_insert_with(|| next_backend.next());
-                if affinity_timeout > 0 && slot <= count {
-                    out.affinity_match
-                        .insert(LbAffinityMatchKey::new(backend_id, rev_nat_index), 0);
-                }
-                out.backends.insert(
-                    backend_id,
-                    LbBackend::new(
-                        b.addr.ip,
-                        b.addr.port,
-                        b.addr.protocol.number(),
-                        state_byte(b.state),
-                    ),
-                );
-                out.services.insert(
-                    key(slot),
-                    LbService {
-                        backend_id,
-                        rev_nat_index,
-                        ..LbService::default()
-                    },
-                );
-            }
             let two_scopes = svc.frontend.scope == Scope::External
                 && twins.contains(&(svc.frontend.addr, svc.frontend.kind));
-            let ServiceFlags(flags) = ServiceFlags::new(
-                svc.frontend.kind,
-                two_scopes,
-                affinity_timeout > 0,
-                svc.no_local_backends,
-            );
-            // loadBalancerSourceRanges restrict external traffic to a LoadBalancer frontend.
-            let ranges = if svc.frontend.kind == ServiceType::LoadBalancer
-                && svc.frontend.scope == Scope::External
-            {
-                svc.policies.source_ranges.as_slice()
-            } else {
-                &[]
+            let mut backend_id = |b: &crate::model::Backend| {
+                *backend_ids
+                    .entry(b.addr)
+                    .or_insert_with(|| next_backend.next())
             };
-            for cidr in ranges {
-                out.source_ranges.insert(
-                    LbSrcRangeKey::new(rev_nat_index, cidr.addr(), cidr.prefix_len()),
-                    0,
-                );
-            }
-            out.services.insert(
-                key(0),
-                LbService {
-                    count,
-                    qcount,
-                    rev_nat_index,
-                    flags,
-                    flags2: if ranges.is_empty() {
-                        0
-                    } else {
-                        svc_flags2::SOURCE_RANGES
-                    },
-                    affinity_timeout,
-                    ..LbService::default()
-                },
-            );
-            out.reverse_nat.insert(
-                rev_nat_index,
-                LbReverseNat::new(svc.frontend.addr.ip, svc.frontend.addr.port),
-            );
+            lay_out_frontend(svc, rev_nat_index, two_scopes, &mut backend_id, &mut out)?;
         }
         Ok(out)
     }
@@ -265,6 +173,131 @@ impl MapContents {
     }
 }
 
+/// A service's backends in slot order: the active ones, then the terminating ones (kept for
+/// their flows only; backends in other states are not placed).
+pub(crate) fn slot_order(svc: &ModelService) -> Vec<&crate::model::Backend> {
+    let mut ordered: Vec<&crate::model::Backend> = svc
+        .backends
+        .iter()
+        .filter(|b| b.state.takes_new_connections())
+        .collect();
+    ordered.extend(
+        svc.backends
+            .iter()
+            .filter(|b| b.state == BackendState::Terminating),
+    );
+    ordered
+}
+
+/// Lays out one frontend into `out`: its head (slot 0) and slots, its backends, reverse NAT,
+/// affinity matches and source ranges, under frontend id `rev_nat_index` and with each
+/// backend's id from `backend_id` (called in slot order). `two_scopes`: an internal twin with
+/// the same address and type exists. A backend another frontend placed already keeps the
+/// state that serves most (active before terminating), whatever order the frontends come in.
+pub(crate) fn lay_out_frontend(
+    svc: &ModelService,
+    rev_nat_index: u16,
+    two_scopes: bool,
+    backend_id: &mut dyn FnMut(&crate::model::Backend) -> u32,
+    out: &mut MapContents,
+) -> Result<(), LayoutError> {
+    let ordered = slot_order(svc);
+    let active = svc
+        .backends
+        .iter()
+        .filter(|b| b.state.takes_new_connections())
+        .count();
+    let too_many = || LayoutError::TooManyBackends {
+        frontend: svc.frontend.to_string(),
+        count: ordered.len(),
+        max: usize::from(u16::MAX) - 1,
+    };
+    let count = u16::try_from(active).map_err(|_| too_many())?;
+    let qcount = u16::try_from(ordered.len() - active).map_err(|_| too_many())?;
+    if ordered.len() >= usize::from(u16::MAX) {
+        return Err(too_many());
+    }
+    let scope = scope_byte(svc.frontend.scope);
+    let key = |slot| {
+        LbKey::new(
+            svc.frontend.addr.ip,
+            svc.frontend.addr.port,
+            svc.frontend.addr.protocol.number(),
+            scope,
+            slot,
+        )
+    };
+    let affinity_timeout = svc.policies.session_affinity_timeout_secs.unwrap_or(0);
+    for (slot, b) in (1..).zip(&ordered) {
+        let id = backend_id(b);
+        if affinity_timeout > 0 && slot <= count {
+            out.affinity_match
+                .insert(LbAffinityMatchKey::new(id, rev_nat_index), 0);
+        }
+        let entry = LbBackend::new(
+            b.addr.ip,
+            b.addr.port,
+            b.addr.protocol.number(),
+            state_byte(b.state),
+        );
+        match out.backends.get(&id).and_then(|e| state_of(e.state)) {
+            Some(placed) if placed <= b.state => {}
+            _ => {
+                out.backends.insert(id, entry);
+            }
+        }
+        out.services.insert(
+            key(slot),
+            LbService {
+                backend_id: id,
+                rev_nat_index,
+                ..LbService::default()
+            },
+        );
+    }
+    let ServiceFlags(flags) = ServiceFlags::new(
+        svc.frontend.kind,
+        two_scopes,
+        affinity_timeout > 0,
+        svc.no_local_backends,
+    );
+    // loadBalancerSourceRanges restrict external traffic to a LoadBalancer frontend.
+    let ranges = if svc.frontend.kind == ServiceType::LoadBalancer
+        && svc.frontend.scope == Scope::External
+    {
+        svc.policies.source_ranges.as_slice()
+    } else {
+        &[]
+    };
+    for cidr in ranges {
+        out.source_ranges.insert(
+            LbSrcRangeKey::new(rev_nat_index, cidr.addr(), cidr.prefix_len()),
+            0,
+        );
+    }
+    out.services.insert(
+        key(0),
+        LbService {
+            count,
+            qcount,
+            rev_nat_index,
+            flags,
+            flags2: if ranges.is_empty() {
+                0
+            } else {
+                svc_flags2::SOURCE_RANGES
+            },
+            affinity_timeout,
+            ..LbService::default()
+        },
+    );
+    out.reverse_nat.insert(
+        rev_nat_index,
+        LbReverseNat::new(svc.frontend.addr.ip, svc.frontend.addr.port),
+    );
+    Ok(())
+}
+
 /// A frontend read back from the maps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedFrontend {
@@ -299,6 +332,17 @@ impl Allocator {
     }
 }
 
+/// The key of `svc`'s head entry (slot 0) in `lb_services_v1`.
+pub(crate) fn head_key(svc: &ModelService) -> LbKey {
+    LbKey::new(
+        svc.frontend.addr.ip,
+        svc.frontend.addr.port,
+        svc.frontend.addr.protocol.number(),
+        scope_byte(svc.frontend.scope),
+        0,
+    )
+}
+
 fn frontend_id(svc: &ModelService) -> FrontendId {
     let key = LbKey::new(
         svc.frontend.addr.ip,
@@ -310,7 +354,8 @@ fn frontend_id(svc: &ModelService) -> FrontendId {
     (key.address.bytes, key.dport, key.proto, key.scope)
 }
 
-fn backend_addr(b: &LbBackend) -> Option<L3n4Addr> {
+/// The address of a backend entry (`None` for a protocol this build does not know).
+pub(crate) fn backend_addr(b: &LbBackend) -> Option<L3n4Addr> {
     Some(L3n4Addr::new(
         b.address.into(),
         u16::from_be(b.port),

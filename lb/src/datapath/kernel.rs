@@ -12,7 +12,8 @@ use ebpf::maps::{
     LB_BACKENDS, LB_REVERSE_NAT, LB_SERVICES, LB_SOURCE_RANGES,
 };
 
-use super::{DatapathError, MapContents};
+use super::delta::Changes;
+use super::{DatapathError, MapContents, MapDelta};
 
 /// What an apply changed, per map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,46 +178,59 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
         want: &MapContents,
         mut tables: impl FnMut(ApplyPhase, &MapContents) -> Result<ApplyReport, DatapathError>,
     ) -> Result<ApplyReport, DatapathError> {
-        let mut report = tables(ApplyPhase::BeforeWrites, have)?;
+        self.apply_delta(have, &MapDelta::between(have, want), |phase, have, _| {
+            tables(phase, have)
+        })
+    }
+
+    /// Applies `delta` to maps holding `have`, in an order in which a lookup running
+    /// meanwhile never follows a reference to an entry that is not there (see
+    /// [`ServiceMaps::apply`]), calling `tables` before the writes and between the writes and
+    /// the deletions (see [`ServiceMaps::apply_with`]). Only the delta's entries are touched.
+    pub fn apply_delta(
+        &mut self,
+        have: &MapContents,
+        delta: &MapDelta,
+        mut tables: impl FnMut(
+            ApplyPhase,
+            &MapContents,
+            &MapDelta,
+        ) -> Result<ApplyReport, DatapathError>,
+    ) -> Result<ApplyReport, DatapathError> {
+        let mut report = tables(ApplyPhase::BeforeWrites, have, delta)?;
         // A frontend's source ranges before the head that asks for them, so no allowed client
         // is turned away in between.
         let failed = |source| DatapathError::Map {
             map: LB_SOURCE_RANGES,
             source,
         };
-        for key in want.source_ranges.keys() {
-            if !have.source_ranges.contains_key(key) {
-                self.source_ranges
-                    .insert(&Key::new(key.prefixlen, key.data()), 0, 0)
-                    .map_err(failed)?;
-                report.written += 1;
-            }
+        for (key, _) in MapDelta::writes(&delta.source_ranges) {
+            self.source_ranges
+                .insert(&Key::new(key.prefixlen, key.data()), 0, 0)
+                .map_err(failed)?;
+            report.written += 1;
         }
-        report.written += write_changed(
+        report.written += write(
             &mut self.backends,
             LB_BACKENDS,
-            &have.backends,
-            &want.backends,
+            MapDelta::writes(&delta.backends),
         )?;
-        report.written += write_changed(
+        report.written += write(
             &mut self.services,
             LB_SERVICES,
-            &have.services,
-            service_write_order(&want.services),
+            service_write_order(&delta.services),
         )?;
-        report.written += write_changed(
+        report.written += write(
             &mut self.reverse_nat,
             LB_REVERSE_NAT,
-            &have.reverse_nat,
-            &want.reverse_nat,
+            MapDelta::writes(&delta.reverse_nat),
         )?;
-        report.written += write_changed(
+        report.written += write(
             &mut self.affinity_match,
             LB_AFFINITY_MATCH,
-            &have.affinity_match,
-            &want.affinity_match,
+            MapDelta::writes(&delta.affinity_match),
         )?;
-        let applied = tables(ApplyPhase::Written, have)?;
+        let applied = tables(ApplyPhase::Written, have, delta)?;
         report.written += applied.written;
         report.deleted += applied.deleted;
         // Deletions: affinity matches and service heads first, then their slots, then what
@@ -224,40 +238,29 @@ impl<T: BorrowMut<MapData>> ServiceMaps<T> {
         report.deleted += delete(
             &mut self.affinity_match,
             LB_AFFINITY_MATCH,
-            have.affinity_match
-                .keys()
-                .filter(|k| !want.affinity_match.contains_key(k)),
+            MapDelta::deletions(&delta.affinity_match),
         )?;
-        let (gone_slots, gone_heads): (Vec<_>, Vec<_>) = have
-            .services
-            .keys()
-            .filter(|k| !want.services.contains_key(k))
-            .partition(|k| k.backend_slot != 0);
+        let (gone_slots, gone_heads): (Vec<_>, Vec<_>) =
+            MapDelta::deletions(&delta.services).partition(|k| k.backend_slot != 0);
         report.deleted += delete(&mut self.services, LB_SERVICES, gone_heads)?;
         report.deleted += delete(&mut self.services, LB_SERVICES, gone_slots)?;
         report.deleted += delete(
             &mut self.reverse_nat,
             LB_REVERSE_NAT,
-            have.reverse_nat
-                .keys()
-                .filter(|k| !want.reverse_nat.contains_key(k)),
+            MapDelta::deletions(&delta.reverse_nat),
         )?;
         report.deleted += delete(
             &mut self.backends,
             LB_BACKENDS,
-            have.backends
-                .keys()
-                .filter(|k| !want.backends.contains_key(k)),
+            MapDelta::deletions(&delta.backends),
         )?;
-        for key in have.source_ranges.keys() {
-            if !want.source_ranges.contains_key(key) {
-                match self
-                    .source_ranges
-                    .remove(&Key::new(key.prefixlen, key.data()))
-                {
-                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => report.deleted += 1,
-                    Err(source) => return Err(failed(source)),
-                }
+        for key in MapDelta::deletions(&delta.source_ranges) {
+            match self
+                .source_ranges
+                .remove(&Key::new(key.prefixlen, key.data()))
+            {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => report.deleted += 1,
+                Err(source) => return Err(failed(source)),
             }
         }
         Ok(report)
@@ -279,29 +282,24 @@ fn read<T: Borrow<MapData>, K: Pod + Ord, V: Pod>(
 /// be there first, or a lookup in between finds no service and the connection goes
 /// untranslated (key order alone would write the external head first).
 pub fn service_write_order(
-    want: &BTreeMap<LbKey, LbService>,
+    changes: &Changes<LbKey, LbService>,
 ) -> impl Iterator<Item = (&LbKey, &LbService)> {
-    let slots = want.iter().filter(|(k, _)| k.backend_slot != 0);
-    let head_of = move |s: u8| {
-        want.iter()
-            .filter(move |(k, _)| k.backend_slot == 0 && k.scope == s)
-    };
+    let writes = move || MapDelta::writes(changes);
+    let slots = writes().filter(|(k, _)| k.backend_slot != 0);
+    let head_of = move |s: u8| writes().filter(move |(k, _)| k.backend_slot == 0 && k.scope == s);
     slots.chain(head_of(scope::INT)).chain(head_of(scope::EXT))
 }
 
-fn write_changed<'a, T: BorrowMut<MapData>, K: Pod + Ord + 'a, V: Pod + PartialEq + 'a>(
+fn write<'a, T: BorrowMut<MapData>, K: Pod + 'a, V: Pod + 'a>(
     map: &mut HashMap<T, K, V>,
     name: &'static str,
-    have: &BTreeMap<K, V>,
-    want: impl IntoIterator<Item = (&'a K, &'a V)>,
+    entries: impl IntoIterator<Item = (&'a K, &'a V)>,
 ) -> Result<usize, DatapathError> {
     let mut written = 0;
-    for (k, v) in want {
-        if have.get(k) != Some(v) {
-            map.insert(k, v, 0)
-                .map_err(|source| DatapathError::Map { map: name, source })?;
-            written += 1;
-        }
+    for (k, v) in entries {
+        map.insert(k, v, 0)
+            .map_err(|source| DatapathError::Map { map: name, source })?;
+        written += 1;
     }
     Ok(written)
 }
@@ -356,7 +354,8 @@ mod tests {
             desired.insert(svc).map_err(|_| "duplicate").unwrap();
         }
         let want = MapContents::build(&desired, &MapContents::default()).unwrap();
-        let order: Vec<(u16, u8)> = service_write_order(&want.services)
+        let delta = MapDelta::between(&MapContents::default(), &want);
+        let order: Vec<(u16, u8)> = service_write_order(&delta.services)
             .map(|(k, _)| (k.backend_slot, k.scope))
             .collect();
         assert_eq!(order.len(), want.services.len(), "every entry once");

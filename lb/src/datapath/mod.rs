@@ -4,6 +4,7 @@
 pub mod codec;
 mod contents;
 pub mod ct_gc;
+mod delta;
 mod drop_counters;
 mod error;
 mod hooks;
@@ -25,7 +26,9 @@ mod tc_attach;
 mod tc_netlink;
 mod xdp_attach;
 
+pub(crate) use contents::{backend_addr, head_key, lay_out_frontend, slot_order};
 pub use contents::{LayoutError, ListedFrontend, MapContents};
+pub use delta::{Changes, MapDelta};
 pub use drop_counters::{describe as describe_drop, nonzero_drops, read_drop_counters, DropCount};
 pub(crate) use error::source_chain;
 pub use error::DatapathError;

@@ -21,7 +21,7 @@ use ebpf::{
 use super::maglev_map::{create_pinned, maglev_value_len, MaglevMap};
 use super::migrate::Migration;
 use super::sock_lb::program;
-use super::{ApplyReport, DatapathError, MapContents};
+use super::{ApplyReport, DatapathError};
 
 /// The clock the packet programs count conntrack seconds by on this kernel (`lb_ct_now` in
 /// `lb_ct.h`): the calibrated tick where there is one (one load per packet), else the coarse
@@ -308,37 +308,32 @@ impl NodePortLb {
         Ok(report)
     }
 
-    /// Deletes, before the service maps change, the tables of frontend ids that `want` gives
-    /// to another frontend than `have` (or to none): the new frontend's head may be written
-    /// before its own table, and must not find the old one meanwhile (it falls back to the
-    /// slot hash instead).
-    pub fn drop_reassigned_tables(
+    /// Deletes, before the service maps change, the tables of the frontend ids in
+    /// `reassigned`, which a delta gives to another frontend (or to none): the new frontend's
+    /// head may be written before its own table, and must not find the old one meanwhile (it
+    /// falls back to the slot hash instead).
+    pub fn drop_tables(
         &mut self,
-        have: &MapContents,
-        want: &MapContents,
+        reassigned: &std::collections::BTreeSet<u16>,
     ) -> Result<ApplyReport, DatapathError> {
-        let owners =
-            |c: &MapContents| -> BTreeMap<u16, (crate::model::L3n4Addr, crate::model::Scope)> {
-                c.frontends()
-                    .into_iter()
-                    .map(|f| (f.id, (f.frontend.addr, f.frontend.scope)))
-                    .collect()
-            };
-        let (before, after) = (owners(have), owners(want));
+        if reassigned.is_empty() {
+            return Ok(ApplyReport::default());
+        }
         let current = match self.maglev_written.take() {
             Some(tables) => tables,
             None => self.maglev_tables()?,
         };
-        let keep: BTreeMap<u16, Vec<u32>> = current
-            .iter()
-            .filter(|(id, _)| before.contains_key(id) && before.get(id) == after.get(id))
-            .map(|(id, t)| (*id, t.clone()))
-            .collect();
-        let unchanged = keep.len() == current.len();
-        self.maglev_written = Some(current);
+        let unchanged = !current.keys().any(|id| reassigned.contains(id));
         if unchanged {
+            self.maglev_written = Some(current);
             return Ok(ApplyReport::default());
         }
+        let keep: BTreeMap<u16, Vec<u32>> = current
+            .iter()
+            .filter(|(id, _)| !reassigned.contains(id))
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        self.maglev_written = Some(current);
         self.apply_maglev(&keep)
     }
 

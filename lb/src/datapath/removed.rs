@@ -85,6 +85,18 @@ impl RemovedBackends {
         }
     }
 
+    /// The `protocol` backends among `gone` (entries deleted from the backend map).
+    pub fn of<'a>(gone: impl IntoIterator<Item = &'a LbBackend>, protocol: L4Protocol) -> Self {
+        let proto = protocol.number();
+        RemovedBackends {
+            addrs: gone
+                .into_iter()
+                .filter(|b| b.proto == proto)
+                .map(backend_addr)
+                .collect(),
+        }
+    }
+
     /// Whether nothing was removed.
     pub fn is_empty(&self) -> bool {
         self.addrs.is_empty()

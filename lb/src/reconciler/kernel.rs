@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::DatapathMaps;
 use crate::datapath::{
-    ApplyPhase, ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, NodePortLb,
-    SockLb,
+    ApplyPhase, ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, MapDelta,
+    NodePortLb, SockLb,
 };
 
 /// A node's loaded programs, whose maps the reconciler writes.
@@ -32,18 +32,21 @@ impl DatapathMaps for KernelMaps<'_> {
     fn apply_services(
         &mut self,
         have: &MapContents,
-        want: &MapContents,
+        delta: &MapDelta,
     ) -> Result<ApplyReport, DatapathError> {
         let mut nodeport = self.nodeport.as_deref_mut();
         self.sock_lb
             .service_maps()?
-            .apply_over(have, want, |phase, have| {
+            .apply_delta(have, delta, |phase, have, delta| {
                 match (phase, nodeport.as_deref_mut()) {
                     (_, None) => Ok(ApplyReport::default()),
                     (ApplyPhase::BeforeWrites, Some(nodeport)) => {
-                        nodeport.drop_reassigned_tables(have, want)
+                        nodeport.drop_tables(&delta.reassigned_ids(have))
                     }
-                    (ApplyPhase::Written, Some(nodeport)) => nodeport.apply_maglev(&want.maglev),
+                    (ApplyPhase::Written, Some(nodeport)) => match &delta.maglev {
+                        Some(tables) => nodeport.apply_maglev(tables),
+                        None => Ok(ApplyReport::default()),
+                    },
                 }
             })
     }

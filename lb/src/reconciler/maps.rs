@@ -5,21 +5,24 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::datapath::{ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents};
+use crate::datapath::{
+    ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, MapDelta,
+};
 
 /// The load balancer's maps as the reconciler sees them.
 pub trait DatapathMaps {
     /// Every entry of the service, backend and reverse NAT maps.
     fn read_services(&mut self) -> Result<MapContents, DatapathError>;
 
-    /// Makes the service, backend and reverse NAT maps hold exactly `want`, in an order in
-    /// which a lookup running meanwhile never follows a reference to a missing entry. `have`
-    /// is what they hold now (as [`DatapathMaps::read_services`] returned it, or the `want` of
-    /// the last apply), so they are not read again.
+    /// Applies `delta` to the service, backend and reverse NAT maps (and the Maglev tables
+    /// when it has them), in an order in which a lookup running meanwhile never follows a
+    /// reference to a missing entry. `have` is what they hold now (as
+    /// [`DatapathMaps::read_services`] returned it, or that with the last deltas applied), so
+    /// they are not read again; only the delta's entries are touched.
     fn apply_services(
         &mut self,
         have: &MapContents,
-        want: &MapContents,
+        delta: &MapDelta,
     ) -> Result<ApplyReport, DatapathError>;
 
     /// How many entries each service map holds at most (`bpf.lbMapMax`: the service, backend,

@@ -10,6 +10,7 @@
 //! (with the services, in an order that never leaves a table naming a missing backend).
 
 mod fit;
+mod incremental;
 mod kernel;
 mod maps;
 
@@ -23,9 +24,10 @@ pub use maps::{DatapathMaps, UdpSocketSweeper};
 use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{
     ApplyReport, DatapathError, DeviceAddrs, LayoutError, ListedFrontend, LocalAddrsReport,
-    MaglevSettings, MapContents, RemovedBackends,
+    MaglevSettings, MapContents, MapDelta, RemovedBackends,
 };
 use crate::model::{DesiredState, L4Protocol, ServiceName};
+use incremental::Programmed;
 
 /// Why a reconciliation failed; the maps keep what they held before the failing write.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,12 @@ pub struct Reconciler {
     /// back (at 10 000 services that read is most of a single change's time). `None` at first,
     /// after a pass that failed and after [`Reconciler::reread_maps`]: then they are read.
     held: Option<MapContents>,
+    /// What the last pass programmed, when it programmed all of `desired` without Maglev
+    /// tables: then the next pass lays out only what changed ([`incremental`]). `None` makes
+    /// it lay out everything.
+    programmed: Option<Programmed>,
+    /// Whether the last pass laid out only what changed.
+    stepped: bool,
 }
 
 impl Reconciler {
@@ -91,6 +99,8 @@ impl Reconciler {
             names: BTreeMap::new(),
             maglev: None,
             held: None,
+            programmed: None,
+            stepped: false,
         }
     }
 
@@ -99,6 +109,7 @@ impl Reconciler {
     /// is put right as before).
     pub fn reread_maps(&mut self) {
         self.held = None;
+        self.programmed = None;
     }
 
     /// This reconciler, writing a Maglev table for every externally served frontend (with
@@ -122,51 +133,37 @@ impl Reconciler {
     ) -> Result<ReconcileReport, ReconcileError> {
         let local = maps.set_local_addresses(local_addrs)?;
         let devices_changed = maps.set_devices(devices)?;
-        // Taken: a pass that fails on the way leaves it unknown, and the next one reads.
-        let current = match self.held.take() {
+        // Taken: a pass that fails on the way leaves them unknown, and the next one reads and
+        // lays everything out.
+        let programmed = self.programmed.take();
+        let mut current = match self.held.take() {
             Some(held) => held,
             None => maps.read_services()?,
         };
         let capacity = maps.service_capacity()?;
-        let (mut want, mut not_programmed) = self.fitted(desired, &current, capacity)?;
-        let mut applied = maps.apply_services(&current, &want)?;
-        if !not_programmed.is_empty() && applied.deleted > 0 {
-            // Services left out for room that entries deleted just now have freed: once more,
-            // from what the maps hold now.
-            let (again, left_out) = self.fitted(desired, &want, capacity)?;
-            let more = maps.apply_services(&want, &again)?;
-            applied.written += more.written;
-            applied.deleted += more.deleted;
-            (want, not_programmed) = (again, left_out);
-        }
-        let listed = want.frontends();
-        self.names = service_names(desired, &listed);
-        let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
-        let udp_sockets_destroyed = match self.udp_sweep {
-            Some(scope) if !removed.is_empty() => {
-                let translated = maps.translated_sockets()?;
-                match sweeper.sweep(scope, &removed, &translated) {
-                    Ok(destroyed) => {
-                        // Their index entries would stay until the applications close the
-                        // destroyed sockets: forget them now.
-                        maps.forget_translated(&destroyed)?;
-                        destroyed.len()
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "connected UDP sockets to removed backends not destroyed: {e}"
-                        );
-                        0
-                    }
-                }
-            }
-            _ => 0,
+        let step = match programmed {
+            Some(mut programmed) => programmed
+                .step(desired, &current, capacity)
+                .map(|step| (step, programmed)),
+            None => None,
         };
-        let frontends = listed.len();
-        // The maps hold `want` now; the Maglev tables are the packet programs' map, which
-        // `read_services` leaves out too.
-        want.maglev = BTreeMap::new();
-        self.held = Some(want);
+        self.stepped = step.is_some();
+        let (applied, removed, not_programmed) = match step {
+            Some((step, programmed)) => {
+                let applied = maps.apply_services(&current, &step.delta)?;
+                step.delta.apply_to(&mut current);
+                for id in &step.unnamed {
+                    self.names.remove(id);
+                }
+                self.names.extend(step.named);
+                self.programmed = Some(programmed);
+                self.held = Some(current);
+                (applied, step.removed_udp, Vec::new())
+            }
+            None => self.lay_out_all(desired, current, capacity, maps)?,
+        };
+        let udp_sockets_destroyed = self.sweep_udp(&removed, maps, sweeper)?;
+        let frontends = self.names.len();
         Ok(ReconcileReport {
             maps: applied,
             frontends,
@@ -175,6 +172,65 @@ impl Reconciler {
             udp_sockets_destroyed,
             not_programmed,
         })
+    }
+
+    /// The whole layout: `desired` (or as much of it as fits) laid out over `current`, the
+    /// difference applied, the names of every frontend id worked out again. Returns what was
+    /// applied, the UDP backends removed and the services left out.
+    fn lay_out_all(
+        &mut self,
+        desired: &DesiredState,
+        current: MapContents,
+        capacity: usize,
+        maps: &mut (impl DatapathMaps + ?Sized),
+    ) -> Result<(ApplyReport, RemovedBackends, Vec<NotProgrammed>), ReconcileError> {
+        let (mut want, mut not_programmed) = self.fitted(desired, &current, capacity)?;
+        let mut applied = maps.apply_services(&current, &MapDelta::between(&current, &want))?;
+        if !not_programmed.is_empty() && applied.deleted > 0 {
+            // Services left out for room that entries deleted just now have freed: once more,
+            // from what the maps hold now.
+            let (again, left_out) = self.fitted(desired, &want, capacity)?;
+            let more = maps.apply_services(&want, &MapDelta::between(&want, &again))?;
+            applied.written += more.written;
+            applied.deleted += more.deleted;
+            (want, not_programmed) = (again, left_out);
+        }
+        self.names = service_names(desired, &want.frontends());
+        let removed = RemovedBackends::between(&current, &want, L4Protocol::Udp);
+        // The maps hold `want` now; the Maglev tables are the packet programs' map, which
+        // `read_services` leaves out too.
+        want.maglev = BTreeMap::new();
+        if not_programmed.is_empty() && self.maglev.is_none() {
+            self.programmed = Programmed::new(desired, &want);
+        }
+        self.held = Some(want);
+        Ok((applied, removed, not_programmed))
+    }
+
+    /// Destroys the connected UDP sockets still pointing at `removed` backends; a failed
+    /// sweep is a warning (the maps are right, and the next removal sweeps again).
+    fn sweep_udp(
+        &self,
+        removed: &RemovedBackends,
+        maps: &mut (impl DatapathMaps + ?Sized),
+        sweeper: &mut (impl UdpSocketSweeper + ?Sized),
+    ) -> Result<usize, ReconcileError> {
+        let Some(scope) = self.udp_sweep.filter(|_| !removed.is_empty()) else {
+            return Ok(0);
+        };
+        let translated = maps.translated_sockets()?;
+        match sweeper.sweep(scope, removed, &translated) {
+            Ok(destroyed) => {
+                // Their index entries would stay until the applications close the destroyed
+                // sockets: forget them now.
+                maps.forget_translated(&destroyed)?;
+                Ok(destroyed.len())
+            }
+            Err(e) => {
+                tracing::warn!("connected UDP sockets to removed backends not destroyed: {e}");
+                Ok(0)
+            }
+        }
     }
 
     /// What to write over `current`: `desired` laid out, or as much of it as fits maps of
@@ -203,6 +259,11 @@ impl Reconciler {
             want.add_maglev_tables(desired, maglev);
         }
         Ok(want)
+    }
+
+    /// Whether the last pass laid out only the frontends that changed (rather than all).
+    pub fn stepped(&self) -> bool {
+        self.stepped
     }
 
     /// The service (or pod) behind each frontend id, for `lbctl service list`.

@@ -681,15 +681,23 @@ impl crate::reconciler::DatapathMaps for SockSim {
         Ok(self.maps.clone())
     }
 
-    /// The simulator compares with its own maps: `have` is what the reconciler believes they
-    /// hold, and a scenario checks that belief by what the maps then answer.
+    /// The simulator applies the delta to its own maps: `have` is what the reconciler believes
+    /// they hold, and a scenario checks that belief by what the maps then answer.
     fn apply_services(
         &mut self,
         _have: &MapContents,
-        want: &MapContents,
+        delta: &crate::datapath::MapDelta,
     ) -> Result<crate::datapath::ApplyReport, crate::datapath::DatapathError> {
-        let report = crate::datapath::ApplyReport::between(&self.maps, want);
-        self.maps = want.clone();
+        let mut report = delta.report();
+        if let Some(tables) = &delta.maglev {
+            let have = &self.maps.maglev;
+            report.written += tables
+                .iter()
+                .filter(|(k, t)| have.get(k) != Some(t))
+                .count();
+            report.deleted += have.keys().filter(|k| !tables.contains_key(k)).count();
+        }
+        delta.apply_to(&mut self.maps);
         Ok(report)
     }
 
