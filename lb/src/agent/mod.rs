@@ -51,6 +51,9 @@ pub struct Agent {
     reconciler: Reconciler,
     sweeper: KernelSweeper,
     record: AgentRecord,
+    /// The record as last written: a pass that changed none of it writes nothing (at 10 000
+    /// services the file is about 650 kB).
+    written: AgentRecord,
     state_dir: PathBuf,
     /// Pods' service traffic is balanced at their interfaces ([`nodeport::balances_pods_at_tc`]),
     /// which each pass keeps up with.
@@ -287,6 +290,7 @@ impl Agent {
             sweeper: KernelSweeper {
                 cgroup_root: cgroup,
             },
+            written: record.clone(),
             record,
             state_dir: state_dir.to_owned(),
             pods_at_tc: nodeport::balances_pods_at_tc(config),
@@ -350,8 +354,10 @@ impl Agent {
             Err(e) => tracing::warn!("cannot check for monitors that are gone: {e}"),
         }
         self.fresh_refusals = self.log_not_programmed(&report.not_programmed);
-        self.record.services = self.reconciler.service_names().clone();
-        self.record.write(&self.state_dir)?;
+        if self.record.services != *self.reconciler.service_names() {
+            self.record.services = self.reconciler.service_names().clone();
+        }
+        self.write_record()?;
         Ok(report)
     }
 
@@ -408,7 +414,16 @@ impl Agent {
         let now = neighbours::NeighbourEntries::here(kept.kept());
         if now != self.record.neighbours {
             self.record.neighbours = now;
+            self.write_record()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the record when it differs from what was last written.
+    fn write_record(&mut self) -> Result<(), AgentError> {
+        if self.record != self.written {
             self.record.write(&self.state_dir)?;
+            self.written = self.record.clone();
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `lb-agent`'s loop: sync the source into the store, translate for this node, start the agent
 //! on the first result, then reconcile after every change (and every [`RESYNC`] anyway, so
-//! changed node addresses and anything else that touched the maps are corrected). Each change
+//! changed node addresses are followed; every [`MAP_AUDIT`] the pass reads the maps back, so
+//! anything else that touched them is put right). Each change
 //! received, each reconcile done and this node's Node are reported to [`crate::health`], which
 //! serves them on `kubeProxyReplacementHealthzBindAddr`; each translation's health checks are
 //! served on their services' `healthCheckNodePort`s (`nodePort.enableHealthCheck`). The same
@@ -24,6 +25,12 @@ use crate::source::{ClusterStore, Source, SyncReport};
 
 /// How often the maps are checked against the source even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
+/// How often the pass reads the service maps back from the kernel rather than trusting what
+/// it wrote, so an entry changed or deleted behind the agent's back is put right. Reading them
+/// takes two system calls per entry (about a second at 10 000 services), so not at every
+/// [`RESYNC`]: a change arriving meanwhile would wait for it. (kube-proxy's iptables mode
+/// rewrites everything once an hour.)
+pub const MAP_AUDIT: Duration = Duration::from_secs(300);
 /// How long one wait for a change lasts, so a stop request is seen promptly.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -93,6 +100,7 @@ pub fn run(
     })?;
     let mut options = OptionsWatch::new(opts.values.clone(), opts.sets.clone(), config);
     let mut last_sync = Instant::now();
+    let mut last_audit = Instant::now();
     let mut last_gc = Instant::now();
     while !crate::stop::requested() {
         if last_gc.elapsed() >= super::ct_gc::CT_GC_INTERVAL {
@@ -118,7 +126,8 @@ pub fn run(
             continue;
         }
         last_sync = Instant::now();
-        if !changed {
+        if last_audit.elapsed() >= MAP_AUDIT {
+            last_audit = Instant::now();
             agent.reread_maps();
         }
         if let Some(complaint) = options.check() {
