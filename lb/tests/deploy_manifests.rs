@@ -390,10 +390,12 @@ fn check_security(m: &Manifests) -> Result<(), String> {
         return Err("the agent must run in the node's network namespace (hostNetwork)".into());
     }
     let wanted: BTreeSet<&str> = CAPABILITIES.iter().copied().collect();
+    let bpffs_mount = bpffs_mount_container(m)?;
     for container in spec
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
+        .filter(|c| !std::ptr::eq(*c, bpffs_mount))
     {
         let context = container.security_context.clone().unwrap_or_default();
         if context.privileged == Some(true) {
@@ -411,6 +413,66 @@ fn check_security(m: &Manifests) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The command of the one privileged container: mount bpffs at `bpf.root` unless it is there.
+const MOUNT_BPFFS: &str =
+    r#"[ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ] || mount -t bpf bpf /sys/fs/bpf"#;
+
+/// The init container that mounts bpffs on the host: the only privileged one (Bidirectional
+/// propagation requires it), so it must do exactly that: run [`MOUNT_BPFFS`] with the host's
+/// `bpf.root` as its only mount, propagated both ways; and the agent, which it serves, must
+/// not mount one of its own (`bpf.autoMount.enabled=false`), which would be the pod's.
+fn bpffs_mount_container(m: &Manifests) -> Result<&Container, String> {
+    let spec = pod_spec(m)?;
+    let config = agent_config(m)?;
+    let Some(container) = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "mount-bpffs")
+    else {
+        return Err("no init container mount-bpffs to mount bpffs on the host".into());
+    };
+    let command: Vec<&str> = container
+        .command
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    if command != ["/bin/sh", "-c", MOUNT_BPFFS] || container.args.iter().flatten().next().is_some()
+    {
+        return Err(format!(
+            "mount-bpffs is privileged and runs {command:?}: it may only run {MOUNT_BPFFS:?}"
+        ));
+    }
+    let mounts: Vec<_> = container.volume_mounts.iter().flatten().collect();
+    let host_bpffs = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| mounts.first().is_some_and(|m| m.name == v.name))
+        .and_then(|v| v.host_path.as_ref())
+        .map(|h| PathBuf::from(&h.path));
+    let propagation = mounts.first().and_then(|m| m.mount_propagation.as_deref());
+    if mounts.len() != 1
+        || host_bpffs.as_deref() != Some(config.bpf_root())
+        || Path::new(&mounts[0].mount_path) != config.bpf_root()
+        || propagation != Some("Bidirectional")
+    {
+        return Err(format!(
+            "mount-bpffs must mount only the host's {} at the same path, Bidirectional",
+            config.bpf_root().display()
+        ));
+    }
+    if config.values().bpf.auto_mount.enabled {
+        return Err(
+            "bpf.autoMount.enabled is on: an agent that mounts bpffs itself mounts the pod's, \
+             and its pins vanish with the pod"
+                .into(),
+        );
+    }
+    Ok(container)
 }
 
 fn check_node_name(m: &Manifests) -> Result<(), String> {
@@ -714,6 +776,47 @@ fn security_check_rejects_privileged_or_other_capabilities() {
         check_security,
         |m| pod_spec_mut(m).host_network = None,
         "hostNetwork",
+    );
+}
+
+fn bpffs_mount_mut(m: &mut Manifests) -> &mut Container {
+    pod_spec_mut(m)
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == "mount-bpffs")
+        .unwrap()
+}
+
+#[test]
+fn the_privileged_init_container_may_only_mount_bpffs_for_an_agent_that_does_not() {
+    refused(
+        check_security,
+        |m| bpffs_mount_mut(m).command = Some(vec!["/bin/sh".into(), "-c".into(), "id".into()]),
+        "may only run",
+    );
+    refused(
+        check_security,
+        |m| {
+            bpffs_mount_mut(m).volume_mounts.as_mut().unwrap()[0].mount_propagation =
+                Some("HostToContainer".into());
+        },
+        "Bidirectional",
+    );
+    refused(
+        check_security,
+        |m| {
+            *values_mut(m) = values_mut(m).replace(
+                "root: /sys/fs/bpf\n  autoMount:\n    enabled: false",
+                "root: /sys/fs/bpf\n  autoMount:\n    enabled: true",
+            );
+        },
+        "bpf.autoMount.enabled",
+    );
+    refused(
+        check_security,
+        |m| bpffs_mount_mut(m).name = "setup".into(),
+        "no init container mount-bpffs",
     );
 }
 

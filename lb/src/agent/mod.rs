@@ -94,7 +94,7 @@ impl Agent {
         } else {
             None
         };
-        host::ensure_bpffs(config.bpf_root())?;
+        host::ensure_bpffs(config.bpf_root(), config.values().bpf.auto_mount.enabled)?;
         let cgroup = host::ensure_cgroup2(
             &config.cgroup_root(),
             config.values().cgroup.auto_mount.enabled,

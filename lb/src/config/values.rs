@@ -292,6 +292,25 @@ pub struct Bpf {
     /// The bpffs mount under which this agent pins its maps (one per node when several agents
     /// share a kernel).
     pub root: String,
+    /// Mount a bpffs at `root` when none is mounted there.
+    pub auto_mount: BpfAutoMount,
+}
+
+/// `bpf.autoMount.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct BpfAutoMount {
+    /// Whether to mount bpffs when missing. Off in a pod, where a mount of the agent's own
+    /// would vanish with the pod and take the pinned maps with it (the DaemonSet mounts it on
+    /// the host before the agent starts).
+    #[serde(deserialize_with = "bool_or_string")]
+    pub enabled: bool,
+}
+
+impl Default for BpfAutoMount {
+    fn default() -> Self {
+        BpfAutoMount { enabled: true }
+    }
 }
 
 /// Default `bpf.lbMapMax`.
@@ -304,6 +323,7 @@ impl Default for Bpf {
             lb_external_cluster_ip: false,
             disable_external_ip_mitigation: false,
             root: "/sys/fs/bpf".to_owned(),
+            auto_mount: BpfAutoMount::default(),
         }
     }
 }

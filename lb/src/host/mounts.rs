@@ -33,10 +33,18 @@ fn fs_type(path: &Path) -> Option<FsType> {
     statfs(path).ok().map(|s| s.filesystem_type())
 }
 
-/// Makes sure `root` (`bpf.root`) is on a bpffs, mounting one there when it is not.
-pub fn ensure_bpffs(root: &Path) -> Result<(), HostError> {
+/// Makes sure `root` (`bpf.root`) is on a bpffs, mounting one there when it is not and
+/// `auto_mount` (`bpf.autoMount.enabled`) allows.
+pub fn ensure_bpffs(root: &Path, auto_mount: bool) -> Result<(), HostError> {
     if fs_type(root) == Some(BPF_FS_MAGIC) {
         return Ok(());
+    }
+    if !auto_mount {
+        return Err(HostError::NotMounted {
+            fstype: "bpf",
+            path: root.to_owned(),
+            option: "bpf.autoMount.enabled",
+        });
     }
     mount_fs(root, "bpf", "bpf.root")
 }
@@ -89,6 +97,14 @@ mod tests {
     #[test]
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape("/run/a\\040b"), "/run/a b");
+    }
+
+    #[test]
+    fn a_directory_without_bpffs_is_refused_without_auto_mount_and_names_the_option() {
+        let dir = std::env::temp_dir();
+        let err = ensure_bpffs(&dir, false).unwrap_err().to_string();
+        assert!(err.contains("bpf.autoMount.enabled"), "{err}");
+        assert!(err.contains(&dir.display().to_string()), "{err}");
     }
 
     #[test]
