@@ -148,7 +148,8 @@ impl Programmed {
     ) -> Option<Step> {
         let (changed, gone) = self.changes(desired);
         if changed.is_empty() && gone.is_empty() {
-            self.desired = desired.clone();
+            // Equal, if not the same allocations: kept as it is, the next pass compares by
+            // pointer with what the translation keeps handing on.
             return Some(Step::default());
         }
         // What goes: the entries of the old version of every changed or removed frontend.
@@ -268,30 +269,37 @@ impl Programmed {
     /// (and of the external frontends whose internal twin came, went or changed), and the
     /// last state's frontends that `desired` no longer has.
     fn changes(&self, desired: &DesiredState) -> (BTreeSet<usize>, Vec<Arc<LbService>>) {
+        let last: Vec<&Arc<LbService>> = self.desired.shared_services().collect();
+        // The same allocation at the same position is the same frontend unchanged: most of
+        // them, when translation hands unchanged ones on. Only the others are looked up.
+        let mut kept = vec![false; last.len()];
         let mut changed = BTreeSet::new();
         let mut twins: Vec<Frontend> = Vec::new();
         for (i, svc) in desired.shared_services().enumerate() {
-            let same = self
-                .desired
-                .get_shared(&svc.frontend)
-                .is_some_and(|old| Arc::ptr_eq(old, svc) || old == svc);
-            if !same {
-                changed.insert(i);
-                if svc.frontend.scope == Scope::Internal {
-                    twins.push(svc.frontend);
-                }
-                if let Some(old) = self.desired.get(&svc.frontend) {
-                    if old.frontend.scope == Scope::Internal {
-                        twins.push(old.frontend);
-                    }
-                }
+            if last.get(i).is_some_and(|old| Arc::ptr_eq(old, svc)) {
+                kept[i] = true;
+                continue;
+            }
+            let old = self.desired.get_shared(&svc.frontend);
+            if let Some(at) = self.desired.position(&svc.frontend) {
+                kept[at] = true;
+            }
+            if old.is_some_and(|old| Arc::ptr_eq(old, svc) || old == svc) {
+                continue;
+            }
+            changed.insert(i);
+            if svc.frontend.scope == Scope::Internal {
+                twins.push(svc.frontend);
+            }
+            if let Some(old) = old.filter(|old| old.frontend.scope == Scope::Internal) {
+                twins.push(old.frontend);
             }
         }
-        let gone: Vec<Arc<LbService>> = self
-            .desired
-            .shared_services()
-            .filter(|old| desired.get(&old.frontend).is_none())
-            .cloned()
+        let gone: Vec<Arc<LbService>> = last
+            .iter()
+            .zip(&kept)
+            .filter(|(_, &kept)| !kept)
+            .map(|(old, _)| Arc::clone(old))
             .collect();
         twins.extend(
             gone.iter()
