@@ -9,7 +9,7 @@
 //! server (`cargo xtask apiserver`) and `lb-agent` and `netsim-client` built next to this
 //! binary (`cargo build -p lb -p netsim --bins`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -76,6 +76,9 @@ fn failed(e: anyhow::Error) -> Failed {
 const BACKENDS: [(&str, u8); 3] = [("b1", 9), ("b2", 10), ("b3", 11)];
 /// Port the backends serve on (the services' targetPort).
 const TARGET_PORT: u16 = 8080;
+/// A second port the backends serve on, with the same identities: a targetPort change moves
+/// the traffic there without changing who answers.
+const OTHER_TARGET_PORT: u16 = 8081;
 
 struct Cluster {
     // Fields drop in order: the agent first (it runs in the node), then servers and topology.
@@ -110,11 +113,13 @@ impl Cluster {
         for (identity, octet) in BACKENDS {
             let ip: std::net::Ipv4Addr = format!("10.{net}.1.{octet}").parse()?;
             let pod = topology.add_pod(&node, PodSpec::new(&format!("{tag}-{identity}"), ip))?;
-            servers.push(pod.place().server(
-                Proto::Tcp,
-                SocketAddr::new(ip.into(), TARGET_PORT),
-                identity,
-            )?);
+            // TCP and UDP on both target ports, answering with the pod's identity.
+            for proto in [Proto::Tcp, Proto::Udp] {
+                for port in [TARGET_PORT, OTHER_TARGET_PORT] {
+                    let addr = SocketAddr::new(ip.into(), port);
+                    servers.push(pod.place().server(proto, addr, identity)?);
+                }
+            }
         }
 
         let server = ApiServer::start()?;
@@ -169,12 +174,7 @@ impl Cluster {
     }
 
     fn backend_ip(&self, identity: &str) -> String {
-        let octet = BACKENDS
-            .iter()
-            .find(|(i, _)| *i == identity)
-            .map(|(_, o)| *o)
-            .expect("a known backend");
-        format!("10.{}.1.{octet}", self.net)
+        backend_ip(self.net, identity)
     }
 
     fn cluster_ip(&self, host: u8) -> String {
@@ -195,10 +195,20 @@ impl Cluster {
         self.kubectl().run(args, None).map(drop)
     }
 
-    /// A stream of new TCP connections from the client pod to `target`.
-    fn stream(&self, target: &str) -> Result<FlowStream> {
-        FlowStream::start(self.client.place(), target.parse()?)
+    /// A stream of new flows (`mode`) from the client pod to `target`.
+    fn stream(&self, mode: ClientMode, target: &str) -> Result<FlowStream> {
+        FlowStream::start(self.client.place(), mode, target.parse()?)
     }
+}
+
+/// The address of the backend pod `identity` in the cluster of `net`.
+fn backend_ip(net: u8, identity: &str) -> String {
+    let octet = BACKENDS
+        .iter()
+        .find(|(i, _)| *i == identity)
+        .map(|(_, o)| *o)
+        .expect("a known backend");
+    format!("10.{net}.1.{octet}")
 }
 
 /// Service `name` at ClusterIP `ip` (port `port`, type `kind`, with `nodePort` when given and
@@ -233,6 +243,68 @@ fn service(
     )
 }
 
+/// The node ports of [`Web`] as a NodePort service: `http` (TCP) and `dns` (UDP).
+const HTTP_NODE_PORT: u16 = 30080;
+const DNS_NODE_PORT: u16 = 30053;
+
+/// One state of the `web` service the kubectl test changes, as `kubectl apply` is given it:
+/// ClusterIP `10.96.<net>.10` with two ports, `http` (TCP, `port`) and `dns` (UDP 53), both
+/// to `target_port` of the ready `backends`, and its EndpointSlice `web-1`.
+#[derive(Clone, Copy)]
+struct Web {
+    net: u8,
+    port: u16,
+    /// Type NodePort (on [`HTTP_NODE_PORT`] and [`DNS_NODE_PORT`]) instead of ClusterIP.
+    node_port: bool,
+    target_port: u16,
+    backends: &'static [&'static str],
+}
+
+impl Web {
+    fn manifest(self) -> String {
+        let Web {
+            net,
+            port,
+            node_port,
+            target_port,
+            backends,
+        } = self;
+        let (kind, http_node_port, dns_node_port) = if node_port {
+            (
+                "NodePort",
+                format!(", nodePort: {HTTP_NODE_PORT}"),
+                format!(", nodePort: {DNS_NODE_PORT}"),
+            )
+        } else {
+            ("ClusterIP", String::new(), String::new())
+        };
+        let endpoints: Vec<String> = backends
+            .iter()
+            .map(|id| {
+                format!(
+                    "{{addresses: [{}], conditions: {{ready: true}}}}",
+                    backend_ip(net, id)
+                )
+            })
+            .collect();
+        format!(
+            "apiVersion: v1\nkind: Service\n\
+             metadata: {{name: web, namespace: default}}\n\
+             spec:\n  type: {kind}\n  clusterIP: 10.96.{net}.10\n  ports:\n  \
+             - {{name: http, port: {port}, protocol: TCP, targetPort: {target_port}{http_node_port}}}\n  \
+             - {{name: dns, port: 53, protocol: UDP, targetPort: {target_port}{dns_node_port}}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata:\n  name: web-1\n  namespace: default\n  \
+             labels: {{kubernetes.io/service-name: web}}\n\
+             addressType: IPv4\nports:\n\
+             - {{name: http, port: {target_port}, protocol: TCP}}\n\
+             - {{name: dns, port: {target_port}, protocol: UDP}}\n\
+             endpoints: [{}]\n",
+            endpoints.join(", ")
+        )
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Traffic.
 
@@ -243,8 +315,9 @@ struct Flow {
     line: String,
 }
 
-/// `netsim-client tcp TARGET` making new connections one after another in a pod until
-/// dropped, each one's result recorded.
+/// `netsim-client MODE TARGET` making new flows one after another in a place until dropped
+/// (a new socket for each: a TCP connection, or a connected UDP socket's one exchange), each
+/// one's result recorded.
 struct FlowStream {
     what: String,
     flows: Arc<Mutex<Vec<Flow>>>,
@@ -252,9 +325,9 @@ struct FlowStream {
 }
 
 impl FlowStream {
-    fn start(place: &netsim::Place, target: SocketAddr) -> Result<FlowStream> {
+    fn start(place: &netsim::Place, mode: ClientMode, target: SocketAddr) -> Result<FlowStream> {
         let mut cmd = Command::new(netsim::binary_path("netsim-client")?);
-        cmd.args([ClientMode::Tcp.as_arg(), &target.to_string(), "100000000"])
+        cmd.args([mode.as_arg(), &target.to_string(), "100000000"])
             .args(["--timeout-ms", "2000"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
@@ -276,7 +349,7 @@ impl FlowStream {
             }
         });
         Ok(FlowStream {
-            what: format!("tcp {target} from {}", place.name()),
+            what: format!("{} {target} from {}", mode.as_arg(), place.name()),
             flows,
             _process: process,
         })
@@ -326,33 +399,35 @@ impl FlowStream {
         })
     }
 
-    /// The failed flows outside `allowed` windows, as lines for a failure message.
-    fn failures_outside(&self, allowed: &[(Instant, Instant)]) -> Vec<String> {
+    /// Fails listing every failed flow outside `allowed` windows; else prints how many flows
+    /// it made.
+    fn check(&self, allowed: &[(Instant, Instant)]) -> Result<()> {
         let flows = self.flows.lock().unwrap();
-        let mut good = 0;
-        let mut out = Vec::new();
+        let (mut good, mut failed) = (0, 0);
+        let mut outside = Vec::new();
         for flow in flows.iter() {
             if flow.identity.is_some() {
                 good += 1;
-            } else if !allowed.iter().any(|(a, b)| flow.at >= *a && flow.at <= *b) {
-                out.push(format!(
+                continue;
+            }
+            failed += 1;
+            if !allowed.iter().any(|(a, b)| flow.at >= *a && flow.at <= *b) {
+                outside.push(format!(
                     "{}: after {good} good flows: {}",
                     self.what, flow.line
                 ));
             }
         }
-        out
-    }
-
-    /// Fails listing every failed flow outside `allowed`; else prints how many flows it made.
-    fn check(&self, allowed: &[(Instant, Instant)]) -> Result<()> {
-        let failures = self.failures_outside(allowed);
-        eprintln!("{}: {} good flows", self.what, self.ok());
-        if !failures.is_empty() {
+        eprintln!(
+            "{}: {good} good flows, {} failed inside the allowed windows",
+            self.what,
+            failed - outside.len()
+        );
+        if !outside.is_empty() {
             bail!(
-                "{} new connections failed where no change made them:\n{}",
-                failures.len(),
-                failures.join("\n")
+                "{} new flows failed where no change made them:\n{}",
+                outside.len(),
+                outside.join("\n")
             );
         }
         Ok(())
@@ -408,18 +483,18 @@ fn wait_until(phase: &str, mut condition: impl FnMut() -> Result<(), String>) ->
     }
 }
 
-/// Waits until a new connection from `place` to `target` is answered by one of `identities`.
+/// Waits until a new flow (`mode`) from `place` to `target` is answered by one of
+/// `identities`.
 fn wait_answered(
     place: &netsim::Place,
+    mode: ClientMode,
     target: &str,
     identities: &[&str],
     phase: &str,
 ) -> Result<()> {
     let target: SocketAddr = target.parse()?;
     wait_until(phase, || {
-        let reply = place
-            .client_once(ClientMode::Tcp, target)
-            .map_err(|e| e.to_string())?;
+        let reply = place.client_once(mode, target).map_err(|e| e.to_string())?;
         match reply.identity() {
             Some(id) if identities.contains(&id) => Ok(()),
             _ => Err(format!("{target} from {}: {reply:?}", place.name())),
@@ -427,15 +502,18 @@ fn wait_answered(
     })
 }
 
-/// Waits until a new connection from `place` to `target` is not answered (refused,
+/// Waits until a new flow (`mode`) from `place` to `target` is not answered (refused,
 /// unreachable or timed out: nothing serves it any more); the reply that was not answered.
-fn wait_unanswered(place: &netsim::Place, target: &str, phase: &str) -> Result<Reply> {
+fn wait_unanswered(
+    place: &netsim::Place,
+    mode: ClientMode,
+    target: &str,
+    phase: &str,
+) -> Result<Reply> {
     let target: SocketAddr = target.parse()?;
     let mut unanswered = None;
     wait_until(phase, || {
-        let reply = place
-            .client_once(ClientMode::Tcp, target)
-            .map_err(|e| e.to_string())?;
+        let reply = place.client_once(mode, target).map_err(|e| e.to_string())?;
         match reply.identity() {
             None => {
                 unanswered = Some(reply);
@@ -459,92 +537,244 @@ fn follows_kubectl_changes() -> Result<(), Failed> {
 
 fn follows_kubectl_changes_inner() -> Result<()> {
     let net = 92;
-    let ip = format!("10.96.{net}.10");
-    let ips = |ids: &[&str]| -> Vec<String> {
-        ids.iter()
-            .map(|i| {
-                format!(
-                    "10.{net}.1.{}",
-                    BACKENDS.iter().find(|b| b.0 == *i).unwrap().1
-                )
-            })
-            .collect()
+    let web = Web {
+        net,
+        port: 80,
+        node_port: false,
+        target_port: TARGET_PORT,
+        backends: &["b1"],
     };
-    let web = |port: u16, node_port: Option<u16>, labels: &str, ids: &[&str]| {
-        service("web", &ip, port, node_port, labels, &ips(ids))
-    };
-    let cluster = Cluster::start("e2k", net, &web(80, None, "", &["b1"]))?;
+    let cluster = Cluster::start("e2k", net, &web.manifest())?;
     let client = cluster.client.place();
-    let front = format!("{}:80", cluster.cluster_ip(10));
-    wait_answered(client, &front, &["b1"], "the first sync")?;
-    let stream = cluster.stream(&front)?;
-    stream.wait_for_flows(FLOWS, "before any change")?;
+    let (tcp_mode, udp_mode) = (ClientMode::Tcp, ClientMode::UdpConnected);
+    let http = format!("{}:80", cluster.cluster_ip(10));
+    let dns = format!("{}:53", cluster.cluster_ip(10));
+    wait_answered(client, tcp_mode, &http, &["b1"], "the first sync (http)")?;
+    wait_answered(client, udp_mode, &dns, &["b1"], "the first sync (dns)")?;
+    let tcp = cluster.stream(tcp_mode, &http)?;
+    let udp = cluster.stream(udp_mode, &dns)?;
+    let streams = [&tcp, &udp];
+    let wait_for_flows = |phase: &str| -> Result<()> {
+        streams
+            .iter()
+            .try_for_each(|s| s.wait_for_flows(FLOWS, phase))
+    };
+    let wait_for_backends = |since: Instant, expected: &[&str], phase: &str| -> Result<()> {
+        streams
+            .iter()
+            .try_for_each(|s| s.wait_for_backends(since, expected, phase))
+    };
+    wait_for_flows("before any change")?;
     // Failed flows are accepted only between a change that must stop the service and the
-    // moment it answers again (plus the client's timeout for flows already under way).
-    let mut allowed = Vec::new();
+    // moment it answers again (plus the client's timeout for flows already under way). A
+    // change of the http port leaves dns alone: each stream has its own windows.
+    let (mut tcp_allowed, mut udp_allowed) = (Vec::new(), Vec::new());
 
-    // Scale up, then down: the answers follow the endpoints.
+    // Scale up, then down: the answers over TCP and UDP follow the endpoints, and no flow
+    // fails (each flow is a new socket; the agent destroys only connected UDP sockets whose
+    // backend went away).
     let t = Instant::now();
-    cluster.apply(&web(80, None, "", &["b1", "b2", "b3"]))?;
-    stream.wait_for_backends(t, &["b1", "b2", "b3"], "scale up to three endpoints")?;
+    cluster.apply(
+        &Web {
+            backends: &["b1", "b2", "b3"],
+            ..web
+        }
+        .manifest(),
+    )?;
+    wait_for_backends(t, &["b1", "b2", "b3"], "scale up to three endpoints")?;
+    let web = Web {
+        backends: &["b2"],
+        ..web
+    };
     let t = Instant::now();
-    cluster.apply(&web(80, None, "", &["b2"]))?;
-    stream.wait_for_backends(t, &["b2"], "scale down to one endpoint")?;
+    cluster.apply(&web.manifest())?;
+    wait_for_backends(t, &["b2"], "scale down to one endpoint")?;
 
-    // A port change: the new port answers, the old one stops; and back.
+    // A targetPort change (the Service's targetPort and the slice's port): the same backend
+    // answers both protocols, now on its second port, and no flow fails on the way.
+    let web = Web {
+        target_port: OTHER_TARGET_PORT,
+        ..web
+    };
+    cluster.apply(&web.manifest())?;
+    let moved_ports = BTreeMap::from([
+        (format!("TCP {http}"), BTreeSet::from([OTHER_TARGET_PORT])),
+        (format!("UDP {dns}"), BTreeSet::from([OTHER_TARGET_PORT])),
+    ]);
+    wait_until("the targetPort change in the pinned maps", || {
+        let ports =
+            backend_ports(&cluster, &cluster.cluster_ip(10)).map_err(|e| format!("{e:#}"))?;
+        (ports == moved_ports).then_some(()).ok_or(format!(
+            "backend ports by frontend: {ports:?}, waiting for {moved_ports:?}"
+        ))
+    })?;
+    let t = Instant::now();
+    wait_for_backends(t, &["b2"], "after the targetPort change")?;
+
+    // A port change: the new port answers, the old one stops; and back. dns never stops.
     let start = Instant::now();
-    cluster.apply(&web(8000, None, "", &["b2"]))?;
+    cluster.apply(&Web { port: 8000, ..web }.manifest())?;
     let moved = format!("{}:8000", cluster.cluster_ip(10));
-    wait_answered(client, &moved, &["b2"], "the service on its new port")?;
-    let _ = wait_unanswered(client, &front, "the old port after the port change")?;
-    cluster.apply(&web(80, None, "", &["b2"]))?;
-    wait_answered(client, &front, &["b2"], "the port changed back")?;
-    let _ = wait_unanswered(client, &moved, "the second port after the change back")?;
-    allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
-    stream.wait_for_flows(FLOWS, "after the port change")?;
+    wait_answered(
+        client,
+        tcp_mode,
+        &moved,
+        &["b2"],
+        "the service on its new port",
+    )?;
+    let _ = wait_unanswered(
+        client,
+        tcp_mode,
+        &http,
+        "the old port after the port change",
+    )?;
+    cluster.apply(&web.manifest())?;
+    wait_answered(client, tcp_mode, &http, &["b2"], "the port changed back")?;
+    let _ = wait_unanswered(
+        client,
+        tcp_mode,
+        &moved,
+        "the second port after the change back",
+    )?;
+    tcp_allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
+    wait_for_flows("after the port change")?;
 
-    // ClusterIP -> NodePort: the node port answers from the other node; and back: it stops.
-    // The ClusterIP keeps serving throughout.
+    // ClusterIP -> NodePort: the node port answers new connections from the other node, and
+    // those follow the endpoints scaled up and down like the ClusterIP's; and back: the node
+    // port is refused. The ClusterIP keeps serving throughout.
     let outside = cluster.outside.place();
-    let node_port = format!("{}:30080", cluster.node_ip());
-    cluster.apply(&web(80, Some(30080), "", &["b2"]))?;
+    let node_port = format!("{}:{HTTP_NODE_PORT}", cluster.node_ip());
+    let web = Web {
+        node_port: true,
+        ..web
+    };
+    cluster.apply(&web.manifest())?;
     wait_answered(
         outside,
+        tcp_mode,
         &node_port,
         &["b2"],
         "the NodePort from another node",
     )?;
-    cluster.apply(&web(80, None, "", &["b2"]))?;
-    let reply = wait_unanswered(outside, &node_port, "the NodePort after the type went back")?;
+    let from_outside = FlowStream::start(outside, tcp_mode, node_port.parse()?)?;
+    from_outside.wait_for_flows(FLOWS, "the NodePort from another node")?;
+    let all_streams = [&tcp, &udp, &from_outside];
+    for (backends, phase) in [
+        (
+            &["b1", "b2", "b3"][..],
+            "NodePort scaled up to three endpoints",
+        ),
+        (&["b3"][..], "NodePort scaled down to one endpoint"),
+    ] {
+        let t = Instant::now();
+        cluster.apply(&Web { backends, ..web }.manifest())?;
+        for stream in all_streams {
+            stream.wait_for_backends(t, backends, phase)?;
+        }
+    }
+    from_outside.check(&[])?;
+    drop(from_outside);
+    let web = Web {
+        node_port: false,
+        backends: &["b3"],
+        ..web
+    };
+    cluster.apply(&web.manifest())?;
+    let reply = wait_unanswered(
+        outside,
+        tcp_mode,
+        &node_port,
+        "the NodePort after the type went back",
+    )?;
     // Nothing listens on the node port: the node's own stack refuses the connection.
     if reply.errno != Some(nix::libc::ECONNREFUSED) {
         bail!("the NodePort after the type went back: not refused: {reply:?}");
     }
-    stream.wait_for_flows(FLOWS, "after the type changes")?;
+    wait_for_flows("after the type changes")?;
 
-    // The service-proxy-name label hands the service to another proxy; removing it brings it
-    // back.
+    // The service-proxy-name label hands the service to another proxy (neither port answers);
+    // removing it brings it back.
     let start = Instant::now();
     let label = "service.kubernetes.io/service-proxy-name";
     cluster.kubectl_run(&["label", "service", "web", &format!("{label}=other-proxy")])?;
-    let _ = wait_unanswered(client, &front, "the service labelled for another proxy")?;
+    let phase = "the service labelled for another proxy";
+    let _ = wait_unanswered(client, tcp_mode, &http, phase)?;
+    let _ = wait_unanswered(client, udp_mode, &dns, phase)?;
     cluster.kubectl_run(&["label", "service", "web", &format!("{label}-")])?;
-    wait_answered(client, &front, &["b2"], "the label removed")?;
-    allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
-    stream.wait_for_flows(FLOWS, "after the label toggle")?;
+    wait_answered(client, tcp_mode, &http, &["b3"], "the label removed (http)")?;
+    wait_answered(client, udp_mode, &dns, &["b3"], "the label removed (dns)")?;
+    let window = (start, Instant::now() + FLOW_TIMEOUT_SLACK);
+    tcp_allowed.push(window);
+    udp_allowed.push(window);
+    wait_for_flows("after the label toggle")?;
 
-    // Delete the service and its slice; recreate them.
+    // Delete the service and its slice (neither port answers); recreate them.
     let start = Instant::now();
     cluster.kubectl_run(&["delete", "service", "web"])?;
     cluster.kubectl_run(&["delete", "endpointslices.discovery.k8s.io", "web-1"])?;
-    let _ = wait_unanswered(client, &front, "the service deleted")?;
-    cluster.apply(&web(80, None, "", &["b1", "b3"]))?;
-    wait_answered(client, &front, &["b1", "b3"], "the service recreated")?;
-    allowed.push((start, Instant::now() + FLOW_TIMEOUT_SLACK));
+    let _ = wait_unanswered(client, tcp_mode, &http, "the service deleted (http)")?;
+    let _ = wait_unanswered(client, udp_mode, &dns, "the service deleted (dns)")?;
+    let recreated: &[&str] = &["b1", "b3"];
+    cluster.apply(
+        &Web {
+            backends: recreated,
+            ..web
+        }
+        .manifest(),
+    )?;
+    wait_answered(
+        client,
+        tcp_mode,
+        &http,
+        recreated,
+        "the service recreated (http)",
+    )?;
+    wait_answered(
+        client,
+        udp_mode,
+        &dns,
+        recreated,
+        "the service recreated (dns)",
+    )?;
+    let window = (start, Instant::now() + FLOW_TIMEOUT_SLACK);
+    tcp_allowed.push(window);
+    udp_allowed.push(window);
     let t = Instant::now();
-    stream.wait_for_backends(t, &["b1", "b3"], "the recreated service's endpoints")?;
+    wait_for_backends(t, recreated, "the recreated service's endpoints")?;
 
-    stream.check(&allowed)
+    // Both streams' verdicts, so one failing does not hide the other's.
+    let verdicts = [tcp.check(&tcp_allowed), udp.check(&udp_allowed)];
+    let errors: Vec<String> = verdicts
+        .into_iter()
+        .filter_map(|v| v.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// The ports of the backends the pinned maps give each frontend at `ip`, by frontend
+/// (`TCP 10.96.92.10:80`): where the datapath really sends a service's traffic.
+fn backend_ports(cluster: &Cluster, ip: &str) -> Result<BTreeMap<String, BTreeSet<u16>>> {
+    let contents = ServiceMaps::open_pinned(&cluster.agent.pin_dir())?.read()?;
+    Ok(contents
+        .frontends()
+        .into_iter()
+        .filter(|f| f.frontend.addr.ip.to_string() == ip)
+        .map(|f| {
+            let addr = f.frontend.addr;
+            let ports = f
+                .backends
+                .iter()
+                .map(|(_, backend, _)| backend.port)
+                .collect();
+            (
+                format!("{} {}:{}", addr.protocol, addr.ip, addr.port),
+                ports,
+            )
+        })
+        .collect())
 }
 
 /// What the agent logs when a request to the API server fails (`lb/src/source/api/watch.rs`).
@@ -574,7 +804,7 @@ fn api_server_restart_inner() -> Result<()> {
     )?;
     let front = format!("{ip}:80");
     let mut held = Held::open(&cluster, &front, "b1")?;
-    let stream = cluster.stream(&front)?;
+    let stream = cluster.stream(ClientMode::Tcp, &front)?;
     stream.wait_for_flows(FLOWS, "before the restart")?;
 
     // The agent loses the server (its connections are cut while the server restarts); the
@@ -618,7 +848,7 @@ fn agent_restart_inner() -> Result<()> {
     )?;
     let front = format!("{ip}:80");
     let mut held = Held::open(&cluster, &front, "b1")?;
-    let stream = cluster.stream(&front)?;
+    let stream = cluster.stream(ClientMode::Tcp, &front)?;
     stream.wait_for_flows(FLOWS, "before the kill")?;
 
     cluster.agent.kill()?;
@@ -684,11 +914,12 @@ fn watch_gap_deletion_inner() -> Result<()> {
     let gone = format!("{gone_ip}:80");
     wait_answered(
         client,
+        ClientMode::Tcp,
         &gone,
         &["b3"],
         "the service to delete, before the gap",
     )?;
-    let stream = cluster.stream(&format!("{kept_ip}:80"))?;
+    let stream = cluster.stream(ClientMode::Tcp, &format!("{kept_ip}:80"))?;
     stream.wait_for_flows(FLOWS, "before the gap")?;
     let (before, _, _) = pinned(&cluster)?;
     if !before.contains(&gone) {
@@ -728,7 +959,12 @@ fn watch_gap_deletion_inner() -> Result<()> {
                 .join("\n")
         ))
     })?;
-    let _ = wait_unanswered(client, &gone, "the service deleted during the gap")?;
+    let _ = wait_unanswered(
+        client,
+        ClientMode::Tcp,
+        &gone,
+        "the service deleted during the gap",
+    )?;
     wait_until("the pinned maps after the re-list", || {
         let (addrs, used, all) = pinned(&cluster).map_err(|e| format!("{e:#}"))?;
         let kept = format!("{kept_ip}:80");
