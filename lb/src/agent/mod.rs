@@ -14,6 +14,7 @@ mod options_watch;
 mod record;
 mod run;
 pub mod setup;
+mod translation_log;
 pub mod udp_destroy;
 
 use std::path::{Path, PathBuf};

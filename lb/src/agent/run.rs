@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, warn};
 
 use super::options_watch::OptionsWatch;
+use super::translation_log::TranslationLog;
 use super::{Agent, AgentError};
 use crate::config::AgentConfig;
 use crate::health::{
@@ -69,7 +70,8 @@ pub fn run(
     let pass = Instant::now();
     let first = translate(config, &store, opts)?;
     let translated_in = pass.elapsed();
-    log_translation(&first, &metrics);
+    let mut reported = TranslationLog::default();
+    reported.report(&first.translation, &metrics);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
     // The pass is translation and reconciliation, as later ones: loading the datapath is not.
     let pass = Instant::now();
@@ -146,9 +148,7 @@ pub fn run(
         let pass = Instant::now();
         match translate(config, &store, opts) {
             Ok(translation) => {
-                if changed {
-                    log_translation(&translation, &metrics);
-                }
+                reported.report(&translation.translation, &metrics);
                 reconcile(&mut agent, &translation, &metrics)?;
                 health.updated();
                 metrics.synced(
@@ -296,15 +296,5 @@ fn log_sync(report: &SyncReport, metrics: &Metrics) {
             file = %file.display(),
             "file not applied: it keeps the objects it had before the error"
         );
-    }
-}
-
-fn log_translation(translation: &NodeTranslation, metrics: &Metrics) {
-    metrics.errors(ErrorKind::Translation, translation.translation.errors.len());
-    for e in &translation.translation.errors {
-        warn!("error: {e}");
-    }
-    for w in &translation.translation.warnings {
-        warn!("warning: {w}");
     }
 }
