@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -177,11 +178,11 @@ fn objects(services: &[Value], slices: &[Value]) -> ClusterObjects {
     ClusterObjects {
         services: services
             .iter()
-            .map(|v| serde_json::from_value::<Service>(v.clone()).unwrap())
+            .map(|v| Arc::new(serde_json::from_value::<Service>(v.clone()).unwrap()))
             .collect(),
         endpoint_slices: slices
             .iter()
-            .map(|v| serde_json::from_value::<EndpointSlice>(v.clone()).unwrap())
+            .map(|v| Arc::new(serde_json::from_value::<EndpointSlice>(v.clone()).unwrap()))
             .collect(),
         ..ClusterObjects::default()
     }

@@ -199,7 +199,7 @@ fn start_metrics(config: &AgentConfig, opts: &RunOptions) -> Result<Arc<Metrics>
 /// nothing new tells nothing, so no transition is counted twice).
 fn store_synced(metrics: &Metrics, report: &SyncReport, store: &ClusterStore) {
     if report.changed {
-        metrics.slices_changed(&store.objects().endpoint_slices);
+        metrics.slices_changed(store.endpoint_slices());
     }
 }
 

@@ -10,9 +10,11 @@ pub mod buckets;
 mod programming;
 mod registry;
 mod server;
+mod slice_changes;
 mod terminating;
 
 pub use programming::{trigger_time, ProgrammingLatency, LAST_CHANGE_TRIGGER_TIME};
 pub use registry::{ErrorKind, Metrics, PREFIX};
 pub use server::{MetricsServer, MetricsServerError};
+pub use slice_changes::{SeenSlices, SliceChanges};
 pub use terminating::TerminatingEndpoints;
