@@ -18,7 +18,7 @@ use crate::config::AgentConfig;
 use crate::health::{
     self, Health, HealthServer, ServiceHealthServers, SystemClock, HEALTH_TIMEOUT,
 };
-use crate::k8s::{self, NodeTranslation};
+use crate::k8s::{self, NodeTranslation, TranslationCache};
 use crate::metrics::{ErrorKind, Metrics, MetricsServer};
 use crate::source::{ClusterStore, Source, SyncReport};
 
@@ -55,12 +55,13 @@ pub fn run(
     let metrics = start_metrics(config, opts)?;
     health.queued();
     let mut store = ClusterStore::default();
+    let mut cache = TranslationCache::new();
     let report = source.sync(&mut store)?;
     store_synced(&metrics, &report, &store);
     log_sync(&report, &metrics);
     health.set_node_eligible(this_node_eligible(&store, opts));
     let pass = Instant::now();
-    let first = translate(config, &store, opts)?;
+    let first = translate(config, &store, opts, &mut cache)?;
     let translated_in = pass.elapsed();
     log_translation(&first, &metrics);
     let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
@@ -135,7 +136,7 @@ pub fn run(
         }
         health.set_node_eligible(this_node_eligible(&store, opts));
         let pass = Instant::now();
-        match translate(config, &store, opts) {
+        match translate(config, &store, opts, &mut cache) {
             Ok(translation) => {
                 if changed {
                     log_translation(&translation, &metrics);
@@ -235,14 +236,17 @@ fn this_node_eligible(store: &ClusterStore, opts: &RunOptions) -> bool {
     health::node_eligible(&store.nodes(), opts.node.as_deref())
 }
 
-/// The store's objects translated for this node with its devices now.
+/// The store's objects translated for this node with its devices now, redoing only what
+/// changed since the last call with `cache`.
 fn translate(
     config: &AgentConfig,
     store: &ClusterStore,
     opts: &RunOptions,
+    cache: &mut TranslationCache,
 ) -> Result<NodeTranslation, AgentError> {
     let devices = crate::host::local_devices()?;
-    k8s::translate_for_node(config, &store.objects(), opts.node.as_deref(), devices)
+    let objects = store.objects();
+    k8s::translate_for_node_cached(config, &objects, opts.node.as_deref(), devices, cache)
         .map_err(AgentError::NodeNotFound)
 }
 

@@ -81,7 +81,9 @@ impl LocalNode {
 /// Translates every object. Objects are taken in a fixed order, Services before Pods (a
 /// Service's frontend outranks a hostPort) and by (namespace, name) within a kind, so when two
 /// claim the same frontend the same one wins whatever order they arrived in.
-
+///
+/// The agent translates through a [`super::TranslationCache`] instead, which gives the same
+/// result and redoes only the Services that changed.
 pub fn translate(
     objects: &ClusterObjects,
     node: &LocalNode,
@@ -310,5 +312,78 @@ mod tests {
         assert_eq!(programmed(&store), 0, "labelled headless: not programmed");
         store.apply(upsert(json!({"app": "web"})));
         assert_eq!(programmed(&store), 1, "label removed: programmed again");
+    }
+
+    fn local_node() -> LocalNode {
+        LocalNode::new(
+            &NodeContext {
+                name: "n1".into(),
+                ..NodeContext::default()
+            },
+            &DeviceSelection {
+                devices: vec![],
+                direct_routing: None,
+                patterns_matched_nothing: false,
+            },
+        )
+    }
+
+    /// The Service `web` at 10.96.0.10:80, with session affinity or without.
+    fn web(affinity: &str) -> Object {
+        Object::Service(Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+                         "sessionAffinity": affinity}
+            }))
+            .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn the_same_service_in_two_files_is_taken_from_the_first_file_by_name() {
+        for (with_affinity, without) in [("a.yaml", "b.yaml"), ("z.yaml", "b.yaml")] {
+            let mut store = ClusterStore::default();
+            // Delivered in the other order than their names: the names decide.
+            store.apply(Change::Replace {
+                origin: without.into(),
+                objects: vec![web("None")],
+            });
+            store.apply(Change::Replace {
+                origin: with_affinity.into(),
+                objects: vec![web("ClientIP")],
+            });
+            let expect_affinity = with_affinity < without;
+            let plain = translate(
+                &store.objects(),
+                &local_node(),
+                &TranslateOptions::default(),
+            );
+            let cached = super::super::TranslationCache::new().translate(
+                &store.objects(),
+                &local_node(),
+                &TranslateOptions::default(),
+            );
+            for t in [&plain, &cached] {
+                let programmed: Vec<&LbService> = t.state.services().collect();
+                assert_eq!(programmed.len(), 1);
+                assert_eq!(
+                    programmed[0]
+                        .policies
+                        .session_affinity_timeout_secs
+                        .is_some(),
+                    expect_affinity,
+                    "{with_affinity} with affinity, {without} without"
+                );
+                assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
+                assert!(
+                    t.errors[0]
+                        .reason
+                        .contains("already a ClusterIP frontend of default/web"),
+                    "{}",
+                    t.errors[0]
+                );
+            }
+        }
     }
 }
