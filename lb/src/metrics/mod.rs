@@ -7,6 +7,7 @@
 //! serves `GET /metrics` in the OpenMetrics text format.
 
 pub mod buckets;
+mod desired_counts;
 mod programming;
 mod registry;
 mod server;

@@ -1,7 +1,6 @@
 //! [`Metrics`]: every metric the agent exports, in one registry under the `lb_` prefix, fed by
 //! the agent's loop and encoded for each scrape.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::desired_counts::DesiredCounts;
 use super::{buckets, ProgrammingLatency, SeenSlices, TerminatingEndpoints};
 use crate::model::DesiredState;
 
@@ -102,6 +102,8 @@ pub struct Metrics {
     pin_dir: Mutex<Option<PathBuf>>,
     /// The store's EndpointSlices as last seen, for the two metrics computed from their changes.
     slices: Mutex<SliceTrackers>,
+    /// The services and backends of the last desired state, for their gauges.
+    desired: Mutex<DesiredCounts>,
 }
 
 #[derive(Debug)]
@@ -193,6 +195,7 @@ impl Metrics {
             map_capacity,
             snat_ports,
             pin_dir: Mutex::new(None),
+            desired: Mutex::new(DesiredCounts::default()),
             slices: Mutex::new(SliceTrackers {
                 count_terminating,
                 seen: SeenSlices::default(),
@@ -231,14 +234,13 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_sync.set(since_epoch.as_secs_f64());
-        let services: BTreeSet<_> = desired.services().map(|s| &s.name).collect();
-        let backends: BTreeSet<_> = desired
-            .services()
-            .flat_map(|s| &s.backends)
-            .map(|b| b.addr)
-            .collect();
-        self.services.set(services.len() as i64);
-        self.backends.set(backends.len() as i64);
+        let (services, backends) = self
+            .desired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .update(desired);
+        self.services.set(services as i64);
+        self.backends.set(backends as i64);
     }
 
     /// `count` errors of `kind` happened.

@@ -1,55 +1,80 @@
-//! [`SeenSlices`]: which EndpointSlices changed since the last look, told by allocation. The
-//! store gives a changed slice a new allocation and keeps an unchanged one's
-//! ([`crate::source::ClusterStore`]), so the metrics computed from slice changes look only at
-//! the slices that changed, not at all 10 000 on every change.
+//! [`Seen`]: which shared objects changed since the last look, told by allocation. The store
+//! gives a changed EndpointSlice a new allocation and keeps an unchanged one's
+//! ([`crate::source::ClusterStore`]), and so does translation for the frontends
+//! ([`crate::k8s::TranslationCache`]), so the metrics computed from them look only at what
+//! changed, not at all 10 000 services on every change.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-/// The EndpointSlices as last seen, by the address of their allocation.
-#[derive(Clone, Debug, Default)]
-pub struct SeenSlices {
-    /// Each slice (held, so its address is not reused) and the look it was last seen at.
-    slices: HashMap<usize, (Arc<EndpointSlice>, u64)>,
+/// Shared objects as last seen, by the address of their allocation.
+#[derive(Clone, Debug)]
+pub struct Seen<T> {
+    /// Each object (held, so its address is not reused) and the look it was last seen at.
+    objects: HashMap<usize, (Arc<T>, u64)>,
     looks: u64,
 }
 
-/// The slices that appeared and disappeared between two looks. A slice that changed is both:
-/// its old allocation disappeared and its new one appeared.
-#[derive(Clone, Debug, Default)]
-pub struct SliceChanges {
-    /// Slices not seen at the last look.
-    pub appeared: Vec<Arc<EndpointSlice>>,
-    /// Slices seen at the last look and not now.
-    pub disappeared: Vec<Arc<EndpointSlice>>,
+/// The EndpointSlices as last seen.
+pub type SeenSlices = Seen<EndpointSlice>;
+
+/// What changed among the EndpointSlices.
+pub type SliceChanges = Changes<EndpointSlice>;
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Seen {
+            objects: HashMap::new(),
+            looks: 0,
+        }
+    }
 }
 
-impl SeenSlices {
-    /// Takes the slices as they are now (the same allocation listed twice is one slice) and
-    /// returns what changed since the last call; the first call finds every slice new.
-    pub fn look<'a>(
-        &mut self,
-        now: impl IntoIterator<Item = &'a Arc<EndpointSlice>>,
-    ) -> SliceChanges {
+/// The objects that appeared and disappeared between two looks. An object that changed is
+/// both: its old allocation disappeared and its new one appeared.
+#[derive(Clone, Debug)]
+pub struct Changes<T> {
+    /// Objects not seen at the last look.
+    pub appeared: Vec<Arc<T>>,
+    /// Objects seen at the last look and not now.
+    pub disappeared: Vec<Arc<T>>,
+}
+
+impl<T> Default for Changes<T> {
+    fn default() -> Self {
+        Changes {
+            appeared: Vec::new(),
+            disappeared: Vec::new(),
+        }
+    }
+}
+
+impl<T> Seen<T> {
+    /// Takes the objects as they are now (the same allocation listed twice is one object) and
+    /// returns what changed since the last call; the first call finds every object new.
+    pub fn look<'a>(&mut self, now: impl IntoIterator<Item = &'a Arc<T>>) -> Changes<T>
+    where
+        T: 'a,
+    {
         self.looks += 1;
         let look = self.looks;
-        let mut changes = SliceChanges::default();
-        for slice in now {
+        let mut changes = Changes::default();
+        for object in now {
             let seen = self
-                .slices
-                .entry(Arc::as_ptr(slice) as usize)
+                .objects
+                .entry(Arc::as_ptr(object) as usize)
                 .or_insert_with(|| {
-                    changes.appeared.push(Arc::clone(slice));
-                    (Arc::clone(slice), look)
+                    changes.appeared.push(Arc::clone(object));
+                    (Arc::clone(object), look)
                 });
             seen.1 = look;
         }
-        self.slices.retain(|_, (slice, seen)| {
+        self.objects.retain(|_, (object, seen)| {
             let still = *seen == look;
             if !still {
-                changes.disappeared.push(Arc::clone(slice));
+                changes.disappeared.push(Arc::clone(object));
             }
             still
         });
