@@ -3,9 +3,10 @@
 //!
 //! The store gives a changed object a new allocation and keeps an unchanged one's
 //! ([`crate::source::ClusterStore`]), so the cache knows its inputs by pointer: an
-//! EndpointSlice is parsed once per allocation, and a Service is translated again only when
-//! its own allocation or one of its slices' changed, or when the local node or the options
-//! did. Putting the results together (frontend conflicts, the order of errors and warnings) is
+//! EndpointSlice is checked once per allocation (its errors and its service kept, not its
+//! parsed endpoints, which would double what the store holds), and a Service is translated
+//! again, its slices parsed again, only when its own allocation or one of its slices' changed,
+//! or when the local node or the options did. Putting the results together (frontend conflicts, the order of errors and warnings) is
 //! redone every time without allocating per unchanged object, so the result is exactly
 //! `translate`'s.
 //!
@@ -49,22 +50,21 @@ pub struct TranslationCache {
     pod_frontends: Vec<Arc<LbService>>,
 }
 
-/// One EndpointSlice and what parsing it gave.
+/// One EndpointSlice and what parsing it gave: the service it belongs to when usable.
 #[derive(Debug)]
 struct CachedSlice {
-    /// Held so that its address is not reused while the entry is kept.
-    _slice: Arc<EndpointSlice>,
-    parsed: Result<Option<Arc<ParsedSlice>>, Vec<TranslateError>>,
+    slice: Arc<EndpointSlice>,
+    parsed: Result<Option<Arc<ServiceName>>, Vec<TranslateError>>,
     /// The last pass it was among the objects.
     seen: u64,
 }
 
-/// One Service, the parsed slices it was translated with, and the result.
+/// One Service, the slices it was translated with, and the result.
 #[derive(Debug)]
 struct CachedService {
     /// Held so that its address is not reused while the entry is kept.
     _service: Arc<Service>,
-    slices: Vec<Arc<ParsedSlice>>,
+    slices: Vec<Arc<EndpointSlice>>,
     result: ServiceResult,
     /// The pass that worked the result out.
     worked_out: u64,
@@ -74,13 +74,13 @@ struct CachedService {
 
 impl CachedService {
     /// Whether it was translated with exactly `slices`.
-    fn has_slices(&self, slices: &[Arc<ParsedSlice>]) -> bool {
+    fn has_slices(&self, slices: &[UsableSlice]) -> bool {
         self.slices.len() == slices.len()
             && self
                 .slices
                 .iter()
                 .zip(slices)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+                .all(|(a, b)| Arc::ptr_eq(a, &b.slice))
     }
 
     /// Its frontend equal to `wanted`, shared.
@@ -172,7 +172,7 @@ impl TranslationCache {
         objects: &ClusterObjects,
         opts: &TranslateOptions,
         errors: &mut Vec<TranslateError>,
-    ) -> Vec<Arc<ParsedSlice>> {
+    ) -> Vec<UsableSlice> {
         let pass = self.pass;
         let mut usable = Vec::with_capacity(objects.endpoint_slices.len());
         for slice in sorted(&objects.endpoint_slices, |s| &s.metadata) {
@@ -180,13 +180,16 @@ impl TranslationCache {
                 .slices
                 .entry(Arc::as_ptr(slice) as usize)
                 .or_insert_with(|| CachedSlice {
-                    _slice: Arc::clone(slice),
-                    parsed: parse_slice(slice, opts).map(|p| p.map(Arc::new)),
+                    slice: Arc::clone(slice),
+                    parsed: parse_slice(slice, opts).map(|p| p.map(|p| Arc::new(p.service))),
                     seen: pass,
                 });
             entry.seen = pass;
             match &entry.parsed {
-                Ok(Some(parsed)) => usable.push(Arc::clone(parsed)),
+                Ok(Some(service)) => usable.push(UsableSlice {
+                    service: Arc::clone(service),
+                    slice: Arc::clone(&entry.slice),
+                }),
                 Ok(None) => {}
                 Err(e) => errors.extend(e.iter().cloned()),
             }
@@ -202,7 +205,7 @@ impl TranslationCache {
     fn translate_service(
         &mut self,
         svc: &Arc<Service>,
-        own: &[Arc<ParsedSlice>],
+        own: &[UsableSlice],
         node: &LocalNode,
         opts: &TranslateOptions,
     ) {
@@ -211,7 +214,13 @@ impl TranslationCache {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         };
-        let parsed: Vec<&ParsedSlice> = own.iter().map(|s| &**s).collect();
+        // Usable when checked, and parsing depends on nothing else than the slice and the
+        // options, which have not changed since.
+        let parsed: Vec<ParsedSlice> = own
+            .iter()
+            .filter_map(|s| parse_slice(&s.slice, opts).ok().flatten())
+            .collect();
+        let parsed: Vec<&ParsedSlice> = parsed.iter().collect();
         let earlier: Vec<&CachedService> = self
             .by_name
             .get(&name)
@@ -225,7 +234,7 @@ impl TranslationCache {
         let at = Arc::as_ptr(svc) as usize;
         let entry = CachedService {
             _service: Arc::clone(svc),
-            slices: own.to_vec(),
+            slices: own.iter().map(|s| Arc::clone(&s.slice)).collect(),
             result,
             worked_out: self.pass,
             seen: self.pass,
@@ -254,9 +263,16 @@ impl TranslationCache {
     }
 }
 
-/// The (namespace, name) of the service a parsed slice belongs to, as [`sort_key`] gives a
+/// An EndpointSlice translation uses, and the service it belongs to.
+#[derive(Debug)]
+struct UsableSlice {
+    service: Arc<ServiceName>,
+    slice: Arc<EndpointSlice>,
+}
+
+/// The (namespace, name) of the service a usable slice belongs to, as [`sort_key`] gives a
 /// Service's.
-fn service_of(slice: &ParsedSlice) -> (&str, &str) {
+fn service_of(slice: &UsableSlice) -> (&str, &str) {
     (&slice.service.namespace, &slice.service.name)
 }
 
