@@ -244,10 +244,14 @@ pub(super) fn sort_key(meta: &ObjectMeta) -> (&str, &str) {
 fn insert_all(out: &mut Translation, object: impl Fn() -> ObjectRef, services: &[Arc<LbService>]) {
     let first_of_object = out.state.len();
     for s in services {
-        let Some(at) = out.state.position(&s.frontend) else {
-            let _ = out.state.insert_shared(Arc::clone(s));
+        // Free nearly always: one search, not two.
+        if out.state.insert_shared(Arc::clone(s)).is_ok() {
             continue;
-        };
+        }
+        let at = out
+            .state
+            .position(&s.frontend)
+            .expect("a frontend refused is held");
         if at >= first_of_object {
             continue;
         }
