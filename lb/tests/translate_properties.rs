@@ -1,15 +1,18 @@
 //! Property tests of the translation from Kubernetes objects: generated clusters of Services
 //! and EndpointSlices, checked for what a user would observe in `lbctl service list`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use lb::k8s::{
     translate, ClusterObjects, LocalNode, NodeContext, NodeDevice, TranslateOptions, Translation,
+    TranslationCache,
 };
 use lb::model::{BackendState, IpFamily, LbService, Scope, ServiceType};
+use lb::source::{Change, ClusterStore, Object, ObjectKey};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
@@ -177,11 +180,11 @@ fn objects(services: &[Value], slices: &[Value]) -> ClusterObjects {
     ClusterObjects {
         services: services
             .iter()
-            .map(|v| serde_json::from_value::<Service>(v.clone()).unwrap())
+            .map(|v| Arc::new(serde_json::from_value::<Service>(v.clone()).unwrap()))
             .collect(),
         endpoint_slices: slices
             .iter()
-            .map(|v| serde_json::from_value::<EndpointSlice>(v.clone()).unwrap())
+            .map(|v| Arc::new(serde_json::from_value::<EndpointSlice>(v.clone()).unwrap()))
             .collect(),
         ..ClusterObjects::default()
     }
@@ -388,5 +391,396 @@ proptest! {
         let mut without = slices.clone();
         without.remove(k);
         prop_assert_eq!(t.state, run(&objects(&services, &without)).state);
+    }
+}
+
+// The translation cache: random sequences of changes to a store, each followed by a cached
+// and a plain translation of the same objects, which must agree in everything, the cached one
+// handing on the frontends that did not change as the same allocations.
+
+/// Services and EndpointSlices are drawn from a few names, so changes hit the same objects
+/// again and frontends collide.
+const CHURN_SERVICES: usize = 4;
+const CHURN_SLICES: usize = 5;
+/// The origins objects come from: the API server and a manifest file that may hold a copy.
+const ORIGINS: [&str; 2] = ["api", "copy.yaml"];
+
+#[derive(Clone, Debug)]
+struct ChurnService {
+    /// One of three cluster IPs, so two services may claim the same one.
+    ip: u8,
+    kind: &'static str,
+    /// One of two node ports, or (2) one outside the NodePort range, which is a warning.
+    node_port: u8,
+    etp_local: bool,
+    headless_label: bool,
+    second_port: bool,
+    prefer_close: bool,
+    /// A clusterIP that is no address: the service is left out with an error.
+    broken: bool,
+}
+
+#[derive(Clone, Debug)]
+struct ChurnEndpoint {
+    host: u8,
+    local: bool,
+    ready: bool,
+    terminating: bool,
+    hint: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+struct ChurnSlice {
+    /// The service its label names.
+    service: usize,
+    port_name: &'static str,
+    endpoints: Vec<ChurnEndpoint>,
+    /// An address that is no address: the slice is left out with an error.
+    broken: bool,
+}
+
+#[derive(Clone, Debug)]
+struct ChurnNode {
+    name: &'static str,
+    zone: Option<&'static str>,
+    addr: u8,
+}
+
+#[derive(Clone, Debug)]
+enum ChurnOp {
+    UpsertService(usize, usize, ChurnService),
+    DeleteService(usize, usize),
+    UpsertSlice(usize, usize, ChurnSlice),
+    DeleteSlice(usize, usize),
+    UpsertPod(u8),
+    /// An origin re-listed with the objects it holds, as new allocations of equal contents.
+    Relist(usize),
+    Forget(usize),
+    Node(ChurnNode),
+    Options {
+        topology: bool,
+        terminating: bool,
+    },
+}
+
+fn churn_service() -> impl Strategy<Value = ChurnService> {
+    (
+        0u8..3,
+        prop::sample::select(vec!["ClusterIP", "NodePort", "LoadBalancer"]),
+        0u8..3,
+        any::<bool>(),
+        prop::bool::weighted(0.15),
+        any::<bool>(),
+        any::<bool>(),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(
+                ip,
+                kind,
+                node_port,
+                etp_local,
+                headless_label,
+                second_port,
+                prefer_close,
+                broken,
+            )| {
+                ChurnService {
+                    ip,
+                    kind,
+                    node_port,
+                    etp_local,
+                    headless_label,
+                    second_port,
+                    prefer_close,
+                    broken,
+                }
+            },
+        )
+}
+
+fn churn_slice() -> impl Strategy<Value = ChurnSlice> {
+    let endpoint = (
+        1u8..5,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["z1", "z2"])),
+    )
+        .prop_map(|(host, local, ready, terminating, hint)| ChurnEndpoint {
+            host,
+            local,
+            ready,
+            terminating,
+            hint,
+        });
+    (
+        0..CHURN_SERVICES,
+        prop::sample::select(vec!["", "http", "dns"]),
+        prop::collection::vec(endpoint, 0..4),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(service, port_name, endpoints, broken)| ChurnSlice {
+            service,
+            port_name,
+            endpoints,
+            broken,
+        })
+}
+
+fn churn_op() -> impl Strategy<Value = ChurnOp> {
+    let origin = || prop::sample::select(vec![0usize, 0, 0, 1]);
+    prop_oneof![
+        6 => (origin(), 0..CHURN_SERVICES, churn_service())
+            .prop_map(|(o, i, s)| ChurnOp::UpsertService(o, i, s)),
+        2 => (origin(), 0..CHURN_SERVICES).prop_map(|(o, i)| ChurnOp::DeleteService(o, i)),
+        6 => (origin(), 0..CHURN_SLICES, churn_slice())
+            .prop_map(|(o, j, s)| ChurnOp::UpsertSlice(o, j, s)),
+        2 => (origin(), 0..CHURN_SLICES).prop_map(|(o, j)| ChurnOp::DeleteSlice(o, j)),
+        1 => (0u8..3).prop_map(ChurnOp::UpsertPod),
+        1 => origin().prop_map(ChurnOp::Relist),
+        1 => origin().prop_map(ChurnOp::Forget),
+        1 => (
+            prop::sample::select(vec![LOCAL, "node-b"]),
+            prop::option::of(prop::sample::select(vec!["z1", "z2"])),
+            1u8..3,
+        )
+            .prop_map(|(name, zone, addr)| ChurnOp::Node(ChurnNode { name, zone, addr })),
+        1 => (any::<bool>(), any::<bool>())
+            .prop_map(|(topology, terminating)| ChurnOp::Options { topology, terminating }),
+    ]
+}
+
+fn churn_service_json(i: usize, s: &ChurnService) -> Value {
+    let mut labels = json!({"app": "churn"});
+    if s.headless_label {
+        labels[lb::k8s::HEADLESS_LABEL] = json!("");
+    }
+    let cluster_ip = if s.broken {
+        "10.96.1.300".to_owned()
+    } else {
+        format!("10.96.1.{}", s.ip + 1)
+    };
+    let node_port = |base: u16| {
+        if s.kind == "ClusterIP" {
+            Value::Null
+        } else {
+            json!(match s.node_port {
+                2 => base - 10000,
+                n => base + u16::from(n),
+            })
+        }
+    };
+    let mut ports = vec![
+        json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP",
+                                "nodePort": node_port(30080)}),
+    ];
+    if s.second_port {
+        ports.push(
+            json!({"name": "dns", "port": 53, "protocol": "UDP", "nodePort": node_port(30053)}),
+        );
+    } else {
+        ports[0]["name"] = json!("");
+    }
+    let mut spec = json!({"type": s.kind, "clusterIP": cluster_ip, "ports": ports});
+    if s.kind != "ClusterIP" && s.etp_local {
+        spec["externalTrafficPolicy"] = json!("Local");
+        if s.kind == "LoadBalancer" {
+            spec["healthCheckNodePort"] = json!(32000 + i);
+        }
+    }
+    if s.prefer_close {
+        spec["trafficDistribution"] = json!("PreferClose");
+    }
+    let mut svc = json!({"metadata": {"name": name(i), "namespace": "default", "labels": labels},
+                         "spec": spec});
+    if s.kind == "LoadBalancer" {
+        svc["status"] =
+            json!({"loadBalancer": {"ingress": [{"ip": format!("192.0.2.{}", s.ip + 1)}]}});
+    }
+    svc
+}
+
+fn churn_slice_json(j: usize, s: &ChurnSlice) -> Value {
+    let endpoints: Vec<Value> = s
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            let addr = if s.broken && k == 0 {
+                "10.244.9.999".to_owned()
+            } else {
+                format!("10.244.{}.{}", s.service, e.host)
+            };
+            let mut ep = json!({"addresses": [addr],
+                                "nodeName": if e.local { LOCAL } else { "node-b" },
+                                "zone": if e.local { "z1" } else { "z2" },
+                                "conditions": {"ready": e.ready, "serving": true, "terminating": e.terminating}});
+            if let Some(zone) = e.hint {
+                ep["hints"] = json!({"forZones": [{"name": zone}]});
+            }
+            ep
+        })
+        .collect();
+    json!({"metadata": {"name": format!("slice-{j}"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": name(s.service)}},
+           "addressType": "IPv4",
+           "ports": [{"name": s.port_name, "port": 8080, "protocol": "TCP"},
+                     {"name": "dns", "port": 5353, "protocol": "UDP"}],
+           "endpoints": endpoints})
+}
+
+/// A pod's hostPort: two free ones, and one inside the NodePort range (a warning).
+const HOST_PORTS: [u16; 3] = [8080, 8081, 30080];
+
+fn churn_pod_json(host_port: u8) -> Value {
+    json!({"metadata": {"name": "hp", "namespace": "default"},
+           "spec": {"nodeName": LOCAL, "containers": [{"name": "c", "ports": [
+               {"containerPort": 80, "hostPort": HOST_PORTS[usize::from(host_port)], "protocol": "TCP"}]}]},
+           "status": {"phase": "Running", "podIP": "10.244.7.7"}})
+}
+
+fn churn_node(n: &ChurnNode) -> LocalNode {
+    let addr: IpAddr = format!("10.0.0.{}", n.addr).parse().unwrap();
+    let ctx = NodeContext {
+        name: n.name.to_owned(),
+        zone: n.zone.map(str::to_owned),
+        devices: vec![NodeDevice {
+            name: "eth0".into(),
+            addrs: vec![addr],
+        }],
+        ..NodeContext::default()
+    };
+    let selection = ctx.select_devices(&["eth0".parse().unwrap()], None);
+    LocalNode::new(&ctx, &selection)
+}
+
+/// A deep copy of `object`: equal contents in a new allocation.
+fn copied(object: &Object) -> Object {
+    match object {
+        Object::Service(o) => Object::Service(Arc::new((**o).clone())),
+        Object::EndpointSlice(o) => Object::EndpointSlice(Arc::new((**o).clone())),
+        Object::Node(o) => Object::Node(Arc::new((**o).clone())),
+        Object::Pod(o) => Object::Pod(Arc::new((**o).clone())),
+    }
+}
+
+/// What each origin holds, kept beside the store for re-lists, in the store's order.
+#[derive(Default)]
+struct Origins(BTreeMap<String, Vec<Object>>);
+
+impl Origins {
+    fn upsert(&mut self, origin: &str, object: Object) {
+        let held = self.0.entry(origin.to_owned()).or_default();
+        match held.iter_mut().find(|o| o.key() == object.key()) {
+            Some(o) => *o = object,
+            None => held.push(object),
+        }
+    }
+
+    fn delete(&mut self, origin: &str, key: &ObjectKey) {
+        if let Some(held) = self.0.get_mut(origin) {
+            held.retain(|o| o.key() != *key);
+        }
+    }
+}
+
+fn key(kind: &'static str, name: String) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: "default".into(),
+        name,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn cached_translation_equals_the_plain_one_and_shares_unchanged_frontends(
+        ops in prop::collection::vec(churn_op(), 1..40),
+    ) {
+        let mut store = ClusterStore::default();
+        let mut origins = Origins::default();
+        let mut cache = TranslationCache::new();
+        let mut node = churn_node(&ChurnNode { name: LOCAL, zone: Some("z1"), addr: 1 });
+        let mut opts = TranslateOptions::default();
+        let mut before: Option<Translation> = None;
+        for op in &ops {
+            let change = match op.clone() {
+                ChurnOp::UpsertService(o, i, s) => {
+                    let object = Object::Service(Arc::new(
+                        serde_json::from_value(churn_service_json(i, &s)).unwrap(),
+                    ));
+                    origins.upsert(ORIGINS[o], object.clone());
+                    Some(Change::Upsert { origin: ORIGINS[o].into(), object })
+                }
+                ChurnOp::DeleteService(o, i) => {
+                    let key = key("Service", name(i));
+                    origins.delete(ORIGINS[o], &key);
+                    Some(Change::Delete { origin: ORIGINS[o].into(), key })
+                }
+                ChurnOp::UpsertSlice(o, j, s) => {
+                    let object = Object::EndpointSlice(Arc::new(
+                        serde_json::from_value(churn_slice_json(j, &s)).unwrap(),
+                    ));
+                    origins.upsert(ORIGINS[o], object.clone());
+                    Some(Change::Upsert { origin: ORIGINS[o].into(), object })
+                }
+                ChurnOp::DeleteSlice(o, j) => {
+                    let key = key("EndpointSlice", format!("slice-{j}"));
+                    origins.delete(ORIGINS[o], &key);
+                    Some(Change::Delete { origin: ORIGINS[o].into(), key })
+                }
+                ChurnOp::UpsertPod(port) => {
+                    let object = Object::Pod(Arc::new(
+                        serde_json::from_value(churn_pod_json(port)).unwrap(),
+                    ));
+                    origins.upsert(ORIGINS[0], object.clone());
+                    Some(Change::Upsert { origin: ORIGINS[0].into(), object })
+                }
+                ChurnOp::Relist(o) => {
+                    let objects = origins.0.get(ORIGINS[o]).into_iter().flatten().map(copied).collect();
+                    Some(Change::Replace { origin: ORIGINS[o].into(), objects })
+                }
+                ChurnOp::Forget(o) => {
+                    origins.0.remove(ORIGINS[o]);
+                    Some(Change::Forget { origin: ORIGINS[o].into() })
+                }
+                ChurnOp::Node(n) => {
+                    node = churn_node(&n);
+                    None
+                }
+                ChurnOp::Options { topology, terminating } => {
+                    opts.service_topology = topology;
+                    opts.terminating_endpoints = terminating;
+                    None
+                }
+            };
+            if let Some(change) = change {
+                store.apply(change);
+            }
+            let objects = store.objects();
+            let cached = cache.translate(&objects, &node, &opts);
+            let plain = translate(&objects, &node, &opts);
+            prop_assert_eq!(&cached.state, &plain.state, "after {:?}", op);
+            prop_assert_eq!(&cached.errors, &plain.errors, "after {:?}", op);
+            prop_assert_eq!(&cached.warnings, &plain.warnings, "after {:?}", op);
+            prop_assert_eq!(&cached.ignored, &plain.ignored, "after {:?}", op);
+            prop_assert_eq!(&cached.health_checks, &plain.health_checks, "after {:?}", op);
+            if let Some(before) = &before {
+                for now in cached.state.shared_services() {
+                    if let Some(then) = before.state.get_shared(&now.frontend) {
+                        prop_assert!(
+                            **then != **now || Arc::ptr_eq(then, now),
+                            "after {:?}: {} is unchanged but a new allocation",
+                            op,
+                            now.frontend.addr.display_with_protocol()
+                        );
+                    }
+                }
+            }
+            before = Some(cached);
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::config::AgentConfig;
 use crate::health::{
     self, Health, HealthServer, ServiceHealthServers, SystemClock, HEALTH_TIMEOUT,
 };
-use crate::k8s::{self, NodeTranslation};
+use crate::k8s::{self, NodeTranslation, TranslationCache};
 use crate::metrics::{ErrorKind, Metrics, MetricsServer};
 use crate::source::{ClusterStore, Source, SyncReport};
 
@@ -63,12 +63,13 @@ pub fn run(
     let metrics = start_metrics(config, opts)?;
     health.queued();
     let mut store = ClusterStore::default();
+    let mut cache = TranslationCache::new();
     let report = source.sync(&mut store)?;
     store_synced(&metrics, &report, &store);
     log_sync(&report, &metrics);
     health.set_node_eligible(this_node_eligible(&store, opts));
     let pass = Instant::now();
-    let first = translate(config, &store, opts)?;
+    let first = translate(config, &store, opts, &mut cache)?;
     let translated_in = pass.elapsed();
     let mut reported = TranslationLog::default();
     reported.report(&first.translation, &metrics);
@@ -146,7 +147,7 @@ pub fn run(
         }
         health.set_node_eligible(this_node_eligible(&store, opts));
         let pass = Instant::now();
-        match translate(config, &store, opts) {
+        match translate(config, &store, opts, &mut cache) {
             Ok(translation) => {
                 reported.report(&translation.translation, &metrics);
                 reconcile(&mut agent, &translation, &metrics)?;
@@ -208,7 +209,7 @@ fn start_metrics(config: &AgentConfig, opts: &RunOptions) -> Result<Arc<Metrics>
 /// nothing new tells nothing, so no transition is counted twice).
 fn store_synced(metrics: &Metrics, report: &SyncReport, store: &ClusterStore) {
     if report.changed {
-        metrics.slices_changed(&store.objects().endpoint_slices);
+        metrics.slices_changed(store.endpoint_slices());
     }
 }
 
@@ -244,14 +245,17 @@ fn this_node_eligible(store: &ClusterStore, opts: &RunOptions) -> bool {
     health::node_eligible(&store.nodes(), opts.node.as_deref())
 }
 
-/// The store's objects translated for this node with its devices now.
+/// The store's objects translated for this node with its devices now, redoing only what
+/// changed since the last call with `cache`.
 fn translate(
     config: &AgentConfig,
     store: &ClusterStore,
     opts: &RunOptions,
+    cache: &mut TranslationCache,
 ) -> Result<NodeTranslation, AgentError> {
     let devices = crate::host::local_devices()?;
-    k8s::translate_for_node(config, &store.objects(), opts.node.as_deref(), devices)
+    let objects = store.objects();
+    k8s::translate_for_node_cached(config, &objects, opts.node.as_deref(), devices, cache)
         .map_err(AgentError::NodeNotFound)
 }
 

@@ -4,6 +4,7 @@
 
 use super::node::{DeviceSelection, NodeContext, NodeDevice};
 use super::translate::{translate, ClusterObjects, LocalNode, Translation};
+use super::translate_cache::TranslationCache;
 use super::TranslateOptions;
 use crate::config::AgentConfig;
 
@@ -35,6 +36,32 @@ pub fn translate_for_node(
     objects: &ClusterObjects,
     node_name: Option<&str>,
     devices: Vec<NodeDevice>,
+) -> Result<NodeTranslation, NodeNotFound> {
+    for_node(config, objects, node_name, devices, translate)
+}
+
+/// [`translate_for_node`] through `cache`, which keeps what it worked out for the next call:
+/// the agent translates this way after every change.
+pub fn translate_for_node_cached(
+    config: &AgentConfig,
+    objects: &ClusterObjects,
+    node_name: Option<&str>,
+    devices: Vec<NodeDevice>,
+    cache: &mut TranslationCache,
+) -> Result<NodeTranslation, NodeNotFound> {
+    for_node(config, objects, node_name, devices, |o, n, t| {
+        cache.translate(o, n, t)
+    })
+}
+
+/// The local node and its devices worked out from `objects`, and `objects` translated for
+/// them with `translate`.
+fn for_node(
+    config: &AgentConfig,
+    objects: &ClusterObjects,
+    node_name: Option<&str>,
+    devices: Vec<NodeDevice>,
+    translate: impl FnOnce(&ClusterObjects, &LocalNode, &TranslateOptions) -> Translation,
 ) -> Result<NodeTranslation, NodeNotFound> {
     let nodes = &objects.nodes;
     let node_object = match node_name {

@@ -9,6 +9,7 @@
 //! reported and skipped, and reading goes on.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_yaml::Value;
 
@@ -205,10 +206,10 @@ fn add_object(path: &Path, index: usize, value: Value, out: &mut Manifests) {
     }
     let objects = &mut out.objects;
     let result = match kind.as_str() {
-        "Service" => parse(value).map(|o| objects.services.push(o)),
-        "EndpointSlice" => parse(value).map(|o| objects.endpoint_slices.push(o)),
-        "Node" => parse(value).map(|o| objects.nodes.push(o)),
-        "Pod" => parse(value).map(|o| objects.pods.push(o)),
+        "Service" => parse(value).map(|o| objects.services.push(Arc::new(o))),
+        "EndpointSlice" => parse(value).map(|o| objects.endpoint_slices.push(Arc::new(o))),
+        "Node" => parse(value).map(|o| objects.nodes.push(Arc::new(o))),
+        "Pod" => parse(value).map(|o| objects.pods.push(Arc::new(o))),
         "List" => {
             let items = value
                 .get("items")

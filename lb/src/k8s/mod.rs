@@ -16,13 +16,15 @@ mod node;
 mod options;
 mod service;
 mod translate;
+mod translate_cache;
 
 pub use access::{ApiAccess, API_ACCESS};
 pub use endpoints::SERVICE_NAME_LABEL;
 pub use error::{ObjectRef, TranslateError};
-pub use for_node::{translate_for_node, NodeNotFound, NodeTranslation};
+pub use for_node::{translate_for_node, translate_for_node_cached, NodeNotFound, NodeTranslation};
 pub use health_check::{HealthCheck, HealthChecks};
 pub use node::{DeviceSelection, K8sAddressType, NodeContext, NodeDevice, ZONE_LABEL};
 pub use options::TranslateOptions;
 pub use service::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 pub use translate::{translate, ClusterObjects, LocalNode, Translation};
+pub use translate_cache::TranslationCache;

@@ -3,7 +3,7 @@
 use crate::config::{AgentConfig, PortRange};
 
 /// What translation needs to know about the agent's configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TranslateOptions {
     /// Program NodePort (and LoadBalancer) frontends.
     pub node_port: bool,

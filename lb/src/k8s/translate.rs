@@ -3,30 +3,33 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::endpoints::{parse_slice, ParsedSlice};
 use super::error::{ObjectRef, TranslateError};
-use super::health_check::HealthChecks;
+use super::health_check::{HealthCheck, HealthChecks};
 use super::hostport::translate_pod;
 use super::node::{DeviceSelection, NodeContext};
 use super::service::{translate_service, ServiceOutcome};
 use super::TranslateOptions;
 use crate::model::{DesiredState, IpFamily, LbService, ServiceName};
 
-/// The Kubernetes objects the agent watches.
+/// The Kubernetes objects the agent watches, shared: a copy is a reference count each, and
+/// the agent's store hands its own out ([`crate::source::ClusterStore::objects`]).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterObjects {
     /// Services.
-    pub services: Vec<Service>,
+    pub services: Vec<Arc<Service>>,
     /// EndpointSlices.
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// Nodes.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Arc<Node>>,
     /// Pods (for hostPort).
-    pub pods: Vec<Pod>,
+    pub pods: Vec<Arc<Pod>>,
 }
 
 /// The result of a translation.
@@ -45,7 +48,7 @@ pub struct Translation {
 }
 
 /// The local node as translation uses it: name, zone and NodePort addresses per family.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalNode {
     /// Node name.
     pub name: String,
@@ -78,6 +81,9 @@ impl LocalNode {
 /// Translates every object. Objects are taken in a fixed order, Services before Pods (a
 /// Service's frontend outranks a hostPort) and by (namespace, name) within a kind, so when two
 /// claim the same frontend the same one wins whatever order they arrived in.
+///
+/// The agent translates through a [`super::TranslationCache`] instead, which gives the same
+/// result and redoes only the Services that changed.
 pub fn translate(
     objects: &ClusterObjects,
     node: &LocalNode,
@@ -96,67 +102,162 @@ pub fn translate(
         }
     }
     for svc in sorted(&objects.services, |s| &s.metadata) {
-        let object = ObjectRef::new("Service", &svc.metadata);
-        let key = ServiceName {
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-        };
+        let name = service_name(svc);
         let own: Vec<&ParsedSlice> = slices
-            .get(&key)
+            .get(&name)
             .map(|v| v.iter().collect())
             .unwrap_or_default();
-        match translate_service(svc, &own, node, opts, &mut out.warnings) {
-            Ok(ServiceOutcome::Programmed(services, health_check)) => {
-                if let Some(check) = health_check {
-                    out.health_checks.insert(key, check);
-                }
-                insert_all(&mut out, object, services);
-            }
-            Ok(ServiceOutcome::Ignored(why)) => out.ignored.push(why),
-            Err(errors) => out.errors.extend(errors),
-        }
+        let result = translate_one(svc, name, &own, node, opts, |_| None);
+        out.add_service(&result);
     }
-    if opts.host_port {
-        for pod in sorted(&objects.pods, |p| &p.metadata) {
-            let object = ObjectRef::new("Pod", &pod.metadata);
-            match translate_pod(pod, node, opts, &mut out.warnings) {
-                Ok(services) => insert_all(&mut out, object, services),
-                Err(errors) => out.errors.extend(errors),
-            }
-        }
-    }
+    out.add_pods(&objects.pods, node, opts, |_| None);
     out
 }
 
-fn sorted<T>(
-    items: &[T],
-    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Vec<&T> {
+/// What one Service translated to, kept whole so that a cache can hand it on unchanged.
+#[derive(Clone, Debug)]
+pub(super) struct ServiceResult {
+    /// The Service's namespace and name.
+    pub name: ServiceName,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// The warnings its translation gave, whatever the outcome.
+    pub warnings: Vec<String>,
+}
+
+/// What became of one Service.
+#[derive(Clone, Debug)]
+pub(super) enum Outcome {
+    /// Its frontends and its health check.
+    Programmed(Vec<Arc<LbService>>, Option<HealthCheck>),
+    /// Not ours to program, and why.
+    Ignored(String),
+    /// Left out for these errors.
+    Failed(Vec<TranslateError>),
+}
+
+/// The (namespace, name) of a Service, as its errors name it.
+pub(super) fn service_name(svc: &Service) -> ServiceName {
+    let object = ObjectRef::new("Service", &svc.metadata);
+    ServiceName {
+        namespace: object.namespace,
+        name: object.name,
+    }
+}
+
+/// Translates one Service, named `name`, with its EndpointSlices `own`. A frontend equal to
+/// one `earlier` gives is that one, shared.
+pub(super) fn translate_one(
+    svc: &Service,
+    name: ServiceName,
+    own: &[&ParsedSlice],
+    node: &LocalNode,
+    opts: &TranslateOptions,
+    earlier: impl Fn(&LbService) -> Option<Arc<LbService>>,
+) -> ServiceResult {
+    let mut warnings = Vec::new();
+    let outcome = match translate_service(svc, own, node, opts, &mut warnings) {
+        Ok(ServiceOutcome::Programmed(services, health_check)) => Outcome::Programmed(
+            services
+                .into_iter()
+                .map(|s| earlier(&s).unwrap_or_else(|| Arc::new(s)))
+                .collect(),
+            health_check,
+        ),
+        Ok(ServiceOutcome::Ignored(why)) => Outcome::Ignored(why),
+        Err(errors) => Outcome::Failed(errors),
+    };
+    ServiceResult {
+        name,
+        outcome,
+        warnings,
+    }
+}
+
+impl Translation {
+    /// Adds one Service's result, after those of the Services before it.
+    pub(super) fn add_service(&mut self, result: &ServiceResult) {
+        self.warnings.extend(result.warnings.iter().cloned());
+        match &result.outcome {
+            Outcome::Programmed(services, health_check) => {
+                if let Some(check) = health_check {
+                    self.health_checks.insert(result.name.clone(), *check);
+                }
+                let object = || ObjectRef {
+                    kind: "Service",
+                    namespace: result.name.namespace.clone(),
+                    name: result.name.name.clone(),
+                };
+                insert_all(self, object, services);
+            }
+            Outcome::Ignored(why) => self.ignored.push(why.clone()),
+            Outcome::Failed(errors) => self.errors.extend(errors.iter().cloned()),
+        }
+    }
+
+    /// Adds the hostPorts of `pods`, after every Service (when hostPort handling is on). A
+    /// frontend equal to one `earlier` gives is that one, shared.
+    pub(super) fn add_pods(
+        &mut self,
+        pods: &[Arc<Pod>],
+        node: &LocalNode,
+        opts: &TranslateOptions,
+        earlier: impl Fn(&LbService) -> Option<Arc<LbService>>,
+    ) {
+        if !opts.host_port {
+            return;
+        }
+        for pod in sorted(pods, |p| &p.metadata) {
+            match translate_pod(pod, node, opts, &mut self.warnings) {
+                Ok(services) => {
+                    let services: Vec<Arc<LbService>> = services
+                        .into_iter()
+                        .map(|s| earlier(&s).unwrap_or_else(|| Arc::new(s)))
+                        .collect();
+                    insert_all(self, || ObjectRef::new("Pod", &pod.metadata), &services);
+                }
+                Err(errors) => self.errors.extend(errors),
+            }
+        }
+    }
+}
+
+/// `items` in (namespace, name) order, the order of the names errors show (a missing namespace
+/// is `default`); items with the same name keep their order.
+pub(super) fn sorted<T>(items: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&T> {
     let mut v: Vec<&T> = items.iter().collect();
-    // The same (namespace, name) the error messages show: a missing namespace is `default`.
-    v.sort_by_key(|item| {
-        let r = ObjectRef::new("", meta(item));
-        (r.namespace, r.name)
-    });
+    v.sort_by(|a, b| sort_key(meta(a)).cmp(&sort_key(meta(b))));
     v
+}
+
+/// [`ObjectRef::new`]'s namespace and name, borrowed.
+pub(super) fn sort_key(meta: &ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("<unnamed>"),
+    )
 }
 
 /// Adds one object's frontends. A frontend whose address and scope another object already
 /// serves is reported and skipped; the object's other frontends are programmed, as kube-proxy
 /// does. The same frontend listed twice by one object (an IP given twice) is one frontend.
-fn insert_all(out: &mut Translation, object: ObjectRef, services: Vec<LbService>) {
+fn insert_all(out: &mut Translation, object: impl Fn() -> ObjectRef, services: &[Arc<LbService>]) {
     let first_of_object = out.state.len();
     for s in services {
-        let Some(at) = out.state.position(&s.frontend) else {
-            let _ = out.state.insert(s);
+        // Free nearly always: one search, not two.
+        if out.state.insert_shared(Arc::clone(s)).is_ok() {
             continue;
-        };
+        }
+        let at = out
+            .state
+            .position(&s.frontend)
+            .expect("a frontend refused is held");
         if at >= first_of_object {
             continue;
         }
         let holder = out.state.services().nth(at).expect("position is in range");
         out.errors.push(TranslateError {
-            object: object.clone(),
+            object: object(),
             field: format!("{} frontend", s.frontend.kind),
             value: format!("{:?}", s.frontend.addr.display_with_protocol()),
             reason: format!(
@@ -175,7 +276,7 @@ mod tests {
     use serde_json::json;
 
     fn service(labels: serde_json::Value) -> Object {
-        Object::Service(Box::new(
+        Object::Service(std::sync::Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": "web", "namespace": "default", "labels": labels},
                 "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}
@@ -215,5 +316,78 @@ mod tests {
         assert_eq!(programmed(&store), 0, "labelled headless: not programmed");
         store.apply(upsert(json!({"app": "web"})));
         assert_eq!(programmed(&store), 1, "label removed: programmed again");
+    }
+
+    fn local_node() -> LocalNode {
+        LocalNode::new(
+            &NodeContext {
+                name: "n1".into(),
+                ..NodeContext::default()
+            },
+            &DeviceSelection {
+                devices: vec![],
+                direct_routing: None,
+                patterns_matched_nothing: false,
+            },
+        )
+    }
+
+    /// The Service `web` at 10.96.0.10:80, with session affinity or without.
+    fn web(affinity: &str) -> Object {
+        Object::Service(Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+                         "sessionAffinity": affinity}
+            }))
+            .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn the_same_service_in_two_files_is_taken_from_the_first_file_by_name() {
+        for (with_affinity, without) in [("a.yaml", "b.yaml"), ("z.yaml", "b.yaml")] {
+            let mut store = ClusterStore::default();
+            // Delivered in the other order than their names: the names decide.
+            store.apply(Change::Replace {
+                origin: without.into(),
+                objects: vec![web("None")],
+            });
+            store.apply(Change::Replace {
+                origin: with_affinity.into(),
+                objects: vec![web("ClientIP")],
+            });
+            let expect_affinity = with_affinity < without;
+            let plain = translate(
+                &store.objects(),
+                &local_node(),
+                &TranslateOptions::default(),
+            );
+            let cached = super::super::TranslationCache::new().translate(
+                &store.objects(),
+                &local_node(),
+                &TranslateOptions::default(),
+            );
+            for t in [&plain, &cached] {
+                let programmed: Vec<&LbService> = t.state.services().collect();
+                assert_eq!(programmed.len(), 1);
+                assert_eq!(
+                    programmed[0]
+                        .policies
+                        .session_affinity_timeout_secs
+                        .is_some(),
+                    expect_affinity,
+                    "{with_affinity} with affinity, {without} without"
+                );
+                assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
+                assert!(
+                    t.errors[0]
+                        .reason
+                        .contains("already a ClusterIP frontend of default/web"),
+                    "{}",
+                    t.errors[0]
+                );
+            }
+        }
     }
 }

@@ -7,12 +7,15 @@
 //! serves `GET /metrics` in the OpenMetrics text format.
 
 pub mod buckets;
+mod desired_counts;
 mod programming;
 mod registry;
 mod server;
+mod slice_changes;
 mod terminating;
 
 pub use programming::{trigger_time, ProgrammingLatency, LAST_CHANGE_TRIGGER_TIME};
 pub use registry::{ErrorKind, Metrics, PREFIX};
 pub use server::{MetricsServer, MetricsServerError};
+pub use slice_changes::{SeenSlices, SliceChanges};
 pub use terminating::TerminatingEndpoints;

@@ -8,10 +8,13 @@
 //! service is observed at the next successful sync.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
+
+use super::slice_changes::SliceChanges;
 
 /// The annotation the EndpointSlice controller sets to when the change was triggered.
 pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -24,8 +27,8 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub struct ProgrammingLatency {
     /// When the agent started: earlier trigger times are not measured.
     started: SystemTime,
-    /// Each slice (namespace, name) as last seen.
-    slices: HashMap<(String, String), EndpointSlice>,
+    /// Each slice (namespace, name) as last seen, shared with the store.
+    slices: HashMap<(String, String), Arc<EndpointSlice>>,
     /// Trigger times not yet programmed, by service (namespace, name).
     waiting: HashMap<(String, String), Vec<SystemTime>>,
 }
@@ -40,28 +43,28 @@ impl ProgrammingLatency {
         }
     }
 
-    /// Takes the EndpointSlices as they are now: each changed or new one's trigger time waits
-    /// for the next [`ProgrammingLatency::programmed`].
-    pub fn observe(&mut self, slices: &[EndpointSlice]) {
-        let mut now = HashMap::with_capacity(slices.len());
-        for slice in slices {
-            let key = (
-                slice.metadata.namespace.clone().unwrap_or_default(),
-                slice.metadata.name.clone().unwrap_or_default(),
-            );
-            if self.slices.get(&key) != Some(slice) {
+    /// Takes the slices that changed since the last call: each one that differs from the
+    /// slice of its name seen before, or is new, has its trigger time wait for the next
+    /// [`ProgrammingLatency::programmed`].
+    pub fn observe(&mut self, changes: &SliceChanges) {
+        for slice in &changes.appeared {
+            let key = key_of(slice);
+            let before = self.slices.get(&key);
+            if !before.is_some_and(|b| Arc::ptr_eq(b, slice) || **b == **slice) {
                 if let Some(t) = trigger_time(slice).filter(|t| *t > self.started) {
                     self.waiting.entry(service(slice)).or_default().push(t);
                 }
             }
-            now.insert(key, slice.clone());
+            self.slices.insert(key, Arc::clone(slice));
         }
-        for (key, gone) in &self.slices {
-            if !now.contains_key(key) {
+        for gone in &changes.disappeared {
+            let key = key_of(gone);
+            // Replaced by a slice of the same name, or deleted.
+            if self.slices.get(&key).is_some_and(|s| Arc::ptr_eq(s, gone)) {
+                self.slices.remove(&key);
                 self.waiting.remove(&service(gone));
             }
         }
-        self.slices = now;
     }
 
     /// The maps hold every change observed so far, as of `now`: the latency of each waiting
@@ -73,6 +76,14 @@ impl ProgrammingLatency {
             .map(|t| now.duration_since(t).unwrap_or_default())
             .collect()
     }
+}
+
+/// The slice's namespace and name.
+fn key_of(slice: &EndpointSlice) -> (String, String) {
+    (
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        slice.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The slice's service: namespace and the service-name label (the slice's name without it).
@@ -106,6 +117,33 @@ pub fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::slice_changes::SeenSlices;
+
+    /// The latency fed the way the agent feeds it: all slices as they are now, of which the
+    /// ones not seen before (here: every one, as each is a new allocation) are the changes.
+    struct Tracker {
+        seen: SeenSlices,
+        latency: ProgrammingLatency,
+    }
+
+    impl Tracker {
+        fn new(started: SystemTime) -> Self {
+            Tracker {
+                seen: SeenSlices::default(),
+                latency: ProgrammingLatency::new(started),
+            }
+        }
+
+        fn observe(&mut self, slices: &[EndpointSlice]) {
+            let now: Vec<Arc<EndpointSlice>> = slices.iter().cloned().map(Arc::new).collect();
+            let changes = self.seen.look(&now);
+            self.latency.observe(&changes);
+        }
+
+        fn programmed(&mut self, now: SystemTime) -> Vec<Duration> {
+            self.latency.programmed(now)
+        }
+    }
 
     /// 2026-12-03T08:00:00Z plus `secs`.
     fn at(secs: f64) -> SystemTime {
@@ -127,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_latency_runs_from_the_annotation_to_the_programming() {
-        let mut p = ProgrammingLatency::new(at(0.0));
+        let mut p = Tracker::new(at(0.0));
         p.observe(&[slice(
             "a-1",
             "a",
@@ -144,7 +182,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_slice_seen_again_is_not_measured_again() {
-        let mut p = ProgrammingLatency::new(at(0.0));
+        let mut p = Tracker::new(at(0.0));
         let s = [slice("a-1", "a", "10.0.0.1", Some("2026-12-03T08:00:10Z"))];
         p.observe(&s);
         assert_eq!(p.programmed(at(11.0)).len(), 1);
@@ -154,7 +192,7 @@ mod tests {
 
     #[test]
     fn changes_before_the_start_or_without_a_valid_annotation_are_not_measured() {
-        let mut p = ProgrammingLatency::new(at(100.0));
+        let mut p = Tracker::new(at(100.0));
         p.observe(&[
             slice("a-1", "a", "10.0.0.1", Some("2026-12-03T08:00:10Z")),
             slice("b-1", "b", "10.0.0.2", None),
@@ -165,7 +203,7 @@ mod tests {
 
     #[test]
     fn several_changes_before_one_sync_are_each_observed() {
-        let mut p = ProgrammingLatency::new(at(0.0));
+        let mut p = Tracker::new(at(0.0));
         p.observe(&[slice("a-1", "a", "10.0.0.1", Some("2026-12-03T08:00:01Z"))]);
         p.observe(&[slice("a-1", "a", "10.0.0.9", Some("2026-12-03T08:00:02Z"))]);
         let mut got = p.programmed(at(3.0));
@@ -175,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_deleted_slice_drops_its_services_waiting_times() {
-        let mut p = ProgrammingLatency::new(at(0.0));
+        let mut p = Tracker::new(at(0.0));
         p.observe(&[
             slice("a-1", "a", "10.0.0.1", Some("2026-12-03T08:00:01Z")),
             slice("b-1", "b", "10.0.0.2", Some("2026-12-03T08:00:01Z")),
@@ -186,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_clock_behind_the_annotation_measures_zero() {
-        let mut p = ProgrammingLatency::new(at(0.0));
+        let mut p = Tracker::new(at(0.0));
         p.observe(&[slice("a-1", "a", "10.0.0.1", Some("2026-12-03T08:00:05Z"))]);
         assert_eq!(p.programmed(at(4.0)), vec![Duration::ZERO]);
     }

@@ -1,10 +1,9 @@
 //! [`Metrics`]: every metric the agent exports, in one registry under the `lb_` prefix, fed by
 //! the agent's loop and encoded for each scrape.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,7 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::{buckets, ProgrammingLatency, TerminatingEndpoints};
+use super::desired_counts::DesiredCounts;
+use super::{buckets, ProgrammingLatency, SeenSlices, TerminatingEndpoints};
 use crate::model::DesiredState;
 
 /// The prefix of every metric name (Cilium's are `cilium_`, kube-proxy's `kubeproxy_`).
@@ -102,12 +102,16 @@ pub struct Metrics {
     pin_dir: Mutex<Option<PathBuf>>,
     /// The store's EndpointSlices as last seen, for the two metrics computed from their changes.
     slices: Mutex<SliceTrackers>,
+    /// The services and backends of the last desired state, for their gauges.
+    desired: Mutex<DesiredCounts>,
 }
 
 #[derive(Debug)]
 struct SliceTrackers {
     /// Count `lb_k8s_terminating_endpoints_events_total` (`enableK8sTerminatingEndpoint`).
     count_terminating: bool,
+    /// The slices as last seen, to tell which changed.
+    seen: SeenSlices,
     terminating: TerminatingEndpoints,
     programming: ProgrammingLatency,
 }
@@ -191,22 +195,27 @@ impl Metrics {
             map_capacity,
             snat_ports,
             pin_dir: Mutex::new(None),
+            desired: Mutex::new(DesiredCounts::default()),
             slices: Mutex::new(SliceTrackers {
                 count_terminating,
+                seen: SeenSlices::default(),
                 terminating: TerminatingEndpoints::default(),
                 programming: ProgrammingLatency::new(started),
             }),
         }
     }
 
-    /// The store changed: these are its EndpointSlices now.
-    pub fn slices_changed(&self, slices: &[EndpointSlice]) {
+    /// The store changed: these are its EndpointSlices now. Only those that are new
+    /// allocations since the last call, and those gone, are looked into (the store keeps an
+    /// unchanged slice's allocation).
+    pub fn slices_changed<'a>(&self, slices: impl IntoIterator<Item = &'a Arc<EndpointSlice>>) {
         let mut t = self.slices.lock().unwrap_or_else(PoisonError::into_inner);
-        let turned = t.terminating.observe(slices);
+        let changes = t.seen.look(slices);
+        let turned = t.terminating.observe(&changes);
         if t.count_terminating {
             self.terminating_events.inc_by(turned);
         }
-        t.programming.observe(slices);
+        t.programming.observe(&changes);
     }
 
     /// A pass that took `took` put `desired` in the maps at `now`.
@@ -225,14 +234,13 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_sync.set(since_epoch.as_secs_f64());
-        let services: BTreeSet<_> = desired.services().map(|s| &s.name).collect();
-        let backends: BTreeSet<_> = desired
-            .services()
-            .flat_map(|s| &s.backends)
-            .map(|b| b.addr)
-            .collect();
-        self.services.set(services.len() as i64);
-        self.backends.set(backends.len() as i64);
+        let (services, backends) = self
+            .desired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .update(desired);
+        self.services.set(services as i64);
+        self.backends.set(backends as i64);
     }
 
     /// `count` errors of `kind` happened.
@@ -396,9 +404,9 @@ mod tests {
     #[test]
     fn a_terminating_endpoint_counts_once_however_often_it_is_seen() {
         let m = Metrics::new(at(0), true);
-        m.slices_changed(&[slice(false, "2026-12-03T08:00:01Z")]);
-        m.slices_changed(&[slice(true, "2026-12-03T08:00:02Z")]);
-        m.slices_changed(&[slice(true, "2026-12-03T08:00:02Z")]);
+        m.slices_changed(&[Arc::new(slice(false, "2026-12-03T08:00:01Z"))]);
+        m.slices_changed(&[Arc::new(slice(true, "2026-12-03T08:00:02Z"))]);
+        m.slices_changed(&[Arc::new(slice(true, "2026-12-03T08:00:02Z"))]);
         let text = m.encode();
         assert_eq!(
             sample(&text, "lb_k8s_terminating_endpoints_events_total"),
@@ -410,8 +418,8 @@ mod tests {
     #[test]
     fn without_graceful_termination_nothing_is_counted() {
         let m = Metrics::new(at(0), false);
-        m.slices_changed(&[slice(false, "2026-12-03T08:00:01Z")]);
-        m.slices_changed(&[slice(true, "2026-12-03T08:00:02Z")]);
+        m.slices_changed(&[Arc::new(slice(false, "2026-12-03T08:00:01Z"))]);
+        m.slices_changed(&[Arc::new(slice(true, "2026-12-03T08:00:02Z"))]);
         let text = m.encode();
         assert_eq!(
             sample(&text, "lb_k8s_terminating_endpoints_events_total"),
@@ -422,7 +430,7 @@ mod tests {
     #[test]
     fn a_sync_sets_the_gauges_and_observes_both_histograms() {
         let m = Metrics::new(at(0), true);
-        m.slices_changed(&[slice(false, "2026-12-03T08:00:01.5Z")]);
+        m.slices_changed(&[Arc::new(slice(false, "2026-12-03T08:00:01.5Z"))]);
         let d = desired(&[&["10.0.1.1", "10.0.1.2"], &["10.0.1.2", "10.0.1.3"]]);
         m.synced(Duration::from_millis(3), &d, at(4));
         let text = m.encode();

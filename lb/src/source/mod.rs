@@ -76,14 +76,10 @@ impl Object {
         } = objects;
         services
             .into_iter()
-            .map(|o| Object::Service(Box::new(o)))
-            .chain(
-                endpoint_slices
-                    .into_iter()
-                    .map(|o| Object::EndpointSlice(Box::new(o))),
-            )
-            .chain(nodes.into_iter().map(|o| Object::Node(Box::new(o))))
-            .chain(pods.into_iter().map(|o| Object::Pod(Box::new(o))))
+            .map(Object::Service)
+            .chain(endpoint_slices.into_iter().map(Object::EndpointSlice))
+            .chain(nodes.into_iter().map(Object::Node))
+            .chain(pods.into_iter().map(Object::Pod))
             .collect()
     }
 }

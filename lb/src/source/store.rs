@@ -1,8 +1,15 @@
 //! [`ClusterStore`]: the Kubernetes objects the agent knows, grouped by where they came from
 //! (a manifest file, the API server), and the [`Change`]s sources deliver into it. Translation
 //! reads [`ClusterStore::objects`], so every source feeds the same path.
+//!
+//! Objects are shared ([`Arc`]) and found by key, so a watch event costs O(log n) among
+//! 10 000 Services, and [`ClusterStore::objects`] hands them out without copying. An object
+//! that changes gets a new allocation and one that does not keeps its own, even through a
+//! re-list: translation caches its work per object by pointer
+//! ([`crate::k8s::TranslationCache`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -10,21 +17,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::k8s::ClusterObjects;
 
-/// One object of a kind the agent reads (boxed: the kinds differ much in size).
+/// One object of a kind the agent reads, shared with the store's readers.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     /// A Service.
-    Service(Box<Service>),
+    Service(Arc<Service>),
     /// An EndpointSlice (discovery.k8s.io/v1).
-    EndpointSlice(Box<EndpointSlice>),
+    EndpointSlice(Arc<EndpointSlice>),
     /// A Node.
-    Node(Box<Node>),
+    Node(Arc<Node>),
     /// A Pod (for hostPort).
-    Pod(Box<Pod>),
+    Pod(Arc<Pod>),
 }
 
 /// What identifies an object: kind, namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     /// `Service`, `EndpointSlice`, `Node` or `Pod`.
     pub kind: &'static str,
@@ -45,13 +52,16 @@ impl Object {
         }
     }
 
-    /// Whether its key is `key`, without copying its names: a watch event looks its object up
-    /// among all of an origin's (10 000 Services), so this runs that often per event.
-    pub fn has_key(&self, key: &ObjectKey) -> bool {
-        let (kind, meta) = self.kind_and_meta();
-        kind == key.kind
-            && meta.name.as_deref().unwrap_or_default() == key.name
-            && meta.namespace.as_deref().unwrap_or_default() == key.namespace
+    /// Whether `self` and `other` are the same object with the same contents: the same
+    /// allocation, or equal ones.
+    fn same_as(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Object::Node(a), Object::Node(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Object::Pod(a), Object::Pod(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
     }
 
     fn kind_and_meta(&self) -> (&'static str, &ObjectMeta) {
@@ -98,7 +108,20 @@ pub enum Change {
 /// The objects every source delivered, by origin.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterStore {
-    origins: BTreeMap<String, Vec<Object>>,
+    origins: BTreeMap<Arc<str>, OriginObjects>,
+    /// Every object again, by kind ([`kind_index`]), in the order translation takes them.
+    ordered: [BTreeMap<OrderKey, Object>; 4],
+}
+
+/// Where an object stands in the order translation takes objects of its kind in: by
+/// (namespace, name) as error messages name it (a missing namespace is `default`), then, for
+/// the same name from several places, by origin name and the origin's order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct OrderKey {
+    namespace: String,
+    name: String,
+    origin: Arc<str>,
+    seq: u64,
 }
 
 impl ClusterStore {
@@ -106,49 +129,72 @@ impl ClusterStore {
     pub fn apply(&mut self, change: Change) -> bool {
         match change {
             Change::Replace { origin, objects } => {
-                if self.origins.get(&origin) == Some(&objects) {
+                let held = self.origins.get(origin.as_str());
+                if held.is_some_and(|held| held.holds_exactly(&objects)) {
                     return false;
                 }
-                self.origins.insert(origin, objects);
+                let replaced = OriginObjects::replacing(held, objects);
+                let origin = self.origin_name(origin);
+                if let Some(old) = self.origins.remove(&origin) {
+                    for (seq, object) in &old.in_order {
+                        unindex(&mut self.ordered, &origin, *seq, object);
+                    }
+                }
+                for (seq, object) in &replaced.in_order {
+                    index(&mut self.ordered, &origin, *seq, object);
+                }
+                self.origins.insert(origin, replaced);
                 true
             }
             Change::Upsert { origin, object } => {
-                let objects = self.origins.entry(origin).or_default();
-                let key = object.key();
-                match objects.iter_mut().find(|o| o.has_key(&key)) {
-                    Some(existing) if *existing == object => false,
-                    Some(existing) => {
-                        *existing = object;
-                        true
-                    }
-                    None => {
-                        objects.push(object);
-                        true
-                    }
-                }
+                let origin = self.origin_name(origin);
+                let objects = self.origins.entry(Arc::clone(&origin)).or_default();
+                let Some(seq) = objects.upsert(object.clone()) else {
+                    return false;
+                };
+                index(&mut self.ordered, &origin, seq, &object);
+                true
             }
-            Change::Delete { origin, key } => match self.origins.get_mut(&origin) {
-                Some(objects) => {
-                    let before = objects.len();
-                    objects.retain(|o| !o.has_key(&key));
-                    objects.len() != before
+            Change::Delete { origin, key } => {
+                let origin = self.origin_name(origin);
+                let Some(objects) = self.origins.get_mut(&origin) else {
+                    return false;
+                };
+                let removed = objects.delete(&key);
+                for (seq, object) in &removed {
+                    unindex(&mut self.ordered, &origin, *seq, object);
                 }
-                None => false,
-            },
-            Change::Forget { origin } => self.origins.remove(&origin).is_some(),
+                !removed.is_empty()
+            }
+            Change::Forget { origin } => {
+                let Some((origin, objects)) = self.origins.remove_entry(origin.as_str()) else {
+                    return false;
+                };
+                for (seq, object) in &objects.in_order {
+                    unindex(&mut self.ordered, &origin, *seq, object);
+                }
+                true
+            }
+        }
+    }
+
+    /// `origin`'s name as the store shares it: the held one when the origin is known.
+    fn origin_name(&self, origin: String) -> Arc<str> {
+        match self.origins.get_key_value(origin.as_str()) {
+            Some((held, _)) => Arc::clone(held),
+            None => origin.into(),
         }
     }
 
     /// The origins that hold objects (or held an empty set).
     pub fn origins(&self) -> impl Iterator<Item = &str> {
-        self.origins.keys().map(String::as_str)
+        self.origins.keys().map(|o| &**o)
     }
 
-    /// Every Node, origins in name order.
+    /// Every Node, by name.
     pub fn nodes(&self) -> Vec<Node> {
-        self.origins
+        self.ordered[NODES]
             .values()
-            .flatten()
             .filter_map(|o| match o {
                 Object::Node(n) => Some((**n).clone()),
                 _ => None,
@@ -156,18 +202,157 @@ impl ClusterStore {
             .collect()
     }
 
-    /// Every object, by kind, origins in name order and each origin's objects in its order.
+    /// Every EndpointSlice, shared, by namespace and name.
+    pub fn endpoint_slices(&self) -> impl Iterator<Item = &Arc<EndpointSlice>> {
+        self.ordered[ENDPOINT_SLICES]
+            .values()
+            .filter_map(|o| match o {
+                Object::EndpointSlice(s) => Some(s),
+                _ => None,
+            })
+    }
+
+    /// Every object, by kind, in the order translation takes them: by namespace and name,
+    /// then (the same object from several places) by origin name and the origin's order. The
+    /// objects are shared with the store, not copied.
     pub fn objects(&self) -> ClusterObjects {
         let mut out = ClusterObjects::default();
-        for object in self.origins.values().flatten() {
+        for object in self.ordered.iter().flat_map(BTreeMap::values) {
             match object {
-                Object::Service(o) => out.services.push((**o).clone()),
-                Object::EndpointSlice(o) => out.endpoint_slices.push((**o).clone()),
-                Object::Node(o) => out.nodes.push((**o).clone()),
-                Object::Pod(o) => out.pods.push((**o).clone()),
+                Object::Service(o) => out.services.push(Arc::clone(o)),
+                Object::EndpointSlice(o) => out.endpoint_slices.push(Arc::clone(o)),
+                Object::Node(o) => out.nodes.push(Arc::clone(o)),
+                Object::Pod(o) => out.pods.push(Arc::clone(o)),
             }
         }
         out
+    }
+}
+
+/// Puts `object`, number `seq` of `origin`, in its place in `ordered` (replacing what was
+/// there: an update keeps its place).
+fn index(
+    ordered: &mut [BTreeMap<OrderKey, Object>; 4],
+    origin: &Arc<str>,
+    seq: u64,
+    object: &Object,
+) {
+    let (kind, key) = order_key(origin, seq, object);
+    ordered[kind].insert(key, object.clone());
+}
+
+/// Takes `object`, number `seq` of `origin`, out of `ordered`.
+fn unindex(
+    ordered: &mut [BTreeMap<OrderKey, Object>; 4],
+    origin: &Arc<str>,
+    seq: u64,
+    object: &Object,
+) {
+    let (kind, key) = order_key(origin, seq, object);
+    ordered[kind].remove(&key);
+}
+
+const ENDPOINT_SLICES: usize = 1;
+const NODES: usize = 2;
+
+/// The index of `object`'s kind in [`ClusterStore::ordered`], and its place there.
+fn order_key(origin: &Arc<str>, seq: u64, object: &Object) -> (usize, OrderKey) {
+    let (_, meta) = object.kind_and_meta();
+    let kind = match object {
+        Object::Service(_) => 0,
+        Object::EndpointSlice(_) => ENDPOINT_SLICES,
+        Object::Node(_) => NODES,
+        Object::Pod(_) => 3,
+    };
+    let key = OrderKey {
+        namespace: meta.namespace.as_deref().unwrap_or("default").to_owned(),
+        name: meta.name.as_deref().unwrap_or("<unnamed>").to_owned(),
+        origin: Arc::clone(origin),
+        seq,
+    };
+    (kind, key)
+}
+
+/// One origin's objects, in the origin's order and found by key.
+///
+/// The order is a sequence number given on arrival: an updated object keeps its place, a new
+/// one goes last, as in a list. One origin may hold the same key more than once (a manifest
+/// file listing one object twice); all are kept, an update changes the first and a deletion
+/// removes them all.
+#[derive(Clone, Debug, Default)]
+struct OriginObjects {
+    in_order: BTreeMap<u64, Object>,
+    /// The sequence numbers of each key's objects, ascending.
+    by_key: HashMap<ObjectKey, Vec<u64>>,
+    next: u64,
+}
+
+impl OriginObjects {
+    /// `objects` as an origin's new contents; of those equal to one `previous` held under the
+    /// same key, the held allocation is kept, so only changed objects are new to readers.
+    fn replacing(previous: Option<&OriginObjects>, objects: Vec<Object>) -> Self {
+        let mut out = OriginObjects::default();
+        for object in objects {
+            let key = object.key();
+            let kept = previous
+                .and_then(|p| p.with_key(&key).find(|held| held.same_as(&object)))
+                .cloned();
+            out.push(key, kept.unwrap_or(object));
+        }
+        out
+    }
+
+    /// Whether it holds `objects`, in this order, and nothing else.
+    fn holds_exactly(&self, objects: &[Object]) -> bool {
+        self.in_order.len() == objects.len()
+            && self
+                .in_order
+                .values()
+                .zip(objects)
+                .all(|(held, new)| held.same_as(new))
+    }
+
+    /// Adds or updates `object`; returns its sequence number when anything changed.
+    fn upsert(&mut self, object: Object) -> Option<u64> {
+        let key = object.key();
+        let Some(&first) = self.by_key.get(&key).and_then(|seqs| seqs.first()) else {
+            return Some(self.push(key, object));
+        };
+        let held = self
+            .in_order
+            .get_mut(&first)
+            .expect("every indexed key is held");
+        if held.same_as(&object) {
+            return None;
+        }
+        *held = object;
+        Some(first)
+    }
+
+    /// Removes every object under `key`; returns them with their sequence numbers.
+    fn delete(&mut self, key: &ObjectKey) -> Vec<(u64, Object)> {
+        let Some(seqs) = self.by_key.remove(key) else {
+            return Vec::new();
+        };
+        seqs.into_iter()
+            .filter_map(|seq| self.in_order.remove(&seq).map(|o| (seq, o)))
+            .collect()
+    }
+
+    fn push(&mut self, key: ObjectKey, object: Object) -> u64 {
+        let seq = self.next;
+        self.by_key.entry(key).or_default().push(seq);
+        self.in_order.insert(seq, object);
+        self.next += 1;
+        seq
+    }
+
+    fn with_key<'a>(&'a self, key: &ObjectKey) -> impl Iterator<Item = &'a Object> {
+        self.by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| self.in_order.get(seq))
     }
 }
 
@@ -176,7 +361,7 @@ mod tests {
     use super::*;
 
     fn service(name: &str, cluster_ip: &str) -> Object {
-        Object::Service(Box::new(Service {
+        Object::Service(Arc::new(Service {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some("default".to_owned()),
@@ -255,5 +440,185 @@ mod tests {
             key,
         }));
         assert_eq!(cluster_ips(&store), ["10.0.0.9"]);
+    }
+
+    fn service_ptr(store: &ClusterStore, name: &str) -> *const Service {
+        let objects = store.objects();
+        let found = objects
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .expect("held");
+        Arc::as_ptr(found)
+    }
+
+    fn names(store: &ClusterStore) -> Vec<String> {
+        store
+            .objects()
+            .services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn objects_come_by_name_then_by_origin_and_the_origins_order() {
+        let mut store = ClusterStore::default();
+        for (name, ip) in [("c", "10.0.0.3"), ("a", "10.0.0.1"), ("web", "10.0.1.1")] {
+            store.apply(Change::Upsert {
+                origin: "api".into(),
+                object: service(name, ip),
+            });
+        }
+        store.apply(Change::Replace {
+            origin: "0.yaml".into(),
+            objects: vec![service("web", "10.0.2.1"), service("b", "10.0.0.2")],
+        });
+        assert!(store.apply(Change::Upsert {
+            origin: "api".into(),
+            object: service("a", "10.0.0.9"),
+        }));
+        assert_eq!(names(&store), ["a", "b", "c", "web", "web"]);
+        assert_eq!(
+            cluster_ips(&store),
+            ["10.0.0.9", "10.0.0.2", "10.0.0.3", "10.0.2.1", "10.0.1.1"],
+            "the same name in two origins: origins in name order"
+        );
+        assert!(store.apply(Change::Delete {
+            origin: "api".into(),
+            key: service("c", "").key(),
+        }));
+        assert_eq!(names(&store), ["a", "b", "web", "web"]);
+    }
+
+    #[test]
+    fn an_unchanged_object_keeps_its_allocation_and_a_changed_one_gets_a_new_one() {
+        let mut store = ClusterStore::default();
+        store.apply(Change::Upsert {
+            origin: "api".into(),
+            object: service("a", "10.0.0.1"),
+        });
+        let before = service_ptr(&store, "a");
+        assert!(!store.apply(Change::Upsert {
+            origin: "api".into(),
+            object: service("a", "10.0.0.1"),
+        }));
+        assert_eq!(service_ptr(&store, "a"), before, "an equal upsert");
+        assert!(store.apply(Change::Upsert {
+            origin: "api".into(),
+            object: service("a", "10.0.0.2"),
+        }));
+        assert_ne!(service_ptr(&store, "a"), before, "a changed upsert");
+    }
+
+    #[test]
+    fn a_relist_with_one_change_keeps_every_other_allocation() {
+        let list = |changed: &str| -> Vec<Object> {
+            (0..100)
+                .map(|i| {
+                    let ip = if i == 42 { changed } else { "10.0.1.1" };
+                    service(&format!("s{i}"), ip)
+                })
+                .collect()
+        };
+        let mut store = ClusterStore::default();
+        store.apply(Change::Replace {
+            origin: "api".into(),
+            objects: list("10.0.0.1"),
+        });
+        let pointers = |store: &ClusterStore| -> BTreeMap<String, *const Service> {
+            store
+                .objects()
+                .services
+                .iter()
+                .map(|s| (s.metadata.name.clone().unwrap(), Arc::as_ptr(s)))
+                .collect()
+        };
+        let before = pointers(&store);
+        assert!(
+            !store.apply(Change::Replace {
+                origin: "api".into(),
+                objects: list("10.0.0.1"),
+            }),
+            "the same list again changes nothing"
+        );
+        assert!(store.apply(Change::Replace {
+            origin: "api".into(),
+            objects: list("10.0.0.2"),
+        }));
+        let after = pointers(&store);
+        let new: Vec<&String> = after
+            .iter()
+            .filter(|(name, at)| before[*name] != **at)
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(new, ["s42"], "only the changed one is a new allocation");
+        assert_eq!(service_ptr(&store, "s42"), after["s42"]);
+        assert_eq!(
+            cluster_ips(&store)
+                .iter()
+                .filter(|ip| *ip == "10.0.0.2")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_relist_takes_the_new_order_of_one_name_listed_twice() {
+        let mut store = ClusterStore::default();
+        store.apply(Change::Replace {
+            origin: "a.yaml".into(),
+            objects: vec![service("web", "10.0.0.1"), service("web", "10.0.0.2")],
+        });
+        assert!(store.apply(Change::Replace {
+            origin: "a.yaml".into(),
+            objects: vec![service("web", "10.0.0.2"), service("web", "10.0.0.1")],
+        }));
+        assert_eq!(cluster_ips(&store), ["10.0.0.2", "10.0.0.1"]);
+    }
+
+    #[test]
+    fn an_object_listed_twice_in_one_origin_is_held_twice_updated_once_deleted_whole() {
+        let mut store = ClusterStore::default();
+        store.apply(Change::Replace {
+            origin: "a.yaml".into(),
+            objects: vec![
+                service("web", "10.0.0.1"),
+                service("db", "10.0.0.5"),
+                service("web", "10.0.0.2"),
+            ],
+        });
+        assert_eq!(cluster_ips(&store), ["10.0.0.5", "10.0.0.1", "10.0.0.2"]);
+        assert!(store.apply(Change::Upsert {
+            origin: "a.yaml".into(),
+            object: service("web", "10.0.0.3"),
+        }));
+        assert_eq!(cluster_ips(&store), ["10.0.0.5", "10.0.0.3", "10.0.0.2"]);
+        assert!(store.apply(Change::Delete {
+            origin: "a.yaml".into(),
+            key: service("web", "").key(),
+        }));
+        assert_eq!(cluster_ips(&store), ["10.0.0.5"]);
+    }
+
+    #[test]
+    fn the_same_object_in_two_origins_is_held_by_each_in_origin_order() {
+        let mut store = ClusterStore::default();
+        for (origin, ip) in [("b.yaml", "10.0.0.2"), ("a.yaml", "10.0.0.1")] {
+            store.apply(Change::Replace {
+                origin: origin.into(),
+                objects: vec![service("web", ip)],
+            });
+        }
+        assert_eq!(cluster_ips(&store), ["10.0.0.1", "10.0.0.2"]);
+        assert!(store.apply(Change::Delete {
+            origin: "a.yaml".into(),
+            key: service("web", "").key(),
+        }));
+        assert_eq!(cluster_ips(&store), ["10.0.0.2"]);
+        assert!(!store.apply(Change::Delete {
+            origin: "c.yaml".into(),
+            key: service("web", "").key(),
+        }));
     }
 }

@@ -22,7 +22,7 @@ fn slim_meta(meta: &mut ObjectMeta) {
 /// A Service as the store keeps it.
 pub fn service(mut svc: Service) -> Option<Object> {
     slim_meta(&mut svc.metadata);
-    Some(Object::Service(Box::new(svc)))
+    Some(Object::Service(std::sync::Arc::new(svc)))
 }
 
 /// An EndpointSlice as the store keeps it: of its annotations only the last change's trigger
@@ -35,7 +35,7 @@ pub fn endpoint_slice(mut slice: EndpointSlice) -> Option<Object> {
         .and_then(|a| a.remove_entry(crate::metrics::LAST_CHANGE_TRIGGER_TIME));
     slim_meta(&mut slice.metadata);
     slice.metadata.annotations = trigger.map(|(k, v)| std::iter::once((k, v)).collect());
-    Some(Object::EndpointSlice(Box::new(slice)))
+    Some(Object::EndpointSlice(std::sync::Arc::new(slice)))
 }
 
 /// A Node as the store keeps it: metadata (labels for the zone), spec (taints for
@@ -46,7 +46,7 @@ pub fn node(mut node: Node) -> Option<Object> {
         addresses: s.addresses,
         ..NodeStatus::default()
     });
-    Some(Object::Node(Box::new(node)))
+    Some(Object::Node(std::sync::Arc::new(node)))
 }
 
 /// A Pod as the store keeps it, or `None` when no container declares a hostPort: only those
@@ -80,7 +80,7 @@ pub fn pod(pod: Pod) -> Option<Object> {
     }
     slim_meta(&mut metadata);
     metadata.labels = None;
-    Some(Object::Pod(Box::new(Pod {
+    Some(Object::Pod(std::sync::Arc::new(Pod {
         metadata,
         spec: Some(PodSpec {
             containers,
@@ -158,7 +158,7 @@ mod tests {
         ]))) else {
             panic!("a hostPort pod is kept");
         };
-        let kept = serde_json::to_value(&kept).unwrap();
+        let kept = serde_json::to_value(&*kept).unwrap();
         assert_eq!(
             kept,
             json!({
