@@ -286,21 +286,14 @@ mod tests {
     }
 
     fn programmed(store: &ClusterStore) -> usize {
-        let node = LocalNode::new(
-            &NodeContext {
-                name: "n1".into(),
-                ..NodeContext::default()
-            },
-            &DeviceSelection {
-                devices: vec![],
-                direct_routing: None,
-                patterns_matched_nothing: false,
-            },
-        );
-        translate(&store.objects(), &node, &TranslateOptions::default())
-            .state
-            .services()
-            .count()
+        translate(
+            &store.objects(),
+            &local_node(),
+            &TranslateOptions::default(),
+        )
+        .state
+        .services()
+        .count()
     }
 
     #[test]

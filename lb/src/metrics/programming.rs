@@ -15,12 +15,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 
 use super::slice_changes::SliceChanges;
+use super::terminating::service_of;
 
 /// The annotation the EndpointSlice controller sets to when the change was triggered.
 pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
-/// The label naming an EndpointSlice's service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Trigger times waiting for the maps, and the slices they came from.
 #[derive(Clone, Debug)]
@@ -52,7 +50,7 @@ impl ProgrammingLatency {
             let before = self.slices.get(&key);
             if !before.is_some_and(|b| Arc::ptr_eq(b, slice) || **b == **slice) {
                 if let Some(t) = trigger_time(slice).filter(|t| *t > self.started) {
-                    self.waiting.entry(service(slice)).or_default().push(t);
+                    self.waiting.entry(service_of(slice)).or_default().push(t);
                 }
             }
             self.slices.insert(key, Arc::clone(slice));
@@ -62,7 +60,7 @@ impl ProgrammingLatency {
             // Replaced by a slice of the same name, or deleted.
             if self.slices.get(&key).is_some_and(|s| Arc::ptr_eq(s, gone)) {
                 self.slices.remove(&key);
-                self.waiting.remove(&service(gone));
+                self.waiting.remove(&service_of(gone));
             }
         }
     }
@@ -84,19 +82,6 @@ fn key_of(slice: &EndpointSlice) -> (String, String) {
         slice.metadata.namespace.clone().unwrap_or_default(),
         slice.metadata.name.clone().unwrap_or_default(),
     )
-}
-
-/// The slice's service: namespace and the service-name label (the slice's name without it).
-fn service(slice: &EndpointSlice) -> (String, String) {
-    let name = slice
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        .or(slice.metadata.name.as_ref())
-        .cloned()
-        .unwrap_or_default();
-    (slice.metadata.namespace.clone().unwrap_or_default(), name)
 }
 
 /// The slice's trigger time, when the annotation is there and is an RFC 3339 time (kube-proxy

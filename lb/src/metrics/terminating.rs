@@ -8,13 +8,11 @@ use std::sync::Arc;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::slice_changes::SliceChanges;
+use crate::k8s::SERVICE_NAME_LABEL;
 
 /// A service's namespace and name. Endpoints are told apart by service, not slice, so an
 /// endpoint moved to another slice of its service is still the same one.
 type ServiceKey = (String, String);
-
-/// The label naming an EndpointSlice's service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Each service's EndpointSlices as last seen (shared with the store, not copied), from which
 /// whether each endpoint was terminating is worked out for the services a change touches.
@@ -100,7 +98,7 @@ fn owned(endpoints: HashMap<&str, bool>) -> HashMap<String, bool> {
 }
 
 /// The slice's service: namespace and the service-name label (the slice's name without it).
-fn service_of(slice: &EndpointSlice) -> ServiceKey {
+pub(super) fn service_of(slice: &EndpointSlice) -> ServiceKey {
     let namespace = slice.metadata.namespace.clone().unwrap_or_default();
     let service = slice
         .metadata
