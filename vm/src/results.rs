@@ -117,7 +117,10 @@ impl KernelFeatures {
 /// The records between the markers, sorted by scenario; an error when the guest never printed
 /// a complete report (it hung, panicked or the suite crashed), or a record does not parse.
 pub fn parse(lines: &[String]) -> Result<Vec<ScenarioResult>> {
-    let Some(begin) = lines.iter().position(|l| l.trim() == marker::RESULTS_BEGIN) else {
+    let Some(begin) = lines
+        .iter()
+        .position(|l| is_marker(l, marker::RESULTS_BEGIN))
+    else {
         bail!(
             "the guest printed no results (no {} line)",
             marker::RESULTS_BEGIN
@@ -125,7 +128,7 @@ pub fn parse(lines: &[String]) -> Result<Vec<ScenarioResult>> {
     };
     let Some(len) = lines[begin + 1..]
         .iter()
-        .position(|l| l.trim() == marker::RESULTS_END)
+        .position(|l| is_marker(l, marker::RESULTS_END))
     else {
         bail!(
             "the guest's results end early (no {} line)",
@@ -299,6 +302,15 @@ fn first_record<T: DeserializeOwned>(text: &str) -> Option<T> {
         .ok()
 }
 
+/// Whether `line` is the `marker` line: alone, or followed by a kernel message the serial
+/// console printed before the guest's newline (`LB-VM-RESULTS-BEGIN[  450.372172] br0: …`, as
+/// a CI run gave it).
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.trim()
+        .strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || kernel_message_start(rest) == Some(0))
+}
+
 /// Where a kernel message (`[   12.345678] …`) starts in `text`, if one does.
 fn kernel_message_start(text: &str) -> Option<usize> {
     text.match_indices('[').map(|(i, _)| i).find(|&i| {
@@ -397,6 +409,21 @@ mod tests {
             ("a", Outcome::Passed)
         );
         assert_eq!(r[1].detail, "step 1");
+    }
+
+    #[test]
+    fn a_marker_with_a_kernel_message_after_it_on_its_line_is_still_the_marker() {
+        // As the serial console gave it in a CI run.
+        let console = lines(
+            "LB-VM-RESULTS-BEGIN[  450.372172] br0: port 1(s0-node1) entered disabled state\n\
+             {\"scenario\":\"a\",\"outcome\":\"passed\",\"detail\":\"\"}\n\
+             LB-VM-RESULTS-END[  450.465403] virtme-ng-init: script exited with code 0\n",
+        );
+        let r = parse(&console).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].scenario, "a");
+        // Text that only starts like a marker is not one.
+        assert!(parse(&lines("LB-VM-RESULTS-BEGINNING\nLB-VM-RESULTS-END\n")).is_err());
     }
 
     fn feed(stream: &mut Stream, console: &str) -> Vec<Event> {
