@@ -158,7 +158,10 @@ impl Programmed {
         let mut touched: BTreeSet<L3n4Addr> = BTreeSet::new();
         let olds = changed
             .iter()
-            .filter_map(|&i| self.desired.get_shared(&frontend_at(desired, i)))
+            .filter_map(|&i| {
+                let frontend = desired.shared_services().nth(i)?.frontend;
+                self.desired.get_shared(&frontend)
+            })
             .chain(&gone)
             .cloned()
             .collect::<Vec<Arc<LbService>>>();
@@ -315,15 +318,6 @@ impl Programmed {
         }
         (changed, gone)
     }
-}
-
-/// The frontend at position `i` of `desired`.
-fn frontend_at(desired: &DesiredState, i: usize) -> Frontend {
-    desired
-        .services()
-        .nth(i)
-        .map(|s| s.frontend)
-        .expect("positions come from the same state")
 }
 
 /// Deletions of `old`'s keys and writes of `new`'s entries, leaving out what `held` already
