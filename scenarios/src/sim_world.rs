@@ -906,7 +906,12 @@ fn modelled_neighbours(
     if !(config.node_port() && config.l2_neigh_discovery()) {
         return Vec::new();
     }
-    let peers = peer_addresses(&store.nodes(), &node.name, config.ipv4(), config.ipv6());
+    let peers = peer_addresses(
+        &store.shared_nodes(),
+        &node.name,
+        config.ipv4(),
+        config.ipv6(),
+    );
     let eth0 = [NeighDevice {
         name: "eth0".to_owned(),
         ifindex: 1,

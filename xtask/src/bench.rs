@@ -16,6 +16,9 @@ pub struct Options {
 /// The benchmarks there are.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Bench {
+    /// One agent pass in process at 10 000 services: each stage's cost for a single
+    /// EndpointSlice change, against the whole translation; the heap each stage holds.
+    AgentPass,
     /// Maglev table build time and peak memory, against the textbook M×N-matrix build.
     Maglev,
     /// How many entries of other backends move when one backend goes or comes.
@@ -41,6 +44,7 @@ pub enum Bench {
 /// Runs the benchmark.
 pub fn run(options: Options) -> Result<()> {
     let targets: &[&str] = match options.name {
+        Bench::AgentPass => &["agent_pass"],
         Bench::Maglev => &["maglev"],
         Bench::MaglevDisruption => &["maglev_disruption"],
         Bench::SocketLb => &["socket_lb"],
@@ -88,7 +92,7 @@ pub fn run(options: Options) -> Result<()> {
 /// Why `bench` needs root, for the benchmarks that do.
 fn needs_root(bench: Bench) -> Option<&'static str> {
     match bench {
-        Bench::Maglev | Bench::MaglevDisruption => None,
+        Bench::AgentPass | Bench::Maglev | Bench::MaglevDisruption => None,
         Bench::SocketLb => Some(
             "bench socket-lb needs root: it builds network namespaces, cgroups, a bpffs, BPF \
              programs and iptables rules (all of its own); run `cargo xtask bench socket-lb` \

@@ -398,7 +398,11 @@ impl Agent {
     /// Keeps a neighbour entry for the next hop towards every Node of `nodes` but `local` on
     /// each NodePort device, and none of the agent's others (nothing with neighbour discovery
     /// off).
-    pub fn keep_neighbours(&mut self, nodes: &[Node], local: &str) -> Result<(), AgentError> {
+    pub fn keep_neighbours<N: std::borrow::Borrow<Node>>(
+        &mut self,
+        nodes: &[N],
+        local: &str,
+    ) -> Result<(), AgentError> {
         let (Some(kept), Some((_, attached))) = (&mut self.neighbours, &self.nodeport) else {
             return Ok(());
         };

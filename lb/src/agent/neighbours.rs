@@ -103,9 +103,15 @@ impl Upkeep {
 
 /// The address of every other Node in each family the agent runs: its first InternalIP of the
 /// family, else its first ExternalIP; `local` (the agent's own Node) is left out.
-pub fn peer_addresses(nodes: &[Node], local: &str, ipv4: bool, ipv6: bool) -> Vec<IpAddr> {
+pub fn peer_addresses<N: std::borrow::Borrow<Node>>(
+    nodes: &[N],
+    local: &str,
+    ipv4: bool,
+    ipv6: bool,
+) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for node in nodes {
+        let node: &Node = node.borrow();
         if node.metadata.name.as_deref() == Some(local) {
             continue;
         }

@@ -242,7 +242,7 @@ fn serve_health_checks(servers: &mut Option<ServiceHealthServers>, translation: 
 
 /// Whether this node's Node, as the store holds it now, may receive traffic.
 fn this_node_eligible(store: &ClusterStore, opts: &RunOptions) -> bool {
-    health::node_eligible(&store.nodes(), opts.node.as_deref())
+    health::node_eligible(&store.shared_nodes(), opts.node.as_deref())
 }
 
 /// The store's objects translated for this node with its devices now, redoing only what
@@ -254,8 +254,7 @@ fn translate(
     cache: &mut TranslationCache,
 ) -> Result<NodeTranslation, AgentError> {
     let devices = crate::host::local_devices()?;
-    let objects = store.objects();
-    k8s::translate_for_node_cached(config, &objects, opts.node.as_deref(), devices, cache)
+    k8s::translate_for_node_store(config, store, opts.node.as_deref(), devices, cache)
         .map_err(AgentError::NodeNotFound)
 }
 
@@ -285,7 +284,7 @@ fn reconcile(
 /// The neighbour entries for the store's other Nodes; a failure is logged, and the next pass
 /// tries again.
 fn keep_neighbours(agent: &mut Agent, store: &ClusterStore, translation: &NodeTranslation) {
-    if let Err(e) = agent.keep_neighbours(&store.nodes(), &translation.node.name) {
+    if let Err(e) = agent.keep_neighbours(&store.shared_nodes(), &translation.node.name) {
         warn!("cannot keep the neighbour entries for the other nodes: {e}");
     }
 }

@@ -11,12 +11,13 @@ pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 /// This node is `name` when given (`--node`); without it, the only Node, as translation takes
 /// it. No Node, or several and no name, is not eligible: a load balancer should not send
 /// traffic to a node the agent cannot place.
-pub fn node_eligible(nodes: &[Node], name: Option<&str>) -> bool {
-    let this = match name {
+pub fn node_eligible<N: std::borrow::Borrow<Node>>(nodes: &[N], name: Option<&str>) -> bool {
+    let this: Option<&Node> = match name {
         Some(name) => nodes
             .iter()
+            .map(N::borrow)
             .find(|n| n.metadata.name.as_deref() == Some(name)),
-        None if nodes.len() == 1 => nodes.first(),
+        None if nodes.len() == 1 => nodes.first().map(N::borrow),
         None => None,
     };
     let Some(node) = this else {
@@ -51,13 +52,13 @@ mod tests {
     #[test]
     fn a_missing_node_is_not_eligible() {
         assert!(!node_eligible(&[plain("a")], Some("b")));
-        assert!(!node_eligible(&[], Some("b")));
+        assert!(!node_eligible::<Node>(&[], Some("b")));
     }
 
     #[test]
     fn without_a_name_the_only_node_is_this_one() {
         assert!(node_eligible(&[plain("a")], None));
-        assert!(!node_eligible(&[], None));
+        assert!(!node_eligible::<Node>(&[], None));
         assert!(!node_eligible(&[plain("a"), plain("b")], None));
     }
 

@@ -7,6 +7,9 @@ use super::translate::{translate, ClusterObjects, LocalNode, Translation};
 use super::translate_cache::TranslationCache;
 use super::TranslateOptions;
 use crate::config::AgentConfig;
+use crate::source::ClusterStore;
+use k8s_openapi::api::core::v1::Node;
+use std::sync::Arc;
 
 /// What a node programs, and the node and devices it was worked out for.
 #[derive(Clone, Debug)]
@@ -37,33 +40,35 @@ pub fn translate_for_node(
     node_name: Option<&str>,
     devices: Vec<NodeDevice>,
 ) -> Result<NodeTranslation, NodeNotFound> {
-    for_node(config, objects, node_name, devices, translate)
+    for_node(config, &objects.nodes, node_name, devices, |n, t| {
+        translate(objects, n, t)
+    })
 }
 
-/// [`translate_for_node`] through `cache`, which keeps what it worked out for the next call:
-/// the agent translates this way after every change.
-pub fn translate_for_node_cached(
+/// [`translate_for_node`] of `store`'s objects through `cache`, which keeps what it worked out
+/// for the next call and redoes only what changed since
+/// ([`TranslationCache::translate_store`]): the agent translates this way after every change.
+pub fn translate_for_node_store(
     config: &AgentConfig,
-    objects: &ClusterObjects,
+    store: &ClusterStore,
     node_name: Option<&str>,
     devices: Vec<NodeDevice>,
     cache: &mut TranslationCache,
 ) -> Result<NodeTranslation, NodeNotFound> {
-    for_node(config, objects, node_name, devices, |o, n, t| {
-        cache.translate(o, n, t)
+    for_node(config, &store.shared_nodes(), node_name, devices, |n, t| {
+        cache.translate_store(store, n, t)
     })
 }
 
-/// The local node and its devices worked out from `objects`, and `objects` translated for
+/// The local node and its devices worked out from `nodes`, and the objects translated for
 /// them with `translate`.
 fn for_node(
     config: &AgentConfig,
-    objects: &ClusterObjects,
+    nodes: &[Arc<Node>],
     node_name: Option<&str>,
     devices: Vec<NodeDevice>,
-    translate: impl FnOnce(&ClusterObjects, &LocalNode, &TranslateOptions) -> Translation,
+    translate: impl FnOnce(&LocalNode, &TranslateOptions) -> Translation,
 ) -> Result<NodeTranslation, NodeNotFound> {
-    let nodes = &objects.nodes;
     let node_object = match node_name {
         Some(name) => Some(
             nodes
@@ -113,7 +118,6 @@ fn for_node(
         ));
     }
     let mut translation = translate(
-        objects,
         &LocalNode::new(&node, &selection),
         &TranslateOptions::from(config),
     );

@@ -21,7 +21,7 @@ mod translate_cache;
 pub use access::{ApiAccess, API_ACCESS};
 pub use endpoints::SERVICE_NAME_LABEL;
 pub use error::{ObjectRef, TranslateError};
-pub use for_node::{translate_for_node, translate_for_node_cached, NodeNotFound, NodeTranslation};
+pub use for_node::{translate_for_node, translate_for_node_store, NodeNotFound, NodeTranslation};
 pub use health_check::{HealthCheck, HealthChecks};
 pub use node::{DeviceSelection, K8sAddressType, NodeContext, NodeDevice, ZONE_LABEL};
 pub use options::TranslateOptions;

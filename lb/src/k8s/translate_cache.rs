@@ -13,8 +13,15 @@
 //! Unchanged frontends keep their allocation ([`crate::model::DesiredState::shared_services`]),
 //! also those of a changed Service that came out equal, so the reconciler skips them by
 //! pointer.
+//!
+//! Walking every object is still work for each of them. The agent translates its store
+//! ([`TranslationCache::translate_store`]), which says which objects changed
+//! ([`ClusterStore::changed_since`]): when those are EndpointSlices and Services whose
+//! frontends stay the same (endpoints scaled, a backend turning terminating), only their
+//! Services are translated again and put in the last result in place, a few microseconds
+//! whatever the cluster's size.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -28,6 +35,7 @@ use super::translate::{
 };
 use super::TranslateOptions;
 use crate::model::{LbService, ServiceName};
+use crate::source::{ClusterStore, StoreVersion};
 
 /// What the last translation worked out, by object, for the next one.
 #[derive(Debug, Default)]
@@ -48,6 +56,16 @@ pub struct TranslationCache {
     by_name: HashMap<ServiceName, Vec<usize>>,
     /// The frontends Pods' hostPorts gave last time.
     pod_frontends: Vec<Arc<LbService>>,
+    /// The address of each EndpointSlice's entry in `slices`, by `namespace/name`.
+    slice_at: HashMap<String, usize>,
+    /// Whether `slice_at` names every slice's entry (not after a pass that had two slices of
+    /// one name).
+    slice_at_complete: bool,
+    /// The last result of [`TranslationCache::translate_store`], and the store's version it
+    /// is of, when each object of that version had a name of its own.
+    last: Option<(StoreVersion, Translation)>,
+    /// Whether the last [`TranslationCache::translate_store`] changed only what changed.
+    patched: bool,
 }
 
 /// One EndpointSlice and what parsing it gave: the service it belongs to when usable.
@@ -57,6 +75,16 @@ struct CachedSlice {
     parsed: Result<Option<Arc<ServiceName>>, Vec<TranslateError>>,
     /// The last pass it was among the objects.
     seen: u64,
+}
+
+impl CachedSlice {
+    fn parse(slice: &Arc<EndpointSlice>, opts: &TranslateOptions, pass: u64) -> Self {
+        CachedSlice {
+            slice: Arc::clone(slice),
+            parsed: parse_slice(slice, opts).map(|p| p.map(|p| Arc::new(p.service))),
+            seen: pass,
+        }
+    }
 }
 
 /// One Service, the slices it was translated with, and the result.
@@ -113,6 +141,7 @@ impl TranslationCache {
             .is_some_and(|(n, o)| n == node && o == opts);
         if !inputs_unchanged {
             self.slices.clear();
+            self.slice_at.clear();
             self.inputs = Some((node.clone(), opts.clone()));
             self.valid_from = self.pass;
         }
@@ -175,15 +204,24 @@ impl TranslationCache {
     ) -> Vec<UsableSlice> {
         let pass = self.pass;
         let mut usable = Vec::with_capacity(objects.endpoint_slices.len());
+        let slice_at = &mut self.slice_at;
+        // Entries are noted as they are made; after a pass with two slices of one name, which
+        // one is noted is unknown, so the next pass notes every slice again.
+        let note_all = !self.slice_at_complete;
+        let mut duplicates = false;
+        let mut last_key = None;
         for slice in sorted(&objects.endpoint_slices, |s| &s.metadata) {
+            let key = sort_key(&slice.metadata);
+            duplicates |= last_key == Some(key);
+            last_key = Some(key);
+            let at = Arc::as_ptr(slice) as usize;
+            if note_all || !self.slices.contains_key(&at) {
+                slice_at.insert(slice_key(slice), at);
+            }
             let entry = self
                 .slices
-                .entry(Arc::as_ptr(slice) as usize)
-                .or_insert_with(|| CachedSlice {
-                    slice: Arc::clone(slice),
-                    parsed: parse_slice(slice, opts).map(|p| p.map(|p| Arc::new(p.service))),
-                    seen: pass,
-                });
+                .entry(at)
+                .or_insert_with(|| CachedSlice::parse(slice, opts, pass));
             entry.seen = pass;
             match &entry.parsed {
                 Ok(Some(service)) => usable.push(UsableSlice {
@@ -194,7 +232,13 @@ impl TranslationCache {
                 Err(e) => errors.extend(e.iter().cloned()),
             }
         }
-        self.slices.retain(|_, s| s.seen == pass);
+        self.slices.retain(|at, s| {
+            if s.seen != pass {
+                forget_slice_at(slice_at, &s.slice, *at);
+            }
+            s.seen == pass
+        });
+        self.slice_at_complete = !duplicates;
         // Stable: a service's slices stay in their own order.
         usable.sort_by(|a, b| service_of(a).cmp(&service_of(b)));
         usable
@@ -263,6 +307,269 @@ impl TranslationCache {
     }
 }
 
+impl TranslationCache {
+    /// [`translate`](super::translate) of `store`'s objects. After a first call, and as long
+    /// as the node and options stay and the store can say what changed
+    /// ([`ClusterStore::changed_since`]), the last result is changed where the changed objects'
+    /// Services are, when they keep their frontends (new backends, the common change): the
+    /// cost is that of those Services, not of the cluster. Anything else (a Service added or
+    /// deleted, a frontend that comes or goes, an error that appears, a Pod) is translated
+    /// through [`TranslationCache::translate`].
+    pub fn translate_store(
+        &mut self,
+        store: &ClusterStore,
+        node: &LocalNode,
+        opts: &TranslateOptions,
+    ) -> Translation {
+        if let Some(patched) = self.patch(store, node, opts) {
+            self.patched = true;
+            return patched;
+        }
+        self.patched = false;
+        let out = self.translate(&store.objects(), node, opts);
+        // Patched later only from a result in which each name was one object, so that a name
+        // changed is known to be the one object the cache has under it.
+        self.last = store.names_unique().then(|| (store.version(), out.clone()));
+        out
+    }
+
+    /// Whether the last [`TranslationCache::translate_store`] redid only the changed Services.
+    pub fn patched(&self) -> bool {
+        self.patched
+    }
+
+    /// The last result with the changed objects' Services redone, when that is all that
+    /// changed: see [`TranslationCache::translate_store`]. `None`, with nothing changed, when
+    /// the whole translation must run.
+    fn patch(
+        &mut self,
+        store: &ClusterStore,
+        node: &LocalNode,
+        opts: &TranslateOptions,
+    ) -> Option<Translation> {
+        let (seen, _) = self.last.as_ref()?;
+        let inputs_unchanged = self
+            .inputs
+            .as_ref()
+            .is_some_and(|(n, o)| n == node && o == opts);
+        if !inputs_unchanged || !store.names_unique() {
+            return None;
+        }
+        let mut services: BTreeSet<ServiceName> = BTreeSet::new();
+        let mut slice_keys: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for touched in store.changed_since(*seen)? {
+            let key = (touched.namespace.as_str(), touched.name.as_str());
+            match touched.kind {
+                "Service" => {
+                    services.insert(ServiceName {
+                        namespace: key.0.to_owned(),
+                        name: key.1.to_owned(),
+                    });
+                }
+                "EndpointSlice" => {
+                    slice_keys.insert(key);
+                }
+                // The local node is among the inputs; other Nodes change nothing here.
+                "Node" => {}
+                _ => return None,
+            }
+        }
+        // What becomes of each changed slice, and the services it belonged and belongs to.
+        let mut slices: Vec<SliceChange> = Vec::new();
+        for &(namespace, name) in &slice_keys {
+            let old_at = self.slice_at.get(&format!("{namespace}/{name}")).copied();
+            if let Some(old) = old_at.and_then(|at| self.slices.get(&at)) {
+                // A slice with errors puts them first in the result: not patched.
+                if let Some(owner) = old.parsed.as_ref().ok()? {
+                    services.insert((**owner).clone());
+                }
+            }
+            let now = match store.named("EndpointSlice", namespace, name).next() {
+                Some(crate::source::Object::EndpointSlice(slice)) => {
+                    let at = Arc::as_ptr(slice) as usize;
+                    let cached = match self.slices.get(&at) {
+                        Some(held) => CachedSlice {
+                            slice: Arc::clone(&held.slice),
+                            parsed: held.parsed.clone(),
+                            seen: self.pass + 1,
+                        },
+                        None => CachedSlice::parse(slice, opts, self.pass + 1),
+                    };
+                    if let Some(owner) = cached.parsed.as_ref().ok()?.as_ref() {
+                        services.insert((**owner).clone());
+                    }
+                    Some((at, cached))
+                }
+                Some(_) => return None,
+                None => None,
+            };
+            slices.push(SliceChange {
+                key: (namespace, name),
+                old_at,
+                now,
+            });
+        }
+        let (_, last) = self.last.as_ref()?;
+        let mut redone: Vec<RedoneService> = Vec::new();
+        for name in services {
+            let svc = match store.named("Service", &name.namespace, &name.name).next() {
+                Some(crate::source::Object::Service(svc)) => Some(svc),
+                Some(_) => return None,
+                None => None,
+            };
+            let old = match self.by_name.get(&name).map(Vec::as_slice) {
+                None | Some([]) => None,
+                Some([at]) => Some((*at, self.services.get(at)?)),
+                Some(_) => return None,
+            };
+            let (svc, (old_at, old)) = match (svc, old) {
+                (None, None) => continue,
+                (Some(svc), Some(old)) => (svc, old),
+                // A Service that comes or goes moves every frontend after it.
+                _ => return None,
+            };
+            let mut own: Vec<Arc<EndpointSlice>> = old
+                .slices
+                .iter()
+                .filter(|s| !slice_keys.contains(&sort_key(&s.metadata)))
+                .cloned()
+                .collect();
+            own.extend(slices.iter().filter_map(|c| {
+                let (_, cached) = c.now.as_ref()?;
+                let owner = cached.parsed.as_ref().ok()?.as_ref()?;
+                (**owner == name).then(|| Arc::clone(&cached.slice))
+            }));
+            own.sort_by(|a, b| sort_key(&a.metadata).cmp(&sort_key(&b.metadata)));
+            let parsed: Vec<ParsedSlice> = own
+                .iter()
+                .filter_map(|s| parse_slice(s, opts).ok().flatten())
+                .collect();
+            let parsed: Vec<&ParsedSlice> = parsed.iter().collect();
+            let result = translate_one(svc, name, &parsed, node, opts, |s| old.frontend_like(s));
+            if !same_frontends(&old.result, &result, &last.state) {
+                return None;
+            }
+            redone.push(RedoneService {
+                old_at,
+                service: Arc::clone(svc),
+                slices: own,
+                result,
+            });
+        }
+        // Everything worked out: from here the cache and the last result change.
+        self.pass += 1;
+        let pass = self.pass;
+        let (_, mut out) = self.last.take()?;
+        for change in slices {
+            if let Some(old_at) = change.old_at {
+                if change.now.as_ref().is_none_or(|(at, _)| *at != old_at) {
+                    self.slices.remove(&old_at);
+                }
+            }
+            let key = format!("{}/{}", change.key.0, change.key.1);
+            match change.now {
+                Some((at, cached)) => {
+                    self.slice_at.insert(key, at);
+                    self.slices.insert(at, cached);
+                }
+                None => {
+                    self.slice_at.remove(&key);
+                }
+            }
+        }
+        for redone in redone {
+            let name = redone.result.name.clone();
+            if let Outcome::Programmed(frontends, check) = &redone.result.outcome {
+                for frontend in frontends {
+                    if !out
+                        .state
+                        .get_shared(&frontend.frontend)
+                        .is_some_and(|held| Arc::ptr_eq(held, frontend))
+                    {
+                        out.state.replace_shared(Arc::clone(frontend));
+                    }
+                }
+                match check {
+                    Some(check) => out.health_checks.insert(name.clone(), *check),
+                    None => out.health_checks.remove(&name),
+                };
+            }
+            let at = Arc::as_ptr(&redone.service) as usize;
+            self.services.remove(&redone.old_at);
+            self.services.insert(
+                at,
+                CachedService {
+                    _service: redone.service,
+                    slices: redone.slices,
+                    result: redone.result,
+                    worked_out: pass,
+                    seen: pass,
+                },
+            );
+            self.by_name.insert(name, vec![at]);
+        }
+        self.last = Some((store.version(), out.clone()));
+        Some(out)
+    }
+}
+
+/// One EndpointSlice that changed: its entry before, and the one it has now (none: deleted).
+struct SliceChange<'a> {
+    key: (&'a str, &'a str),
+    old_at: Option<usize>,
+    now: Option<(usize, CachedSlice)>,
+}
+
+/// One Service translated again by [`TranslationCache::patch`], before it goes in the cache.
+struct RedoneService {
+    old_at: usize,
+    service: Arc<Service>,
+    slices: Vec<Arc<EndpointSlice>>,
+    result: ServiceResult,
+}
+
+/// Whether `new` can take `old`'s place in a result that holds `old` (`state`) without moving
+/// anything else: the same frontends (address, scope, type) in the same order, all of them
+/// `old`'s in `state` (none lost to another object), the same warnings; or the same reason to
+/// be ignored or the same errors.
+fn same_frontends(
+    old: &ServiceResult,
+    new: &ServiceResult,
+    state: &crate::model::DesiredState,
+) -> bool {
+    if old.warnings != new.warnings {
+        return false;
+    }
+    match (&old.outcome, &new.outcome) {
+        (Outcome::Programmed(old, _), Outcome::Programmed(new, _)) => {
+            old.len() == new.len()
+                && old.iter().zip(new).all(|(old, new)| {
+                    old.frontend == new.frontend
+                        && state
+                            .get_shared(&old.frontend)
+                            .is_some_and(|held| Arc::ptr_eq(held, old))
+                })
+        }
+        (Outcome::Ignored(old), Outcome::Ignored(new)) => old == new,
+        (Outcome::Failed(old), Outcome::Failed(new)) => old == new,
+        _ => false,
+    }
+}
+
+/// How [`TranslationCache::slice_at`] names an EndpointSlice.
+fn slice_key(slice: &EndpointSlice) -> String {
+    let (namespace, name) = sort_key(&slice.metadata);
+    format!("{namespace}/{name}")
+}
+
+/// Forgets that `slice`'s entry is at `at`, unless another allocation of its name is there.
+fn forget_slice_at(slice_at: &mut HashMap<String, usize>, slice: &EndpointSlice, at: usize) {
+    let key = slice_key(slice);
+    if slice_at.get(&key) == Some(&at) {
+        slice_at.remove(&key);
+    }
+}
+
 /// An EndpointSlice translation uses, and the service it belongs to.
 #[derive(Debug)]
 struct UsableSlice {
@@ -303,5 +610,100 @@ impl Hasher for AddressHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::translate::translate;
+    use crate::k8s::{DeviceSelection, NodeContext};
+    use crate::source::{Change, Object};
+    use serde_json::json;
+
+    fn node() -> LocalNode {
+        LocalNode::new(
+            &NodeContext {
+                name: "n1".into(),
+                ..NodeContext::default()
+            },
+            &DeviceSelection {
+                devices: vec![],
+                direct_routing: None,
+                patterns_matched_nothing: false,
+            },
+        )
+    }
+
+    fn service(i: u8) -> Change {
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": format!("svc-{i}"), "namespace": "default"},
+            "spec": {"clusterIP": format!("10.96.0.{i}"), "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        Change::Upsert {
+            origin: "api".into(),
+            object: Object::Service(Arc::new(object)),
+        }
+    }
+
+    fn slice(i: u8, backends: u8) -> Change {
+        let endpoints: Vec<_> = (1..=backends)
+            .map(|b| json!({"addresses": [format!("10.244.{i}.{b}")], "conditions": {"ready": true}}))
+            .collect();
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": format!("svc-{i}-x"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+            "addressType": "IPv4", "ports": [{"port": 8080}], "endpoints": endpoints
+        }))
+        .unwrap();
+        Change::Upsert {
+            origin: "api".into(),
+            object: Object::EndpointSlice(Arc::new(object)),
+        }
+    }
+
+    /// The number of backends each frontend has, in order.
+    fn backends(t: &Translation) -> Vec<usize> {
+        t.state.services().map(|s| s.backends.len()).collect()
+    }
+
+    #[test]
+    fn an_endpoint_change_redoes_its_service_only_and_a_new_service_everything() {
+        let mut store = ClusterStore::default();
+        for i in 1..=3 {
+            store.apply(service(i));
+            store.apply(slice(i, 2));
+        }
+        let opts = TranslateOptions::default();
+        let mut cache = TranslationCache::new();
+        let first = cache.translate_store(&store, &node(), &opts);
+        assert!(!cache.patched(), "the first translation is whole");
+        assert_eq!(backends(&first), [2, 2, 2]);
+
+        store.apply(slice(2, 3));
+        let second = cache.translate_store(&store, &node(), &opts);
+        assert!(cache.patched(), "one slice changed: its service redone");
+        assert_eq!(backends(&second), [2, 3, 2]);
+        assert_eq!(
+            second.state,
+            translate(&store.objects(), &node(), &opts).state
+        );
+        let same: Vec<bool> = first
+            .state
+            .shared_services()
+            .zip(second.state.shared_services())
+            .map(|(a, b)| Arc::ptr_eq(a, b))
+            .collect();
+        assert_eq!(same, [true, false, true], "the others are handed on");
+
+        store.apply(service(0));
+        let third = cache.translate_store(&store, &node(), &opts);
+        assert!(!cache.patched(), "a new service moves the ones after it");
+        assert_eq!(backends(&third), [0, 2, 3, 2]);
+
+        let unchanged = cache.translate_store(&store, &node(), &opts);
+        assert!(cache.patched(), "nothing changed: nothing redone");
+        assert!(unchanged.state.same_as(&third.state));
     }
 }

@@ -23,11 +23,13 @@ fn key(frontend: &Frontend) -> FrontendKey {
 ///
 /// Services are shared ([`Arc`]): a translation that reuses an unchanged service's frontends
 /// from the last one hands the same allocation on, and the reconciler knows by the pointer,
-/// without comparing backends, that the frontend did not change.
+/// without comparing backends, that the frontend did not change. The state itself is shared
+/// until changed, so keeping the last one (the reconciler does, to compare) costs nothing, and
+/// replacing one service in a copy copies a vector of pointers, not the index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    services: Vec<Arc<LbService>>,
-    index: BTreeMap<FrontendKey, usize>,
+    services: Arc<Vec<Arc<LbService>>>,
+    index: Arc<BTreeMap<FrontendKey, usize>>,
 }
 
 impl DesiredState {
@@ -46,10 +48,25 @@ impl DesiredState {
         if let Some(&at) = self.index.get(&key(&service.frontend)) {
             return Err(&*self.services[at]);
         }
-        self.index
-            .insert(key(&service.frontend), self.services.len());
-        self.services.push(service);
+        Arc::make_mut(&mut self.index).insert(key(&service.frontend), self.services.len());
+        Arc::make_mut(&mut self.services).push(service);
         Ok(())
+    }
+
+    /// Puts `service` in the place of the service at its address and scope, and returns that
+    /// one; `None` (and nothing changed) when there is none.
+    pub fn replace_shared(&mut self, service: Arc<LbService>) -> Option<Arc<LbService>> {
+        let at = *self.index.get(&key(&service.frontend))?;
+        Some(std::mem::replace(
+            &mut Arc::make_mut(&mut self.services)[at],
+            service,
+        ))
+    }
+
+    /// Whether `other` is this state unchanged: a copy of it that nothing was added to or
+    /// replaced in since (a cheap test; equal states built apart are not the same).
+    pub fn same_as(&self, other: &DesiredState) -> bool {
+        Arc::ptr_eq(&self.services, &other.services)
     }
 
     /// The service at `frontend`'s address and scope (of whatever type).

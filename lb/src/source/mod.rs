@@ -4,6 +4,7 @@
 //! behind the same [`Source`] interface.
 
 mod api;
+mod journal;
 mod manifest_dir;
 mod store;
 
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::{ApiConnection, ApiSource};
+pub use journal::{StoreVersion, Touched};
 pub use manifest_dir::ManifestDir;
 pub use store::{Change, ClusterStore, Object, ObjectKey};
 

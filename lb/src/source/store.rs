@@ -8,13 +8,14 @@
 //! re-list: translation caches its work per object by pointer
 //! ([`crate::k8s::TranslationCache`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::journal::{Journal, StoreVersion, Touched};
 use crate::k8s::ClusterObjects;
 
 /// One object of a kind the agent reads, shared with the store's readers.
@@ -64,6 +65,26 @@ impl Object {
         }
     }
 
+    /// The address of its allocation, which only an unchanged object keeps.
+    fn address(&self) -> usize {
+        match self {
+            Object::Service(o) => Arc::as_ptr(o) as usize,
+            Object::EndpointSlice(o) => Arc::as_ptr(o) as usize,
+            Object::Node(o) => Arc::as_ptr(o) as usize,
+            Object::Pod(o) => Arc::as_ptr(o) as usize,
+        }
+    }
+
+    /// Its kind and name as the journal of changes names it.
+    fn touched(&self) -> Touched {
+        let (kind, meta) = self.kind_and_meta();
+        Touched {
+            kind,
+            namespace: meta.namespace.as_deref().unwrap_or("default").to_owned(),
+            name: meta.name.as_deref().unwrap_or("<unnamed>").to_owned(),
+        }
+    }
+
     fn kind_and_meta(&self) -> (&'static str, &ObjectMeta) {
         match self {
             Object::Service(o) => ("Service", &o.metadata),
@@ -110,7 +131,9 @@ pub enum Change {
 pub struct ClusterStore {
     origins: BTreeMap<Arc<str>, OriginObjects>,
     /// Every object again, by kind ([`kind_index`]), in the order translation takes them.
-    ordered: [BTreeMap<OrderKey, Object>; 4],
+    ordered: [Ordered; 4],
+    /// Which objects changed, for readers that redo only that.
+    journal: Journal,
 }
 
 /// Where an object stands in the order translation takes objects of its kind in: by
@@ -135,13 +158,25 @@ impl ClusterStore {
                 }
                 let replaced = OriginObjects::replacing(held, objects);
                 let origin = self.origin_name(origin);
-                if let Some(old) = self.origins.remove(&origin) {
-                    for (seq, object) in &old.in_order {
-                        unindex(&mut self.ordered, &origin, *seq, object);
-                    }
+                let old = self.origins.remove(&origin).unwrap_or_default();
+                for (seq, object) in &old.in_order {
+                    unindex(&mut self.ordered, &origin, *seq, object);
                 }
                 for (seq, object) in &replaced.in_order {
                     index(&mut self.ordered, &origin, *seq, object);
+                }
+                // Touched: what only one of them holds (a kept object is the same allocation).
+                let held: HashSet<usize> = old.in_order.values().map(Object::address).collect();
+                let now: HashSet<usize> = replaced.in_order.values().map(Object::address).collect();
+                for object in old.in_order.values() {
+                    if !now.contains(&object.address()) {
+                        self.journal.record(object.touched());
+                    }
+                }
+                for object in replaced.in_order.values() {
+                    if !held.contains(&object.address()) {
+                        self.journal.record(object.touched());
+                    }
                 }
                 self.origins.insert(origin, replaced);
                 true
@@ -153,6 +188,7 @@ impl ClusterStore {
                     return false;
                 };
                 index(&mut self.ordered, &origin, seq, &object);
+                self.journal.record(object.touched());
                 true
             }
             Change::Delete { origin, key } => {
@@ -163,6 +199,7 @@ impl ClusterStore {
                 let removed = objects.delete(&key);
                 for (seq, object) in &removed {
                     unindex(&mut self.ordered, &origin, *seq, object);
+                    self.journal.record(object.touched());
                 }
                 !removed.is_empty()
             }
@@ -172,10 +209,58 @@ impl ClusterStore {
                 };
                 for (seq, object) in &objects.in_order {
                     unindex(&mut self.ordered, &origin, *seq, object);
+                    self.journal.record(object.touched());
                 }
                 true
             }
         }
+    }
+
+    /// The version of the store's contents: a reader that remembers it can ask
+    /// [`ClusterStore::changed_since`] what changed after.
+    pub fn version(&self) -> StoreVersion {
+        self.journal.version()
+    }
+
+    /// The objects added, changed or deleted after `seen` (one changed twice is named twice);
+    /// `None` when the store cannot tell (`seen` is another store's, or too old), and the
+    /// reader must look at everything.
+    pub fn changed_since(&self, seen: StoreVersion) -> Option<impl Iterator<Item = &Touched>> {
+        self.journal.since(seen)
+    }
+
+    /// Whether no two objects share a kind, namespace and name (as with the API server; two
+    /// manifest files may both hold one). Otherwise the first by origin name wins a name
+    /// ([`ClusterStore::objects`]), and a reader following changes by name cannot tell which.
+    pub fn names_unique(&self) -> bool {
+        self.ordered
+            .iter()
+            .map(Ordered::shared_names)
+            .sum::<usize>()
+            == 0
+    }
+
+    /// The objects of `kind` named `namespace`/`name` (a missing namespace is `default`), in
+    /// translation order.
+    pub fn named(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &Object> + '_ {
+        self.ordered[kind_index(kind)].named(namespace, name)
+    }
+
+    /// Every Node, by name, shared with the store.
+    pub fn shared_nodes(&self) -> Vec<Arc<Node>> {
+        self.ordered[NODES]
+            .objects
+            .values()
+            .filter_map(|o| match o {
+                Object::Node(n) => Some(Arc::clone(n)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// `origin`'s name as the store shares it: the held one when the origin is known.
@@ -191,20 +276,10 @@ impl ClusterStore {
         self.origins.keys().map(|o| &**o)
     }
 
-    /// Every Node, by name.
-    pub fn nodes(&self) -> Vec<Node> {
-        self.ordered[NODES]
-            .values()
-            .filter_map(|o| match o {
-                Object::Node(n) => Some((**n).clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Every EndpointSlice, shared, by namespace and name.
     pub fn endpoint_slices(&self) -> impl Iterator<Item = &Arc<EndpointSlice>> {
         self.ordered[ENDPOINT_SLICES]
+            .objects
             .values()
             .filter_map(|o| match o {
                 Object::EndpointSlice(s) => Some(s),
@@ -217,7 +292,7 @@ impl ClusterStore {
     /// objects are shared with the store, not copied.
     pub fn objects(&self) -> ClusterObjects {
         let mut out = ClusterObjects::default();
-        for object in self.ordered.iter().flat_map(BTreeMap::values) {
+        for object in self.ordered.iter().flat_map(|o| o.objects.values()) {
             match object {
                 Object::Service(o) => out.services.push(Arc::clone(o)),
                 Object::EndpointSlice(o) => out.endpoint_slices.push(Arc::clone(o)),
@@ -231,39 +306,78 @@ impl ClusterStore {
 
 /// Puts `object`, number `seq` of `origin`, in its place in `ordered` (replacing what was
 /// there: an update keeps its place).
-fn index(
-    ordered: &mut [BTreeMap<OrderKey, Object>; 4],
-    origin: &Arc<str>,
-    seq: u64,
-    object: &Object,
-) {
+fn index(ordered: &mut [Ordered; 4], origin: &Arc<str>, seq: u64, object: &Object) {
     let (kind, key) = order_key(origin, seq, object);
     ordered[kind].insert(key, object.clone());
 }
 
 /// Takes `object`, number `seq` of `origin`, out of `ordered`.
-fn unindex(
-    ordered: &mut [BTreeMap<OrderKey, Object>; 4],
-    origin: &Arc<str>,
-    seq: u64,
-    object: &Object,
-) {
+fn unindex(ordered: &mut [Ordered; 4], origin: &Arc<str>, seq: u64, object: &Object) {
     let (kind, key) = order_key(origin, seq, object);
     ordered[kind].remove(&key);
+}
+
+/// The objects of one kind in translation order, counting those whose name another object
+/// of the kind has too.
+#[derive(Clone, Debug, Default)]
+struct Ordered {
+    objects: BTreeMap<OrderKey, Object>,
+    /// Objects beyond the first of their name.
+    shared: usize,
+}
+
+impl Ordered {
+    fn insert(&mut self, key: OrderKey, object: Object) {
+        let others = self.named(&key.namespace, &key.name).count();
+        if self.objects.insert(key, object).is_none() && others > 0 {
+            self.shared += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &OrderKey) {
+        if self.objects.remove(key).is_some()
+            && self.named(&key.namespace, &key.name).next().is_some()
+        {
+            self.shared -= 1;
+        }
+    }
+
+    fn named(&self, namespace: &str, name: &str) -> impl Iterator<Item = &Object> + '_ {
+        let from = OrderKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            origin: Arc::from(""),
+            seq: 0,
+        };
+        let (namespace, name) = (from.namespace.clone(), from.name.clone());
+        self.objects
+            .range(from..)
+            .take_while(move |(k, _)| k.namespace == namespace && k.name == name)
+            .map(|(_, o)| o)
+    }
+
+    fn shared_names(&self) -> usize {
+        self.shared
+    }
 }
 
 const ENDPOINT_SLICES: usize = 1;
 const NODES: usize = 2;
 
+/// The index of objects of `kind` in [`ClusterStore::ordered`].
+fn kind_index(kind: &str) -> usize {
+    match kind {
+        "Service" => 0,
+        "EndpointSlice" => ENDPOINT_SLICES,
+        "Node" => NODES,
+        _ => 3,
+    }
+}
+
 /// The index of `object`'s kind in [`ClusterStore::ordered`], and its place there.
 fn order_key(origin: &Arc<str>, seq: u64, object: &Object) -> (usize, OrderKey) {
-    let (_, meta) = object.kind_and_meta();
-    let kind = match object {
-        Object::Service(_) => 0,
-        Object::EndpointSlice(_) => ENDPOINT_SLICES,
-        Object::Node(_) => NODES,
-        Object::Pod(_) => 3,
-    };
+    let (kind, meta) = object.kind_and_meta();
+    let kind = kind_index(kind);
     let key = OrderKey {
         namespace: meta.namespace.as_deref().unwrap_or("default").to_owned(),
         name: meta.name.as_deref().unwrap_or("<unnamed>").to_owned(),
@@ -382,6 +496,72 @@ mod tests {
             .iter()
             .map(|s| s.spec.as_ref().unwrap().cluster_ip.clone().unwrap())
             .collect()
+    }
+
+    /// The names the store says changed since `seen`, in order.
+    fn changed(store: &ClusterStore, seen: StoreVersion) -> Vec<String> {
+        store
+            .changed_since(seen)
+            .expect("the store can tell")
+            .map(|t| format!("{}/{}", t.kind, t.name))
+            .collect()
+    }
+
+    #[test]
+    fn the_store_names_what_each_change_touched_and_a_relist_only_what_differs() {
+        let mut store = ClusterStore::default();
+        let start = store.version();
+        store.apply(Change::Upsert {
+            origin: "api".into(),
+            object: service("a", "10.0.0.1"),
+        });
+        store.apply(Change::Upsert {
+            origin: "api".into(),
+            object: service("b", "10.0.0.2"),
+        });
+        assert_eq!(changed(&store, start), ["Service/a", "Service/b"]);
+        let listed = store.version();
+        // A re-list with a equal (kept), b changed and c new; then a deleted.
+        store.apply(Change::Replace {
+            origin: "api".into(),
+            objects: vec![
+                service("a", "10.0.0.1"),
+                service("b", "10.0.0.9"),
+                service("c", "10.0.0.3"),
+            ],
+        });
+        let mut relisted = changed(&store, listed);
+        relisted.sort();
+        assert_eq!(relisted, ["Service/b", "Service/b", "Service/c"]);
+        let after_relist = store.version();
+        store.apply(Change::Delete {
+            origin: "api".into(),
+            key: service("a", "").key(),
+        });
+        assert_eq!(changed(&store, after_relist), ["Service/a"]);
+        assert!(store
+            .changed_since(ClusterStore::default().version())
+            .is_none());
+    }
+
+    #[test]
+    fn names_are_unique_until_two_origins_hold_one() {
+        let mut store = ClusterStore::default();
+        for origin in ["api/Service", "api/EndpointSlice"] {
+            store.apply(Change::Upsert {
+                origin: origin.into(),
+                object: service("a", "10.0.0.1"),
+            });
+            // Two kinds in two origins, or one object in two: only the second shares a name.
+            if origin == "api/Service" {
+                assert!(store.names_unique());
+            }
+        }
+        assert!(!store.names_unique(), "Service a is held twice");
+        store.apply(Change::Forget {
+            origin: "api/EndpointSlice".into(),
+        });
+        assert!(store.names_unique());
     }
 
     #[test]
