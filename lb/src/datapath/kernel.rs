@@ -2,10 +2,11 @@
 
 use std::borrow::{Borrow, BorrowMut};
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, IterableMap, Map, MapData};
 use aya::Pod;
 use ebpf::maps::{
     scope, LbAffinityMatchKey, LbKey, LbService, LbSrcRange, LbSrcRangeKey, LB_AFFINITY_MATCH,
@@ -290,18 +291,20 @@ pub fn service_write_order(
     slots.chain(head_of(scope::INT)).chain(head_of(scope::EXT))
 }
 
+/// Writes `entries` to `map` in order: in batches where the kernel takes them, one by one
+/// for the rest (whose error, if any, is the one reported).
 fn write<'a, T: BorrowMut<MapData>, K: Pod + 'a, V: Pod + 'a>(
     map: &mut HashMap<T, K, V>,
     name: &'static str,
     entries: impl IntoIterator<Item = (&'a K, &'a V)>,
 ) -> Result<usize, DatapathError> {
-    let mut written = 0;
-    for (k, v) in entries {
+    let (keys, values): (Vec<K>, Vec<V>) = entries.into_iter().map(|(k, v)| (*k, *v)).unzip();
+    let batched = super::batch::update(IterableMap::map(map).fd().as_fd(), &keys, &values);
+    for (k, v) in keys[batched..].iter().zip(&values[batched..]) {
         map.insert(k, v, 0)
             .map_err(|source| DatapathError::Map { map: name, source })?;
-        written += 1;
     }
-    Ok(written)
+    Ok(keys.len())
 }
 
 fn delete<'a, T: BorrowMut<MapData>, K: Pod + 'a, V: Pod>(

@@ -1,6 +1,7 @@
 //! The kernel side: loading the eBPF programs, attaching them, and keeping their maps equal
 //! to the desired state.
 
+mod batch;
 pub mod codec;
 mod contents;
 pub mod ct_gc;
