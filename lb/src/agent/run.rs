@@ -78,7 +78,7 @@ pub fn run(
     let loaded_in = loading.elapsed();
     // The pass is translation and reconciliation, as later ones: loading the datapath is not.
     let pass = Instant::now();
-    reconcile(&mut agent, &first, &metrics)?;
+    reconcile(&mut agent, &first, &metrics, pass)?;
     let written_in = pass.elapsed();
     health.updated();
     metrics.set_pin_dir(agent.record().pin_dir.clone());
@@ -157,7 +157,7 @@ pub fn run(
         match translate(config, &store, opts, &mut cache) {
             Ok(translation) => {
                 reported.report(&translation.translation, &metrics);
-                reconcile(&mut agent, &translation, &metrics)?;
+                reconcile(&mut agent, &translation, &metrics, pass)?;
                 health.updated();
                 metrics.synced(
                     pass.elapsed(),
@@ -265,10 +265,13 @@ fn translate(
         .map_err(AgentError::NodeNotFound)
 }
 
+/// Reconciles the agent's maps with `translation`, in a pass that began at `pass` (its time,
+/// translation included, is logged with what changed, as kube-proxy logs each sync's).
 fn reconcile(
     agent: &mut Agent,
     translation: &NodeTranslation,
     metrics: &Metrics,
+    pass: Instant,
 ) -> Result<(), AgentError> {
     let report = agent
         .reconcile(&translation.translation.state)
@@ -276,6 +279,7 @@ fn reconcile(
     metrics.errors(ErrorKind::MapFull, agent.fresh_refusals());
     if report.changed_anything() {
         info!(
+            took = ?pass.elapsed(),
             frontends = report.frontends,
             written = report.maps.written,
             deleted = report.maps.deleted,
