@@ -459,9 +459,7 @@ fn print_report(results: &[SizeResult]) {
     println!(
         "({CHANGES} changes, an endpoint added to or removed from one service's EndpointSlice)"
     );
-    println!(
-        "| services | p50 | p99 | max | of which in lb-agent's passes (log): p50 | p99 | max |"
-    );
+    println!("| services | p50 | p99 | max | lb-agent's pass (its log): p50 | p99 | max |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let mut sorted = r.latencies.clone();
