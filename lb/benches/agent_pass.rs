@@ -7,19 +7,15 @@
 //! assert timing; exits non-zero if the patched translation ever differs from the plain one.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb::agent::udp_destroy::SweepScope;
-use lb::datapath::{
-    ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, MapDelta,
-    RemovedBackends,
-};
-use lb::k8s::TranslationCache;
-use lb::k8s::{translate, DeviceSelection, LocalNode, NodeContext, TranslateOptions};
-use lb::reconciler::{DatapathMaps, Reconciler, UdpSocketSweeper};
+use lb::datapath::{MapContents, RemovedBackends};
+use lb::k8s::{translate, LocalNode, TranslateOptions, TranslationCache};
+use lb::reconciler::{MemoryMaps, Reconciler, UdpSocketSweeper};
 use lb::source::{Change, ClusterStore, Object};
 use serde_json::json;
 
@@ -33,40 +29,6 @@ static ALLOCATOR: Counting = Counting;
 const SERVICES: usize = 10_000;
 const BACKENDS: usize = 10;
 const CHANGES: usize = 200;
-
-/// Service maps in memory, standing for the kernel's: what the reconciler writes is applied.
-struct MemoryMaps {
-    contents: MapContents,
-}
-
-impl DatapathMaps for MemoryMaps {
-    fn read_services(&mut self) -> Result<MapContents, DatapathError> {
-        Ok(self.contents.clone())
-    }
-    fn apply_services(
-        &mut self,
-        _have: &MapContents,
-        delta: &MapDelta,
-    ) -> Result<ApplyReport, DatapathError> {
-        delta.apply_to(&mut self.contents);
-        Ok(delta.report())
-    }
-    fn service_capacity(&mut self) -> Result<usize, DatapathError> {
-        Ok(262_144)
-    }
-    fn set_local_addresses(&mut self, _: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {
-        Ok(LocalAddrsReport::default())
-    }
-    fn set_devices(&mut self, _: &[DeviceAddrs]) -> Result<usize, DatapathError> {
-        Ok(0)
-    }
-    fn translated_sockets(&mut self) -> Result<HashSet<(u64, SocketAddr)>, DatapathError> {
-        Ok(HashSet::new())
-    }
-    fn forget_translated(&mut self, _: &[(u64, SocketAddr)]) -> Result<(), DatapathError> {
-        Ok(())
-    }
-}
 
 /// No UDP socket to destroy (the services are TCP).
 struct NoSockets;
@@ -116,20 +78,6 @@ fn slice(i: usize, n: usize) -> Object {
     Object::EndpointSlice(Arc::new(serde_json::from_value(object).unwrap()))
 }
 
-fn node() -> LocalNode {
-    LocalNode::new(
-        &NodeContext {
-            name: "n1".into(),
-            ..NodeContext::default()
-        },
-        &DeviceSelection {
-            devices: vec![],
-            direct_routing: None,
-            patterns_matched_nothing: false,
-        },
-    )
-}
-
 /// Runs `f`, returning what it returned and how much more heap is in use after.
 fn held<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let before = in_use();
@@ -155,7 +103,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let opts = TranslateOptions::default();
-    let node = node();
+    let node = LocalNode::without_devices("n1");
     let (mut store, store_bytes) = held(|| {
         let objects: Vec<Object> = (0..SERVICES)
             .flat_map(|i| [service(i), slice(i, BACKENDS)])
@@ -171,8 +119,10 @@ fn main() -> ExitCode {
     let t = Instant::now();
     let (first, translation_bytes) = held(|| cache.translate_store(&store, &node, &opts));
     let first_translation = t.elapsed();
+    // Maps in memory stand for the kernel's.
     let mut maps = MemoryMaps {
         contents: MapContents::default(),
+        capacity: 262_144,
     };
     let mut reconciler = Reconciler::new(None);
     let t = Instant::now();

@@ -69,6 +69,16 @@ impl LocalNode {
         }
     }
 
+    /// The node `name` with no devices, so no NodePort addresses (tests and benches).
+    pub fn without_devices(name: &str) -> Self {
+        LocalNode {
+            name: name.to_owned(),
+            zone: None,
+            v4: Vec::new(),
+            v6: Vec::new(),
+        }
+    }
+
     /// Addresses NodePort frontends are created for.
     pub fn node_port_addrs(&self, family: IpFamily) -> &[IpAddr] {
         match family {
@@ -271,7 +281,7 @@ fn insert_all(out: &mut Translation, object: impl Fn() -> ObjectRef, services: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::{DeviceSelection, NodeContext, HEADLESS_LABEL};
+    use crate::k8s::HEADLESS_LABEL;
     use crate::source::{Change, ClusterStore, Object};
     use serde_json::json;
 
@@ -312,17 +322,7 @@ mod tests {
     }
 
     fn local_node() -> LocalNode {
-        LocalNode::new(
-            &NodeContext {
-                name: "n1".into(),
-                ..NodeContext::default()
-            },
-            &DeviceSelection {
-                devices: vec![],
-                direct_routing: None,
-                patterns_matched_nothing: false,
-            },
-        )
+        LocalNode::without_devices("n1")
     }
 
     /// The Service `web` at 10.96.0.10:80, with session affinity or without.

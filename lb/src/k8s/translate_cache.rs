@@ -617,22 +617,11 @@ impl Hasher for AddressHasher {
 mod tests {
     use super::*;
     use crate::k8s::translate::translate;
-    use crate::k8s::{DeviceSelection, NodeContext};
     use crate::source::{Change, Object};
     use serde_json::json;
 
     fn node() -> LocalNode {
-        LocalNode::new(
-            &NodeContext {
-                name: "n1".into(),
-                ..NodeContext::default()
-            },
-            &DeviceSelection {
-                devices: vec![],
-                direct_routing: None,
-                patterns_matched_nothing: false,
-            },
-        )
+        LocalNode::without_devices("n1")
     }
 
     fn service(i: u8) -> Change {

@@ -360,50 +360,15 @@ fn fits(delta: &MapDelta, held: &MapContents, capacity: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::net::{IpAddr, SocketAddr};
+    use std::net::SocketAddr;
 
     use proptest::prelude::*;
 
     use super::*;
     use crate::agent::udp_destroy::SweepScope;
-    use crate::datapath::{ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport};
+    use crate::datapath::ApplyReport;
     use crate::model::{Backend, ServicePolicies, ServiceType};
-    use crate::reconciler::{DatapathMaps, Reconciler, UdpSocketSweeper};
-
-    /// Maps that apply what they are given, of `capacity` entries each.
-    struct Maps {
-        contents: MapContents,
-        capacity: usize,
-    }
-
-    impl DatapathMaps for Maps {
-        fn read_services(&mut self) -> Result<MapContents, DatapathError> {
-            Ok(self.contents.clone())
-        }
-        fn apply_services(
-            &mut self,
-            _have: &MapContents,
-            delta: &MapDelta,
-        ) -> Result<ApplyReport, DatapathError> {
-            delta.apply_to(&mut self.contents);
-            Ok(delta.report())
-        }
-        fn service_capacity(&mut self) -> Result<usize, DatapathError> {
-            Ok(self.capacity)
-        }
-        fn set_local_addresses(&mut self, _: &[IpAddr]) -> Result<LocalAddrsReport, DatapathError> {
-            Ok(LocalAddrsReport::default())
-        }
-        fn set_devices(&mut self, _: &[DeviceAddrs]) -> Result<usize, DatapathError> {
-            Ok(0)
-        }
-        fn translated_sockets(&mut self) -> Result<HashSet<(u64, SocketAddr)>, DatapathError> {
-            Ok(HashSet::new())
-        }
-        fn forget_translated(&mut self, _: &[(u64, SocketAddr)]) -> Result<(), DatapathError> {
-            Ok(())
-        }
-    }
+    use crate::reconciler::{MemoryMaps, Reconciler, UdpSocketSweeper};
 
     /// Records the UDP backends each pass removed.
     #[derive(Default)]
@@ -498,7 +463,7 @@ mod tests {
             Reconciler::new(Some(SweepScope::AllNamespaces)),
             Reconciler::new(Some(SweepScope::AllNamespaces)),
         );
-        let new_maps = || Maps {
+        let new_maps = || MemoryMaps {
             contents: MapContents::default(),
             capacity,
         };
@@ -603,7 +568,7 @@ mod tests {
         let states = [state(services.clone()), state(changed), state(services)];
         assert_eq!(both_ways(&states, 1 << 16), 2, "both later passes stepped");
         let mut reconciler = Reconciler::new(None);
-        let mut maps = Maps {
+        let mut maps = MemoryMaps {
             contents: MapContents::default(),
             capacity: 1 << 16,
         };

@@ -13,6 +13,7 @@ mod fit;
 mod incremental;
 mod kernel;
 mod maps;
+mod memory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use std::net::IpAddr;
 pub use fit::NotProgrammed;
 pub use kernel::KernelMaps;
 pub use maps::{DatapathMaps, UdpSocketSweeper};
+pub use memory::MemoryMaps;
 
 use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{
