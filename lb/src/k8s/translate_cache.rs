@@ -6,9 +6,9 @@
 //! EndpointSlice is checked once per allocation (its errors and its service kept, not its
 //! parsed endpoints, which would double what the store holds), and a Service is translated
 //! again, its slices parsed again, only when its own allocation or one of its slices' changed,
-//! or when the local node or the options did. Putting the results together (frontend conflicts, the order of errors and warnings) is
-//! redone every time without allocating per unchanged object, so the result is exactly
-//! `translate`'s.
+//! or when the local node or the options did. Putting the results together (frontend
+//! conflicts, the order of errors and warnings) is redone at every whole translation without
+//! allocating per unchanged object, so the result is exactly `translate`'s.
 //!
 //! Unchanged frontends keep their allocation ([`crate::model::DesiredState::shared_services`]),
 //! also those of a changed Service that came out equal, so the reconciler skips them by
@@ -18,8 +18,10 @@
 //! ([`TranslationCache::translate_store`]), which says which objects changed
 //! ([`ClusterStore::changed_since`]): when those are EndpointSlices and Services whose
 //! frontends stay the same (endpoints scaled, a backend turning terminating), only their
-//! Services are translated again and put in the last result in place, a few microseconds
-//! whatever the cluster's size.
+//! Services are translated again and put in the last result in place. What is left growing
+//! with the cluster is copying pointers: the desired state's vector (shared with the
+//! reconciler, so copied on change) and the result's lists of errors, warnings and health
+//! checks; about 0.3 ms at 10 000 services (`cargo xtask bench agent-pass`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -56,8 +58,8 @@ pub struct TranslationCache {
     by_name: HashMap<ServiceName, Vec<usize>>,
     /// The frontends Pods' hostPorts gave last time.
     pod_frontends: Vec<Arc<LbService>>,
-    /// The address of each EndpointSlice's entry in `slices`, by `namespace/name`.
-    slice_at: HashMap<String, usize>,
+    /// The address of each EndpointSlice's entry in `slices`, by (namespace, name).
+    slice_at: HashMap<(String, String), usize>,
     /// Whether `slice_at` names every slice's entry (not after a pass that had two slices of
     /// one name).
     slice_at_complete: bool,
@@ -134,6 +136,10 @@ impl TranslationCache {
         node: &LocalNode,
         opts: &TranslateOptions,
     ) -> Translation {
+        // Objects from elsewhere than the store: the next `translate_store` cannot patch a
+        // result the cache has moved on from.
+        self.last = None;
+        self.patched = false;
         self.pass += 1;
         let inputs_unchanged = self
             .inputs
@@ -313,8 +319,8 @@ impl TranslationCache {
     /// ([`ClusterStore::changed_since`]), the last result is changed where the changed objects'
     /// Services are, when they keep their frontends (new backends, the common change): the
     /// cost is that of those Services, not of the cluster. Anything else (a Service added or
-    /// deleted, a frontend that comes or goes, an error that appears, a Pod) is translated
-    /// through [`TranslationCache::translate`].
+    /// deleted, a frontend that comes or goes, an error that appears or goes, a Pod) is
+    /// translated through [`TranslationCache::translate`].
     pub fn translate_store(
         &mut self,
         store: &ClusterStore,
@@ -377,7 +383,10 @@ impl TranslationCache {
         // What becomes of each changed slice, and the services it belonged and belongs to.
         let mut slices: Vec<SliceChange> = Vec::new();
         for &(namespace, name) in &slice_keys {
-            let old_at = self.slice_at.get(&format!("{namespace}/{name}")).copied();
+            let old_at = self
+                .slice_at
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .copied();
             if let Some(old) = old_at.and_then(|at| self.slices.get(&at)) {
                 // A slice with errors puts them first in the result: not patched.
                 if let Some(owner) = old.parsed.as_ref().ok()? {
@@ -466,7 +475,7 @@ impl TranslationCache {
                     self.slices.remove(&old_at);
                 }
             }
-            let key = format!("{}/{}", change.key.0, change.key.1);
+            let key = (change.key.0.to_owned(), change.key.1.to_owned());
             match change.now {
                 Some((at, cached)) => {
                     self.slice_at.insert(key, at);
@@ -557,13 +566,17 @@ fn same_frontends(
 }
 
 /// How [`TranslationCache::slice_at`] names an EndpointSlice.
-fn slice_key(slice: &EndpointSlice) -> String {
+fn slice_key(slice: &EndpointSlice) -> (String, String) {
     let (namespace, name) = sort_key(&slice.metadata);
-    format!("{namespace}/{name}")
+    (namespace.to_owned(), name.to_owned())
 }
 
 /// Forgets that `slice`'s entry is at `at`, unless another allocation of its name is there.
-fn forget_slice_at(slice_at: &mut HashMap<String, usize>, slice: &EndpointSlice, at: usize) {
+fn forget_slice_at(
+    slice_at: &mut HashMap<(String, String), usize>,
+    slice: &EndpointSlice,
+    at: usize,
+) {
     let key = slice_key(slice);
     if slice_at.get(&key) == Some(&at) {
         slice_at.remove(&key);
@@ -694,5 +707,12 @@ mod tests {
         let unchanged = cache.translate_store(&store, &node(), &opts);
         assert!(cache.patched(), "nothing changed: nothing redone");
         assert!(unchanged.state.same_as(&third.state));
+
+        // Objects from elsewhere in between: the cache moved on, the next pass is whole.
+        cache.translate(&ClusterObjects::default(), &node(), &opts);
+        store.apply(slice(3, 1));
+        let after = cache.translate_store(&store, &node(), &opts);
+        assert!(!cache.patched(), "not patched over a result the cache left");
+        assert_eq!(backends(&after), [0, 2, 3, 1]);
     }
 }
