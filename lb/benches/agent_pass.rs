@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use lb::agent::udp_destroy::SweepScope;
 use lb::datapath::{MapContents, RemovedBackends};
 use lb::k8s::{translate, LocalNode, TranslateOptions, TranslationCache};
@@ -75,7 +76,8 @@ fn slice(i: usize, n: usize) -> Object {
         "ports": [{"port": 8080, "protocol": "TCP"}],
         "endpoints": endpoints
     });
-    Object::EndpointSlice(Arc::new(serde_json::from_value(object).unwrap()))
+    let slice: EndpointSlice = serde_json::from_value(object).unwrap();
+    Object::EndpointSlice(Arc::new(slice.into()))
 }
 
 /// Runs `f`, returning what it returned and how much more heap is in use after.

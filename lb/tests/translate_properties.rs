@@ -184,7 +184,13 @@ fn objects(services: &[Value], slices: &[Value]) -> ClusterObjects {
             .collect(),
         endpoint_slices: slices
             .iter()
-            .map(|v| Arc::new(serde_json::from_value::<EndpointSlice>(v.clone()).unwrap()))
+            .map(|v| {
+                Arc::new(
+                    serde_json::from_value::<EndpointSlice>(v.clone())
+                        .unwrap()
+                        .into(),
+                )
+            })
             .collect(),
         ..ClusterObjects::default()
     }
@@ -725,9 +731,9 @@ proptest! {
                     Some(Change::Delete { origin: origin(o).into(), key })
                 }
                 ChurnOp::UpsertSlice(o, j, s) => {
-                    let object = Object::EndpointSlice(Arc::new(
-                        serde_json::from_value(churn_slice_json(j, &s)).unwrap(),
-                    ));
+                    let slice: EndpointSlice =
+                        serde_json::from_value(churn_slice_json(j, &s)).unwrap();
+                    let object = Object::EndpointSlice(Arc::new(slice.into()));
                     origins.upsert(origin(o), object.clone());
                     Some(Change::Upsert { origin: origin(o).into(), object })
                 }

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::EndpointConditions;
+
+use super::stored_slice::{EndpointAddress, StoredSlice};
 
 use super::error::{ErrorSink, ObjectRef, TranslateError};
 use super::fields::{self, ParsedProtocol};
@@ -46,7 +48,7 @@ pub struct ParsedSlice {
 
 /// Validates `slice`. `Ok(None)` for slices this load balancer does not use (FQDN).
 pub fn parse_slice(
-    slice: &EndpointSlice,
+    slice: &StoredSlice,
     opts: &TranslateOptions,
 ) -> Result<Option<ParsedSlice>, Vec<TranslateError>> {
     let object = ObjectRef::new("EndpointSlice", &slice.metadata);
@@ -76,7 +78,7 @@ pub fn parse_slice(
         }
     };
     let mut ports = Vec::new();
-    for (i, p) in slice.ports.iter().flatten().enumerate() {
+    for (i, p) in slice.ports.iter().enumerate() {
         let proto = fields::protocol(
             &mut sink,
             &format!("ports[{i}].protocol"),
@@ -94,7 +96,7 @@ pub fn parse_slice(
     }
     let mut endpoints = Vec::new();
     for (i, ep) in slice.endpoints.iter().enumerate() {
-        let Some(first) = ep.addresses.first() else {
+        let Some(first) = &ep.address else {
             sink.missing(
                 format!("endpoints[{i}].addresses"),
                 "an endpoint needs an address",
@@ -102,31 +104,32 @@ pub fn parse_slice(
             continue;
         };
         let field = format!("endpoints[{i}].addresses[0]");
-        let Some(ip) = fields::ip(&mut sink, &field, first) else {
-            continue;
+        let ip = match first {
+            EndpointAddress::Ip(ip) => *ip,
+            EndpointAddress::Text(text) => {
+                let Some(ip) = fields::ip(&mut sink, &field, text) else {
+                    continue;
+                };
+                ip
+            }
         };
         if IpFamily::of(ip) != family {
             sink.invalid(
                 field,
-                first,
+                first.to_string(),
                 format!("addressType is {}", slice.address_type),
             );
             continue;
         }
-        let Some(state) = endpoint_state(ep.conditions.as_ref(), opts) else {
+        let Some(state) = endpoint_state(&ep.conditions, opts) else {
             continue;
         };
         endpoints.push(SliceEndpoint {
             ip,
             state,
-            node_name: ep.node_name.clone(),
-            zone: ep.zone.clone(),
-            hint_zones: ep
-                .hints
-                .iter()
-                .flat_map(|h| h.for_zones.iter().flatten())
-                .map(|z| z.name.clone())
-                .collect(),
+            node_name: ep.node_name.as_deref().map(str::to_owned),
+            zone: ep.zone.as_deref().map(str::to_owned),
+            hint_zones: ep.hint_zones.iter().map(|z| z.to_string()).collect(),
         });
     }
     if !sink.is_clean() {
@@ -147,12 +150,12 @@ pub fn parse_slice(
 /// they have (graceful termination); the rest take no traffic at all. A missing `ready` means
 /// ready and a missing `serving` means the same as `ready`, as the API defines.
 fn endpoint_state(
-    conditions: Option<&k8s_openapi::api::discovery::v1::EndpointConditions>,
+    conditions: &EndpointConditions,
     opts: &TranslateOptions,
 ) -> Option<BackendState> {
-    let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-    let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
-    let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+    let ready = conditions.ready.unwrap_or(true);
+    let serving = conditions.serving.unwrap_or(ready);
+    let terminating = conditions.terminating.unwrap_or(false);
     if ready && !terminating {
         Some(BackendState::Active)
     } else if terminating && serving && opts.terminating_endpoints {

@@ -15,6 +15,7 @@ pub mod manifests;
 mod node;
 mod options;
 mod service;
+mod stored_slice;
 mod translate;
 mod translate_cache;
 
@@ -26,5 +27,6 @@ pub use health_check::{HealthCheck, HealthChecks};
 pub use node::{DeviceSelection, K8sAddressType, NodeContext, NodeDevice, ZONE_LABEL};
 pub use options::TranslateOptions;
 pub use service::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
+pub use stored_slice::{EndpointAddress, StoredEndpoint, StoredSlice};
 pub use translate::{translate, ClusterObjects, LocalNode, Translation};
 pub use translate_cache::TranslationCache;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::stored_slice::StoredSlice;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::endpoints::{parse_slice, ParsedSlice};
@@ -25,7 +25,7 @@ pub struct ClusterObjects {
     /// Services.
     pub services: Vec<Arc<Service>>,
     /// EndpointSlices.
-    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub endpoint_slices: Vec<Arc<StoredSlice>>,
     /// Nodes.
     pub nodes: Vec<Arc<Node>>,
     /// Pods (for hostPort).

@@ -28,10 +28,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{parse_slice, ParsedSlice};
 use super::error::TranslateError;
+use super::stored_slice::StoredSlice;
 use super::translate::{
     sort_key, sorted, translate_one, ClusterObjects, LocalNode, Outcome, ServiceResult, Translation,
 };
@@ -73,14 +73,14 @@ pub struct TranslationCache {
 /// One EndpointSlice and what parsing it gave: the service it belongs to when usable.
 #[derive(Debug)]
 struct CachedSlice {
-    slice: Arc<EndpointSlice>,
+    slice: Arc<StoredSlice>,
     parsed: Result<Option<Arc<ServiceName>>, Vec<TranslateError>>,
     /// The last pass it was among the objects.
     seen: u64,
 }
 
 impl CachedSlice {
-    fn parse(slice: &Arc<EndpointSlice>, opts: &TranslateOptions, pass: u64) -> Self {
+    fn parse(slice: &Arc<StoredSlice>, opts: &TranslateOptions, pass: u64) -> Self {
         CachedSlice {
             slice: Arc::clone(slice),
             parsed: parse_slice(slice, opts).map(|p| p.map(|p| Arc::new(p.service))),
@@ -94,7 +94,7 @@ impl CachedSlice {
 struct CachedService {
     /// Held so that its address is not reused while the entry is kept.
     _service: Arc<Service>,
-    slices: Vec<Arc<EndpointSlice>>,
+    slices: Vec<Arc<StoredSlice>>,
     result: ServiceResult,
     /// The pass that worked the result out.
     worked_out: u64,
@@ -437,7 +437,7 @@ impl TranslationCache {
                 // A Service that comes or goes moves every frontend after it.
                 _ => return None,
             };
-            let mut own: Vec<Arc<EndpointSlice>> = old
+            let mut own: Vec<Arc<StoredSlice>> = old
                 .slices
                 .iter()
                 .filter(|s| !slice_keys.contains(&sort_key(&s.metadata)))
@@ -533,7 +533,7 @@ struct SliceChange<'a> {
 struct RedoneService {
     old_at: usize,
     service: Arc<Service>,
-    slices: Vec<Arc<EndpointSlice>>,
+    slices: Vec<Arc<StoredSlice>>,
     result: ServiceResult,
 }
 
@@ -566,7 +566,7 @@ fn same_frontends(
 }
 
 /// How [`TranslationCache::slice_at`] names an EndpointSlice.
-fn slice_key(slice: &EndpointSlice) -> (String, String) {
+fn slice_key(slice: &StoredSlice) -> (String, String) {
     let (namespace, name) = sort_key(&slice.metadata);
     (namespace.to_owned(), name.to_owned())
 }
@@ -574,7 +574,7 @@ fn slice_key(slice: &EndpointSlice) -> (String, String) {
 /// Forgets that `slice`'s entry is at `at`, unless another allocation of its name is there.
 fn forget_slice_at(
     slice_at: &mut HashMap<(String, String), usize>,
-    slice: &EndpointSlice,
+    slice: &StoredSlice,
     at: usize,
 ) {
     let key = slice_key(slice);
@@ -587,7 +587,7 @@ fn forget_slice_at(
 #[derive(Debug)]
 struct UsableSlice {
     service: Arc<ServiceName>,
-    slice: Arc<EndpointSlice>,
+    slice: Arc<StoredSlice>,
 }
 
 /// The (namespace, name) of the service a usable slice belongs to, as [`sort_key`] gives a
@@ -631,6 +631,7 @@ mod tests {
     use super::*;
     use crate::k8s::translate::translate;
     use crate::source::{Change, Object};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::json;
 
     fn node() -> LocalNode {
@@ -653,7 +654,7 @@ mod tests {
         let endpoints: Vec<_> = (1..=backends)
             .map(|b| json!({"addresses": [format!("10.244.{i}.{b}")], "conditions": {"ready": true}}))
             .collect();
-        let object = serde_json::from_value(json!({
+        let object: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": format!("svc-{i}-x"), "namespace": "default",
                          "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
             "addressType": "IPv4", "ports": [{"port": 8080}], "endpoints": endpoints
@@ -661,7 +662,7 @@ mod tests {
         .unwrap();
         Change::Upsert {
             origin: "api".into(),
-            object: Object::EndpointSlice(Arc::new(object)),
+            object: Object::EndpointSlice(Arc::new(object.into())),
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::k8s::StoredSlice;
 use k8s_openapi::jiff::Timestamp;
 
 use super::slice_changes::SliceChanges;
@@ -26,7 +26,7 @@ pub struct ProgrammingLatency {
     /// When the agent started: earlier trigger times are not measured.
     started: SystemTime,
     /// Each slice (namespace, name) as last seen, shared with the store.
-    slices: HashMap<(String, String), Arc<EndpointSlice>>,
+    slices: HashMap<(String, String), Arc<StoredSlice>>,
     /// Trigger times not yet programmed, by service (namespace, name).
     waiting: HashMap<(String, String), Vec<SystemTime>>,
 }
@@ -77,7 +77,7 @@ impl ProgrammingLatency {
 }
 
 /// The slice's namespace and name.
-fn key_of(slice: &EndpointSlice) -> (String, String) {
+fn key_of(slice: &StoredSlice) -> (String, String) {
     (
         slice.metadata.namespace.clone().unwrap_or_default(),
         slice.metadata.name.clone().unwrap_or_default(),
@@ -86,7 +86,7 @@ fn key_of(slice: &EndpointSlice) -> (String, String) {
 
 /// The slice's trigger time, when the annotation is there and is an RFC 3339 time (kube-proxy
 /// also ignores a malformed one).
-pub fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+pub fn trigger_time(slice: &StoredSlice) -> Option<SystemTime> {
     let raw = slice
         .metadata
         .annotations
@@ -119,8 +119,8 @@ mod tests {
             }
         }
 
-        fn observe(&mut self, slices: &[EndpointSlice]) {
-            let now: Vec<Arc<EndpointSlice>> = slices.iter().cloned().map(Arc::new).collect();
+        fn observe(&mut self, slices: &[StoredSlice]) {
+            let now: Vec<Arc<StoredSlice>> = slices.iter().cloned().map(Arc::new).collect();
             let changes = self.seen.look(&now);
             self.latency.observe(&changes);
         }
@@ -136,7 +136,7 @@ mod tests {
     }
 
     /// Slice `name` of service `svc` with endpoint `address`, triggered at `trigger` (RFC 3339).
-    fn slice(name: &str, svc: &str, address: &str, trigger: Option<&str>) -> EndpointSlice {
+    fn slice(name: &str, svc: &str, address: &str, trigger: Option<&str>) -> StoredSlice {
         let annotations = trigger.map_or_else(String::new, |t| {
             format!(", annotations: {{{LAST_CHANGE_TRIGGER_TIME}: '{t}'}}")
         });
@@ -145,6 +145,7 @@ mod tests {
              metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {svc}}}{annotations}}}\n\
              addressType: IPv4\nendpoints: [{{addresses: [{address}]}}]\n"
         ))
+        .map(|s: k8s_openapi::api::discovery::v1::EndpointSlice| s.into())
         .unwrap()
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::k8s::StoredSlice;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -208,7 +208,7 @@ impl Metrics {
     /// The store changed: these are its EndpointSlices now. Only those that are new
     /// allocations since the last call, and those gone, are looked into (the store keeps an
     /// unchanged slice's allocation).
-    pub fn slices_changed<'a>(&self, slices: impl IntoIterator<Item = &'a Arc<EndpointSlice>>) {
+    pub fn slices_changed<'a>(&self, slices: impl IntoIterator<Item = &'a Arc<StoredSlice>>) {
         let mut t = self.slices.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = t.seen.look(slices);
         let turned = t.terminating.observe(&changes);
@@ -336,13 +336,14 @@ mod tests {
             .collect()
     }
 
-    fn slice(terminating: bool, trigger: &str) -> EndpointSlice {
+    fn slice(terminating: bool, trigger: &str) -> StoredSlice {
         serde_yaml::from_str(&format!(
             "metadata: {{name: a-1, namespace: default, labels: {{kubernetes.io/service-name: a}}, \
              annotations: {{endpoints.kubernetes.io/last-change-trigger-time: '{trigger}'}}}}\n\
              addressType: IPv4\n\
              endpoints: [{{addresses: [10.0.0.1], conditions: {{terminating: {terminating}}}}}]\n"
         ))
+        .map(|s: k8s_openapi::api::discovery::v1::EndpointSlice| s.into())
         .unwrap()
     }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::k8s::StoredSlice;
 
 /// Shared objects as last seen, by the address of their allocation.
 #[derive(Clone, Debug)]
@@ -18,10 +18,10 @@ pub struct Seen<T> {
 }
 
 /// The EndpointSlices as last seen.
-pub type SeenSlices = Seen<EndpointSlice>;
+pub type SeenSlices = Seen<StoredSlice>;
 
 /// What changed among the EndpointSlices.
-pub type SliceChanges = Changes<EndpointSlice>;
+pub type SliceChanges = Changes<StoredSlice>;
 
 impl<T> Default for Seen<T> {
     fn default() -> Self {
@@ -86,13 +86,13 @@ impl<T> Seen<T> {
 mod tests {
     use super::*;
 
-    fn slice(name: &str) -> Arc<EndpointSlice> {
-        let mut s = EndpointSlice::default();
+    fn slice(name: &str) -> Arc<StoredSlice> {
+        let mut s = StoredSlice::default();
         s.metadata.name = Some(name.to_owned());
         Arc::new(s)
     }
 
-    fn names(slices: &[Arc<EndpointSlice>]) -> Vec<&str> {
+    fn names(slices: &[Arc<StoredSlice>]) -> Vec<&str> {
         let mut v: Vec<&str> = slices
             .iter()
             .map(|s| s.metadata.name.as_deref().unwrap())

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::k8s::{EndpointAddress, StoredSlice};
 
 use super::slice_changes::SliceChanges;
 use crate::k8s::SERVICE_NAME_LABEL;
@@ -18,7 +18,7 @@ type ServiceKey = (String, String);
 /// whether each endpoint was terminating is worked out for the services a change touches.
 #[derive(Clone, Debug, Default)]
 pub struct TerminatingEndpoints {
-    slices: HashMap<ServiceKey, Vec<Arc<EndpointSlice>>>,
+    slices: HashMap<ServiceKey, Vec<Arc<StoredSlice>>>,
 }
 
 impl TerminatingEndpoints {
@@ -35,7 +35,7 @@ impl TerminatingEndpoints {
             .collect();
         touched.sort();
         touched.dedup();
-        let was: Vec<HashMap<String, bool>> = touched
+        let was: Vec<HashMap<EndpointAddress, bool>> = touched
             .iter()
             .map(|key| owned(self.endpoints_of(key)))
             .collect();
@@ -71,34 +71,27 @@ impl TerminatingEndpoints {
 
     /// Whether each endpoint (by first address) of the service `key` is terminating in any of
     /// its slices.
-    fn endpoints_of(&self, key: &ServiceKey) -> HashMap<&str, bool> {
+    fn endpoints_of(&self, key: &ServiceKey) -> HashMap<&EndpointAddress, bool> {
         let mut out = HashMap::new();
         for slice in self.slices.get(key).into_iter().flatten() {
             for endpoint in &slice.endpoints {
-                let Some(address) = endpoint.addresses.first() else {
+                let Some(address) = &endpoint.address else {
                     continue;
                 };
-                let terminating = endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.terminating)
-                    .unwrap_or(false);
-                *out.entry(address.as_str()).or_insert(false) |= terminating;
+                let terminating = endpoint.conditions.terminating.unwrap_or(false);
+                *out.entry(address).or_insert(false) |= terminating;
             }
         }
         out
     }
 }
 
-fn owned(endpoints: HashMap<&str, bool>) -> HashMap<String, bool> {
-    endpoints
-        .into_iter()
-        .map(|(a, t)| (a.to_owned(), t))
-        .collect()
+fn owned(endpoints: HashMap<&EndpointAddress, bool>) -> HashMap<EndpointAddress, bool> {
+    endpoints.into_iter().map(|(a, t)| (a.clone(), t)).collect()
 }
 
 /// The slice's service: namespace and the service-name label (the slice's name without it).
-pub(super) fn service_of(slice: &EndpointSlice) -> ServiceKey {
+pub(super) fn service_of(slice: &StoredSlice) -> ServiceKey {
     let namespace = slice.metadata.namespace.clone().unwrap_or_default();
     let service = slice
         .metadata
@@ -125,19 +118,19 @@ mod tests {
     }
 
     impl Tracker {
-        fn observe(&mut self, slices: &[EndpointSlice]) -> u64 {
-            let now: Vec<Arc<EndpointSlice>> = slices.iter().cloned().map(Arc::new).collect();
+        fn observe(&mut self, slices: &[StoredSlice]) -> u64 {
+            let now: Vec<Arc<StoredSlice>> = slices.iter().cloned().map(Arc::new).collect();
             self.observe_shared(&now)
         }
 
-        fn observe_shared(&mut self, slices: &[Arc<EndpointSlice>]) -> u64 {
+        fn observe_shared(&mut self, slices: &[Arc<StoredSlice>]) -> u64 {
             let changes = self.seen.look(slices);
             self.counter.observe(&changes)
         }
     }
 
     /// One slice of service `svc` with these (address, terminating) endpoints.
-    fn slice(name: &str, svc: &str, endpoints: &[(&str, bool)]) -> EndpointSlice {
+    fn slice(name: &str, svc: &str, endpoints: &[(&str, bool)]) -> StoredSlice {
         let endpoints: String = endpoints
             .iter()
             .map(|(a, t)| {
@@ -149,6 +142,7 @@ mod tests {
              metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {svc}}}}}\n\
              addressType: IPv4\nendpoints:\n{endpoints}"
         ))
+        .map(|s: k8s_openapi::api::discovery::v1::EndpointSlice| s.into())
         .unwrap()
     }
 

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::k8s::StoredSlice;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::journal::{Journal, StoreVersion, Touched};
@@ -24,7 +24,7 @@ pub enum Object {
     /// A Service.
     Service(Arc<Service>),
     /// An EndpointSlice (discovery.k8s.io/v1).
-    EndpointSlice(Arc<EndpointSlice>),
+    EndpointSlice(Arc<StoredSlice>),
     /// A Node.
     Node(Arc<Node>),
     /// A Pod (for hostPort).
@@ -277,7 +277,7 @@ impl ClusterStore {
     }
 
     /// Every EndpointSlice, shared, by namespace and name.
-    pub fn endpoint_slices(&self) -> impl Iterator<Item = &Arc<EndpointSlice>> {
+    pub fn endpoint_slices(&self) -> impl Iterator<Item = &Arc<StoredSlice>> {
         self.ordered[ENDPOINT_SLICES]
             .objects
             .values()

@@ -9,14 +9,20 @@ use k8s_openapi::api::core::v1::{PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::k8s::SERVICE_NAME_LABEL;
 use crate::source::Object;
 
-/// The metadata translation and the store read: identity, labels, deletion, owner-free.
+/// The metadata translation and the store read: name, namespace, labels and deletion. The
+/// resource version is not among them: an object the API server rewrote unchanged compares
+/// equal to the one held, so nothing is translated again for it.
 fn slim_meta(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        labels: meta.labels.take(),
+        deletion_timestamp: meta.deletion_timestamp.take(),
+        ..ObjectMeta::default()
+    };
 }
 
 /// A Service as the store keeps it: without its selector (the EndpointSlice controller's
@@ -29,8 +35,10 @@ pub fn service(mut svc: Service) -> Option<Object> {
     Some(Object::Service(std::sync::Arc::new(svc)))
 }
 
-/// An EndpointSlice as the store keeps it: of its annotations only the last change's trigger
-/// time, from which the network-programming latency is measured (as kube-proxy does).
+/// An EndpointSlice as the store keeps it: in the agent's own compact form
+/// ([`crate::k8s::StoredSlice`]: no pod references, hostnames or deprecated topology), and of
+/// its annotations only the last change's trigger time, from which the network-programming
+/// latency is measured (as kube-proxy does).
 pub fn endpoint_slice(mut slice: EndpointSlice) -> Option<Object> {
     let trigger = slice
         .metadata
@@ -39,14 +47,11 @@ pub fn endpoint_slice(mut slice: EndpointSlice) -> Option<Object> {
         .and_then(|a| a.remove_entry(crate::metrics::LAST_CHANGE_TRIGGER_TIME));
     slim_meta(&mut slice.metadata);
     slice.metadata.annotations = trigger.map(|(k, v)| std::iter::once((k, v)).collect());
-    // Each endpoint's pod reference (four strings), hostname and deprecated topology are read
-    // by nothing here: at 100 000 endpoints they are tens of megabytes.
-    for endpoint in &mut slice.endpoints {
-        endpoint.target_ref = None;
-        endpoint.hostname = None;
-        endpoint.deprecated_topology = None;
+    // Of its labels only the one naming its Service is read.
+    if let Some(labels) = slice.metadata.labels.as_mut() {
+        labels.retain(|k, _| k == SERVICE_NAME_LABEL);
     }
-    Some(Object::EndpointSlice(std::sync::Arc::new(slice)))
+    Some(Object::EndpointSlice(std::sync::Arc::new(slice.into())))
 }
 
 /// A Node as the store keeps it: metadata (labels for the zone), spec (taints for
@@ -111,6 +116,8 @@ pub fn pod(pod: Pod) -> Option<Object> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::{EndpointAddress, StoredEndpoint};
+    use k8s_openapi::api::discovery::v1::EndpointConditions;
     use serde_json::json;
 
     fn pod_with(ports: serde_json::Value) -> Pod {
@@ -127,9 +134,13 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_keeps_only_its_trigger_time_annotation() {
+    fn a_slice_keeps_only_its_service_label_and_trigger_time_annotation() {
         let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "s-1", "namespace": "default",
+            "metadata": {"name": "s-1", "namespace": "default", "resourceVersion": "42",
+                         "uid": "0f6c5a4e-0000-4000-8000-000000000001", "generation": 3,
+                         "creationTimestamp": "2026-12-03T11:00:00Z",
+                         "labels": {"kubernetes.io/service-name": "web",
+                                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
                          "annotations": {"a": "b",
                                          "endpoints.kubernetes.io/last-change-trigger-time":
                                              "2026-12-03T12:00:00Z"}},
@@ -148,6 +159,15 @@ mod tests {
                 )]
                 .into()
             )
+        );
+        assert_eq!(
+            kept.metadata.labels,
+            Some([(SERVICE_NAME_LABEL.to_owned(), "web".to_owned())].into())
+        );
+        let meta = serde_json::to_value(&kept.metadata).unwrap();
+        assert_eq!(
+            meta.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["annotations", "labels", "name", "namespace"]
         );
     }
 
@@ -169,11 +189,18 @@ mod tests {
             panic!("a slice is kept");
         };
         assert_eq!(
-            serde_json::to_value(&kept.endpoints).unwrap(),
-            json!([{"addresses": ["10.0.0.1"],
-                    "conditions": {"ready": true, "serving": true, "terminating": false},
-                    "nodeName": "node-a", "zone": "z1",
-                    "hints": {"forZones": [{"name": "z1"}]}}])
+            kept.endpoints,
+            [StoredEndpoint {
+                address: Some(EndpointAddress::Ip("10.0.0.1".parse().unwrap())),
+                conditions: EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                },
+                node_name: Some("node-a".into()),
+                zone: Some("z1".into()),
+                hint_zones: vec!["z1".into()],
+            }]
         );
     }
 

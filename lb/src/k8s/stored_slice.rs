@@ -1,0 +1,174 @@
+//! [`StoredSlice`]: an EndpointSlice as the agent keeps it between watch events.
+//!
+//! The API type spends 352 bytes on each endpoint before its strings (a pod reference of seven
+//! optional strings, a hostname, a deprecated topology map, a list of addresses of which only
+//! the first is used), and the vector holding them grows by doubling while it is read. At
+//! 10 000 Services of 10 endpoints that is most of the agent's heap. This form keeps what
+//! translation and the metrics read, the first address parsed when it is one, in under a
+//! third of the space; an invalid value is kept as written so translation can still name it.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// An EndpointSlice (discovery.k8s.io/v1) with the fields the agent reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredSlice {
+    /// Name, namespace, labels (the Service's name) and the annotations the metrics read.
+    pub metadata: ObjectMeta,
+    /// `addressType`: `IPv4`, `IPv6` or `FQDN`, as written.
+    pub address_type: String,
+    /// `ports`.
+    pub ports: Vec<EndpointPort>,
+    /// `endpoints`.
+    pub endpoints: Vec<StoredEndpoint>,
+}
+
+/// One endpoint of a [`StoredSlice`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredEndpoint {
+    /// `addresses[0]`, the one address consumers use; `None` when the list is empty.
+    pub address: Option<EndpointAddress>,
+    /// `conditions`; a missing field reads as all three unset.
+    pub conditions: EndpointConditions,
+    /// `nodeName`.
+    pub node_name: Option<Box<str>>,
+    /// `zone`.
+    pub zone: Option<Box<str>>,
+    /// `hints.forZones[].name`.
+    pub hint_zones: Vec<Box<str>>,
+}
+
+/// An endpoint's address: parsed when it is an IP address written the way Rust writes it
+/// back, else the text as the API server gave it (so an error can quote it exactly).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EndpointAddress {
+    /// A valid address.
+    Ip(IpAddr),
+    /// Anything else, verbatim.
+    Text(Box<str>),
+}
+
+impl EndpointAddress {
+    /// Parses `text`, keeping it verbatim unless it round-trips.
+    pub fn new(text: String) -> Self {
+        match text.parse::<IpAddr>() {
+            Ok(ip) if ip.to_string() == text => EndpointAddress::Ip(ip),
+            _ => EndpointAddress::Text(text.into_boxed_str()),
+        }
+    }
+}
+
+impl fmt::Display for EndpointAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointAddress::Ip(ip) => ip.fmt(f),
+            EndpointAddress::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<EndpointSlice> for StoredSlice {
+    fn from(slice: EndpointSlice) -> Self {
+        StoredSlice {
+            metadata: slice.metadata,
+            address_type: slice.address_type,
+            ports: {
+                let mut ports = slice.ports.unwrap_or_default();
+                ports.shrink_to_fit();
+                ports
+            },
+            endpoints: compact(slice.endpoints, |ep| StoredEndpoint {
+                address: ep.addresses.into_iter().next().map(EndpointAddress::new),
+                conditions: ep.conditions.unwrap_or_default(),
+                node_name: ep.node_name.map(String::into_boxed_str),
+                zone: ep.zone.map(String::into_boxed_str),
+                hint_zones: ep
+                    .hints
+                    .into_iter()
+                    .flat_map(|h| h.for_zones.into_iter().flatten())
+                    .map(|z| z.name.into_boxed_str())
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// `items` mapped by `f` into a new vector of exactly their number. Not `collect()`: that
+/// reuses the source's allocation for the smaller items, which would keep the API type's
+/// whole buffer (and the spare capacity it grew while being read) alive for every slice.
+fn compact<T, U>(items: Vec<T>, f: impl FnMut(T) -> U) -> Vec<U> {
+    let mut out = Vec::with_capacity(items.len());
+    out.extend(items.into_iter().map(f));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored(value: serde_json::Value) -> StoredSlice {
+        serde_json::from_value::<EndpointSlice>(value)
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn keeps_the_first_address_conditions_placement_and_hints() {
+        let slice = stored(json!({
+            "metadata": {"name": "web-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1", "10.0.0.9"], "nodeName": "n1", "zone": "z1",
+                 "conditions": {"ready": false, "serving": true, "terminating": true},
+                 "hints": {"forZones": [{"name": "z1"}, {"name": "z2"}]},
+                 "targetRef": {"kind": "Pod", "name": "web-abc"}},
+                {"addresses": []},
+            ]
+        }));
+        assert_eq!(slice.metadata.name.as_deref(), Some("web-1"));
+        assert_eq!(slice.address_type, "IPv4");
+        assert_eq!(slice.ports[0].port, Some(8080));
+        let first = &slice.endpoints[0];
+        assert_eq!(
+            first.address,
+            Some(EndpointAddress::Ip("10.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(first.conditions.terminating, Some(true));
+        assert_eq!(first.conditions.serving, Some(true));
+        assert_eq!(first.node_name.as_deref(), Some("n1"));
+        assert_eq!(first.zone.as_deref(), Some("z1"));
+        assert_eq!(first.hint_zones, vec!["z1".into(), "z2".into()]);
+        assert_eq!(slice.endpoints[1], StoredEndpoint::default());
+        // Held for as long as the slice is: no spare room.
+        assert_eq!(slice.endpoints.capacity(), slice.endpoints.len());
+    }
+
+    #[test]
+    fn an_address_that_does_not_round_trip_is_kept_as_written() {
+        for text in ["10.0.0.01", "not-an-ip", "2001:DB8::1", " 10.0.0.1"] {
+            let address = EndpointAddress::new(text.to_owned());
+            assert_eq!(address, EndpointAddress::Text(text.into()), "{text}");
+            assert_eq!(address.to_string(), text);
+        }
+        let v6 = EndpointAddress::new("2001:db8::1".to_owned());
+        assert!(matches!(v6, EndpointAddress::Ip(IpAddr::V6(_))));
+        assert_eq!(v6.to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn an_endpoint_takes_a_fraction_of_the_api_type() {
+        use k8s_openapi::api::discovery::v1::Endpoint;
+        assert!(
+            std::mem::size_of::<StoredEndpoint>() * 3 < std::mem::size_of::<Endpoint>(),
+            "{} vs {}",
+            std::mem::size_of::<StoredEndpoint>(),
+            std::mem::size_of::<Endpoint>()
+        );
+    }
+}
