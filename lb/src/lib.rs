@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod health;
 pub mod host;
 pub mod k8s;
+pub mod logging;
 pub mod maglev;
 pub mod metrics;
 pub mod model;

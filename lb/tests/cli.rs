@@ -214,6 +214,71 @@ fn agent_without_a_node_name_says_what_to_give() {
     }
 }
 
+/// The agent's log read from a pipe, as a DaemonSet's log or `lb-agent 2>&1 | tee` reads it,
+/// is plain text: no terminal colour sequences around the level or the fields.
+#[test]
+fn agent_log_to_a_pipe_has_no_colour_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-agent"))
+        .env_remove("NODE_NAME")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("binary runs");
+    let err = stderr(&out);
+    assert!(err.contains("ERROR"), "the failure is logged: {err:?}");
+    assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
+}
+
+/// On a terminal the agent's log is in colour, unless `NO_COLOR` is set.
+#[test]
+fn agent_log_to_a_terminal_is_in_colour_unless_no_color() {
+    let on_terminal = |no_color: Option<&str>| -> String {
+        let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+        // Not inherited by what other tests start meanwhile, which would hold the terminal
+        // open after the agent exits.
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .expect("close-on-exec");
+        }
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+        agent
+            .env_remove("NODE_NAME")
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(pty.slave));
+        if let Some(value) = no_color {
+            agent.env("NO_COLOR", value);
+        }
+        // The Command holds the only other end: dropping it once the agent is started leaves
+        // the agent's as the last, so reading stops (EIO) when the agent has exited.
+        let status = {
+            let mut child = agent.spawn().expect("binary runs");
+            drop(agent);
+            child.wait().expect("agent exits")
+        };
+        assert!(!status.success(), "without a node name the agent fails");
+        let mut log = Vec::new();
+        let mut master = std::fs::File::from(pty.master);
+        let _ = std::io::Read::read_to_end(&mut master, &mut log);
+        String::from_utf8_lossy(&log).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("ERROR"), "{coloured:?}");
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("ERROR"), "{plain:?}");
+    assert!(
+        !plain.contains('\x1b'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+}
+
 #[test]
 fn agent_with_a_missing_kubeconfig_names_it_before_touching_the_node() {
     let state = std::env::temp_dir().join(format!("lb-cli-kubeconfig-{}", std::process::id()));

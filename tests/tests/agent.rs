@@ -895,7 +895,7 @@ fn service_lists(cluster: &Cluster) -> usize {
         .agent
         .log()
         .lines()
-        // The fields may be wrapped in colour codes: match the message and the kind's value.
+        // The message and the kind's value (`listed kind="Service" objects=N`).
         .filter(|l| l.contains("listed") && l.contains(r#""Service""#))
         .count()
 }

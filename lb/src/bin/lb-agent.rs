@@ -57,12 +57,7 @@ enum SourceWanted {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    lb::logging::init_stderr();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(err) => {

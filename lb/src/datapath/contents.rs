@@ -137,7 +137,9 @@ impl MapContents {
     }
 
     /// The frontends as `lbctl service list` shows them: id, frontend, type, and the backends
-    /// in slot order with their ids and states.
+    /// in slot order with their ids and states. A backend's state is the frontend's own: its
+    /// slot says it, not the shared backend entry, which holds one state for every frontend
+    /// placing that address (see [`slot_state`]).
     pub fn frontends(&self) -> Vec<ListedFrontend> {
         let mut out: Vec<ListedFrontend> = self
             .services
@@ -154,7 +156,7 @@ impl MapContents {
                         };
                         let id = self.services.get(&slot_key)?.backend_id;
                         let b = self.backends.get(&id)?;
-                        Some((id, backend_addr(b)?, state_of(b.state)?))
+                        Some((id, backend_addr(b)?, slot_state(slot, v.count)))
                     })
                     .collect();
                 Some(ListedFrontend {
@@ -170,6 +172,19 @@ impl MapContents {
             .collect();
         out.sort_by_key(|f| f.id);
         out
+    }
+}
+
+/// The state of the backend in `slot` (1-based) of a frontend whose head counts `count` active
+/// slots, as that frontend treats it: slots 1..=count take new connections, the `qcount` after
+/// them only carry the flows they already have. The backend entry's own state cannot say this:
+/// one address shared by two frontends has one entry, holding the state that serves most
+/// (active where any frontend has it active), while another frontend may have it terminating.
+fn slot_state(slot: u16, count: u16) -> BackendState {
+    if slot <= count {
+        BackendState::Active
+    } else {
+        BackendState::Terminating
     }
 }
 
@@ -305,7 +320,8 @@ pub struct ListedFrontend {
     pub id: u16,
     /// The frontend.
     pub frontend: crate::model::Frontend,
-    /// `(backend id, address, state)` in slot order.
+    /// `(backend id, address, state)` in slot order, the state as this frontend's slots place
+    /// the backend (active or terminating).
     pub backends: Vec<(u32, L3n4Addr, BackendState)>,
 }
 

@@ -494,8 +494,36 @@ mod tests {
                 stepping_removed.0, whole_removed.0,
                 "pass {pass}: UDP removed"
             );
+            assert_listing_is_each_frontends_own(desired, &stepping_maps.contents, pass);
         }
         steps
+    }
+
+    /// Every frontend the maps list shows its backends in slot order with the states its own
+    /// service gives them, even where frontends share a backend in different states (the
+    /// backend entry holds one state for all of them).
+    fn assert_listing_is_each_frontends_own(
+        desired: &DesiredState,
+        maps: &MapContents,
+        pass: usize,
+    ) {
+        for listed in maps.frontends() {
+            let svc = desired
+                .get(&listed.frontend)
+                .unwrap_or_else(|| panic!("pass {pass}: {} listed, not desired", listed.frontend));
+            let want: Vec<(L3n4Addr, BackendState)> =
+                slot_order(svc).iter().map(|b| (b.addr, b.state)).collect();
+            let got: Vec<(L3n4Addr, BackendState)> = listed
+                .backends
+                .iter()
+                .map(|&(_, addr, state)| (addr, state))
+                .collect();
+            assert_eq!(
+                got, want,
+                "pass {pass}: the backends listed under {}",
+                listed.frontend
+            );
+        }
     }
 
     /// A first state, then states that each differ from the one before by a few frontends

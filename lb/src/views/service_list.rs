@@ -116,3 +116,118 @@ impl ServiceList {
         table::render(&rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::agent::udp_destroy::SweepScope;
+    use crate::datapath::{MapContents, RemovedBackends};
+    use crate::model::{Backend, LbService, ServicePolicies, ServiceType};
+    use crate::reconciler::{MemoryMaps, Reconciler, UdpSocketSweeper};
+
+    /// Never asked: the reconciler below sweeps no UDP sockets.
+    struct NoSockets;
+
+    impl UdpSocketSweeper for NoSockets {
+        fn sweep(
+            &mut self,
+            _: SweepScope,
+            _: &RemovedBackends,
+            _: &HashSet<(u64, SocketAddr)>,
+        ) -> Result<Vec<(u64, SocketAddr)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn service(name: &str, frontend: &str, backends: &[(&str, BackendState)]) -> LbService {
+        LbService {
+            frontend: Frontend::external(frontend.parse().unwrap(), ServiceType::ClusterIP),
+            name: ServiceName {
+                namespace: "default".into(),
+                name: name.into(),
+            },
+            port_name: String::new(),
+            backends: backends
+                .iter()
+                .map(|&(addr, state)| Backend {
+                    state,
+                    ..Backend::active(addr.parse().unwrap())
+                })
+                .collect(),
+            policies: ServicePolicies::default(),
+            no_local_backends: false,
+        }
+    }
+
+    /// `web` (10.96.0.10) and `web2` (10.96.0.20) share 10.0.0.6:8080; `web` has it in
+    /// `shared` state, `web2` always active.
+    fn two_services_sharing_a_backend(shared: BackendState) -> DesiredState {
+        let mut state = DesiredState::new();
+        let web = service(
+            "web",
+            "10.96.0.10:80",
+            &[
+                ("10.0.0.5:8080", BackendState::Active),
+                ("10.0.0.6:8080", shared),
+            ],
+        );
+        let web2 = service(
+            "web2",
+            "10.96.0.20:80",
+            &[("10.0.0.6:8080", BackendState::Active)],
+        );
+        state.insert(web).unwrap();
+        state.insert(web2).unwrap();
+        state
+    }
+
+    /// The list `lbctl service list` prints from maps holding `desired`: reconciled over
+    /// in-memory maps after `before` (the change goes through the reconciler's step from
+    /// what it programmed, as in the agent), then read back.
+    fn read_back(before: &DesiredState, desired: &DesiredState) -> ServiceList {
+        let mut reconciler = Reconciler::new(None);
+        let mut maps = MemoryMaps {
+            contents: MapContents::default(),
+            capacity: 1 << 10,
+        };
+        for state in [before, desired] {
+            reconciler
+                .reconcile(state, &[], &[], &mut maps, &mut NoSockets)
+                .unwrap();
+        }
+        assert!(reconciler.stepped(), "the change was stepped");
+        ServiceList::from_listed(&maps.contents.frontends(), reconciler.service_names())
+    }
+
+    #[test]
+    fn a_backend_shared_by_two_services_is_listed_in_each_ones_own_state() {
+        let before = two_services_sharing_a_backend(BackendState::Active);
+        let desired = two_services_sharing_a_backend(BackendState::Terminating);
+        let listed = read_back(&before, &desired);
+        let rendered = listed.render();
+        let lines: Vec<&str> = rendered.lines().map(str::trim_end).collect();
+        assert_eq!(
+            lines,
+            [
+                "ID   Frontend        Service Type   Backend",
+                "1    10.96.0.10:80   ClusterIP      1 => 10.0.0.5:8080 (active)",
+                "                                    2 => 10.0.0.6:8080 (terminating)",
+                "2    10.96.0.20:80   ClusterIP      2 => 10.0.0.6:8080 (active)",
+            ]
+        );
+        assert_eq!(listed, ServiceList::from_desired(&desired));
+    }
+
+    #[test]
+    fn a_shared_backend_turning_active_again_is_listed_active_under_both() {
+        let before = two_services_sharing_a_backend(BackendState::Terminating);
+        let desired = two_services_sharing_a_backend(BackendState::Active);
+        assert_eq!(
+            read_back(&before, &desired),
+            ServiceList::from_desired(&desired)
+        );
+    }
+}
