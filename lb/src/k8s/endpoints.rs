@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointConditions;
 
@@ -11,7 +12,8 @@ use super::error::{ErrorSink, ObjectRef, TranslateError};
 use super::fields::{self, ParsedProtocol};
 use super::TranslateOptions;
 use crate::model::{
-    Backend, BackendState, IpFamily, L3n4Addr, L4Protocol, ServiceName, DEFAULT_BACKEND_WEIGHT,
+    Backend, BackendState, IpFamily, L3n4Addr, L4Protocol, Placement, ServiceName,
+    DEFAULT_BACKEND_WEIGHT,
 };
 
 /// Label linking an EndpointSlice to its Service.
@@ -30,9 +32,7 @@ struct SlicePort {
 struct SliceEndpoint {
     ip: IpAddr,
     state: BackendState,
-    node_name: Option<String>,
-    zone: Option<String>,
-    hint_zones: Vec<String>,
+    placement: Option<Arc<Placement>>,
 }
 
 /// A validated EndpointSlice.
@@ -127,9 +127,7 @@ pub fn parse_slice(
         endpoints.push(SliceEndpoint {
             ip,
             state,
-            node_name: ep.node_name.as_deref().map(str::to_owned),
-            zone: ep.zone.as_deref().map(str::to_owned),
-            hint_zones: ep.hint_zones.iter().map(|z| z.to_string()).collect(),
+            placement: ep.placement.clone(),
         });
     }
     if !sink.is_clean() {
@@ -185,7 +183,10 @@ pub fn local_ready_addresses(
         .iter()
         .filter(|s| families.contains(&s.family) && !s.ports.is_empty())
         .flat_map(|s| &s.endpoints)
-        .filter(|ep| ep.state == BackendState::Active && ep.node_name.as_deref() == Some(node_name))
+        .filter(|ep| {
+            ep.state == BackendState::Active
+                && ep.placement.as_ref().and_then(|p| p.node_name.as_deref()) == Some(node_name)
+        })
         .map(|ep| ep.ip)
         .collect()
 }
@@ -210,9 +211,7 @@ pub fn backends_for(
                     addr: L3n4Addr::new(ep.ip, port.port, protocol),
                     state: ep.state,
                     weight: DEFAULT_BACKEND_WEIGHT,
-                    node_name: ep.node_name.clone(),
-                    zone: ep.zone.clone(),
-                    hint_zones: ep.hint_zones.clone(),
+                    placement: ep.placement.clone(),
                 };
                 by_addr
                     .entry(backend.addr)

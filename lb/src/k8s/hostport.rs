@@ -9,7 +9,8 @@ use super::fields::{self, ParsedProtocol};
 use super::translate::LocalNode;
 use super::TranslateOptions;
 use crate::model::{
-    Backend, Frontend, IpFamily, L3n4Addr, LbService, ServiceName, ServicePolicies, ServiceType,
+    Backend, Frontend, IpFamily, L3n4Addr, LbService, Placement, ServiceName, ServicePolicies,
+    ServiceType,
 };
 
 /// The HostPort frontends of `pod`, if it runs on this node and has an IP.
@@ -115,8 +116,12 @@ pub fn translate_pod(
                         .collect(),
                 };
                 let mut backend = Backend::active(L3n4Addr::new(*pod_ip, container_port, protocol));
-                backend.node_name = Some(node.name.clone());
-                backend.zone = node.zone.clone();
+                backend.placement = Placement {
+                    node_name: Some(node.name.as_str().into()),
+                    zone: node.zone.as_deref().map(Into::into),
+                    hint_zones: Vec::new(),
+                }
+                .shared();
                 for ip in frontend_ips {
                     out.push(LbService {
                         frontend: Frontend::external(

@@ -372,7 +372,7 @@ fn select_backends(
     let (scoped, topology_aware) = match policy {
         TrafficPolicy::Local => (
             all.iter()
-                .filter(|b| b.node_name.as_deref() == Some(node.name.as_str()))
+                .filter(|b| b.node_name() == Some(node.name.as_str()))
                 .cloned()
                 .collect(),
             false,
@@ -421,17 +421,12 @@ fn zone_backends(
     ready.peek()?;
     let mut any_for_zone = false;
     for b in ready {
-        if b.hint_zones.is_empty() {
+        if !b.has_zone_hints() {
             return None;
         }
-        any_for_zone |= b.hint_zones.contains(zone);
+        any_for_zone |= b.hinted_for(zone);
     }
-    any_for_zone.then(|| {
-        all.iter()
-            .filter(|b| b.hint_zones.contains(zone))
-            .cloned()
-            .collect()
-    })
+    any_for_zone.then(|| all.iter().filter(|b| b.hinted_for(zone)).cloned().collect())
 }
 
 /// With no backend that takes new connections, the serving-terminating ones do.
@@ -533,6 +528,7 @@ fn frontends(
 mod tests {
     use super::*;
     use crate::k8s::{DeviceSelection, NodeContext};
+    use crate::model::Placement;
     use serde_json::json;
 
     fn node(zone: Option<&str>) -> LocalNode {
@@ -678,8 +674,12 @@ mod tests {
         use crate::model::L3n4Addr;
         Backend {
             state,
-            node_name: Some(node.to_owned()),
-            hint_zones: zones.iter().map(|z| z.to_string()).collect(),
+            placement: Placement {
+                node_name: Some(node.into()),
+                hint_zones: zones.iter().map(|&z| z.into()).collect(),
+                ..Placement::default()
+            }
+            .shared(),
             ..Backend::active(L3n4Addr::new(ip.parse().unwrap(), 80, L4Protocol::Tcp))
         }
     }
@@ -793,9 +793,13 @@ mod tests {
 
     #[test]
     fn topology_hints_apply_only_when_every_endpoint_has_them() {
-        use crate::model::{Backend, L3n4Addr};
+        use crate::model::{Backend, L3n4Addr, Placement};
         let backend = |ip: &str, zones: &[&str]| Backend {
-            hint_zones: zones.iter().map(|z| z.to_string()).collect(),
+            placement: Placement {
+                hint_zones: zones.iter().map(|&z| z.into()).collect(),
+                ..Placement::default()
+            }
+            .shared(),
             ..Backend::active(L3n4Addr::new(ip.parse().unwrap(), 80, L4Protocol::Tcp))
         };
         let opts = TranslateOptions {

@@ -7,11 +7,15 @@
 //! translation and the metrics read, the first address parsed when it is one, in under a
 //! third of the space; an invalid value is kept as written so translation can still name it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::model::Placement;
 
 /// An EndpointSlice (discovery.k8s.io/v1) with the fields the agent reads.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -33,12 +37,9 @@ pub struct StoredEndpoint {
     pub address: Option<EndpointAddress>,
     /// `conditions`; a missing field reads as all three unset.
     pub conditions: EndpointConditions,
-    /// `nodeName`.
-    pub node_name: Option<Box<str>>,
-    /// `zone`.
-    pub zone: Option<Box<str>>,
-    /// `hints.forZones[].name`.
-    pub hint_zones: Vec<Box<str>>,
+    /// `nodeName`, `zone` and `hints.forZones[].name`, when any is set: shared with the
+    /// backends translation makes of this endpoint.
+    pub placement: Option<Arc<Placement>>,
 }
 
 /// An endpoint's address: parsed when it is an IP address written the way Rust writes it
@@ -72,6 +73,16 @@ impl fmt::Display for EndpointAddress {
 
 impl From<EndpointSlice> for StoredSlice {
     fn from(slice: EndpointSlice) -> Self {
+        // Endpoints on one node in one zone have the same placement: held once per slice.
+        let mut placements: HashMap<Placement, Arc<Placement>> = HashMap::new();
+        let mut share = |placement: Placement| {
+            let shared = placements.get(&placement).cloned();
+            shared.or_else(|| {
+                let new = placement.clone().shared()?;
+                placements.insert(placement, Arc::clone(&new));
+                Some(new)
+            })
+        };
         StoredSlice {
             metadata: slice.metadata,
             address_type: slice.address_type,
@@ -83,14 +94,16 @@ impl From<EndpointSlice> for StoredSlice {
             endpoints: compact(slice.endpoints, |ep| StoredEndpoint {
                 address: ep.addresses.into_iter().next().map(EndpointAddress::new),
                 conditions: ep.conditions.unwrap_or_default(),
-                node_name: ep.node_name.map(String::into_boxed_str),
-                zone: ep.zone.map(String::into_boxed_str),
-                hint_zones: ep
-                    .hints
-                    .into_iter()
-                    .flat_map(|h| h.for_zones.into_iter().flatten())
-                    .map(|z| z.name.into_boxed_str())
-                    .collect(),
+                placement: share(Placement {
+                    node_name: ep.node_name.map(String::into_boxed_str),
+                    zone: ep.zone.map(String::into_boxed_str),
+                    hint_zones: ep
+                        .hints
+                        .into_iter()
+                        .flat_map(|h| h.for_zones.into_iter().flatten())
+                        .map(|z| z.name.into_boxed_str())
+                        .collect(),
+                }),
             }),
         }
     }
@@ -141,10 +154,31 @@ mod tests {
         );
         assert_eq!(first.conditions.terminating, Some(true));
         assert_eq!(first.conditions.serving, Some(true));
-        assert_eq!(first.node_name.as_deref(), Some("n1"));
-        assert_eq!(first.zone.as_deref(), Some("z1"));
-        assert_eq!(first.hint_zones, vec!["z1".into(), "z2".into()]);
+        assert_eq!(
+            first.placement.as_deref(),
+            Some(&Placement {
+                node_name: Some("n1".into()),
+                zone: Some("z1".into()),
+                hint_zones: vec!["z1".into(), "z2".into()],
+            })
+        );
         assert_eq!(slice.endpoints[1], StoredEndpoint::default());
+        // Endpoints placed alike share one placement.
+        let again = stored(json!({
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "n1"},
+                          {"addresses": ["10.0.0.2"], "nodeName": "n1"},
+                          {"addresses": ["10.0.0.3"], "nodeName": "n2"},
+                          {"addresses": ["10.0.0.4"]}]
+        }));
+        let placements: Vec<_> = again
+            .endpoints
+            .iter()
+            .map(|e| e.placement.as_ref())
+            .collect();
+        assert!(Arc::ptr_eq(placements[0].unwrap(), placements[1].unwrap()));
+        assert_eq!(placements[2].unwrap().node_name.as_deref(), Some("n2"));
+        assert_eq!(placements[3], None);
         // Held for as long as the slice is: no spare room.
         assert_eq!(slice.endpoints.capacity(), slice.endpoints.len());
     }

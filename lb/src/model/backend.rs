@@ -1,6 +1,7 @@
 //! Backends: the endpoints a frontend's traffic is sent to.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,12 +51,29 @@ pub struct Backend {
     pub state: BackendState,
     /// Relative weight for weighted selection (Maglev); 0 takes no new traffic.
     pub weight: u16,
+    /// Where the endpoint runs, when known: shared with the other backends made from the same
+    /// endpoint (one per port of its service) and with the stored EndpointSlice, not copied.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Arc<Placement>>,
+}
+
+/// Where an endpoint runs and which zones topology-aware routing hints it for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Placement {
     /// The node the endpoint runs on, if known (for traffic policy `Local`).
-    pub node_name: Option<String>,
+    pub node_name: Option<Box<str>>,
     /// The zone the endpoint runs in, if known.
-    pub zone: Option<String>,
+    pub zone: Option<Box<str>>,
     /// Zones this endpoint is hinted for by topology-aware routing (`hints.forZones`).
-    pub hint_zones: Vec<String>,
+    #[serde(default)]
+    pub hint_zones: Vec<Box<str>>,
+}
+
+impl Placement {
+    /// `Some` placement, or `None` when it says nothing.
+    pub fn shared(self) -> Option<Arc<Placement>> {
+        (self != Placement::default()).then(|| Arc::new(self))
+    }
 }
 
 impl Backend {
@@ -65,9 +83,26 @@ impl Backend {
             addr,
             state: BackendState::Active,
             weight: DEFAULT_BACKEND_WEIGHT,
-            node_name: None,
-            zone: None,
-            hint_zones: Vec::new(),
+            placement: None,
         }
+    }
+
+    /// The node the endpoint runs on, if known.
+    pub fn node_name(&self) -> Option<&str> {
+        self.placement.as_ref()?.node_name.as_deref()
+    }
+
+    /// Whether topology-aware routing hints this endpoint for any zone.
+    pub fn has_zone_hints(&self) -> bool {
+        self.placement
+            .as_ref()
+            .is_some_and(|p| !p.hint_zones.is_empty())
+    }
+
+    /// Whether topology-aware routing hints this endpoint for `zone`.
+    pub fn hinted_for(&self, zone: &str) -> bool {
+        self.placement
+            .as_ref()
+            .is_some_and(|p| p.hint_zones.iter().any(|z| &**z == zone))
     }
 }

@@ -8,7 +8,7 @@ mod frontend;
 mod service;
 
 pub use addr::{AddrParseError, IpFamily, L3n4Addr, L4Protocol, IDENTITY_LEN};
-pub use backend::{Backend, BackendState, DEFAULT_BACKEND_WEIGHT};
+pub use backend::{Backend, BackendState, Placement, DEFAULT_BACKEND_WEIGHT};
 pub use desired::DesiredState;
 pub use frontend::{Frontend, Scope, ServiceType};
 pub use service::{

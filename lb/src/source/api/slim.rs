@@ -197,9 +197,11 @@ mod tests {
                     serving: Some(true),
                     terminating: Some(false),
                 },
-                node_name: Some("node-a".into()),
-                zone: Some("z1".into()),
-                hint_zones: vec!["z1".into()],
+                placement: Some(std::sync::Arc::new(crate::model::Placement {
+                    node_name: Some("node-a".into()),
+                    zone: Some("z1".into()),
+                    hint_zones: vec!["z1".into()],
+                })),
             }]
         );
     }
