@@ -87,8 +87,8 @@ struct SizeResult {
     agent_passes: Vec<Duration>,
     peak_rss_kib: u64,
     rss_after_kib: u64,
-    /// The CPU time lb-agent had used when every frontend was in the maps: near the cold
-    /// start's wall time when the agent is what takes the time, far below when it waits.
+    /// The CPU time lb-agent had used (all its threads) when every frontend was in the maps:
+    /// far below the cold start's wall time when the agent waits on the API server.
     cpu_at_programmed: Duration,
     latencies: Vec<Duration>,
 }

@@ -56,12 +56,7 @@ pub fn parse_slice(
     if slice.metadata.name.is_none() {
         sink.missing("metadata.name", "every object needs a name");
     }
-    let service = slice
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_NAME_LABEL));
-    let Some(service) = service else {
+    let Some(service) = &slice.service_name else {
         sink.missing(
             format!("metadata.labels[{SERVICE_NAME_LABEL:?}]"),
             "the label names the Service this slice belongs to",
@@ -136,7 +131,7 @@ pub fn parse_slice(
     Ok(Some(ParsedSlice {
         service: ServiceName {
             namespace: object.namespace,
-            name: service.clone(),
+            name: service.to_string(),
         },
         family,
         ports,

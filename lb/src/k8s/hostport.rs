@@ -118,8 +118,7 @@ pub fn translate_pod(
                 let mut backend = Backend::active(L3n4Addr::new(*pod_ip, container_port, protocol));
                 backend.placement = Placement {
                     node_name: Some(node.name.as_str().into()),
-                    zone: node.zone.as_deref().map(Into::into),
-                    hint_zones: Vec::new(),
+                    hint_zones: Box::default(),
                 }
                 .shared();
                 for ip in frontend_ips {

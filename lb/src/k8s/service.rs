@@ -677,7 +677,6 @@ mod tests {
             placement: Placement {
                 node_name: Some(node.into()),
                 hint_zones: zones.iter().map(|&z| z.into()).collect(),
-                ..Placement::default()
             }
             .shared(),
             ..Backend::active(L3n4Addr::new(ip.parse().unwrap(), 80, L4Protocol::Tcp))

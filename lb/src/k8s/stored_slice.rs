@@ -2,12 +2,13 @@
 //!
 //! The API type spends 352 bytes on each endpoint before its strings (a pod reference of seven
 //! optional strings, a hostname, a deprecated topology map, a list of addresses of which only
-//! the first is used), and the vector holding them grows by doubling while it is read. At
-//! 10 000 Services of 10 endpoints that is most of the agent's heap. This form keeps what
-//! translation and the metrics read, the first address parsed when it is one, in under a
-//! third of the space; an invalid value is kept as written so translation can still name it.
+//! the first is used), and the vector holding them grows by doubling while it is read; its
+//! labels and annotations are maps of which a single entry takes a 550-byte node. At 10 000
+//! Services of 10 endpoints that was a third of the agent's heap. This form keeps what
+//! translation and the metrics read, the first address parsed when it is one, in 40 bytes an
+//! endpoint; an invalid value is kept as written so translation can still name it. Both sources (the API server and manifest files) store slices in this form.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,13 +16,21 @@ use std::sync::Arc;
 use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::SERVICE_NAME_LABEL;
+use crate::metrics::LAST_CHANGE_TRIGGER_TIME;
 use crate::model::Placement;
 
 /// An EndpointSlice (discovery.k8s.io/v1) with the fields the agent reads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoredSlice {
-    /// Name, namespace, labels (the Service's name) and the annotations the metrics read.
+    /// Name, namespace and deletion time; its labels and annotations are not kept (the two
+    /// that are read are the fields below: a map of one entry takes a 550-byte node).
     pub metadata: ObjectMeta,
+    /// The `kubernetes.io/service-name` label: the Service the slice belongs to.
+    pub service_name: Option<Box<str>>,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` annotation, as written: when the
+    /// change this version of the slice carries was triggered (for the programming latency).
+    pub trigger_time: Option<Box<str>>,
     /// `addressType`: `IPv4`, `IPv6` or `FQDN`, as written.
     pub address_type: String,
     /// `ports`.
@@ -37,7 +46,7 @@ pub struct StoredEndpoint {
     pub address: Option<EndpointAddress>,
     /// `conditions`; a missing field reads as all three unset.
     pub conditions: EndpointConditions,
-    /// `nodeName`, `zone` and `hints.forZones[].name`, when any is set: shared with the
+    /// `nodeName` and `hints.forZones[].name`, when either is set: shared with the
     /// backends translation makes of this endpoint.
     pub placement: Option<Arc<Placement>>,
 }
@@ -73,7 +82,8 @@ impl fmt::Display for EndpointAddress {
 
 impl From<EndpointSlice> for StoredSlice {
     fn from(slice: EndpointSlice) -> Self {
-        // Endpoints on one node in one zone have the same placement: held once per slice.
+        // Endpoints on one node with the same hints have the same placement: held once per
+        // slice.
         let mut placements: HashMap<Placement, Arc<Placement>> = HashMap::new();
         let mut share = |placement: Placement| {
             let shared = placements.get(&placement).cloned();
@@ -83,20 +93,36 @@ impl From<EndpointSlice> for StoredSlice {
                 Some(new)
             })
         };
+        let EndpointSlice {
+            metadata,
+            address_type,
+            endpoints,
+            ports,
+        } = slice;
+        let take = |map: Option<BTreeMap<String, String>>, key: &str| {
+            map.and_then(|mut m| m.remove(key))
+                .map(String::into_boxed_str)
+        };
         StoredSlice {
-            metadata: slice.metadata,
-            address_type: slice.address_type,
+            service_name: take(metadata.labels, SERVICE_NAME_LABEL),
+            trigger_time: take(metadata.annotations, LAST_CHANGE_TRIGGER_TIME),
+            metadata: ObjectMeta {
+                name: metadata.name,
+                namespace: metadata.namespace,
+                deletion_timestamp: metadata.deletion_timestamp,
+                ..ObjectMeta::default()
+            },
+            address_type,
             ports: {
-                let mut ports = slice.ports.unwrap_or_default();
+                let mut ports = ports.unwrap_or_default();
                 ports.shrink_to_fit();
                 ports
             },
-            endpoints: compact(slice.endpoints, |ep| StoredEndpoint {
+            endpoints: compact(endpoints, |ep| StoredEndpoint {
                 address: ep.addresses.into_iter().next().map(EndpointAddress::new),
                 conditions: ep.conditions.unwrap_or_default(),
                 placement: share(Placement {
                     node_name: ep.node_name.map(String::into_boxed_str),
-                    zone: ep.zone.map(String::into_boxed_str),
                     hint_zones: ep
                         .hints
                         .into_iter()
@@ -132,8 +158,11 @@ mod tests {
     #[test]
     fn keeps_the_first_address_conditions_placement_and_hints() {
         let slice = stored(json!({
-            "metadata": {"name": "web-1", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": "web"}},
+            "metadata": {"name": "web-1", "namespace": "default", "resourceVersion": "7",
+                         "labels": {"kubernetes.io/service-name": "web",
+                                    "endpointslice.kubernetes.io/managed-by": "controller"},
+                         "annotations": {"endpoints.kubernetes.io/last-change-trigger-time":
+                                             "2026-12-03T12:00:00Z", "other": "x"}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [
@@ -144,7 +173,16 @@ mod tests {
                 {"addresses": []},
             ]
         }));
-        assert_eq!(slice.metadata.name.as_deref(), Some("web-1"));
+        assert_eq!(
+            slice.metadata,
+            ObjectMeta {
+                name: Some("web-1".into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            }
+        );
+        assert_eq!(slice.service_name.as_deref(), Some("web"));
+        assert_eq!(slice.trigger_time.as_deref(), Some("2026-12-03T12:00:00Z"));
         assert_eq!(slice.address_type, "IPv4");
         assert_eq!(slice.ports[0].port, Some(8080));
         let first = &slice.endpoints[0];
@@ -158,8 +196,7 @@ mod tests {
             first.placement.as_deref(),
             Some(&Placement {
                 node_name: Some("n1".into()),
-                zone: Some("z1".into()),
-                hint_zones: vec!["z1".into(), "z2".into()],
+                hint_zones: ["z1".into(), "z2".into()].into(),
             })
         );
         assert_eq!(slice.endpoints[1], StoredEndpoint::default());

@@ -87,11 +87,7 @@ fn key_of(slice: &StoredSlice) -> (String, String) {
 /// The slice's trigger time, when the annotation is there and is an RFC 3339 time (kube-proxy
 /// also ignores a malformed one).
 pub fn trigger_time(slice: &StoredSlice) -> Option<SystemTime> {
-    let raw = slice
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(LAST_CHANGE_TRIGGER_TIME)?;
+    let raw = slice.trigger_time.as_deref()?;
     let ts: Timestamp = raw.parse().ok()?;
     // Before the epoch: not a time a controller stamps.
     let secs = u64::try_from(ts.as_second()).ok()?;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use crate::k8s::{EndpointAddress, StoredSlice};
 
 use super::slice_changes::SliceChanges;
-use crate::k8s::SERVICE_NAME_LABEL;
 
 /// A service's namespace and name. Endpoints are told apart by service, not slice, so an
 /// endpoint moved to another slice of its service is still the same one.
@@ -94,13 +93,11 @@ fn owned(endpoints: HashMap<&EndpointAddress, bool>) -> HashMap<EndpointAddress,
 pub(super) fn service_of(slice: &StoredSlice) -> ServiceKey {
     let namespace = slice.metadata.namespace.clone().unwrap_or_default();
     let service = slice
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        .or(slice.metadata.name.as_ref())
-        .cloned()
-        .unwrap_or_default();
+        .service_name
+        .as_deref()
+        .or(slice.metadata.name.as_deref())
+        .unwrap_or_default()
+        .to_owned();
     (namespace, service)
 }
 

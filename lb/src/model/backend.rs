@@ -53,20 +53,19 @@ pub struct Backend {
     pub weight: u16,
     /// Where the endpoint runs, when known: shared with the other backends made from the same
     /// endpoint (one per port of its service) and with the stored EndpointSlice, not copied.
-    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Arc<Placement>>,
 }
 
-/// Where an endpoint runs and which zones topology-aware routing hints it for.
+/// Where an endpoint runs and which zones topology-aware routing hints it for. (Its own
+/// `zone` is not kept: as in kube-proxy, only the hints and this node's zone decide.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Placement {
     /// The node the endpoint runs on, if known (for traffic policy `Local`).
     pub node_name: Option<Box<str>>,
-    /// The zone the endpoint runs in, if known.
-    pub zone: Option<Box<str>>,
     /// Zones this endpoint is hinted for by topology-aware routing (`hints.forZones`).
     #[serde(default)]
-    pub hint_zones: Vec<Box<str>>,
+    pub hint_zones: Box<[Box<str>]>,
 }
 
 impl Placement {
@@ -104,5 +103,34 @@ impl Backend {
         self.placement
             .as_ref()
             .is_some_and(|p| p.hint_zones.iter().any(|z| &**z == zone))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::L4Protocol;
+
+    #[test]
+    fn a_backend_reads_back_as_written_with_or_without_a_placement() {
+        let bare = Backend::active(L3n4Addr::new(
+            "10.0.0.1".parse().unwrap(),
+            80,
+            L4Protocol::Tcp,
+        ));
+        let placed = Backend {
+            placement: Placement {
+                node_name: Some("n1".into()),
+                hint_zones: ["z1".into()].into(),
+            }
+            .shared(),
+            ..bare.clone()
+        };
+        for backend in [bare, placed] {
+            let json = serde_json::to_string(&backend).unwrap();
+            let back: Backend = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, backend, "{json}");
+        }
+        assert_eq!(Placement::default().shared(), None);
     }
 }

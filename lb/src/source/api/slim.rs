@@ -9,12 +9,13 @@ use k8s_openapi::api::core::v1::{PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::k8s::SERVICE_NAME_LABEL;
+use crate::k8s::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 use crate::source::Object;
 
 /// The metadata translation and the store read: name, namespace, labels and deletion. The
-/// resource version is not among them: an object the API server rewrote unchanged compares
-/// equal to the one held, so nothing is translated again for it.
+/// resource version is not among them, so an update that changed only what is dropped (a
+/// Node's status beyond its addresses, `managedFields`, an annotation) compares equal to the
+/// object held and translates nothing again.
 fn slim_meta(meta: &mut ObjectMeta) {
     *meta = ObjectMeta {
         name: meta.name.take(),
@@ -26,9 +27,15 @@ fn slim_meta(meta: &mut ObjectMeta) {
 }
 
 /// A Service as the store keeps it: without its selector (the EndpointSlice controller's
-/// input, not the agent's).
+/// input, not the agent's), and of its labels only the two translation reads.
 pub fn service(mut svc: Service) -> Option<Object> {
     slim_meta(&mut svc.metadata);
+    if let Some(labels) = svc.metadata.labels.as_mut() {
+        labels.retain(|k, _| k == SERVICE_PROXY_NAME_LABEL || k == HEADLESS_LABEL);
+    }
+    if svc.metadata.labels.as_ref().is_some_and(|l| l.is_empty()) {
+        svc.metadata.labels = None;
+    }
     if let Some(spec) = svc.spec.as_mut() {
         spec.selector = None;
     }
@@ -36,21 +43,10 @@ pub fn service(mut svc: Service) -> Option<Object> {
 }
 
 /// An EndpointSlice as the store keeps it: in the agent's own compact form
-/// ([`crate::k8s::StoredSlice`]: no pod references, hostnames or deprecated topology), and of
-/// its annotations only the last change's trigger time, from which the network-programming
-/// latency is measured (as kube-proxy does).
-pub fn endpoint_slice(mut slice: EndpointSlice) -> Option<Object> {
-    let trigger = slice
-        .metadata
-        .annotations
-        .as_mut()
-        .and_then(|a| a.remove_entry(crate::metrics::LAST_CHANGE_TRIGGER_TIME));
-    slim_meta(&mut slice.metadata);
-    slice.metadata.annotations = trigger.map(|(k, v)| std::iter::once((k, v)).collect());
-    // Of its labels only the one naming its Service is read.
-    if let Some(labels) = slice.metadata.labels.as_mut() {
-        labels.retain(|k, _| k == SERVICE_NAME_LABEL);
-    }
+/// ([`crate::k8s::StoredSlice`]: no pod references, hostnames or deprecated topology; of its
+/// labels and annotations only the Service's name and the last change's trigger time, from
+/// which the network-programming latency is measured as kube-proxy does).
+pub fn endpoint_slice(slice: EndpointSlice) -> Option<Object> {
     Some(Object::EndpointSlice(std::sync::Arc::new(slice.into())))
 }
 
@@ -150,24 +146,12 @@ mod tests {
         let Some(Object::EndpointSlice(kept)) = endpoint_slice(slice) else {
             panic!("a slice is kept");
         };
-        assert_eq!(
-            kept.metadata.annotations,
-            Some(
-                [(
-                    crate::metrics::LAST_CHANGE_TRIGGER_TIME.to_owned(),
-                    "2026-12-03T12:00:00Z".to_owned()
-                )]
-                .into()
-            )
-        );
-        assert_eq!(
-            kept.metadata.labels,
-            Some([(SERVICE_NAME_LABEL.to_owned(), "web".to_owned())].into())
-        );
+        assert_eq!(kept.service_name.as_deref(), Some("web"));
+        assert_eq!(kept.trigger_time.as_deref(), Some("2026-12-03T12:00:00Z"));
         let meta = serde_json::to_value(&kept.metadata).unwrap();
         assert_eq!(
             meta.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["annotations", "labels", "name", "namespace"]
+            ["name", "namespace"]
         );
     }
 
@@ -199,8 +183,7 @@ mod tests {
                 },
                 placement: Some(std::sync::Arc::new(crate::model::Placement {
                     node_name: Some("node-a".into()),
-                    zone: Some("z1".into()),
-                    hint_zones: vec!["z1".into()],
+                    hint_zones: ["z1".into()].into(),
                 })),
             }]
         );
@@ -239,10 +222,10 @@ mod tests {
     }
 
     #[test]
-    fn services_lose_managed_fields_and_annotations_but_keep_labels() {
+    fn services_lose_managed_fields_annotations_and_unread_labels() {
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "default",
-                         "labels": {"service.kubernetes.io/headless": ""},
+                         "labels": {"service.kubernetes.io/headless": "", "app": "web"},
                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
                          "managedFields": [{"manager": "kubectl"}]},
             "spec": {"clusterIP": "10.0.0.1", "selector": {"app": "web"}}
