@@ -139,7 +139,7 @@ impl MapContents {
     /// The frontends as `lbctl service list` shows them: id, frontend, type, and the backends
     /// in slot order with their ids and states. A backend's state is the frontend's own: its
     /// slot says it, not the shared backend entry, which holds one state for every frontend
-    /// placing that address (see [`slot_state`]).
+    /// placing that address (see `slot_state`).
     pub fn frontends(&self) -> Vec<ListedFrontend> {
         let mut out: Vec<ListedFrontend> = self
             .services
