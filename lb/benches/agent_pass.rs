@@ -6,17 +6,14 @@
 //! `cargo xtask bench agent-pass` (`cargo bench -p lb --bench agent_pass`). Reports, does not
 //! assert timing; exits non-zero if the patched translation ever differs from the plain one.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use lb::agent::udp_destroy::SweepScope;
-use lb::datapath::{MapContents, RemovedBackends};
+use lb::datapath::MapContents;
 use lb::k8s::{translate, LocalNode, TranslateOptions, TranslationCache};
-use lb::reconciler::{MemoryMaps, Reconciler, UdpSocketSweeper};
+use lb::reconciler::{MemoryMaps, NoSockets, Reconciler};
 use lb::source::{Change, ClusterStore, Object};
 use serde_json::json;
 
@@ -30,20 +27,6 @@ static ALLOCATOR: Counting = Counting;
 const SERVICES: usize = 10_000;
 const BACKENDS: usize = 10;
 const CHANGES: usize = 200;
-
-/// No UDP socket to destroy (the services are TCP).
-struct NoSockets;
-
-impl UdpSocketSweeper for NoSockets {
-    fn sweep(
-        &mut self,
-        _: SweepScope,
-        _: &RemovedBackends,
-        _: &HashSet<(u64, SocketAddr)>,
-    ) -> Result<Vec<(u64, SocketAddr)>, String> {
-        Ok(Vec::new())
-    }
-}
 
 /// Service `i`: a ClusterIP with port 80, as the API server gives it (namespace, resource
 /// version, a selector).

@@ -1,12 +1,15 @@
 //! [`MemoryMaps`]: service maps held in memory, for tests and benches that run the reconciler
-//! without a kernel: what it writes is applied to a [`MapContents`] of a given capacity.
+//! without a kernel: what it writes is applied to a [`MapContents`] of a given capacity; and
+//! [`NoSockets`], a UDP socket sweeper for reconcilers that have none to destroy.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use super::DatapathMaps;
+use super::{DatapathMaps, UdpSocketSweeper};
+use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{
     ApplyReport, DatapathError, DeviceAddrs, LocalAddrsReport, MapContents, MapDelta,
+    RemovedBackends,
 };
 
 /// Maps that apply what they are given, of `capacity` entries each; no local addresses,
@@ -45,5 +48,21 @@ impl DatapathMaps for MemoryMaps {
     }
     fn forget_translated(&mut self, _: &[(u64, SocketAddr)]) -> Result<(), DatapathError> {
         Ok(())
+    }
+}
+
+/// A UDP socket sweeper with nothing to sweep, for tests and benches whose services are TCP
+/// or that run without sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSockets;
+
+impl UdpSocketSweeper for NoSockets {
+    fn sweep(
+        &mut self,
+        _: SweepScope,
+        _: &RemovedBackends,
+        _: &HashSet<(u64, SocketAddr)>,
+    ) -> Result<Vec<(u64, SocketAddr)>, String> {
+        Ok(Vec::new())
     }
 }

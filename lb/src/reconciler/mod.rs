@@ -21,7 +21,7 @@ use std::net::IpAddr;
 pub use fit::NotProgrammed;
 pub use kernel::KernelMaps;
 pub use maps::{DatapathMaps, UdpSocketSweeper};
-pub use memory::MemoryMaps;
+pub use memory::{MemoryMaps, NoSockets};
 
 use crate::agent::udp_destroy::SweepScope;
 use crate::datapath::{

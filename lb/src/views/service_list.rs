@@ -119,28 +119,10 @@ impl ServiceList {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-    use std::net::SocketAddr;
-
     use super::*;
-    use crate::agent::udp_destroy::SweepScope;
-    use crate::datapath::{MapContents, RemovedBackends};
+    use crate::datapath::MapContents;
     use crate::model::{Backend, LbService, ServicePolicies, ServiceType};
-    use crate::reconciler::{MemoryMaps, Reconciler, UdpSocketSweeper};
-
-    /// Never asked: the reconciler below sweeps no UDP sockets.
-    struct NoSockets;
-
-    impl UdpSocketSweeper for NoSockets {
-        fn sweep(
-            &mut self,
-            _: SweepScope,
-            _: &RemovedBackends,
-            _: &HashSet<(u64, SocketAddr)>,
-        ) -> Result<Vec<(u64, SocketAddr)>, String> {
-            Ok(Vec::new())
-        }
-    }
+    use crate::reconciler::{MemoryMaps, NoSockets, Reconciler};
 
     fn service(name: &str, frontend: &str, backends: &[(&str, BackendState)]) -> LbService {
         LbService {
