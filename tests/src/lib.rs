@@ -6,6 +6,7 @@
 //! [`Kubectl`] drives it the way an operator would; [`agent::ApiAgent`] runs `lb-agent` on a
 //! netsim node watching it.
 
+#[cfg(feature = "agent")]
 pub mod agent;
 pub mod build;
 mod server;

@@ -1,6 +1,6 @@
 //! `cargo xtask bench NAME`: runs a benchmark in release mode and prints its report.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::cmd::{cargo, step};
@@ -74,6 +74,10 @@ pub fn run(options: Options) -> Result<()> {
             "--bins",
         ]);
         step("build release binaries", build)?;
+    }
+    if targets.contains(&"control_plane") {
+        // It measures the agent through the test API server, built (or found cached) here.
+        crate::apiserver::ensure(false).context("building the test API server")?;
     }
     for target in targets {
         // The control-plane bench lives with the API server's tests, in the e2e crate.
