@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod config;
 pub mod datapath;
+pub mod exact;
 pub mod health;
 pub mod host;
 pub mod k8s;

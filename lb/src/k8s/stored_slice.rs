@@ -17,6 +17,7 @@ use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort, Endpoint
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::SERVICE_NAME_LABEL;
+use crate::exact::map_exact;
 use crate::metrics::LAST_CHANGE_TRIGGER_TIME;
 use crate::model::Placement;
 
@@ -118,7 +119,7 @@ impl From<EndpointSlice> for StoredSlice {
                 ports.shrink_to_fit();
                 ports
             },
-            endpoints: compact(endpoints, |ep| StoredEndpoint {
+            endpoints: map_exact(endpoints, |ep| StoredEndpoint {
                 address: ep.addresses.into_iter().next().map(EndpointAddress::new),
                 conditions: ep.conditions.unwrap_or_default(),
                 placement: share(Placement {
@@ -133,15 +134,6 @@ impl From<EndpointSlice> for StoredSlice {
             }),
         }
     }
-}
-
-/// `items` mapped by `f` into a new vector of exactly their number. Not `collect()`: that
-/// reuses the source's allocation for the smaller items, which would keep the API type's
-/// whole buffer (and the spare capacity it grew while being read) alive for every slice.
-fn compact<T, U>(items: Vec<T>, f: impl FnMut(T) -> U) -> Vec<U> {
-    let mut out = Vec::with_capacity(items.len());
-    out.extend(items.into_iter().map(f));
-    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::hostport::translate_pod;
 use super::node::{DeviceSelection, NodeContext};
 use super::service::{translate_service, ServiceOutcome};
 use super::TranslateOptions;
+use crate::exact::map_exact;
 use crate::model::{DesiredState, IpFamily, LbService, ServiceName};
 
 /// The Kubernetes objects the agent watches, shared: a copy is a reference count each, and
@@ -167,11 +168,9 @@ pub(super) fn translate_one(
 ) -> ServiceResult {
     let mut warnings = Vec::new();
     let outcome = match translate_service(svc, own, node, opts, &mut warnings) {
+        // Kept in the cache for as long as the Service is: exactly sized (`map_exact`).
         Ok(ServiceOutcome::Programmed(services, health_check)) => Outcome::Programmed(
-            services
-                .into_iter()
-                .map(|s| earlier(&s).unwrap_or_else(|| Arc::new(s)))
-                .collect(),
+            map_exact(services, |s| earlier(&s).unwrap_or_else(|| Arc::new(s))),
             health_check,
         ),
         Ok(ServiceOutcome::Ignored(why)) => Outcome::Ignored(why),
