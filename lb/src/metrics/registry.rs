@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::desired_counts::DesiredCounts;
+use super::desired_counts;
 use super::{buckets, ProgrammingLatency, SeenSlices, TerminatingEndpoints};
 use crate::model::DesiredState;
 
@@ -102,8 +102,9 @@ pub struct Metrics {
     pin_dir: Mutex<Option<PathBuf>>,
     /// The store's EndpointSlices as last seen, for the two metrics computed from their changes.
     slices: Mutex<SliceTrackers>,
-    /// The services and backends of the last desired state, for their gauges.
-    desired: Mutex<DesiredCounts>,
+    /// The last programmed desired state (shared with the reconciler), whose services and
+    /// backends the gauges count at each scrape.
+    desired: Mutex<DesiredState>,
 }
 
 #[derive(Debug)]
@@ -149,13 +150,13 @@ impl Metrics {
         let services = Gauge::default();
         registry.register(
             "services",
-            "Services (namespace/name) with at least one frontend in the maps",
+            "Services (namespace/name) with at least one frontend in the maps, counted at the scrape",
             services.clone(),
         );
         let backends = Gauge::default();
         registry.register(
             "backends",
-            "Distinct backend addresses (IP, port, protocol) in the maps",
+            "Distinct backend addresses (IP, port, protocol) in the maps, counted at the scrape",
             backends.clone(),
         );
         let errors = Family::<KindLabel, Counter>::default();
@@ -195,7 +196,7 @@ impl Metrics {
             map_capacity,
             snat_ports,
             pin_dir: Mutex::new(None),
-            desired: Mutex::new(DesiredCounts::default()),
+            desired: Mutex::new(DesiredState::new()),
             slices: Mutex::new(SliceTrackers {
                 count_terminating,
                 seen: SeenSlices::default(),
@@ -234,13 +235,7 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_sync.set(since_epoch.as_secs_f64());
-        let (services, backends) = self
-            .desired
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .update(desired);
-        self.services.set(services as i64);
-        self.backends.set(backends as i64);
+        *self.desired.lock().unwrap_or_else(PoisonError::into_inner) = desired.clone();
     }
 
     /// `count` errors of `kind` happened.
@@ -262,10 +257,19 @@ impl Metrics {
     /// The OpenMetrics text of every metric, the maps' use read now.
     pub fn encode(&self) -> String {
         self.read_maps();
+        self.count_desired();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// Sets `lb_services` and `lb_backends` from the last programmed state.
+    fn count_desired(&self) {
+        let (services, backends) =
+            desired_counts::count(&self.desired.lock().unwrap_or_else(PoisonError::into_inner));
+        self.services.set(services as i64);
+        self.backends.set(backends as i64);
     }
 
     /// Sets the map gauges from the pinned maps, when there are any.
