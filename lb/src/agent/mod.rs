@@ -70,15 +70,36 @@ pub struct Agent {
     fresh_refusals: usize,
 }
 
+/// The datapath loaded, its maps pinned (or adopted), nothing attached yet: the part of the
+/// start that does not need the node's device selection, which comes with the Node from the
+/// source. [`run`] loads it while the lists arrive; [`LoadedDatapath::start`] attaches it.
+#[derive(Debug)]
+pub struct LoadedDatapath {
+    features: degrade::KernelFeatures,
+    plan: degrade::SocketLbPlan,
+    cgroup: PathBuf,
+    pin_dir: PathBuf,
+    sock_lb: SockLb,
+    /// The NodePort programs, with `nodePort.enabled`.
+    nodeport_lb: Option<NodePortLb>,
+}
+
 impl Agent {
-    /// Prepares the node and attaches the datapath (unless `socketLB.enabled` is off). Maps
-    /// pinned by an earlier agent are adopted with their contents, so traffic keeps flowing
-    /// while this one starts.
+    /// Prepares the node and attaches the datapath (unless `socketLB.enabled` is off): the
+    /// [`Agent::load`] and [`LoadedDatapath::start`] of `selection`, one after the other.
     pub fn start(
         config: &AgentConfig,
         selection: &DeviceSelection,
         state_dir: &Path,
     ) -> Result<Agent, AgentError> {
+        Agent::load(config)?.start(config, selection, state_dir)
+    }
+
+    /// Probes the kernel, prepares the mounts and loads the programs with their maps pinned.
+    /// Maps pinned by an earlier agent are adopted with their contents, so traffic keeps
+    /// flowing while this one starts. What the kernel or the options refuse is refused here,
+    /// before anything on the node changes.
+    pub fn load(config: &AgentConfig) -> Result<LoadedDatapath, AgentError> {
         host::features::raise_memlock_limit();
         let features = degrade::KernelFeatures::probe()?;
         let plan = degrade::plan(config, &features)?;
@@ -86,15 +107,9 @@ impl Agent {
             tracing::warn!(feature = %d.feature, "this kernel lacks a feature: {}", d.effect);
         }
         // Checked before anything changes: a device option naming no device refuses the start.
-        let nodeport_devices = if config.node_port() {
-            Some(nodeport::choose_devices(
-                config,
-                selection,
-                &host::host_devices()?,
-            )?)
-        } else {
-            None
-        };
+        if config.node_port() {
+            nodeport::check_named_devices(config, &host::host_devices()?)?;
+        }
         host::ensure_bpffs(config.bpf_root(), config.values().bpf.auto_mount.enabled)?;
         let cgroup = host::ensure_cgroup2(
             &config.cgroup_root(),
@@ -129,7 +144,50 @@ impl Agent {
                 "connected sockets' translations in a hash map only (no BPF atomics: Linux 5.12)"
             );
         }
-        let mut sock_lb = SockLb::load_hooks(settings, plan.hooks, &pin_dir)?;
+        let sock_lb = SockLb::load_hooks(settings, plan.hooks, &pin_dir)?;
+        let nodeport_lb = if config.node_port() {
+            Some(NodePortLb::load(
+                nodeport::nodeport_settings(config),
+                &pin_dir,
+            )?)
+        } else {
+            None
+        };
+        Ok(LoadedDatapath {
+            features,
+            plan,
+            cgroup,
+            pin_dir,
+            sock_lb,
+            nodeport_lb,
+        })
+    }
+}
+
+impl LoadedDatapath {
+    /// Attaches the loaded datapath, its NodePort programs to the devices of `selection`
+    /// (unless `socketLB.enabled` is off), and records what it installed in `state_dir`.
+    pub fn start(
+        self,
+        config: &AgentConfig,
+        selection: &DeviceSelection,
+        state_dir: &Path,
+    ) -> Result<Agent, AgentError> {
+        let LoadedDatapath {
+            features,
+            plan,
+            cgroup,
+            pin_dir,
+            mut sock_lb,
+            nodeport_lb,
+        } = self;
+        let nodeport_devices = match nodeport_lb {
+            Some(lb) => Some((
+                lb,
+                nodeport::choose_devices(config, selection, &host::host_devices()?)?,
+            )),
+            None => None,
+        };
         let links = if setup::attaches_socket_hooks(config) {
             sock_lb.attach(&cgroup)?
         } else {
@@ -144,8 +202,7 @@ impl Agent {
         let previous_tc = previous.as_ref().map(|r| r.tc.clone()).unwrap_or_default();
         let mut xdp_devices = Vec::new();
         let (nodeport, tc) = match nodeport_devices {
-            Some(devices) => {
-                let mut lb = NodePortLb::load(nodeport::nodeport_settings(config), &pin_dir)?;
+            Some((mut lb, devices)) => {
                 tracing::info!(
                     clock = %PacketClock::of_this_kernel().describe(),
                     "packet programs count conntrack seconds by this clock"
@@ -301,7 +358,9 @@ impl Agent {
             fresh_refusals: 0,
         })
     }
+}
 
+impl Agent {
     /// Makes the next pass read the service maps back from the kernel (the periodic resync
     /// does, so what it finds there is put right; other passes trust what the last wrote).
     pub fn reread_maps(&mut self) {

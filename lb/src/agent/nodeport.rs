@@ -86,6 +86,34 @@ pub fn flow_seed(seed: &HashSeed) -> u32 {
         .fold(0, |acc, w| acc ^ w)
 }
 
+/// Refuses a device named outright (not a `prefix+`) in `devices` or
+/// `nodePort.directRoutingDevice` that the node lacks, naming it and listing the node's
+/// devices. Needs only the options and the host, so the start checks it before it loads
+/// anything.
+pub fn check_named_devices(config: &AgentConfig, host: &[HostDevice]) -> Result<(), UnknownDevice> {
+    let named = config.devices().iter().map(|p| ("devices", p)).chain(
+        config
+            .direct_routing_device()
+            .map(|p| ("nodePort.directRoutingDevice", p)),
+    );
+    for (option, pattern) in named {
+        if let DevicePattern::Name(name) = pattern {
+            if !host.iter().any(|d| d.name == *name) {
+                return Err(unknown_device(option, name, host));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unknown_device(option: &'static str, name: &str, host: &[HostDevice]) -> UnknownDevice {
+    UnknownDevice {
+        option,
+        name: name.to_owned(),
+        available: host.iter().map(|d| d.name.clone()).collect(),
+    }
+}
+
 /// The devices to attach the NodePort programs to, in name order: those of `selection` (the
 /// `devices` patterns and `nodePort.directRoutingDevice`, or the devices holding a Kubernetes
 /// address), plus, when the patterns are unset or match nothing, the native devices a default
@@ -96,24 +124,8 @@ pub fn choose_devices(
     selection: &DeviceSelection,
     host: &[HostDevice],
 ) -> Result<Vec<DeviceAddrs>, UnknownDevice> {
-    let exists = |name: &str| host.iter().any(|d| d.name == name);
-    let unknown = |option, name: &str| UnknownDevice {
-        option,
-        name: name.to_owned(),
-        available: host.iter().map(|d| d.name.clone()).collect(),
-    };
-    let named = config.devices().iter().map(|p| ("devices", p)).chain(
-        config
-            .direct_routing_device()
-            .map(|p| ("nodePort.directRoutingDevice", p)),
-    );
-    for (option, pattern) in named {
-        if let DevicePattern::Name(name) = pattern {
-            if !exists(name) {
-                return Err(unknown(option, name));
-            }
-        }
-    }
+    check_named_devices(config, host)?;
+    let unknown = |option, name: &str| unknown_device(option, name, host);
     let mut names: Vec<&str> = selection.devices.iter().map(String::as_str).collect();
     if config.devices().is_empty() || selection.patterns_matched_nothing {
         names.extend(

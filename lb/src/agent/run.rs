@@ -20,6 +20,7 @@ use crate::config::AgentConfig;
 use crate::health::{
     self, Health, HealthServer, ServiceHealthServers, SystemClock, HEALTH_TIMEOUT,
 };
+use crate::host::free_memory::return_free_memory;
 use crate::k8s::{self, NodeTranslation, TranslationCache};
 use crate::metrics::{ErrorKind, Metrics, MetricsServer};
 use crate::source::{ClusterStore, Source, SyncReport};
@@ -64,7 +65,25 @@ pub fn run(
     health.queued();
     let mut store = ClusterStore::default();
     let mut cache = TranslationCache::new();
-    let report = source.sync(&mut store)?;
+    // The datapath loads while the lists arrive: loading needs only the options and the
+    // kernel (the device selection comes with the Node and is applied after). A kernel or an
+    // option that refuses the start is reported before a failed sync.
+    let (report, loaded) = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            let started = Instant::now();
+            Agent::load(config).map(|loaded| (loaded, started.elapsed()))
+        });
+        let report = source.sync(&mut store);
+        let loaded = loading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (report, loaded)
+    });
+    let (loaded, loaded_in) = loaded?;
+    let report = report?;
+    // What the lists' pages and the loading (the kernel's BTF, parsed) freed goes back to
+    // the kernel before translation and the first pass allocate (see `free_memory`).
+    return_free_memory();
     store_synced(&metrics, &report, &store);
     log_sync(&report, &metrics);
     health.set_node_eligible(this_node_eligible(&store, opts));
@@ -73,9 +92,9 @@ pub fn run(
     let translated_in = pass.elapsed();
     let mut reported = TranslationLog::default();
     reported.report(&first.translation, &metrics);
-    let loading = Instant::now();
-    let mut agent = Agent::start(config, &first.selection, &opts.state_dir)?;
-    let loaded_in = loading.elapsed();
+    let attaching = Instant::now();
+    let mut agent = loaded.start(config, &first.selection, &opts.state_dir)?;
+    let attached_in = attaching.elapsed();
     // The pass is translation and reconciliation, as later ones: loading the datapath is not.
     let pass = Instant::now();
     reconcile(&mut agent, &first, &metrics, pass)?;
@@ -89,10 +108,12 @@ pub fn run(
     );
     keep_neighbours(&mut agent, &store, &first);
     // Said once the first reconciliation is in the maps: from here the node is served. The
-    // time each step of the start took is in it, for whoever looks into a slow start.
+    // time each step of the start took is in it (loading ran beside the lists), for whoever
+    // looks into a slow start.
     info!(
         translated_in = ?translated_in,
         loaded_in = ?loaded_in,
+        attached_in = ?attached_in,
         written_in = ?written_in,
         source = %source.describe(),
         pin_dir = %agent.record().pin_dir.display(),

@@ -57,6 +57,7 @@ enum SourceWanted {
 }
 
 fn main() -> ExitCode {
+    lb::host::free_memory::keep_large_blocks_mapped();
     lb::logging::init_stderr();
     match run(Cli::parse()) {
         Ok(code) => code,

@@ -8,6 +8,7 @@ mod addrs;
 pub mod cgroup_query;
 mod error;
 pub mod features;
+pub mod free_memory;
 pub mod jiffies;
 mod links;
 mod mounts;
