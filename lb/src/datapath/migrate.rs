@@ -343,9 +343,16 @@ impl Migration {
         for moved in &self.moved {
             std::fs::remove_file(&moved.aside).map_err(DatapathError::pin(&moved.aside))?;
         }
+        // The socket and the packet programs load before either attaches, so the other's
+        // migration may still have maps aside: the last to finish removes the directory.
         let aside_dir = self.pin_dir.join(MIGRATE_DIR);
         match std::fs::remove_dir(&aside_dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
                 Err(DatapathError::pin(&aside_dir)(e))
             }
             _ => Ok(()),
