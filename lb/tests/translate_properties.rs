@@ -180,7 +180,7 @@ fn objects(services: &[Value], slices: &[Value]) -> ClusterObjects {
     ClusterObjects {
         services: services
             .iter()
-            .map(|v| Arc::new(serde_json::from_value::<Service>(v.clone()).unwrap()))
+            .map(|v| Arc::new(serde_json::from_value::<Service>(v.clone()).unwrap().into()))
             .collect(),
         endpoint_slices: slices
             .iter()
@@ -720,7 +720,9 @@ proptest! {
             let change = match op.clone() {
                 ChurnOp::UpsertService(o, i, s) => {
                     let object = Object::Service(Arc::new(
-                        serde_json::from_value(churn_service_json(i, &s)).unwrap(),
+                        serde_json::from_value::<Service>(churn_service_json(i, &s))
+                            .unwrap()
+                            .into(),
                     ));
                     origins.upsert(origin(o), object.clone());
                     Some(Change::Upsert { origin: origin(o).into(), object })

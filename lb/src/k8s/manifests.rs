@@ -206,7 +206,8 @@ fn add_object(path: &Path, index: usize, value: Value, out: &mut Manifests) {
     }
     let objects = &mut out.objects;
     let result = match kind.as_str() {
-        "Service" => parse(value).map(|o| objects.services.push(Arc::new(o))),
+        "Service" => parse::<k8s_openapi::api::core::v1::Service>(value)
+            .map(|o| objects.services.push(Arc::new(o.into()))),
         "EndpointSlice" => parse::<k8s_openapi::api::discovery::v1::EndpointSlice>(value)
             .map(|o| objects.endpoint_slices.push(Arc::new(o.into()))),
         "Node" => parse(value).map(|o| objects.nodes.push(Arc::new(o))),

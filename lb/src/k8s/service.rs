@@ -4,12 +4,12 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 
 use super::endpoints::{backends_for, ParsedSlice};
 use super::error::{ErrorSink, ObjectRef, TranslateError};
 use super::fields::{self, ParsedProtocol};
 use super::health_check::{health_check_of, HealthCheck};
+use super::stored_service::{StoredService, StoredServicePort, StoredServiceSpec};
 use super::translate::LocalNode;
 use super::TranslateOptions;
 use crate::model::{
@@ -57,22 +57,22 @@ struct ParsedPort {
 
 /// Translates `svc`; `slices` are the EndpointSlices labelled with its name.
 pub fn translate_service(
-    svc: &Service,
+    svc: &StoredService,
     slices: &[&ParsedSlice],
     node: &LocalNode,
     opts: &TranslateOptions,
     warnings: &mut Vec<String>,
 ) -> Result<ServiceOutcome, Vec<TranslateError>> {
     let object = ObjectRef::new("Service", &svc.metadata);
-    let proxy_name = proxy_name_of(svc);
-    if proxy_name.as_deref().unwrap_or("") != opts.service_proxy_name {
+    let proxy_name = svc.proxy_name.as_deref();
+    if proxy_name.unwrap_or("") != opts.service_proxy_name {
         return Ok(ServiceOutcome::Ignored(format!(
             "{object}: {SERVICE_PROXY_NAME_LABEL}={:?} is not this proxy's name {:?}",
             proxy_name.unwrap_or_default(),
             opts.service_proxy_name
         )));
     }
-    if has_label(svc, HEADLESS_LABEL) {
+    if svc.headless {
         return Ok(ServiceOutcome::Ignored(format!(
             "{object}: labelled {HEADLESS_LABEL}"
         )));
@@ -85,7 +85,7 @@ pub fn translate_service(
         sink.missing("spec", "a Service needs a spec");
         return Err(sink.into_errors());
     };
-    let kind = spec.type_.clone().unwrap_or_else(|| "ClusterIP".to_owned());
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP").to_owned();
     if kind == "ExternalName" {
         return Ok(ServiceOutcome::Ignored(format!(
             "{object}: ExternalName services are resolved by DNS"
@@ -106,7 +106,7 @@ pub fn translate_service(
     let parsed = parse_spec(
         svc,
         spec,
-        proxy_name_of(svc),
+        svc.proxy_name.as_deref().map(str::to_owned),
         kind,
         &mut sink,
         warnings,
@@ -138,24 +138,9 @@ pub fn translate_service(
     ))
 }
 
-fn has_label(svc: &Service, label: &str) -> bool {
-    svc.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(label))
-}
-
-fn proxy_name_of(svc: &Service) -> Option<String> {
-    svc.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL))
-        .cloned()
-}
-
 fn parse_spec(
-    svc: &Service,
-    spec: &ServiceSpec,
+    svc: &StoredService,
+    spec: &StoredServiceSpec,
     proxy_name: Option<String>,
     kind: String,
     sink: &mut ErrorSink,
@@ -164,7 +149,7 @@ fn parse_spec(
 ) -> ParsedService {
     let object = sink.object().clone();
     let cluster_ips = match (&spec.cluster_ips, &spec.cluster_ip) {
-        (Some(ips), _) if !ips.is_empty() => ips
+        (ips, _) if !ips.is_empty() => ips
             .iter()
             .enumerate()
             .filter_map(|(i, ip)| fields::ip(sink, &format!("spec.clusterIPs[{i}]"), ip))
@@ -180,34 +165,25 @@ fn parse_spec(
             Vec::new()
         }
     };
-    let ports = parse_ports(
-        spec.ports.as_deref().unwrap_or_default(),
-        sink,
-        warnings,
-        &object,
-    );
+    let ports = parse_ports(&spec.ports, sink, warnings, &object);
     let external_ips = spec
         .external_ips
         .iter()
-        .flatten()
         .enumerate()
         .filter_map(|(i, ip)| fields::ip(sink, &format!("spec.externalIPs[{i}]"), ip))
         .collect();
     let lb_ingress = svc
-        .status
+        .lb_ingress_ips
         .iter()
-        .flat_map(|s| s.load_balancer.iter())
-        .flat_map(|lb| lb.ingress.iter().flatten())
         .enumerate()
-        .filter_map(|(i, ing)| {
-            let ip = ing.ip.as_deref()?; // hostname-only ingress is for DNS, not for us.
+        .filter_map(|(i, ip)| {
+            let ip = ip.as_deref()?; // hostname-only ingress is for DNS, not for us.
             fields::ip(sink, &format!("status.loadBalancer.ingress[{i}].ip"), ip)
         })
         .collect();
     let source_ranges = spec
         .load_balancer_source_ranges
         .iter()
-        .flatten()
         .enumerate()
         .filter_map(|(i, cidr)| match cidr.trim().parse::<IpNet>() {
             Ok(net) => Some(net.trunc()),
@@ -272,7 +248,7 @@ fn parse_spec(
 }
 
 fn parse_ports(
-    ports: &[ServicePort],
+    ports: &[StoredServicePort],
     sink: &mut ErrorSink,
     warnings: &mut Vec<String>,
     object: &ObjectRef,
@@ -303,7 +279,7 @@ fn parse_ports(
         };
         match (protocol, port) {
             (Some(ParsedProtocol::Supported(protocol)), Some(port)) => out.push(ParsedPort {
-                name: p.name.clone().unwrap_or_default(),
+                name: p.name.as_deref().unwrap_or_default().to_owned(),
                 protocol,
                 port,
                 node_port,
@@ -329,28 +305,21 @@ fn traffic_policy(sink: &mut ErrorSink, field: &str, raw: Option<&str>) -> Traff
     }
 }
 
-fn affinity(sink: &mut ErrorSink, spec: &ServiceSpec) -> Option<u32> {
+fn affinity(sink: &mut ErrorSink, spec: &StoredServiceSpec) -> Option<u32> {
     match spec.session_affinity.as_deref() {
         None | Some("None") => None,
-        Some("ClientIP") => {
-            let raw = spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds);
-            match raw {
-                None => Some(DEFAULT_AFFINITY_TIMEOUT_SECS),
-                Some(t) if t >= 1 && t as u32 <= MAX_AFFINITY_TIMEOUT_SECS => Some(t as u32),
-                Some(t) => {
-                    sink.invalid(
-                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
-                        t,
-                        format!("expected 1 to {MAX_AFFINITY_TIMEOUT_SECS} seconds"),
-                    );
-                    None
-                }
+        Some("ClientIP") => match spec.affinity_timeout_seconds {
+            None => Some(DEFAULT_AFFINITY_TIMEOUT_SECS),
+            Some(t) if t >= 1 && t as u32 <= MAX_AFFINITY_TIMEOUT_SECS => Some(t as u32),
+            Some(t) => {
+                sink.invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    t,
+                    format!("expected 1 to {MAX_AFFINITY_TIMEOUT_SECS} seconds"),
+                );
+                None
             }
-        }
+        },
         Some(other) => {
             sink.invalid("spec.sessionAffinity", other, "expected None or ClientIP");
             None
@@ -547,7 +516,7 @@ mod tests {
         )
     }
 
-    fn svc(extra_meta: serde_json::Value, extra_spec: serde_json::Value) -> Service {
+    fn svc(extra_meta: serde_json::Value, extra_spec: serde_json::Value) -> StoredService {
         let mut v = json!({
             "metadata": {"name": "s", "namespace": "ns"},
             "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}
@@ -558,11 +527,13 @@ mod tests {
         for (k, val) in extra_spec.as_object().unwrap() {
             v["spec"][k] = val.clone();
         }
-        serde_json::from_value(v).unwrap()
+        serde_json::from_value::<k8s_openapi::api::core::v1::Service>(v)
+            .unwrap()
+            .into()
     }
 
     fn outcome(
-        s: &Service,
+        s: &StoredService,
         opts: &TranslateOptions,
     ) -> Result<ServiceOutcome, Vec<TranslateError>> {
         translate_service(s, &[], &node(None), opts, &mut Vec::new())

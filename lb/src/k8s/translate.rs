@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::stored_service::StoredService;
 use super::stored_slice::StoredSlice;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::endpoints::{parse_slice, ParsedSlice};
@@ -24,7 +25,7 @@ use crate::model::{DesiredState, IpFamily, LbService, ServiceName};
 #[derive(Clone, Debug, Default)]
 pub struct ClusterObjects {
     /// Services.
-    pub services: Vec<Arc<Service>>,
+    pub services: Vec<Arc<StoredService>>,
     /// EndpointSlices.
     pub endpoint_slices: Vec<Arc<StoredSlice>>,
     /// Nodes.
@@ -148,7 +149,7 @@ pub(super) enum Outcome {
 }
 
 /// The (namespace, name) of a Service, as its errors name it.
-pub(super) fn service_name(svc: &Service) -> ServiceName {
+pub(super) fn service_name(svc: &StoredService) -> ServiceName {
     let object = ObjectRef::new("Service", &svc.metadata);
     ServiceName {
         namespace: object.namespace,
@@ -159,7 +160,7 @@ pub(super) fn service_name(svc: &Service) -> ServiceName {
 /// Translates one Service, named `name`, with its EndpointSlices `own`. A frontend equal to
 /// one `earlier` gives is that one, shared.
 pub(super) fn translate_one(
-    svc: &Service,
+    svc: &StoredService,
     name: ServiceName,
     own: &[&ParsedSlice],
     node: &LocalNode,

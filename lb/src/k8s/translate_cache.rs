@@ -27,7 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use super::stored_service::StoredService;
 
 use super::endpoints::{parse_slice, ParsedSlice};
 use super::error::TranslateError;
@@ -93,7 +93,7 @@ impl CachedSlice {
 #[derive(Debug)]
 struct CachedService {
     /// Held so that its address is not reused while the entry is kept.
-    _service: Arc<Service>,
+    _service: Arc<StoredService>,
     slices: Vec<Arc<StoredSlice>>,
     result: ServiceResult,
     /// The pass that worked the result out.
@@ -254,7 +254,7 @@ impl TranslationCache {
     /// earlier entries of its name that come out equal.
     fn translate_service(
         &mut self,
-        svc: &Arc<Service>,
+        svc: &Arc<StoredService>,
         own: &[UsableSlice],
         node: &LocalNode,
         opts: &TranslateOptions,
@@ -532,7 +532,7 @@ struct SliceChange<'a> {
 /// One Service translated again by [`TranslationCache::patch`], before it goes in the cache.
 struct RedoneService {
     old_at: usize,
-    service: Arc<Service>,
+    service: Arc<StoredService>,
     slices: Vec<Arc<StoredSlice>>,
     result: ServiceResult,
 }

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::k8s::StoredSlice;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use crate::k8s::{StoredService, StoredSlice};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::journal::{Journal, StoreVersion, Touched};
@@ -22,7 +22,7 @@ use crate::k8s::ClusterObjects;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     /// A Service.
-    Service(Arc<Service>),
+    Service(Arc<StoredService>),
     /// An EndpointSlice (discovery.k8s.io/v1).
     EndpointSlice(Arc<StoredSlice>),
     /// A Node.
@@ -475,17 +475,17 @@ mod tests {
     use super::*;
 
     fn service(name: &str, cluster_ip: &str) -> Object {
-        Object::Service(Arc::new(Service {
+        Object::Service(Arc::new(StoredService {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some("default".to_owned()),
                 ..ObjectMeta::default()
             },
-            spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
-                cluster_ip: Some(cluster_ip.to_owned()),
+            spec: Some(crate::k8s::StoredServiceSpec {
+                cluster_ip: Some(cluster_ip.to_owned().into()),
                 ..Default::default()
             }),
-            ..Service::default()
+            ..StoredService::default()
         }))
     }
 
@@ -494,7 +494,15 @@ mod tests {
             .objects()
             .services
             .iter()
-            .map(|s| s.spec.as_ref().unwrap().cluster_ip.clone().unwrap())
+            .map(|s| {
+                s.spec
+                    .as_ref()
+                    .unwrap()
+                    .cluster_ip
+                    .clone()
+                    .unwrap()
+                    .into_owned()
+            })
             .collect()
     }
 
@@ -622,7 +630,7 @@ mod tests {
         assert_eq!(cluster_ips(&store), ["10.0.0.9"]);
     }
 
-    fn service_ptr(store: &ClusterStore, name: &str) -> *const Service {
+    fn service_ptr(store: &ClusterStore, name: &str) -> *const StoredService {
         let objects = store.objects();
         let found = objects
             .services
@@ -706,7 +714,7 @@ mod tests {
             origin: "api".into(),
             objects: list("10.0.0.1"),
         });
-        let pointers = |store: &ClusterStore| -> BTreeMap<String, *const Service> {
+        let pointers = |store: &ClusterStore| -> BTreeMap<String, *const StoredService> {
             store
                 .objects()
                 .services

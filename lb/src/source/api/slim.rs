@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::k8s::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 use crate::source::Object;
 
 /// The metadata translation and the store read: name, namespace, labels and deletion. The
@@ -26,20 +25,11 @@ fn slim_meta(meta: &mut ObjectMeta) {
     };
 }
 
-/// A Service as the store keeps it: without its selector (the EndpointSlice controller's
-/// input, not the agent's), and of its labels only the two translation reads.
-pub fn service(mut svc: Service) -> Option<Object> {
-    slim_meta(&mut svc.metadata);
-    if let Some(labels) = svc.metadata.labels.as_mut() {
-        labels.retain(|k, _| k == SERVICE_PROXY_NAME_LABEL || k == HEADLESS_LABEL);
-    }
-    if svc.metadata.labels.as_ref().is_some_and(|l| l.is_empty()) {
-        svc.metadata.labels = None;
-    }
-    if let Some(spec) = svc.spec.as_mut() {
-        spec.selector = None;
-    }
-    Some(Object::Service(std::sync::Arc::new(svc)))
+/// A Service as the store keeps it: in the agent's own compact form
+/// ([`crate::k8s::StoredService`]: the fields translation reads, the two labels it reads as
+/// fields, no selector, `managedFields` or annotations).
+pub fn service(svc: Service) -> Option<Object> {
+    Some(Object::Service(std::sync::Arc::new(svc.into())))
 }
 
 /// An EndpointSlice as the store keeps it: in the agent's own compact form
@@ -234,12 +224,8 @@ mod tests {
         let Some(Object::Service(kept)) = service(svc) else {
             panic!("services are kept");
         };
-        assert_eq!(kept.spec.as_ref().unwrap().selector, None);
+        assert!(kept.headless, "the headless label is read into a field");
         let meta = serde_json::to_value(&kept.metadata).unwrap();
-        assert_eq!(
-            meta,
-            json!({"name": "web", "namespace": "default",
-                   "labels": {"service.kubernetes.io/headless": ""}})
-        );
+        assert_eq!(meta, json!({"name": "web", "namespace": "default"}));
     }
 }
