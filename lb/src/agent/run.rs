@@ -89,6 +89,8 @@ pub fn run(
     health.set_node_eligible(this_node_eligible(&store, opts));
     let pass = Instant::now();
     let first = translate(config, &store, opts, &mut cache)?;
+    // Translation, the journal's only reader, has seen every change.
+    store.forget_changes_through(store.version());
     let translated_in = pass.elapsed();
     let mut reported = TranslationLog::default();
     reported.report(&first.translation, &metrics);
@@ -175,7 +177,9 @@ pub fn run(
         }
         health.set_node_eligible(this_node_eligible(&store, opts));
         let pass = Instant::now();
-        match translate(config, &store, opts, &mut cache) {
+        let translated = translate(config, &store, opts, &mut cache);
+        store.forget_changes_through(store.version());
+        match translated {
             Ok(translation) => {
                 reported.report(&translation.translation, &metrics);
                 reconcile(&mut agent, &translation, &metrics, pass)?;

@@ -63,6 +63,21 @@ impl Journal {
         self.entries.push_back((self.last, touched));
     }
 
+    /// Forgets the changes up to `seen`, which every reader has seen (the agent has one, its
+    /// translation): the journal then holds only what came since, not the whole first list.
+    /// A reader still behind `seen` redoes everything, as one behind more than [`Journal::KEPT`].
+    pub fn forget_through(&mut self, seen: StoreVersion) {
+        if seen.store != self.store || seen.change > self.last {
+            return;
+        }
+        let upto = self.entries.partition_point(|(n, _)| *n <= seen.change);
+        self.entries.drain(..upto);
+        self.complete_after = self.complete_after.max(seen.change);
+        if self.entries.capacity() > 4 * self.entries.len().max(1024) {
+            self.entries.shrink_to_fit();
+        }
+    }
+
     /// The version a reader that has seen every change so far remembers.
     pub fn version(&self) -> StoreVersion {
         StoreVersion {
@@ -117,6 +132,35 @@ mod tests {
         journal
             .since(seen)
             .map(|t| t.map(|t| t.name.clone()).collect())
+    }
+
+    #[test]
+    fn forgotten_changes_are_redone_by_a_reader_behind_and_kept_for_one_at_the_mark() {
+        let mut journal = Journal::new();
+        let start = journal.version();
+        journal.record(touched("a"));
+        let after_a = journal.version();
+        journal.record(touched("b"));
+        journal.forget_through(after_a);
+        assert_eq!(names(&journal, after_a).unwrap(), ["b"]);
+        assert_eq!(
+            names(&journal, start),
+            None,
+            "behind the mark: redo everything"
+        );
+        let other = Journal::new();
+        journal.forget_through(other.version());
+        assert_eq!(
+            names(&journal, after_a).unwrap(),
+            ["b"],
+            "another store's mark"
+        );
+        journal.forget_through(journal.version());
+        assert_eq!(
+            names(&journal, journal.version()).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(names(&journal, after_a), None);
     }
 
     #[test]

@@ -222,6 +222,12 @@ impl ClusterStore {
         self.journal.version()
     }
 
+    /// Forgets the changes up to `seen`, which every reader of [`ClusterStore::changed_since`]
+    /// has seen (see [`Journal::forget_through`]).
+    pub fn forget_changes_through(&mut self, seen: StoreVersion) {
+        self.journal.forget_through(seen);
+    }
+
     /// The objects added, changed or deleted after `seen` (one changed twice is named twice);
     /// `None` when the store cannot tell (`seen` is another store's, or too old), and the
     /// reader must look at everything.
