@@ -15,17 +15,11 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     /// The reference for an object's metadata.
-    pub fn new(
-        kind: &'static str,
-        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> Self {
+    pub fn new(kind: &'static str, meta: &(impl super::Named + ?Sized)) -> Self {
         ObjectRef {
             kind,
-            namespace: meta
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
-            name: meta.name.clone().unwrap_or_else(|| "<unnamed>".to_owned()),
+            namespace: meta.namespace().unwrap_or("default").to_owned(),
+            name: meta.name().unwrap_or("<unnamed>").to_owned(),
         }
     }
 }

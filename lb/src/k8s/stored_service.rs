@@ -12,10 +12,10 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 use super::service::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
+use super::stored_meta::StoredMeta;
 
 /// Text of a field: the API's own values shared, anything else owned.
 pub type Text = Cow<'static, str>;
@@ -56,7 +56,7 @@ pub fn text(value: String) -> Text {
 pub struct StoredService {
     /// Name, namespace and deletion time; its labels are not kept (the two that are read are
     /// the fields below: a map of one entry takes a 550-byte node).
-    pub metadata: ObjectMeta,
+    pub metadata: StoredMeta,
     /// The `service.kubernetes.io/service-proxy-name` label.
     pub proxy_name: Option<Box<str>>,
     /// Whether it carries the `service.kubernetes.io/headless` label (any value).
@@ -124,11 +124,10 @@ impl From<Service> for StoredService {
             .map(|ingress| ingress.ip.map(String::into_boxed_str))
             .collect();
         StoredService {
-            metadata: ObjectMeta {
+            metadata: StoredMeta {
                 name: metadata.name,
                 namespace: metadata.namespace,
                 deletion_timestamp: metadata.deletion_timestamp,
-                ..ObjectMeta::default()
             },
             proxy_name: label(&labels, SERVICE_PROXY_NAME_LABEL),
             headless: labels.contains_key(HEADLESS_LABEL),
@@ -211,8 +210,6 @@ mod tests {
         }));
         assert_eq!(svc.metadata.name.as_deref(), Some("web"));
         assert_eq!(svc.metadata.namespace.as_deref(), Some("shop"));
-        assert_eq!(svc.metadata.labels, None, "labels are read into fields");
-        assert_eq!(svc.metadata.managed_fields, None);
         assert_eq!(svc.proxy_name.as_deref(), Some("other"));
         assert!(!svc.headless);
         let spec = svc.spec.unwrap();

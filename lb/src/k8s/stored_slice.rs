@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::stored_meta::StoredMeta;
 use super::SERVICE_NAME_LABEL;
 use crate::exact::map_exact;
 use crate::metrics::LAST_CHANGE_TRIGGER_TIME;
@@ -26,7 +26,7 @@ use crate::model::Placement;
 pub struct StoredSlice {
     /// Name, namespace and deletion time; its labels and annotations are not kept (the two
     /// that are read are the fields below: a map of one entry takes a 550-byte node).
-    pub metadata: ObjectMeta,
+    pub metadata: StoredMeta,
     /// The `kubernetes.io/service-name` label: the Service the slice belongs to.
     pub service_name: Option<Box<str>>,
     /// The `endpoints.kubernetes.io/last-change-trigger-time` annotation, as written: when the
@@ -107,11 +107,10 @@ impl From<EndpointSlice> for StoredSlice {
         StoredSlice {
             service_name: take(metadata.labels, SERVICE_NAME_LABEL),
             trigger_time: take(metadata.annotations, LAST_CHANGE_TRIGGER_TIME),
-            metadata: ObjectMeta {
+            metadata: StoredMeta {
                 name: metadata.name,
                 namespace: metadata.namespace,
                 deletion_timestamp: metadata.deletion_timestamp,
-                ..ObjectMeta::default()
             },
             address_type,
             ports: {
@@ -167,10 +166,10 @@ mod tests {
         }));
         assert_eq!(
             slice.metadata,
-            ObjectMeta {
+            StoredMeta {
                 name: Some("web-1".into()),
                 namespace: Some("default".into()),
-                ..ObjectMeta::default()
+                deletion_timestamp: None,
             }
         );
         assert_eq!(slice.service_name.as_deref(), Some("web"));

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::stored_meta::Named;
 use super::stored_service::StoredService;
 use super::stored_slice::StoredSlice;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::endpoints::{parse_slice, ParsedSlice};
 use super::error::{ObjectRef, TranslateError};
@@ -234,17 +234,17 @@ impl Translation {
 
 /// `items` in (namespace, name) order, the order of the names errors show (a missing namespace
 /// is `default`); items with the same name keep their order.
-pub(super) fn sorted<T>(items: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&T> {
+pub(super) fn sorted<T, M: Named + ?Sized>(items: &[T], meta: impl Fn(&T) -> &M) -> Vec<&T> {
     let mut v: Vec<&T> = items.iter().collect();
     v.sort_by(|a, b| sort_key(meta(a)).cmp(&sort_key(meta(b))));
     v
 }
 
 /// [`ObjectRef::new`]'s namespace and name, borrowed.
-pub(super) fn sort_key(meta: &ObjectMeta) -> (&str, &str) {
+pub(super) fn sort_key(meta: &(impl Named + ?Sized)) -> (&str, &str) {
     (
-        meta.namespace.as_deref().unwrap_or("default"),
-        meta.name.as_deref().unwrap_or("<unnamed>"),
+        meta.namespace().unwrap_or("default"),
+        meta.name().unwrap_or("<unnamed>"),
     )
 }
 

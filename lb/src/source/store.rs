@@ -11,9 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::k8s::{StoredService, StoredSlice};
+use crate::k8s::{Named, StoredService, StoredSlice};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::journal::{Journal, StoreVersion, Touched};
 use crate::k8s::ClusterObjects;
@@ -48,8 +47,8 @@ impl Object {
         let (kind, meta) = self.kind_and_meta();
         ObjectKey {
             kind,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace().unwrap_or_default().to_owned(),
+            name: meta.name().unwrap_or_default().to_owned(),
         }
     }
 
@@ -80,12 +79,12 @@ impl Object {
         let (kind, meta) = self.kind_and_meta();
         Touched {
             kind,
-            namespace: meta.namespace.as_deref().unwrap_or("default").to_owned(),
-            name: meta.name.as_deref().unwrap_or("<unnamed>").to_owned(),
+            namespace: meta.namespace().unwrap_or("default").to_owned(),
+            name: meta.name().unwrap_or("<unnamed>").to_owned(),
         }
     }
 
-    fn kind_and_meta(&self) -> (&'static str, &ObjectMeta) {
+    fn kind_and_meta(&self) -> (&'static str, &dyn Named) {
         match self {
             Object::Service(o) => ("Service", &o.metadata),
             Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
@@ -385,8 +384,8 @@ fn order_key(origin: &Arc<str>, seq: u64, object: &Object) -> (usize, OrderKey) 
     let (kind, meta) = object.kind_and_meta();
     let kind = kind_index(kind);
     let key = OrderKey {
-        namespace: meta.namespace.as_deref().unwrap_or("default").to_owned(),
-        name: meta.name.as_deref().unwrap_or("<unnamed>").to_owned(),
+        namespace: meta.namespace().unwrap_or("default").to_owned(),
+        name: meta.name().unwrap_or("<unnamed>").to_owned(),
         origin: Arc::clone(origin),
         seq,
     };
@@ -482,10 +481,10 @@ mod tests {
 
     fn service(name: &str, cluster_ip: &str) -> Object {
         Object::Service(Arc::new(StoredService {
-            metadata: ObjectMeta {
+            metadata: crate::k8s::StoredMeta {
                 name: Some(name.to_owned()),
                 namespace: Some("default".to_owned()),
-                ..ObjectMeta::default()
+                deletion_timestamp: None,
             },
             spec: Some(crate::k8s::StoredServiceSpec {
                 cluster_ip: Some(cluster_ip.to_owned().into()),

@@ -138,10 +138,13 @@ mod tests {
         };
         assert_eq!(kept.service_name.as_deref(), Some("web"));
         assert_eq!(kept.trigger_time.as_deref(), Some("2026-12-03T12:00:00Z"));
-        let meta = serde_json::to_value(&kept.metadata).unwrap();
         assert_eq!(
-            meta.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["name", "namespace"]
+            kept.metadata,
+            crate::k8s::StoredMeta {
+                name: Some("s-1".into()),
+                namespace: Some("default".into()),
+                deletion_timestamp: None,
+            }
         );
     }
 
@@ -225,7 +228,7 @@ mod tests {
             panic!("services are kept");
         };
         assert!(kept.headless, "the headless label is read into a field");
-        let meta = serde_json::to_value(&kept.metadata).unwrap();
-        assert_eq!(meta, json!({"name": "web", "namespace": "default"}));
+        assert_eq!(kept.metadata.name.as_deref(), Some("web"));
+        assert_eq!(kept.metadata.namespace.as_deref(), Some("default"));
     }
 }
