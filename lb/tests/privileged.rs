@@ -56,7 +56,7 @@ fn main() {
         child::run(&role);
         return;
     }
-    let tests: [(&str, TestFn); 18] = [
+    let tests: [(&str, TestFn); 19] = [
         (
             "sock_lb::clusterip_tcp_connects_to_a_backend_and_getpeername_shows_the_service_and_close_forgets_it",
             clusterip_tcp,
@@ -124,6 +124,10 @@ fn main() {
         (
             "maps::a_lb_map_max_too_small_for_the_entries_is_refused_naming_the_option",
             resize::a_too_small_lb_map_max_is_refused,
+        ),
+        (
+            "maps::a_resize_given_up_before_attaching_leaves_the_old_maps_in_place",
+            resize::a_resize_given_up_before_attaching_leaves_the_old_maps,
         ),
         (
             "sock_lb::replaced_and_removed_links_are_off_the_cgroup_when_the_call_returns",

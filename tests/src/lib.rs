@@ -3,8 +3,8 @@
 //! Debian has no kube-apiserver binary, so `cargo xtask apiserver` builds a small one
 //! (`tests/apiserver/`, Go) on Kubernetes' server library as Debian packages it, and fetches
 //! Debian's `kubectl`; [`build`] says where they are. [`ApiServer`] runs one for a test and
-//! [`Kubectl`] drives it the way an operator would; [`agent::ApiAgent`] runs `lb-agent` on a
-//! netsim node watching it.
+//! [`Kubectl`] drives it the way an operator would; `agent::ApiAgent` (feature `agent`, on by
+//! default) runs `lb-agent` on a netsim node watching it.
 
 #[cfg(feature = "agent")]
 pub mod agent;

@@ -85,20 +85,12 @@ pub struct LoadedDatapath {
 }
 
 impl Agent {
-    /// Prepares the node and attaches the datapath (unless `socketLB.enabled` is off): the
-    /// [`Agent::load`] and [`LoadedDatapath::start`] of `selection`, one after the other.
-    pub fn start(
-        config: &AgentConfig,
-        selection: &DeviceSelection,
-        state_dir: &Path,
-    ) -> Result<Agent, AgentError> {
-        Agent::load(config)?.start(config, selection, state_dir)
-    }
-
-    /// Probes the kernel, prepares the mounts and loads the programs with their maps pinned.
-    /// Maps pinned by an earlier agent are adopted with their contents, so traffic keeps
-    /// flowing while this one starts. What the kernel or the options refuse is refused here,
-    /// before anything on the node changes.
+    /// Probes the kernel, prepares the mounts and loads the programs with their maps pinned;
+    /// [`LoadedDatapath::start`] attaches them. Maps pinned by an earlier agent are adopted
+    /// with their contents, so traffic keeps flowing while this one starts. What the kernel or
+    /// the options refuse is refused before the programs load. Pinned maps of another size
+    /// are moved aside for fresh ones (`datapath::migrate`): a load that fails, or is
+    /// given up ([`LoadedDatapath::abandon`]), puts them back.
     pub fn load(config: &AgentConfig) -> Result<LoadedDatapath, AgentError> {
         host::features::raise_memlock_limit();
         let features = degrade::KernelFeatures::probe()?;
@@ -146,10 +138,13 @@ impl Agent {
         }
         let sock_lb = SockLb::load_hooks(settings, plan.hooks, &pin_dir)?;
         let nodeport_lb = if config.node_port() {
-            Some(NodePortLb::load(
-                nodeport::nodeport_settings(config),
-                &pin_dir,
-            )?)
+            match NodePortLb::load(nodeport::nodeport_settings(config), &pin_dir) {
+                Ok(lb) => Some(lb),
+                Err(e) => {
+                    sock_lb.abandon();
+                    return Err(e.into());
+                }
+            }
         } else {
             None
         };
@@ -165,6 +160,16 @@ impl Agent {
 }
 
 impl LoadedDatapath {
+    /// Gives up the loaded datapath before attaching it (the lists or the first translation
+    /// failed): pinned maps moved aside for a resize go back in place, so the programs
+    /// running from an earlier agent keep theirs and the next start finds the node as it was.
+    pub fn abandon(self) {
+        self.sock_lb.abandon();
+        if let Some(lb) = self.nodeport_lb {
+            lb.abandon();
+        }
+    }
+
     /// Attaches the loaded datapath, its NodePort programs to the devices of `selection`
     /// (unless `socketLB.enabled` is off), and records what it installed in `state_dir`.
     pub fn start(
@@ -182,16 +187,29 @@ impl LoadedDatapath {
             nodeport_lb,
         } = self;
         let nodeport_devices = match nodeport_lb {
-            Some(lb) => Some((
-                lb,
-                nodeport::choose_devices(config, selection, &host::host_devices()?)?,
-            )),
+            Some(lb) => {
+                let chosen = host::host_devices()
+                    .map_err(AgentError::from)
+                    .and_then(|host| {
+                        nodeport::choose_devices(config, selection, &host).map_err(Into::into)
+                    });
+                match chosen {
+                    Ok(devices) => Some((lb, devices)),
+                    Err(e) => {
+                        sock_lb.abandon();
+                        lb.abandon();
+                        return Err(e);
+                    }
+                }
+            }
             None => None,
         };
         let links = if setup::attaches_socket_hooks(config) {
             sock_lb.attach(&cgroup)?
         } else {
             detach_socket_hooks(&pin_dir)?;
+            // Nothing attaches the socket programs, but the packet programs use the maps.
+            sock_lb.finish_migration()?;
             tracing::info!(
                 "socketLB.enabled is off: the socket hooks are not attached, services are \
                  programmed in the maps only"

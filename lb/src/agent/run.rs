@@ -67,11 +67,16 @@ pub fn run(
     let mut cache = TranslationCache::new();
     // The datapath loads while the lists arrive: loading needs only the options and the
     // kernel (the device selection comes with the Node and is applied after). A kernel or an
-    // option that refuses the start is reported before a failed sync.
+    // option that refuses the start is logged at once, and ends the agent when the lists
+    // are in (the source cannot be interrupted while it waits for an API server).
     let (report, loaded) = std::thread::scope(|scope| {
         let loading = scope.spawn(|| {
             let started = Instant::now();
-            Agent::load(config).map(|loaded| (loaded, started.elapsed()))
+            Agent::load(config)
+                .inspect_err(|e| {
+                    error!("the datapath cannot load: {e}; the agent exits once the lists are in")
+                })
+                .map(|loaded| (loaded, started.elapsed()))
         });
         let report = source.sync(&mut store);
         let loaded = loading
@@ -80,7 +85,13 @@ pub fn run(
         (report, loaded)
     });
     let (loaded, loaded_in) = loaded?;
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            loaded.abandon();
+            return Err(e.into());
+        }
+    };
     // What the lists' pages and the loading (the kernel's BTF, parsed) freed goes back to
     // the kernel before translation and the first pass allocate (see `free_memory`).
     return_free_memory();
@@ -88,7 +99,13 @@ pub fn run(
     log_sync(&report, &metrics);
     health.set_node_eligible(this_node_eligible(&store, opts));
     let pass = Instant::now();
-    let first = translate(config, &store, opts, &mut cache)?;
+    let first = match translate(config, &store, opts, &mut cache) {
+        Ok(first) => first,
+        Err(e) => {
+            loaded.abandon();
+            return Err(e);
+        }
+    };
     // Translation, the journal's only reader, has seen every change.
     store.forget_changes_through(store.version());
     let translated_in = pass.elapsed();

@@ -322,6 +322,8 @@ impl Migration {
             let _ = std::fs::remove_file(&pinned);
             let _ = std::fs::rename(&moved.aside, &pinned);
         }
+        // Gone when empty; another migration's maps may still be aside.
+        let _ = std::fs::remove_dir(self.pin_dir.join(MIGRATE_DIR));
     }
 
     /// Copies every entry of the old maps into the loaded object's new ones.

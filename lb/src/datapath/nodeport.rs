@@ -133,8 +133,9 @@ pub struct NodePortLb {
     /// The tables last written to `lb_maglev_v1`, so a reconciliation does not read every
     /// table back to find the few that changed; `None` until known.
     maglev_written: Option<BTreeMap<u16, Vec<u32>>>,
-    /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed),
-    /// finished by [`NodePortLb::attach`] once the old programs are detached.
+    /// Packet maps being replaced by ones of the configured size (`bpf.lbMapMax` changed):
+    /// filled by [`NodePortLb::attach`] and finished there once the old programs are
+    /// detached, put back by [`NodePortLb::abandon`].
     pub(super) migration: Option<Migration>,
     /// The generation of this agent's tcx links (set by [`NodePortLb::attach`]).
     pub(super) generation: u64,
@@ -153,9 +154,8 @@ impl NodePortLb {
         let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
         let loaded = create_pinned(pin_dir, config.map_max, maglev_len)
             .and_then(|()| Self::load_programs(config, pin_dir))
-            .and_then(|mut ebpf| {
-                migration.copy_into(&mut ebpf)?;
-                // After the copy: the XDP object adopts the pinned maps the tc object now uses.
+            .and_then(|ebpf| {
+                // The XDP object adopts the pinned maps the tc object now uses.
                 let xdp = if config.xdp {
                     Some(Self::load_xdp(config, pin_dir)?)
                 } else {
@@ -178,6 +178,14 @@ impl NodePortLb {
                 migration.restore();
                 Err(e)
             }
+        }
+    }
+
+    /// Gives up this load before attaching: packet maps a migration moved aside go back in
+    /// place (the running programs keep using them), and the new ones are dropped.
+    pub fn abandon(mut self) {
+        if let Some(migration) = self.migration.take() {
+            migration.restore();
         }
     }
 

@@ -64,8 +64,8 @@ pub struct SockLb {
     hooks: SocketHooks,
     /// How many slots of `lb_sock_conn_slots_v1` the programs use (0: none).
     conn_slots: u32,
-    /// Pinned maps being replaced by ones of the configured size, finished by
-    /// [`SockLb::attach`].
+    /// Pinned maps being replaced by ones of the configured size: filled and finished by
+    /// [`SockLb::attach`] (or [`SockLb::finish_migration`]), put back by [`SockLb::abandon`].
     migration: Option<Migration>,
 }
 
@@ -74,7 +74,8 @@ impl SockLb {
     /// with their contents when they match what this load would create; missing ones are
     /// created and pinned there. Pinned maps of another size or flags (`bpf.lbMapMax`
     /// changed) are replaced by fresh ones holding the same entries ([`super::migrate`]),
-    /// finished by [`SockLb::attach`]; a size too small for what they hold is refused.
+    /// copied and finished by [`SockLb::attach`]; a size too small for what they hold is
+    /// refused.
     pub fn load(config: SockLbConfig, pin_dir: &Path) -> Result<Self, DatapathError> {
         Self::load_hooks(config, SocketHooks::ALL, pin_dir)
     }
@@ -88,11 +89,7 @@ impl SockLb {
     ) -> Result<Self, DatapathError> {
         let want = super::migrate::expected_specs(config.map_max)?;
         let migration = Migration::prepare(pin_dir, &want, config.map_max)?;
-        let loaded = Self::load_programs(config, hooks, pin_dir).and_then(|mut ebpf| {
-            migration.copy_into(&mut ebpf)?;
-            Ok(ebpf)
-        });
-        match loaded {
+        match Self::load_programs(config, hooks, pin_dir) {
             Ok(ebpf) => Ok(SockLb {
                 ebpf,
                 pin_dir: pin_dir.to_owned(),
@@ -174,6 +171,12 @@ impl SockLb {
             path: cgroup.to_owned(),
             source,
         })?;
+        // The replaced maps' entries go into the new maps now, not at the load: the agent
+        // loads while the lists arrive, and the old programs keep writing meanwhile. What
+        // they write until they are detached follows in `finish`.
+        if let Some(migration) = &self.migration {
+            migration.copy_into(&mut self.ebpf)?;
+        }
         let links_dir = self.pin_dir.join(LINKS_DIR);
         std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
         // The NodePort programs' links live beside these and follow generations of their own.
@@ -242,6 +245,23 @@ impl SockLb {
             migration.finish(&mut self.ebpf)?;
         }
         Ok(pinned)
+    }
+
+    /// Finishes a migration without attaching (`socketLB.enabled` off: the packet programs
+    /// use the shared maps): every entry of the replaced maps is copied and their pins go.
+    pub fn finish_migration(&mut self) -> Result<(), DatapathError> {
+        match self.migration.take() {
+            Some(migration) => migration.finish(&mut self.ebpf),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives up this load before attaching: maps a migration moved aside go back in place
+    /// (the running programs keep using them), and the new ones are dropped.
+    pub fn abandon(mut self) {
+        if let Some(migration) = self.migration.take() {
+            migration.restore();
+        }
     }
 
     /// The service maps, for reading and applying [`super::MapContents`].

@@ -176,6 +176,11 @@ impl NodePortLb {
     ) -> Result<TcRecord, DatapathError> {
         let links_dir = self.pin_dir.join(LINKS_DIR);
         std::fs::create_dir_all(&links_dir).map_err(DatapathError::pin(&links_dir))?;
+        // The replaced maps' entries go into the new maps now, not at the load (see
+        // `SockLb::attach`); what the old programs write until detached follows in `finish`.
+        if let Some(migration) = &self.migration {
+            migration.copy_into(&mut self.ebpf)?;
+        }
         let old_links = tc_links(&links_dir)?;
         self.generation = old_links.iter().map(|(_, g)| g + 1).max().unwrap_or(1);
         self.mode = Some(mode);

@@ -64,13 +64,26 @@ pub fn translate_service(
     warnings: &mut Vec<String>,
 ) -> Result<ServiceOutcome, Vec<TranslateError>> {
     let object = ObjectRef::new("Service", &svc.metadata);
+    // As kube-proxy and Cilium select: `!service-proxy-name` without a name of our own (the
+    // label, whatever its value, empty too, hands the Service to another proxy), and
+    // `service-proxy-name=NAME` with one.
     let proxy_name = svc.proxy_name.as_deref();
-    if proxy_name.unwrap_or("") != opts.service_proxy_name {
-        return Ok(ServiceOutcome::Ignored(format!(
-            "{object}: {SERVICE_PROXY_NAME_LABEL}={:?} is not this proxy's name {:?}",
-            proxy_name.unwrap_or_default(),
-            opts.service_proxy_name
-        )));
+    let ours = match proxy_name {
+        None => opts.service_proxy_name.is_empty(),
+        Some(label) => !opts.service_proxy_name.is_empty() && label == opts.service_proxy_name,
+    };
+    if !ours {
+        let name = &opts.service_proxy_name;
+        return Ok(ServiceOutcome::Ignored(match proxy_name {
+            None => format!("{object}: not labelled {SERVICE_PROXY_NAME_LABEL}={name:?}"),
+            Some(label) if label == name => format!(
+                "{object}: labelled {SERVICE_PROXY_NAME_LABEL}={label:?}, which hands it to \
+                 another proxy whatever its value (this one has no service proxy name)"
+            ),
+            Some(label) => format!(
+                "{object}: {SERVICE_PROXY_NAME_LABEL}={label:?} is not this proxy's name {name:?}"
+            ),
+        }));
     }
     if svc.headless {
         return Ok(ServiceOutcome::Ignored(format!(
@@ -562,6 +575,18 @@ mod tests {
         assert!(matches!(
             outcome(&labelled, &named),
             Ok(ServiceOutcome::Programmed(..))
+        ));
+        let empty_label = svc(json!({"labels": {SERVICE_PROXY_NAME_LABEL: ""}}), json!({}));
+        assert!(
+            matches!(
+                outcome(&empty_label, &default),
+                Ok(ServiceOutcome::Ignored(_))
+            ),
+            "kube-proxy selects services without the label: an empty value is still the label"
+        );
+        assert!(matches!(
+            outcome(&plain, &named),
+            Ok(ServiceOutcome::Ignored(_))
         ));
         assert!(matches!(
             outcome(&plain, &named),

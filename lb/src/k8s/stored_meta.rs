@@ -18,16 +18,6 @@ pub struct StoredMeta {
     pub deletion_timestamp: Option<Time>,
 }
 
-impl From<ObjectMeta> for StoredMeta {
-    fn from(meta: ObjectMeta) -> Self {
-        StoredMeta {
-            name: meta.name,
-            namespace: meta.namespace,
-            deletion_timestamp: meta.deletion_timestamp,
-        }
-    }
-}
-
 /// An object's name and namespace, as written (either may be missing).
 pub trait Named {
     /// `metadata.name`.

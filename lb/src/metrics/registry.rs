@@ -266,8 +266,13 @@ impl Metrics {
 
     /// Sets `lb_services` and `lb_backends` from the last programmed state.
     fn count_desired(&self) {
-        let (services, backends) =
-            desired_counts::count(&self.desired.lock().unwrap_or_else(PoisonError::into_inner));
+        // Counted on a copy (two pointers): the agent's pass does not wait for the scrape.
+        let desired = self
+            .desired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (services, backends) = desired_counts::count(&desired);
         self.services.set(services as i64);
         self.backends.set(backends as i64);
     }

@@ -1,8 +1,7 @@
 //! [`Seen`]: which shared objects changed since the last look, told by allocation. The store
 //! gives a changed EndpointSlice a new allocation and keeps an unchanged one's
-//! ([`crate::source::ClusterStore`]), and so does translation for the frontends
-//! ([`crate::k8s::TranslationCache`]), so the metrics computed from them look only at what
-//! changed, not at all 10 000 services on every change.
+//! ([`crate::source::ClusterStore`]), so the metrics computed from the slices look only at
+//! what changed, not at all 10 000 services on every change.
 
 use std::collections::HashMap;
 use std::sync::Arc;

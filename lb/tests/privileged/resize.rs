@@ -116,6 +116,38 @@ pub fn a_changed_lb_map_max_is_migrated() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A load with another `bpf.lbMapMax` given up before it attached (the agent loads while the
+/// lists arrive; a failed list or first translation gives the load up): the old maps are
+/// pinned again, of their size and with their entries, and nothing is left aside.
+pub fn a_resize_given_up_before_attaching_leaves_the_old_maps() -> Result<(), Failed> {
+    let cgroup = TestCgroup::new("resize-abandon")?;
+    let bpffs = support::TestBpffs::new("resize-abandon")?;
+    let mut first = SockLb::load(config(1024), &bpffs.path)?;
+    first.attach(&cgroup.path)?;
+    program(&mut first, &test_services())?;
+    let before = ServiceMaps::open_pinned(&bpffs.path)?.read()?;
+    drop(first);
+
+    let second = SockLb::load(config(2048), &bpffs.path)?;
+    if !bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
+        return Err("the resize moved no map aside: nothing to give up".into());
+    }
+    second.abandon();
+    for (name, max, _) in sized_maps(&bpffs.path)? {
+        if max != 1024 {
+            return Err(format!("{name} holds {max} entries after the resize was given up").into());
+        }
+    }
+    if ServiceMaps::open_pinned(&bpffs.path)?.read()? != before {
+        return Err("the maps put back do not hold what they held".into());
+    }
+    if bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
+        return Err("the given-up resize left its migrate directory".into());
+    }
+    expect_tcp_balanced(&cgroup.path)?;
+    Ok(())
+}
+
 /// A `bpf.lbMapMax` too small for what the maps hold is refused, naming the option and the
 /// way out, and the pinned maps are left as they were.
 pub fn a_too_small_lb_map_max_is_refused() -> Result<(), Failed> {
