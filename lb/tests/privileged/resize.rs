@@ -48,17 +48,24 @@ pub fn pinned_ids(pin_dir: &Path) -> Result<Vec<(&'static str, u32)>, Failed> {
         .collect()
 }
 
+/// An agent with `bpf.lbMapMax=1024` that attached to `cgroup`, programmed the test services
+/// and exited: its programs and maps stay pinned in `pin_dir`. Returns what the maps hold.
+fn exited_at_1024(cgroup: &Path, pin_dir: &Path) -> Result<lb::datapath::MapContents, Failed> {
+    let mut first = SockLb::load(config(1024), pin_dir)?;
+    first.attach(cgroup)?;
+    program(&mut first, &test_services())?;
+    let held = ServiceMaps::open_pinned(pin_dir)?.read()?;
+    drop(first);
+    Ok(held)
+}
+
 /// A larger `bpf.lbMapMax` on restart: every sized map is replaced by one of the new size
 /// holding the same entries, a connection made before keeps showing the service through
 /// getpeername (its reverse entry moved), and new connections are balanced.
 pub fn a_changed_lb_map_max_is_migrated() -> Result<(), Failed> {
     let cgroup = TestCgroup::new("resize")?;
     let bpffs = support::TestBpffs::new("resize")?;
-    let mut first = SockLb::load(config(1024), &bpffs.path)?;
-    first.attach(&cgroup.path)?;
-    program(&mut first, &test_services())?;
-    let before = ServiceMaps::open_pinned(&bpffs.path)?.read()?;
-    drop(first); // the agent exits; programs and maps stay
+    let before = exited_at_1024(&cgroup.path, &bpffs.path)?;
 
     let mut held = support::sandboxed_child(CHILD_ROLE, "held-tcp", &cgroup.path)?
         .stdin(Stdio::piped())
@@ -122,11 +129,7 @@ pub fn a_changed_lb_map_max_is_migrated() -> Result<(), Failed> {
 pub fn a_resize_given_up_before_attaching_leaves_the_old_maps() -> Result<(), Failed> {
     let cgroup = TestCgroup::new("resize-abandon")?;
     let bpffs = support::TestBpffs::new("resize-abandon")?;
-    let mut first = SockLb::load(config(1024), &bpffs.path)?;
-    first.attach(&cgroup.path)?;
-    program(&mut first, &test_services())?;
-    let before = ServiceMaps::open_pinned(&bpffs.path)?.read()?;
-    drop(first);
+    let before = exited_at_1024(&cgroup.path, &bpffs.path)?;
 
     let second = SockLb::load(config(2048), &bpffs.path)?;
     if !bpffs.path.join(lb::datapath::MIGRATE_DIR).exists() {
